@@ -1,14 +1,52 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! # s3state
+//!
+//! Terraform-format state snapshots in Amazon S3, for tools that need a state backend that is
+//! safe under concurrency: every write is a conditional PUT (`If-None-Match: *` to create,
+//! `If-Match: <etag>` to update), so a writer that lost a race gets [`Error::Conflict`] instead
+//! of silently overwriting someone else's work.
+//!
+//! The crate follows Terraform's split:
+//! - [`statemgr`] is the contract (Terraform's `statemgr`, made async);
+//! - [`State`] is the v4 state format, read and written byte-for-byte as Terraform does;
+//! - [`RemoteState`] applies the serial and lineage rules over any [`Store`];
+//! - [`s3`] is the S3 store, and the only part that knows about S3.
+//!
+//! ```no_run
+//! use s3state::{OutputReader, OutputValue, S3Builder};
+//!
+//! # async fn demo() -> s3state::Result<()> {
+//! let manager = S3Builder::from_env()
+//!     .with_bucket("tfstate")
+//!     .with_key("app/terraform.tfstate")
+//!     .build()
+//!     .await?;
+//!
+//! // Refresh, change, persist; retried automatically when another writer wins the race.
+//! manager
+//!     .update(|state| {
+//!         state.outputs.insert("endpoint".into(), OutputValue::new("https://example.com"));
+//!     })
+//!     .await?;
+//!
+//! for (name, output) in manager.root_output_values().await? {
+//!     println!("{name} = {}", if output.sensitive { "(sensitive)".into() } else { output.value.to_string() });
+//! }
+//! # Ok(()) }
+//! ```
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod error;
+pub mod remote;
+pub mod s3;
+pub mod state;
+pub mod statemgr;
+pub mod store;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::{Error, Result};
+pub use remote::{RemoteState, RemoteStateOptions};
+pub use s3::{S3Builder, S3Store, ServerSideEncryption};
+pub use state::{DecodeError, OutputValue, RawJson, State};
+pub use statemgr::{
+    OutputReader, Persistent, PersistentMeta, Persister, Refresher, SnapshotMeta, SnapshotOrdering,
+    Transient,
+};
+pub use store::{ETag, Store};

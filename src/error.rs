@@ -1,0 +1,146 @@
+//! The one error type of the crate.
+//!
+//! Every variant carries enough context (where, what was expected, what was found) for an
+//! operator to act on the message alone. The enum is `#[non_exhaustive]`: match the variants
+//! you handle and keep a fallback arm.
+
+use crate::state::DecodeError;
+use crate::statemgr::SnapshotMeta;
+
+/// A boxed error from a lower layer (the AWS SDK, an I/O source).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Shorthand for `Result<T, s3state::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in s3state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is missing or invalid. Nothing was sent to the store.
+    #[error("invalid configuration for `{field}` (env {env}): {message}")]
+    InvalidConfig {
+        /// The builder field (and CLI flag) name.
+        field: &'static str,
+        /// The environment variable that sets it.
+        env: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// The snapshot stored at `location` could not be decoded as Terraform state.
+    #[error("cannot read the state at {location}: {source}")]
+    Decode {
+        /// Where the bytes came from, such as `s3://bucket/key`.
+        location: String,
+        /// The decode failure, with position or versions where relevant.
+        #[source]
+        source: DecodeError,
+    },
+
+    /// Another writer changed the state since we last read it, so our conditional write
+    /// was refused. Nothing was overwritten. Refresh, re-apply the change, and persist again
+    /// (or use `update`, which does exactly that).
+    #[error("conflict writing {location}: {}", describe_conflict(.remote))]
+    Conflict {
+        /// Where the write was attempted.
+        location: String,
+        /// What is known of the snapshot that is there now: `None` when it was deleted or
+        /// could not be decoded.
+        remote: Option<SnapshotMeta>,
+    },
+
+    /// The in-memory state belongs to a different lineage than the persisted one; writing it
+    /// would replace an unrelated state.
+    #[error(
+        "refusing to write state of lineage {local} over {location}, which holds lineage {remote}: \
+         they are unrelated states"
+    )]
+    LineageMismatch {
+        /// Where the write was attempted.
+        location: String,
+        /// The lineage of the state we were asked to write.
+        local: String,
+        /// The lineage of the persisted state.
+        remote: String,
+    },
+
+    /// The in-memory state has an older serial than the persisted one; writing it would roll
+    /// back newer changes.
+    #[error(
+        "refusing to write state with serial {local} over {location}, which holds the newer serial {remote}: \
+         refresh first"
+    )]
+    SerialRegression {
+        /// Where the write was attempted.
+        location: String,
+        /// The serial of the state we were asked to write.
+        local: u64,
+        /// The serial of the persisted state.
+        remote: u64,
+    },
+
+    /// `update` lost the race more often than its attempt budget allows.
+    #[error(
+        "gave up updating {location} after {attempts} attempts, each lost to a concurrent writer"
+    )]
+    UpdateContention {
+        /// Where the update was attempted.
+        location: String,
+        /// How many refresh–change–persist rounds were tried.
+        attempts: u32,
+    },
+
+    /// The bucket does not exist (or is not visible with these credentials).
+    #[error("bucket `{bucket}` does not exist")]
+    BucketNotFound {
+        /// The bucket name.
+        bucket: String,
+    },
+
+    /// The bucket does not have versioning enabled, which s3state requires by default so
+    /// that every snapshot is kept.
+    #[error(
+        "bucket `{bucket}` has versioning {status}; s3state keeps every snapshot through bucket versioning. \
+         Enable it with `aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled`, \
+         or opt out with `S3Builder::with_versioning_required(false)` (S3STATE_REQUIRE_VERSIONING=false)"
+    )]
+    VersioningNotEnabled {
+        /// The bucket name.
+        bucket: String,
+        /// What the bucket reported: `disabled` (never enabled) or `suspended`.
+        status: String,
+    },
+
+    /// The store failed in a way not covered above (network, permissions, throttling after
+    /// retries). The source carries the store's own error code and message.
+    #[error("{operation} {location} failed: {message}")]
+    Store {
+        /// The operation, such as `GetObject`.
+        operation: &'static str,
+        /// The object or bucket addressed.
+        location: String,
+        /// A one-line description, including the store's error code when it gave one.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+fn describe_conflict(remote: &Option<SnapshotMeta>) -> String {
+    match remote {
+        Some(meta) => format!(
+            "it now holds serial {} of lineage {} (written by Terraform {}); refresh and retry",
+            meta.serial, meta.lineage, meta.terraform_version
+        ),
+        None => "the state there changed or was deleted since we read it; refresh and retry".into(),
+    }
+}
+
+impl Error {
+    /// True for [`Error::Conflict`]: the write lost a race and may be retried after a refresh.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+}

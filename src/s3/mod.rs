@@ -1,0 +1,194 @@
+//! Everything that knows about S3, and nothing about serials or lineages.
+//!
+//! - [`S3Builder`] configures and validates a connection (`from_env()`, `with_*()`).
+//! - [`S3Store`] implements [`crate::Store`] for one object with conditional S3 requests.
+//! - S3 error codes are mapped to [`crate::Error`] here and nowhere else.
+
+mod builder;
+mod errors;
+
+pub use builder::{S3Builder, ServerSideEncryption};
+
+use crate::error::{Error, Result};
+use crate::store::{
+    ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject, Written,
+};
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use errors::{is_not_found, sdk_error, status_of};
+use sha2::Digest as _;
+use std::time::Duration;
+
+/// One state object in S3, read and written with conditional requests.
+///
+/// Built by [`S3Builder::build_store`]; cheap to clone (the SDK client is shared).
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    key: String,
+    location: String,
+    sse: Option<ServerSideEncryption>,
+    conflict_retries: u32,
+}
+
+/// How long to wait before retrying after S3's `409 ConditionalRequestConflict`, doubled on
+/// each further conflict.
+const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
+
+impl S3Store {
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The object key (workspace prefix included).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The SDK client, for operations this crate does not wrap.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn apply_sse_to_put(
+        &self,
+        request: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        use aws_sdk_s3::types::ServerSideEncryption as Sse;
+        match &self.sse {
+            None => request,
+            Some(ServerSideEncryption::S3Managed) => request.server_side_encryption(Sse::Aes256),
+            Some(ServerSideEncryption::Kms { key_id }) => request
+                .server_side_encryption(Sse::AwsKms)
+                .set_ssekms_key_id(key_id.clone()),
+            Some(ServerSideEncryption::CustomerKey(key)) => request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(key.key_base64())
+                .sse_customer_key_md5(key.key_md5_base64()),
+        }
+    }
+
+    async fn put_once(
+        &self,
+        body: &Bytes,
+        checksum: &str,
+        precondition: &Precondition,
+        metadata: &ObjectMetadata,
+    ) -> Result<
+        PutOutcome,
+        aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::put_object::PutObjectError>,
+    > {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .body(ByteStream::from(body.clone()))
+            .content_type("application/json")
+            .checksum_sha256(checksum)
+            .set_metadata(Some(metadata.clone().into_iter().collect()));
+        request = match precondition {
+            Precondition::Create => request.if_none_match("*"),
+            Precondition::Match(etag) => request.if_match(etag.as_str()),
+        };
+        request = self.apply_sse_to_put(request);
+        match request.send().await {
+            Ok(output) => Ok(PutOutcome::Written(Written {
+                etag: ETag::new(output.e_tag.unwrap_or_default()),
+                version_id: output.version_id,
+            })),
+            // 412: the tag moved, or the object exists. 404 on If-Match: the object we
+            // expected was deleted meanwhile. Both mean someone else changed it.
+            Err(err)
+                if status_of(&err) == Some(412)
+                    || (status_of(&err) == Some(404)
+                        && matches!(precondition, Precondition::Match(_))) =>
+            {
+                Ok(PutOutcome::PreconditionFailed)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn get(&self, if_none_match: Option<&ETag>) -> Result<Fetched> {
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .set_if_none_match(if_none_match.map(|etag| etag.as_str().to_owned()));
+        if let Some(ServerSideEncryption::CustomerKey(key)) = &self.sse {
+            request = request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(key.key_base64())
+                .sse_customer_key_md5(key.key_md5_base64());
+        }
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(err) if status_of(&err) == Some(304) => return Ok(Fetched::NotModified),
+            Err(err) if is_not_found(&err) => return Ok(Fetched::Absent),
+            Err(err) => return Err(sdk_error("GetObject", &self.location, err)),
+        };
+        let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
+        let version_id = output.version_id.clone();
+        let metadata = output
+            .metadata
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let body = output.body.collect().await.map_err(|err| Error::Store {
+            operation: "GetObject",
+            location: self.location.clone(),
+            message: format!("reading the body failed: {err}"),
+            source: Some(Box::new(err)),
+        })?;
+        Ok(Fetched::Found(StoredObject {
+            body: body.into_bytes(),
+            etag,
+            version_id,
+            metadata,
+        }))
+    }
+
+    async fn put(
+        &self,
+        body: Bytes,
+        precondition: &Precondition,
+        metadata: &ObjectMetadata,
+    ) -> Result<PutOutcome> {
+        let checksum = BASE64.encode(sha2::Sha256::digest(&body));
+        let mut backoff = CONFLICT_BACKOFF;
+        let mut conflicts = 0;
+        loop {
+            match self
+                .put_once(&body, &checksum, precondition, metadata)
+                .await
+            {
+                Ok(outcome) => return Ok(outcome),
+                // Real S3 answers 409 ConditionalRequestConflict when conditional writes to one
+                // key overlap; the write was not applied and may be retried.
+                Err(err) if status_of(&err) == Some(409) && conflicts < self.conflict_retries => {
+                    conflicts += 1;
+                    tracing::debug!(conflicts, location = %self.location, "409 from PutObject; retrying");
+                    tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+                    backoff *= 2;
+                }
+                Err(err) => return Err(sdk_error("PutObject", &self.location, err)),
+            }
+        }
+    }
+
+    fn location(&self) -> &str {
+        &self.location
+    }
+}

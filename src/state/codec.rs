@@ -1,0 +1,406 @@
+//! Reading and writing state format v4, in Terraform's exact layout.
+
+use super::json::{RawJson, go_indent_into, write_go_string};
+use super::{OutputValue, STATE_FORMAT_VERSION, State};
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+/// Why bytes could not be read as a Terraform state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The body is empty (or only whitespace): there is no state.
+    #[error("no state: the object is empty")]
+    Empty,
+    /// The body is not valid JSON, or not a JSON object.
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    InvalidJson {
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// The parser's description.
+        message: String,
+    },
+    /// The state has no `version` field, so its format is unknown.
+    #[error("the state has no \"version\" field, so its format is unknown")]
+    MissingVersion,
+    /// The state was written in a newer format than this crate reads.
+    #[error(
+        "the state uses format version {found}, but this s3state reads up to version {supported}; \
+         upgrade s3state to read it"
+    )]
+    UnsupportedVersion {
+        /// The version in the file.
+        found: u64,
+        /// The newest version this crate reads.
+        supported: u64,
+    },
+    /// The state uses a format older than v4, written by Terraform before 0.12.
+    #[error(
+        "the state uses the legacy format version {found} (Terraform before 0.12); s3state reads version {supported}. \
+         Run `terraform refresh` with Terraform 0.12 or newer once to upgrade it"
+    )]
+    LegacyVersion {
+        /// The version in the file.
+        found: u64,
+        /// The version this crate reads.
+        supported: u64,
+    },
+    /// A known field is missing or has the wrong type.
+    #[error("invalid field \"{field}\": {message}")]
+    InvalidField {
+        /// The field's path, such as `outputs.name.type`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl From<serde_json::Error> for DecodeError {
+    fn from(err: serde_json::Error) -> Self {
+        DecodeError::InvalidJson {
+            line: err.line(),
+            column: err.column(),
+            message: err.to_string(),
+        }
+    }
+}
+
+type RawFields = IndexMap<String, Box<RawValue>>;
+
+impl State {
+    /// Decodes a state file (format v4).
+    ///
+    /// ```
+    /// use s3state::{DecodeError, State};
+    /// assert!(matches!(State::from_slice(b""), Err(DecodeError::Empty)));
+    /// assert!(matches!(
+    ///     State::from_slice(br#"{"version": 5}"#),
+    ///     Err(DecodeError::UnsupportedVersion { found: 5, supported: 4 })
+    /// ));
+    /// ```
+    pub fn from_slice(bytes: &[u8]) -> Result<State, DecodeError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(DecodeError::Empty);
+        }
+        let mut fields: RawFields = serde_json::from_slice(bytes)?;
+
+        let version = fields
+            .shift_remove("version")
+            .ok_or(DecodeError::MissingVersion)?;
+        let version: u64 = parse_field("version", &version)?;
+        if version > STATE_FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                found: version,
+                supported: STATE_FORMAT_VERSION,
+            });
+        }
+        if version < STATE_FORMAT_VERSION {
+            return Err(DecodeError::LegacyVersion {
+                found: version,
+                supported: STATE_FORMAT_VERSION,
+            });
+        }
+
+        let terraform_version: String = required(&mut fields, "terraform_version")?;
+        let terraform_version = semver::Version::parse(&terraform_version).map_err(|err| {
+            DecodeError::InvalidField {
+                field: "terraform_version".into(),
+                message: format!("{terraform_version:?} is not a semantic version: {err}"),
+            }
+        })?;
+        let serial: u64 = required(&mut fields, "serial")?;
+        let lineage: String = required(&mut fields, "lineage")?;
+
+        let outputs = match fields.shift_remove("outputs") {
+            Some(raw) => decode_outputs(&raw)?,
+            None => BTreeMap::new(),
+        };
+        let resources = fields
+            .shift_remove("resources")
+            .map_or_else(RawJson::empty_array, |raw| RawJson::from_raw(&raw));
+        let check_results = fields
+            .shift_remove("check_results")
+            .map_or_else(RawJson::null, |raw| RawJson::from_raw(&raw));
+        let unknown_fields = fields
+            .into_iter()
+            .map(|(name, raw)| (name, RawJson::from_raw(&raw)))
+            .collect();
+
+        Ok(State {
+            terraform_version,
+            serial,
+            lineage,
+            outputs,
+            resources,
+            check_results,
+            unknown_fields,
+        })
+    }
+
+    /// Encodes the state as Terraform does: fields in Terraform's order, two-space indent,
+    /// Go's string escaping, and a trailing newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let compact = self.to_compact();
+        let mut out = String::with_capacity(compact.len() + compact.len() / 2);
+        go_indent_into(&mut out, &compact);
+        out.push('\n');
+        out.into_bytes()
+    }
+
+    /// The whole document in Go's compact form; indenting it once reproduces
+    /// `json.MarshalIndent`.
+    fn to_compact(&self) -> String {
+        let mut out = String::with_capacity(
+            self.resources.as_str().len() + self.check_results.as_str().len() + 256,
+        );
+        out.push_str("{\"version\":");
+        out.push_str(&STATE_FORMAT_VERSION.to_string());
+        out.push_str(",\"terraform_version\":");
+        write_go_string(&mut out, &self.terraform_version.to_string());
+        out.push_str(",\"serial\":");
+        out.push_str(&self.serial.to_string());
+        out.push_str(",\"lineage\":");
+        write_go_string(&mut out, &self.lineage);
+        out.push_str(",\"outputs\":{");
+        for (i, (name, output)) in self.outputs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_go_string(&mut out, name);
+            out.push_str(":{\"value\":");
+            out.push_str(output.value.as_str());
+            out.push_str(",\"type\":");
+            out.push_str(output.value_type.as_str());
+            if output.sensitive {
+                out.push_str(",\"sensitive\":true");
+            }
+            write_unknown_fields(&mut out, &output.unknown_fields);
+            out.push('}');
+        }
+        out.push_str("},\"resources\":");
+        out.push_str(self.resources.as_str());
+        out.push_str(",\"check_results\":");
+        out.push_str(self.check_results.as_str());
+        write_unknown_fields(&mut out, &self.unknown_fields);
+        out.push('}');
+        out
+    }
+}
+
+fn write_unknown_fields(out: &mut String, fields: &IndexMap<String, RawJson>) {
+    for (name, value) in fields {
+        out.push(',');
+        write_go_string(out, name);
+        out.push(':');
+        out.push_str(value.as_str());
+    }
+}
+
+fn decode_outputs(raw: &RawValue) -> Result<BTreeMap<String, OutputValue>, DecodeError> {
+    let outputs: IndexMap<String, RawFields> =
+        serde_json::from_str(raw.get()).map_err(|err| DecodeError::InvalidField {
+            field: "outputs".into(),
+            message: format!("expected an object of output objects: {err}"),
+        })?;
+    outputs
+        .into_iter()
+        .map(|(name, mut fields)| {
+            let path = |field: &str| format!("outputs.{name}.{field}");
+            let value = fields
+                .shift_remove("value")
+                .ok_or_else(|| missing(&path("value")))?;
+            let value_type = fields
+                .shift_remove("type")
+                .ok_or_else(|| missing(&path("type")))?;
+            let sensitive = match fields.shift_remove("sensitive") {
+                Some(raw) => parse_field(&path("sensitive"), &raw)?,
+                None => false,
+            };
+            let output = OutputValue {
+                value: RawJson::from_raw(&value),
+                value_type: RawJson::from_raw(&value_type),
+                sensitive,
+                unknown_fields: fields
+                    .into_iter()
+                    .map(|(k, v)| (k, RawJson::from_raw(&v)))
+                    .collect(),
+            };
+            Ok((name, output))
+        })
+        .collect()
+}
+
+fn required<T: serde::de::DeserializeOwned>(
+    fields: &mut RawFields,
+    name: &str,
+) -> Result<T, DecodeError> {
+    let raw = fields.shift_remove(name).ok_or_else(|| missing(name))?;
+    parse_field(name, &raw)
+}
+
+fn parse_field<T: serde::de::DeserializeOwned>(
+    name: &str,
+    raw: &RawValue,
+) -> Result<T, DecodeError> {
+    serde_json::from_str(raw.get()).map_err(|err| DecodeError::InvalidField {
+        field: name.into(),
+        message: format!("{err} (found {})", raw.get()),
+    })
+}
+
+fn missing(name: &str) -> DecodeError {
+    DecodeError::InvalidField {
+        field: name.into(),
+        message: "the field is required".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TERRAFORM_SAMPLE: &[u8] =
+        include_bytes!("../../tests/data/terraform-1.15.5/terraform.tfstate.json");
+
+    #[test]
+    fn a_terraform_written_state_round_trips_byte_for_byte() {
+        let state = State::from_slice(TERRAFORM_SAMPLE).unwrap();
+        assert_eq!(
+            String::from_utf8(state.to_bytes()).unwrap(),
+            std::str::from_utf8(TERRAFORM_SAMPLE).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_sample_decodes_into_typed_fields() {
+        let state = State::from_slice(TERRAFORM_SAMPLE).unwrap();
+        assert_eq!(state.serial, 1);
+        assert_eq!(state.lineage, "17be2140-cb35-fcbf-2b9f-a8e4e43cbc8b");
+        assert_eq!(state.terraform_version, semver::Version::new(1, 15, 5));
+        assert!(state.outputs["secret"].sensitive);
+        assert!(!state.outputs["greeting"].sensitive);
+        assert_eq!(
+            state.outputs["numbers"].to_value(),
+            serde_json::json!([1, 2, 3])
+        );
+        assert_eq!(
+            state.outputs["numbers"].value_type.as_str(),
+            r#"["tuple",["number","number","number"]]"#
+        );
+    }
+
+    #[test]
+    fn exotic_numbers_escapes_and_unknown_fields_survive_a_round_trip() {
+        let text = concat!(
+            "{\n",
+            "  \"version\": 4,\n",
+            "  \"terraform_version\": \"1.16.0-alpha20261101\",\n",
+            "  \"serial\": 18446744073709551615,\n",
+            "  \"lineage\": \"l\",\n",
+            "  \"outputs\": {\n",
+            "    \"big\": {\n",
+            "      \"value\": [\n",
+            "        1e+30,\n",
+            "        0.30000000000000004,\n",
+            "        123456789012345678901234567890,\n",
+            "        -0\n",
+            "      ],\n",
+            "      \"type\": \"dynamic\",\n",
+            "      \"future\": {}\n",
+            "    },\n",
+            "    \"html\": {\n",
+            "      \"value\": \"\\u003cb\\u003e \\u0026 \\u2028 é \\ud83d\\ude00 \\u0001\",\n",
+            "      \"type\": \"string\"\n",
+            "    }\n",
+            "  },\n",
+            "  \"resources\": [],\n",
+            "  \"check_results\": null,\n",
+            "  \"from_the_future\": {\n",
+            "    \"x\": [\n",
+            "      true\n",
+            "    ]\n",
+            "  }\n",
+            "}\n"
+        );
+        let state = State::from_slice(text.as_bytes()).unwrap();
+        assert_eq!(state.serial, u64::MAX);
+        assert_eq!(String::from_utf8(state.to_bytes()).unwrap(), text);
+    }
+
+    #[test]
+    fn empty_bodies_mean_no_state() {
+        assert!(matches!(State::from_slice(b""), Err(DecodeError::Empty)));
+        assert!(matches!(State::from_slice(b" \n"), Err(DecodeError::Empty)));
+    }
+
+    #[test]
+    fn invalid_json_reports_its_position() {
+        let err = State::from_slice(b"{\n  \"version\": 4,\n  oops\n}").unwrap_err();
+        match err {
+            DecodeError::InvalidJson { line, column, .. } => assert_eq!((line, column), (3, 3)),
+            other => panic!("expected InvalidJson, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_version_is_refused() {
+        let err = State::from_slice(br#"{"serial": 1}"#).unwrap_err();
+        assert!(matches!(err, DecodeError::MissingVersion), "{err:?}");
+    }
+
+    #[test]
+    fn newer_formats_are_refused_naming_both_versions() {
+        let err = State::from_slice(br#"{"version": 5, "anything": []}"#).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("version 5") && message.contains("version 4"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn legacy_formats_get_an_upgrade_hint() {
+        let err = State::from_slice(br#"{"version": 3, "serial": 1}"#).unwrap_err();
+        assert!(matches!(err, DecodeError::LegacyVersion { found: 3, .. }));
+        assert!(err.to_string().contains("Terraform 0.12"));
+    }
+
+    #[test]
+    fn a_non_semver_terraform_version_names_the_field() {
+        let text = br#"{"version":4,"terraform_version":"one","serial":1,"lineage":"x"}"#;
+        match State::from_slice(text).unwrap_err() {
+            DecodeError::InvalidField { field, .. } => assert_eq!(field, "terraform_version"),
+            other => panic!("expected InvalidField, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_output_without_a_type_names_its_path() {
+        let text = br#"{"version":4,"terraform_version":"1.0.0","serial":1,"lineage":"x","outputs":{"o":{"value":1}}}"#;
+        match State::from_slice(text).unwrap_err() {
+            DecodeError::InvalidField { field, .. } => assert_eq!(field, "outputs.o.type"),
+            other => panic!("expected InvalidField, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_outputs_get_go_compatible_types_and_layout() {
+        let mut state = State::new(semver::Version::new(1, 15, 5));
+        state.outputs.insert(
+            "m".into(),
+            OutputValue::new(&serde_json::json!({"b": [1, "x"], "a": true})).sensitive(),
+        );
+        let text = String::from_utf8(state.to_bytes()).unwrap();
+        assert!(
+            text.contains(
+                "\"type\": [\n        \"object\",\n        {\n          \"a\": \"bool\","
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\"sensitive\": true"), "{text}");
+        assert_eq!(State::from_slice(text.as_bytes()).unwrap(), state);
+    }
+}

@@ -1,0 +1,281 @@
+//! JSON exactly as Go's `encoding/json` writes it.
+//!
+//! Terraform writes state with `json.MarshalIndent(v, "", "  ")` plus a newline. Parts of the
+//! state (resource attributes, output values) are `json.RawMessage`s produced by `ctyjson`, which
+//! Go copies through `Compact` without re-encoding: numbers keep their literal text (`1e+30`,
+//! `12345678901234567890`) and strings keep their escapes. To re-write such a file byte for byte
+//! we keep those parts as text ([`RawJson`]) in Go's compact form and only re-indent them.
+//!
+//! Go's rules reproduced here:
+//! - strings escape `"`, `\`, `\b`, `\f`, `\n`, `\r`, `\t` with short escapes and other control
+//!   characters as `\u00xx` (lowercase hex); `<`, `>`, `&`, U+2028 and U+2029 are escaped as
+//!   `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029` (HTML-safe escaping, on by default);
+//! - `Compact` applies that HTML escaping to raw messages too, and leaves every other byte alone;
+//! - `Indent` puts each element on its own line, writes `": "` after keys, and keeps empty
+//!   objects and arrays as `{}` and `[]`.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// A JSON value kept as text, in Go's compact form, so that numbers and escapes survive a
+/// read–write round trip exactly.
+///
+/// Equality compares the text: two values are equal when Go would have written them the same.
+///
+/// ```
+/// use s3state::RawJson;
+/// let big = RawJson::parse("[ 1e+30, 12345678901234567890 ]").unwrap();
+/// assert_eq!(big.as_str(), "[1e+30,12345678901234567890]");
+/// let from_value = RawJson::from_value(&serde_json::json!({"b": "<&>", "a": 1}));
+/// assert_eq!(from_value.as_str(), r#"{"a":1,"b":"\u003c\u0026\u003e"}"#);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RawJson(Box<str>);
+
+impl RawJson {
+    /// Validates `text` as JSON and keeps it in Go's compact form.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        let raw: &RawValue = serde_json::from_str(text)?;
+        Ok(Self::from_raw(raw))
+    }
+
+    pub(crate) fn from_raw(raw: &RawValue) -> Self {
+        let mut out = String::with_capacity(raw.get().len());
+        go_compact_into(&mut out, raw.get());
+        RawJson(out.into_boxed_str())
+    }
+
+    /// Encodes any serialisable value the way Go would (object keys sorted, as Go sorts map
+    /// keys; HTML-safe string escaping).
+    ///
+    /// Floating-point numbers are written by `serde_json`'s shortest round-trip form, which may
+    /// differ in spelling from Go's `big.Float` text for the same number (`1e20` versus
+    /// `100000000000000000000`); integers and decimal fractions agree.
+    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Self {
+        let value = serde_json::to_value(value).expect("a serde_json::Value always serialises");
+        let text = serde_json::to_string(&value).expect("a serde_json::Value always serialises");
+        let mut out = String::with_capacity(text.len());
+        go_compact_into(&mut out, &text);
+        RawJson(out.into_boxed_str())
+    }
+
+    /// JSON `null`.
+    pub fn null() -> Self {
+        RawJson("null".into())
+    }
+
+    /// An empty JSON array, `[]`.
+    pub fn empty_array() -> Self {
+        RawJson("[]".into())
+    }
+
+    /// The compact text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parses the text into a [`serde_json::Value`]. Numbers that do not fit `u64`/`i64`/`f64`
+    /// exactly are approximated; the `RawJson` itself stays exact.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).expect("RawJson always holds valid JSON")
+    }
+
+    /// Deserialises the text into any type.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// True when the value is JSON `null`.
+    pub fn is_null(&self) -> bool {
+        &*self.0 == "null"
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Appends `s` as a JSON string literal, escaped as Go's encoder escapes it.
+pub(crate) fn write_go_string(out: &mut String, s: &str) {
+    // serde_json already uses Go's short escapes and lowercase `\u00xx` for control characters;
+    // the compact pass adds Go's HTML-safe escapes.
+    let quoted = serde_json::to_string(s).expect("a str always serialises");
+    go_compact_into(out, &quoted);
+}
+
+/// Go's `json.Compact` with HTML escaping: drops insignificant whitespace and escapes `<`, `>`,
+/// `&`, U+2028 and U+2029. `text` must be valid JSON.
+fn go_compact_into(out: &mut String, text: &str) {
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            match c {
+                _ if escaped => {
+                    escaped = false;
+                    out.push(c);
+                }
+                '\\' => {
+                    escaped = true;
+                    out.push(c);
+                }
+                '"' => {
+                    in_string = false;
+                    out.push(c);
+                }
+                '<' => out.push_str("\\u003c"),
+                '>' => out.push_str("\\u003e"),
+                '&' => out.push_str("\\u0026"),
+                '\u{2028}' => out.push_str("\\u2028"),
+                '\u{2029}' => out.push_str("\\u2029"),
+                _ => out.push(c),
+            }
+        } else {
+            match c {
+                ' ' | '\t' | '\n' | '\r' => {}
+                '"' => {
+                    in_string = true;
+                    out.push(c);
+                }
+                _ => out.push(c),
+            }
+        }
+    }
+}
+
+/// Go's `json.Indent(dst, src, "", "  ")` over compact text, appended to `out`.
+pub(crate) fn go_indent_into(out: &mut String, compact: &str) {
+    let bytes = compact.as_bytes();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut i = 0;
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    };
+    // Copy runs of ordinary bytes in one go; only structural bytes need attention.
+    let mut run_start = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                i += 1;
+            }
+            b'{' | b'[' => {
+                out.push_str(&compact[run_start..=i]);
+                let close = if b == b'{' { b'}' } else { b']' };
+                if bytes.get(i + 1) == Some(&close) {
+                    out.push(close as char);
+                    i += 2;
+                } else {
+                    depth += 1;
+                    newline(out, depth);
+                    i += 1;
+                }
+                run_start = i;
+            }
+            b'}' | b']' => {
+                out.push_str(&compact[run_start..i]);
+                depth = depth.saturating_sub(1);
+                newline(out, depth);
+                out.push(b as char);
+                i += 1;
+                run_start = i;
+            }
+            b',' => {
+                out.push_str(&compact[run_start..=i]);
+                newline(out, depth);
+                i += 1;
+                run_start = i;
+            }
+            b':' => {
+                out.push_str(&compact[run_start..=i]);
+                out.push(' ');
+                i += 1;
+                run_start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&compact[run_start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indent(compact: &str) -> String {
+        let mut out = String::new();
+        go_indent_into(&mut out, compact);
+        out
+    }
+
+    #[test]
+    fn compact_keeps_number_literals_and_escapes_verbatim() {
+        let raw = RawJson::parse("{ \"n\" : 1E+30 , \"s\": \"a\\/b\\u00e9\" }").unwrap();
+        assert_eq!(raw.as_str(), r#"{"n":1E+30,"s":"a\/b\u00e9"}"#);
+    }
+
+    #[test]
+    fn strings_are_escaped_like_go_with_html_safety() {
+        let mut out = String::new();
+        write_go_string(
+            &mut out,
+            "<a&b>\u{2028}\u{2029}\"\\\n\r\t\u{8}\u{c}\u{1}\u{7f}é",
+        );
+        // DEL (U+007F) is printable to Go and stays raw.
+        assert_eq!(
+            out,
+            "\"\\u003ca\\u0026b\\u003e\\u2028\\u2029\\\"\\\\\\n\\r\\t\\b\\f\\u0001\u{7f}é\""
+        );
+    }
+
+    #[test]
+    fn html_characters_inside_raw_strings_are_escaped_but_structure_is_not() {
+        let raw = RawJson::parse(r#"{"k<":"<>&"}"#).unwrap();
+        assert_eq!(raw.as_str(), r#"{"k\u003c":"\u003c\u003e\u0026"}"#);
+    }
+
+    #[test]
+    fn indent_matches_go_layout_including_empty_containers() {
+        assert_eq!(
+            indent(r#"{"a":[],"b":{},"c":[1,{"d":"x,y:{z}"}]}"#),
+            "{\n  \"a\": [],\n  \"b\": {},\n  \"c\": [\n    1,\n    {\n      \"d\": \"x,y:{z}\"\n    }\n  ]\n}"
+        );
+    }
+
+    #[test]
+    fn indent_does_not_treat_escaped_quotes_as_string_ends() {
+        assert_eq!(indent(r#"["a\"[,",1]"#), "[\n  \"a\\\"[,\",\n  1\n]");
+    }
+
+    #[test]
+    fn values_from_serde_sort_object_keys_as_go_sorts_map_keys() {
+        let raw = RawJson::from_value(&serde_json::json!({"z": 1, "a": {"y": true, "b": null}}));
+        assert_eq!(raw.as_str(), r#"{"a":{"b":null,"y":true},"z":1}"#);
+    }
+}

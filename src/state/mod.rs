@@ -1,0 +1,142 @@
+//! The Terraform state model (format v4), and nothing about storage.
+//!
+//! [`State`] types the fields s3state reasons about (serial, lineage, Terraform version, root
+//! outputs) and keeps everything else (`resources`, `check_results`, fields added by future
+//! Terraform versions) as exact JSON text, so a tool never drops what it does not understand.
+
+mod codec;
+mod json;
+
+pub use codec::DecodeError;
+pub use json::RawJson;
+
+use indexmap::IndexMap;
+use std::collections::BTreeMap;
+
+/// The state format version this crate reads and writes.
+pub const STATE_FORMAT_VERSION: u64 = 4;
+
+/// The Terraform version s3state stamps on states it creates from nothing, and which it has been
+/// tested against.
+pub const COMPATIBLE_TERRAFORM_VERSION: semver::Version = semver::Version::new(1, 15, 5);
+
+/// One Terraform state snapshot (format v4).
+///
+/// Read it with [`State::from_slice`] and write it with [`State::to_bytes`]. A state that
+/// Terraform wrote, read and written back unchanged, is byte-identical.
+///
+/// ```
+/// use s3state::{OutputValue, State};
+/// let mut state = State::new(semver::Version::new(1, 15, 5));
+/// state.outputs.insert("region".into(), OutputValue::new(&"eu-west-1"));
+/// let bytes = state.to_bytes();
+/// assert_eq!(State::from_slice(&bytes).unwrap(), state);
+/// assert!(bytes.ends_with(b"}\n"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// The version of Terraform (or of the tool) that wrote this snapshot.
+    pub terraform_version: semver::Version,
+    /// Increments by one on every persisted change; set by the state manager.
+    pub serial: u64,
+    /// Identifies the state's history; fixed when the state is first created. Empty means
+    /// "not yet assigned": the first persist assigns a fresh UUID.
+    pub lineage: String,
+    /// Root module outputs, by name (kept sorted, as Terraform writes them).
+    pub outputs: BTreeMap<String, OutputValue>,
+    /// The `resources` array, kept exactly.
+    pub resources: RawJson,
+    /// The `check_results` value, kept exactly (`null` when there are none).
+    pub check_results: RawJson,
+    /// Top-level fields this crate does not know, in file order, kept exactly.
+    pub unknown_fields: IndexMap<String, RawJson>,
+}
+
+/// A root module output value: its value, its Terraform type, and whether it is sensitive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputValue {
+    /// The value, as exact JSON.
+    pub value: RawJson,
+    /// The Terraform type in `ctyjson` form, for example `"string"` or `["list","number"]`.
+    pub value_type: RawJson,
+    /// Sensitive outputs are hidden by Terraform's CLI unless asked for.
+    pub sensitive: bool,
+    /// Fields of the output object this crate does not know, kept exactly.
+    pub unknown_fields: IndexMap<String, RawJson>,
+}
+
+impl OutputValue {
+    /// A non-sensitive output whose type is inferred from the value, as Terraform infers the
+    /// type of an `output` expression: strings, numbers and bools map to primitive types,
+    /// arrays to tuples and objects to objects.
+    pub fn new<T: serde::Serialize + ?Sized>(value: &T) -> Self {
+        let value = serde_json::to_value(value).expect("a serde_json::Value always serialises");
+        OutputValue {
+            value_type: RawJson::from_value(&implied_type(&value)),
+            value: RawJson::from_value(&value),
+            sensitive: false,
+            unknown_fields: IndexMap::new(),
+        }
+    }
+
+    /// The same output, marked sensitive.
+    pub fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
+    }
+
+    /// The value as a [`serde_json::Value`] (see [`RawJson::to_value`] on number precision).
+    pub fn to_value(&self) -> serde_json::Value {
+        self.value.to_value()
+    }
+}
+
+/// The `ctyjson` type Terraform would infer for a JSON value.
+fn implied_type(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Value, json};
+    match value {
+        // An unknown type is the most honest description of null.
+        Value::Null => json!("dynamic"),
+        Value::Bool(_) => json!("bool"),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+        Value::Array(items) => json!(["tuple", items.iter().map(implied_type).collect::<Vec<_>>()]),
+        Value::Object(fields) => {
+            let types: serde_json::Map<_, _> = fields
+                .iter()
+                .map(|(k, v)| (k.clone(), implied_type(v)))
+                .collect();
+            json!(["object", types])
+        }
+    }
+}
+
+impl State {
+    /// An empty state (no outputs, no resources), serial 0 and no lineage yet.
+    pub fn new(terraform_version: semver::Version) -> Self {
+        State {
+            terraform_version,
+            serial: 0,
+            lineage: String::new(),
+            outputs: BTreeMap::new(),
+            resources: RawJson::empty_array(),
+            check_results: RawJson::null(),
+            unknown_fields: IndexMap::new(),
+        }
+    }
+
+    /// The format version, always [`STATE_FORMAT_VERSION`] once read.
+    pub fn version(&self) -> u64 {
+        STATE_FORMAT_VERSION
+    }
+
+    /// True when `self` and `other` hold the same content apart from `serial` and `lineage`,
+    /// the fields the state manager owns. A persist only bumps the serial when this is false.
+    pub fn same_content(&self, other: &State) -> bool {
+        self.terraform_version == other.terraform_version
+            && self.outputs == other.outputs
+            && self.resources == other.resources
+            && self.check_results == other.check_results
+            && self.unknown_fields == other.unknown_fields
+    }
+}

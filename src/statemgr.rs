@@ -1,0 +1,134 @@
+//! The state-manager contract, after Terraform's `statemgr` package, made async.
+//!
+//! A state manager holds two snapshots:
+//! - the **transient** snapshot, in memory, which callers read with [`Transient::state`] and
+//!   replace with [`Transient::write_state`];
+//! - the **persisted** snapshot, in durable storage, which [`Refresher::refresh_state`] loads
+//!   and [`Persister::persist_state`] replaces.
+//!
+//! All methods take `&self`, so one manager can be shared between tasks behind an `Arc`.
+//! Implementations serialise their own I/O, as Terraform's managers do behind a mutex.
+
+use crate::error::Result;
+use crate::state::{OutputValue, State};
+use async_trait::async_trait;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+/// The in-memory snapshot. No method here does I/O, so they are plain (not async) methods.
+pub trait Transient: Send + Sync {
+    /// A copy of the current in-memory snapshot; `None` when there is no state yet.
+    fn state(&self) -> Option<State>;
+
+    /// Replaces the in-memory snapshot. Nothing is written until
+    /// [`Persister::persist_state`].
+    fn write_state(&self, state: State);
+}
+
+/// Loads the latest persisted snapshot.
+#[async_trait]
+pub trait Refresher: Send + Sync {
+    /// Loads the latest persisted snapshot and makes it the in-memory snapshot too, discarding
+    /// in-memory changes that were not persisted (Terraform's semantics).
+    ///
+    /// Safe while other processes persist concurrently: the snapshot read is always one whole
+    /// persisted version, never a mix.
+    async fn refresh_state(&self) -> Result<()>;
+}
+
+/// Writes the in-memory snapshot as the new persisted snapshot.
+#[async_trait]
+pub trait Persister: Send + Sync {
+    /// Persists the in-memory snapshot.
+    ///
+    /// Guarantees:
+    /// - an unchanged snapshot makes no request;
+    /// - a changed snapshot gets `serial + 1` and keeps its lineage; a brand-new one gets a fresh
+    ///   lineage;
+    /// - a write never replaces a persisted snapshot that this manager has not read: if another
+    ///   process persisted since, the result is [`crate::Error::Conflict`] and nothing is
+    ///   overwritten;
+    /// - a snapshot of another lineage, or with an older serial than the persisted one, is
+    ///   refused ([`crate::Error::LineageMismatch`], [`crate::Error::SerialRegression`]).
+    ///
+    /// It does not lock; locking is the caller's decision, as in Terraform.
+    async fn persist_state(&self) -> Result<()>;
+}
+
+/// Reads the root module's output values.
+#[async_trait]
+pub trait OutputReader: Send + Sync {
+    /// The root module outputs of the latest persisted snapshot, by name. Like Terraform's
+    /// implementation, this refreshes first. Empty when there is no state.
+    async fn root_output_values(&self) -> Result<BTreeMap<String, OutputValue>>;
+}
+
+/// A manager whose snapshots can be refreshed, persisted, and read for outputs.
+pub trait Persistent: Refresher + Persister + OutputReader {}
+
+impl<T: Refresher + Persister + OutputReader> Persistent for T {}
+
+/// Describes the persisted snapshot a manager last read or wrote.
+pub trait PersistentMeta: Send + Sync {
+    /// The meta of the snapshot most recently read or written; `None` before any snapshot
+    /// was seen.
+    fn state_snapshot_meta(&self) -> Option<SnapshotMeta>;
+}
+
+/// The identity of one snapshot: its lineage, its serial, and who wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
+    /// The state's history identifier.
+    pub lineage: String,
+    /// The snapshot's position in that history.
+    pub serial: u64,
+    /// The Terraform (or tool) version that wrote it.
+    pub terraform_version: semver::Version,
+}
+
+/// How one snapshot relates to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotOrdering {
+    /// Different lineages: the snapshots belong to unrelated states.
+    Unrelated,
+    /// Same lineage, lower serial.
+    Older,
+    /// Same lineage, higher serial.
+    Newer,
+    /// Same lineage and serial.
+    Equal,
+}
+
+impl SnapshotMeta {
+    /// The meta of a state.
+    pub fn of(state: &State) -> Self {
+        SnapshotMeta {
+            lineage: state.lineage.clone(),
+            serial: state.serial,
+            terraform_version: state.terraform_version.clone(),
+        }
+    }
+
+    /// How `self` relates to `other`.
+    ///
+    /// ```
+    /// use s3state::{SnapshotMeta, SnapshotOrdering};
+    /// let v = semver::Version::new(1, 15, 5);
+    /// let a = SnapshotMeta { lineage: "L".into(), serial: 3, terraform_version: v.clone() };
+    /// let b = SnapshotMeta { serial: 4, ..a.clone() };
+    /// assert_eq!(a.compare(&b), SnapshotOrdering::Older);
+    /// assert_eq!(b.compare(&a), SnapshotOrdering::Newer);
+    /// let other = SnapshotMeta { lineage: "M".into(), ..a.clone() };
+    /// assert_eq!(a.compare(&other), SnapshotOrdering::Unrelated);
+    /// ```
+    pub fn compare(&self, other: &SnapshotMeta) -> SnapshotOrdering {
+        if self.lineage != other.lineage {
+            return SnapshotOrdering::Unrelated;
+        }
+        match self.serial.cmp(&other.serial) {
+            Ordering::Less => SnapshotOrdering::Older,
+            Ordering::Greater => SnapshotOrdering::Newer,
+            Ordering::Equal => SnapshotOrdering::Equal,
+        }
+    }
+}

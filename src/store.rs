@@ -1,0 +1,120 @@
+//! The storage protocol a state manager needs: one object, read conditionally and written
+//! conditionally. It knows nothing of serials or lineages.
+//!
+//! [`crate::RemoteState`] implements Terraform's rules over any [`Store`]; [`crate::s3::S3Store`]
+//! implements it for S3. A second backend (a filesystem, another object store) is one new
+//! implementation of this trait.
+
+use crate::error::Result;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// An opaque version tag of the stored object (an S3 ETag, quotes included).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    /// Wraps a tag exactly as the store returned it.
+    pub fn new(tag: impl Into<String>) -> Self {
+        ETag(tag.into())
+    }
+
+    /// The tag as the store returned it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Free-form string metadata stored with an object (S3 user metadata).
+pub type ObjectMetadata = BTreeMap<String, String>;
+
+/// An object as read from the store.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    /// The whole body.
+    pub body: Bytes,
+    /// Its tag, for a later conditional write.
+    pub etag: ETag,
+    /// The store's version id, when it keeps versions.
+    pub version_id: Option<String>,
+    /// The metadata written with it.
+    pub metadata: ObjectMetadata,
+}
+
+/// The answer to a conditional read.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    /// The object, which differs from the tag we passed.
+    Found(StoredObject),
+    /// The object still has the tag we passed; nothing was downloaded.
+    NotModified,
+    /// There is no object (never written, or deleted).
+    Absent,
+}
+
+/// The condition a write is made under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write only if no object exists (`If-None-Match: *`).
+    Create,
+    /// Write only if the object still has this tag (`If-Match`).
+    Match(ETag),
+}
+
+/// A successful write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The new object's tag.
+    pub etag: ETag,
+    /// The new object's version id, when the store keeps versions.
+    pub version_id: Option<String>,
+}
+
+/// The answer to a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The write was applied.
+    Written(Written),
+    /// The precondition did not hold: the object exists when `Create` was asked, or it has
+    /// another tag (or is gone) when `Match` was asked. Nothing was written.
+    ///
+    /// A write whose response was lost and was retried may also end here, against the object
+    /// it wrote itself; the caller resolves that by comparing contents.
+    PreconditionFailed,
+}
+
+/// One object in a store, with conditional reads and writes.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Reads the object. With `if_none_match`, an object that still has that tag is answered
+    /// with [`Fetched::NotModified`] and no body.
+    async fn get(&self, if_none_match: Option<&ETag>) -> Result<Fetched>;
+
+    /// Writes the whole object under `precondition`, with `metadata` stored beside it.
+    ///
+    /// Transient failures are retried inside the store; a lost race is
+    /// [`PutOutcome::PreconditionFailed`], never an error.
+    async fn put(
+        &self,
+        body: Bytes,
+        precondition: &Precondition,
+        metadata: &ObjectMetadata,
+    ) -> Result<PutOutcome>;
+
+    /// Where the object lives, for messages (`s3://bucket/key`).
+    fn location(&self) -> &str;
+}

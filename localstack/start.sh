@@ -36,7 +36,7 @@ else
   DNS_ADDRESS=0 \
   DISABLE_EVENTS=1 \
   SKIP_SSL_CERT_DOWNLOAD=1 \
-  setsid "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$log" 2>&1 < /dev/null &
+  setsid "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$log" 2>&1 < /dev/null 9>&- &
   echo $! > "$pidfile"
 fi
 

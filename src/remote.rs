@@ -22,6 +22,9 @@ pub mod metadata_keys {
     pub const LINEAGE: &str = "s3state-lineage";
     /// The snapshot's `terraform_version`.
     pub const TERRAFORM_VERSION: &str = "s3state-terraform-version";
+    /// A random id unique to one persist, which tells our own write apart from another
+    /// writer's write of identical bytes.
+    pub const WRITE_ID: &str = "s3state-write-id";
 }
 
 /// A Terraform state manager over one object in a [`Store`].
@@ -237,14 +240,20 @@ impl<S: Store> RemoteState<S> {
         };
 
         let body = Bytes::from(next.to_bytes());
-        let metadata = snapshot_metadata(&next);
+        let mut metadata = snapshot_metadata(&next);
+        metadata.insert(
+            metadata_keys::WRITE_ID.to_owned(),
+            uuid::Uuid::new_v4().to_string(),
+        );
         let written = match self
             .store
             .put(body.clone(), &base.precondition(), &metadata)
             .await?
         {
             PutOutcome::Written(written) => written.etag,
-            PutOutcome::PreconditionFailed => self.resolve_precondition_failure(&body).await?,
+            PutOutcome::PreconditionFailed => {
+                self.resolve_precondition_failure(&body, &metadata).await?
+            }
         };
         let mut snapshots = self.lock_snapshots();
         snapshots.transient = Some(next.clone());
@@ -291,13 +300,23 @@ impl<S: Store> RemoteState<S> {
 
     /// Our conditional write was refused. Either another writer got there first, or our own
     /// earlier attempt was applied and only its response was lost (the SDK then retried and
-    /// met the object it had written). Reading the object tells the two apart: if it holds
-    /// exactly the bytes we sent, the write is ours. Tags are not compared, because under
-    /// SSE-KMS they are not content hashes.
-    async fn resolve_precondition_failure(&self, sent: &Bytes) -> Result<ETag, PersistError> {
+    /// met the object it had written). Reading the object tells the two apart: it is ours when
+    /// it holds exactly the bytes we sent *and* this persist's write id. Content alone is not
+    /// enough: two writers that start from the same snapshot and make the same change produce
+    /// identical bytes, and the loser must still see a conflict, or `update` would lose its
+    /// change. Tags are not compared, because under SSE-KMS they are not content hashes.
+    async fn resolve_precondition_failure(
+        &self,
+        sent: &Bytes,
+        sent_metadata: &ObjectMetadata,
+    ) -> Result<ETag, PersistError> {
         let location = self.store.location().to_owned();
+        let write_id = |metadata: &ObjectMetadata| metadata.get(metadata_keys::WRITE_ID).cloned();
         match self.store.get(None).await? {
-            Fetched::Found(object) if object.body == *sent => {
+            Fetched::Found(object)
+                if object.body == *sent
+                    && write_id(&object.metadata) == write_id(sent_metadata) =>
+            {
                 tracing::info!(%location, "a retried write met its own earlier success; treating it as written");
                 Ok(object.etag)
             }

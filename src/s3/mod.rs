@@ -177,7 +177,20 @@ impl Store for S3Store {
                 Ok(outcome) => return Ok(outcome),
                 // Real S3 answers 409 ConditionalRequestConflict when conditional writes to one
                 // key overlap; the write was not applied and may be retried.
-                Err(err) if status_of(&err) == Some(409) && conflicts < self.conflict_retries => {
+                Err(err) if status_of(&err) == Some(409) => {
+                    if conflicts == self.conflict_retries {
+                        return Err(Error::Store {
+                            operation: "PutObject",
+                            location: self.location.clone(),
+                            message: format!(
+                                "S3 answered 409 ConditionalRequestConflict to {} attempts in a row; \
+                                 gave up (the budget is set by S3Builder::with_conflict_retries). \
+                                 Nothing was written",
+                                conflicts + 1
+                            ),
+                            source: Some(Box::new(err)),
+                        });
+                    }
                     conflicts += 1;
                     tracing::debug!(conflicts, location = %self.location, "409 from PutObject; retrying");
                     tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() / 2.0)).await;

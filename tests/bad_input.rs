@@ -1,0 +1,269 @@
+//! Bad input gives a typed error and overwrites nothing: each test counts versions before and
+//! after.
+
+mod common;
+
+use s3state::{DecodeError, Error, OutputValue, Persister, Refresher, State, Transient};
+
+const KEY: &str = "bad/terraform.tfstate";
+
+async fn fresh_state_write_is_refused_without_overwriting(bucket: &str, original: &[u8]) {
+    let manager = common::manager(bucket, KEY).await;
+    let mut state = State::new(semver::Version::new(1, 15, 5));
+    state
+        .outputs
+        .insert("intruder".into(), OutputValue::new(&true));
+    manager.write_state(state);
+    let err = manager.persist_state().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Conflict { remote: None, .. }),
+        "{err:?}"
+    );
+    assert_eq!(common::version_count(bucket, KEY).await, 1);
+    assert_eq!(common::get_raw(bucket, KEY).await, original);
+}
+
+#[tokio::test]
+async fn a_corrupt_object_is_a_decode_error_with_position_and_is_never_overwritten() {
+    let bucket = common::bucket(true).await;
+    let corrupt = b"{\n  \"version\": 4,\n  \"serial\": ]\n}\n";
+    common::put_raw(&bucket, KEY, corrupt).await;
+    let manager = common::manager(&bucket, KEY).await;
+
+    let err = manager.refresh_state().await.unwrap_err();
+    match &err {
+        Error::Decode {
+            location,
+            source: DecodeError::InvalidJson { line, column, .. },
+        } => {
+            assert_eq!(location, &format!("s3://{bucket}/{KEY}"));
+            assert_eq!((*line, *column), (3, 13));
+        }
+        other => panic!("expected a Decode error, got {other:?}"),
+    }
+    let update = manager.update(|_| ()).await.unwrap_err();
+    assert!(matches!(update, Error::Decode { .. }), "{update:?}");
+    fresh_state_write_is_refused_without_overwriting(&bucket, corrupt).await;
+}
+
+#[tokio::test]
+async fn a_state_from_a_newer_format_is_refused_naming_both_versions() {
+    let bucket = common::bucket(true).await;
+    let future = br#"{"version": 5, "serial": 9, "lineage": "x", "things": []}"#;
+    common::put_raw(&bucket, KEY, future).await;
+    let manager = common::manager(&bucket, KEY).await;
+
+    let err = manager.refresh_state().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Decode {
+                source: DecodeError::UnsupportedVersion {
+                    found: 5,
+                    supported: 4
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("version 5") && message.contains("version 4"),
+        "{message}"
+    );
+    fresh_state_write_is_refused_without_overwriting(&bucket, future).await;
+}
+
+#[tokio::test]
+async fn an_empty_object_reads_as_no_state_and_is_replaced_only_conditionally() {
+    let bucket = common::bucket(true).await;
+    common::put_raw(&bucket, KEY, b"").await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager.refresh_state().await.unwrap();
+    assert!(manager.state().is_none());
+    manager
+        .update(|s| {
+            s.outputs.insert("a".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap();
+    assert_eq!(common::version_count(&bucket, KEY).await, 2);
+}
+
+#[tokio::test]
+async fn a_state_of_an_unrelated_lineage_is_refused() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager
+        .update(|s| {
+            s.outputs.insert("a".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap();
+    let before = common::get_raw(&bucket, KEY).await;
+
+    let mut stranger = manager.state().unwrap();
+    stranger.lineage = uuid::Uuid::new_v4().to_string();
+    stranger.outputs.insert("b".into(), OutputValue::new(&2));
+    manager.write_state(stranger.clone());
+    let err = manager.persist_state().await.unwrap_err();
+    match &err {
+        Error::LineageMismatch { local, .. } => assert_eq!(local, &stranger.lineage),
+        other => panic!("expected LineageMismatch, got {other:?}"),
+    }
+    assert_eq!(common::version_count(&bucket, KEY).await, 1);
+    assert_eq!(common::get_raw(&bucket, KEY).await, before);
+}
+
+#[tokio::test]
+async fn a_state_with_an_older_serial_is_refused() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    for n in 0..3 {
+        manager
+            .update(|s| {
+                s.outputs.insert("n".into(), OutputValue::new(&n));
+            })
+            .await
+            .unwrap();
+    }
+    let mut stale = manager.state().unwrap();
+    stale.serial -= 1;
+    stale.outputs.insert("n".into(), OutputValue::new(&99));
+    manager.write_state(stale);
+    let err = manager.persist_state().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SerialRegression {
+                local: 2,
+                remote: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(common::version_count(&bucket, KEY).await, 3);
+}
+
+#[tokio::test]
+async fn a_state_deleted_meanwhile_is_a_conflict_not_a_resurrection() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager
+        .update(|s| {
+            s.outputs.insert("a".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap();
+    common::client()
+        .delete_object()
+        .bucket(&bucket)
+        .key(KEY)
+        .send()
+        .await
+        .unwrap();
+
+    let mut state = manager.state().unwrap();
+    state.outputs.insert("a".into(), OutputValue::new(&2));
+    manager.write_state(state);
+    let err = manager.persist_state().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Conflict { remote: None, .. }),
+        "{err:?}"
+    );
+    assert_eq!(common::version_count(&bucket, KEY).await, 1);
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_reported_by_name() {
+    let err = common::builder("s3state-test-no-such-bucket", KEY)
+        .build()
+        .await
+        .unwrap_err();
+    match err {
+        Error::BucketNotFound { bucket } => assert_eq!(bucket, "s3state-test-no-such-bucket"),
+        other => panic!("expected BucketNotFound, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bucket_without_versioning_is_refused_with_the_fix_unless_opted_out() {
+    let bucket = common::bucket(false).await;
+    let err = common::builder(&bucket, KEY).build().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::VersioningNotEnabled { status, .. } if status == "disabled"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("put-bucket-versioning"), "{err}");
+    assert_eq!(common::version_count(&bucket, KEY).await, 0);
+
+    let manager = common::builder(&bucket, KEY)
+        .with_versioning_required(false)
+        .build()
+        .await
+        .unwrap();
+    manager
+        .update(|s| {
+            s.outputs.insert("a".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap();
+    assert_eq!(common::version_count(&bucket, KEY).await, 1);
+}
+
+#[tokio::test]
+async fn bad_configuration_is_refused_before_any_request() {
+    let recorder = common::Recorder::default();
+    let bucket = common::bucket(true).await;
+    let cases: Vec<(s3state::S3Builder, &str)> = vec![
+        (s3state::S3Builder::new().with_bucket(&bucket), "key"),
+        (s3state::S3Builder::new().with_key(KEY), "bucket"),
+        (
+            s3state::S3Builder::new()
+                .with_bucket(&bucket)
+                .with_key("/abs/key"),
+            "key",
+        ),
+        (
+            s3state::S3Builder::new()
+                .with_bucket(&bucket)
+                .with_key("a//b"),
+            "key",
+        ),
+        (
+            s3state::S3Builder::new()
+                .with_bucket(&bucket)
+                .with_key(KEY)
+                .with_workspace("a/b"),
+            "workspace",
+        ),
+        (
+            s3state::S3Builder::new()
+                .with_bucket(&bucket)
+                .with_key(KEY)
+                .with_sse_customer_key("c2hvcnQ="),
+            "sse_customer_key",
+        ),
+    ];
+    for (builder, expected_field) in cases {
+        let err = builder
+            .with_client(common::client_with(Some(&recorder)))
+            .build()
+            .await
+            .unwrap_err();
+        match err {
+            Error::InvalidConfig { field, env, .. } => {
+                assert_eq!(field, expected_field);
+                assert!(env.starts_with("S3STATE_"), "{env}");
+            }
+            other => panic!("expected InvalidConfig for {expected_field}, got {other:?}"),
+        }
+    }
+    assert!(
+        recorder.take().is_empty(),
+        "no request may be sent for bad configuration"
+    );
+    assert_eq!(common::version_count(&bucket, KEY).await, 0);
+}

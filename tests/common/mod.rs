@@ -1,0 +1,240 @@
+//! The integration-test harness: a real S3 (LocalStack, started on demand), one fresh bucket per
+//! test, and a request recorder that sees every HTTP exchange the SDK makes.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
+    interceptors::{
+        BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    },
+};
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use s3state::{RemoteState, S3Builder, S3Store};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The S3 endpoint under test: `S3STATE_TEST_ENDPOINT` if set, else a LocalStack that this
+/// harness installs and starts (once, shared by every test binary) with `localstack/start.sh`.
+///
+/// If LocalStack cannot be started the test fails here, loudly: an integration test that
+/// silently skips is a broken promise.
+pub fn endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        if let Ok(endpoint) = std::env::var("S3STATE_TEST_ENDPOINT") {
+            return endpoint;
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("localstack/start.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+        assert!(
+            status.success(),
+            "LocalStack could not be started by {} ({status}); integration tests need a real S3. \
+             Set S3STATE_TEST_ENDPOINT to use another one.",
+            script.display()
+        );
+        let port = std::env::var("S3STATE_LOCALSTACK_PORT").unwrap_or_else(|_| "4566".into());
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+/// One HTTP exchange seen by the SDK.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub method: String,
+    pub uri: String,
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+    pub status: Option<u16>,
+    pub response_body_bytes: Option<u64>,
+}
+
+/// Records every request made through a client, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Arc<Mutex<Vec<Exchange>>>);
+
+impl Recorder {
+    pub fn take(&self) -> Vec<Exchange> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "s3state-test-recorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request();
+        let header = |name: &str| request.headers().get(name).map(str::to_owned);
+        self.0.lock().unwrap().push(Exchange {
+            method: request.method().to_string(),
+            uri: request.uri().to_string(),
+            if_match: header("if-match"),
+            if_none_match: header("if-none-match"),
+            status: None,
+            response_body_bytes: None,
+        });
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let response = context.response();
+        let mut exchanges = self.0.lock().unwrap();
+        // Tests that count requests issue them one at a time, so the newest open exchange is
+        // this response's request.
+        if let Some(open) = exchanges.iter_mut().rev().find(|e| e.status.is_none()) {
+            open.status = Some(response.status().as_u16());
+            open.response_body_bytes = response
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .or(Some(response.body().content_length().unwrap_or(0)));
+        }
+        Ok(())
+    }
+}
+
+/// A client for the test endpoint, optionally recording its requests.
+pub fn client_with(recorder: Option<&Recorder>) -> Client {
+    let mut config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "s3state-tests",
+        ))
+        .force_path_style(true);
+    if let Some(recorder) = recorder {
+        config = config.interceptor(recorder.clone());
+    }
+    Client::from_conf(config.build())
+}
+
+pub fn client() -> Client {
+    client_with(None)
+}
+
+/// A new bucket with a unique name, versioned when asked.
+pub async fn bucket(versioned: bool) -> String {
+    let name = format!(
+        "s3state-test-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let client = client();
+    client
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "creating bucket {name}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(err)
+            )
+        });
+    if versioned {
+        client
+            .put_bucket_versioning()
+            .bucket(&name)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("enabling versioning");
+    }
+    name
+}
+
+/// A builder for `bucket`/`key` on the test endpoint.
+pub fn builder(bucket: &str, key: &str) -> S3Builder {
+    S3Builder::new()
+        .with_client(client())
+        .with_bucket(bucket)
+        .with_key(key)
+}
+
+/// A state manager for `bucket`/`key`.
+pub async fn manager(bucket: &str, key: &str) -> RemoteState<S3Store> {
+    builder(bucket, key)
+        .build()
+        .await
+        .expect("opening the state")
+}
+
+/// Number of object versions (delete markers excluded) stored under exactly `key`.
+pub async fn version_count(bucket: &str, key: &str) -> usize {
+    let mut count = 0;
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let page = client()
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(key)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .expect("listing versions");
+        count += page
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(key))
+            .count();
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        version_marker = page.next_version_id_marker().map(str::to_owned);
+    }
+    count
+}
+
+/// Writes `body` at `key` with a plain, unconditional PUT, as Terraform or an operator would.
+pub async fn put_raw(bucket: &str, key: &str, body: &[u8]) {
+    client()
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .expect("raw put");
+}
+
+/// The current body at `key`.
+pub async fn get_raw(bucket: &str, key: &str) -> Vec<u8> {
+    let output = client()
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("raw get");
+    output.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// The state Terraform 1.15.5 wrote, from `tests/data`.
+pub const TERRAFORM_STATE: &[u8] =
+    include_bytes!("../data/terraform-1.15.5/terraform.tfstate.json");

@@ -1,0 +1,154 @@
+//! Writers racing on one key through real conditional writes.
+
+mod common;
+
+use s3state::{Error, OutputReader, OutputValue, PersistentMeta, Persister, Refresher, Transient};
+use std::sync::Arc;
+
+const KEY: &str = "race/terraform.tfstate";
+
+fn counter(state: &s3state::State) -> u64 {
+    state
+        .outputs
+        .get("counter")
+        .and_then(|o| o.to_value().as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn of_two_racing_writers_exactly_one_wins_and_the_loser_gets_conflict() {
+    let bucket = common::bucket(true).await;
+    let setup = common::manager(&bucket, KEY).await;
+    setup
+        .update(|s| {
+            s.outputs.insert("base".into(), OutputValue::new(&0));
+        })
+        .await
+        .unwrap();
+
+    let alice = common::manager(&bucket, KEY).await;
+    let bob = common::manager(&bucket, KEY).await;
+    alice.refresh_state().await.unwrap();
+    bob.refresh_state().await.unwrap();
+
+    let mut a = alice.state().unwrap();
+    a.outputs.insert("alice".into(), OutputValue::new(&1));
+    alice.write_state(a);
+    let mut b = bob.state().unwrap();
+    b.outputs.insert("bob".into(), OutputValue::new(&2));
+    bob.write_state(b);
+
+    let (ra, rb) = tokio::join!(alice.persist_state(), bob.persist_state());
+    let (winner, loser, loser_result) = match (ra, rb) {
+        (Ok(()), Err(err)) => (&alice, &bob, err),
+        (Err(err), Ok(())) => (&bob, &alice, err),
+        other => panic!("expected exactly one winner, got {other:?}"),
+    };
+    let winner_meta = winner.state_snapshot_meta().unwrap();
+    match &loser_result {
+        Error::Conflict {
+            remote: Some(remote),
+            ..
+        } => assert_eq!(remote, &winner_meta),
+        other => panic!("expected Conflict with the winner's meta, got {other:?}"),
+    }
+    assert!(
+        loser_result.to_string().contains("refresh"),
+        "{loser_result}"
+    );
+
+    // A blind retry is refused: the loser's snapshot is now older than the remote one.
+    let blind = loser.persist_state().await.unwrap_err();
+    assert!(matches!(blind, Error::SerialRegression { .. }), "{blind:?}");
+
+    // The loser refreshes, re-applies its change, and persists: nothing is lost.
+    let loser_name = if std::ptr::eq(loser, &alice) {
+        "alice"
+    } else {
+        "bob"
+    };
+    loser
+        .update(|s| {
+            s.outputs.insert(loser_name.into(), OutputValue::new(&3));
+        })
+        .await
+        .unwrap();
+    let outputs = setup.root_output_values().await.unwrap();
+    assert!(
+        outputs.contains_key("alice")
+            && outputs.contains_key("bob")
+            && outputs.contains_key("base")
+    );
+    assert_eq!(setup.state_snapshot_meta().unwrap().serial, 3);
+    assert_eq!(common::version_count(&bucket, KEY).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_update_loops_lose_no_increment() {
+    const WRITERS: u64 = 8;
+    const INCREMENTS: u64 = 25;
+    let bucket = common::bucket(true).await;
+    let setup = common::manager(&bucket, KEY).await;
+    setup
+        .update(|s| {
+            s.outputs.insert("counter".into(), OutputValue::new(&0));
+        })
+        .await
+        .unwrap();
+    let versions_before = common::version_count(&bucket, KEY).await;
+
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let manager = Arc::new(common::manager(&bucket, KEY).await);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..INCREMENTS {
+                manager
+                    .update(|s| {
+                        let next = counter(s) + 1;
+                        s.outputs.insert("counter".into(), OutputValue::new(&next));
+                    })
+                    .await
+                    .expect("update");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    setup.refresh_state().await.unwrap();
+    let state = setup.state().unwrap();
+    assert_eq!(counter(&state), WRITERS * INCREMENTS);
+    assert_eq!(state.serial, 1 + WRITERS * INCREMENTS);
+    assert_eq!(
+        common::version_count(&bucket, KEY).await,
+        versions_before + (WRITERS * INCREMENTS) as usize
+    );
+}
+
+#[tokio::test]
+async fn tasks_sharing_one_manager_serialise_their_updates() {
+    let bucket = common::bucket(true).await;
+    let manager = Arc::new(common::manager(&bucket, KEY).await);
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let manager = Arc::clone(&manager);
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    manager
+                        .update(|s| {
+                            let next = counter(s) + 1;
+                            s.outputs.insert("counter".into(), OutputValue::new(&next));
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(counter(&manager.state().unwrap()), 20);
+    assert_eq!(common::version_count(&bucket, KEY).await, 20);
+}

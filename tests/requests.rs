@@ -1,0 +1,107 @@
+//! What each operation costs in HTTP requests, counted at the SDK's transport layer.
+
+mod common;
+
+use common::Recorder;
+use s3state::{OutputValue, Persister, Refresher, State, Transient};
+
+const KEY: &str = "count/terraform.tfstate";
+
+#[tokio::test]
+async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing() {
+    let bucket = common::bucket(true).await;
+    let recorder = Recorder::default();
+    let manager = common::builder(&bucket, KEY)
+        .with_client(common::client_with(Some(&recorder)))
+        .build()
+        .await
+        .unwrap();
+    let opening = recorder.take();
+    assert_eq!(
+        opening.len(),
+        1,
+        "opening checks versioning once: {opening:?}"
+    );
+    assert!(opening[0].uri.contains("versioning"), "{opening:?}");
+
+    // The first persist creates the object with If-None-Match: *.
+    let mut state = State::new(semver::Version::new(1, 15, 5));
+    state.outputs.insert("a".into(), OutputValue::new(&1));
+    manager.write_state(state);
+    manager.persist_state().await.unwrap();
+    let create = recorder.take();
+    assert_eq!(create.len(), 1, "{create:?}");
+    assert_eq!(create[0].method, "PUT");
+    assert_eq!(create[0].if_none_match.as_deref(), Some("*"));
+    assert_eq!(create[0].status, Some(200));
+
+    // Refreshing what we just wrote: one conditional GET, answered 304 with no body.
+    manager.refresh_state().await.unwrap();
+    let refresh = recorder.take();
+    assert_eq!(refresh.len(), 1, "{refresh:?}");
+    assert_eq!(refresh[0].method, "GET");
+    assert!(refresh[0].if_none_match.is_some());
+    assert_eq!(refresh[0].status, Some(304));
+    assert_eq!(refresh[0].response_body_bytes, Some(0));
+
+    // Persisting the unchanged state: no request at all.
+    manager.persist_state().await.unwrap();
+    assert!(recorder.take().is_empty());
+
+    // A change: exactly one PUT, conditional on the tag we hold.
+    let mut state = manager.state().unwrap();
+    state.outputs.insert("b".into(), OutputValue::new(&2));
+    manager.write_state(state);
+    manager.persist_state().await.unwrap();
+    let update = recorder.take();
+    assert_eq!(update.len(), 1, "{update:?}");
+    assert_eq!(update[0].method, "PUT");
+    assert_eq!(update[0].if_match, create_etag_of(&bucket).await);
+
+    // Someone else writes; our refresh is one GET that downloads the new body.
+    let other = common::manager(&bucket, KEY).await;
+    other
+        .update(|s| {
+            s.outputs.insert("c".into(), OutputValue::new(&3));
+        })
+        .await
+        .unwrap();
+    manager.refresh_state().await.unwrap();
+    let changed = recorder.take();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].status, Some(200));
+    assert!(changed[0].response_body_bytes.unwrap() > 0);
+}
+
+/// The ETag of the version before the current one: what an If-Match update must have named.
+async fn create_etag_of(bucket: &str) -> Option<String> {
+    let versions = common::client()
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(KEY)
+        .send()
+        .await
+        .unwrap();
+    versions
+        .versions()
+        .get(1)
+        .and_then(|v| v.e_tag().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn the_versioning_check_is_made_once_per_bucket_per_process() {
+    let bucket = common::bucket(true).await;
+    let recorder = Recorder::default();
+    for key in [
+        "a/terraform.tfstate",
+        "b/terraform.tfstate",
+        "c/terraform.tfstate",
+    ] {
+        common::builder(&bucket, key)
+            .with_client(common::client_with(Some(&recorder)))
+            .build()
+            .await
+            .unwrap();
+    }
+    assert_eq!(recorder.take().len(), 1);
+}

@@ -131,7 +131,7 @@ pub enum Error {
 fn describe_conflict(remote: &Option<SnapshotMeta>) -> String {
     match remote {
         Some(meta) => format!(
-            "it now holds serial {} of lineage {} (written by Terraform {}); refresh and retry",
+            "it now holds serial {} of lineage {} (terraform_version {}); refresh and retry",
             meta.serial, meta.lineage, meta.terraform_version
         ),
         None => "the state there changed or was deleted since we read it; refresh and retry".into(),

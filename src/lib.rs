@@ -50,3 +50,8 @@ pub use statemgr::{
     Transient,
 };
 pub use store::{ETag, Store};
+
+/// Compiles the README's example as a doctest, so the README cannot drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

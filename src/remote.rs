@@ -111,7 +111,7 @@ impl Base {
 enum PersistError {
     /// Another writer won; `current` is what the store holds now.
     Lost {
-        current: Base,
+        current: Box<Base>,
         error: Error,
     },
     Other(Error),
@@ -171,7 +171,7 @@ impl<S: Store> RemoteState<S> {
                     tracing::debug!(attempt, %error, "update lost a race; retrying");
                     // What the store holds now becomes our base, so the next refresh is a
                     // cheap conditional read.
-                    self.lock_snapshots().base = current;
+                    self.lock_snapshots().base = *current;
                 }
                 Err(PersistError::Other(error)) => return Err(error),
             }
@@ -324,14 +324,14 @@ impl<S: Store> RemoteState<S> {
                 let remote = State::from_slice(&object.body)
                     .ok()
                     .map(|s| SnapshotMeta::of(&s));
-                let current = self.decode(object).unwrap_or_default();
+                let current = Box::new(self.decode(object).unwrap_or_default());
                 Err(PersistError::Lost {
                     current,
                     error: Error::Conflict { location, remote },
                 })
             }
             Fetched::Absent | Fetched::NotModified => Err(PersistError::Lost {
-                current: Base::default(),
+                current: Box::default(),
                 error: Error::Conflict {
                     location,
                     remote: None,
@@ -379,7 +379,7 @@ impl<S: Store> Persister for RemoteState<S> {
             Err(PersistError::Lost { current, error }) => {
                 // Remember what won, so the caller's next refresh is a cheap conditional read
                 // and a blind retry of this persist is refused as a serial regression.
-                self.lock_snapshots().base = current;
+                self.lock_snapshots().base = *current;
                 Err(error)
             }
             Err(PersistError::Other(error)) => Err(error),

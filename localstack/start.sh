@@ -9,9 +9,14 @@ mkdir -p "$LOCALSTACK_RUN"
 exec 9>"$LOCALSTACK_RUN/start.lock"
 flock 9
 
+# Healthy means the S3 provider is loaded ("running", not merely "available") and answers a
+# real S3 request (GET / is ListBuckets); before that, requests can get 501 "no handler".
 healthy() {
   curl -fsS --max-time 2 "$LOCALSTACK_ENDPOINT/_localstack/health" 2>/dev/null \
-    | grep -qE '"s3": *"(running|available)"'
+    | grep -qE '"s3": *"running"' \
+  && curl -fsS --max-time 2 "$LOCALSTACK_ENDPOINT/" 2>/dev/null \
+       -H "Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0" \
+     | grep -q ListAllMyBucketsResult
 }
 
 pidfile="$LOCALSTACK_RUN/localstack.pid"
@@ -41,7 +46,7 @@ else
 fi
 
 for _ in $(seq 1 240); do
-  if healthy && curl -fsS --max-time 2 -o /dev/null "$LOCALSTACK_ENDPOINT/"; then
+  if healthy; then
     echo "LocalStack is up at $LOCALSTACK_ENDPOINT (pid $(cat "$pidfile"))" >&2
     exit 0
   fi

@@ -5,7 +5,8 @@
 //! you handle and keep a fallback arm.
 
 use crate::state::DecodeError;
-use crate::statemgr::SnapshotMeta;
+use crate::statemgr::{LockInfo, SnapshotMeta};
+use std::time::Duration;
 
 /// A boxed error from a lower layer (the AWS SDK, an I/O source).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -91,6 +92,59 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// Someone else holds the lock. The holder's info says who, since when, and for what.
+    #[error("{location} is locked{}: {}", describe_wait(.waited), describe_holder(.holder))]
+    Locked {
+        /// The lock object.
+        location: String,
+        /// The holder's lock info; `None` when the lock body could not be read.
+        holder: Option<Box<LockInfo>>,
+        /// How long we waited for it, when a timeout was given.
+        waited: Option<Duration>,
+    },
+
+    /// An unlock named a different lock than the one there; the lock was left in place.
+    #[error("cannot unlock {location} with ID {given}: the lock there has ID {held}")]
+    LockIdMismatch {
+        /// The lock object.
+        location: String,
+        /// The ID the caller gave.
+        given: String,
+        /// The ID of the lock actually there.
+        held: String,
+    },
+
+    /// An unlock found no lock at all.
+    #[error("cannot unlock {location} with ID {id}: it is not locked")]
+    NotLocked {
+        /// The lock object.
+        location: String,
+        /// The ID the caller gave.
+        id: String,
+    },
+
+    /// The workspace already exists.
+    #[error("workspace `{workspace}` already exists at {location}")]
+    WorkspaceExists {
+        /// The workspace name.
+        workspace: String,
+        /// Its state object.
+        location: String,
+    },
+
+    /// The workspace does not exist.
+    #[error("workspace `{workspace}` does not exist (no state at {location})")]
+    WorkspaceNotFound {
+        /// The workspace name.
+        workspace: String,
+        /// Where its state would be.
+        location: String,
+    },
+
+    /// The default workspace cannot be deleted, as in Terraform.
+    #[error("the default workspace cannot be deleted")]
+    DefaultWorkspaceUndeletable,
+
     /// The bucket does not exist (or is not visible with these credentials).
     #[error("bucket `{bucket}` does not exist")]
     BucketNotFound {
@@ -135,6 +189,19 @@ fn describe_conflict(remote: &Option<SnapshotMeta>) -> String {
             meta.serial, meta.lineage, meta.terraform_version
         ),
         None => "the state there changed or was deleted since we read it; refresh and retry".into(),
+    }
+}
+
+fn describe_wait(waited: &Option<Duration>) -> String {
+    waited.map_or(String::new(), |w| {
+        format!(" (gave up after {:.1}s)", w.as_secs_f64())
+    })
+}
+
+fn describe_holder(holder: &Option<Box<LockInfo>>) -> String {
+    match holder {
+        Some(info) => info.to_string(),
+        None => "the lock object exists but its content is not readable lock info".into(),
     }
 }
 

@@ -35,6 +35,7 @@
 //! ```
 
 pub mod error;
+pub mod lock;
 pub mod remote;
 pub mod s3;
 pub mod state;
@@ -42,12 +43,13 @@ pub mod statemgr;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use lock::{LockDisabled, LockRetry, StoreLocker};
 pub use remote::{RemoteState, RemoteStateOptions};
 pub use s3::{S3Builder, S3Store, ServerSideEncryption};
 pub use state::{DecodeError, OutputValue, RawJson, State};
 pub use statemgr::{
-    OutputReader, Persistent, PersistentMeta, Persister, Refresher, SnapshotMeta, SnapshotOrdering,
-    Transient,
+    LockInfo, Locker, OutputReader, Persistent, PersistentMeta, Persister, Refresher, SnapshotMeta,
+    SnapshotOrdering, Transient,
 };
 pub use store::{ETag, Store};
 

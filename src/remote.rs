@@ -2,6 +2,7 @@
 //! [`RemoteState::update`] loop.
 
 use crate::error::{Error, Result};
+use crate::lock::{LockRetry, StoreLocker};
 use crate::state::{COMPATIBLE_TERRAFORM_VERSION, OutputValue, State};
 use crate::statemgr::{
     OutputReader, PersistentMeta, Persister, Refresher, SnapshotMeta, Transient,
@@ -50,6 +51,7 @@ pub mod metadata_keys {
 #[derive(Debug)]
 pub struct RemoteState<S> {
     store: S,
+    locker: StoreLocker<S>,
     options: RemoteStateOptions,
     snapshots: Mutex<Snapshots>,
     /// Serialises refresh and persist so the base snapshot and its tag always change together.
@@ -70,6 +72,8 @@ pub struct RemoteStateOptions {
     /// The `terraform_version` stamped on a state that `update` creates from nothing.
     /// Default [`COMPATIBLE_TERRAFORM_VERSION`].
     pub new_state_terraform_version: semver::Version,
+    /// How `lock_with_timeout` waits for a held lock. Default: Terraform's 1 s doubling to 16 s.
+    pub lock_retry: LockRetry,
 }
 
 impl Default for RemoteStateOptions {
@@ -79,6 +83,7 @@ impl Default for RemoteStateOptions {
             initial_update_backoff: Duration::from_millis(10),
             max_update_backoff: Duration::from_secs(1),
             new_state_terraform_version: COMPATIBLE_TERRAFORM_VERSION,
+            lock_retry: LockRetry::default(),
         }
     }
 }
@@ -132,6 +137,7 @@ impl<S: Store> RemoteState<S> {
     /// A manager over `store` with the given options.
     pub fn with_options(store: S, options: RemoteStateOptions) -> Self {
         RemoteState {
+            locker: StoreLocker::for_state(&store).with_retry(options.lock_retry),
             store,
             options,
             snapshots: Mutex::new(Snapshots::default()),
@@ -142,6 +148,13 @@ impl<S: Store> RemoteState<S> {
     /// The store underneath.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The state's Terraform-compatible lock (`<key>.tflock`). [`crate::Locker`] on the
+    /// manager delegates to it; it also offers `lock_with_timeout`, `force_unlock` and
+    /// `current`.
+    pub fn locker(&self) -> &StoreLocker<S> {
+        &self.locker
     }
 
     /// Refreshes, applies `change` to the state (an empty one if none exists), and persists,

@@ -132,3 +132,100 @@ impl SnapshotMeta {
         }
     }
 }
+
+/// Mutual exclusion for a state, compatible with Terraform's lock objects.
+///
+/// Persisting never locks by itself; the caller decides, as in Terraform. The recommended
+/// sequence for a change that must not interleave with other tools (Terraform included) is:
+///
+/// 1. `lock` (or `lock_with_timeout`), keeping the returned ID;
+/// 2. [`Refresher::refresh_state`];
+/// 3. [`Transient::write_state`] with the change;
+/// 4. [`Persister::persist_state`];
+/// 5. `unlock` with the ID, also when a step failed.
+#[async_trait]
+pub trait Locker: Send + Sync {
+    /// Acquires the lock described by `info` and returns its ID (`info.id`). If another
+    /// holder has it, fails at once with [`crate::Error::Locked`] carrying the holder's info.
+    async fn lock(&self, info: &LockInfo) -> Result<String>;
+
+    /// Releases the lock with this ID. Fails with [`crate::Error::LockIdMismatch`], naming
+    /// both IDs, when the lock there is someone else's; it is then left alone.
+    async fn unlock(&self, id: &str) -> Result<()>;
+}
+
+/// Who holds a lock, since when, and for what: Terraform's `statemgr.LockInfo`, serialised with
+/// Terraform's field names, compactly.
+///
+/// ```
+/// use s3state::LockInfo;
+/// let info = LockInfo::new("OperationTypeApply");
+/// let json = serde_json::to_string(&info).unwrap();
+/// assert!(json.starts_with(&format!(r#"{{"ID":"{}","Operation":"OperationTypeApply","#, info.id)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LockInfo {
+    /// A unique ID (a UUID) that the holder needs to unlock.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// The operation, such as `OperationTypeApply`.
+    #[serde(rename = "Operation")]
+    pub operation: String,
+    /// Free-form extra information.
+    #[serde(rename = "Info")]
+    pub info: String,
+    /// `user@host` of the holder.
+    #[serde(rename = "Who")]
+    pub who: String,
+    /// The version of the tool that took the lock.
+    #[serde(rename = "Version")]
+    pub version: String,
+    /// When the lock was taken (RFC 3339, UTC).
+    #[serde(rename = "Created", with = "time::serde::rfc3339")]
+    pub created: time::OffsetDateTime,
+    /// The locked state, as `bucket/key`. The locker fills it in.
+    #[serde(rename = "Path")]
+    pub path: String,
+}
+
+impl LockInfo {
+    /// Lock info for `operation`, with a fresh ID, `user@host`, this crate's version and the
+    /// current time.
+    pub fn new(operation: impl Into<String>) -> Self {
+        let user = whoami::username().unwrap_or_else(|_| "unknown".into());
+        let host = whoami::hostname().unwrap_or_else(|_| "unknown".into());
+        LockInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            operation: operation.into(),
+            info: String::new(),
+            who: format!("{user}@{host}"),
+            version: concat!("s3state ", env!("CARGO_PKG_VERSION")).into(),
+            created: time::OffsetDateTime::now_utc(),
+            path: String::new(),
+        }
+    }
+
+    /// The same lock info with `info` set.
+    pub fn with_info(mut self, info: impl Into<String>) -> Self {
+        self.info = info.into();
+        self
+    }
+}
+
+impl std::fmt::Display for LockInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let created = self
+            .created
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| self.created.to_string());
+        write!(
+            f,
+            "ID {}, held by {} since {} for {}",
+            self.id, self.who, created, self.operation
+        )?;
+        if !self.info.is_empty() {
+            write!(f, " ({})", self.info)?;
+        }
+        write!(f, ", path {}, version {}", self.path, self.version)
+    }
+}

@@ -97,6 +97,20 @@ pub enum PutOutcome {
     PreconditionFailed,
 }
 
+/// The answer to a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The object was deleted (or, unconditionally, there was nothing to delete).
+    Deleted,
+    /// The object has another tag than the one given. Nothing was deleted.
+    PreconditionFailed,
+    /// A conditional delete found no object.
+    Absent,
+    /// The store cannot delete conditionally (LocalStack answers 501). Nothing was deleted;
+    /// the store remembers this and answers so at once next time.
+    ConditionalUnsupported,
+}
+
 /// One object in a store, with conditional reads and writes.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
@@ -115,6 +129,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         metadata: &ObjectMetadata,
     ) -> Result<PutOutcome>;
 
+    /// Deletes the object; with `if_match`, only if it still has that tag.
+    async fn delete(&self, if_match: Option<&ETag>) -> Result<DeleteOutcome>;
+
+    /// The object whose name is this one's plus `suffix` (`<key>.tflock`), in the same store
+    /// and sharing its connection.
+    fn sibling(&self, suffix: &str) -> Self
+    where
+        Self: Sized;
+
     /// Where the object lives, for messages (`s3://bucket/key`).
     fn location(&self) -> &str;
+
+    /// The object's path as Terraform names it in lock info (`bucket/key`).
+    fn path(&self) -> &str;
 }

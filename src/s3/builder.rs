@@ -2,8 +2,8 @@
 //! `AmazonS3Builder`: start from [`S3Builder::new`] or [`S3Builder::from_env`], override with
 //! `with_*`, and [`S3Builder::build`]. Validation happens in `build`, before any request.
 
-use super::S3Store;
 use super::errors::sdk_error;
+use super::{S3Backend, S3Store};
 use crate::error::{Error, Result};
 use crate::remote::{RemoteState, RemoteStateOptions};
 use aws_sdk_s3::Client;
@@ -12,6 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
 use std::sync::{Mutex, OnceLock};
 
 /// Terraform's default `workspace_key_prefix`.
@@ -308,51 +310,44 @@ impl S3Builder {
     pub fn state_key(&self) -> Result<String> {
         let key = self.key.as_deref().unwrap_or_default();
         validate_key(key)?;
+        let prefix = self.prefix();
+        super::workspace::validate_layout(key, prefix)?;
         let workspace = self.workspace.as_deref().unwrap_or(DEFAULT_WORKSPACE);
-        if workspace.is_empty() || workspace.contains('/') {
-            return Err(Error::InvalidConfig {
-                field: "workspace",
-                env: "S3STATE_WORKSPACE",
-                message: format!(
-                    "{workspace:?} is not a workspace name: it must be non-empty and contain no '/'"
-                ),
-            });
-        }
+        validate_workspace(workspace)?;
         if workspace == DEFAULT_WORKSPACE {
             return Ok(key.to_owned());
-        }
-        let prefix = self
-            .workspace_key_prefix
-            .as_deref()
-            .unwrap_or(DEFAULT_WORKSPACE_KEY_PREFIX);
-        if prefix.is_empty()
-            || prefix.starts_with('/')
-            || prefix.ends_with('/')
-            || prefix.contains("//")
-        {
-            return Err(Error::InvalidConfig {
-                field: "workspace_key_prefix",
-                env: "S3STATE_WORKSPACE_KEY_PREFIX",
-                message: format!(
-                    "{prefix:?} must be non-empty, must not start or end with '/', and must not contain '//'"
-                ),
-            });
         }
         Ok(format!("{prefix}/{workspace}/{key}"))
     }
 
+    fn prefix(&self) -> &str {
+        self.workspace_key_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_WORKSPACE_KEY_PREFIX)
+    }
+
     /// Validates the configuration, checks the bucket (once per bucket per process), and
-    /// returns a state manager.
+    /// returns a state manager for the configured workspace.
     pub async fn build(self) -> Result<RemoteState<S3Store>> {
-        let options = self.options.clone();
-        Ok(RemoteState::with_options(
-            self.build_store().await?,
-            options,
-        ))
+        let workspace = self
+            .workspace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_WORKSPACE.into());
+        self.build_backend().await?.manager(&workspace)
     }
 
     /// Like [`S3Builder::build`], but returns only the store.
     pub async fn build_store(self) -> Result<S3Store> {
+        let workspace = self
+            .workspace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_WORKSPACE.into());
+        self.build_backend().await?.store(&workspace)
+    }
+
+    /// Validates the configuration, checks the bucket, and returns the backend: every
+    /// workspace of this key, and the operations across them.
+    pub async fn build_backend(self) -> Result<S3Backend> {
         if let Some((field, env, message)) = self.env_error.clone() {
             return Err(Error::InvalidConfig {
                 field,
@@ -362,7 +357,7 @@ impl S3Builder {
         }
         let bucket = self.bucket.clone().unwrap_or_default();
         validate_bucket(&bucket)?;
-        let key = self.state_key()?;
+        self.state_key()?;
         let sse = match &self.sse {
             None => None,
             Some(SseSetting::Ready(sse)) => Some(sse.clone()),
@@ -374,18 +369,20 @@ impl S3Builder {
             Some(client) => client,
             None => self.make_client().await?,
         };
-        let store = S3Store {
-            location: format!("s3://{bucket}/{key}"),
+        let backend = S3Backend {
             client,
             bucket,
-            key,
+            key: self.key.clone().unwrap_or_default(),
+            workspace_key_prefix: self.prefix().to_owned(),
             sse,
             conflict_retries: self.conflict_retries.unwrap_or(5),
+            conditional_delete: Arc::new(AtomicU8::new(super::CONDITIONAL_DELETE_UNKNOWN)),
+            options: self.options.clone(),
         };
         if self.require_versioning.unwrap_or(true) {
-            ensure_versioning(&store, self.endpoint_url.as_deref()).await?;
+            ensure_versioning(&backend, self.endpoint_url.as_deref()).await?;
         }
-        Ok(store)
+        Ok(backend)
     }
 
     async fn make_client(&self) -> Result<Client> {
@@ -436,6 +433,36 @@ fn validate_bucket(bucket: &str) -> Result<()> {
     Ok(())
 }
 
+pub(super) fn validate_workspace(workspace: &str) -> Result<()> {
+    if workspace.is_empty() || workspace.contains('/') {
+        return Err(Error::InvalidConfig {
+            field: "workspace",
+            env: "S3STATE_WORKSPACE",
+            message: format!(
+                "{workspace:?} is not a workspace name: it must be non-empty and contain no '/'"
+            ),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty()
+        || prefix.starts_with('/')
+        || prefix.ends_with('/')
+        || prefix.contains("//")
+    {
+        return Err(Error::InvalidConfig {
+            field: "workspace_key_prefix",
+            env: "S3STATE_WORKSPACE_KEY_PREFIX",
+            message: format!(
+                "{prefix:?} must be non-empty, must not start or end with '/', and must not contain '//'"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn validate_key(key: &str) -> Result<()> {
     let invalid = |message: String| Error::InvalidConfig {
         field: "key",
@@ -460,7 +487,7 @@ fn versioned_buckets() -> &'static Mutex<HashSet<String>> {
     SEEN.get_or_init(Default::default)
 }
 
-async fn ensure_versioning(store: &S3Store, endpoint: Option<&str>) -> Result<()> {
+async fn ensure_versioning(store: &S3Backend, endpoint: Option<&str>) -> Result<()> {
     let cache_key = format!("{} {}", endpoint.unwrap_or("default"), store.bucket);
     let seen = |set: &HashSet<String>| set.contains(&cache_key);
     if seen(

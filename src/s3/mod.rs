@@ -6,12 +6,17 @@
 
 mod builder;
 mod errors;
+mod workspace;
 
-pub use builder::{S3Builder, ServerSideEncryption};
+pub use builder::{
+    CustomerKey, DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_KEY_PREFIX, S3Builder, ServerSideEncryption,
+};
+pub use workspace::S3Backend;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject, Written,
+    DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject,
+    Written,
 };
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -21,6 +26,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use errors::{is_not_found, sdk_error, status_of};
 use sha2::Digest as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 /// One state object in S3, read and written with conditional requests.
@@ -32,15 +39,43 @@ pub struct S3Store {
     bucket: String,
     key: String,
     location: String,
+    path: String,
     sse: Option<ServerSideEncryption>,
     conflict_retries: u32,
+    /// Whether this endpoint honours `If-Match` on DeleteObject, learnt on first use and
+    /// shared by every store of the backend.
+    conditional_delete: Arc<AtomicU8>,
 }
+
+pub(crate) const CONDITIONAL_DELETE_UNKNOWN: u8 = 0;
+const CONDITIONAL_DELETE_SUPPORTED: u8 = 1;
+const CONDITIONAL_DELETE_UNSUPPORTED: u8 = 2;
 
 /// How long to wait before retrying after S3's `409 ConditionalRequestConflict`, doubled on
 /// each further conflict.
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
 
 impl S3Store {
+    pub(crate) fn new(
+        client: Client,
+        bucket: String,
+        key: String,
+        sse: Option<ServerSideEncryption>,
+        conflict_retries: u32,
+        conditional_delete: Arc<AtomicU8>,
+    ) -> Self {
+        S3Store {
+            location: format!("s3://{bucket}/{key}"),
+            path: format!("{bucket}/{key}"),
+            client,
+            bucket,
+            key,
+            sse,
+            conflict_retries,
+            conditional_delete,
+        }
+    }
+
     /// The bucket.
     pub fn bucket(&self) -> &str {
         &self.bucket
@@ -54,6 +89,27 @@ impl S3Store {
     /// The SDK client, for operations this crate does not wrap.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Whether the object exists (its latest version is not a delete marker), by HEAD, so
+    /// that a large state is not downloaded to find out.
+    pub async fn exists(&self) -> Result<bool> {
+        let mut request = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&self.key);
+        if let Some(ServerSideEncryption::CustomerKey(key)) = &self.sse {
+            request = request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(key.key_base64())
+                .sse_customer_key_md5(key.key_md5_base64());
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(err) if status_of(&err) == Some(404) => Ok(false),
+            Err(err) => Err(sdk_error("HeadObject", &self.location, err)),
+        }
     }
 
     fn apply_sse_to_put(
@@ -201,7 +257,57 @@ impl Store for S3Store {
         }
     }
 
+    async fn delete(&self, if_match: Option<&ETag>) -> Result<DeleteOutcome> {
+        let conditional = if_match.is_some();
+        if conditional
+            && self.conditional_delete.load(Ordering::Relaxed) == CONDITIONAL_DELETE_UNSUPPORTED
+        {
+            return Ok(DeleteOutcome::ConditionalUnsupported);
+        }
+        let request = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .set_if_match(if_match.map(|etag| etag.as_str().to_owned()));
+        match request.send().await {
+            Ok(_) => {
+                if conditional {
+                    self.conditional_delete
+                        .store(CONDITIONAL_DELETE_SUPPORTED, Ordering::Relaxed);
+                }
+                Ok(DeleteOutcome::Deleted)
+            }
+            Err(err) if conditional && status_of(&err) == Some(501) => {
+                tracing::debug!(location = %self.location, "conditional DeleteObject is not implemented here; falling back");
+                self.conditional_delete
+                    .store(CONDITIONAL_DELETE_UNSUPPORTED, Ordering::Relaxed);
+                Ok(DeleteOutcome::ConditionalUnsupported)
+            }
+            Err(err) if conditional && status_of(&err) == Some(412) => {
+                Ok(DeleteOutcome::PreconditionFailed)
+            }
+            Err(err) if conditional && status_of(&err) == Some(404) => Ok(DeleteOutcome::Absent),
+            Err(err) => Err(sdk_error("DeleteObject", &self.location, err)),
+        }
+    }
+
+    fn sibling(&self, suffix: &str) -> Self {
+        S3Store::new(
+            self.client.clone(),
+            self.bucket.clone(),
+            format!("{}{suffix}", self.key),
+            self.sse.clone(),
+            self.conflict_retries,
+            Arc::clone(&self.conditional_delete),
+        )
+    }
+
     fn location(&self) -> &str {
         &self.location
+    }
+
+    fn path(&self) -> &str {
+        &self.path
     }
 }

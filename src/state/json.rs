@@ -104,6 +104,14 @@ impl fmt::Display for RawJson {
     }
 }
 
+/// Any serialisable value as compact JSON, fields in declaration order, with Go's escaping.
+pub(crate) fn to_go_json<T: Serialize + ?Sized>(value: &T) -> String {
+    let text = serde_json::to_string(value).expect("the value always serialises");
+    let mut out = String::with_capacity(text.len());
+    go_compact_into(&mut out, &text);
+    out
+}
+
 /// Appends `s` as a JSON string literal, escaped as Go's encoder escapes it.
 pub(crate) fn write_go_string(out: &mut String, s: &str) {
     // serde_json already uses Go's short escapes and lowercase `\u00xx` for control characters;

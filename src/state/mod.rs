@@ -9,6 +9,7 @@ mod json;
 
 pub use codec::DecodeError;
 pub use json::RawJson;
+pub(crate) use json::to_go_json;
 
 use indexmap::IndexMap;
 use std::collections::BTreeMap;

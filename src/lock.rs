@@ -1,0 +1,275 @@
+//! Terraform-compatible locking over any [`Store`]: the lock is an object beside the state
+//! (`<key>.tflock`) holding [`LockInfo`] as compact JSON, created with a create-only write.
+
+use crate::error::{Error, Result};
+use crate::remote::RemoteState;
+use crate::state::{OutputValue, State};
+use crate::statemgr::{
+    LockInfo, Locker, OutputReader, PersistentMeta, Persister, Refresher, SnapshotMeta, Transient,
+};
+use crate::store::{DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The suffix Terraform (1.10+, `use_lockfile`) and OpenTofu give the lock object.
+pub const LOCK_SUFFIX: &str = ".tflock";
+
+/// How [`StoreLocker::lock_with_timeout`] waits for a held lock: Terraform's schedule by
+/// default, 1 s doubling up to 16 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockRetry {
+    /// The first wait.
+    pub initial: Duration,
+    /// The longest wait between attempts.
+    pub max: Duration,
+}
+
+impl Default for LockRetry {
+    fn default() -> Self {
+        LockRetry {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(16),
+        }
+    }
+}
+
+/// The lock of one state, kept in the object `<state>.tflock` of a [`Store`].
+#[derive(Debug)]
+pub struct StoreLocker<S> {
+    lock_object: S,
+    state_path: String,
+    retry: LockRetry,
+    /// Tags of the locks this locker created, by ID, so `unlock` can delete exactly that
+    /// object with one conditional request.
+    held: Mutex<HashMap<String, ETag>>,
+}
+
+impl<S: Store> StoreLocker<S> {
+    /// The locker for the state in `state_store`.
+    pub fn for_state(state_store: &S) -> Self {
+        StoreLocker {
+            lock_object: state_store.sibling(LOCK_SUFFIX),
+            state_path: state_store.path().to_owned(),
+            retry: LockRetry::default(),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same locker, waiting on the given schedule.
+    pub fn with_retry(mut self, retry: LockRetry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Where the lock object lives.
+    pub fn location(&self) -> &str {
+        self.lock_object.location()
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, ETag>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current holder's lock info, or `None` when the state is not locked.
+    pub async fn current(&self) -> Result<Option<LockInfo>> {
+        Ok(self
+            .read()
+            .await?
+            .map(|(info, _)| info)
+            .and_then(|info| info))
+    }
+
+    /// The lock object: its parsed info (`None` if unreadable) and its tag.
+    async fn read(&self) -> Result<Option<(Option<LockInfo>, ETag)>> {
+        match self.lock_object.get(None).await? {
+            Fetched::Found(object) => {
+                let info = serde_json::from_slice(&object.body).ok();
+                Ok(Some((info, object.etag)))
+            }
+            Fetched::Absent | Fetched::NotModified => Ok(None),
+        }
+    }
+
+    fn locked(&self, holder: Option<LockInfo>, waited: Option<Duration>) -> Error {
+        Error::Locked {
+            location: self.location().to_owned(),
+            holder: holder.map(Box::new),
+            waited,
+        }
+    }
+
+    /// Like [`Locker::lock`], but waits for a held lock, retrying on [`LockRetry`]'s schedule
+    /// until `timeout` has passed; then fails with [`Error::Locked`] and the holder's info.
+    pub async fn lock_with_timeout(&self, info: &LockInfo, timeout: Duration) -> Result<String> {
+        let started = Instant::now();
+        let mut wait = self.retry.initial;
+        loop {
+            match self.lock(info).await {
+                Err(Error::Locked { holder, .. }) => {
+                    let elapsed = started.elapsed();
+                    if elapsed >= timeout {
+                        return Err(self.locked(holder.map(|h| *h), Some(elapsed)));
+                    }
+                    tokio::time::sleep(wait.min(timeout - elapsed)).await;
+                    wait = (wait * 2).min(self.retry.max);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Removes the lock with this ID whoever took it, for operators clearing a stale lock
+    /// (Terraform's `force-unlock`). The ID must match the lock that is there.
+    pub async fn force_unlock(&self, id: &str) -> Result<()> {
+        self.unlock_by_reading(id).await
+    }
+
+    /// Reads the lock, checks its ID, and deletes exactly the object read.
+    async fn unlock_by_reading(&self, id: &str) -> Result<()> {
+        let we_held_it = self.held().contains_key(id);
+        let Some((info, etag)) = self.read().await? else {
+            // Our own lock already gone: a retried unlock whose first response was lost.
+            if we_held_it {
+                self.held().remove(id);
+                return Ok(());
+            }
+            return Err(Error::NotLocked {
+                location: self.location().to_owned(),
+                id: id.to_owned(),
+            });
+        };
+        let held_id = info.map(|info| info.id).unwrap_or_default();
+        if held_id != id {
+            return Err(Error::LockIdMismatch {
+                location: self.location().to_owned(),
+                given: id.to_owned(),
+                held: held_id,
+            });
+        }
+        // Prefer deleting only the object we just read; without conditional deletes there is
+        // a short window between the read and the delete, as in Terraform.
+        match self.lock_object.delete(Some(&etag)).await? {
+            DeleteOutcome::ConditionalUnsupported => {
+                self.lock_object.delete(None).await?;
+            }
+            DeleteOutcome::PreconditionFailed => {
+                // Replaced between our read and our delete: report the new holder.
+                return Box::pin(self.unlock_by_reading(id)).await;
+            }
+            DeleteOutcome::Deleted | DeleteOutcome::Absent => {}
+        }
+        self.held().remove(id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: Store> Locker for StoreLocker<S> {
+    async fn lock(&self, info: &LockInfo) -> Result<String> {
+        let mut info = info.clone();
+        info.path = self.state_path.clone();
+        let body = Bytes::from(crate::state::to_go_json(&info));
+        match self
+            .lock_object
+            .put(body, &Precondition::Create, &ObjectMetadata::new())
+            .await?
+        {
+            PutOutcome::Written(written) => {
+                self.held().insert(info.id.clone(), written.etag);
+                Ok(info.id)
+            }
+            PutOutcome::PreconditionFailed => match self.read().await? {
+                // Our own earlier attempt created it and only the response was lost (the
+                // OpenTofu #4405 case): the lock is ours.
+                Some((Some(holder), etag)) if holder.id == info.id => {
+                    self.held().insert(info.id.clone(), etag);
+                    Ok(info.id)
+                }
+                Some((holder, _)) => Err(self.locked(holder, None)),
+                // Released between our attempt and our read: try once more.
+                None => Box::pin(self.lock(&info)).await,
+            },
+        }
+    }
+
+    async fn unlock(&self, id: &str) -> Result<()> {
+        let etag = self.held().get(id).cloned();
+        if let Some(etag) = etag {
+            match self.lock_object.delete(Some(&etag)).await? {
+                DeleteOutcome::Deleted | DeleteOutcome::Absent => {
+                    self.held().remove(id);
+                    return Ok(());
+                }
+                DeleteOutcome::PreconditionFailed | DeleteOutcome::ConditionalUnsupported => {}
+            }
+        }
+        self.unlock_by_reading(id).await
+    }
+}
+
+/// A state manager with locking switched off: `lock` succeeds at once without touching the
+/// store and `unlock` does nothing. For users who opt out (Terraform's `-lock=false`).
+#[derive(Debug)]
+pub struct LockDisabled<T>(pub T);
+
+#[async_trait]
+impl<T: Send + Sync> Locker for LockDisabled<T> {
+    async fn lock(&self, info: &LockInfo) -> Result<String> {
+        Ok(info.id.clone())
+    }
+
+    async fn unlock(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<T: Transient> Transient for LockDisabled<T> {
+    fn state(&self) -> Option<State> {
+        self.0.state()
+    }
+
+    fn write_state(&self, state: State) {
+        self.0.write_state(state)
+    }
+}
+
+#[async_trait]
+impl<T: Refresher> Refresher for LockDisabled<T> {
+    async fn refresh_state(&self) -> Result<()> {
+        self.0.refresh_state().await
+    }
+}
+
+#[async_trait]
+impl<T: Persister> Persister for LockDisabled<T> {
+    async fn persist_state(&self) -> Result<()> {
+        self.0.persist_state().await
+    }
+}
+
+#[async_trait]
+impl<T: OutputReader> OutputReader for LockDisabled<T> {
+    async fn root_output_values(&self) -> Result<BTreeMap<String, OutputValue>> {
+        self.0.root_output_values().await
+    }
+}
+
+impl<T: PersistentMeta> PersistentMeta for LockDisabled<T> {
+    fn state_snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.0.state_snapshot_meta()
+    }
+}
+
+#[async_trait]
+impl<S: Store> Locker for RemoteState<S> {
+    async fn lock(&self, info: &LockInfo) -> Result<String> {
+        self.locker().lock(info).await
+    }
+
+    async fn unlock(&self, id: &str) -> Result<()> {
+        self.locker().unlock(id).await
+    }
+}

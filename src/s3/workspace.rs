@@ -1,0 +1,188 @@
+//! Terraform's S3 workspace layout: the default workspace's state is at `key`, workspace `W`'s
+//! at `<workspace_key_prefix>/W/<key>` (prefix `env:` by default).
+
+use super::S3Store;
+use super::builder::{DEFAULT_WORKSPACE, validate_prefix, validate_workspace};
+use super::errors::{sdk_error, status_of};
+use crate::error::{Error, Result};
+use crate::lock::LOCK_SUFFIX;
+use crate::remote::{RemoteState, RemoteStateOptions};
+use crate::state::State;
+use crate::statemgr::{LockInfo, Locker, Persister, Refresher, Transient};
+use crate::store::Store;
+use aws_sdk_s3::Client;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
+
+/// A bucket, a state key and a workspace prefix: every workspace's state, and the operations
+/// across them. Built by [`super::S3Builder::build_backend`]; cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> s3state::Result<()> {
+/// use s3state::S3Builder;
+/// let backend = S3Builder::from_env().with_bucket("tfstate").with_key("app/terraform.tfstate")
+///     .build_backend().await?;
+/// backend.create_workspace("staging").await?;          // env:/staging/app/terraform.tfstate
+/// assert!(backend.workspaces().await?.contains(&"staging".to_string()));
+/// let staging = backend.manager("staging")?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct S3Backend {
+    pub(super) client: Client,
+    pub(super) bucket: String,
+    pub(super) key: String,
+    pub(super) workspace_key_prefix: String,
+    pub(super) sse: Option<super::ServerSideEncryption>,
+    pub(super) conflict_retries: u32,
+    pub(super) conditional_delete: Arc<AtomicU8>,
+    pub(super) options: RemoteStateOptions,
+}
+
+impl S3Backend {
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The state key of `workspace`.
+    pub fn state_key(&self, workspace: &str) -> Result<String> {
+        validate_workspace(workspace)?;
+        if workspace == DEFAULT_WORKSPACE {
+            return Ok(self.key.clone());
+        }
+        Ok(format!(
+            "{}/{workspace}/{}",
+            self.workspace_key_prefix, self.key
+        ))
+    }
+
+    /// The store of `workspace`'s state object.
+    pub fn store(&self, workspace: &str) -> Result<S3Store> {
+        Ok(S3Store::new(
+            self.client.clone(),
+            self.bucket.clone(),
+            self.state_key(workspace)?,
+            self.sse.clone(),
+            self.conflict_retries,
+            Arc::clone(&self.conditional_delete),
+        ))
+    }
+
+    /// A state manager for `workspace`. It does no I/O until asked.
+    pub fn manager(&self, workspace: &str) -> Result<RemoteState<S3Store>> {
+        Ok(RemoteState::with_options(
+            self.store(workspace)?,
+            self.options.clone(),
+        ))
+    }
+
+    /// The workspaces that have a state: `default` first when its state exists, then the
+    /// others sorted by name. Found as Terraform finds them, by listing `<prefix>/`; keys that
+    /// only resemble the layout (a nested path, another key, a lock object) are not
+    /// workspaces. Without permission to list the prefix, only `default` is reported, as
+    /// Terraform does.
+    pub async fn workspaces(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        if self.store(DEFAULT_WORKSPACE)?.exists().await? {
+            names.push(DEFAULT_WORKSPACE.to_owned());
+        }
+        let prefix = format!("{}/", self.workspace_key_prefix);
+        let mut others = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(err) if status_of(&err) == Some(403) => {
+                    tracing::warn!(bucket = %self.bucket, %prefix, "no permission to list workspaces; reporting only the default workspace");
+                    return Ok(names);
+                }
+                Err(err) => {
+                    return Err(sdk_error(
+                        "ListObjectsV2",
+                        &format!("s3://{}/{prefix}", self.bucket),
+                        err,
+                    ));
+                }
+            };
+            for object in page.contents() {
+                if let Some(name) = object.key().and_then(|key| self.workspace_of(&prefix, key)) {
+                    others.push(name.to_owned());
+                }
+            }
+        }
+        others.sort();
+        others.dedup();
+        names.extend(others);
+        Ok(names)
+    }
+
+    /// The workspace whose state `key` is, if it is one.
+    fn workspace_of<'k>(&self, prefix: &str, key: &'k str) -> Option<&'k str> {
+        let (name, rest) = key.strip_prefix(prefix)?.split_once('/')?;
+        (rest == self.key && !name.is_empty() && name != DEFAULT_WORKSPACE).then_some(name)
+    }
+
+    /// Creates `workspace` with an empty state (a new lineage, serial 1), under the
+    /// workspace's lock, as Terraform does. Fails if it already exists.
+    pub async fn create_workspace(&self, workspace: &str) -> Result<RemoteState<S3Store>> {
+        let manager = self.manager(workspace)?;
+        let lock_id = manager.lock(&LockInfo::new("init")).await?;
+        let created = async {
+            manager.refresh_state().await?;
+            if manager.state().is_some() {
+                return Err(Error::WorkspaceExists {
+                    workspace: workspace.to_owned(),
+                    location: manager.store().location().to_owned(),
+                });
+            }
+            manager.write_state(State::new(self.options.new_state_terraform_version.clone()));
+            manager.persist_state().await
+        }
+        .await;
+        let unlocked = manager.unlock(&lock_id).await;
+        created?;
+        unlocked?;
+        Ok(manager)
+    }
+
+    /// Deletes `workspace`'s state. Refuses `default`, and refuses while the workspace is
+    /// locked (it takes the lock itself for the deletion). The state object gets a delete
+    /// marker; bucket versioning keeps every earlier snapshot.
+    pub async fn delete_workspace(&self, workspace: &str) -> Result<()> {
+        validate_workspace(workspace)?;
+        if workspace == DEFAULT_WORKSPACE {
+            return Err(Error::DefaultWorkspaceUndeletable);
+        }
+        let manager = self.manager(workspace)?;
+        if !manager.store().exists().await? {
+            return Err(Error::WorkspaceNotFound {
+                workspace: workspace.to_owned(),
+                location: manager.store().location().to_owned(),
+            });
+        }
+        let lock_id = manager.lock(&LockInfo::new("workspace delete")).await?;
+        let deleted = manager.store().delete(None).await;
+        let unlocked = manager.unlock(&lock_id).await;
+        deleted?;
+        unlocked
+    }
+}
+
+pub(super) fn validate_layout(key: &str, prefix: &str) -> Result<()> {
+    validate_prefix(prefix)?;
+    if key.ends_with(LOCK_SUFFIX) {
+        return Err(Error::InvalidConfig {
+            field: "key",
+            env: "S3STATE_KEY",
+            message: format!("{key:?} ends with {LOCK_SUFFIX:?}, which names lock objects"),
+        });
+    }
+    Ok(())
+}

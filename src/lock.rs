@@ -129,40 +129,51 @@ impl<S: Store> StoreLocker<S> {
 
     /// Reads the lock, checks its ID, and deletes exactly the object read.
     async fn unlock_by_reading(&self, id: &str) -> Result<()> {
-        let we_held_it = self.held().contains_key(id);
-        let Some((info, etag)) = self.read().await? else {
-            // Our own lock already gone: a retried unlock whose first response was lost.
-            if we_held_it {
-                self.held().remove(id);
-                return Ok(());
+        // A conditional delete refused after a read that matched means the lock was replaced
+        // in between; re-read a few times, then give up rather than spin.
+        const ATTEMPTS: usize = 3;
+        for _ in 0..ATTEMPTS {
+            let we_held_it = self.held().contains_key(id);
+            let Some((info, etag)) = self.read().await? else {
+                // Our own lock already gone: a retried unlock whose first response was lost.
+                if we_held_it {
+                    self.held().remove(id);
+                    return Ok(());
+                }
+                return Err(Error::NotLocked {
+                    location: self.location().to_owned(),
+                    id: id.to_owned(),
+                });
+            };
+            let held_id = info.map(|info| info.id).unwrap_or_default();
+            if held_id != id {
+                return Err(Error::LockIdMismatch {
+                    location: self.location().to_owned(),
+                    given: id.to_owned(),
+                    held: held_id,
+                });
             }
-            return Err(Error::NotLocked {
-                location: self.location().to_owned(),
-                id: id.to_owned(),
-            });
-        };
-        let held_id = info.map(|info| info.id).unwrap_or_default();
-        if held_id != id {
-            return Err(Error::LockIdMismatch {
-                location: self.location().to_owned(),
-                given: id.to_owned(),
-                held: held_id,
-            });
+            // Prefer deleting only the object we just read; without conditional deletes there
+            // is a short window between the read and the delete, as in Terraform.
+            match self.lock_object.delete(Some(&etag)).await? {
+                DeleteOutcome::ConditionalUnsupported => {
+                    self.lock_object.delete(None).await?;
+                }
+                DeleteOutcome::PreconditionFailed => continue,
+                DeleteOutcome::Deleted | DeleteOutcome::Absent => {}
+            }
+            self.held().remove(id);
+            return Ok(());
         }
-        // Prefer deleting only the object we just read; without conditional deletes there is
-        // a short window between the read and the delete, as in Terraform.
-        match self.lock_object.delete(Some(&etag)).await? {
-            DeleteOutcome::ConditionalUnsupported => {
-                self.lock_object.delete(None).await?;
-            }
-            DeleteOutcome::PreconditionFailed => {
-                // Replaced between our read and our delete: report the new holder.
-                return Box::pin(self.unlock_by_reading(id)).await;
-            }
-            DeleteOutcome::Deleted | DeleteOutcome::Absent => {}
-        }
-        self.held().remove(id);
-        Ok(())
+        Err(Error::Store {
+            operation: "DeleteObject",
+            location: self.location().to_owned(),
+            message: format!(
+                "the lock with ID {id} changed between reading and deleting it {ATTEMPTS} times in a row; \
+                 it was left in place"
+            ),
+            source: None,
+        })
     }
 }
 

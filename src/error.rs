@@ -123,6 +123,18 @@ pub enum Error {
         id: String,
     },
 
+    /// No version with this id exists for this object (or it is a delete marker, which has no
+    /// content).
+    #[error("{location} has no version {version_id}{}", if *.is_delete_marker { " with content: it is a delete marker" } else { "" })]
+    VersionNotFound {
+        /// The object.
+        location: String,
+        /// The id asked for.
+        version_id: String,
+        /// True when the id names a delete marker.
+        is_delete_marker: bool,
+    },
+
     /// The workspace already exists.
     #[error("workspace `{workspace}` already exists at {location}")]
     WorkspaceExists {

@@ -35,6 +35,7 @@
 //! ```
 
 pub mod error;
+pub mod history;
 pub mod lock;
 pub mod remote;
 pub mod s3;
@@ -43,6 +44,7 @@ pub mod statemgr;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use history::{HistoryEntry, HistoryOptions, Restored, Snapshot, VersionSelector};
 pub use lock::{LockDisabled, LockRetry, StoreLocker};
 pub use remote::{RemoteState, RemoteStateOptions};
 pub use s3::{S3Builder, S3Store, ServerSideEncryption};
@@ -51,7 +53,7 @@ pub use statemgr::{
     LockInfo, Locker, OutputReader, Persistent, PersistentMeta, Persister, Refresher, SnapshotMeta,
     SnapshotOrdering, Transient,
 };
-pub use store::{ETag, Store};
+pub use store::{ETag, Store, VersionedStore};
 
 /// Compiles the README's example as a doctest, so the README cannot drift from the API.
 #[doc = include_str!("../README.md")]

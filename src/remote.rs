@@ -92,6 +92,8 @@ impl Default for RemoteStateOptions {
 struct Snapshots {
     transient: Option<State>,
     base: Base,
+    /// False until the first read or write: an unknown base differs from an absent object.
+    base_known: bool,
 }
 
 /// What this manager last read from, or wrote to, the store: the snapshot its next write is
@@ -178,13 +180,13 @@ impl<S: Store> RemoteState<S> {
                 .unwrap_or_else(|| State::new(self.options.new_state_terraform_version.clone()));
             let result = change(&mut state);
             self.write_state(state);
-            match self.persist_locked().await {
+            match self.persist_locked(false).await {
                 Ok(()) => return Ok(result),
                 Err(PersistError::Lost { current, error }) => {
                     tracing::debug!(attempt, %error, "update lost a race; retrying");
                     // What the store holds now becomes our base, so the next refresh is a
                     // cheap conditional read.
-                    self.lock_snapshots().base = *current;
+                    self.remember_base(*current);
                 }
                 Err(PersistError::Other(error)) => return Err(error),
             }
@@ -198,6 +200,60 @@ impl<S: Store> RemoteState<S> {
             location: self.store.location().to_owned(),
             attempts: self.options.max_update_attempts,
         })
+    }
+
+    /// Like [`Persister::persist_state`], but a snapshot of another lineage, or with an older
+    /// serial than the persisted one, is written anyway, numbered after the persisted serial
+    /// (Terraform's `state push -force`). The write is still conditional on the snapshot this
+    /// manager last read, so a concurrent change is a [`Error::Conflict`], and the replaced
+    /// snapshot stays in the store's history as an older version.
+    pub async fn persist_state_forced(&self) -> Result<()> {
+        let _io = self.io.lock().await;
+        self.persist_and_remember(true).await
+    }
+
+    pub(crate) async fn persist_and_remember(&self, force: bool) -> Result<()> {
+        match self.persist_locked(force).await {
+            Ok(()) => Ok(()),
+            Err(PersistError::Lost { current, error }) => {
+                // Remember what won, so the caller's next refresh is a cheap conditional read
+                // and a blind retry of this persist is refused as a serial regression.
+                self.remember_base(*current);
+                Err(error)
+            }
+            Err(PersistError::Other(error)) => Err(error),
+        }
+    }
+
+    /// The I/O lock, for operations in other modules that refresh and persist as one step.
+    pub(crate) async fn lock_io(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.io.lock().await
+    }
+
+    /// Refreshes unless this manager has already read or written a snapshot, so that a
+    /// following write is conditional on what the caller last saw.
+    pub(crate) async fn refresh_if_unread(&self) -> Result<()> {
+        if self.lock_snapshots().base_known {
+            return Ok(());
+        }
+        self.refresh_locked().await
+    }
+
+    pub(crate) fn persisted_state(&self) -> Option<State> {
+        self.lock_snapshots().base.state.clone()
+    }
+
+    pub(crate) fn decode_snapshot(&self, body: &[u8], what: &str) -> Result<State> {
+        State::from_slice(body).map_err(|source| Error::Decode {
+            location: format!("{} ({what})", self.store.location()),
+            source,
+        })
+    }
+
+    fn remember_base(&self, base: Base) {
+        let mut snapshots = self.lock_snapshots();
+        snapshots.base = base;
+        snapshots.base_known = true;
     }
 
     fn lock_snapshots(&self) -> std::sync::MutexGuard<'_, Snapshots> {
@@ -220,6 +276,7 @@ impl<S: Store> RemoteState<S> {
         let mut snapshots = self.lock_snapshots();
         snapshots.transient = base.state.clone();
         snapshots.base = base;
+        snapshots.base_known = true;
         Ok(())
     }
 
@@ -240,7 +297,7 @@ impl<S: Store> RemoteState<S> {
         })
     }
 
-    async fn persist_locked(&self) -> Result<(), PersistError> {
+    async fn persist_locked(&self, force: bool) -> Result<(), PersistError> {
         let (transient, base) = {
             let snapshots = self.lock_snapshots();
             match &snapshots.transient {
@@ -248,7 +305,7 @@ impl<S: Store> RemoteState<S> {
                 None => return Ok(()),
             }
         };
-        let Some(next) = self.next_snapshot(transient, base.state.as_ref())? else {
+        let Some(next) = self.next_snapshot(transient, base.state.as_ref(), force)? else {
             return Ok(());
         };
 
@@ -274,11 +331,19 @@ impl<S: Store> RemoteState<S> {
             etag: Some(written),
             state: Some(next),
         };
+        snapshots.base_known = true;
         Ok(())
     }
 
-    /// Applies the serial and lineage rules: `None` when there is nothing to write.
-    fn next_snapshot(&self, mut next: State, base: Option<&State>) -> Result<Option<State>> {
+    /// Applies the serial and lineage rules: `None` when there is nothing to write. With
+    /// `force`, a snapshot of another lineage or an older serial is accepted and numbered after
+    /// the persisted one.
+    fn next_snapshot(
+        &self,
+        mut next: State,
+        base: Option<&State>,
+        force: bool,
+    ) -> Result<Option<State>> {
         let location = || self.store.location().to_owned();
         let Some(base) = base else {
             if next.lineage.is_empty() {
@@ -289,6 +354,10 @@ impl<S: Store> RemoteState<S> {
         };
         if next.lineage.is_empty() {
             next.lineage = base.lineage.clone();
+        }
+        if force && (next.lineage != base.lineage || next.serial < base.serial) {
+            next.serial = next.serial.max(base.serial) + 1;
+            return Ok(Some(next));
         }
         if next.lineage != base.lineage {
             return Err(Error::LineageMismatch {
@@ -387,16 +456,7 @@ impl<S: Store> Refresher for RemoteState<S> {
 impl<S: Store> Persister for RemoteState<S> {
     async fn persist_state(&self) -> Result<()> {
         let _io = self.io.lock().await;
-        match self.persist_locked().await {
-            Ok(()) => Ok(()),
-            Err(PersistError::Lost { current, error }) => {
-                // Remember what won, so the caller's next refresh is a cheap conditional read
-                // and a blind retry of this persist is refused as a serial regression.
-                self.lock_snapshots().base = *current;
-                Err(error)
-            }
-            Err(PersistError::Other(error)) => Err(error),
-        }
+        self.persist_and_remember(false).await
     }
 }
 

@@ -76,7 +76,7 @@ pub trait PersistentMeta: Send + Sync {
 }
 
 /// The identity of one snapshot: its lineage, its serial, and who wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotMeta {
     /// The state's history identifier.
     pub lineage: String,

@@ -144,3 +144,35 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The object's path as Terraform names it in lock info (`bucket/key`).
     fn path(&self) -> &str;
 }
+
+/// One version in an object's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// The store's id for this version.
+    pub version_id: String,
+    /// When it was written.
+    pub last_modified: time::OffsetDateTime,
+    /// Body size in bytes (0 for a delete marker).
+    pub size: u64,
+    /// Its tag (`None` for a delete marker).
+    pub etag: Option<ETag>,
+    /// True for the current version.
+    pub is_latest: bool,
+    /// True when this version records a deletion rather than content.
+    pub is_delete_marker: bool,
+}
+
+/// A [`Store`] that keeps every version of its object.
+#[async_trait]
+pub trait VersionedStore: Store {
+    /// Every version of the object, newest first, delete markers included. `page_size` bounds
+    /// each listing request; all pages are followed.
+    async fn list_versions(&self, page_size: u32) -> Result<Vec<ObjectVersion>>;
+
+    /// The body and metadata of one version. An unknown id is
+    /// [`crate::Error::VersionNotFound`].
+    async fn get_version(&self, version_id: &str) -> Result<StoredObject>;
+
+    /// The metadata of one version, without its body.
+    async fn version_metadata(&self, version_id: &str) -> Result<ObjectMetadata>;
+}

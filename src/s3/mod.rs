@@ -6,6 +6,7 @@
 
 mod builder;
 mod errors;
+mod history;
 mod workspace;
 
 pub use builder::{

@@ -5,9 +5,11 @@
 //! Terraform versions) as exact JSON text, so a tool never drops what it does not understand.
 
 mod codec;
+mod diff;
 mod json;
 
 pub use codec::DecodeError;
+pub use diff::{ChangeKind, OutputChange, ResourceChange, StateDiff};
 pub use json::RawJson;
 pub(crate) use json::to_go_json;
 

@@ -1,0 +1,241 @@
+//! A state's history, over any [`VersionedStore`]: list past snapshots, read one, diff two,
+//! and restore one as a new snapshot.
+//!
+//! Nothing here deletes history: a restore writes a *new* version on top of the current one,
+//! conditional on the current tag, so a concurrent writer makes one of the two fail with
+//! [`Error::Conflict`] rather than lose an update.
+
+use crate::error::{Error, Result};
+use crate::remote::{RemoteState, metadata_keys};
+use crate::state::{State, StateDiff};
+use crate::statemgr::{SnapshotMeta, Transient};
+use crate::store::{ObjectMetadata, ObjectVersion, VersionedStore};
+use futures::{StreamExt, TryStreamExt};
+
+/// How [`RemoteState::history`] lists.
+#[derive(Debug, Clone)]
+pub struct HistoryOptions {
+    /// Versions per listing request (1 to 1,000; S3's maximum is the default).
+    pub page_size: u32,
+    /// Also fetch each version's serial, lineage and Terraform version: from the metadata
+    /// s3state writes (one HEAD per version), or from the body for versions written by other
+    /// tools (one GET). Without details, listing costs one request per page.
+    pub details: bool,
+    /// How many versions are inspected at once when `details` is set.
+    pub concurrency: usize,
+}
+
+impl Default for HistoryOptions {
+    fn default() -> Self {
+        HistoryOptions {
+            page_size: 1000,
+            details: false,
+            concurrency: 8,
+        }
+    }
+}
+
+/// One version of the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The store's view: id, time, size, tag, latest, delete marker.
+    pub version: ObjectVersion,
+    /// The snapshot's identity, when details were asked for (and it is not a delete marker
+    /// or an undecodable body).
+    pub meta: Option<SnapshotMeta>,
+}
+
+/// One past snapshot, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The version it was read from.
+    pub version_id: String,
+    /// The state.
+    pub state: State,
+    /// Its identity.
+    pub meta: SnapshotMeta,
+}
+
+/// Names a version relative to the current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSelector {
+    /// The current (latest) snapshot.
+    Current,
+    /// `n` content versions before the current one (`Back(1)` is the previous snapshot);
+    /// delete markers are not counted.
+    Back(usize),
+    /// A version id.
+    Id(String),
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The version whose content was restored.
+    pub from_version: String,
+    /// The identity of the snapshot now current.
+    pub meta: SnapshotMeta,
+    /// False when the current snapshot already had that content, so nothing was written.
+    pub written: bool,
+}
+
+/// The snapshot identity recorded in a version's metadata at persist time, if complete.
+pub fn meta_from_metadata(metadata: &ObjectMetadata) -> Option<SnapshotMeta> {
+    Some(SnapshotMeta {
+        serial: metadata.get(metadata_keys::SERIAL)?.parse().ok()?,
+        lineage: metadata.get(metadata_keys::LINEAGE)?.clone(),
+        terraform_version: metadata
+            .get(metadata_keys::TERRAFORM_VERSION)?
+            .parse()
+            .ok()?,
+    })
+}
+
+impl<S: VersionedStore> RemoteState<S> {
+    /// The state's versions, newest first, delete markers included.
+    pub async fn history(&self, options: &HistoryOptions) -> Result<Vec<HistoryEntry>> {
+        let versions = self.store().list_versions(options.page_size).await?;
+        if !options.details {
+            return Ok(versions
+                .into_iter()
+                .map(|version| HistoryEntry {
+                    version,
+                    meta: None,
+                })
+                .collect());
+        }
+        futures::stream::iter(versions)
+            .map(|version| async move {
+                let meta = self.meta_of(&version).await?;
+                Ok::<_, Error>(HistoryEntry { version, meta })
+            })
+            .buffered(options.concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
+    async fn meta_of(&self, version: &ObjectVersion) -> Result<Option<SnapshotMeta>> {
+        if version.is_delete_marker {
+            return Ok(None);
+        }
+        let metadata = self.store().version_metadata(&version.version_id).await?;
+        if let Some(meta) = meta_from_metadata(&metadata) {
+            return Ok(Some(meta));
+        }
+        // Written by another tool (Terraform sends no such metadata): read the body.
+        let object = self.store().get_version(&version.version_id).await?;
+        Ok(State::from_slice(&object.body)
+            .ok()
+            .map(|state| SnapshotMeta::of(&state)))
+    }
+
+    /// The id of the version `selector` names.
+    pub async fn resolve_version(&self, selector: &VersionSelector) -> Result<String> {
+        let back = match selector {
+            VersionSelector::Id(id) => return Ok(id.clone()),
+            VersionSelector::Current => 0,
+            VersionSelector::Back(n) => *n,
+        };
+        let versions = self.store().list_versions(1000).await?;
+        let location = self.store().location().to_owned();
+        let mut content = versions
+            .iter()
+            .skip_while(|v| v.is_delete_marker && !v.is_latest);
+        if back == 0 {
+            return match content.next() {
+                Some(v) if v.is_latest && !v.is_delete_marker => Ok(v.version_id.clone()),
+                _ => Err(Error::VersionNotFound {
+                    location,
+                    version_id: "current".into(),
+                    is_delete_marker: versions.first().is_some_and(|v| v.is_delete_marker),
+                }),
+            };
+        }
+        versions
+            .iter()
+            .filter(|v| !v.is_delete_marker)
+            .nth(back)
+            .map(|v| v.version_id.clone())
+            .ok_or_else(|| Error::VersionNotFound {
+                location,
+                version_id: format!(
+                    "~{back} (the state has {} versions)",
+                    versions.iter().filter(|v| !v.is_delete_marker).count()
+                ),
+                is_delete_marker: false,
+            })
+    }
+
+    /// The snapshot stored in one version.
+    pub async fn snapshot_at(&self, version_id: &str) -> Result<Snapshot> {
+        let object = self.store().get_version(version_id).await?;
+        let state = self.decode_snapshot(&object.body, &format!("version {version_id}"))?;
+        Ok(Snapshot {
+            version_id: version_id.to_owned(),
+            meta: SnapshotMeta::of(&state),
+            state,
+        })
+    }
+
+    /// What changed from one version to another.
+    pub async fn diff_versions(
+        &self,
+        from: &VersionSelector,
+        to: &VersionSelector,
+    ) -> Result<StateDiff> {
+        let from = self.snapshot_at(&self.resolve_version(from).await?).await?;
+        let to = self.snapshot_at(&self.resolve_version(to).await?).await?;
+        Ok(StateDiff::between(&from.state, &to.state))
+    }
+
+    /// Writes the content of `version_id` as a new snapshot on top of the current one: same
+    /// lineage, serial = current + 1. Refuses a snapshot of another lineage unless `force`.
+    /// When the state was deleted (its latest version is a delete marker), this brings it
+    /// back, numbered after the last serial it had.
+    ///
+    /// Like [`crate::Persister::persist_state`], the write is conditional on the snapshot this
+    /// manager last read (it refreshes first only if it has read nothing yet). So a tool can
+    /// refresh, show the operator what will change, and restore exactly onto what was shown:
+    /// if anyone wrote in between, the restore fails with [`Error::Conflict`].
+    pub async fn restore(&self, version_id: &str, force: bool) -> Result<Restored> {
+        let snapshot = self.snapshot_at(version_id).await?;
+        let _io = self.lock_io().await;
+        self.refresh_if_unread().await?;
+        let mut restored = snapshot.state;
+        match self.persisted_state() {
+            Some(current) => {
+                if restored.lineage != current.lineage && !force {
+                    return Err(Error::LineageMismatch {
+                        location: self.store().location().to_owned(),
+                        local: restored.lineage,
+                        remote: current.lineage,
+                    });
+                }
+                if restored.lineage == current.lineage {
+                    restored.serial = current.serial;
+                }
+            }
+            None => {
+                restored.serial = restored.serial.max(self.last_serial().await?);
+            }
+        }
+        let before = self.persisted_state();
+        self.write_state(restored);
+        self.persist_and_remember(force).await?;
+        let now = self.persisted_state().expect("just persisted");
+        Ok(Restored {
+            from_version: version_id.to_owned(),
+            written: before.as_ref() != Some(&now),
+            meta: SnapshotMeta::of(&now),
+        })
+    }
+
+    /// The serial of the newest version with content, or 0.
+    async fn last_serial(&self) -> Result<u64> {
+        let versions = self.store().list_versions(1000).await?;
+        match versions.iter().find(|v| !v.is_delete_marker) {
+            Some(version) => Ok(self.meta_of(version).await?.map_or(0, |meta| meta.serial)),
+            None => Ok(0),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! An object's versions through S3 bucket versioning.
+
+use super::errors::{sdk_error, status_of};
+use super::{S3Store, ServerSideEncryption};
+use crate::error::{Error, Result};
+use crate::store::{ETag, ObjectMetadata, ObjectVersion, StoredObject, VersionedStore};
+use async_trait::async_trait;
+
+fn to_time(at: Option<&aws_sdk_s3::primitives::DateTime>) -> time::OffsetDateTime {
+    at.and_then(|at| time::OffsetDateTime::from_unix_timestamp_nanos(at.as_nanos()).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+impl S3Store {
+    fn version_not_found(&self, version_id: &str, is_delete_marker: bool) -> Error {
+        Error::VersionNotFound {
+            location: self.location.clone(),
+            version_id: version_id.to_owned(),
+            is_delete_marker,
+        }
+    }
+
+    fn sse_customer_headers(&self) -> Option<(String, String)> {
+        match &self.sse {
+            Some(ServerSideEncryption::CustomerKey(key)) => {
+                Some((key.key_base64(), key.key_md5_base64()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Puts S3's two newest-first lists (versions, delete markers) into one newest-first list,
+/// keeping each list's own order: within one list S3's order is authoritative even when
+/// timestamps tie, which they do at LocalStack's millisecond resolution.
+fn merge_newest_first(
+    versions: Vec<ObjectVersion>,
+    markers: Vec<ObjectVersion>,
+) -> Vec<ObjectVersion> {
+    let mut merged = Vec::with_capacity(versions.len() + markers.len());
+    let (mut v, mut m) = (
+        versions.into_iter().peekable(),
+        markers.into_iter().peekable(),
+    );
+    loop {
+        let take_marker = match (v.peek(), m.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some(version), Some(marker)) => {
+                marker.is_latest
+                    || (!version.is_latest && marker.last_modified > version.last_modified)
+            }
+        };
+        merged.extend(if take_marker { m.next() } else { v.next() });
+    }
+    merged
+}
+
+#[async_trait]
+impl VersionedStore for S3Store {
+    async fn list_versions(&self, page_size: u32) -> Result<Vec<ObjectVersion>> {
+        let mut versions = Vec::new();
+        let mut markers = Vec::new();
+        let (mut key_marker, mut version_marker) = (None, None);
+        let page_size = i32::try_from(page_size.clamp(1, 1000)).unwrap_or(1000);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                // Other keys share this prefix (`<key>.tflock`, `<key>.backup`, `<key>2`); they
+                // are filtered out below, and since they all sort after `key`, the first one
+                // seen ends the listing.
+                .prefix(&self.key)
+                .max_keys(page_size)
+                .set_key_marker(key_marker)
+                .set_version_id_marker(version_marker)
+                .send()
+                .await
+                .map_err(|err| sdk_error("ListObjectVersions", &self.location, err))?;
+            let mut other_key_seen = false;
+            for version in page.versions() {
+                if version.key() != Some(self.key.as_str()) {
+                    other_key_seen = true;
+                    continue;
+                }
+                versions.push(ObjectVersion {
+                    version_id: version.version_id().unwrap_or("null").to_owned(),
+                    last_modified: to_time(version.last_modified()),
+                    size: version.size().unwrap_or(0).max(0) as u64,
+                    etag: version.e_tag().map(ETag::new),
+                    is_latest: version.is_latest().unwrap_or(false),
+                    is_delete_marker: false,
+                });
+            }
+            for marker in page.delete_markers() {
+                if marker.key() != Some(self.key.as_str()) {
+                    other_key_seen = true;
+                    continue;
+                }
+                markers.push(ObjectVersion {
+                    version_id: marker.version_id().unwrap_or("null").to_owned(),
+                    last_modified: to_time(marker.last_modified()),
+                    size: 0,
+                    etag: None,
+                    is_latest: marker.is_latest().unwrap_or(false),
+                    is_delete_marker: true,
+                });
+            }
+            if other_key_seen || page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+        }
+        Ok(merge_newest_first(versions, markers))
+    }
+
+    async fn get_version(&self, version_id: &str) -> Result<StoredObject> {
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .version_id(version_id);
+        if let Some((key, md5)) = self.sse_customer_headers() {
+            request = request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(key)
+                .sse_customer_key_md5(md5);
+        }
+        let output = match request.send().await {
+            Ok(output) => output,
+            // 405: the id names a delete marker; 400/404: no such version.
+            Err(err) if status_of(&err) == Some(405) => {
+                return Err(self.version_not_found(version_id, true));
+            }
+            Err(err) if matches!(status_of(&err), Some(400) | Some(404)) => {
+                return Err(self.version_not_found(version_id, false));
+            }
+            Err(err) => return Err(sdk_error("GetObject", &self.location, err)),
+        };
+        let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
+        let metadata = output
+            .metadata
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let version = output.version_id.clone();
+        let body = output.body.collect().await.map_err(|err| Error::Store {
+            operation: "GetObject",
+            location: self.location.clone(),
+            message: format!("reading version {version_id} failed: {err}"),
+            source: Some(Box::new(err)),
+        })?;
+        Ok(StoredObject {
+            body: body.into_bytes(),
+            etag,
+            version_id: version,
+            metadata,
+        })
+    }
+
+    async fn version_metadata(&self, version_id: &str) -> Result<ObjectMetadata> {
+        let mut request = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .version_id(version_id);
+        if let Some((key, md5)) = self.sse_customer_headers() {
+            request = request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(key)
+                .sse_customer_key_md5(md5);
+        }
+        match request.send().await {
+            Ok(output) => Ok(output.metadata.unwrap_or_default().into_iter().collect()),
+            Err(err) if status_of(&err) == Some(405) => {
+                Err(self.version_not_found(version_id, true))
+            }
+            Err(err) if matches!(status_of(&err), Some(400) | Some(404)) => {
+                Err(self.version_not_found(version_id, false))
+            }
+            Err(err) => Err(sdk_error("HeadObject", &self.location, err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: &str, at: i64, latest: bool, marker: bool) -> ObjectVersion {
+        ObjectVersion {
+            version_id: id.into(),
+            last_modified: time::OffsetDateTime::from_unix_timestamp(at).unwrap(),
+            size: 0,
+            etag: None,
+            is_latest: latest,
+            is_delete_marker: marker,
+        }
+    }
+
+    #[test]
+    fn merging_keeps_each_lists_order_and_places_markers_by_time() {
+        let versions = vec![
+            version("v3", 30, false, false),
+            version("v2", 20, false, false),
+            version("v1", 20, false, false),
+        ];
+        let markers = vec![
+            version("d2", 40, true, true),
+            version("d1", 25, false, true),
+        ];
+        let ids: Vec<_> = merge_newest_first(versions, markers)
+            .into_iter()
+            .map(|v| v.version_id)
+            .collect();
+        assert_eq!(ids, ["d2", "v3", "d1", "v2", "v1"]);
+    }
+}

@@ -5,7 +5,7 @@ mod common;
 
 use s3state::{
     Error, HistoryOptions, LockInfo, Locker, OutputReader, OutputValue, PersistentMeta, Persister,
-    Refresher, Transient,
+    Transient,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -106,7 +106,7 @@ impl<S: VersionedStore> RemoteState<S> {
         }
         futures::stream::iter(versions)
             .map(|version| async move {
-                let meta = self.meta_of(&version).await?;
+                let meta = self.version_meta(&version).await?;
                 Ok::<_, Error>(HistoryEntry { version, meta })
             })
             .buffered(options.concurrency.max(1))
@@ -114,7 +114,9 @@ impl<S: VersionedStore> RemoteState<S> {
             .await
     }
 
-    async fn meta_of(&self, version: &ObjectVersion) -> Result<Option<SnapshotMeta>> {
+    /// The identity of one version: from the metadata s3state wrote (one HEAD), else from its
+    /// body (one GET). `None` for a delete marker or a body that is not a state.
+    pub async fn version_meta(&self, version: &ObjectVersion) -> Result<Option<SnapshotMeta>> {
         if version.is_delete_marker {
             return Ok(None);
         }
@@ -216,7 +218,7 @@ impl<S: VersionedStore> RemoteState<S> {
                 }
             }
             None => {
-                restored.serial = restored.serial.max(self.last_serial().await?);
+                restored.serial = restored.serial.max(self.last_serial().await?) + 1;
             }
         }
         let before = self.persisted_state();
@@ -234,7 +236,10 @@ impl<S: VersionedStore> RemoteState<S> {
     async fn last_serial(&self) -> Result<u64> {
         let versions = self.store().list_versions(1000).await?;
         match versions.iter().find(|v| !v.is_delete_marker) {
-            Some(version) => Ok(self.meta_of(version).await?.map_or(0, |meta| meta.serial)),
+            Some(version) => Ok(self
+                .version_meta(version)
+                .await?
+                .map_or(0, |meta| meta.serial)),
             None => Ok(0),
         }
     }

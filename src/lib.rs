@@ -46,7 +46,7 @@ pub mod store;
 pub use error::{Error, Result};
 pub use history::{HistoryEntry, HistoryOptions, Restored, Snapshot, VersionSelector};
 pub use lock::{LockDisabled, LockRetry, StoreLocker};
-pub use remote::{RemoteState, RemoteStateOptions};
+pub use remote::{PersistedObject, RemoteState, RemoteStateOptions};
 pub use s3::{S3Builder, S3Store, ServerSideEncryption};
 pub use state::{DecodeError, OutputValue, RawJson, State};
 pub use statemgr::{

@@ -7,7 +7,9 @@ use crate::state::{COMPATIBLE_TERRAFORM_VERSION, OutputValue, State};
 use crate::statemgr::{
     OutputReader, PersistentMeta, Persister, Refresher, SnapshotMeta, Transient,
 };
-use crate::store::{ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject};
+use crate::store::{
+    ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject, Written,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -104,6 +106,21 @@ struct Base {
     etag: Option<ETag>,
     /// `None` when there was no object, or an empty one.
     state: Option<State>,
+    /// The store's version id of that object, when it keeps versions.
+    version_id: Option<String>,
+    /// Its size in bytes.
+    size: u64,
+}
+
+/// Where the persisted snapshot a manager last read or wrote lives in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedObject {
+    /// The object's tag.
+    pub etag: ETag,
+    /// The store's version id, when it keeps versions.
+    pub version_id: Option<String>,
+    /// The body's size in bytes.
+    pub size: u64,
 }
 
 impl Base {
@@ -239,6 +256,18 @@ impl<S: Store> RemoteState<S> {
         self.refresh_locked().await
     }
 
+    /// The store object behind the snapshot this manager last read or wrote; `None` when
+    /// there was none.
+    pub fn persisted_object(&self) -> Option<PersistedObject> {
+        let snapshots = self.lock_snapshots();
+        let base = &snapshots.base;
+        base.etag.clone().map(|etag| PersistedObject {
+            etag,
+            version_id: base.version_id.clone(),
+            size: base.size,
+        })
+    }
+
     pub(crate) fn persisted_state(&self) -> Option<State> {
         self.lock_snapshots().base.state.clone()
     }
@@ -294,6 +323,8 @@ impl<S: Store> RemoteState<S> {
         Ok(Base {
             etag: Some(object.etag),
             state,
+            version_id: object.version_id,
+            size: object.body.len() as u64,
         })
     }
 
@@ -320,7 +351,7 @@ impl<S: Store> RemoteState<S> {
             .put(body.clone(), &base.precondition(), &metadata)
             .await?
         {
-            PutOutcome::Written(written) => written.etag,
+            PutOutcome::Written(written) => written,
             PutOutcome::PreconditionFailed => {
                 self.resolve_precondition_failure(&body, &metadata).await?
             }
@@ -328,8 +359,10 @@ impl<S: Store> RemoteState<S> {
         let mut snapshots = self.lock_snapshots();
         snapshots.transient = Some(next.clone());
         snapshots.base = Base {
-            etag: Some(written),
+            etag: Some(written.etag),
             state: Some(next),
+            version_id: written.version_id,
+            size: body.len() as u64,
         };
         snapshots.base_known = true;
         Ok(())
@@ -346,10 +379,13 @@ impl<S: Store> RemoteState<S> {
     ) -> Result<Option<State>> {
         let location = || self.store.location().to_owned();
         let Some(base) = base else {
+            // Nothing is persisted: a brand-new state starts at serial 1 with a fresh lineage,
+            // and a state brought from elsewhere (a push, a restore) keeps its identity, so it
+            // is stored byte for byte.
             if next.lineage.is_empty() {
                 next.lineage = uuid::Uuid::new_v4().to_string();
             }
-            next.serial += 1;
+            next.serial = next.serial.max(1);
             return Ok(Some(next));
         };
         if next.lineage.is_empty() {
@@ -391,7 +427,7 @@ impl<S: Store> RemoteState<S> {
         &self,
         sent: &Bytes,
         sent_metadata: &ObjectMetadata,
-    ) -> Result<ETag, PersistError> {
+    ) -> Result<Written, PersistError> {
         let location = self.store.location().to_owned();
         let write_id = |metadata: &ObjectMetadata| metadata.get(metadata_keys::WRITE_ID).cloned();
         match self.store.get(None).await? {
@@ -400,7 +436,10 @@ impl<S: Store> RemoteState<S> {
                     && write_id(&object.metadata) == write_id(sent_metadata) =>
             {
                 tracing::info!(%location, "a retried write met its own earlier success; treating it as written");
-                Ok(object.etag)
+                Ok(Written {
+                    etag: object.etag,
+                    version_id: object.version_id,
+                })
             }
             Fetched::Found(object) => {
                 let remote = State::from_slice(&object.body)

@@ -115,6 +115,7 @@ pub struct S3Builder {
     conflict_retries: Option<u32>,
     max_attempts: Option<u32>,
     client: Option<Client>,
+    static_credentials: Option<(String, Redacted)>,
     options: RemoteStateOptions,
     /// A malformed environment variable seen by `from_env`, reported by `build`.
     env_error: Option<(&'static str, &'static str, String)>,
@@ -293,6 +294,17 @@ impl S3Builder {
         self
     }
 
+    /// Use these credentials instead of `aws-config`'s chain (Terraform's `access_key` and
+    /// `secret_key`). The secret is never printed.
+    pub fn with_static_credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        self.static_credentials = Some((access_key_id.into(), Redacted(secret_access_key.into())));
+        self
+    }
+
     /// Use this client instead of building one; region, endpoint, path style and profile are
     /// then the client's own.
     pub fn with_client(mut self, client: Client) -> Self {
@@ -395,6 +407,15 @@ impl S3Builder {
         }
         if let Some(profile) = &self.profile {
             loader = loader.profile_name(profile);
+        }
+        if let Some((access_key_id, Redacted(secret))) = &self.static_credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                access_key_id,
+                secret,
+                None,
+                None,
+                "s3state-static",
+            ));
         }
         if let Some(attempts) = self.max_attempts {
             loader = loader.retry_config(

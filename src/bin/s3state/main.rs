@@ -1,0 +1,218 @@
+//! `s3state`: inspect and repair Terraform state in S3 from the command line.
+
+mod backend_block;
+mod commands;
+mod settings;
+mod ui;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error
+  2  usage error
+  3  conflict: the state changed since it was read (refresh and retry)
+  4  locked: someone else holds the state's lock
+
+Settings come from flags, then S3STATE_* variables, then the `backend \"s3\"` block of the
+.tf files in --chdir (default: the current directory). Credentials and region also come from
+the standard AWS_* variables and profiles.";
+
+/// Inspect, history, diff, restore and lock Terraform state stored in S3.
+#[derive(Debug, Parser)]
+#[command(name = "s3state", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: settings::Flags,
+
+    /// More log output on stderr (-v: requests, -vv: SDK detail). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the state JSON, exactly as stored.
+    #[command(
+        after_help = "Example:\n  s3state pull > terraform.tfstate\n  s3state pull --version-id 3HL4kqtJvjVBH40Nrjfkd"
+    )]
+    Pull {
+        /// A past version instead of the current one.
+        #[arg(long)]
+        version_id: Option<String>,
+    },
+    /// Write a state file as the new snapshot, with Terraform's lineage and serial checks.
+    #[command(
+        after_help = "Example:\n  s3state push fixed.tfstate\n  s3state pull | jq '...' | s3state push -"
+    )]
+    Push {
+        /// The state file, or - for standard input.
+        file: PathBuf,
+        /// Allow another lineage or an older serial. The old snapshot stays in history.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show root module outputs (sensitive values masked).
+    #[command(
+        after_help = "Example:\n  s3state outputs\n  s3state outputs vpc_id --raw\n  s3state outputs --json --show-sensitive"
+    )]
+    Outputs {
+        /// One output only.
+        name: Option<String>,
+        /// JSON, as `terraform output -json`.
+        #[arg(long, conflicts_with = "raw")]
+        json: bool,
+        /// Print a string, number or bool output bare, for shell scripts.
+        #[arg(long, requires = "name")]
+        raw: bool,
+        /// Show sensitive values instead of masking them.
+        #[arg(long)]
+        show_sensitive: bool,
+    },
+    /// Show the current snapshot's identity and where it is stored.
+    #[command(after_help = "Example:\n  s3state meta\n  s3state meta --json")]
+    Meta {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the state's versions, newest first.
+    #[command(
+        after_help = "Example:\n  s3state history --limit 10 --details\n  s3state history --json"
+    )]
+    History {
+        /// Also show each version's serial, lineage and Terraform version (more requests).
+        #[arg(long)]
+        details: bool,
+        /// Show at most N versions.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what changed between two versions (B defaults to current).
+    #[command(
+        after_help = "Versions: a version id, `current`, `previous`, or `~N` (N versions back).\n\nExample:\n  s3state diff previous\n  s3state diff ~5 current --json"
+    )]
+    Diff {
+        /// The older version.
+        a: String,
+        /// The newer version.
+        #[arg(default_value = "current")]
+        b: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a past version's content as a new snapshot (nothing in history is deleted).
+    #[command(
+        after_help = "Example:\n  s3state restore previous\n  s3state restore 3HL4kqtJvjVBH40Nrjfkd --yes"
+    )]
+    Restore {
+        /// The version to bring back: an id, `previous`, or `~N`.
+        #[arg(value_name = "VERSION")]
+        target: String,
+        /// Allow restoring a snapshot of another lineage.
+        #[arg(long)]
+        force: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Take the state's lock and print its ID.
+    #[command(
+        after_help = "Example:\n  id=$(s3state lock --operation maintenance --timeout 2m)\n  ...\n  s3state unlock \"$id\""
+    )]
+    Lock {
+        /// The operation recorded in the lock.
+        #[arg(long, default_value = "OperationTypeInvalid")]
+        operation: String,
+        /// Free-form info recorded in the lock.
+        #[arg(long, default_value = "")]
+        info: String,
+        /// How long to wait for a held lock (e.g. 30s, 2m). Default: do not wait.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Release a lock taken with `s3state lock`, by its ID.
+    #[command(after_help = "Example:\n  s3state unlock 9f0c0d5e-3f0e-4a8e-9d3a-0c5f1d1f2b7a")]
+    Unlock {
+        /// The lock's ID.
+        id: String,
+    },
+    /// Remove someone else's stale lock, by its ID (see `lock-info`).
+    #[command(
+        after_help = "Example:\n  s3state lock-info\n  s3state force-unlock 91731845-4e72-fefa-2c11-97277aabd814"
+    )]
+    ForceUnlock {
+        /// The lock's ID, as `lock-info` shows it.
+        id: String,
+    },
+    /// Show who holds the lock, since when, and for what.
+    #[command(after_help = "Example:\n  s3state lock-info\n  s3state -w staging lock-info --json")]
+    LockInfo {
+        /// JSON output (Terraform's lock info fields).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, create or delete workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// List workspaces that have a state.
+    #[command(after_help = "Example:\n  s3state workspace list")]
+    List,
+    /// Create a workspace with an empty state.
+    #[command(after_help = "Example:\n  s3state workspace new staging")]
+    New {
+        /// The workspace name.
+        name: String,
+    },
+    /// Delete a workspace's state (its history is kept).
+    #[command(after_help = "Example:\n  s3state workspace delete staging")]
+    Delete {
+        /// The workspace name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ui::init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            ui::report(&err);
+            ExitCode::from(ui::exit_code(&err))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,166 @@
+//! Terminal output: errors with hints, exit codes, colour and progress on a TTY only.
+
+use crate::commands::CliError;
+use s3state::Error;
+use std::io::{IsTerminal, Write};
+
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_CONFLICT: u8 = 3;
+pub const EXIT_LOCKED: u8 = 4;
+
+pub fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "s3state=debug,aws_smithy_runtime=debug",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose > 0)
+        .init();
+}
+
+pub fn exit_code(err: &CliError) -> u8 {
+    match err {
+        CliError::Usage(_) => EXIT_USAGE,
+        CliError::Other(_) => EXIT_ERROR,
+        CliError::State(Error::Conflict { .. }) => EXIT_CONFLICT,
+        CliError::State(Error::Locked { .. }) => EXIT_LOCKED,
+        CliError::State(_) => EXIT_ERROR,
+    }
+}
+
+/// One line saying what went wrong, and one saying what to do about it.
+pub fn report(err: &CliError) {
+    let style = Style::stderr();
+    eprintln!("{}: {err}", style.red("error"));
+    if let Some(hint) = hint(err) {
+        eprintln!("{}: {hint}", style.bold("hint"));
+    }
+}
+
+fn hint(err: &CliError) -> Option<String> {
+    let CliError::State(err) = err else {
+        return None;
+    };
+    Some(match err {
+        Error::Conflict { .. } => {
+            "someone else wrote the state after it was read; run the command again (it re-reads the state), \
+             or pull, re-apply your change and push"
+                .into()
+        }
+        Error::Locked { holder: Some(holder), .. } => format!(
+            "wait for the holder, or if that lock is stale: s3state force-unlock {}",
+            holder.id
+        ),
+        Error::LineageMismatch { .. } => "this is a different state; pass --force to replace it (the old one stays in history)".into(),
+        Error::SerialRegression { .. } => "the state is newer than yours; pull it first, or pass --force to replace it".into(),
+        Error::InvalidConfig { field, env, .. } => {
+            format!("set --{} or {env}", field.replace('_', "-"))
+        }
+        Error::VersionNotFound { .. } => "list versions with: s3state history".into(),
+        Error::LockIdMismatch { .. } | Error::NotLocked { .. } => "see who holds the lock with: s3state lock-info".into(),
+        Error::BucketNotFound { .. } => "check --bucket, --region and --endpoint-url".into(),
+        _ => return None,
+    })
+}
+
+/// ANSI styles, or nothing when the stream is not a terminal (or NO_COLOR is set).
+#[derive(Clone, Copy)]
+pub struct Style {
+    enabled: bool,
+}
+
+impl Style {
+    pub fn stdout() -> Self {
+        Style {
+            enabled: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    pub fn stderr() -> Self {
+        Style {
+            enabled: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn paint(&self, style: anstyle::Style, text: &str) -> String {
+        if self.enabled {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub fn red(&self, text: &str) -> String {
+        self.paint(anstyle::AnsiColor::Red.on_default().bold(), text)
+    }
+
+    pub fn green(&self, text: &str) -> String {
+        self.paint(anstyle::AnsiColor::Green.on_default(), text)
+    }
+
+    pub fn yellow(&self, text: &str) -> String {
+        self.paint(anstyle::AnsiColor::Yellow.on_default(), text)
+    }
+
+    pub fn bold(&self, text: &str) -> String {
+        self.paint(anstyle::Style::new().bold(), text)
+    }
+}
+
+/// A progress indicator on stderr, shown only on a terminal.
+pub fn progress(message: &str, total: Option<u64>) -> indicatif::ProgressBar {
+    let bar = match total {
+        Some(total) => indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        ),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_message(message.to_owned());
+    if total.is_none() {
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    }
+    bar
+}
+
+/// Asks a yes/no question on the terminal. Without a terminal there is nobody to ask.
+pub fn confirm(question: &str) -> Result<bool, CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(
+            "refusing to go ahead without confirmation: stdin is not a terminal; pass --yes",
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|err| CliError::Other(format!("cannot read the answer: {err}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+/// Formats a byte count for people.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

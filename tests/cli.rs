@@ -1,0 +1,512 @@
+//! The `s3state` binary against LocalStack: every command's happy path and a failure path with
+//! its exit code and message.
+
+mod common;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use predicates::str::contains;
+use std::path::PathBuf;
+
+const KEY: &str = "cli/terraform.tfstate";
+const TERRAFORM_LINEAGE: &str = "17be2140-cb35-fcbf-2b9f-a8e4e43cbc8b";
+
+fn empty_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("s3state-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The binary, pointed at the test endpoint through the environment, run in an empty
+/// directory so no stray backend block is read.
+fn s3state(bucket: &str) -> Command {
+    let mut command = Command::cargo_bin("s3state").unwrap();
+    for (name, _) in std::env::vars() {
+        if name.starts_with("S3STATE_") || name.starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .current_dir(empty_dir())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("S3STATE_ENDPOINT_URL", common::endpoint())
+        .env("S3STATE_PATH_STYLE", "true")
+        .env("S3STATE_BUCKET", bucket)
+        .env("S3STATE_KEY", KEY)
+        .env("NO_COLOR", "1");
+    command
+}
+
+async fn bucket_with_terraform_state() -> String {
+    let bucket = common::bucket(true).await;
+    common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;
+    bucket
+}
+
+fn write_temp(contents: &[u8]) -> PathBuf {
+    let path = empty_dir().join("state.json");
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn pull_prints_the_stored_bytes_and_fails_clearly_without_a_state() {
+    let bucket = bucket_with_terraform_state().await;
+    s3state(&bucket)
+        .arg("pull")
+        .assert()
+        .success()
+        .stdout(predicate::eq(common::TERRAFORM_STATE));
+
+    let empty = common::bucket(true).await;
+    s3state(&empty)
+        .arg("pull")
+        .assert()
+        .code(1)
+        .stderr(contains("there is no state at s3://"));
+    s3state(&bucket)
+        .args(["pull", "--version-id", "nope"])
+        .assert()
+        .code(1)
+        .stderr(
+            contains("has no version nope")
+                .and(contains("hint: list versions with: s3state history")),
+        );
+}
+
+#[tokio::test]
+async fn push_writes_with_lineage_checks_and_force_keeps_history() {
+    let bucket = common::bucket(true).await;
+    let file = write_temp(common::TERRAFORM_STATE);
+    s3state(&bucket)
+        .arg("push")
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(contains("Pushed serial 1"));
+    assert_eq!(
+        common::get_raw(&bucket, KEY).await,
+        common::TERRAFORM_STATE,
+        "stored byte for byte"
+    );
+    s3state(&bucket)
+        .arg("push")
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(contains("Nothing to push"));
+
+    let other = String::from_utf8(common::TERRAFORM_STATE.to_vec())
+        .unwrap()
+        .replace(TERRAFORM_LINEAGE, "00000000-0000-0000-0000-000000000000");
+    let other_file = write_temp(other.as_bytes());
+    s3state(&bucket)
+        .arg("push")
+        .arg(&other_file)
+        .assert()
+        .code(1)
+        .stderr(contains("unrelated states").and(contains("--force")));
+    assert_eq!(common::version_count(&bucket, KEY).await, 1);
+
+    s3state(&bucket)
+        .arg("push")
+        .arg(&other_file)
+        .arg("--force")
+        .assert()
+        .success();
+    assert_eq!(
+        common::version_count(&bucket, KEY).await,
+        2,
+        "forced push is a new version"
+    );
+
+    s3state(&bucket)
+        .args(["push", "-"])
+        .write_stdin("{ not json")
+        .assert()
+        .code(1)
+        .stderr(contains("invalid JSON at line 1"));
+}
+
+#[tokio::test]
+async fn outputs_mask_sensitive_values_unless_asked_and_raw_prints_bare_strings() {
+    let bucket = bucket_with_terraform_state().await;
+    s3state(&bucket).arg("outputs").assert().success().stdout(
+        contains("greeting = \"hello from terraform\"").and(contains("secret = <sensitive>")),
+    );
+    let json = s3state(&bucket)
+        .args(["outputs", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["secret"]["value"], serde_json::Value::Null);
+    assert_eq!(json["secret"]["sensitive"], true);
+    assert_eq!(json["numbers"]["value"], serde_json::json!([1, 2, 3]));
+    s3state(&bucket)
+        .args(["outputs", "greeting", "--raw"])
+        .assert()
+        .success()
+        .stdout("hello from terraform");
+    s3state(&bucket)
+        .args(["outputs", "secret", "--raw", "--show-sensitive"])
+        .assert()
+        .success()
+        .stdout("s3cr3t");
+
+    s3state(&bucket)
+        .args(["outputs", "secret", "--raw"])
+        .assert()
+        .code(2)
+        .stderr(contains("sensitive; add --show-sensitive"));
+    s3state(&bucket)
+        .args(["outputs", "nope"])
+        .assert()
+        .code(1)
+        .stderr(contains(
+            "no output named \"nope\" (there are: data_id, greeting, numbers, secret)",
+        ));
+}
+
+#[tokio::test]
+async fn meta_shows_identity_and_storage_and_fails_without_a_state() {
+    let bucket = bucket_with_terraform_state().await;
+    s3state(&bucket).arg("meta").assert().success().stdout(
+        contains(TERRAFORM_LINEAGE)
+            .and(contains("serial:            1"))
+            .and(contains("terraform_version: 1.15.5"))
+            .and(contains("size:              1.7 KiB (1739 bytes)")),
+    );
+    let empty = common::bucket(true).await;
+    s3state(&empty)
+        .arg("meta")
+        .assert()
+        .code(1)
+        .stderr(contains("there is no state"));
+}
+
+#[tokio::test]
+async fn history_lists_versions_with_details_and_a_missing_bucket_is_named() {
+    let bucket = bucket_with_terraform_state().await;
+    let manager = common::manager(&bucket, KEY).await;
+    for n in 0..3 {
+        manager
+            .update(|s| {
+                s.outputs.insert("n".into(), s3state::OutputValue::new(&n));
+            })
+            .await
+            .unwrap();
+    }
+    let output = s3state(&bucket)
+        .args(["history", "--details"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(output).unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with('*'),
+        "newest first, marked: {text}"
+    );
+    assert!(text.contains(TERRAFORM_LINEAGE));
+    let json = s3state(&bucket)
+        .args(["history", "--json", "--limit", "2", "--details"])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let serials: Vec<_> = rows.iter().map(|r| r["serial"].as_u64().unwrap()).collect();
+    assert_eq!(serials, [4, 3]);
+
+    s3state("s3state-test-missing-bucket")
+        .arg("history")
+        .assert()
+        .code(1)
+        .stderr(contains(
+            "bucket `s3state-test-missing-bucket` does not exist",
+        ));
+}
+
+#[tokio::test]
+async fn diff_shows_changes_between_versions_and_rejects_bad_selectors() {
+    let bucket = bucket_with_terraform_state().await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager
+        .update(|s| {
+            s.outputs
+                .insert("added".into(), s3state::OutputValue::new(&1));
+            s.outputs.remove("greeting");
+        })
+        .await
+        .unwrap();
+    s3state(&bucket)
+        .args(["diff", "previous"])
+        .assert()
+        .success()
+        .stdout(
+            contains("serial 1 → 2")
+                .and(contains("+ added = 1"))
+                .and(contains("- greeting (was \"hello from terraform\")")),
+        );
+    let json = s3state(&bucket)
+        .args(["diff", "~1", "current", "--json"])
+        .output()
+        .unwrap();
+    let diff: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(diff["outputs"].as_array().unwrap().len(), 2);
+
+    s3state(&bucket)
+        .args(["diff", "~x"])
+        .assert()
+        .code(2)
+        .stderr(contains("number of versions back"));
+    s3state(&bucket)
+        .args(["diff", "~9"])
+        .assert()
+        .code(1)
+        .stderr(contains("has no version ~9"));
+}
+
+#[tokio::test]
+async fn restore_needs_confirmation_and_writes_a_new_version() {
+    let bucket = bucket_with_terraform_state().await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager
+        .update(|s| {
+            s.outputs.clear();
+        })
+        .await
+        .unwrap();
+
+    s3state(&bucket)
+        .args(["restore", "previous"])
+        .assert()
+        .code(2)
+        .stderr(
+            contains("serial 2 → 3")
+                .and(contains("+ greeting"))
+                .and(contains("pass --yes")),
+        );
+    assert_eq!(common::version_count(&bucket, KEY).await, 2);
+
+    s3state(&bucket)
+        .args(["restore", "previous", "--yes"])
+        .assert()
+        .success()
+        .stderr(contains("+ greeting").and(contains("as serial 3")));
+    assert_eq!(common::version_count(&bucket, KEY).await, 3);
+    s3state(&bucket)
+        .args(["outputs", "greeting", "--raw"])
+        .assert()
+        .success()
+        .stdout("hello from terraform");
+}
+
+#[tokio::test]
+async fn lock_commands_show_the_holder_and_exit_4_when_locked() {
+    let bucket = bucket_with_terraform_state().await;
+    let output = s3state(&bucket)
+        .args(["lock", "--operation", "maintenance"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let id = String::from_utf8(output).unwrap().trim().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+
+    s3state(&bucket)
+        .args(["lock", "--timeout", "300ms"])
+        .assert()
+        .code(4)
+        .stderr(
+            contains(&id)
+                .and(contains("maintenance"))
+                .and(contains(format!("s3state force-unlock {id}"))),
+        );
+    s3state(&bucket)
+        .arg("lock-info")
+        .assert()
+        .success()
+        .stdout(contains(format!("ID:        {id}")).and(contains("Operation: maintenance")));
+    s3state(&bucket)
+        .args(["unlock", "wrong-id"])
+        .assert()
+        .code(1)
+        .stderr(contains("wrong-id").and(contains(&id)));
+    s3state(&bucket).args(["unlock", &id]).assert().success();
+    s3state(&bucket)
+        .arg("lock-info")
+        .assert()
+        .success()
+        .stdout(contains("is not locked"));
+
+    common::put_raw(
+        &bucket,
+        &format!("{KEY}.tflock"),
+        include_bytes!("data/terraform-1.15.5/lock-info.json"),
+    )
+    .await;
+    s3state(&bucket)
+        .args(["force-unlock", "wrong"])
+        .assert()
+        .code(1);
+    s3state(&bucket)
+        .args(["force-unlock", "91731845-4e72-fefa-2c11-97277aabd814"])
+        .assert()
+        .success();
+    s3state(&bucket)
+        .arg("unlock")
+        .arg(&id)
+        .assert()
+        .code(1)
+        .stderr(contains("not locked"));
+}
+
+#[tokio::test]
+async fn workspace_commands_follow_terraforms_layout() {
+    let bucket = bucket_with_terraform_state().await;
+    s3state(&bucket)
+        .args(["workspace", "new", "staging"])
+        .assert()
+        .success();
+    s3state(&bucket)
+        .args(["-w", "staging", "workspace", "list"])
+        .assert()
+        .success()
+        .stdout("  default\n* staging\n");
+    s3state(&bucket)
+        .args(["-w", "staging", "meta"])
+        .assert()
+        .success()
+        .stdout(contains(format!("s3://{bucket}/env:/staging/{KEY}")));
+    s3state(&bucket)
+        .args(["workspace", "new", "staging"])
+        .assert()
+        .code(1)
+        .stderr(contains("already exists"));
+    s3state(&bucket)
+        .args(["workspace", "delete", "default"])
+        .assert()
+        .code(1)
+        .stderr(contains("cannot be deleted"));
+    s3state(&bucket)
+        .args(["workspace", "delete", "staging"])
+        .assert()
+        .success();
+    s3state(&bucket)
+        .args(["workspace", "list"])
+        .assert()
+        .success()
+        .stdout("* default\n");
+}
+
+#[tokio::test]
+async fn chdir_reads_a_terraform_backend_block() {
+    let bucket = bucket_with_terraform_state().await;
+    let dir = empty_dir();
+    std::fs::write(
+        dir.join("main.tf"),
+        format!(
+            r#"terraform {{
+  backend "s3" {{
+    bucket                      = "{bucket}"
+    key                         = "{KEY}"
+    region                      = "us-east-1"
+    endpoints                   = {{ s3 = "{endpoint}" }}
+    use_path_style              = true
+    skip_credentials_validation = true
+    skip_region_validation      = true
+    skip_metadata_api_check     = true
+    skip_requesting_account_id  = true
+    access_key                  = "test"
+    secret_key                  = "test"
+    use_lockfile                = true
+  }}
+}}
+"#,
+            endpoint = common::endpoint()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::cargo_bin("s3state").unwrap();
+    for (name, _) in std::env::vars() {
+        if name.starts_with("S3STATE_") || name.starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .current_dir(empty_dir())
+        .arg("--chdir")
+        .arg(&dir)
+        .arg("meta")
+        .assert()
+        .success()
+        .stdout(contains(format!("s3://{bucket}/{KEY}")).and(contains(TERRAFORM_LINEAGE)))
+        .stderr(contains("`skip_region_validation`").and(contains("has no effect")));
+
+    std::fs::write(dir.join("locks.tf"), "terraform {\n}\n").unwrap();
+    let text = std::fs::read_to_string(dir.join("main.tf"))
+        .unwrap()
+        .replace(
+            "use_lockfile",
+            "dynamodb_table = \"locks\"\n    use_lockfile",
+        );
+    std::fs::write(dir.join("main.tf"), text).unwrap();
+    s3state(&bucket)
+        .env_remove("S3STATE_BUCKET")
+        .arg("--chdir")
+        .arg(&dir)
+        .arg("meta")
+        .assert()
+        .code(2)
+        .stderr(contains("dynamodb_table").and(contains("not supported")));
+}
+
+#[test]
+fn missing_settings_name_the_flag_and_the_variable() {
+    let mut command = s3state("unused");
+    command
+        .env_remove("S3STATE_BUCKET")
+        .arg("meta")
+        .assert()
+        .code(2)
+        .stderr(contains("--bucket").and(contains("S3STATE_BUCKET")));
+}
+
+#[test]
+fn every_command_has_an_example_in_its_help() {
+    let commands: &[&[&str]] = &[
+        &["pull"],
+        &["push"],
+        &["outputs"],
+        &["meta"],
+        &["history"],
+        &["diff"],
+        &["restore"],
+        &["lock"],
+        &["unlock"],
+        &["force-unlock"],
+        &["lock-info"],
+        &["workspace", "list"],
+        &["workspace", "new"],
+        &["workspace", "delete"],
+    ];
+    for command in commands {
+        Command::cargo_bin("s3state")
+            .unwrap()
+            .args(*command)
+            .arg("--help")
+            .assert()
+            .success()
+            .stdout(contains("Example"));
+    }
+    Command::cargo_bin("s3state")
+        .unwrap()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(contains("3  conflict").and(contains("4  locked")));
+}

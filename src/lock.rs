@@ -132,11 +132,14 @@ impl<S: Store> StoreLocker<S> {
         // A conditional delete refused after a read that matched means the lock was replaced
         // in between; re-read a few times, then give up rather than spin.
         const ATTEMPTS: usize = 3;
+        // Set when an unconditional delete of our lock failed without an answer: it may have
+        // gone through, so finding the lock gone (or someone else's) means ours was deleted.
+        let mut maybe_deleted = false;
         for _ in 0..ATTEMPTS {
-            let we_held_it = self.held().contains_key(id);
+            let ours_was_here = maybe_deleted || self.held().contains_key(id);
             let Some((info, etag)) = self.read().await? else {
-                // Our own lock already gone: a retried unlock whose first response was lost.
-                if we_held_it {
+                // Our lock already gone: a retried unlock whose first response was lost.
+                if ours_was_here {
                     self.held().remove(id);
                     return Ok(());
                 }
@@ -147,6 +150,12 @@ impl<S: Store> StoreLocker<S> {
             };
             let held_id = info.map(|info| info.id).unwrap_or_default();
             if held_id != id {
+                if maybe_deleted {
+                    // Our delete went through before its answer was lost, and someone has
+                    // taken the lock since: ours is gone, theirs stays.
+                    self.held().remove(id);
+                    return Ok(());
+                }
                 return Err(Error::LockIdMismatch {
                     location: self.location().to_owned(),
                     given: id.to_owned(),
@@ -157,7 +166,11 @@ impl<S: Store> StoreLocker<S> {
             // is a short window between the read and the delete, as in Terraform.
             match self.lock_object.delete(Some(&etag)).await? {
                 DeleteOutcome::ConditionalUnsupported => {
-                    self.lock_object.delete(None).await?;
+                    if let Err(err) = self.lock_object.delete(None).await {
+                        tracing::debug!(error = %err, "unconditional lock delete got no answer; re-reading");
+                        maybe_deleted = true;
+                        continue;
+                    }
                 }
                 DeleteOutcome::PreconditionFailed => continue,
                 DeleteOutcome::Deleted | DeleteOutcome::Absent => {}
@@ -169,8 +182,8 @@ impl<S: Store> StoreLocker<S> {
             operation: "DeleteObject",
             location: self.location().to_owned(),
             message: format!(
-                "the lock with ID {id} changed between reading and deleting it {ATTEMPTS} times in a row; \
-                 it was left in place"
+                "could not release the lock with ID {id} in {ATTEMPTS} attempts (it kept changing, \
+                 or the store kept failing); it may still be in place: check with lock-info"
             ),
             source: None,
         })

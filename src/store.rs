@@ -130,6 +130,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<PutOutcome>;
 
     /// Deletes the object; with `if_match`, only if it still has that tag.
+    ///
+    /// An unconditional delete is not retried by the store after an ambiguous failure (a lost
+    /// response), because the retry could delete an object created meanwhile; it returns the
+    /// error and the caller re-reads to learn what happened.
     async fn delete(&self, if_match: Option<&ETag>) -> Result<DeleteOutcome>;
 
     /// The object whose name is this one's plus `suffix` (`<key>.tflock`), in the same store

@@ -455,12 +455,12 @@ fn validate_bucket(bucket: &str) -> Result<()> {
 }
 
 pub(super) fn validate_workspace(workspace: &str) -> Result<()> {
-    if workspace.is_empty() || workspace.contains('/') {
+    if workspace.is_empty() || workspace.contains('/') || workspace.chars().any(char::is_control) {
         return Err(Error::InvalidConfig {
             field: "workspace",
             env: "S3STATE_WORKSPACE",
             message: format!(
-                "{workspace:?} is not a workspace name: it must be non-empty and contain no '/'"
+                "{workspace:?} is not a workspace name: it must be non-empty, with no '/' or control characters"
             ),
         });
     }
@@ -498,6 +498,19 @@ fn validate_key(key: &str) -> Result<()> {
     }
     if key.contains("//") {
         return Err(invalid(format!("{key:?} must not contain '//'")));
+    }
+    if key
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(invalid(format!(
+            "{key:?} must not contain '.' or '..' path segments"
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{key:?} must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -567,7 +580,7 @@ mod tests {
 
     #[test]
     fn keys_with_double_or_leading_slashes_are_rejected() {
-        for key in ["", "/a", "a//b", "a/"] {
+        for key in ["", "/a", "a//b", "a/", "a/../b", "./a", "a\nb", "a\u{7f}"] {
             let err = S3Builder::new().with_key(key).state_key().unwrap_err();
             assert_eq!(field_of(err), "key", "{key:?}");
         }

@@ -44,12 +44,24 @@ where
             bucket: bucket_of(location),
         };
     }
-    let message = match (err.code(), err.message(), status_of(&err)) {
+    let status = status_of(&err);
+    let mut message = match (err.code(), err.message(), status) {
         (Some(code), Some(message), _) => format!("{code}: {message}"),
         (Some(code), None, Some(status)) => format!("{code} (HTTP {status})"),
         (None, _, Some(status)) => format!("HTTP {status}: {}", DisplayErrorContext(&err)),
-        _ => DisplayErrorContext(&err).to_string(),
+        _ => format!("no answer from S3: {}", DisplayErrorContext(&err)),
     };
+    // These are retried by the SDK; reaching here means its retry budget ran out.
+    let transient = matches!(status, Some(500 | 502 | 503 | 504) | None)
+        || matches!(
+            err.code(),
+            Some("SlowDown" | "Throttling" | "RequestTimeout")
+        );
+    if transient {
+        message.push_str(
+            "; still failing after the SDK's retries (the budget is S3Builder::with_max_attempts)",
+        );
+    }
     Error::Store {
         operation,
         location: location.to_owned(),

@@ -52,6 +52,14 @@ pub(crate) const CONDITIONAL_DELETE_UNKNOWN: u8 = 0;
 const CONDITIONAL_DELETE_SUPPORTED: u8 = 1;
 const CONDITIONAL_DELETE_UNSUPPORTED: u8 = 2;
 
+/// How many times a GET is tried when its body is cut off midway.
+const BODY_READ_ATTEMPTS: u32 = 3;
+
+enum GetError {
+    Body(aws_sdk_s3::primitives::ByteStreamError),
+    Other(Error),
+}
+
 /// How long to wait before retrying after S3's `409 ConditionalRequestConflict`, doubled on
 /// each further conflict.
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
@@ -90,6 +98,42 @@ impl S3Store {
     /// The SDK client, for operations this crate does not wrap.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    async fn get_once(&self, if_none_match: Option<&ETag>) -> Result<Fetched, GetError> {
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .set_if_none_match(if_none_match.map(|etag| etag.as_str().to_owned()));
+        if let Some(ServerSideEncryption::CustomerKey(key)) = &self.sse {
+            request = request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(key.key_base64())
+                .sse_customer_key_md5(key.key_md5_base64());
+        }
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(err) if status_of(&err) == Some(304) => return Ok(Fetched::NotModified),
+            Err(err) if is_not_found(&err) => return Ok(Fetched::Absent),
+            Err(err) => return Err(GetError::Other(sdk_error("GetObject", &self.location, err))),
+        };
+        let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
+        let version_id = output.version_id.clone();
+        let metadata = output
+            .metadata
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let body = output.body.collect().await.map_err(GetError::Body)?;
+        Ok(Fetched::Found(StoredObject {
+            body: body.into_bytes(),
+            etag,
+            version_id,
+            metadata,
+        }))
     }
 
     /// Whether the object exists (its latest version is not a delete marker), by HEAD, so
@@ -177,44 +221,30 @@ impl S3Store {
 #[async_trait]
 impl Store for S3Store {
     async fn get(&self, if_none_match: Option<&ETag>) -> Result<Fetched> {
-        let mut request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .set_if_none_match(if_none_match.map(|etag| etag.as_str().to_owned()));
-        if let Some(ServerSideEncryption::CustomerKey(key)) = &self.sse {
-            request = request
-                .sse_customer_algorithm("AES256")
-                .sse_customer_key(key.key_base64())
-                .sse_customer_key_md5(key.key_md5_base64());
+        // The SDK retries a request that fails before its body starts; a body cut off midway
+        // (a dropped connection) surfaces while reading it, so that is retried here. A partial
+        // body is never returned.
+        let mut attempt = 1;
+        loop {
+            match self.get_once(if_none_match).await {
+                Err(GetError::Body(err)) if attempt < BODY_READ_ATTEMPTS => {
+                    tracing::debug!(attempt, location = %self.location, error = %err, "reading the body failed; retrying");
+                    attempt += 1;
+                }
+                Err(GetError::Body(err)) => {
+                    return Err(Error::Store {
+                        operation: "GetObject",
+                        location: self.location.clone(),
+                        message: format!(
+                            "reading the body failed {BODY_READ_ATTEMPTS} times in a row; the last error: {err}"
+                        ),
+                        source: Some(Box::new(err)),
+                    });
+                }
+                Err(GetError::Other(err)) => return Err(err),
+                Ok(fetched) => return Ok(fetched),
+            }
         }
-        let output = match request.send().await {
-            Ok(output) => output,
-            Err(err) if status_of(&err) == Some(304) => return Ok(Fetched::NotModified),
-            Err(err) if is_not_found(&err) => return Ok(Fetched::Absent),
-            Err(err) => return Err(sdk_error("GetObject", &self.location, err)),
-        };
-        let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
-        let version_id = output.version_id.clone();
-        let metadata = output
-            .metadata
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let body = output.body.collect().await.map_err(|err| Error::Store {
-            operation: "GetObject",
-            location: self.location.clone(),
-            message: format!("reading the body failed: {err}"),
-            source: Some(Box::new(err)),
-        })?;
-        Ok(Fetched::Found(StoredObject {
-            body: body.into_bytes(),
-            etag,
-            version_id,
-            metadata,
-        }))
     }
 
     async fn put(
@@ -271,7 +301,21 @@ impl Store for S3Store {
             .bucket(&self.bucket)
             .key(&self.key)
             .set_if_match(if_match.map(|etag| etag.as_str().to_owned()));
-        match request.send().await {
+        // An unconditional delete is never retried blindly: if its response was lost, a retry
+        // could delete an object someone created in the meantime. The caller re-reads instead.
+        let sent = if conditional {
+            request.send().await
+        } else {
+            request
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default()
+                        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+                )
+                .send()
+                .await
+        };
+        match sent {
             Ok(_) => {
                 if conditional {
                     self.conditional_delete

@@ -70,6 +70,37 @@ impl From<serde_json::Error> for DecodeError {
 
 type RawFields = IndexMap<String, Box<RawValue>>;
 
+/// A JSON object whose keys must be unique. Go keeps the last of duplicate keys silently; a
+/// state with two `serial`s is corrupt or forged, so it is refused.
+struct Unique<V>(IndexMap<String, V>);
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for Unique<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visitor<V> {
+            type Value = Unique<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = IndexMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if fields.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                    }
+                    let value = map.next_value()?;
+                    fields.insert(key, value);
+                }
+                Ok(Unique(fields))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
 impl State {
     /// Decodes a state file (format v4).
     ///
@@ -85,7 +116,7 @@ impl State {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(DecodeError::Empty);
         }
-        let mut fields: RawFields = serde_json::from_slice(bytes)?;
+        let Unique(mut fields) = serde_json::from_slice::<Unique<Box<RawValue>>>(bytes)?;
 
         let version = fields
             .shift_remove("version")
@@ -200,14 +231,14 @@ fn write_unknown_fields(out: &mut String, fields: &IndexMap<String, RawJson>) {
 }
 
 fn decode_outputs(raw: &RawValue) -> Result<BTreeMap<String, OutputValue>, DecodeError> {
-    let outputs: IndexMap<String, RawFields> =
-        serde_json::from_str(raw.get()).map_err(|err| DecodeError::InvalidField {
+    let Unique(outputs) = serde_json::from_str::<Unique<Unique<Box<RawValue>>>>(raw.get())
+        .map_err(|err| DecodeError::InvalidField {
             field: "outputs".into(),
             message: format!("expected an object of output objects: {err}"),
         })?;
     outputs
         .into_iter()
-        .map(|(name, mut fields)| {
+        .map(|(name, Unique(mut fields))| {
             let path = |field: &str| format!("outputs.{name}.{field}");
             let value = fields
                 .shift_remove("value")

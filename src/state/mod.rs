@@ -56,7 +56,9 @@ pub struct State {
 }
 
 /// A root module output value: its value, its Terraform type, and whether it is sensitive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` never shows a sensitive value.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutputValue {
     /// The value, as exact JSON.
     pub value: RawJson,
@@ -66,6 +68,20 @@ pub struct OutputValue {
     pub sensitive: bool,
     /// Fields of the output object this crate does not know, kept exactly.
     pub unknown_fields: IndexMap<String, RawJson>,
+}
+
+impl std::fmt::Debug for OutputValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("OutputValue");
+        if self.sensitive {
+            out.field("value", &format_args!("<sensitive>"));
+        } else {
+            out.field("value", &self.value);
+        }
+        out.field("value_type", &self.value_type)
+            .field("sensitive", &self.sensitive)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutputValue {

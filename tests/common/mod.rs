@@ -2,6 +2,8 @@
 //! test, and a request recorder that sees every HTTP exchange the SDK makes.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod proxy;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
@@ -109,12 +111,12 @@ impl Intercept for Recorder {
     }
 }
 
-/// A client for the test endpoint, optionally recording its requests.
-pub fn client_with(recorder: Option<&Recorder>) -> Client {
-    let mut config = aws_sdk_s3::config::Builder::new()
+/// The SDK configuration for `endpoint`, with LocalStack's credentials and path-style.
+pub fn config_for(endpoint: &str) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint)
         .credentials_provider(Credentials::new(
             "test",
             "test",
@@ -122,7 +124,12 @@ pub fn client_with(recorder: Option<&Recorder>) -> Client {
             None,
             "s3state-tests",
         ))
-        .force_path_style(true);
+        .force_path_style(true)
+}
+
+/// A client for the test endpoint, optionally recording its requests.
+pub fn client_with(recorder: Option<&Recorder>) -> Client {
+    let mut config = config_for(endpoint());
     if let Some(recorder) = recorder {
         config = config.interceptor(recorder.clone());
     }

@@ -73,13 +73,15 @@ impl<S: Store> StoreLocker<S> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The current holder's lock info, or `None` when the state is not locked.
+    /// The current holder's lock info, or `None` when the state is not locked. A lock object
+    /// whose content is not lock info is [`Error::Locked`] without a holder: the state is
+    /// locked, by someone we cannot name.
     pub async fn current(&self) -> Result<Option<LockInfo>> {
-        Ok(self
-            .read()
-            .await?
-            .map(|(info, _)| info)
-            .and_then(|info| info))
+        match self.read().await? {
+            None => Ok(None),
+            Some((Some(info), _)) => Ok(Some(info)),
+            Some((None, _)) => Err(self.locked(None, None)),
+        }
     }
 
     /// The lock object: its parsed info (`None` if unreadable) and its tag.

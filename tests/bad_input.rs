@@ -3,7 +3,7 @@
 
 mod common;
 
-use s3state::{DecodeError, Error, OutputValue, Persister, Refresher, State, Transient};
+use s3state::{DecodeError, Error, Locker, OutputValue, Persister, Refresher, State, Transient};
 
 const KEY: &str = "bad/terraform.tfstate";
 
@@ -266,4 +266,237 @@ async fn bad_configuration_is_refused_before_any_request() {
         "no request may be sent for bad configuration"
     );
     assert_eq!(common::version_count(&bucket, KEY).await, 0);
+}
+
+/// A state with `field` replaced by raw JSON text.
+fn sample_with(field: &str, raw: &str) -> Vec<u8> {
+    let mut value: serde_json::Value = serde_json::from_slice(common::TERRAFORM_STATE).unwrap();
+    value[field] = serde_json::from_str(raw).unwrap();
+    serde_json::to_vec(&value).unwrap()
+}
+
+/// Whether an error is the one a case expects.
+type Check = Box<dyn Fn(&Error) -> bool>;
+
+#[tokio::test]
+async fn every_kind_of_bad_state_is_a_typed_error_and_writes_nothing() {
+    let bucket = common::bucket(true).await;
+    let truncated = &common::TERRAFORM_STATE[..common::TERRAFORM_STATE.len() / 2];
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(common::TERRAFORM_STATE);
+    let duplicate = String::from_utf8(common::TERRAFORM_STATE.to_vec())
+        .unwrap()
+        .replacen("\"serial\": 1,", "\"serial\": 1,\n  \"serial\": 9,", 1);
+    let deep = format!(
+        r#"{{"version":4,"terraform_version":"1.15.5","serial":1,"lineage":"x","outputs":{{"o":{{"type":"dynamic","value":{}{}}}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let decode = |check: fn(&DecodeError) -> bool| -> Check {
+        Box::new(move |err| matches!(err, Error::Decode { source, .. } if check(source)))
+    };
+    let cases: Vec<(&str, Vec<u8>, Check, &str)> = vec![
+        (
+            "non-JSON body",
+            b"<html>oops</html>".to_vec(),
+            decode(|e| {
+                matches!(
+                    e,
+                    DecodeError::InvalidJson {
+                        line: 1,
+                        column: 1,
+                        ..
+                    }
+                )
+            }),
+            "invalid JSON at line 1, column 1",
+        ),
+        (
+            "truncated body",
+            truncated.to_vec(),
+            decode(|e| matches!(e, DecodeError::InvalidJson { .. })),
+            "EOF while parsing",
+        ),
+        (
+            "UTF-8 BOM",
+            bom,
+            decode(|e| {
+                matches!(
+                    e,
+                    DecodeError::InvalidJson {
+                        line: 1,
+                        column: 1,
+                        ..
+                    }
+                )
+            }),
+            "invalid JSON",
+        ),
+        (
+            "JSON array",
+            b"[1, 2]".to_vec(),
+            decode(|e| matches!(e, DecodeError::InvalidJson { .. })),
+            "expected a JSON object",
+        ),
+        (
+            "v3 state",
+            sample_with("version", "3"),
+            decode(|e| matches!(e, DecodeError::LegacyVersion { found: 3, .. })),
+            "legacy format version 3",
+        ),
+        (
+            "v5 state",
+            sample_with("version", "5"),
+            decode(|e| matches!(e, DecodeError::UnsupportedVersion { found: 5, .. })),
+            "format version 5",
+        ),
+        (
+            "negative serial",
+            sample_with("serial", "-1"),
+            decode(|e| matches!(e, DecodeError::InvalidField { field, .. } if field == "serial")),
+            "invalid field \"serial\"",
+        ),
+        (
+            "serial beyond u64",
+            sample_with("serial", "18446744073709551616"),
+            decode(|e| matches!(e, DecodeError::InvalidField { field, .. } if field == "serial")),
+            "invalid field \"serial\"",
+        ),
+        (
+            "non-string lineage",
+            sample_with("lineage", "42"),
+            decode(|e| matches!(e, DecodeError::InvalidField { field, .. } if field == "lineage")),
+            "invalid field \"lineage\"",
+        ),
+        (
+            "duplicate keys",
+            duplicate.into_bytes(),
+            decode(|e| matches!(e, DecodeError::InvalidJson { .. })),
+            "duplicate key \"serial\"",
+        ),
+        (
+            "deeply nested value",
+            deep.into_bytes(),
+            decode(|e| {
+                matches!(
+                    e,
+                    DecodeError::InvalidField { .. } | DecodeError::InvalidJson { .. }
+                )
+            }),
+            "nested 100000 levels deep",
+        ),
+    ];
+    for (n, (name, body, check, message)) in cases.into_iter().enumerate() {
+        let key = format!("table/{n}/terraform.tfstate");
+        common::put_raw(&bucket, &key, &body).await;
+        let manager = common::manager(&bucket, &key).await;
+        let Err(err) = manager.refresh_state().await else {
+            panic!("{name}: was accepted");
+        };
+        assert!(check(&err), "{name}: unexpected error {err:?}");
+        assert!(
+            err.to_string().contains(message),
+            "{name}: message {err} lacks {message:?}"
+        );
+        let _ = manager
+            .update(|s| {
+                s.outputs.insert("x".into(), OutputValue::new(&1));
+            })
+            .await;
+        assert_eq!(
+            common::version_count(&bucket, &key).await,
+            1,
+            "{name}: something was written"
+        );
+        assert_eq!(
+            common::get_raw(&bucket, &key).await,
+            body,
+            "{name}: the object changed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn large_but_valid_values_are_read_exactly() {
+    let bucket = common::bucket(true).await;
+    // Serials beyond 2^53 lose precision in JavaScript, not in Terraform's uint64.
+    let big_serial = sample_with("serial", "9007199254740993");
+    common::put_raw(&bucket, KEY, &big_serial).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager.refresh_state().await.unwrap();
+    assert_eq!(manager.state().unwrap().serial, 9_007_199_254_740_993);
+
+    let mut state = State::new(semver::Version::new(1, 15, 5));
+    state.outputs.insert(
+        "blob".into(),
+        OutputValue::new(&"x".repeat(50 * 1024 * 1024)),
+    );
+    let body = state.to_bytes();
+    let key = "big/terraform.tfstate";
+    common::put_raw(&bucket, key, &body).await;
+    let manager = common::manager(&bucket, key).await;
+    manager.refresh_state().await.unwrap();
+    assert_eq!(manager.state().unwrap(), state);
+    manager.persist_state().await.unwrap();
+    assert_eq!(
+        common::version_count(&bucket, key).await,
+        1,
+        "a no-op persist of 50 MB writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_body_that_is_not_json_still_locks_and_says_so() {
+    let bucket = common::bucket(true).await;
+    common::put_raw(&bucket, &format!("{KEY}.tflock"), b"garbage").await;
+    let manager = common::manager(&bucket, KEY).await;
+    let err = manager
+        .lock(&s3state::LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Locked { holder: None, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not readable lock info"), "{err}");
+    let current = manager.locker().current().await.unwrap_err();
+    assert!(
+        matches!(current, Error::Locked { holder: None, .. }),
+        "lock-info must not say unlocked"
+    );
+}
+
+#[tokio::test]
+async fn keys_with_dot_segments_or_control_characters_are_refused() {
+    for key in [
+        "a/../b.tfstate",
+        "./a.tfstate",
+        "a/\u{0}b",
+        "a\nb",
+        "a.tfstate.tflock",
+    ] {
+        let err = common::builder("any-bucket", key)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { field: "key", .. }),
+            "{key:?}: {err:?}"
+        );
+    }
+    let err = common::builder("any-bucket", KEY)
+        .with_workspace("a/b")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::InvalidConfig {
+                field: "workspace",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

@@ -207,7 +207,13 @@ async fn a_truncated_body_is_read_again_and_never_yields_a_partial_state() {
     );
     let err = manager.refresh_state().await.unwrap_err();
     assert!(
-        matches!(err, Error::Store { operation: "GetObject", .. }),
+        matches!(
+            err,
+            Error::Store {
+                operation: "GetObject",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(

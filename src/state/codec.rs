@@ -1,6 +1,6 @@
 //! Reading and writing state format v4, in Terraform's exact layout.
 
-use super::json::{RawJson, go_indent_into, write_go_string};
+use super::json::{MAX_DEPTH, RawJson, TooDeep, go_indent_into, write_go_string};
 use super::{OutputValue, STATE_FORMAT_VERSION, State};
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
@@ -149,16 +149,18 @@ impl State {
             Some(raw) => decode_outputs(&raw)?,
             None => BTreeMap::new(),
         };
-        let resources = fields
-            .shift_remove("resources")
-            .map_or_else(RawJson::empty_array, |raw| RawJson::from_raw(&raw));
-        let check_results = fields
-            .shift_remove("check_results")
-            .map_or_else(RawJson::null, |raw| RawJson::from_raw(&raw));
+        let resources = match fields.shift_remove("resources") {
+            Some(raw) => raw_json("resources", &raw)?,
+            None => RawJson::empty_array(),
+        };
+        let check_results = match fields.shift_remove("check_results") {
+            Some(raw) => raw_json("check_results", &raw)?,
+            None => RawJson::null(),
+        };
         let unknown_fields = fields
             .into_iter()
-            .map(|(name, raw)| (name, RawJson::from_raw(&raw)))
-            .collect();
+            .map(|(name, raw)| Ok((name.clone(), raw_json(&name, &raw)?)))
+            .collect::<Result<_, DecodeError>>()?;
 
         Ok(State {
             terraform_version,
@@ -251,17 +253,26 @@ fn decode_outputs(raw: &RawValue) -> Result<BTreeMap<String, OutputValue>, Decod
                 None => false,
             };
             let output = OutputValue {
-                value: RawJson::from_raw(&value),
-                value_type: RawJson::from_raw(&value_type),
+                value: raw_json(&path("value"), &value)?,
+                value_type: raw_json(&path("type"), &value_type)?,
                 sensitive,
                 unknown_fields: fields
                     .into_iter()
-                    .map(|(k, v)| (k, RawJson::from_raw(&v)))
-                    .collect(),
+                    .map(|(k, v)| Ok((k.clone(), raw_json(&path(&k), &v)?)))
+                    .collect::<Result<_, DecodeError>>()?,
             };
             Ok((name, output))
         })
         .collect()
+}
+
+fn raw_json(field: &str, raw: &RawValue) -> Result<RawJson, DecodeError> {
+    RawJson::from_raw(raw).map_err(|TooDeep(depth)| DecodeError::InvalidField {
+        field: field.into(),
+        message: format!(
+            "the value is nested {depth} levels deep; s3state reads at most {MAX_DEPTH}"
+        ),
+    })
 }
 
 fn required<T: serde::de::DeserializeOwned>(

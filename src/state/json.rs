@@ -18,6 +18,15 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use std::fmt;
 
+/// How deeply a [`RawJson`] value may nest. serde_json's parser stops at 128 levels, so a
+/// deeper value could be stored but never turned into a `serde_json::Value`; it is refused when
+/// read instead. Terraform states nest a few levels per module and attribute.
+pub const MAX_DEPTH: usize = 100;
+
+/// A JSON value nested deeper than [`MAX_DEPTH`]; carries the depth found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooDeep(pub usize);
+
 /// A JSON value kept as text, in Go's compact form, so that numbers and escapes survive a
 /// read–write round trip exactly.
 ///
@@ -34,16 +43,24 @@ use std::fmt;
 pub struct RawJson(Box<str>);
 
 impl RawJson {
-    /// Validates `text` as JSON and keeps it in Go's compact form.
+    /// Validates `text` as JSON and keeps it in Go's compact form. Values nested deeper than
+    /// [`MAX_DEPTH`] are refused.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         let raw: &RawValue = serde_json::from_str(text)?;
-        Ok(Self::from_raw(raw))
+        Self::from_raw(raw).map_err(|TooDeep(depth)| {
+            <serde_json::Error as serde::de::Error>::custom(format!(
+                "the value is nested {depth} levels deep; at most {MAX_DEPTH} are supported"
+            ))
+        })
     }
 
-    pub(crate) fn from_raw(raw: &RawValue) -> Self {
+    pub(crate) fn from_raw(raw: &RawValue) -> Result<Self, TooDeep> {
         let mut out = String::with_capacity(raw.get().len());
-        go_compact_into(&mut out, raw.get());
-        RawJson(out.into_boxed_str())
+        let depth = go_compact_into(&mut out, raw.get());
+        if depth > MAX_DEPTH {
+            return Err(TooDeep(depth));
+        }
+        Ok(RawJson(out.into_boxed_str()))
     }
 
     /// Encodes any serialisable value the way Go would (object keys sorted, as Go sorts map
@@ -76,9 +93,17 @@ impl RawJson {
     }
 
     /// Parses the text into a [`serde_json::Value`]. Numbers that do not fit `u64`/`i64`/`f64`
-    /// exactly are approximated; the `RawJson` itself stays exact.
+    /// exactly are approximated; the `RawJson` itself stays exact. A value holding a number
+    /// beyond `f64`'s range (Terraform allows `1e400`) cannot be a `Value`: it comes back as a
+    /// string holding the JSON text. Use [`RawJson::try_to_value`] to tell.
     pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.0).expect("RawJson always holds valid JSON")
+        self.try_to_value()
+            .unwrap_or_else(|_| serde_json::Value::String(self.0.to_string()))
+    }
+
+    /// Parses the text into a [`serde_json::Value`], failing for numbers beyond `f64`'s range.
+    pub fn try_to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.0)
     }
 
     /// Deserialises the text into any type.
@@ -121,10 +146,11 @@ pub(crate) fn write_go_string(out: &mut String, s: &str) {
 }
 
 /// Go's `json.Compact` with HTML escaping: drops insignificant whitespace and escapes `<`, `>`,
-/// `&`, U+2028 and U+2029. `text` must be valid JSON.
-fn go_compact_into(out: &mut String, text: &str) {
+/// `&`, U+2028 and U+2029. `text` must be valid JSON. Returns the deepest nesting seen.
+fn go_compact_into(out: &mut String, text: &str) -> usize {
     let mut in_string = false;
     let mut escaped = false;
+    let (mut depth, mut deepest) = (0usize, 0usize);
     for c in text.chars() {
         if in_string {
             match c {
@@ -154,10 +180,20 @@ fn go_compact_into(out: &mut String, text: &str) {
                     in_string = true;
                     out.push(c);
                 }
+                '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                    out.push(c);
+                }
+                ']' | '}' => {
+                    depth = depth.saturating_sub(1);
+                    out.push(c);
+                }
                 _ => out.push(c),
             }
         }
     }
+    deepest
 }
 
 /// Go's `json.Indent(dst, src, "", "  ")` over compact text, appended to `out`.
@@ -240,6 +276,14 @@ mod tests {
         let mut out = String::new();
         go_indent_into(&mut out, compact);
         out
+    }
+
+    #[test]
+    fn numbers_beyond_f64_stay_exact_and_never_panic_when_converted() {
+        let raw = RawJson::parse("[1e400]").unwrap();
+        assert_eq!(raw.as_str(), "[1e400]");
+        assert!(raw.try_to_value().is_err());
+        assert_eq!(raw.to_value(), serde_json::json!("[1e400]"));
     }
 
     #[test]

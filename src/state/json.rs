@@ -147,52 +147,72 @@ pub(crate) fn write_go_string(out: &mut String, s: &str) {
 
 /// Go's `json.Compact` with HTML escaping: drops insignificant whitespace and escapes `<`, `>`,
 /// `&`, U+2028 and U+2029. `text` must be valid JSON. Returns the deepest nesting seen.
+///
+/// Works on bytes and copies unchanged runs in one go: this is on the read path of every state.
 fn go_compact_into(out: &mut String, text: &str) -> usize {
-    let mut in_string = false;
-    let mut escaped = false;
+    let bytes = text.as_bytes();
     let (mut depth, mut deepest) = (0usize, 0usize);
-    for c in text.chars() {
-        if in_string {
-            match c {
-                _ if escaped => {
-                    escaped = false;
-                    out.push(c);
+    let mut in_string = false;
+    let mut run_start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let replacement: Option<&str> = if in_string {
+            match b {
+                b'\\' => {
+                    // Skip the escaped byte; escapes are copied as written.
+                    i += 2;
+                    continue;
                 }
-                '\\' => {
-                    escaped = true;
-                    out.push(c);
-                }
-                '"' => {
+                b'"' => {
                     in_string = false;
-                    out.push(c);
+                    None
                 }
-                '<' => out.push_str("\\u003c"),
-                '>' => out.push_str("\\u003e"),
-                '&' => out.push_str("\\u0026"),
-                '\u{2028}' => out.push_str("\\u2028"),
-                '\u{2029}' => out.push_str("\\u2029"),
-                _ => out.push(c),
+                b'<' => Some("\\u003c"),
+                b'>' => Some("\\u003e"),
+                b'&' => Some("\\u0026"),
+                // U+2028 and U+2029 are E2 80 A8 and E2 80 A9 in UTF-8.
+                0xE2 if bytes.get(i + 1) == Some(&0x80)
+                    && matches!(bytes.get(i + 2), Some(0xA8 | 0xA9)) =>
+                {
+                    Some(if bytes[i + 2] == 0xA8 {
+                        "\\u2028"
+                    } else {
+                        "\\u2029"
+                    })
+                }
+                _ => None,
             }
         } else {
-            match c {
-                ' ' | '\t' | '\n' | '\r' => {}
-                '"' => {
+            match b {
+                b' ' | b'\t' | b'\n' | b'\r' => Some(""),
+                b'"' => {
                     in_string = true;
-                    out.push(c);
+                    None
                 }
-                '[' | '{' => {
+                b'[' | b'{' => {
                     depth += 1;
                     deepest = deepest.max(depth);
-                    out.push(c);
+                    None
                 }
-                ']' | '}' => {
+                b']' | b'}' => {
                     depth = depth.saturating_sub(1);
-                    out.push(c);
+                    None
                 }
-                _ => out.push(c),
+                _ => None,
+            }
+        };
+        match replacement {
+            None => i += 1,
+            Some(with) => {
+                out.push_str(&text[run_start..i]);
+                out.push_str(with);
+                i += if with.starts_with("\\u202") { 3 } else { 1 };
+                run_start = i;
             }
         }
     }
+    out.push_str(&text[run_start..]);
     deepest
 }
 

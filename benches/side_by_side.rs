@@ -1,0 +1,457 @@
+//! Side-by-side benchmark, in one run on one LocalStack:
+//! 1. the library against its floor (a raw aws-sdk-s3 PUT/GET plus one serde_json
+//!    serialise/parse of the same state);
+//! 2. the `s3state` CLI against a real Terraform 1.15.5, as whole commands (pull, push), with
+//!    peak RSS;
+//! 3. parse and serialise throughput;
+//! 4. commits per second with 1, 2, 4 and 8 concurrent compare-and-swap writers.
+//!
+//! `cargo bench --bench side_by_side` (optimised build). `S3STATE_BENCH_SIZES=1KB,1MB` limits
+//! the sizes; `S3STATE_BENCH_QUICK=1` runs fewer repetitions.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use s3state::{OutputValue, Persister, RawJson, Refresher, State, Transient};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "bench/terraform.tfstate";
+const LINEAGE: &str = "6b0f3a52-4b1e-4f6e-9d5c-2f1b8f0c7a11";
+
+struct Stats {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    Stats {
+        median: samples[samples.len() / 2],
+        min: samples[0],
+        max: *samples.last().unwrap(),
+    }
+}
+
+fn ms(duration: Duration) -> String {
+    let ms = duration.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn show(s: &Stats) -> String {
+    format!("{} ({}–{})", ms(s.median), ms(s.min), ms(s.max))
+}
+
+fn ratio(ours: &Stats, theirs: &Stats) -> f64 {
+    ours.median.as_secs_f64() / theirs.median.as_secs_f64()
+}
+
+/// A valid v4 state of about `target` bytes, made of `terraform_data` resources.
+fn generate_state(target: usize) -> State {
+    let resource = |i: usize| {
+        let value = serde_json::json!({"n": i, "name": format!("resource-{i}"), "tags": {"team": "platform", "env": "bench", "index": i.to_string()}});
+        let ty = serde_json::json!(["object", {"n": "number", "name": "string", "tags": ["object", {"env": "string", "index": "string", "team": "string"}]}]);
+        serde_json::json!({
+            "mode": "managed",
+            "type": "terraform_data",
+            "name": format!("r{i}"),
+            "provider": "provider[\"terraform.io/builtin/terraform\"]",
+            "instances": [{
+                "schema_version": 0,
+                "attributes": {
+                    "id": format!("{:08x}-1234-b672-5a80-f1755fba0dab", i),
+                    "input": {"value": value, "type": ty},
+                    "output": {"value": value, "type": ty},
+                    "triggers_replace": null
+                },
+                "sensitive_attributes": [],
+                "identity_schema_version": 0
+            }]
+        })
+    };
+    let mut state = State::new(semver::Version::new(1, 15, 5));
+    state.lineage = LINEAGE.into();
+    state.serial = 1;
+    state.outputs.insert("count".into(), OutputValue::new(&0));
+    let per_resource = {
+        let mut probe = state.clone();
+        probe.resources = RawJson::from_value(&vec![resource(0)]);
+        probe
+            .to_bytes()
+            .len()
+            .saturating_sub(state.to_bytes().len())
+            .max(1)
+    };
+    let count = (target.saturating_sub(state.to_bytes().len()) / per_resource).max(1);
+    state.resources = RawJson::from_value(&(0..count).map(resource).collect::<Vec<_>>());
+    state
+}
+
+/// Runs a command, returning its wall time and peak RSS in bytes.
+fn run_measured(command: &mut Command) -> (Duration, u64) {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child, with valid pointers to locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = started.elapsed();
+    assert_eq!(waited, pid, "wait4 failed");
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let mut stderr = String::new();
+        use std::io::Read;
+        child.stderr.unwrap().read_to_string(&mut stderr).ok();
+        panic!("{command:?} failed: {stderr}");
+    }
+    (elapsed, usage.ru_maxrss as u64 * 1024)
+}
+
+struct Terraform {
+    binary: PathBuf,
+    dir: PathBuf,
+}
+
+impl Terraform {
+    fn new(bucket: &str) -> Terraform {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/terraform/install.sh");
+        let output = Command::new("bash")
+            .arg(script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "installing Terraform failed");
+        let binary = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
+        let dir = std::env::temp_dir().join(format!(
+            "s3state-bench-tf-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("main.tf"),
+            format!(
+                "terraform {{\n  backend \"s3\" {{\n    bucket = \"{bucket}\"\n    key = \"{KEY}\"\n    region = \"us-east-1\"\n    endpoints = {{ s3 = \"{}\" }}\n    use_path_style = true\n    skip_credentials_validation = true\n    skip_region_validation = true\n    skip_metadata_api_check = true\n    skip_requesting_account_id = true\n    access_key = \"test\"\n    secret_key = \"test\"\n    use_lockfile = true\n  }}\n}}\n",
+                common::endpoint()
+            ),
+        )
+        .unwrap();
+        let terraform = Terraform { binary, dir };
+        run_measured(&mut terraform.command(&["init", "-input=false"]));
+        terraform
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .env(
+                "TF_CLI_CONFIG_FILE",
+                self.binary.with_file_name("terraformrc"),
+            )
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("TF_IN_AUTOMATION", "1");
+        command
+    }
+}
+
+fn s3state_command(bucket: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_s3state"));
+    command
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("S3STATE_ENDPOINT_URL", common::endpoint())
+        .env("S3STATE_PATH_STYLE", "true")
+        .env("S3STATE_BUCKET", bucket)
+        .env("S3STATE_KEY", KEY)
+        .current_dir(std::env::temp_dir());
+    command
+}
+
+fn parse_size(text: &str) -> usize {
+    let text = text.trim().to_ascii_uppercase();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: usize = number.parse().expect("a size such as 10MB");
+    n * match unit {
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        _ => 1,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` would too. Nothing else is taken.
+    let sizes: Vec<(String, usize)> = std::env::var("S3STATE_BENCH_SIZES")
+        .unwrap_or_else(|_| "1KB,1MB,10MB,50MB".into())
+        .split(',')
+        .map(|s| (s.trim().to_owned(), parse_size(s)))
+        .collect();
+    let quick = std::env::var_os("S3STATE_BENCH_QUICK").is_some();
+    let reps = |bytes: usize| -> usize {
+        let full = match bytes {
+            0..=100_000 => 31,
+            100_001..=2_000_000 => 15,
+            2_000_001..=20_000_000 => 7,
+            _ => 5,
+        };
+        if quick { full.min(3) } else { full }
+    };
+
+    let bucket = common::bucket(true).await;
+    let client = common::client();
+    let terraform = Terraform::new(&bucket);
+    let mut library = Vec::new();
+    let mut commands = Vec::new();
+    let mut cpu = Vec::new();
+
+    for (label, target) in &sizes {
+        let state = generate_state(*target);
+        let bytes = state.to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let n = reps(bytes.len());
+        eprintln!("bench: {label} ({} bytes), {n} repetitions", bytes.len());
+
+        // Seed the key with this state.
+        common::put_raw(&bucket, KEY, &bytes).await;
+
+        // 1. Library against the floor.
+        let manager = common::manager(&bucket, KEY).await;
+        manager.refresh_state().await.unwrap();
+        let (mut ours_put, mut floor_put, mut ours_get, mut floor_get) =
+            (vec![], vec![], vec![], vec![]);
+        for i in 0..n {
+            let mut next = manager.state().unwrap();
+            next.outputs
+                .insert("count".into(), OutputValue::new(&(i + 1)));
+            let started = Instant::now();
+            manager.write_state(next);
+            manager.persist_state().await.unwrap();
+            ours_put.push(started.elapsed());
+
+            let started = Instant::now();
+            let body = serde_json::to_vec_pretty(&value).unwrap();
+            client
+                .put_object()
+                .bucket(&bucket)
+                .key("bench/floor.json")
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+            floor_put.push(started.elapsed());
+
+            let reader = common::manager(&bucket, KEY).await;
+            let started = Instant::now();
+            reader.refresh_state().await.unwrap();
+            ours_get.push(started.elapsed());
+            assert!(reader.state().is_some());
+
+            let started = Instant::now();
+            let object = client
+                .get_object()
+                .bucket(&bucket)
+                .key("bench/floor.json")
+                .send()
+                .await
+                .unwrap();
+            let body = object.body.collect().await.unwrap().into_bytes();
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            floor_get.push(started.elapsed());
+            assert!(parsed.is_object());
+        }
+        library.push((
+            label.clone(),
+            stats(ours_put),
+            stats(floor_put),
+            stats(ours_get),
+            stats(floor_get),
+        ));
+
+        // 2. Whole commands: s3state against Terraform, same bucket and key.
+        let file = std::env::temp_dir().join(format!("s3state-bench-{label}.tfstate"));
+        let (mut our_pull, mut tf_pull, mut our_push, mut tf_push) =
+            (vec![], vec![], vec![], vec![]);
+        let (mut our_rss, mut tf_rss) = ((0u64, 0u64), (0u64, 0u64));
+        manager.refresh_state().await.unwrap();
+        let mut serial = manager.state().unwrap().serial;
+        for _ in 0..n {
+            let (t, rss) = run_measured(&mut s3state_command(&bucket, &["pull"]));
+            our_pull.push(t);
+            our_rss.0 = our_rss.0.max(rss);
+            let (t, rss) = run_measured(&mut terraform.command(&["state", "pull"]));
+            tf_pull.push(t);
+            tf_rss.0 = tf_rss.0.max(rss);
+
+            // Each push carries a newer serial, so both tools accept it.
+            let mut pushed = state.clone();
+            serial += 1;
+            pushed.serial = serial;
+            std::fs::write(&file, pushed.to_bytes()).unwrap();
+            let (t, rss) = run_measured(&mut s3state_command(
+                &bucket,
+                &["push", file.to_str().unwrap()],
+            ));
+            our_push.push(t);
+            our_rss.1 = our_rss.1.max(rss);
+            serial += 1;
+            pushed.serial = serial;
+            std::fs::write(&file, pushed.to_bytes()).unwrap();
+            let (t, rss) =
+                run_measured(&mut terraform.command(&["state", "push", file.to_str().unwrap()]));
+            tf_push.push(t);
+            tf_rss.1 = tf_rss.1.max(rss);
+        }
+        let _ = std::fs::remove_file(&file);
+        commands.push((
+            label.clone(),
+            bytes.len(),
+            stats(our_pull),
+            stats(tf_pull),
+            stats(our_push),
+            stats(tf_push),
+            our_rss,
+            tf_rss,
+        ));
+
+        // 3. CPU: parse and serialise throughput, byte-identical.
+        if bytes.len() >= 5_000_000 {
+            let (mut parse, mut write) = (vec![], vec![]);
+            for _ in 0..n {
+                let started = Instant::now();
+                let parsed = State::from_slice(&bytes).unwrap();
+                parse.push(started.elapsed());
+                let started = Instant::now();
+                let written = parsed.to_bytes();
+                write.push(started.elapsed());
+                assert_eq!(written, bytes, "byte-identical");
+            }
+            cpu.push((label.clone(), bytes.len(), stats(parse), stats(write)));
+        }
+    }
+
+    // 4. Contention: commits per second with concurrent CAS writers on one small state.
+    let mut contention = Vec::new();
+    for writers in [1usize, 2, 4, 8] {
+        let key = format!("bench/contention-{writers}.tfstate");
+        let per_writer = if quick { 5 } else { 40 / writers.max(1) + 10 };
+        let mut tasks = Vec::new();
+        let started = Instant::now();
+        for _ in 0..writers {
+            let manager = Arc::new(
+                common::builder(&bucket, &key)
+                    .with_options(s3state::RemoteStateOptions {
+                        max_update_attempts: 1000,
+                        ..Default::default()
+                    })
+                    .build()
+                    .await
+                    .unwrap(),
+            );
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..per_writer {
+                    manager
+                        .update(|s| {
+                            let n = s
+                                .outputs
+                                .get("n")
+                                .and_then(|o| o.to_value().as_u64())
+                                .unwrap_or(0);
+                            s.outputs.insert("n".into(), OutputValue::new(&(n + 1)));
+                        })
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let commits = writers * per_writer;
+        contention.push((
+            writers,
+            commits,
+            commits as f64 / started.elapsed().as_secs_f64(),
+        ));
+    }
+
+    println!("\n## 1. Library against the floor (median, min–max)\n");
+    println!(
+        "| state | persist | raw PUT + serde_json serialise | ratio | refresh | raw GET + serde_json parse | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (label, op, fp, og, fg) in &library {
+        println!(
+            "| {label} | {} | {} | {:.2}× | {} | {} | {:.2}× |",
+            show(op),
+            show(fp),
+            ratio(op, fp),
+            show(og),
+            show(fg),
+            ratio(og, fg)
+        );
+    }
+    println!("\n## 2. Whole commands: `s3state` against `terraform` (median, min–max; peak RSS)\n");
+    println!(
+        "| state | s3state pull | terraform state pull | speed-up | s3state push | terraform state push | speed-up | peak RSS pull s3state / terraform | peak RSS push s3state / terraform |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (label, bytes, op, tp, ou, tu, our_rss, tf_rss) in &commands {
+        let mb = |b: u64| format!("{:.0} MB", b as f64 / 1e6);
+        let x = |b: u64| format!("{:.1}×", b as f64 / *bytes as f64);
+        println!(
+            "| {label} | {} | {} | {:.1}× | {} | {} | {:.1}× | {} ({}) / {} ({}) | {} ({}) / {} ({}) |",
+            show(op),
+            show(tp),
+            1.0 / ratio(op, tp),
+            show(ou),
+            show(tu),
+            1.0 / ratio(ou, tu),
+            mb(our_rss.0),
+            x(our_rss.0),
+            mb(tf_rss.0),
+            x(tf_rss.0),
+            mb(our_rss.1),
+            x(our_rss.1),
+            mb(tf_rss.1),
+            x(tf_rss.1)
+        );
+    }
+    if !cpu.is_empty() {
+        println!("\n## 3. Codec throughput (byte-identical output)\n");
+        println!("| state | parse | MB/s | serialise | MB/s |");
+        println!("|---|---|---|---|---|");
+        for (label, bytes, parse, write) in &cpu {
+            let rate = |s: &Stats| *bytes as f64 / 1e6 / s.median.as_secs_f64();
+            println!(
+                "| {label} | {} | {:.0} | {} | {:.0} |",
+                show(parse),
+                rate(parse),
+                show(write),
+                rate(write)
+            );
+        }
+    }
+    println!("\n## 4. Contention: compare-and-swap writers on one key\n");
+    println!("| writers | commits | commits/s |");
+    println!("|---|---|---|");
+    for (writers, commits, rate) in &contention {
+        println!("| {writers} | {commits} | {rate:.0} |");
+    }
+}

@@ -79,6 +79,18 @@ pub struct Restored {
     pub written: bool,
 }
 
+/// Which versions [`RemoteState::prune`] keeps. A version is kept when any rule keeps it;
+/// the current version is always kept.
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// Keep the newest N versions (delete markers count as versions).
+    pub keep_newest: Option<usize>,
+    /// Keep versions written at or after this time.
+    pub keep_since: Option<time::OffsetDateTime>,
+    /// Only report what would be removed. Callers should show this first.
+    pub dry_run: bool,
+}
+
 /// The snapshot identity recorded in a version's metadata at persist time, if complete.
 pub fn meta_from_metadata(metadata: &ObjectMetadata) -> Option<SnapshotMeta> {
     Some(SnapshotMeta {
@@ -230,6 +242,37 @@ impl<S: VersionedStore> RemoteState<S> {
             written: before.as_ref() != Some(&now),
             meta: SnapshotMeta::of(&now),
         })
+    }
+
+    /// Removes old versions permanently, keeping those `options` names and always the current
+    /// one; returns the versions removed (or, with `dry_run`, those that would be). With no
+    /// rule at all it removes nothing: pruning everything but the current version must be
+    /// asked for (`keep_newest: Some(1)`).
+    pub async fn prune(&self, options: &PruneOptions) -> Result<Vec<ObjectVersion>> {
+        if options.keep_newest.is_none() && options.keep_since.is_none() {
+            return Ok(Vec::new());
+        }
+        let versions = self.store().list_versions(1000).await?;
+        let doomed: Vec<ObjectVersion> = versions
+            .into_iter()
+            .enumerate()
+            .filter(|(index, version)| {
+                let kept = *index == 0
+                    || version.is_latest
+                    || options.keep_newest.is_some_and(|n| *index < n)
+                    || options
+                        .keep_since
+                        .is_some_and(|since| version.last_modified >= since);
+                !kept
+            })
+            .map(|(_, version)| version)
+            .collect();
+        if !options.dry_run {
+            for version in &doomed {
+                self.store().delete_version(&version.version_id).await?;
+            }
+        }
+        Ok(doomed)
     }
 
     /// The serial of the newest version with content, or 0.

@@ -44,7 +44,9 @@ pub mod statemgr;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use history::{HistoryEntry, HistoryOptions, Restored, Snapshot, VersionSelector};
+pub use history::{
+    HistoryEntry, HistoryOptions, PruneOptions, Restored, Snapshot, VersionSelector,
+};
 pub use lock::{LockDisabled, LockRetry, StoreLocker};
 pub use remote::{PersistedObject, RemoteState, RemoteStateOptions};
 pub use s3::{S3Builder, S3Store, ServerSideEncryption};

@@ -179,4 +179,7 @@ pub trait VersionedStore: Store {
 
     /// The metadata of one version, without its body.
     async fn version_metadata(&self, version_id: &str) -> Result<ObjectMetadata>;
+
+    /// Deletes one version permanently (not a delete marker: that version is gone).
+    async fn delete_version(&self, version_id: &str) -> Result<()>;
 }

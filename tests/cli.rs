@@ -493,6 +493,7 @@ fn every_command_has_an_example_in_its_help() {
         &["workspace", "list"],
         &["workspace", "new"],
         &["workspace", "delete"],
+        &["prune"],
     ];
     for command in commands {
         Command::cargo_bin("s3state")
@@ -509,4 +510,47 @@ fn every_command_has_an_example_in_its_help() {
         .assert()
         .success()
         .stdout(contains("3  conflict").and(contains("4  locked")));
+}
+
+#[tokio::test]
+async fn prune_shows_what_it_would_remove_and_deletes_only_with_yes() {
+    let bucket = bucket_with_terraform_state().await;
+    let manager = common::manager(&bucket, KEY).await;
+    for n in 0..4 {
+        manager
+            .update(|s| {
+                s.outputs.insert("n".into(), s3state::OutputValue::new(&n));
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(common::version_count(&bucket, KEY).await, 5);
+    let output = s3state(&bucket)
+        .args(["prune", "--keep", "2"])
+        .assert()
+        .success()
+        .stderr(contains("Would remove 3 versions (nothing was deleted)"))
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(String::from_utf8(output).unwrap().lines().count(), 3);
+    assert_eq!(common::version_count(&bucket, KEY).await, 5);
+
+    s3state(&bucket)
+        .args(["prune", "--keep", "2", "--yes"])
+        .assert()
+        .success()
+        .stderr(contains("Removed 3 versions permanently"));
+    assert_eq!(common::version_count(&bucket, KEY).await, 2);
+    s3state(&bucket)
+        .args(["outputs", "n", "--raw"])
+        .assert()
+        .success()
+        .stdout("3");
+
+    s3state(&bucket)
+        .arg("prune")
+        .assert()
+        .code(2)
+        .stderr(contains("--keep N"));
 }

@@ -2,15 +2,9 @@
 
 mod common;
 
-use aws_sdk_s3::config::{
-    ConfigBag, Intercept, RuntimeComponents,
-    interceptors::{
-        BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
-    },
-};
 use s3state::{Error, LockDisabled, LockInfo, LockRetry, Locker, RemoteStateOptions};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const KEY: &str = "demo/terraform.tfstate";
@@ -307,62 +301,11 @@ async fn unlock_on_localstack_falls_back_once_then_reads_and_deletes() {
     assert!(!lock_exists(&bucket).await);
 }
 
-/// Makes LocalStack look like real S3 (which honours `If-Match` on DeleteObject): a
-/// conditional DELETE whose tag matches the current lock is sent without the condition (so
-/// LocalStack performs it), and one whose tag does not match is answered 412.
-#[derive(Debug, Clone, Default)]
-struct ConditionalDeletes {
-    current_lock_etag: Arc<std::sync::Mutex<Option<String>>>,
-    refuse: Arc<AtomicBool>,
-}
-
-impl Intercept for ConditionalDeletes {
-    fn name(&self) -> &'static str {
-        "conditional-deletes"
-    }
-
-    fn modify_before_transmit(
-        &self,
-        context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request_mut();
-        let mut refuse = false;
-        if request.method() == "DELETE"
-            && let Some(if_match) = request.headers().get("if-match").map(str::to_owned)
-        {
-            let current = self.current_lock_etag.lock().unwrap().clone();
-            refuse = current.as_deref() != Some(if_match.as_str());
-            request.headers_mut().remove("if-match");
-            if refuse {
-                // Point the refused delete at a key that does not exist, so nothing is deleted.
-                let uri = request.uri().replace(".tflock", ".tflock-refused");
-                request.set_uri(uri).unwrap();
-            }
-        }
-        self.refuse.store(refuse, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        if self.refuse.swap(false, Ordering::SeqCst) {
-            *context.response_mut().status_mut() = 412.try_into().unwrap();
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn unlock_on_a_store_with_conditional_delete_is_one_request_and_never_deletes_a_newer_lock() {
     let bucket = common::bucket(true).await;
     let recorder = common::Recorder::default();
-    let deletes = ConditionalDeletes::default();
+    let deletes = common::ConditionalDeletes::default();
     let config = common::client_with(Some(&recorder))
         .config()
         .to_builder()

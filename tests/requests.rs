@@ -105,3 +105,114 @@ async fn the_versioning_check_is_made_once_per_bucket_per_process() {
     }
     assert_eq!(recorder.take().len(), 1);
 }
+
+/// A manager whose client records requests and, like real S3, honours `If-Match` on
+/// DeleteObject (LocalStack answers 501; see `common::ConditionalDeletes`).
+async fn recorded_manager(
+    bucket: &str,
+    recorder: &Recorder,
+    deletes: Option<&common::ConditionalDeletes>,
+) -> s3state::RemoteState<s3state::S3Store> {
+    let mut config = common::client_with(Some(recorder)).config().to_builder();
+    if let Some(deletes) = deletes {
+        config = config.interceptor(deletes.clone());
+    }
+    let manager = common::builder(bucket, KEY)
+        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
+    manager
+}
+
+async fn lock_refresh_persist_unlock(
+    manager: &s3state::RemoteState<s3state::S3Store>,
+    bucket: &str,
+    deletes: Option<&common::ConditionalDeletes>,
+    n: i64,
+) {
+    use s3state::{LockInfo, Locker};
+    let id = manager
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    if let Some(deletes) = deletes {
+        let head = common::client()
+            .head_object()
+            .bucket(bucket)
+            .key(format!("{KEY}.tflock"))
+            .send()
+            .await
+            .unwrap();
+        *deletes.current_lock_etag.lock().unwrap() = head.e_tag().map(str::to_owned);
+    }
+    manager.refresh_state().await.unwrap();
+    let mut state = manager.state().unwrap();
+    state.outputs.insert("n".into(), OutputValue::new(&n));
+    manager.write_state(state);
+    manager.persist_state().await.unwrap();
+    manager.unlock(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_whole_locked_update_costs_four_requests_where_deletes_are_conditional() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(|s| {
+            s.outputs.insert("n".into(), OutputValue::new(&0));
+        })
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let deletes = common::ConditionalDeletes::default();
+    let manager = recorded_manager(&bucket, &recorder, Some(&deletes)).await;
+
+    lock_refresh_persist_unlock(&manager, &bucket, Some(&deletes), 1).await;
+    let methods: Vec<_> = recorder.take().into_iter().map(|e| e.method).collect();
+    assert_eq!(
+        methods,
+        ["PUT", "GET", "PUT", "DELETE"],
+        "lock, refresh, persist, unlock"
+    );
+}
+
+#[tokio::test]
+async fn on_localstack_the_same_cycle_costs_six_requests_then_five() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(|s| {
+            s.outputs.insert("n".into(), OutputValue::new(&0));
+        })
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let manager = recorded_manager(&bucket, &recorder, None).await;
+
+    lock_refresh_persist_unlock(&manager, &bucket, None, 1).await;
+    let first: Vec<_> = recorder
+        .take()
+        .into_iter()
+        .map(|e| (e.method, e.status))
+        .collect();
+    assert_eq!(
+        first,
+        [
+            ("PUT".into(), Some(200)),
+            ("GET".into(), Some(200)),
+            ("PUT".into(), Some(200)),
+            ("DELETE".into(), Some(501)),
+            ("GET".into(), Some(200)),
+            ("DELETE".into(), Some(204)),
+        ]
+    );
+    lock_refresh_persist_unlock(&manager, &bucket, None, 2).await;
+    let second: Vec<_> = recorder.take().into_iter().map(|e| e.method).collect();
+    assert_eq!(
+        second,
+        ["PUT", "GET", "PUT", "GET", "DELETE"],
+        "the 501 is remembered"
+    );
+}

@@ -163,6 +163,24 @@ impl VersionedStore for S3Store {
         })
     }
 
+    async fn delete_version(&self, version_id: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .version_id(version_id)
+            .send()
+            .await
+            .map_err(|err| {
+                sdk_error(
+                    "DeleteObject",
+                    &format!("{} (version {version_id})", self.location),
+                    err,
+                )
+            })?;
+        Ok(())
+    }
+
     async fn version_metadata(&self, version_id: &str) -> Result<ObjectMetadata> {
         let mut request = self
             .client

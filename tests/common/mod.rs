@@ -8,7 +8,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
     interceptors::{
-        BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+        BeforeDeserializationInterceptorContextMut, BeforeDeserializationInterceptorContextRef,
+        BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
     },
 };
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
@@ -125,6 +126,58 @@ pub fn config_for(endpoint: &str) -> aws_sdk_s3::config::Builder {
             "s3state-tests",
         ))
         .force_path_style(true)
+}
+
+/// Makes LocalStack look like real S3 (which honours `If-Match` on DeleteObject): a
+/// conditional DELETE whose tag matches the current lock is sent without the condition (so
+/// LocalStack performs it), and one whose tag does not match is answered 412.
+#[derive(Debug, Clone, Default)]
+pub struct ConditionalDeletes {
+    pub current_lock_etag: Arc<std::sync::Mutex<Option<String>>>,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Intercept for ConditionalDeletes {
+    fn name(&self) -> &'static str {
+        "conditional-deletes"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request_mut();
+        let mut refuse = false;
+        if request.method() == "DELETE"
+            && let Some(if_match) = request.headers().get("if-match").map(str::to_owned)
+        {
+            let current = self.current_lock_etag.lock().unwrap().clone();
+            refuse = current.as_deref() != Some(if_match.as_str());
+            request.headers_mut().remove("if-match");
+            if refuse {
+                // Point the refused delete at a key that does not exist, so nothing is deleted.
+                let uri = request.uri().replace(".tflock", ".tflock-refused");
+                request.set_uri(uri).unwrap();
+            }
+        }
+        self.refuse
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        if self.refuse.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            *context.response_mut().status_mut() = 412.try_into().unwrap();
+        }
+        Ok(())
+    }
 }
 
 /// A client for the test endpoint, optionally recording its requests.

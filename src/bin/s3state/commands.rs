@@ -96,6 +96,11 @@ pub async fn run(cli: Cli) -> Result {
             Ok(())
         }
         Command::LockInfo { json } => lock_info(&context, json).await,
+        Command::Prune {
+            keep,
+            newer_than,
+            yes,
+        } => prune(&context, keep, newer_than, yes).await,
         Command::Workspace(command) => workspace(&context, command).await,
     }
 }
@@ -556,6 +561,59 @@ async fn lock_info(context: &Context, json: bool) -> Result {
             )
         }
     }
+}
+
+async fn prune(
+    context: &Context,
+    keep: Option<usize>,
+    newer_than: Option<std::time::Duration>,
+    yes: bool,
+) -> Result {
+    if keep.is_none() && newer_than.is_none() {
+        return Err(CliError::usage(
+            "say what to keep: --keep N and/or --newer-than AGE",
+        ));
+    }
+    let options = s3state::PruneOptions {
+        keep_newest: keep,
+        keep_since: newer_than.map(|age| time::OffsetDateTime::now_utc() - age),
+        dry_run: !yes,
+    };
+    let manager = context.manager()?;
+    let spinner = ui::progress(
+        if yes {
+            "removing versions"
+        } else {
+            "listing versions"
+        },
+        None,
+    );
+    let removed = manager.prune(&options).await;
+    spinner.finish_and_clear();
+    let removed = removed?;
+    let mut text = String::new();
+    for version in &removed {
+        let when = version
+            .last_modified
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let what = if version.is_delete_marker {
+            "delete marker".to_owned()
+        } else {
+            ui::size(version.size)
+        };
+        text.push_str(&format!("{} {when} {what}\n", version.version_id));
+    }
+    print_stdout(text.as_bytes())?;
+    if yes {
+        eprintln!("Removed {} versions permanently.", removed.len());
+    } else {
+        eprintln!(
+            "Would remove {} versions (nothing was deleted). Run again with --yes to delete them permanently.",
+            removed.len()
+        );
+    }
+    Ok(())
 }
 
 async fn workspace(context: &Context, command: WorkspaceCommand) -> Result {

@@ -162,6 +162,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Permanently remove old versions. Shows what it would remove unless --yes is given.
+    #[command(
+        after_help = "The current version is always kept. A version is kept if any rule keeps it.\n\nExample:\n  s3state prune --keep 100                 # show what would go\n  s3state prune --keep 100 --newer-than 90d --yes"
+    )]
+    Prune {
+        /// Keep the newest N versions.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Keep versions newer than this age (e.g. 30d, 12h).
+        #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+        newer_than: Option<std::time::Duration>,
+        /// Really delete (without it, nothing is deleted).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// List, create or delete workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),

@@ -6,7 +6,7 @@
 //! 3. parse and serialise throughput;
 //! 4. commits per second with 1, 2, 4 and 8 concurrent compare-and-swap writers.
 //!
-//! `cargo bench --bench side_by_side` (optimised build). `S3STATE_BENCH_SIZES=1KB,1MB` limits
+//! `cargo bench --bench side_by_side` (optimised build; peak RSS needs GNU time at /usr/bin/time). `S3STATE_BENCH_SIZES=1KB,1MB` limits
 //! the sizes; `S3STATE_BENCH_QUICK=1` runs fewer repetitions.
 
 #[path = "../tests/common/mod.rs"]
@@ -95,27 +95,28 @@ fn generate_state(target: usize) -> State {
 }
 
 /// Runs a command, returning its wall time and peak RSS in bytes.
+///
+/// The RSS comes from GNU time, which runs the command as its own child: a child forked from
+/// this (large) benchmark process would report this process's memory as its peak.
 fn run_measured(command: &mut Command) -> (Duration, u64) {
-    let started = Instant::now();
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child, with valid pointers to locals.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let elapsed = started.elapsed();
-    assert_eq!(waited, pid, "wait4 failed");
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        let mut stderr = String::new();
-        use std::io::Read;
-        child.stderr.unwrap().read_to_string(&mut stderr).ok();
-        panic!("{command:?} failed: {stderr}");
+    let mut timed = Command::new("/usr/bin/time");
+    timed.args(["-f", "%M"]).arg(command.get_program()).args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => timed.env(name, value),
+            None => timed.env_remove(name),
+        };
     }
-    (elapsed, usage.ru_maxrss as u64 * 1024)
+    if let Some(dir) = command.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let started = Instant::now();
+    let output = timed.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("running /usr/bin/time");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{command:?} failed: {stderr}");
+    let kilobytes: u64 = stderr.lines().last().and_then(|l| l.trim().parse().ok()).expect("GNU time's %M");
+    (elapsed, kilobytes * 1024)
 }
 
 struct Terraform {

@@ -13,7 +13,7 @@ use crate::store::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// User-metadata keys written beside every snapshot, so that history listings can show a
@@ -104,8 +104,9 @@ struct Snapshots {
 struct Base {
     /// `None` when the object did not exist: the next write must create it.
     etag: Option<ETag>,
-    /// `None` when there was no object, or an empty one.
-    state: Option<State>,
+    /// `None` when there was no object, or an empty one. Shared, because a persist reads it
+    /// while the lock on the snapshots is released, and states can be tens of megabytes.
+    state: Option<Arc<State>>,
     /// The store's version id of that object, when it keeps versions.
     version_id: Option<String>,
     /// Its size in bytes.
@@ -269,7 +270,7 @@ impl<S: Store> RemoteState<S> {
     }
 
     pub(crate) fn persisted_state(&self) -> Option<State> {
-        self.lock_snapshots().base.state.clone()
+        self.lock_snapshots().base.state.as_deref().cloned()
     }
 
     pub(crate) fn decode_snapshot(&self, body: &[u8], what: &str) -> Result<State> {
@@ -296,14 +297,14 @@ impl<S: Store> RemoteState<S> {
         let base = match self.store.get(known.as_ref()).await? {
             Fetched::NotModified => {
                 let mut snapshots = self.lock_snapshots();
-                snapshots.transient = snapshots.base.state.clone();
+                snapshots.transient = snapshots.base.state.as_deref().cloned();
                 return Ok(());
             }
             Fetched::Absent => Base::default(),
             Fetched::Found(object) => self.decode(object)?,
         };
         let mut snapshots = self.lock_snapshots();
-        snapshots.transient = base.state.clone();
+        snapshots.transient = base.state.as_deref().cloned();
         snapshots.base = base;
         snapshots.base_known = true;
         Ok(())
@@ -322,7 +323,7 @@ impl<S: Store> RemoteState<S> {
         };
         Ok(Base {
             etag: Some(object.etag),
-            state,
+            state: state.map(Arc::new),
             version_id: object.version_id,
             size: object.body.len() as u64,
         })
@@ -336,7 +337,7 @@ impl<S: Store> RemoteState<S> {
                 None => return Ok(()),
             }
         };
-        let Some(next) = self.next_snapshot(transient, base.state.as_ref(), force)? else {
+        let Some(next) = self.next_snapshot(transient, base.state.as_deref(), force)? else {
             return Ok(());
         };
 
@@ -360,7 +361,7 @@ impl<S: Store> RemoteState<S> {
         snapshots.transient = Some(next.clone());
         snapshots.base = Base {
             etag: Some(written.etag),
-            state: Some(next),
+            state: Some(Arc::new(next)),
             version_id: written.version_id,
             size: body.len() as u64,
         };
@@ -519,7 +520,7 @@ impl<S: Store> PersistentMeta for RemoteState<S> {
         self.lock_snapshots()
             .base
             .state
-            .as_ref()
+            .as_deref()
             .map(SnapshotMeta::of)
     }
 }

@@ -1,6 +1,6 @@
 //! Reading and writing state format v4, in Terraform's exact layout.
 
-use super::json::{MAX_DEPTH, RawJson, TooDeep, go_indent_into, write_go_string};
+use super::json::{GoIndenter, MAX_DEPTH, RawJson, TooDeep, write_go_string};
 use super::{OutputValue, STATE_FORMAT_VERSION, State};
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
@@ -176,50 +176,48 @@ impl State {
     /// Encodes the state as Terraform does: fields in Terraform's order, two-space indent,
     /// Go's string escaping, and a trailing newline.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let compact = self.to_compact();
-        let mut out = String::with_capacity(compact.len() + compact.len() / 2);
-        go_indent_into(&mut out, &compact);
-        out.push('\n');
-        out.into_bytes()
-    }
-
-    /// The whole document in Go's compact form; indenting it once reproduces
-    /// `json.MarshalIndent`.
-    fn to_compact(&self) -> String {
-        let mut out = String::with_capacity(
-            self.resources.as_str().len() + self.check_results.as_str().len() + 256,
-        );
-        out.push_str("{\"version\":");
-        out.push_str(&STATE_FORMAT_VERSION.to_string());
-        out.push_str(",\"terraform_version\":");
-        write_go_string(&mut out, &self.terraform_version.to_string());
-        out.push_str(",\"serial\":");
-        out.push_str(&self.serial.to_string());
-        out.push_str(",\"lineage\":");
-        write_go_string(&mut out, &self.lineage);
-        out.push_str(",\"outputs\":{");
+        // Pretty-printing adds roughly half again to the compact size of typical states.
+        let raw = self.resources.as_str().len() + self.check_results.as_str().len();
+        let mut out = GoIndenter::with_capacity(raw + raw / 2 + 1024);
+        let mut piece = String::with_capacity(256);
+        piece.push_str("{\"version\":");
+        piece.push_str(&STATE_FORMAT_VERSION.to_string());
+        piece.push_str(",\"terraform_version\":");
+        write_go_string(&mut piece, &self.terraform_version.to_string());
+        piece.push_str(",\"serial\":");
+        piece.push_str(&self.serial.to_string());
+        piece.push_str(",\"lineage\":");
+        write_go_string(&mut piece, &self.lineage);
+        piece.push_str(",\"outputs\":{");
         for (i, (name, output)) in self.outputs.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                piece.push(',');
             }
-            write_go_string(&mut out, name);
-            out.push_str(":{\"value\":");
-            out.push_str(output.value.as_str());
-            out.push_str(",\"type\":");
-            out.push_str(output.value_type.as_str());
+            write_go_string(&mut piece, name);
+            piece.push_str(":{\"value\":");
+            out.push(&piece);
+            piece.clear();
+            out.push(output.value.as_str());
+            piece.push_str(",\"type\":");
+            piece.push_str(output.value_type.as_str());
             if output.sensitive {
-                out.push_str(",\"sensitive\":true");
+                piece.push_str(",\"sensitive\":true");
             }
-            write_unknown_fields(&mut out, &output.unknown_fields);
-            out.push('}');
+            write_unknown_fields(&mut piece, &output.unknown_fields);
+            piece.push('}');
         }
-        out.push_str("},\"resources\":");
-        out.push_str(self.resources.as_str());
-        out.push_str(",\"check_results\":");
-        out.push_str(self.check_results.as_str());
-        write_unknown_fields(&mut out, &self.unknown_fields);
-        out.push('}');
-        out
+        piece.push_str("},\"resources\":");
+        out.push(&piece);
+        out.push(self.resources.as_str());
+        piece.clear();
+        piece.push_str(",\"check_results\":");
+        piece.push_str(self.check_results.as_str());
+        write_unknown_fields(&mut piece, &self.unknown_fields);
+        piece.push('}');
+        out.push(&piece);
+        let mut text = out.finish();
+        text.push('\n');
+        text.into_bytes()
     }
 }
 

@@ -216,76 +216,100 @@ fn go_compact_into(out: &mut String, text: &str) -> usize {
     deepest
 }
 
-/// Go's `json.Indent(dst, src, "", "  ")` over compact text, appended to `out`.
-pub(crate) fn go_indent_into(out: &mut String, compact: &str) {
-    let bytes = compact.as_bytes();
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut i = 0;
-    let newline = |out: &mut String, depth: usize| {
-        out.push('\n');
-        for _ in 0..depth {
-            out.push_str("  ");
-        }
-    };
-    // Copy runs of ordinary bytes in one go; only structural bytes need attention.
-    let mut run_start = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            i += 1;
-            continue;
-        }
-        match b {
-            b'"' => {
-                in_string = true;
-                i += 1;
-            }
-            b'{' | b'[' => {
-                out.push_str(&compact[run_start..=i]);
-                let close = if b == b'{' { b'}' } else { b']' };
-                if bytes.get(i + 1) == Some(&close) {
-                    out.push(close as char);
-                    i += 2;
-                } else {
-                    depth += 1;
-                    newline(out, depth);
-                    i += 1;
-                }
-                run_start = i;
-            }
-            b'}' | b']' => {
-                out.push_str(&compact[run_start..i]);
-                depth = depth.saturating_sub(1);
-                newline(out, depth);
-                out.push(b as char);
-                i += 1;
-                run_start = i;
-            }
-            b',' => {
-                out.push_str(&compact[run_start..=i]);
-                newline(out, depth);
-                i += 1;
-                run_start = i;
-            }
-            b':' => {
-                out.push_str(&compact[run_start..=i]);
-                out.push(' ');
-                i += 1;
-                run_start = i;
-            }
-            _ => i += 1,
+/// Go's `json.Indent(dst, src, "", "  ")`, fed compact JSON in pieces.
+///
+/// Writing a state streams its parts (header fields, each output, the raw resources) through
+/// one indenter, so the whole document never exists twice in memory.
+pub(crate) struct GoIndenter {
+    out: String,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// The last byte written opened a container; its newline waits to see whether the
+    /// container is empty (`{}` and `[]` stay on one line).
+    open_pending: bool,
+}
+
+impl GoIndenter {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        GoIndenter {
+            out: String::with_capacity(capacity),
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            open_pending: false,
         }
     }
-    out.push_str(&compact[run_start..]);
+
+    fn newline(&mut self) {
+        self.out.push('\n');
+        for _ in 0..self.depth {
+            self.out.push_str("  ");
+        }
+    }
+
+    /// Appends the next piece of compact JSON.
+    pub(crate) fn push(&mut self, compact: &str) {
+        let bytes = compact.as_bytes();
+        let mut run_start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.open_pending {
+                self.open_pending = false;
+                if b == b'}' || b == b']' {
+                    self.depth -= 1;
+                    self.out.push(b as char);
+                    run_start = i + 1;
+                    continue;
+                }
+                self.newline();
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => {
+                    self.out.push_str(&compact[run_start..=i]);
+                    self.depth += 1;
+                    self.open_pending = true;
+                    run_start = i + 1;
+                }
+                b'}' | b']' => {
+                    self.out.push_str(&compact[run_start..i]);
+                    self.depth = self.depth.saturating_sub(1);
+                    self.newline();
+                    self.out.push(b as char);
+                    run_start = i + 1;
+                }
+                b',' => {
+                    self.out.push_str(&compact[run_start..=i]);
+                    self.newline();
+                    run_start = i + 1;
+                }
+                b':' => {
+                    self.out.push_str(&compact[run_start..=i]);
+                    self.out.push(' ');
+                    run_start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        // A pending open at the very end of a piece is resolved by the next piece.
+        if run_start < bytes.len() {
+            self.out.push_str(&compact[run_start..]);
+        }
+    }
+
+    pub(crate) fn finish(self) -> String {
+        self.out
+    }
 }
 
 #[cfg(test)]
@@ -293,9 +317,20 @@ mod tests {
     use super::*;
 
     fn indent(compact: &str) -> String {
-        let mut out = String::new();
-        go_indent_into(&mut out, compact);
-        out
+        let mut indenter = GoIndenter::with_capacity(0);
+        indenter.push(compact);
+        indenter.finish()
+    }
+
+    #[test]
+    fn indenting_in_pieces_equals_indenting_at_once() {
+        let compact = r#"{"a":[],"b":{"c":[1,{"d":"x,y:{z}\"]"}]},"e":{}}"#;
+        for split in 0..=compact.len() {
+            let mut indenter = GoIndenter::with_capacity(0);
+            indenter.push(&compact[..split]);
+            indenter.push(&compact[split..]);
+            assert_eq!(indenter.finish(), indent(compact), "split at {split}");
+        }
     }
 
     #[test]

@@ -154,6 +154,7 @@ async fn push(context: &Context, file: &std::path::Path, force: bool) -> Result 
         location: file.display().to_string(),
         source,
     })?;
+    drop(bytes); // large states: do not hold the file and its parsed form at once
     let manager = context.manager()?;
     let spinner = ui::progress(&format!("pushing to {}", manager.store().location()), None);
     manager.refresh_state().await?;

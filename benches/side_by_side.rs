@@ -100,7 +100,10 @@ fn generate_state(target: usize) -> State {
 /// this (large) benchmark process would report this process's memory as its peak.
 fn run_measured(command: &mut Command) -> (Duration, u64) {
     let mut timed = Command::new("/usr/bin/time");
-    timed.args(["-f", "%M"]).arg(command.get_program()).args(command.get_args());
+    timed
+        .args(["-f", "%M"])
+        .arg(command.get_program())
+        .args(command.get_args());
     for (name, value) in command.get_envs() {
         match value {
             Some(value) => timed.env(name, value),
@@ -111,11 +114,19 @@ fn run_measured(command: &mut Command) -> (Duration, u64) {
         timed.current_dir(dir);
     }
     let started = Instant::now();
-    let output = timed.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("running /usr/bin/time");
+    let output = timed
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running /usr/bin/time");
     let elapsed = started.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{command:?} failed: {stderr}");
-    let kilobytes: u64 = stderr.lines().last().and_then(|l| l.trim().parse().ok()).expect("GNU time's %M");
+    let kilobytes: u64 = stderr
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("GNU time's %M");
     (elapsed, kilobytes * 1024)
 }
 
@@ -141,10 +152,7 @@ impl Terraform {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("main.tf"),
-            format!(
-                "terraform {{\n  backend \"s3\" {{\n    bucket = \"{bucket}\"\n    key = \"{KEY}\"\n    region = \"us-east-1\"\n    endpoints = {{ s3 = \"{}\" }}\n    use_path_style = true\n    skip_credentials_validation = true\n    skip_region_validation = true\n    skip_metadata_api_check = true\n    skip_requesting_account_id = true\n    access_key = \"test\"\n    secret_key = \"test\"\n    use_lockfile = true\n  }}\n}}\n",
-                common::endpoint()
-            ),
+            common::terraform_backend_block(bucket, KEY),
         )
         .unwrap();
         let terraform = Terraform { binary, dir };

@@ -12,20 +12,13 @@ const KEY: &str = "cli/terraform.tfstate";
 const TERRAFORM_LINEAGE: &str = "17be2140-cb35-fcbf-2b9f-a8e4e43cbc8b";
 
 fn empty_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("s3state-cli-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir("s3state-cli")
 }
 
 /// The binary, pointed at the test endpoint through the environment, run in an empty
 /// directory so no stray backend block is read.
 fn s3state(bucket: &str) -> Command {
-    let mut command = Command::cargo_bin("s3state").unwrap();
-    for (name, _) in std::env::vars() {
-        if name.starts_with("S3STATE_") || name.starts_with("AWS_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = common::s3state_binary();
     command
         .current_dir(empty_dir())
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -409,34 +402,10 @@ async fn chdir_reads_a_terraform_backend_block() {
     let dir = empty_dir();
     std::fs::write(
         dir.join("main.tf"),
-        format!(
-            r#"terraform {{
-  backend "s3" {{
-    bucket                      = "{bucket}"
-    key                         = "{KEY}"
-    region                      = "us-east-1"
-    endpoints                   = {{ s3 = "{endpoint}" }}
-    use_path_style              = true
-    skip_credentials_validation = true
-    skip_region_validation      = true
-    skip_metadata_api_check     = true
-    skip_requesting_account_id  = true
-    access_key                  = "test"
-    secret_key                  = "test"
-    use_lockfile                = true
-  }}
-}}
-"#,
-            endpoint = common::endpoint()
-        ),
+        common::terraform_backend_block(&bucket, KEY),
     )
     .unwrap();
-    let mut command = Command::cargo_bin("s3state").unwrap();
-    for (name, _) in std::env::vars() {
-        if name.starts_with("S3STATE_") || name.starts_with("AWS_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = common::s3state_binary();
     command
         .current_dir(empty_dir())
         .arg("--chdir")

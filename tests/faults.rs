@@ -41,9 +41,7 @@ async fn manager_via(proxy: &FaultProxy, bucket: &str, max_attempts: u32) -> Rem
 }
 
 fn set(value: i64) -> impl FnMut(&mut s3state::State) + Send {
-    move |s| {
-        s.outputs.insert("n".into(), OutputValue::new(&value));
-    }
+    common::set_output("n", value)
 }
 
 fn calls(proxy: &FaultProxy) -> Vec<(String, Option<u16>)> {

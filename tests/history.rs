@@ -10,11 +10,7 @@ use s3state::{
 
 const KEY: &str = "a/b.tfstate";
 
-fn set(name: &'static str, value: i64) -> impl FnMut(&mut s3state::State) + Send {
-    move |s| {
-        s.outputs.insert(name.into(), OutputValue::new(&value));
-    }
-}
+use common::set_output as set;
 
 #[tokio::test]
 async fn eleven_hundred_versions_list_whole_and_in_order_across_pages() {

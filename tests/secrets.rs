@@ -3,7 +3,6 @@
 
 mod common;
 
-use assert_cmd::Command;
 use base64::Engine as _;
 use s3state::{OutputValue, S3Builder, State};
 
@@ -77,12 +76,7 @@ async fn the_cli_masks_sensitive_values_even_with_verbose_logging() {
         &["-vv", "outputs", "password"],
         &["-vv", "diff", "current"],
     ] {
-        let mut command = Command::cargo_bin("s3state").unwrap();
-        for (name, _) in std::env::vars() {
-            if name.starts_with("S3STATE_") || name.starts_with("AWS_") {
-                command.env_remove(name);
-            }
-        }
+        let mut command = common::s3state_binary();
         let output = command.current_dir(&dir).args(args).output().unwrap();
         assert!(
             output.status.success(),

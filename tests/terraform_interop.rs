@@ -40,29 +40,8 @@ struct Workdir {
 
 impl Workdir {
     fn new(bucket: &str, body: &str) -> Workdir {
-        let dir =
-            std::env::temp_dir().join(format!("s3state-tf-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let backend = format!(
-            r#"terraform {{
-  backend "s3" {{
-    bucket                      = "{bucket}"
-    key                         = "{KEY}"
-    region                      = "us-east-1"
-    endpoints                   = {{ s3 = "{endpoint}" }}
-    use_path_style              = true
-    skip_credentials_validation = true
-    skip_region_validation      = true
-    skip_metadata_api_check     = true
-    skip_requesting_account_id  = true
-    access_key                  = "test"
-    secret_key                  = "test"
-    use_lockfile                = true
-  }}
-}}
-"#,
-            endpoint = common::endpoint()
-        );
+        let dir = common::temp_dir("s3state-tf");
+        let backend = common::terraform_backend_block(bucket, KEY);
         std::fs::write(dir.join("main.tf"), format!("{backend}\n{body}")).unwrap();
         let workdir = Workdir { dir };
         workdir.ok(&["init", "-input=false", "-no-color"]);
@@ -216,18 +195,7 @@ async fn s3state_writes_and_terraform_reads_pulls_outputs_and_remote_state() {
 data "terraform_remote_state" "app" {{
   backend = "s3"
   config = {{
-    bucket                      = "{bucket}"
-    key                         = "{KEY}"
-    region                      = "us-east-1"
-    endpoints                   = {{ s3 = "{endpoint}" }}
-    use_path_style              = true
-    skip_credentials_validation = true
-    skip_region_validation      = true
-    skip_metadata_api_check     = true
-    skip_requesting_account_id  = true
-    access_key                  = "test"
-    secret_key                  = "test"
-  }}
+{settings}  }}
 }}
 output "seen_greeting" {{
   value = data.terraform_remote_state.app.outputs.greeting
@@ -236,7 +204,7 @@ output "seen_added" {{
   value = data.terraform_remote_state.app.outputs.added.ok
 }}
 "#,
-            endpoint = common::endpoint()
+            settings = common::backend_settings(&bucket, KEY)
         ),
     );
     reader.apply(&[]);

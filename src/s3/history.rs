@@ -1,7 +1,7 @@
 //! An object's versions through S3 bucket versioning.
 
 use super::errors::{sdk_error, status_of};
-use super::{S3Store, ServerSideEncryption};
+use super::{S3Store, ServerSideEncryption, with_customer_key};
 use crate::error::{Error, Result};
 use crate::store::{ETag, ObjectMetadata, ObjectVersion, StoredObject, VersionedStore};
 use async_trait::async_trait;
@@ -12,20 +12,26 @@ fn to_time(at: Option<&aws_sdk_s3::primitives::DateTime>) -> time::OffsetDateTim
 }
 
 impl S3Store {
-    fn version_not_found(&self, version_id: &str, is_delete_marker: bool) -> Error {
-        Error::VersionNotFound {
+    /// Maps the error of a request for one version: 405 means the id names a delete marker,
+    /// 400/404 that there is no such version.
+    fn version_error<E>(
+        &self,
+        operation: &'static str,
+        version_id: &str,
+        err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> Error
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let not_found = |is_delete_marker| Error::VersionNotFound {
             location: self.location.clone(),
             version_id: version_id.to_owned(),
             is_delete_marker,
-        }
-    }
-
-    fn sse_customer_headers(&self) -> Option<(String, String)> {
-        match &self.sse {
-            Some(ServerSideEncryption::CustomerKey(key)) => {
-                Some((key.key_base64(), key.key_md5_base64()))
-            }
-            _ => None,
+        };
+        match status_of(&err) {
+            Some(405) => not_found(true),
+            Some(400 | 404) => not_found(false),
+            _ => sdk_error(operation, &self.location, err),
         }
     }
 }
@@ -118,29 +124,16 @@ impl VersionedStore for S3Store {
     }
 
     async fn get_version(&self, version_id: &str) -> Result<StoredObject> {
-        let mut request = self
+        let request = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&self.key)
             .version_id(version_id);
-        if let Some((key, md5)) = self.sse_customer_headers() {
-            request = request
-                .sse_customer_algorithm("AES256")
-                .sse_customer_key(key)
-                .sse_customer_key_md5(md5);
-        }
-        let output = match request.send().await {
-            Ok(output) => output,
-            // 405: the id names a delete marker; 400/404: no such version.
-            Err(err) if status_of(&err) == Some(405) => {
-                return Err(self.version_not_found(version_id, true));
-            }
-            Err(err) if matches!(status_of(&err), Some(400) | Some(404)) => {
-                return Err(self.version_not_found(version_id, false));
-            }
-            Err(err) => return Err(sdk_error("GetObject", &self.location, err)),
-        };
+        let output = with_customer_key!(request, &self.sse)
+            .send()
+            .await
+            .map_err(|err| self.version_error("GetObject", version_id, err))?;
         let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
         let metadata = output
             .metadata
@@ -182,28 +175,17 @@ impl VersionedStore for S3Store {
     }
 
     async fn version_metadata(&self, version_id: &str) -> Result<ObjectMetadata> {
-        let mut request = self
+        let request = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(&self.key)
             .version_id(version_id);
-        if let Some((key, md5)) = self.sse_customer_headers() {
-            request = request
-                .sse_customer_algorithm("AES256")
-                .sse_customer_key(key)
-                .sse_customer_key_md5(md5);
-        }
-        match request.send().await {
-            Ok(output) => Ok(output.metadata.unwrap_or_default().into_iter().collect()),
-            Err(err) if status_of(&err) == Some(405) => {
-                Err(self.version_not_found(version_id, true))
-            }
-            Err(err) if matches!(status_of(&err), Some(400) | Some(404)) => {
-                Err(self.version_not_found(version_id, false))
-            }
-            Err(err) => Err(sdk_error("HeadObject", &self.location, err)),
-        }
+        let output = with_customer_key!(request, &self.sse)
+            .send()
+            .await
+            .map_err(|err| self.version_error("HeadObject", version_id, err))?;
+        Ok(output.metadata.unwrap_or_default().into_iter().collect())
     }
 }
 

@@ -52,6 +52,21 @@ pub(crate) const CONDITIONAL_DELETE_UNKNOWN: u8 = 0;
 const CONDITIONAL_DELETE_SUPPORTED: u8 = 1;
 const CONDITIONAL_DELETE_UNSUPPORTED: u8 = 2;
 
+/// Adds the SSE-C headers to a request when the store uses a customer key. (The request
+/// builders share these methods but no trait, hence a macro.)
+macro_rules! with_customer_key {
+    ($request:expr, $sse:expr) => {
+        match $sse {
+            Some(ServerSideEncryption::CustomerKey(key)) => $request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(key.key_base64())
+                .sse_customer_key_md5(key.key_md5_base64()),
+            _ => $request,
+        }
+    };
+}
+pub(crate) use with_customer_key;
+
 /// How many times a GET is tried when its body is cut off midway.
 const BODY_READ_ATTEMPTS: u32 = 3;
 
@@ -101,19 +116,13 @@ impl S3Store {
     }
 
     async fn get_once(&self, if_none_match: Option<&ETag>) -> Result<Fetched, GetError> {
-        let mut request = self
+        let request = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&self.key)
             .set_if_none_match(if_none_match.map(|etag| etag.as_str().to_owned()));
-        if let Some(ServerSideEncryption::CustomerKey(key)) = &self.sse {
-            request = request
-                .sse_customer_algorithm("AES256")
-                .sse_customer_key(key.key_base64())
-                .sse_customer_key_md5(key.key_md5_base64());
-        }
-        let output = match request.send().await {
+        let output = match with_customer_key!(request, &self.sse).send().await {
             Ok(output) => output,
             Err(err) if status_of(&err) == Some(304) => return Ok(Fetched::NotModified),
             Err(err) if is_not_found(&err) => return Ok(Fetched::Absent),
@@ -168,10 +177,7 @@ impl S3Store {
             Some(ServerSideEncryption::Kms { key_id }) => request
                 .server_side_encryption(Sse::AwsKms)
                 .set_ssekms_key_id(key_id.clone()),
-            Some(ServerSideEncryption::CustomerKey(key)) => request
-                .sse_customer_algorithm("AES256")
-                .sse_customer_key(key.key_base64())
-                .sse_customer_key_md5(key.key_md5_base64()),
+            Some(ServerSideEncryption::CustomerKey(_)) => with_customer_key!(request, &self.sse),
         }
     }
 

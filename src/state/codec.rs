@@ -68,7 +68,8 @@ impl From<serde_json::Error> for DecodeError {
     }
 }
 
-type RawFields = IndexMap<String, Box<RawValue>>;
+/// A JSON object's fields, borrowing their text from the input (no copy of large values).
+type RawFields<'a> = IndexMap<String, &'a RawValue>;
 
 /// A JSON object whose keys must be unique. Go keeps the last of duplicate keys silently; a
 /// state with two `serial`s is corrupt or forged, so it is refused.
@@ -116,12 +117,12 @@ impl State {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(DecodeError::Empty);
         }
-        let Unique(mut fields) = serde_json::from_slice::<Unique<Box<RawValue>>>(bytes)?;
+        let Unique(mut fields) = serde_json::from_slice::<Unique<&RawValue>>(bytes)?;
 
         let version = fields
             .shift_remove("version")
             .ok_or(DecodeError::MissingVersion)?;
-        let version: u64 = parse_field("version", &version)?;
+        let version: u64 = parse_field("version", version)?;
         if version > STATE_FORMAT_VERSION {
             return Err(DecodeError::UnsupportedVersion {
                 found: version,
@@ -146,20 +147,20 @@ impl State {
         let lineage: String = required(&mut fields, "lineage")?;
 
         let outputs = match fields.shift_remove("outputs") {
-            Some(raw) => decode_outputs(&raw)?,
+            Some(raw) => decode_outputs(raw)?,
             None => BTreeMap::new(),
         };
         let resources = match fields.shift_remove("resources") {
-            Some(raw) => raw_json("resources", &raw)?,
+            Some(raw) => raw_json("resources", raw)?,
             None => RawJson::empty_array(),
         };
         let check_results = match fields.shift_remove("check_results") {
-            Some(raw) => raw_json("check_results", &raw)?,
+            Some(raw) => raw_json("check_results", raw)?,
             None => RawJson::null(),
         };
         let unknown_fields = fields
             .into_iter()
-            .map(|(name, raw)| Ok((name.clone(), raw_json(&name, &raw)?)))
+            .map(|(name, raw)| Ok((name.clone(), raw_json(&name, raw)?)))
             .collect::<Result<_, DecodeError>>()?;
 
         Ok(State {
@@ -231,10 +232,12 @@ fn write_unknown_fields(out: &mut String, fields: &IndexMap<String, RawJson>) {
 }
 
 fn decode_outputs(raw: &RawValue) -> Result<BTreeMap<String, OutputValue>, DecodeError> {
-    let Unique(outputs) = serde_json::from_str::<Unique<Unique<Box<RawValue>>>>(raw.get())
-        .map_err(|err| DecodeError::InvalidField {
-            field: "outputs".into(),
-            message: format!("expected an object of output objects: {err}"),
+    let Unique(outputs) =
+        serde_json::from_str::<Unique<Unique<&RawValue>>>(raw.get()).map_err(|err| {
+            DecodeError::InvalidField {
+                field: "outputs".into(),
+                message: format!("expected an object of output objects: {err}"),
+            }
         })?;
     outputs
         .into_iter()
@@ -247,16 +250,16 @@ fn decode_outputs(raw: &RawValue) -> Result<BTreeMap<String, OutputValue>, Decod
                 .shift_remove("type")
                 .ok_or_else(|| missing(&path("type")))?;
             let sensitive = match fields.shift_remove("sensitive") {
-                Some(raw) => parse_field(&path("sensitive"), &raw)?,
+                Some(raw) => parse_field(&path("sensitive"), raw)?,
                 None => false,
             };
             let output = OutputValue {
-                value: raw_json(&path("value"), &value)?,
-                value_type: raw_json(&path("type"), &value_type)?,
+                value: raw_json(&path("value"), value)?,
+                value_type: raw_json(&path("type"), value_type)?,
                 sensitive,
                 unknown_fields: fields
                     .into_iter()
-                    .map(|(k, v)| Ok((k.clone(), raw_json(&path(&k), &v)?)))
+                    .map(|(k, v)| Ok((k.clone(), raw_json(&path(&k), v)?)))
                     .collect::<Result<_, DecodeError>>()?,
             };
             Ok((name, output))
@@ -274,11 +277,11 @@ fn raw_json(field: &str, raw: &RawValue) -> Result<RawJson, DecodeError> {
 }
 
 fn required<T: serde::de::DeserializeOwned>(
-    fields: &mut RawFields,
+    fields: &mut RawFields<'_>,
     name: &str,
 ) -> Result<T, DecodeError> {
     let raw = fields.shift_remove(name).ok_or_else(|| missing(name))?;
-    parse_field(name, &raw)
+    parse_field(name, raw)
 }
 
 fn parse_field<T: serde::de::DeserializeOwned>(

@@ -298,3 +298,61 @@ pub async fn get_raw(bucket: &str, key: &str) -> Vec<u8> {
 /// The state Terraform 1.15.5 wrote, from `tests/data`.
 pub const TERRAFORM_STATE: &[u8] =
     include_bytes!("../data/terraform-1.15.5/terraform.tfstate.json");
+
+/// A change for `update`: set output `name` to `value`.
+pub fn set_output<T>(name: &'static str, value: T) -> impl FnMut(&mut s3state::State) + Send
+where
+    T: serde::Serialize + Send,
+{
+    move |state| {
+        state
+            .outputs
+            .insert(name.into(), s3state::OutputValue::new(&value));
+    }
+}
+
+/// The attributes of an S3 backend (or `terraform_remote_state` config) on the test endpoint,
+/// as a Terraform user would write them for LocalStack.
+pub fn backend_settings(bucket: &str, key: &str) -> String {
+    format!(
+        r#"    bucket                      = "{bucket}"
+    key                         = "{key}"
+    region                      = "us-east-1"
+    endpoints                   = {{ s3 = "{endpoint}" }}
+    use_path_style              = true
+    skip_credentials_validation = true
+    skip_region_validation      = true
+    skip_metadata_api_check     = true
+    skip_requesting_account_id  = true
+    access_key                  = "test"
+    secret_key                  = "test"
+"#,
+        endpoint = endpoint()
+    )
+}
+
+/// A `terraform { backend "s3" { ... } }` block for `bucket`/`key`, locking with a lock file.
+pub fn terraform_backend_block(bucket: &str, key: &str) -> String {
+    format!(
+        "terraform {{\n  backend \"s3\" {{\n{}    use_lockfile                = true\n  }}\n}}\n",
+        backend_settings(bucket, key)
+    )
+}
+
+/// A fresh, empty directory under the system's temp dir.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `s3state` binary with no `S3STATE_*` or `AWS_*` settings inherited from this process.
+pub fn s3state_binary() -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::cargo_bin("s3state").unwrap();
+    for (name, _) in std::env::vars() {
+        if name.starts_with("S3STATE_") || name.starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}

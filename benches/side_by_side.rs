@@ -241,7 +241,13 @@ async fn main() {
         common::put_raw(&bucket, KEY, &bytes).await;
 
         // 1. Library against the floor.
-        let manager = common::manager(&bucket, KEY).await;
+        // One client for everything, so no side pays for a new connection.
+        let open = || {
+            common::builder(&bucket, KEY)
+                .with_client(client.clone())
+                .build()
+        };
+        let manager = open().await.unwrap();
         manager.refresh_state().await.unwrap();
         let (mut ours_put, mut floor_put, mut ours_get, mut floor_get) =
             (vec![], vec![], vec![], vec![]);
@@ -266,7 +272,7 @@ async fn main() {
                 .unwrap();
             floor_put.push(started.elapsed());
 
-            let reader = common::manager(&bucket, KEY).await;
+            let reader = open().await.unwrap();
             let started = Instant::now();
             reader.refresh_state().await.unwrap();
             ours_get.push(started.elapsed());

@@ -164,3 +164,27 @@ pub fn size(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_can_tell_conflicts_and_held_locks_from_other_errors() {
+        let conflict = CliError::State(Error::Conflict {
+            location: "s3://b/k".into(),
+            remote: None,
+        });
+        let locked = CliError::State(Error::Locked {
+            location: "s3://b/k.tflock".into(),
+            holder: None,
+            waited: None,
+        });
+        let other = CliError::State(Error::DefaultWorkspaceUndeletable);
+        assert_eq!(exit_code(&conflict), EXIT_CONFLICT);
+        assert_eq!(exit_code(&locked), EXIT_LOCKED);
+        assert_eq!(exit_code(&other), EXIT_ERROR);
+        assert_eq!(exit_code(&CliError::usage("x")), EXIT_USAGE);
+        assert_ne!(EXIT_CONFLICT, EXIT_LOCKED);
+    }
+}

@@ -119,21 +119,12 @@ async fn a_retried_create_that_meets_its_own_write_succeeds_with_one_version() {
 async fn a_retried_update_that_meets_its_own_write_succeeds_and_the_next_write_chains_on_it() {
     let bucket = common::bucket(true).await;
     let seed = common::manager(&bucket, KEY).await;
-    seed.update(|s| {
-        s.outputs.insert("n".into(), OutputValue::new(&0));
-    })
-    .await
-    .unwrap();
+    seed.update(common::set_output("n", 0)).await.unwrap();
 
     let recorder = common::Recorder::default();
     let manager = manager_losing_first_put_responses(&bucket, 1, &recorder).await;
     for n in 1..=2 {
-        manager
-            .update(|s| {
-                s.outputs.insert("n".into(), OutputValue::new(&n));
-            })
-            .await
-            .unwrap();
+        manager.update(common::set_output("n", n)).await.unwrap();
     }
     assert_eq!(common::version_count(&bucket, KEY).await, 3);
     assert_eq!(manager.state_snapshot_meta().unwrap().serial, 3);
@@ -208,12 +199,7 @@ async fn conditional_request_conflicts_from_s3_are_retried_until_the_write_lands
         .unwrap();
     recorder.take();
 
-    manager
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
+    manager.update(common::set_output("a", 1)).await.unwrap();
 
     let puts = recorder
         .take()
@@ -242,9 +228,7 @@ async fn conflicts_beyond_the_retry_budget_fail_clearly_and_write_nothing() {
         .await
         .unwrap();
     let err = manager
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new(&1));
-        })
+        .update(common::set_output("a", 1))
         .await
         .unwrap_err();
     assert!(

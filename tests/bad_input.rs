@@ -82,12 +82,7 @@ async fn an_empty_object_reads_as_no_state_and_is_replaced_only_conditionally() 
     let manager = common::manager(&bucket, KEY).await;
     manager.refresh_state().await.unwrap();
     assert!(manager.state().is_none());
-    manager
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
+    manager.update(common::set_output("a", 1)).await.unwrap();
     assert_eq!(common::version_count(&bucket, KEY).await, 2);
 }
 
@@ -95,12 +90,7 @@ async fn an_empty_object_reads_as_no_state_and_is_replaced_only_conditionally() 
 async fn a_state_of_an_unrelated_lineage_is_refused() {
     let bucket = common::bucket(true).await;
     let manager = common::manager(&bucket, KEY).await;
-    manager
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
+    manager.update(common::set_output("a", 1)).await.unwrap();
     let before = common::get_raw(&bucket, KEY).await;
 
     let mut stranger = manager.state().unwrap();
@@ -121,12 +111,7 @@ async fn a_state_with_an_older_serial_is_refused() {
     let bucket = common::bucket(true).await;
     let manager = common::manager(&bucket, KEY).await;
     for n in 0..3 {
-        manager
-            .update(|s| {
-                s.outputs.insert("n".into(), OutputValue::new(&n));
-            })
-            .await
-            .unwrap();
+        manager.update(common::set_output("n", n)).await.unwrap();
     }
     let mut stale = manager.state().unwrap();
     stale.serial -= 1;
@@ -151,19 +136,8 @@ async fn a_state_with_an_older_serial_is_refused() {
 async fn a_state_deleted_meanwhile_is_a_conflict_not_a_resurrection() {
     let bucket = common::bucket(true).await;
     let manager = common::manager(&bucket, KEY).await;
-    manager
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
-    common::client()
-        .delete_object()
-        .bucket(&bucket)
-        .key(KEY)
-        .send()
-        .await
-        .unwrap();
+    manager.update(common::set_output("a", 1)).await.unwrap();
+    common::delete_object(&bucket, KEY).await;
 
     let mut state = manager.state().unwrap();
     state.outputs.insert("a".into(), OutputValue::new(&2));
@@ -204,12 +178,7 @@ async fn a_bucket_without_versioning_is_refused_with_the_fix_unless_opted_out() 
         .build()
         .await
         .unwrap();
-    manager
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
+    manager.update(common::set_output("a", 1)).await.unwrap();
     assert_eq!(common::version_count(&bucket, KEY).await, 1);
 }
 
@@ -398,11 +367,7 @@ async fn every_kind_of_bad_state_is_a_typed_error_and_writes_nothing() {
             err.to_string().contains(message),
             "{name}: message {err} lacks {message:?}"
         );
-        let _ = manager
-            .update(|s| {
-                s.outputs.insert("x".into(), OutputValue::new(&1));
-            })
-            .await;
+        let _ = manager.update(common::set_output("x", 1)).await;
         assert_eq!(
             common::version_count(&bucket, &key).await,
             1,

@@ -184,12 +184,7 @@ async fn history_lists_versions_with_details_and_a_missing_bucket_is_named() {
     let bucket = bucket_with_terraform_state().await;
     let manager = common::manager(&bucket, KEY).await;
     for n in 0..3 {
-        manager
-            .update(|s| {
-                s.outputs.insert("n".into(), s3state::OutputValue::new(&n));
-            })
-            .await
-            .unwrap();
+        manager.update(common::set_output("n", n)).await.unwrap();
     }
     let output = s3state(&bucket)
         .args(["history", "--details"])
@@ -486,12 +481,7 @@ async fn prune_shows_what_it_would_remove_and_deletes_only_with_yes() {
     let bucket = bucket_with_terraform_state().await;
     let manager = common::manager(&bucket, KEY).await;
     for n in 0..4 {
-        manager
-            .update(|s| {
-                s.outputs.insert("n".into(), s3state::OutputValue::new(&n));
-            })
-            .await
-            .unwrap();
+        manager.update(common::set_output("n", n)).await.unwrap();
     }
     assert_eq!(common::version_count(&bucket, KEY).await, 5);
     let output = s3state(&bucket)

@@ -19,12 +19,7 @@ fn counter(state: &s3state::State) -> u64 {
 async fn of_two_racing_writers_exactly_one_wins_and_the_loser_gets_conflict() {
     let bucket = common::bucket(true).await;
     let setup = common::manager(&bucket, KEY).await;
-    setup
-        .update(|s| {
-            s.outputs.insert("base".into(), OutputValue::new(&0));
-        })
-        .await
-        .unwrap();
+    setup.update(common::set_output("base", 0)).await.unwrap();
 
     let alice = common::manager(&bucket, KEY).await;
     let bob = common::manager(&bucket, KEY).await;
@@ -90,9 +85,7 @@ async fn eight_concurrent_update_loops_lose_no_increment() {
     let bucket = common::bucket(true).await;
     let setup = common::manager(&bucket, KEY).await;
     setup
-        .update(|s| {
-            s.outputs.insert("counter".into(), OutputValue::new(&0));
-        })
+        .update(common::set_output("counter", 0))
         .await
         .unwrap();
     let versions_before = common::version_count(&bucket, KEY).await;

@@ -76,9 +76,7 @@ async fn refresh_replaces_unpersisted_changes_with_the_persisted_snapshot() {
     let bucket = common::bucket(true).await;
     let manager = common::manager(&bucket, KEY).await;
     manager
-        .update(|s| {
-            s.outputs.insert("kept".into(), OutputValue::new(&true));
-        })
+        .update(common::set_output("kept", true))
         .await
         .unwrap();
 
@@ -138,9 +136,7 @@ async fn a_change_and_its_reversal_reproduce_terraforms_bytes_apart_from_the_ser
     let manager = common::manager(&bucket, KEY).await;
 
     manager
-        .update(|s| {
-            s.outputs.insert("extra".into(), OutputValue::new(&1));
-        })
+        .update(common::set_output("extra", 1))
         .await
         .unwrap();
     manager
@@ -193,29 +189,13 @@ async fn persisted_objects_carry_identity_metadata_checksum_and_content_type() {
 async fn a_deleted_state_can_be_created_again() {
     let bucket = common::bucket(true).await;
     let manager = common::manager(&bucket, KEY).await;
-    manager
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
-    common::client()
-        .delete_object()
-        .bucket(&bucket)
-        .key(KEY)
-        .send()
-        .await
-        .unwrap();
+    manager.update(common::set_output("a", 1)).await.unwrap();
+    common::delete_object(&bucket, KEY).await;
 
     let fresh = common::manager(&bucket, KEY).await;
     fresh.refresh_state().await.unwrap();
     assert!(fresh.state().is_none(), "a delete marker reads as no state");
-    fresh
-        .update(|s| {
-            s.outputs.insert("b".into(), OutputValue::new(&2));
-        })
-        .await
-        .unwrap();
+    fresh.update(common::set_output("b", 2)).await.unwrap();
     assert_eq!(fresh.state_snapshot_meta().unwrap().serial, 1);
     assert_eq!(common::version_count(&bucket, KEY).await, 2);
 }

@@ -280,13 +280,7 @@ async fn restoring_after_the_state_was_deleted_brings_it_back() {
         .version
         .version_id
         .clone();
-    common::client()
-        .delete_object()
-        .bucket(&bucket)
-        .key(KEY)
-        .send()
-        .await
-        .unwrap();
+    common::delete_object(&bucket, KEY).await;
     let history = manager.history(&HistoryOptions::default()).await.unwrap();
     assert!(history[0].version.is_delete_marker && history[0].version.is_latest);
 

@@ -60,12 +60,7 @@ async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing
 
     // Someone else writes; our refresh is one GET that downloads the new body.
     let other = common::manager(&bucket, KEY).await;
-    other
-        .update(|s| {
-            s.outputs.insert("c".into(), OutputValue::new(&3));
-        })
-        .await
-        .unwrap();
+    other.update(common::set_output("c", 3)).await.unwrap();
     manager.refresh_state().await.unwrap();
     let changed = recorder.take();
     assert_eq!(changed.len(), 1, "{changed:?}");
@@ -160,9 +155,7 @@ async fn a_whole_locked_update_costs_four_requests_where_deletes_are_conditional
     let bucket = common::bucket(true).await;
     common::manager(&bucket, KEY)
         .await
-        .update(|s| {
-            s.outputs.insert("n".into(), OutputValue::new(&0));
-        })
+        .update(common::set_output("n", 0))
         .await
         .unwrap();
     let recorder = Recorder::default();
@@ -183,9 +176,7 @@ async fn on_localstack_the_same_cycle_costs_six_requests_then_five() {
     let bucket = common::bucket(true).await;
     common::manager(&bucket, KEY)
         .await
-        .update(|s| {
-            s.outputs.insert("n".into(), OutputValue::new(&0));
-        })
+        .update(common::set_output("n", 0))
         .await
         .unwrap();
     let recorder = Recorder::default();

@@ -86,11 +86,7 @@ async fn scenario(mode: &str) -> Result<String, String> {
     let bucket = common::bucket(true).await;
     let key = format!("soak-{mode}/terraform.tfstate");
     let seed = common::manager(&bucket, &key).await;
-    seed.update(|s| {
-        s.outputs.insert("counter".into(), OutputValue::new(&0));
-    })
-    .await
-    .unwrap();
+    seed.update(common::set_output("counter", 0)).await.unwrap();
     let started = Instant::now();
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {

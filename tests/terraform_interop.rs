@@ -228,9 +228,7 @@ async fn terraforms_object_survives_a_change_and_its_reversal_byte_for_byte() {
 
     let manager = common::manager(&bucket, KEY).await;
     manager
-        .update(|s| {
-            s.outputs.insert("temporary".into(), OutputValue::new(&1));
-        })
+        .update(common::set_output("temporary", 1))
         .await
         .unwrap();
     manager

@@ -2,7 +2,7 @@
 
 mod common;
 
-use s3state::{Error, LockInfo, Locker, OutputValue, PersistentMeta, Refresher, Transient};
+use s3state::{Error, LockInfo, Locker, PersistentMeta, Refresher, Transient};
 
 const KEY: &str = "demo/terraform.tfstate";
 
@@ -45,9 +45,7 @@ async fn workspaces_are_created_listed_and_deleted_in_terraforms_layout() {
     backend
         .manager("default")
         .unwrap()
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new(&1));
-        })
+        .update(common::set_output("a", 1))
         .await
         .unwrap();
     assert_eq!(

@@ -356,3 +356,14 @@ pub fn s3state_binary() -> assert_cmd::Command {
     }
     command
 }
+
+/// Deletes `key` as an operator would (a delete marker in a versioned bucket).
+pub async fn delete_object(bucket: &str, key: &str) {
+    client()
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("delete");
+}

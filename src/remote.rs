@@ -28,6 +28,9 @@ pub mod metadata_keys {
     /// A random id unique to one persist, which tells our own write apart from another
     /// writer's write of identical bytes.
     pub const WRITE_ID: &str = "s3state-write-id";
+    /// The write id of the snapshot this one was written on top of, which shows that a write
+    /// whose answer was lost did land: another writer has already built on it.
+    pub const PARENT_WRITE_ID: &str = "s3state-parent-write-id";
 }
 
 /// A Terraform state manager over one object in a [`Store`].
@@ -111,6 +114,8 @@ struct Base {
     version_id: Option<String>,
     /// Its size in bytes.
     size: u64,
+    /// The write id s3state stored with it, if any.
+    write_id: Option<String>,
 }
 
 /// Where the persisted snapshot a manager last read or wrote lives in the store.
@@ -326,6 +331,7 @@ impl<S: Store> RemoteState<S> {
             state: state.map(Arc::new),
             version_id: object.version_id,
             size: object.body.len() as u64,
+            write_id: object.metadata.get(metadata_keys::WRITE_ID).cloned(),
         })
     }
 
@@ -342,11 +348,12 @@ impl<S: Store> RemoteState<S> {
         };
 
         let body = Bytes::from(next.to_bytes());
+        let write_id = uuid::Uuid::new_v4().to_string();
         let mut metadata = snapshot_metadata(&next);
-        metadata.insert(
-            metadata_keys::WRITE_ID.to_owned(),
-            uuid::Uuid::new_v4().to_string(),
-        );
+        metadata.insert(metadata_keys::WRITE_ID.to_owned(), write_id.clone());
+        if let Some(parent) = &base.write_id {
+            metadata.insert(metadata_keys::PARENT_WRITE_ID.to_owned(), parent.clone());
+        }
         let written = match self
             .store
             .put(body.clone(), &base.precondition(), &metadata)
@@ -354,7 +361,17 @@ impl<S: Store> RemoteState<S> {
         {
             PutOutcome::Written(written) => written,
             PutOutcome::PreconditionFailed => {
-                self.resolve_precondition_failure(&body, &metadata).await?
+                match self.resolve_precondition_failure(&body, &write_id).await? {
+                    Resolution::Ours(written) => written,
+                    Resolution::Superseded(current) => {
+                        // Our write landed; the state has moved on since, on top of it.
+                        let mut snapshots = self.lock_snapshots();
+                        snapshots.transient = current.state.as_deref().cloned();
+                        snapshots.base = current;
+                        snapshots.base_known = true;
+                        return Ok(());
+                    }
+                }
             }
         };
         let mut snapshots = self.lock_snapshots();
@@ -364,6 +381,7 @@ impl<S: Store> RemoteState<S> {
             state: Some(Arc::new(next)),
             version_id: written.version_id,
             size: body.len() as u64,
+            write_id: Some(write_id),
         };
         snapshots.base_known = true;
         Ok(())
@@ -419,28 +437,38 @@ impl<S: Store> RemoteState<S> {
 
     /// Our conditional write was refused. Either another writer got there first, or our own
     /// earlier attempt was applied and only its response was lost (the SDK then retried and
-    /// met the object it had written). Reading the object tells the two apart: it is ours when
-    /// it holds exactly the bytes we sent *and* this persist's write id. Content alone is not
-    /// enough: two writers that start from the same snapshot and make the same change produce
-    /// identical bytes, and the loser must still see a conflict, or `update` would lose its
-    /// change. Tags are not compared, because under SSE-KMS they are not content hashes.
+    /// met the object it had written). Reading the object tells them apart:
+    /// - it is ours when it holds exactly the bytes we sent *and* this persist's write id.
+    ///   Content alone is not enough: two writers that start from the same snapshot and make
+    ///   the same change produce identical bytes, and the loser must still see a conflict, or
+    ///   `update` would lose its change;
+    /// - it was written on top of ours when its parent write id is ours: our write landed and
+    ///   another writer already built on it, so reporting a conflict would make `update`
+    ///   apply its change twice.
+    ///
+    /// Tags are not compared, because under SSE-KMS they are not content hashes.
     async fn resolve_precondition_failure(
         &self,
         sent: &Bytes,
-        sent_metadata: &ObjectMetadata,
-    ) -> Result<Written, PersistError> {
+        write_id: &str,
+    ) -> Result<Resolution, PersistError> {
         let location = self.store.location().to_owned();
-        let write_id = |metadata: &ObjectMetadata| metadata.get(metadata_keys::WRITE_ID).cloned();
+        let has = |metadata: &ObjectMetadata, key: &str| {
+            metadata.get(key).map(String::as_str) == Some(write_id)
+        };
         match self.store.get(None).await? {
             Fetched::Found(object)
-                if object.body == *sent
-                    && write_id(&object.metadata) == write_id(sent_metadata) =>
+                if object.body == *sent && has(&object.metadata, metadata_keys::WRITE_ID) =>
             {
                 tracing::info!(%location, "a retried write met its own earlier success; treating it as written");
-                Ok(Written {
+                Ok(Resolution::Ours(Written {
                     etag: object.etag,
                     version_id: object.version_id,
-                })
+                }))
+            }
+            Fetched::Found(object) if has(&object.metadata, metadata_keys::PARENT_WRITE_ID) => {
+                tracing::info!(%location, "a retried write had landed and was already built upon");
+                Ok(Resolution::Superseded(self.decode(object)?))
             }
             Fetched::Found(object) => {
                 let remote = State::from_slice(&object.body)
@@ -461,6 +489,14 @@ impl<S: Store> RemoteState<S> {
             }),
         }
     }
+}
+
+/// How a refused write turned out.
+enum Resolution {
+    /// The object there is the one we wrote.
+    Ours(Written),
+    /// Ours landed and another writer has written on top of it; this is what is there now.
+    Superseded(Base),
 }
 
 fn snapshot_metadata(state: &State) -> ObjectMetadata {

@@ -343,3 +343,50 @@ async fn with_kms_style_etags_conditional_writes_and_lost_responses_still_resolv
     );
     assert_eq!(common::version_count(&bucket, KEY).await, 3);
 }
+
+#[tokio::test]
+async fn a_lost_write_that_another_writer_built_on_is_not_applied_twice() {
+    let bucket = common::bucket(true).await;
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    let manager = manager_via(&proxy, &bucket, 3).await;
+    let increment = |s: &mut s3state::State| {
+        let n = s
+            .outputs
+            .get("n")
+            .and_then(|o| o.to_value().as_i64())
+            .unwrap_or(0);
+        s.outputs.insert("n".into(), OutputValue::new(&(n + 1)));
+    };
+    manager.update(increment).await.unwrap();
+
+    // Our increment lands, its answer is lost, and before the SDK retries another writer
+    // reads our write and increments on top of it.
+    let hook_bucket = bucket.clone();
+    proxy.inject(
+        Rule::new(Fault::DropResponse)
+            .method("PUT")
+            .path(KEY)
+            .then(Arc::new(move || {
+                let bucket = hook_bucket.clone();
+                Box::pin(async move {
+                    let other = common::manager(&bucket, KEY).await;
+                    other.update(increment).await.unwrap();
+                })
+            })),
+    );
+    manager.update(increment).await.expect("our write landed");
+
+    let check = common::manager(&bucket, KEY).await;
+    check.refresh_state().await.unwrap();
+    assert_eq!(
+        check.state().unwrap().outputs["n"].to_value(),
+        3,
+        "1 + ours + theirs, ours once"
+    );
+    assert_eq!(common::version_count(&bucket, KEY).await, 3);
+    assert_eq!(
+        manager.state_snapshot_meta().unwrap().serial,
+        3,
+        "the manager now holds the newest"
+    );
+}

@@ -229,24 +229,44 @@ async fn a_truncated_body_is_read_again_and_never_yields_a_partial_state() {
 }
 
 #[tokio::test]
-async fn a_stalled_or_slow_request_times_out_and_the_retry_lands_exactly_once() {
+async fn a_stalled_request_times_out_and_its_late_copy_is_refused_by_s3() {
     let bucket = common::bucket(true).await;
     let proxy = FaultProxy::start(common::endpoint()).await;
     let manager = manager_via(&proxy, &bucket, 3).await;
     manager.update(set(1)).await.unwrap();
 
-    // Stalled before S3 sees it: the stale copy arrives after the retry and is refused by S3.
+    // Stalled before S3 sees it: the retry lands first, and the stale copy, arriving later,
+    // is refused by its If-Match.
     proxy.inject(Rule::new(Fault::StallBeforeForward(Duration::from_secs(3))).method("PUT"));
     manager.update(set(2)).await.unwrap();
-    // Applied, but answered too late: the retry meets our own write.
-    proxy.inject(Rule::new(Fault::DelayResponse(Duration::from_secs(3))).method("PUT"));
-    manager.update(set(3)).await.unwrap();
 
     tokio::time::sleep(Duration::from_secs(2)).await; // let the stalled copy reach S3
-    assert_eq!(common::version_count(&bucket, KEY).await, 3);
+    assert_eq!(common::version_count(&bucket, KEY).await, 2);
     manager.refresh_state().await.unwrap();
-    assert_eq!(manager.state().unwrap().outputs["n"].to_value(), 3);
-    assert_eq!(manager.state_snapshot_meta().unwrap().serial, 3);
+    assert_eq!(manager.state().unwrap().outputs["n"].to_value(), 2);
+    let late_copy = proxy
+        .requests()
+        .into_iter()
+        .find(|r| r.fault == Some("stall"))
+        .unwrap();
+    assert_eq!(late_copy.status, Some(412), "S3 refused the late copy");
+}
+
+#[tokio::test]
+async fn a_response_slower_than_the_timeout_is_resolved_as_our_own_write() {
+    let bucket = common::bucket(true).await;
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    let manager = manager_via(&proxy, &bucket, 3).await;
+    manager.update(set(1)).await.unwrap();
+
+    // Applied, but answered too late: the retry meets our own write.
+    proxy.inject(Rule::new(Fault::DelayResponse(Duration::from_secs(3))).method("PUT"));
+    manager.update(set(2)).await.unwrap();
+
+    assert_eq!(common::version_count(&bucket, KEY).await, 2);
+    assert_eq!(manager.state_snapshot_meta().unwrap().serial, 2);
+    manager.refresh_state().await.unwrap();
+    assert_eq!(manager.state().unwrap().outputs["n"].to_value(), 2);
 }
 
 #[tokio::test]

@@ -203,7 +203,18 @@ fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
+/// Serves one request in its own task, so that it runs to completion at the store even when
+/// the client hangs up first (as a real server does): a stalled request still arrives late.
 async fn handle(
+    request: Request<Incoming>,
+    shared: Arc<Mutex<Shared>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: String,
+) -> Result<Response<ProxyBody>, BoxError> {
+    tokio::spawn(serve(request, shared, client, upstream)).await?
+}
+
+async fn serve(
     request: Request<Incoming>,
     shared: Arc<Mutex<Shared>>,
     client: Client<HttpConnector, Full<Bytes>>,

@@ -152,16 +152,14 @@ impl<S: VersionedStore> RemoteState<S> {
         };
         let versions = self.store().list_versions(1000).await?;
         let location = self.store().location().to_owned();
-        let mut content = versions
-            .iter()
-            .skip_while(|v| v.is_delete_marker && !v.is_latest);
         if back == 0 {
-            return match content.next() {
-                Some(v) if v.is_latest && !v.is_delete_marker => Ok(v.version_id.clone()),
-                _ => Err(Error::VersionNotFound {
+            // The newest entry is the current one; a delete marker there means no state.
+            return match versions.first() {
+                Some(v) if !v.is_delete_marker => Ok(v.version_id.clone()),
+                first => Err(Error::VersionNotFound {
                     location,
                     version_id: "current".into(),
-                    is_delete_marker: versions.first().is_some_and(|v| v.is_delete_marker),
+                    is_delete_marker: first.is_some(),
                 }),
             };
         }

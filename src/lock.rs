@@ -198,27 +198,36 @@ impl<S: Store> Locker for StoreLocker<S> {
         let mut info = info.clone();
         info.path = self.state_path.clone();
         let body = Bytes::from(crate::state::to_go_json(&info));
-        match self
-            .lock_object
-            .put(body, &Precondition::Create, &ObjectMetadata::new())
-            .await?
-        {
-            PutOutcome::Written(written) => {
-                self.held().insert(info.id.clone(), written.etag);
-                Ok(info.id)
-            }
-            PutOutcome::PreconditionFailed => match self.read().await? {
-                // Our own earlier attempt created it and only the response was lost (the
-                // OpenTofu #4405 case): the lock is ours.
-                Some((Some(holder), etag)) if holder.id == info.id => {
-                    self.held().insert(info.id.clone(), etag);
-                    Ok(info.id)
+        // A lock released between our refused attempt and our read is tried again, a few
+        // times at most, so a lock that keeps flapping cannot keep us here.
+        for _ in 0..3 {
+            match self
+                .lock_object
+                .put(body.clone(), &Precondition::Create, &ObjectMetadata::new())
+                .await?
+            {
+                PutOutcome::Written(written) => {
+                    self.held().insert(info.id.clone(), written.etag);
+                    return Ok(info.id);
                 }
-                Some((holder, _)) => Err(self.locked(holder, None)),
-                // Released between our attempt and our read: try once more.
-                None => Box::pin(self.lock(&info)).await,
-            },
+                PutOutcome::PreconditionFailed => match self.read().await? {
+                    // Our own earlier attempt created it and only the response was lost (the
+                    // OpenTofu #4405 case): the lock is ours.
+                    Some((Some(holder), etag)) if holder.id == info.id => {
+                        self.held().insert(info.id.clone(), etag);
+                        return Ok(info.id);
+                    }
+                    Some((holder, _)) => return Err(self.locked(holder, None)),
+                    None => continue,
+                },
+            }
         }
+        Err(Error::Store {
+            operation: "PutObject",
+            location: self.location().to_owned(),
+            message: "the lock was taken and released by others three times while we tried to take it; try again".into(),
+            source: None,
+        })
     }
 
     async fn unlock(&self, id: &str) -> Result<()> {

@@ -271,6 +271,18 @@ async fn wait_for_lock(bucket: &str, terraform: &mut Child) {
     }
 }
 
+/// Starts `terraform apply` in the background and returns once it holds the lock.
+async fn start_paused_apply(terraform: &Workdir, bucket: &str) -> Child {
+    let mut apply = terraform
+        .command(&["apply", "-auto-approve", "-input=false", "-no-color"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_lock(bucket, &mut apply).await;
+    apply
+}
+
 const PAUSING_CONFIG: &str = r#"
 resource "terraform_data" "pause" {
   triggers_replace = timestamp()
@@ -304,13 +316,7 @@ async fn locks_exclude_both_ways_and_either_side_can_force_unlock_the_other() {
 
     // Terraform holds the lock (paused inside apply): our lock is refused, naming its operation.
     std::fs::remove_file(terraform.dir.join("release")).unwrap();
-    let mut apply = terraform
-        .command(&["apply", "-auto-approve", "-input=false", "-no-color"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_lock(&bucket, &mut apply).await;
+    let mut apply = start_paused_apply(&terraform, &bucket).await;
     let err = manager
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
@@ -330,13 +336,7 @@ async fn locks_exclude_both_ways_and_either_side_can_force_unlock_the_other() {
 
     // A Terraform that died holding the lock leaves it behind; our force_unlock clears it.
     std::fs::remove_file(terraform.dir.join("release")).unwrap();
-    let mut apply = terraform
-        .command(&["apply", "-auto-approve", "-input=false", "-no-color"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_lock(&bucket, &mut apply).await;
+    let mut apply = start_paused_apply(&terraform, &bucket).await;
     apply.kill().unwrap();
     apply.wait().unwrap();
     let stale = manager

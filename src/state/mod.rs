@@ -36,7 +36,11 @@ pub const COMPATIBLE_TERRAFORM_VERSION: semver::Version = semver::Version::new(1
 /// assert_eq!(State::from_slice(&bytes).unwrap(), state);
 /// assert!(bytes.ends_with(b"}\n"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the identity, the outputs (sensitive values masked) and only the sizes of
+/// `resources`, `check_results` and unknown fields, never their content: resource attributes
+/// hold secrets such as database passwords, and `Debug` output ends up in logs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct State {
     /// The version of Terraform (or of the tool) that wrote this snapshot.
     pub terraform_version: semver::Version,
@@ -53,6 +57,47 @@ pub struct State {
     pub check_results: RawJson,
     /// Top-level fields this crate does not know, in file order, kept exactly.
     pub unknown_fields: IndexMap<String, RawJson>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// How much JSON there is, without showing any of it.
+        struct Size<'a>(&'a RawJson);
+        impl std::fmt::Debug for Size<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "<{} bytes>", self.0.as_str().len())
+            }
+        }
+        /// The number of resources (or `?` if `resources` is not an array) and their size.
+        struct Resources<'a>(&'a RawJson);
+        impl std::fmt::Debug for Resources<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let bytes = self.0.as_str().len();
+                match self.0.deserialize::<Vec<serde::de::IgnoredAny>>() {
+                    Ok(items) if items.len() == 1 => write!(f, "<1 resource, {bytes} bytes>"),
+                    Ok(items) => write!(f, "<{} resources, {bytes} bytes>", items.len()),
+                    Err(_) => write!(f, "<{bytes} bytes>"),
+                }
+            }
+        }
+        let unknown: BTreeMap<&str, Size<'_>> = self
+            .unknown_fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), Size(value)))
+            .collect();
+        f.debug_struct("State")
+            .field(
+                "terraform_version",
+                &format_args!("{}", self.terraform_version),
+            )
+            .field("serial", &self.serial)
+            .field("lineage", &self.lineage)
+            .field("outputs", &self.outputs)
+            .field("resources", &Resources(&self.resources))
+            .field("check_results", &Size(&self.check_results))
+            .field("unknown_fields", &unknown)
+            .finish()
+    }
 }
 
 /// A root module output value: its value, its Terraform type, and whether it is sensitive.
@@ -157,5 +202,38 @@ impl State {
             && self.resources == other.resources
             && self.check_results == other.check_results
             && self.unknown_fields == other.unknown_fields
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_counts_and_sizes_but_never_resource_content() {
+        let mut state = State::new(COMPATIBLE_TERRAFORM_VERSION);
+        state.serial = 7;
+        state.resources = RawJson::parse(
+            r#"[{"mode":"managed","type":"aws_db_instance","name":"db","instances":[{"attributes":{"password":"hunter2"}}]},
+                {"mode":"managed","type":"random_password","name":"pw","instances":[{"attributes":{"result":"hunter2"}}]}]"#,
+        )
+        .unwrap();
+        state.check_results = RawJson::parse(r#"[{"note":"hunter2"}]"#).unwrap();
+        state.unknown_fields.insert(
+            "future_field".into(),
+            RawJson::parse(r#""hunter2""#).unwrap(),
+        );
+        for rendered in [format!("{state:?}"), format!("{state:#?}")] {
+            assert!(!rendered.contains("hunter2"), "{rendered}");
+            assert!(
+                rendered.contains(&format!(
+                    "<2 resources, {} bytes>",
+                    state.resources.as_str().len()
+                )),
+                "{rendered}"
+            );
+            assert!(rendered.contains("serial: 7"), "{rendered}");
+            assert!(rendered.contains("future_field"), "{rendered}");
+        }
     }
 }

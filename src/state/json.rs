@@ -63,15 +63,28 @@ impl RawJson {
         Ok(RawJson(out.into_boxed_str()))
     }
 
-    /// Encodes any serialisable value the way Go would (object keys sorted, as Go sorts map
-    /// keys; HTML-safe string escaping).
+    /// Encodes any serialisable value the way Terraform would (object keys sorted, as Go sorts
+    /// map keys; HTML-safe string escaping).
     ///
-    /// Floating-point numbers are written by `serde_json`'s shortest round-trip form, which may
-    /// differ in spelling from Go's `big.Float` text for the same number (`1e20` versus
-    /// `100000000000000000000`); integers and decimal fractions agree.
+    /// Numbers are written as Terraform writes output values: cty's JSON encoder formats every
+    /// number with `big.Float.Text('f', -1)`, the shortest digits that read back as the same
+    /// number, in positional notation. So `1.0` is written `1`, `1e21` is
+    /// `1000000000000000000000` and `1e-7` is `0.0000001`, never with an exponent.
+    ///
+    /// ```
+    /// use s3state::RawJson;
+    /// assert_eq!(RawJson::from_value(&[1.0, 1e21, 1e-7]).as_str(), "[1,1000000000000000000000,0.0000001]");
+    /// ```
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Self {
         let value = serde_json::to_value(value).expect("a serde_json::Value always serialises");
-        let text = serde_json::to_string(&value).expect("a serde_json::Value always serialises");
+        let mut text = Vec::new();
+        value
+            .serialize(&mut serde_json::Serializer::with_formatter(
+                &mut text,
+                TerraformNumbers,
+            ))
+            .expect("a serde_json::Value always serialises");
+        let text = String::from_utf8(text).expect("serde_json writes UTF-8");
         let mut out = String::with_capacity(text.len());
         go_compact_into(&mut out, &text);
         RawJson(out.into_boxed_str())
@@ -126,6 +139,30 @@ impl fmt::Debug for RawJson {
 impl fmt::Display for RawJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// serde_json's compact output, with floats written as cty writes numbers (Go's
+/// `big.Float.Text('f', -1)`): the shortest round-trip digits, positional, no `.0`. Rust's
+/// `Display` for floats is exactly that. Integers are already written so by serde_json, and a
+/// `serde_json::Value` never holds a NaN or an infinity.
+struct TerraformNumbers;
+
+impl serde_json::ser::Formatter for TerraformNumbers {
+    fn write_f32<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f32,
+    ) -> std::io::Result<()> {
+        write!(writer, "{value}")
+    }
+
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        write!(writer, "{value}")
     }
 }
 
@@ -378,6 +415,73 @@ mod tests {
     #[test]
     fn indent_does_not_treat_escaped_quotes_as_string_ends() {
         assert_eq!(indent(r#"["a\"[,",1]"#), "[\n  \"a\\\"[,\",\n  1\n]");
+    }
+
+    #[test]
+    fn numbers_from_values_are_written_as_terraform_writes_them() {
+        // Terraform writes output values with cty's JSON marshaller, which formats every
+        // number with big.Float's Text('f', -1): positional notation, never an exponent, and
+        // no fraction on whole numbers.
+        for (value, expected) in [
+            (serde_json::json!(1.0), "1"),
+            (serde_json::json!(-1.0), "-1"),
+            (serde_json::json!(-0.0), "-0"),
+            (serde_json::json!(1e21), "1000000000000000000000"),
+            (serde_json::json!(1e-7), "0.0000001"),
+            (serde_json::json!(1.5), "1.5"),
+            (serde_json::json!(-0.000123), "-0.000123"),
+            (serde_json::json!(123456.789), "123456.789"),
+            (serde_json::json!(2.5e-10), "0.00000000025"),
+            (serde_json::json!(u64::MAX), "18446744073709551615"),
+            (serde_json::json!(i64::MIN), "-9223372036854775808"),
+            (
+                serde_json::json!(f64::MAX),
+                &format!("17976931348623157{}", "0".repeat(292)),
+            ),
+            (
+                serde_json::json!(5e-324),
+                &format!("0.{}5", "0".repeat(323)),
+            ),
+            (
+                serde_json::json!([1.0, {"n": 1e100}]),
+                &format!("[1,{{\"n\":1{}}}]", "0".repeat(100)),
+            ),
+        ] {
+            assert_eq!(RawJson::from_value(&value).as_str(), expected, "{value}");
+        }
+        assert_eq!(RawJson::from_value(&2.0f32).as_str(), "2");
+        assert_eq!(
+            RawJson::from_value(&1e21f64).as_str(),
+            "1000000000000000000000"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_float_is_written_without_exponent_and_reads_back_equal(
+            bits in proptest::num::u64::ANY,
+        ) {
+            let number = f64::from_bits(bits);
+            proptest::prop_assume!(number.is_finite());
+            let text = RawJson::from_value(&number).as_str().to_owned();
+            proptest::prop_assert!(!text.contains(['e', 'E']), "{}", text);
+            proptest::prop_assert!(!text.ends_with(".0"), "{}", text);
+            proptest::prop_assert!(!text.ends_with('.'), "{}", text);
+            let back: f64 = text.parse().unwrap();
+            proptest::prop_assert_eq!(back.to_bits(), number.to_bits(), "{}", text);
+            // What Terraform reads back (the RawJson itself) equals what a parse would keep.
+            let reparsed = RawJson::parse(&text).unwrap();
+            proptest::prop_assert_eq!(reparsed.as_str(), text.as_str());
+        }
+
+        #[test]
+        fn whole_floats_are_written_as_integers(n in -(1i64 << 53)..=(1i64 << 53)) {
+            // Beyond 2^53 a float64 stands for a range of integers, and Go, like Rust, writes
+            // the shortest digits of that range (padded with zeros), not one exact integer.
+            proptest::prop_assume!(n != 0);
+            let written = RawJson::from_value(&(n as f64));
+            proptest::prop_assert_eq!(written.as_str(), n.to_string());
+        }
     }
 
     #[test]

@@ -513,3 +513,39 @@ async fn prune_shows_what_it_would_remove_and_deletes_only_with_yes() {
         .code(2)
         .stderr(contains("--keep N"));
 }
+
+#[tokio::test]
+async fn workspace_names_terraform_refuses_are_usage_errors_and_nothing_is_written() {
+    let bucket = common::bucket(true).await;
+    for args in [
+        &["workspace", "new", ".."][..],
+        &["workspace", "new", "a/b"],
+        &["workspace", "new", ""],
+        &["workspace", "delete", "."],
+        &["-w", "..", "push", "-"],
+        &["--workspace", "../x", "lock"],
+    ] {
+        s3state(&bucket)
+            .args(args)
+            .write_stdin(common::TERRAFORM_STATE)
+            .assert()
+            .code(2)
+            .stderr(contains("is not a valid workspace name"));
+    }
+    s3state(&bucket)
+        .env("S3STATE_WORKSPACE", "..")
+        .arg("meta")
+        .assert()
+        .code(2)
+        .stderr(contains("is not a valid workspace name"));
+    let listing = common::client()
+        .list_object_versions()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        listing.versions().is_empty() && listing.delete_markers().is_empty(),
+        "nothing was written: {listing:?}"
+    );
+}

@@ -454,17 +454,35 @@ fn validate_bucket(bucket: &str) -> Result<()> {
     Ok(())
 }
 
+/// Terraform's rule for workspace names (`validWorkspaceName` in its `workspace` commands): the
+/// name must read the same after Go's `url.PathEscape`, so it holds only ASCII letters and
+/// digits and `- _ . ~ $ & + : = @`. Terraform still lets `.` and `..` through, which would make
+/// the state key `env:/../key`; they are refused here, and so is the empty name.
 pub(super) fn validate_workspace(workspace: &str) -> Result<()> {
-    if workspace.is_empty() || workspace.contains('/') || workspace.chars().any(char::is_control) {
-        return Err(Error::InvalidConfig {
+    const ALLOWED: &str = "letters, digits and - _ . ~ $ & + : = @";
+    let problem = if workspace.is_empty() {
+        Some("a workspace name cannot be empty".to_owned())
+    } else if workspace == "." || workspace == ".." {
+        Some("\".\" and \"..\" are path segments, not workspace names".to_owned())
+    } else {
+        workspace
+            .chars()
+            .find(|&c| !(c.is_ascii_alphanumeric() || "-_.~$&+:=@".contains(c)))
+            .map(|c| {
+                format!(
+                    "{c:?} is not allowed: as in Terraform, a workspace name may contain only {ALLOWED} \
+                     (no path separators, nothing a URL path would have to escape)"
+                )
+            })
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(Error::InvalidConfig {
             field: "workspace",
             env: "S3STATE_WORKSPACE",
-            message: format!(
-                "{workspace:?} is not a workspace name: it must be non-empty, with no '/' or control characters"
-            ),
-        });
+            message: format!("{workspace:?} is not a valid workspace name: {problem}"),
+        }),
     }
-    Ok(())
 }
 
 pub(super) fn validate_prefix(prefix: &str) -> Result<()> {
@@ -583,6 +601,32 @@ mod tests {
         for key in ["", "/a", "a//b", "a/", "a/../b", "./a", "a\nb", "a\u{7f}"] {
             let err = S3Builder::new().with_key(key).state_key().unwrap_err();
             assert_eq!(field_of(err), "key", "{key:?}");
+        }
+    }
+
+    #[test]
+    fn workspace_names_follow_terraforms_rule_and_dot_segments_are_refused() {
+        for name in [
+            "", ".", "..", "a/b", "/", "../x", "a b", "a?b", "a%2Fb", "a;b", "a,b", "a#b", "é",
+            "a\\b", "a\nb", "a*b", "(a)",
+        ] {
+            let err = S3Builder::new()
+                .with_key("k")
+                .with_workspace(name)
+                .state_key()
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("is not a valid workspace name"),
+                "{name:?}: {err}"
+            );
+            assert_eq!(field_of(err), "workspace", "{name:?}");
+        }
+        for name in ["dev", "a.b", "...", "x-y_z~1", "$&+:=@", "Prod2", "default"] {
+            let key = S3Builder::new()
+                .with_key("k")
+                .with_workspace(name)
+                .state_key();
+            assert!(key.is_ok(), "{name:?}: {key:?}");
         }
     }
 

@@ -40,6 +40,14 @@ pub struct S3Backend {
 }
 
 impl S3Backend {
+    /// Checks `workspace` against Terraform's rule for workspace names, as every method here
+    /// does before any request: only ASCII letters, digits and `- _ . ~ $ & + : = @` (a name
+    /// that reads the same after URL path escaping), and not empty, `.` or `..`. A bad name is
+    /// [`Error::InvalidConfig`] for the `workspace` field.
+    pub fn validate_workspace_name(workspace: &str) -> Result<()> {
+        validate_workspace(workspace)
+    }
+
     /// The bucket.
     pub fn bucket(&self) -> &str {
         &self.bucket
@@ -185,4 +193,65 @@ pub(super) fn validate_layout(key: &str, prefix: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend whose endpoint accepts no connection: a request would fail as a store error,
+    /// so an `InvalidConfig` proves the name was refused before any request.
+    fn unreachable_backend() -> S3Backend {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .build();
+        S3Backend {
+            client: Client::from_conf(config),
+            bucket: "bucket".into(),
+            key: "app/terraform.tfstate".into(),
+            workspace_key_prefix: "env:".into(),
+            sse: None,
+            conflict_retries: 0,
+            conditional_delete: Arc::new(AtomicU8::new(super::super::CONDITIONAL_DELETE_UNKNOWN)),
+            options: RemoteStateOptions::default(),
+        }
+    }
+
+    fn assert_refused(result: Result<impl std::fmt::Debug>, name: &str) {
+        match result {
+            Err(Error::InvalidConfig { field, message, .. }) => {
+                assert_eq!(field, "workspace", "{name:?}");
+                assert!(message.contains("not a valid workspace name"), "{message}");
+            }
+            other => panic!("{name:?}: expected a refused workspace name, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_backend_method_refuses_dot_segments_slashes_and_empty_names_before_any_request()
+    {
+        let backend = unreachable_backend();
+        for name in ["", ".", "..", "a/b", "../../etc", "a b"] {
+            assert_refused(S3Backend::validate_workspace_name(name), name);
+            assert_refused(backend.state_key(name), name);
+            assert_refused(backend.store(name), name);
+            assert_refused(backend.manager(name), name);
+            assert_refused(backend.create_workspace(name).await, name);
+            assert_refused(backend.delete_workspace(name).await, name);
+        }
+        assert_eq!(
+            backend.state_key("a.b").unwrap(),
+            "env:/a.b/app/terraform.tfstate"
+        );
+        assert_eq!(
+            backend.state_key("default").unwrap(),
+            "app/terraform.tfstate"
+        );
+    }
 }

@@ -191,12 +191,14 @@ pub enum WorkspaceCommand {
     #[command(after_help = "Example:\n  s3state workspace new staging")]
     New {
         /// The workspace name.
+        #[arg(value_parser = settings::workspace_name)]
         name: String,
     },
     /// Delete a workspace's state (its history is kept).
     #[command(after_help = "Example:\n  s3state workspace delete staging")]
     Delete {
         /// The workspace name.
+        #[arg(value_parser = settings::workspace_name)]
         name: String,
     },
 }
@@ -225,9 +227,38 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("s3state").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn workspace_names_terraform_refuses_are_usage_errors() {
+        for args in [
+            &["-w", "..", "meta"][..],
+            &["--workspace=a/b", "pull"],
+            &["workspace", "new", "."],
+            &["workspace", "new", ""],
+            &["workspace", "delete", "../x"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{args:?}"
+            );
+            assert!(
+                err.to_string().contains("is not a valid workspace name"),
+                "{args:?}: {err}"
+            );
+        }
+        assert!(parse(&["workspace", "new", "staging-2"]).is_ok());
     }
 }

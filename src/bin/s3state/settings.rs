@@ -31,12 +31,22 @@ pub struct Flags {
     #[arg(long, env = "S3STATE_PROFILE", global = true)]
     pub profile: Option<String>,
     /// The workspace (default `default`).
-    #[arg(short = 'w', long, env = "S3STATE_WORKSPACE", global = true)]
+    #[arg(short = 'w', long, env = "S3STATE_WORKSPACE", global = true, value_parser = workspace_name)]
     pub workspace: Option<String>,
     /// Read the `backend "s3"` block from this directory's .tf files (default: the current
     /// directory, if it has one).
     #[arg(long, value_name = "DIR", global = true)]
     pub chdir: Option<PathBuf>,
+}
+
+/// A workspace name, refused (a usage error, before any request) unless Terraform would accept
+/// it too.
+pub fn workspace_name(name: &str) -> Result<String, String> {
+    match s3state::s3::S3Backend::validate_workspace_name(name) {
+        Ok(()) => Ok(name.to_owned()),
+        Err(s3state::Error::InvalidConfig { message, .. }) => Err(message),
+        Err(other) => Err(other.to_string()),
+    }
 }
 
 /// A builder for the configured state, plus the workspace to use.

@@ -1,15 +1,16 @@
 //! Terraform's S3 workspace layout: the default workspace's state is at `key`, workspace `W`'s
 //! at `<workspace_key_prefix>/W/<key>` (prefix `env:` by default).
 
-use super::S3Store;
 use super::builder::{DEFAULT_WORKSPACE, validate_prefix, validate_workspace};
 use super::errors::{sdk_error, status_of};
+use super::with_customer_key;
+use super::{S3Store, ServerSideEncryption};
 use crate::error::{Error, Result};
 use crate::lock::LOCK_SUFFIX;
 use crate::remote::{RemoteState, RemoteStateOptions};
 use crate::state::State;
 use crate::statemgr::{LockInfo, Locker, Persister, Refresher, Transient};
-use crate::store::Store;
+use crate::store::{DeleteOutcome, ETag, Store};
 use aws_sdk_s3::Client;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
@@ -161,25 +162,85 @@ impl S3Backend {
     }
 
     /// Deletes `workspace`'s state. Refuses `default`, and refuses while the workspace is
-    /// locked (it takes the lock itself for the deletion). The state object gets a delete
-    /// marker; bucket versioning keeps every earlier snapshot.
+    /// locked by someone else ([`Error::Locked`]); it takes the lock itself for the deletion.
+    /// The state object gets a delete marker; bucket versioning keeps every earlier snapshot.
+    ///
+    /// Only the snapshot that was checked is deleted: the delete is conditional on the ETag
+    /// read first (`If-Match`), so a state written in between (by a writer that does not lock)
+    /// is kept and the call fails with [`Error::Conflict`]. Where the store cannot delete
+    /// conditionally, the object is re-read under the lock and deleted only if it still has
+    /// that ETag.
     pub async fn delete_workspace(&self, workspace: &str) -> Result<()> {
         validate_workspace(workspace)?;
         if workspace == DEFAULT_WORKSPACE {
             return Err(Error::DefaultWorkspaceUndeletable);
         }
         let manager = self.manager(workspace)?;
-        if !manager.store().exists().await? {
-            return Err(Error::WorkspaceNotFound {
-                workspace: workspace.to_owned(),
-                location: manager.store().location().to_owned(),
-            });
-        }
+        let store = manager.store();
+        let Some(checked) = current_etag(store).await? else {
+            return Err(not_found(workspace, store));
+        };
         let lock_id = manager.lock(&LockInfo::new("workspace delete")).await?;
-        let deleted = manager.store().delete(None).await;
+        let deleted = delete_if_unchanged(workspace, store, &checked).await;
         let unlocked = manager.unlock(&lock_id).await;
         deleted?;
         unlocked
+    }
+}
+
+fn not_found(workspace: &str, store: &S3Store) -> Error {
+    Error::WorkspaceNotFound {
+        workspace: workspace.to_owned(),
+        location: store.location().to_owned(),
+    }
+}
+
+/// The state object changed after it was checked; nothing was deleted.
+fn changed(store: &S3Store) -> Error {
+    Error::Conflict {
+        location: store.location().to_owned(),
+        remote: None,
+    }
+}
+
+/// The ETag of the object's current version, by HEAD (a large state is not downloaded), or
+/// `None` when it does not exist.
+async fn current_etag(store: &S3Store) -> Result<Option<ETag>> {
+    let request = store
+        .client()
+        .head_object()
+        .bucket(store.bucket())
+        .key(store.key());
+    match with_customer_key!(request, &store.sse).send().await {
+        Ok(output) => Ok(Some(ETag::new(output.e_tag.unwrap_or_default()))),
+        Err(err) if status_of(&err) == Some(404) => Ok(None),
+        Err(err) => Err(sdk_error("HeadObject", store.location(), err)),
+    }
+}
+
+/// Deletes the state object only if it still has the tag `checked`. The caller holds the lock.
+async fn delete_if_unchanged(workspace: &str, store: &S3Store, checked: &ETag) -> Result<()> {
+    match store.delete(Some(checked)).await? {
+        DeleteOutcome::Deleted => Ok(()),
+        DeleteOutcome::PreconditionFailed => Err(changed(store)),
+        DeleteOutcome::Absent => Err(not_found(workspace, store)),
+        DeleteOutcome::ConditionalUnsupported => {
+            // The store cannot delete conditionally (LocalStack answers 501). We hold the lock,
+            // so no writer that honours it can change the object between this re-read and the
+            // delete: delete it only if it is still the snapshot that was checked.
+            match current_etag(store).await? {
+                None => Err(not_found(workspace, store)),
+                Some(etag) if etag != *checked => Err(changed(store)),
+                Some(_) => match store.delete(None).await {
+                    Ok(_) => Ok(()),
+                    // No answer: the delete may have been applied. Re-read to learn which.
+                    Err(err) => match current_etag(store).await {
+                        Ok(None) => Ok(()),
+                        _ => Err(err),
+                    },
+                },
+            }
+        }
     }
 }
 

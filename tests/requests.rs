@@ -84,7 +84,7 @@ async fn create_etag_of(bucket: &str) -> Option<String> {
 }
 
 #[tokio::test]
-async fn the_versioning_check_is_made_once_per_bucket_per_process() {
+async fn the_versioning_check_is_one_request_per_build_and_none_per_workspace() {
     let bucket = common::bucket(true).await;
     let recorder = Recorder::default();
     for key in [
@@ -97,6 +97,21 @@ async fn the_versioning_check_is_made_once_per_bucket_per_process() {
             .build()
             .await
             .unwrap();
+    }
+    let checks = recorder.take();
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    assert!(
+        checks.iter().all(|c| c.uri.contains("versioning")),
+        "{checks:?}"
+    );
+
+    let backend = common::builder(&bucket, "a/terraform.tfstate")
+        .with_client(common::client_with(Some(&recorder)))
+        .build_backend()
+        .await
+        .unwrap();
+    for workspace in ["default", "dev", "prod"] {
+        backend.manager(workspace).unwrap();
     }
     assert_eq!(recorder.take().len(), 1);
 }

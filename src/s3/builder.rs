@@ -10,11 +10,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::types::BucketVersioningStatus;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
-use std::sync::{Mutex, OnceLock};
 
 /// Terraform's default `workspace_key_prefix`.
 pub const DEFAULT_WORKSPACE_KEY_PREFIX: &str = "env:";
@@ -338,8 +336,8 @@ impl S3Builder {
             .unwrap_or(DEFAULT_WORKSPACE_KEY_PREFIX)
     }
 
-    /// Validates the configuration, checks the bucket (once per bucket per process), and
-    /// returns a state manager for the configured workspace.
+    /// Validates the configuration, checks the bucket (its versioning, with one request on
+    /// every build), and returns a state manager for the configured workspace.
     pub async fn build(self) -> Result<RemoteState<S3Store>> {
         let workspace = self
             .workspace
@@ -392,7 +390,7 @@ impl S3Builder {
             options: self.options.clone(),
         };
         if self.require_versioning.unwrap_or(true) {
-            ensure_versioning(&backend, self.endpoint_url.as_deref()).await?;
+            ensure_versioning(&backend).await?;
         }
         Ok(backend)
     }
@@ -533,22 +531,15 @@ fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Buckets already seen with versioning enabled, so a process pays for the check once.
-fn versioned_buckets() -> &'static Mutex<HashSet<String>> {
-    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    SEEN.get_or_init(Default::default)
-}
-
-async fn ensure_versioning(store: &S3Backend, endpoint: Option<&str>) -> Result<()> {
-    let cache_key = format!("{} {}", endpoint.unwrap_or("default"), store.bucket);
-    let seen = |set: &HashSet<String>| set.contains(&cache_key);
-    if seen(
-        &versioned_buckets()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    ) {
-        return Ok(());
-    }
+/// Checks that the bucket keeps versions, with one GetBucketVersioning request.
+///
+/// The check is made on every build, not remembered: a bucket whose versioning is suspended
+/// after a first check must be noticed by the next build, and an answer remembered per bucket
+/// name could also be another endpoint's bucket of the same name (a client passed with
+/// `with_client` hides its endpoint). The request is small (no object is read) and is paid once
+/// per [`S3Backend`]; opening many workspaces of one backend (`S3Backend::manager`) makes no
+/// further checks.
+async fn ensure_versioning(store: &S3Backend) -> Result<()> {
     let location = format!("s3://{}", store.bucket);
     let output = store
         .client
@@ -558,13 +549,7 @@ async fn ensure_versioning(store: &S3Backend, endpoint: Option<&str>) -> Result<
         .await
         .map_err(|err| sdk_error("GetBucketVersioning", &location, err))?;
     match output.status() {
-        Some(BucketVersioningStatus::Enabled) => {
-            versioned_buckets()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(cache_key);
-            Ok(())
-        }
+        Some(BucketVersioningStatus::Enabled) => Ok(()),
         status => Err(Error::VersioningNotEnabled {
             bucket: store.bucket.clone(),
             status: status.map_or("disabled".into(), |s| s.as_str().to_lowercase()),

@@ -515,6 +515,36 @@ async fn prune_shows_what_it_would_remove_and_deletes_only_with_yes() {
 }
 
 #[tokio::test]
+async fn workspace_list_always_shows_default_as_terraform_does() {
+    let bucket = common::bucket(true).await;
+    s3state(&bucket)
+        .args(["workspace", "list"])
+        .assert()
+        .success()
+        .stdout("* default\n");
+    s3state(&bucket)
+        .args(["workspace", "new", "staging"])
+        .assert()
+        .success();
+    s3state(&bucket)
+        .args(["workspace", "list"])
+        .assert()
+        .success()
+        .stdout("* default\n  staging\n");
+    s3state(&bucket)
+        .args(["-w", "staging", "workspace", "list"])
+        .assert()
+        .success()
+        .stdout("  default\n* staging\n");
+    // The default workspace still has no state: listing it did not create one.
+    s3state(&bucket)
+        .arg("pull")
+        .assert()
+        .code(1)
+        .stderr(contains("there is no state at s3://"));
+}
+
+#[tokio::test]
 async fn workspace_names_terraform_refuses_are_usage_errors_and_nothing_is_written() {
     let bucket = common::bucket(true).await;
     for args in [

@@ -91,6 +91,12 @@ impl S3Backend {
     /// only resemble the layout (a nested path, another key, a lock object) are not
     /// workspaces. Without permission to list the prefix, only `default` is reported, as
     /// Terraform does.
+    ///
+    /// This differs from `terraform workspace list` in one way: Terraform always lists
+    /// `default`, because that workspace exists before anything is written to it, while this
+    /// lists `default` only when its state object exists, so a caller can tell whether there is
+    /// a state to read. To show Terraform's list, put `default` first when it is missing (as
+    /// `s3state workspace list` does).
     pub async fn workspaces(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
         if self.store(DEFAULT_WORKSPACE)?.exists().await? {

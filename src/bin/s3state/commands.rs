@@ -621,8 +621,14 @@ async fn workspace(context: &Context, command: WorkspaceCommand) -> Result {
     match command {
         WorkspaceCommand::List => {
             let current = &context.workspace;
+            // Terraform always lists `default`, even before its state exists; the library
+            // lists only workspaces that have a state.
+            let mut names = context.backend.workspaces().await?;
+            if names.first().map(String::as_str) != Some("default") {
+                names.insert(0, "default".to_owned());
+            }
             let mut text = String::new();
-            for name in context.backend.workspaces().await? {
+            for name in names {
                 let marker = if &name == current { "*" } else { " " };
                 text.push_str(&format!("{marker} {name}\n"));
             }

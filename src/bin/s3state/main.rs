@@ -184,7 +184,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum WorkspaceCommand {
-    /// List workspaces that have a state.
+    /// List the workspaces: `default` always (as Terraform lists it), then those that have a
+    /// state.
     #[command(after_help = "Example:\n  s3state workspace list")]
     List,
     /// Create a workspace with an empty state.

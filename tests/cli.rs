@@ -545,6 +545,47 @@ async fn workspace_list_always_shows_default_as_terraform_does() {
 }
 
 #[tokio::test]
+async fn a_boolean_flag_never_takes_the_command_after_it_as_its_value() {
+    let bucket = bucket_with_terraform_state().await;
+    let without_env = || {
+        let mut command = s3state(&bucket);
+        command.env_remove("S3STATE_PATH_STYLE");
+        command
+    };
+    without_env()
+        .args(["--bucket", &bucket, "--key", KEY, "--path-style", "pull"])
+        .assert()
+        .success()
+        .stdout(predicate::eq(common::TERRAFORM_STATE));
+    for flag in ["--path-style=true", "--path-style=false"] {
+        without_env()
+            .args([flag, "meta"])
+            .assert()
+            .success()
+            .stdout(contains(TERRAFORM_LINEAGE));
+    }
+    without_env()
+        .args(["pull", "--path-style"])
+        .assert()
+        .success()
+        .stdout(predicate::eq(common::TERRAFORM_STATE));
+    for value in ["true", "1", "yes"] {
+        without_env()
+            .env("S3STATE_PATH_STYLE", value)
+            .arg("meta")
+            .assert()
+            .success()
+            .stdout(contains(TERRAFORM_LINEAGE));
+    }
+    without_env()
+        .env("S3STATE_PATH_STYLE", "maybe")
+        .arg("meta")
+        .assert()
+        .code(2)
+        .stderr(contains("S3STATE_PATH_STYLE").or(contains("--path-style")));
+}
+
+#[tokio::test]
 async fn workspace_names_terraform_refuses_are_usage_errors_and_nothing_is_written() {
     let bucket = common::bucket(true).await;
     for args in [

@@ -241,6 +241,37 @@ mod tests {
     }
 
     #[test]
+    fn a_boolean_flag_never_takes_the_next_word_as_its_value() {
+        let cli = parse(&["--bucket", "b", "--key", "k", "--path-style", "pull"]).unwrap();
+        assert_eq!(cli.settings.path_style, Some(true));
+        assert!(matches!(cli.command, Command::Pull { .. }), "{cli:?}");
+
+        let cli = parse(&["--path-style", "workspace", "list"]).unwrap();
+        assert_eq!(cli.settings.path_style, Some(true));
+        assert!(matches!(
+            cli.command,
+            Command::Workspace(WorkspaceCommand::List)
+        ));
+
+        for (flag, expected) in [
+            ("--path-style=false", false),
+            ("--path-style=true", true),
+            ("--path-style=0", false),
+            ("--path-style=yes", true),
+        ] {
+            let cli = parse(&[flag, "meta"]).unwrap();
+            assert_eq!(cli.settings.path_style, Some(expected), "{flag}");
+        }
+        let cli = parse(&["pull", "--path-style"]).unwrap();
+        assert_eq!(
+            cli.settings.path_style,
+            Some(true),
+            "also after the command"
+        );
+        assert!(parse(&["--path-style=maybe", "pull"]).is_err());
+    }
+
+    #[test]
     fn workspace_names_terraform_refuses_are_usage_errors() {
         for args in [
             &["-w", "..", "meta"][..],

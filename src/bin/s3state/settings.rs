@@ -21,8 +21,20 @@ pub struct Flags {
     /// A custom S3 endpoint, such as http://127.0.0.1:4566.
     #[arg(long, env = "S3STATE_ENDPOINT_URL", global = true)]
     pub endpoint_url: Option<String>,
-    /// Path-style addressing (needed by most emulators).
-    #[arg(long, env = "S3STATE_PATH_STYLE", global = true, num_args = 0..=1, default_missing_value = "true")]
+    /// Path-style addressing (needed by most emulators). `--path-style` alone turns it on;
+    /// give a value only with `=`, as in `--path-style=false`.
+    // `require_equals`: a flag with an optional value must not take the next word as its
+    // value (`--path-style pull` would read `pull` as the value, not as the command).
+    #[arg(
+        long,
+        env = "S3STATE_PATH_STYLE",
+        global = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub path_style: Option<bool>,
     /// Where non-default workspaces live (default `env:`).
     #[arg(long, env = "S3STATE_WORKSPACE_KEY_PREFIX", global = true)]

@@ -15,6 +15,49 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in s3state.
+///
+/// Most callers handle a few variants and pass the rest on. Pushing a state file under the
+/// lock, as `terraform state push` does:
+///
+/// ```no_run
+/// use s3state::{
+///     Error, LockInfo, Locker, Persister, Refresher, RemoteState, S3Store, State, Transient,
+/// };
+///
+/// async fn push(manager: &RemoteState<S3Store>, state: State) -> Result<(), String> {
+///     let result = async {
+///         let id = manager.lock(&LockInfo::new("OperationTypeApply")).await?;
+///         let persisted = async {
+///             manager.refresh_state().await?;
+///             manager.write_state(state);
+///             manager.persist_state().await
+///         }
+///         .await;
+///         manager.unlock(&id).await?; // always, whatever the outcome
+///         persisted
+///     }
+///     .await;
+///     match result {
+///         Ok(()) => Ok(()),
+///         // Someone else holds the lock: say who, since when, and for what.
+///         Err(Error::Locked { holder: Some(holder), .. }) => Err(format!(
+///             "locked by {} since {} ({}); lock ID {}",
+///             holder.who, holder.created, holder.operation, holder.id
+///         )),
+///         // Another writer won the race. Nothing was overwritten: refresh and try again.
+///         Err(Error::Conflict { remote: Some(now), .. }) => Err(format!(
+///             "the state moved on to serial {} while we wrote; refresh and retry",
+///             now.serial
+///         )),
+///         // The file is a different state altogether (another lineage): refuse it.
+///         Err(Error::LineageMismatch { local, remote, .. }) => Err(format!(
+///             "the file is state {local}, the bucket holds state {remote}; not pushing"
+///         )),
+///         // `Error` is `#[non_exhaustive]`: keep a fallback arm. Its message says what to do.
+///         Err(other) => Err(other.to_string()),
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

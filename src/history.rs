@@ -105,6 +105,28 @@ pub fn meta_from_metadata(metadata: &ObjectMetadata) -> Option<SnapshotMeta> {
 
 impl<S: VersionedStore> RemoteState<S> {
     /// The state's versions, newest first, delete markers included.
+    ///
+    /// ```no_run
+    /// use s3state::{HistoryOptions, S3Builder};
+    ///
+    /// # async fn demo() -> s3state::Result<()> {
+    /// let manager = S3Builder::from_env()
+    ///     .with_bucket("tfstate")
+    ///     .with_key("app/terraform.tfstate")
+    ///     .build()
+    ///     .await?;
+    /// // With details, each entry also carries the snapshot's serial and lineage.
+    /// let options = HistoryOptions { details: true, ..HistoryOptions::default() };
+    /// for entry in manager.history(&options).await?.iter().take(10) {
+    ///     let version = &entry.version;
+    ///     match &entry.meta {
+    ///         Some(meta) => println!("{} serial {}", version.version_id, meta.serial),
+    ///         None if version.is_delete_marker => println!("{} (deleted)", version.version_id),
+    ///         None => println!("{} (not a state)", version.version_id),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn history(&self, options: &HistoryOptions) -> Result<Vec<HistoryEntry>> {
         let versions = self.store().list_versions(options.page_size).await?;
         if !options.details {
@@ -209,6 +231,30 @@ impl<S: VersionedStore> RemoteState<S> {
     /// manager last read (it refreshes first only if it has read nothing yet). So a tool can
     /// refresh, show the operator what will change, and restore exactly onto what was shown:
     /// if anyone wrote in between, the restore fails with [`Error::Conflict`].
+    ///
+    /// ```no_run
+    /// use s3state::{Refresher, S3Builder, VersionSelector};
+    ///
+    /// # async fn demo() -> s3state::Result<()> {
+    /// let manager = S3Builder::from_env()
+    ///     .with_bucket("tfstate")
+    ///     .with_key("app/terraform.tfstate")
+    ///     .build()
+    ///     .await?;
+    /// // Undo the last write: show what going back changes, then restore exactly onto the
+    /// // snapshot that was shown.
+    /// manager.refresh_state().await?;
+    /// let previous = manager.resolve_version(&VersionSelector::Back(1)).await?;
+    /// let diff = manager
+    ///     .diff_versions(&VersionSelector::Current, &VersionSelector::Id(previous.clone()))
+    ///     .await?;
+    /// println!("{} outputs and {} resources change", diff.outputs.len(), diff.resources.len());
+    /// let restored = manager.restore(&previous, false).await?;
+    /// if restored.written {
+    ///     println!("restored {} as serial {}", restored.from_version, restored.meta.serial);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn restore(&self, version_id: &str, force: bool) -> Result<Restored> {
         let snapshot = self.snapshot_at(version_id).await?;
         let _io = self.lock_io().await;

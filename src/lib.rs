@@ -33,6 +33,29 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! Start with [`S3Builder`] (configuration), [`RemoteState::update`] (the write loop most tools
+//! want), [`StoreLocker`] (the lock sequence), [`RemoteState::history`] and
+//! [`RemoteState::restore`] (history), and [`Error`] (what can go wrong, and what to do).
+//!
+//! ## Feature flags
+//!
+//! | feature | default | what it adds | what it pulls in |
+//! |---|---|---|---|
+//! | `cli` | yes | the `s3state` operator command (a binary; the library API is the same without it) | `clap`, `indicatif`, `hcl-rs`, `tracing-subscriber`, `anstyle`, `humantime` |
+//!
+//! A tool that links s3state as a library needs none of the CLI's dependencies:
+//!
+//! ```toml
+//! [dependencies]
+//! s3state = { version = "0.1", default-features = false }
+//! ```
+//!
+//! Without features, the library depends on the AWS SDK for S3 (`aws-config`, `aws-sdk-s3`),
+//! `tokio`, `serde`/`serde_json` and a few small crates. More features (a DynamoDB lock table,
+//! a server) will be listed here as they land.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod error;
 pub mod history;

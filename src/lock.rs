@@ -37,6 +37,51 @@ impl Default for LockRetry {
 }
 
 /// The lock of one state, kept in the object `<state>.tflock` of a [`Store`].
+///
+/// Persisting never locks by itself (as in Terraform). A change that must not interleave with
+/// Terraform, OpenTofu or another tool takes the same lock they take, in this sequence: lock,
+/// refresh, change, persist, unlock. [`crate::RemoteState::locker`] gives the manager's locker;
+/// [`Locker`] on the manager itself delegates to it.
+///
+/// ```no_run
+/// use s3state::{Error, LockInfo, Locker, Persister, Refresher, S3Builder, Transient};
+/// use std::time::Duration;
+///
+/// # async fn demo() -> s3state::Result<()> {
+/// let manager = S3Builder::from_env()
+///     .with_bucket("tfstate")
+///     .with_key("app/terraform.tfstate")
+///     .build()
+///     .await?;
+///
+/// // 1. Lock, waiting up to a minute on Terraform's back-off (1 s doubling to 16 s).
+/// let info = LockInfo::new("OperationTypeApply").with_info("nightly cleanup");
+/// let id = match manager.locker().lock_with_timeout(&info, Duration::from_secs(60)).await {
+///     Ok(id) => id,
+///     Err(Error::Locked { holder, .. }) => {
+///         // Still held after the timeout; `holder` says who has it (if the lock is readable).
+///         eprintln!("giving up: held by {holder:?}");
+///         return Ok(());
+///     }
+///     Err(err) => return Err(err),
+/// };
+///
+/// let result = async {
+///     manager.refresh_state().await?;                    // 2. refresh under the lock
+///     if let Some(mut state) = manager.state() {         // 3. change
+///         state.outputs.remove("obsolete");
+///         manager.write_state(state);
+///     }
+///     manager.persist_state().await                      // 4. persist
+/// }
+/// .await;
+/// manager.unlock(&id).await?;                            // 5. unlock, whatever happened
+/// result
+/// # }
+/// ```
+///
+/// An operator clears a lock left behind by a crashed process with
+/// [`StoreLocker::force_unlock`], given the ID that [`StoreLocker::current`] reports.
 #[derive(Debug)]
 pub struct StoreLocker<S> {
     lock_object: S,

@@ -98,6 +98,47 @@ impl fmt::Debug for ServerSideEncryption {
 /// manager.refresh_state().await?;
 /// # Ok(()) }
 /// ```
+///
+/// Every setting can also be given in code, which overrides the environment. The object the
+/// state lives in is worked out without any request:
+///
+/// ```
+/// use s3state::{S3Builder, ServerSideEncryption};
+///
+/// let builder = S3Builder::new()
+///     .with_bucket("tfstate")
+///     .with_key("network/terraform.tfstate")
+///     .with_workspace("staging")
+///     .with_region("eu-west-1")
+///     .with_endpoint_url("http://localhost:4566") // LocalStack, MinIO, ...
+///     .with_path_style(true)
+///     .with_server_side_encryption(ServerSideEncryption::Kms { key_id: None });
+/// assert_eq!(builder.state_key()?, "env:/staging/network/terraform.tfstate");
+/// # Ok::<(), s3state::Error>(())
+/// ```
+///
+/// Configuration is checked before any request, and a mistake is [`Error::InvalidConfig`]
+/// naming the setting and its environment variable:
+///
+/// ```no_run
+/// use s3state::{Error, S3Builder};
+///
+/// # async fn demo(builder: S3Builder) -> s3state::Result<()> {
+/// let manager = match builder.build().await {
+///     Ok(manager) => manager,
+///     Err(Error::InvalidConfig { field, env, message }) => {
+///         eprintln!("fix `{field}` (or {env}): {message}");
+///         return Ok(());
+///     }
+///     Err(Error::VersioningNotEnabled { bucket, .. }) => {
+///         eprintln!("enable versioning on {bucket}, or use with_versioning_required(false)");
+///         return Ok(());
+///     }
+///     Err(err) => return Err(err),
+/// };
+/// # let _ = manager;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct S3Builder {
     bucket: Option<String>,

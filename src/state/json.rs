@@ -43,8 +43,8 @@ pub(crate) struct TooDeep(pub usize);
 pub struct RawJson(Box<str>);
 
 impl RawJson {
-    /// Validates `text` as JSON and keeps it in Go's compact form. Values nested deeper than
-    /// [`MAX_DEPTH`] are refused.
+    /// Validates `text` as JSON and keeps it in Go's compact form. Values nested more than 100
+    /// levels deep are refused (serde_json could not turn them into a `serde_json::Value`).
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         let raw: &RawValue = serde_json::from_str(text)?;
         Self::from_raw(raw).map_err(|TooDeep(depth)| {

@@ -221,6 +221,89 @@ pub enum Error {
         status: String,
     },
 
+    /// A state with the same serial as the stored one but other content was pushed: it was
+    /// not made from the stored snapshot, so writing it could undo someone's change.
+    #[error(
+        "refusing to push a state with serial {serial} over {location}, which holds different content \
+         under the same serial: pull the current state and apply your change to it, or push with force"
+    )]
+    SerialCollision {
+        /// Where the push was attempted.
+        location: String,
+        /// The serial both have.
+        serial: u64,
+    },
+
+    /// A write failed without an answer, and the state's versions show it did not land.
+    /// Nothing of it is in the store. (A request still in flight could land later only onto
+    /// the unchanged snapshot it was conditional on.)
+    #[error(
+        "writing {location} failed, and the state's versions show it was not applied: {source}"
+    )]
+    WriteFailed {
+        /// Where the write was attempted.
+        location: String,
+        /// The store's failure.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A write failed without an answer, and whether it landed could not be checked (the
+    /// lookup failed too). It may have been applied: refresh before retrying.
+    #[error(
+        "writing {location} failed and whether it was applied is unknown ({source}); \
+         refresh before retrying, and look for s3state-write-id {} among the state's versions",
+        .write_ids.join(" or ")
+    )]
+    WriteOutcomeUnknown {
+        /// Where the write was attempted.
+        location: String,
+        /// The write ids (object metadata `s3state-write-id`) that may have landed.
+        write_ids: Vec<String>,
+        /// The failure.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Taking the lock failed without an answer, and the lock was not there when we looked;
+    /// but a request still in flight may create it later. If a lock with this ID appears, it
+    /// is ours and nobody holds it: remove it with `force-unlock`.
+    #[error(
+        "taking the lock {location} failed without an answer ({source}); a lock with ID {id} may \
+         still appear, and nobody would hold it: if `lock-info` shows it, remove it with force-unlock {id}"
+    )]
+    LockOutcomeUnknown {
+        /// The lock object.
+        location: String,
+        /// The ID of the lock that may appear.
+        id: String,
+        /// The store's failure.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A `write_state` was thrown away before it was persisted: another task sharing the
+    /// manager tried to persist it, failed, and refreshed. Nothing of it was written; build
+    /// the change again on the refreshed state.
+    #[error(
+        "the state given to write_state for {location} was discarded before it was persisted: \
+         another task's persist of it failed and a refresh replaced it. Nothing of it was written; \
+         apply the change again to the refreshed state"
+    )]
+    WriteDiscarded {
+        /// Where the write was meant to go.
+        location: String,
+    },
+
+    /// The lock info given to `lock` cannot be used (an empty ID, say). Nothing was written.
+    #[error("invalid lock info for {location}: {message}")]
+    InvalidLockInfo {
+        /// The lock object.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// The store failed in a way not covered above (network, permissions, throttling after
     /// retries). The source carries the store's own error code and message.
     #[error("{operation} {location} failed: {message}")]

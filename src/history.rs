@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::remote::{RemoteState, metadata_keys};
 use crate::state::{State, StateDiff};
-use crate::statemgr::{SnapshotMeta, Transient};
+use crate::statemgr::SnapshotMeta;
 use crate::store::{ObjectMetadata, ObjectVersion, VersionedStore};
 use futures::{StreamExt, TryStreamExt};
 
@@ -278,8 +278,9 @@ impl<S: VersionedStore> RemoteState<S> {
             }
         }
         let before = self.persisted_state();
-        self.write_state(restored);
-        self.persist_and_remember(force).await?;
+        // Written directly, not through the transient snapshot, where another task's
+        // write_state could replace it.
+        self.persist_candidate(restored, force).await?;
         let now = self.persisted_state().expect("just persisted");
         Ok(Restored {
             from_version: version_id.to_owned(),

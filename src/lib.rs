@@ -71,7 +71,7 @@ pub use history::{
     HistoryEntry, HistoryOptions, PruneOptions, Restored, Snapshot, VersionSelector,
 };
 pub use lock::{LockDisabled, LockRetry, StoreLocker};
-pub use remote::{PersistedObject, RemoteState, RemoteStateOptions};
+pub use remote::{PersistedObject, RemoteState, RemoteStateOptions, UpdateLocking};
 pub use s3::{S3Builder, S3Store, ServerSideEncryption};
 pub use state::{DecodeError, OutputValue, RawJson, State};
 pub use statemgr::{

@@ -2,7 +2,6 @@
 //! (`<key>.tflock`) holding [`LockInfo`] as compact JSON, created with a create-only write.
 
 use crate::error::{Error, Result};
-use crate::remote::RemoteState;
 use crate::state::{OutputValue, State};
 use crate::statemgr::{
     LockInfo, Locker, OutputReader, PersistentMeta, Persister, Refresher, SnapshotMeta, Transient,
@@ -12,10 +11,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The suffix Terraform (1.10+, `use_lockfile`) and OpenTofu give the lock object.
 pub const LOCK_SUFFIX: &str = ".tflock";
+
+/// Object metadata s3state writes beside a lock: a value unique to one `lock` call, so that a
+/// lock is recognised as ours only when it is the very object this call wrote, not merely one
+/// with the same ID (Terraform ignores the metadata).
+pub const LOCK_NONCE_KEY: &str = "s3state-lock-nonce";
 
 /// How [`StoreLocker::lock_with_timeout`] waits for a held lock: Terraform's schedule by
 /// default, 1 s doubling up to 16 s.
@@ -118,6 +122,11 @@ impl<S: Store> StoreLocker<S> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True while this locker holds a lock it took (and has not released).
+    pub fn holds_any(&self) -> bool {
+        !self.held().is_empty()
+    }
+
     /// The current holder's lock info, or `None` when the state is not locked. A lock object
     /// whose content is not lock info is [`Error::Locked`] without a holder: the state is
     /// locked, by someone we cannot name.
@@ -131,10 +140,32 @@ impl<S: Store> StoreLocker<S> {
 
     /// The lock object: its parsed info (`None` if unreadable) and its tag.
     async fn read(&self) -> Result<Option<(Option<LockInfo>, ETag)>> {
+        Ok(self
+            .read_object()
+            .await?
+            .map(|(info, object)| (info, object.etag)))
+    }
+
+    /// Reads the lock object, trying again a few times when the store fails: used where the
+    /// answer decides whether a lock we may have created is ours.
+    async fn read_back(&self) -> Result<Option<(Option<LockInfo>, crate::store::StoredObject)>> {
+        let mut attempt = 1;
+        loop {
+            match self.read_object().await {
+                Err(Error::Store { .. }) if attempt < 4 => {
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_object(&self) -> Result<Option<(Option<LockInfo>, crate::store::StoredObject)>> {
         match self.lock_object.get(None).await? {
             Fetched::Found(object) => {
                 let info = serde_json::from_slice(&object.body).ok();
-                Ok(Some((info, object.etag)))
+                Ok(Some((info, object)))
             }
             Fetched::Absent | Fetched::NotModified => Ok(None),
         }
@@ -151,8 +182,21 @@ impl<S: Store> StoreLocker<S> {
     /// Like [`Locker::lock`], but waits for a held lock, retrying on [`LockRetry`]'s schedule
     /// until `timeout` has passed; then fails with [`Error::Locked`] and the holder's info.
     pub async fn lock_with_timeout(&self, info: &LockInfo, timeout: Duration) -> Result<String> {
-        let started = Instant::now();
-        let mut wait = self.retry.initial;
+        self.lock_waiting(info, timeout, self.retry, false).await
+    }
+
+    /// Takes the lock, waiting for a held one on `retry`'s schedule until `timeout`; with
+    /// `jitter`, each wait is drawn uniformly from zero to the scheduled wait, so that many
+    /// waiters do not retry in step.
+    pub(crate) async fn lock_waiting(
+        &self,
+        info: &LockInfo,
+        timeout: Duration,
+        retry: LockRetry,
+        jitter: bool,
+    ) -> Result<String> {
+        let started = tokio::time::Instant::now();
+        let mut wait = retry.initial;
         loop {
             match self.lock(info).await {
                 Err(Error::Locked { holder, .. }) => {
@@ -160,8 +204,30 @@ impl<S: Store> StoreLocker<S> {
                     if elapsed >= timeout {
                         return Err(self.locked(holder.map(|h| *h), Some(elapsed)));
                     }
-                    tokio::time::sleep(wait.min(timeout - elapsed)).await;
-                    wait = (wait * 2).min(self.retry.max);
+                    let pause = if jitter {
+                        wait.mul_f64(fastrand::f64()).max(Duration::from_millis(1))
+                    } else {
+                        wait
+                    };
+                    tokio::time::sleep(pause.min(timeout - elapsed)).await;
+                    wait = (wait * 2).min(retry.max);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Releases a lock this locker took, trying again a few times when the store fails, so a
+    /// passing fault does not leave the lock behind.
+    pub(crate) async fn unlock_patiently(&self, id: &str) -> Result<()> {
+        let mut wait = Duration::from_millis(20);
+        let mut attempt = 1;
+        loop {
+            match self.unlock(id).await {
+                Err(Error::Store { .. }) if attempt < 10 => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempt += 1;
                 }
                 other => return other,
             }
@@ -197,9 +263,10 @@ impl<S: Store> StoreLocker<S> {
             };
             let held_id = info.map(|info| info.id).unwrap_or_default();
             if held_id != id {
-                if maybe_deleted {
-                    // Our delete went through before its answer was lost, and someone has
-                    // taken the lock since: ours is gone, theirs stays.
+                if ours_was_here {
+                    // Locks are created only where none exists, so another lock where ours
+                    // was means ours is gone (an earlier delete of ours whose answer was lost,
+                    // or a force-unlock): theirs stays, and ours no longer counts as held.
                     self.held().remove(id);
                     return Ok(());
                 }
@@ -242,29 +309,71 @@ impl<S: Store> Locker for StoreLocker<S> {
     async fn lock(&self, info: &LockInfo) -> Result<String> {
         let mut info = info.clone();
         info.path = self.state_path.clone();
+        if info.id.trim().is_empty() {
+            return Err(Error::InvalidLockInfo {
+                location: self.location().to_owned(),
+                message: "the lock ID is empty; use LockInfo::new, which makes a fresh UUID".into(),
+            });
+        }
+        if self.held().contains_key(&info.id) {
+            // Another call through this locker holds a lock with this ID: sharing one
+            // LockInfo does not make two callers one holder.
+            return Err(self.locked(Some(info), None));
+        }
         let body = Bytes::from(crate::state::to_go_json(&info));
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let metadata = ObjectMetadata::from([(LOCK_NONCE_KEY.to_owned(), nonce.clone())]);
+        // The lock is ours only if it is exactly the object this call wrote: the same body
+        // and this call's nonce. Another holder that reuses our ID is still another holder.
+        let is_ours = |object: &crate::store::StoredObject| {
+            object.body == body && object.metadata.get(LOCK_NONCE_KEY) == Some(&nonce)
+        };
         // A lock released between our refused attempt and our read is tried again, a few
         // times at most, so a lock that keeps flapping cannot keep us here.
         for _ in 0..3 {
-            match self
+            let put = self
                 .lock_object
-                .put(body.clone(), &Precondition::Create, &ObjectMetadata::new())
-                .await?
-            {
-                PutOutcome::Written(written) => {
+                .put(body.clone(), &Precondition::Create, &metadata)
+                .await;
+            match put {
+                Ok(PutOutcome::Written(written)) => {
                     self.held().insert(info.id.clone(), written.etag);
                     return Ok(info.id);
                 }
-                PutOutcome::PreconditionFailed => match self.read().await? {
+                Ok(PutOutcome::PreconditionFailed) => match self.read_back().await {
                     // Our own earlier attempt created it and only the response was lost (the
                     // OpenTofu #4405 case): the lock is ours.
-                    Some((Some(holder), etag)) if holder.id == info.id => {
-                        self.held().insert(info.id.clone(), etag);
+                    Ok(Some((_, object))) if is_ours(&object) => {
+                        self.held().insert(info.id.clone(), object.etag);
                         return Ok(info.id);
                     }
-                    Some((holder, _)) => return Err(self.locked(holder, None)),
-                    None => continue,
+                    Ok(Some((holder, _))) => return Err(self.locked(holder, None)),
+                    Ok(None) => continue,
+                    // The refusal may have met our own retried request: it may be ours.
+                    Err(error) => {
+                        return Err(Error::LockOutcomeUnknown {
+                            location: self.location().to_owned(),
+                            id: info.id,
+                            source: Box::new(error),
+                        });
+                    }
                 },
+                Err(error) => {
+                    // No answer: the lock may have been created. Look, so that it is neither
+                    // left orphaned nor believed taken when it is not.
+                    if let Ok(Some((_, object))) = self.read_back().await
+                        && is_ours(&object)
+                    {
+                        self.held().insert(info.id.clone(), object.etag);
+                        return Ok(info.id);
+                    }
+                    // Not there (or unreadable): a request still in flight may create it yet.
+                    return Err(Error::LockOutcomeUnknown {
+                        location: self.location().to_owned(),
+                        id: info.id,
+                        source: Box::new(error),
+                    });
+                }
             }
         }
         Err(Error::Store {
@@ -340,16 +449,5 @@ impl<T: OutputReader> OutputReader for LockDisabled<T> {
 impl<T: PersistentMeta> PersistentMeta for LockDisabled<T> {
     fn state_snapshot_meta(&self) -> Option<SnapshotMeta> {
         self.0.state_snapshot_meta()
-    }
-}
-
-#[async_trait]
-impl<S: Store> Locker for RemoteState<S> {
-    async fn lock(&self, info: &LockInfo) -> Result<String> {
-        self.locker().lock(info).await
-    }
-
-    async fn unlock(&self, id: &str) -> Result<()> {
-        self.locker().unlock(id).await
     }
 }

@@ -1,15 +1,13 @@
-//! Terraform's serial and lineage rules over any [`Store`], plus the compare-and-swap
-//! [`RemoteState::update`] loop.
+//! Terraform's serial and lineage rules over any [`Store`], plus the locked
+//! compare-and-swap [`RemoteState::update`] loop.
 
 use crate::error::{Error, Result};
 use crate::lock::{LockRetry, StoreLocker};
 use crate::state::{COMPATIBLE_TERRAFORM_VERSION, OutputValue, State};
 use crate::statemgr::{
-    OutputReader, PersistentMeta, Persister, Refresher, SnapshotMeta, Transient,
+    LockInfo, Locker, OutputReader, PersistentMeta, Persister, Refresher, SnapshotMeta, Transient,
 };
-use crate::store::{
-    ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject, Written,
-};
+use crate::store::{ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -36,7 +34,8 @@ pub mod metadata_keys {
 /// A Terraform state manager over one object in a [`Store`].
 ///
 /// It implements the whole [`crate::statemgr`] contract and adds [`RemoteState::update`],
-/// the refresh–change–persist loop most tools want. Share it between tasks with an `Arc`.
+/// the locked refresh–change–persist loop most tools want. Share it between tasks with an
+/// `Arc`: a [`Transient::write_state`] made while another task persists is never dropped.
 ///
 /// ```no_run
 /// # async fn demo() -> s3state::Result<()> {
@@ -59,8 +58,40 @@ pub struct RemoteState<S> {
     locker: StoreLocker<S>,
     options: RemoteStateOptions,
     snapshots: Mutex<Snapshots>,
-    /// Serialises refresh and persist so the base snapshot and its tag always change together.
+    /// Serialises store I/O (refresh, persist, update) so the base snapshot and its tag always
+    /// change together. `write_state` does not wait for it; see [`Pending`].
     io: tokio::sync::Mutex<()>,
+}
+
+/// Whether [`RemoteState::update`] takes the state's lock.
+///
+/// A conditional write protects only against writers that also write conditionally.
+/// Terraform writes its state with plain PUTs while it holds the lock, so a change made under
+/// Terraform's lock, however carefully, is overwritten at Terraform's next persist (or, for a
+/// state that did not exist, makes Terraform drop its own results). Only honouring the lock
+/// protects against Terraform; that is why it is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpdateLocking {
+    /// Take the `.tflock` lock for each update (unless this manager already holds a lock, in
+    /// which case the update runs under it), waiting for a held lock up to `timeout` with
+    /// short jittered waits, then failing with [`Error::Locked`].
+    Lock {
+        /// How long to wait for a lock someone else holds.
+        timeout: Duration,
+    },
+    /// Compare-and-swap only, for callers that lock themselves or that share the state only
+    /// with other compare-and-swap writers. A Terraform that holds the lock can overwrite
+    /// such an update.
+    Disabled,
+}
+
+impl Default for UpdateLocking {
+    fn default() -> Self {
+        UpdateLocking::Lock {
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Tunables of a [`RemoteState`].
@@ -79,6 +110,11 @@ pub struct RemoteStateOptions {
     pub new_state_terraform_version: semver::Version,
     /// How `lock_with_timeout` waits for a held lock. Default: Terraform's 1 s doubling to 16 s.
     pub lock_retry: LockRetry,
+    /// Whether `update` takes the lock. Default: it does, waiting up to 60 s.
+    pub update_locking: UpdateLocking,
+    /// How `update` waits for a lock held by another updater: short and jittered, so that
+    /// many writers take turns quickly. Default 5 ms doubling to 250 ms.
+    pub update_lock_retry: LockRetry,
 }
 
 impl Default for RemoteStateOptions {
@@ -89,13 +125,44 @@ impl Default for RemoteStateOptions {
             max_update_backoff: Duration::from_secs(1),
             new_state_terraform_version: COMPATIBLE_TERRAFORM_VERSION,
             lock_retry: LockRetry::default(),
+            update_locking: UpdateLocking::default(),
+            update_lock_retry: LockRetry {
+                initial: Duration::from_millis(5),
+                max: Duration::from_millis(250),
+            },
         }
     }
+}
+
+/// Whether the transient snapshot holds a `write_state` that is not persisted yet.
+///
+/// `write_state` is synchronous and does not wait for a persist in flight, so a persist
+/// records the generation it took and, when it finishes, replaces the transient snapshot
+/// only if no `write_state` came in meanwhile. A refresh replaces it only if nothing unsaved
+/// is there: a write that no persist has tried yet is never discarded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// The transient snapshot is what was last read or written.
+    #[default]
+    Clean,
+    /// A `write_state` that no persist has tried yet.
+    Unsaved,
+    /// A `write_state` whose persist failed; the next refresh replaces it, as in Terraform.
+    Failed,
 }
 
 #[derive(Debug, Default)]
 struct Snapshots {
     transient: Option<State>,
+    /// Bumped by every `write_state`.
+    generation: u64,
+    /// Every `write_state` up to this generation is persisted (or was replaced by a later
+    /// one that is).
+    persisted_generation: u64,
+    /// A refresh threw away the unsaved `write_state`s up to this generation, after a persist
+    /// of them failed.
+    discarded_generation: u64,
+    pending: Pending,
     base: Base,
     /// False until the first read or write: an unknown base differs from an absent object.
     base_known: bool,
@@ -116,6 +183,8 @@ struct Base {
     size: u64,
     /// The write id s3state stored with it, if any.
     write_id: Option<String>,
+    /// The write id of the snapshot it was written on top of, if s3state wrote it.
+    parent_write_id: Option<String>,
 }
 
 /// Where the persisted snapshot a manager last read or wrote lives in the store.
@@ -138,11 +207,27 @@ impl Base {
     }
 }
 
+/// How the write of one candidate snapshot ended, when it did not fail.
+enum WriteOutcome {
+    /// Nothing to write: the candidate has the persisted content and serial.
+    Unchanged,
+    /// A write of ours landed: `write_id` says which attempt. `now` is what the store holds
+    /// now: that write, or (`superseded`) a later snapshot another writer built on it.
+    Landed {
+        write_id: String,
+        now: Base,
+        superseded: bool,
+    },
+}
+
 enum PersistError {
-    /// Another writer won; `current` is what the store holds now.
-    Lost {
+    /// Nothing of ours landed. `current` is what the store holds now. `in_doubt` is set when
+    /// the request failed without an answer: it was not among the versions when we looked,
+    /// but a request still in flight may yet arrive (only onto an unchanged state).
+    NotWritten {
         current: Box<Base>,
         error: Error,
+        in_doubt: bool,
     },
     Other(Error),
 }
@@ -151,6 +236,18 @@ impl From<Error> for PersistError {
     fn from(error: Error) -> Self {
         PersistError::Other(error)
     }
+}
+
+/// Whether any of a caller's write attempts is in the store.
+enum Lookup {
+    Landed {
+        write_id: String,
+        now: Base,
+        superseded: bool,
+    },
+    NotLanded {
+        current: Base,
+    },
 }
 
 impl<S: Store> RemoteState<S> {
@@ -175,6 +272,11 @@ impl<S: Store> RemoteState<S> {
         &self.store
     }
 
+    /// The options this manager was built with.
+    pub fn options(&self) -> &RemoteStateOptions {
+        &self.options
+    }
+
     /// The state's Terraform-compatible lock (`<key>.tflock`). [`crate::Locker`] on the
     /// manager delegates to it; it also offers `lock_with_timeout`, `force_unlock` and
     /// `current`.
@@ -186,32 +288,105 @@ impl<S: Store> RemoteState<S> {
     /// retrying from a fresh read whenever another writer wins the race. Returns what
     /// `change` returned in the round that was persisted.
     ///
+    /// By default it holds the state's lock throughout (see [`UpdateLocking`] for why and
+    /// how to opt out), so it never writes while Terraform applies.
+    ///
     /// `change` may run several times, each time on the then-latest state, so it must derive
-    /// its result from the state it is given. A round in which `change` leaves the state as it
-    /// was persists nothing.
-    pub async fn update<F, T>(&self, mut change: F) -> Result<T>
+    /// its result from the state it is given. Its change is applied exactly once: when a
+    /// write's answer is lost, the state's versions are searched for it before any retry. A
+    /// round in which `change` leaves the state as it was persists nothing.
+    ///
+    /// The update works on the persisted state, not on the transient snapshot: a
+    /// [`Transient::write_state`] another task made is neither used nor discarded.
+    pub async fn update<F, T>(&self, change: F) -> Result<T>
+    where
+        F: FnMut(&mut State) -> T + Send,
+        T: Send,
+    {
+        let UpdateLocking::Lock { timeout } = self.options.update_locking else {
+            return self.update_unlocked(change).await;
+        };
+        if self.locker.holds_any() {
+            // The caller took the lock through this manager: run under it.
+            return self.update_unlocked(change).await;
+        }
+        let info = LockInfo::new("OperationTypeApply").with_info("s3state update");
+        let id = self
+            .locker
+            .lock_waiting(&info, timeout, self.options.update_lock_retry, true)
+            .await?;
+        let result = self.update_unlocked(change).await;
+        if let Err(error) = self.locker.unlock_patiently(&id).await {
+            // The update's outcome stands either way: reporting an error after a write that
+            // landed would invite the caller to apply its change a second time.
+            tracing::warn!(location = %self.locker.location(), %id, %error,
+                "could not release the lock after an update; clear it with force-unlock");
+        }
+        result
+    }
+
+    async fn update_unlocked<F, T>(&self, mut change: F) -> Result<T>
     where
         F: FnMut(&mut State) -> T + Send,
         T: Send,
     {
         let _io = self.io.lock().await;
         let mut backoff = self.options.initial_update_backoff;
+        // Every write id this update sent, with the result of the round that sent it: any of
+        // them landing means the change is applied, and must not be applied again.
+        let mut attempts: Vec<String> = Vec::new();
+        let mut results: Vec<(String, T)> = Vec::new();
+        // The base of an attempt whose answer was lost and that was not found in the store.
+        let mut in_doubt: Option<Base> = None;
         for attempt in 1..=self.options.max_update_attempts {
-            self.refresh_locked().await?;
-            let mut state = self
-                .state()
-                .unwrap_or_else(|| State::new(self.options.new_state_terraform_version.clone()));
+            if let Err(error) = self.refresh_now().await {
+                return Err(self.doubtful(error, &attempts, in_doubt.is_some()));
+            }
+            if let Some(doubt) = &in_doubt {
+                match self.find_landed(&attempts, doubt).await {
+                    Ok(Lookup::Landed { write_id, now, .. }) => {
+                        self.adopt(now);
+                        return Ok(take_result(&mut results, &write_id));
+                    }
+                    Ok(Lookup::NotLanded { .. }) => {}
+                    Err(error) => return Err(self.doubtful(error, &attempts, true)),
+                }
+            }
+            let base = self.lock_snapshots().base.clone();
+            let mut state =
+                base.state.as_deref().cloned().unwrap_or_else(|| {
+                    State::new(self.options.new_state_terraform_version.clone())
+                });
             let result = change(&mut state);
-            self.write_state(state);
-            match self.persist_locked(false).await {
-                Ok(()) => return Ok(result),
-                Err(PersistError::Lost { current, error }) => {
-                    tracing::debug!(attempt, %error, "update lost a race; retrying");
+            let sent = attempts.len();
+            match self.write_candidate(state, false, &mut attempts).await {
+                Ok(WriteOutcome::Unchanged) => return Ok(result),
+                Ok(WriteOutcome::Landed { write_id, now, .. }) => {
+                    self.adopt(now);
+                    if attempts.last() == Some(&write_id) {
+                        return Ok(result);
+                    }
+                    return Ok(take_result(&mut results, &write_id));
+                }
+                Err(PersistError::NotWritten {
+                    current,
+                    error,
+                    in_doubt: doubtful,
+                }) => {
+                    tracing::debug!(attempt, %error, "update round not written; retrying");
+                    if doubtful && in_doubt.is_none() {
+                        in_doubt = Some(base);
+                    }
                     // What the store holds now becomes our base, so the next refresh is a
                     // cheap conditional read.
                     self.remember_base(*current);
                 }
-                Err(PersistError::Other(error)) => return Err(error),
+                Err(PersistError::Other(error)) => {
+                    return Err(self.doubtful(error, &attempts, in_doubt.is_some()));
+                }
+            }
+            if attempts.len() > sent {
+                results.push((attempts[attempts.len() - 1].clone(), result));
             }
             if attempt < self.options.max_update_attempts {
                 let jittered = backoff.mul_f64(fastrand::f64());
@@ -225,26 +400,163 @@ impl<S: Store> RemoteState<S> {
         })
     }
 
+    /// An error that ends an update: when an earlier write's answer was lost, the caller must
+    /// know the change may have been applied.
+    fn doubtful(&self, error: Error, attempts: &[String], in_doubt: bool) -> Error {
+        if !in_doubt {
+            return error;
+        }
+        Error::WriteOutcomeUnknown {
+            location: self.store.location().to_owned(),
+            write_ids: attempts.to_vec(),
+            source: Box::new(error),
+        }
+    }
+
     /// Like [`Persister::persist_state`], but a snapshot of another lineage, or with an older
     /// serial than the persisted one, is written anyway, numbered after the persisted serial
     /// (Terraform's `state push -force`). The write is still conditional on the snapshot this
     /// manager last read, so a concurrent change is a [`Error::Conflict`], and the replaced
     /// snapshot stays in the store's history as an older version.
     pub async fn persist_state_forced(&self) -> Result<()> {
-        let _io = self.io.lock().await;
-        self.persist_and_remember(true).await
+        self.persist_transient(true).await
     }
 
-    pub(crate) async fn persist_and_remember(&self, force: bool) -> Result<()> {
-        match self.persist_locked(force).await {
-            Ok(()) => Ok(()),
-            Err(PersistError::Lost { current, error }) => {
-                // Remember what won, so the caller's next refresh is a cheap conditional read
-                // and a blind retry of this persist is refused as a serial regression.
+    /// Terraform's `state push`: refreshes, checks that `state` may replace what is stored,
+    /// and persists it conditionally on what was read. It does not lock; take the lock first,
+    /// as `s3state push` does.
+    ///
+    /// Without `force`, a state of another lineage ([`Error::LineageMismatch`]), with an older
+    /// serial ([`Error::SerialRegression`]), or with the same serial but other content
+    /// ([`Error::SerialCollision`]: it was not made from the stored snapshot) is refused. A
+    /// state identical to the stored one writes nothing. Returns the identity of the snapshot
+    /// now stored.
+    pub async fn push_state(&self, state: State, force: bool) -> Result<SnapshotMeta> {
+        let _io = self.io.lock().await;
+        self.refresh_now().await?;
+        let base = self.lock_snapshots().base.clone();
+        if let (Some(current), false) = (base.state.as_deref(), force) {
+            let location = || self.store.location().to_owned();
+            if state.lineage != current.lineage {
+                return Err(Error::LineageMismatch {
+                    location: location(),
+                    local: state.lineage,
+                    remote: current.lineage.clone(),
+                });
+            }
+            if state.serial < current.serial {
+                return Err(Error::SerialRegression {
+                    location: location(),
+                    local: state.serial,
+                    remote: current.serial,
+                });
+            }
+            if state.serial == current.serial && !state.same_content(current) {
+                return Err(Error::SerialCollision {
+                    location: location(),
+                    serial: state.serial,
+                });
+            }
+        }
+        self.persist_candidate(state, force).await?;
+        let persisted = self.lock_snapshots().base.state.clone();
+        Ok(persisted
+            .as_deref()
+            .map(SnapshotMeta::of)
+            .expect("a persisted state is known after a push"))
+    }
+
+    /// Persists `candidate` (not the transient snapshot) under the serial rules, remembering
+    /// what was written. The caller holds the I/O lock.
+    pub(crate) async fn persist_candidate(&self, candidate: State, force: bool) -> Result<()> {
+        match self
+            .write_candidate(candidate, force, &mut Vec::new())
+            .await
+        {
+            Ok(WriteOutcome::Unchanged) => Ok(()),
+            Ok(WriteOutcome::Landed { now, .. }) => {
+                self.adopt(now);
+                Ok(())
+            }
+            Err(PersistError::NotWritten { current, error, .. }) => {
                 self.remember_base(*current);
                 Err(error)
             }
             Err(PersistError::Other(error)) => Err(error),
+        }
+    }
+
+    async fn persist_transient(&self, force: bool) -> Result<()> {
+        // This call answers for every write_state made before it: those must be persisted
+        // when it returns Ok, even if another task's persist or refresh handled them first.
+        let target = self.lock_snapshots().generation;
+        let _io = self.io.lock().await;
+        let (candidate, generation) = {
+            let snapshots = self.lock_snapshots();
+            if target > snapshots.persisted_generation && target <= snapshots.discarded_generation {
+                return Err(Error::WriteDiscarded {
+                    location: self.store.location().to_owned(),
+                });
+            }
+            match &snapshots.transient {
+                Some(state) => (state.clone(), snapshots.generation),
+                None => return Ok(()),
+            }
+        };
+        let (taken_lineage, taken_serial) = (candidate.lineage.clone(), candidate.serial);
+        let outcome = self
+            .write_candidate(candidate, force, &mut Vec::new())
+            .await;
+        let mut snapshots = self.lock_snapshots();
+        let untouched = snapshots.generation == generation;
+        match outcome {
+            Ok(WriteOutcome::Unchanged) => {
+                if untouched {
+                    snapshots.pending = Pending::Clean;
+                }
+                snapshots.persisted_generation = snapshots.persisted_generation.max(generation);
+                Ok(())
+            }
+            Ok(WriteOutcome::Landed {
+                now, superseded, ..
+            }) => {
+                snapshots.persisted_generation = snapshots.persisted_generation.max(generation);
+                if untouched {
+                    snapshots.transient = now.state.as_deref().cloned();
+                    snapshots.pending = Pending::Clean;
+                } else if let (Some(written), false) = (now.state.as_deref(), superseded) {
+                    // A write_state came in while we wrote. It was made from the snapshot we
+                    // just persisted (or an earlier one); number it after what we wrote, so
+                    // its own persist succeeds instead of looking like a rollback.
+                    if let Some(newer) = snapshots.transient.as_mut() {
+                        let same_line =
+                            newer.lineage == taken_lineage || newer.lineage == written.lineage;
+                        if same_line && newer.serial == taken_serial {
+                            newer.serial = written.serial;
+                            newer.lineage = written.lineage.clone();
+                        }
+                    }
+                }
+                snapshots.base = now;
+                snapshots.base_known = true;
+                Ok(())
+            }
+            Err(PersistError::NotWritten { current, error, .. }) => {
+                // Remember what won, so the caller's next refresh is a cheap conditional read
+                // and a blind retry of this persist is refused as a serial regression.
+                snapshots.base = *current;
+                snapshots.base_known = true;
+                if untouched {
+                    snapshots.pending = Pending::Failed;
+                }
+                Err(error)
+            }
+            Err(PersistError::Other(error)) => {
+                if untouched {
+                    snapshots.pending = Pending::Failed;
+                }
+                Err(error)
+            }
         }
     }
 
@@ -259,7 +571,7 @@ impl<S: Store> RemoteState<S> {
         if self.lock_snapshots().base_known {
             return Ok(());
         }
-        self.refresh_locked().await
+        self.refresh_now().await
     }
 
     /// The store object behind the snapshot this manager last read or wrote; `None` when
@@ -291,27 +603,45 @@ impl<S: Store> RemoteState<S> {
         snapshots.base_known = true;
     }
 
+    /// Remembers a snapshot this manager wrote (or found its write under), and makes it the
+    /// transient snapshot too unless an unsaved `write_state` is there.
+    fn adopt(&self, now: Base) {
+        let mut snapshots = self.lock_snapshots();
+        if snapshots.pending == Pending::Clean {
+            snapshots.transient = now.state.as_deref().cloned();
+        }
+        snapshots.base = now;
+        snapshots.base_known = true;
+    }
+
     fn lock_snapshots(&self) -> std::sync::MutexGuard<'_, Snapshots> {
         // A panic while holding this lock cannot leave the snapshots half-updated (each update
         // is a single assignment), so a poisoned lock is still consistent.
         self.snapshots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn refresh_locked(&self) -> Result<()> {
+    /// Reads the persisted snapshot (conditionally on the one we know). The caller holds the
+    /// I/O lock.
+    async fn refresh_now(&self) -> Result<()> {
         let known = self.lock_snapshots().base.etag.clone();
-        let base = match self.store.get(known.as_ref()).await? {
-            Fetched::NotModified => {
-                let mut snapshots = self.lock_snapshots();
-                snapshots.transient = snapshots.base.state.as_deref().cloned();
-                return Ok(());
-            }
-            Fetched::Absent => Base::default(),
-            Fetched::Found(object) => self.decode(object)?,
+        let fetched = self.store.get(known.as_ref()).await?;
+        let base = match fetched {
+            Fetched::NotModified => None,
+            Fetched::Absent => Some(Base::default()),
+            Fetched::Found(object) => Some(self.decode(object)?),
         };
         let mut snapshots = self.lock_snapshots();
-        snapshots.transient = base.state.as_deref().cloned();
-        snapshots.base = base;
+        if let Some(base) = base {
+            snapshots.base = base;
+        }
         snapshots.base_known = true;
+        if snapshots.pending == Pending::Failed {
+            snapshots.discarded_generation = snapshots.generation;
+        }
+        if snapshots.pending != Pending::Unsaved {
+            snapshots.transient = snapshots.base.state.as_deref().cloned();
+            snapshots.pending = Pending::Clean;
+        }
         Ok(())
     }
 
@@ -332,59 +662,174 @@ impl<S: Store> RemoteState<S> {
             version_id: object.version_id,
             size: object.body.len() as u64,
             write_id: object.metadata.get(metadata_keys::WRITE_ID).cloned(),
+            parent_write_id: object.metadata.get(metadata_keys::PARENT_WRITE_ID).cloned(),
         })
     }
 
-    async fn persist_locked(&self, force: bool) -> Result<(), PersistError> {
-        let (transient, base) = {
-            let snapshots = self.lock_snapshots();
-            match &snapshots.transient {
-                Some(state) => (state.clone(), snapshots.base.clone()),
-                None => return Ok(()),
-            }
+    /// Writes `candidate` under the serial rules, conditionally on the base this manager
+    /// knows, and finds out exactly what happened when the answer is not a plain success.
+    /// `attempts` holds the write ids of the caller's earlier attempts at the same change;
+    /// this attempt's id is added to it.
+    async fn write_candidate(
+        &self,
+        candidate: State,
+        force: bool,
+        attempts: &mut Vec<String>,
+    ) -> Result<WriteOutcome, PersistError> {
+        let base = self.lock_snapshots().base.clone();
+        let Some(next) = self.next_snapshot(candidate, base.state.as_deref(), force)? else {
+            return Ok(WriteOutcome::Unchanged);
         };
-        let Some(next) = self.next_snapshot(transient, base.state.as_deref(), force)? else {
-            return Ok(());
-        };
-
         let body = Bytes::from(next.to_bytes());
         let write_id = uuid::Uuid::new_v4().to_string();
+        attempts.push(write_id.clone());
         let mut metadata = snapshot_metadata(&next);
         metadata.insert(metadata_keys::WRITE_ID.to_owned(), write_id.clone());
         if let Some(parent) = &base.write_id {
             metadata.insert(metadata_keys::PARENT_WRITE_ID.to_owned(), parent.clone());
         }
-        let written = match self
-            .store
-            .put(body.clone(), &base.precondition(), &metadata)
-            .await?
-        {
-            PutOutcome::Written(written) => written,
-            PutOutcome::PreconditionFailed => {
-                match self.resolve_precondition_failure(&body, &write_id).await? {
-                    Resolution::Ours(written) => written,
-                    Resolution::Superseded(current) => {
-                        // Our write landed; the state has moved on since, on top of it.
-                        let mut snapshots = self.lock_snapshots();
-                        snapshots.transient = current.state.as_deref().cloned();
-                        snapshots.base = current;
-                        snapshots.base_known = true;
-                        return Ok(());
-                    }
-                }
+        let size = body.len() as u64;
+        let failure = match self.store.put(body, &base.precondition(), &metadata).await {
+            Ok(PutOutcome::Written(written)) => {
+                return Ok(WriteOutcome::Landed {
+                    now: Base {
+                        etag: Some(written.etag),
+                        state: Some(Arc::new(next)),
+                        version_id: written.version_id,
+                        size,
+                        write_id: Some(write_id.clone()),
+                        parent_write_id: base.write_id.clone(),
+                    },
+                    write_id,
+                    superseded: false,
+                });
+            }
+            Ok(PutOutcome::PreconditionFailed) => None,
+            Err(error) => Some(error),
+        };
+        // Refused, or no answer. Either another writer got there first, or one of our
+        // attempts landed and only its answer was lost (the SDK then retried and met it). The
+        // store's versions say which, exactly.
+        let lookup = match self.find_landed(attempts, &base).await {
+            Ok(lookup) => lookup,
+            Err(lookup_error) => {
+                return Err(PersistError::Other(Error::WriteOutcomeUnknown {
+                    location: self.store.location().to_owned(),
+                    write_ids: attempts.clone(),
+                    source: Box::new(failure.unwrap_or(lookup_error)),
+                }));
             }
         };
-        let mut snapshots = self.lock_snapshots();
-        snapshots.transient = Some(next.clone());
-        snapshots.base = Base {
-            etag: Some(written.etag),
-            state: Some(Arc::new(next)),
-            version_id: written.version_id,
-            size: body.len() as u64,
-            write_id: Some(write_id),
+        match lookup {
+            Lookup::Landed {
+                write_id,
+                now,
+                superseded,
+            } => {
+                tracing::info!(location = %self.store.location(), superseded,
+                    "a write whose answer was lost is in the store; treating it as written");
+                Ok(WriteOutcome::Landed {
+                    write_id,
+                    now,
+                    superseded,
+                })
+            }
+            Lookup::NotLanded { current } => {
+                let location = self.store.location().to_owned();
+                let (error, in_doubt) = match failure {
+                    None => (
+                        Error::Conflict {
+                            location,
+                            remote: current.state.as_deref().map(SnapshotMeta::of),
+                        },
+                        false,
+                    ),
+                    Some(source) => (
+                        Error::WriteFailed {
+                            location,
+                            source: Box::new(source),
+                        },
+                        true,
+                    ),
+                };
+                Err(PersistError::NotWritten {
+                    current: Box::new(current),
+                    error,
+                    in_doubt,
+                })
+            }
+        }
+    }
+
+    /// Whether any write in `attempts`, made on top of `base`, is in the store.
+    ///
+    /// The current object answers most cases in one GET: it is ours, or was written directly
+    /// on ours (its parent id), or directly on our base by someone else (then ours cannot have
+    /// landed). Otherwise a writer that records no ids (Terraform), or several writers in a
+    /// row, wrote since; the versions written after our base are then searched for our ids.
+    /// Tags are not compared, because under SSE-KMS they are not content hashes.
+    async fn find_landed(&self, attempts: &[String], base: &Base) -> Result<Lookup> {
+        let ours = |id: Option<&String>| id.filter(|id| attempts.contains(id)).cloned();
+        let current = match self.store.get(None).await? {
+            Fetched::Found(object) => {
+                let ids = (
+                    object.metadata.get(metadata_keys::WRITE_ID).cloned(),
+                    object.metadata.get(metadata_keys::PARENT_WRITE_ID).cloned(),
+                );
+                // An object that is not a state is reported as a conflict with an unknown
+                // remote; it is remembered as "unknown", so the next write can only create,
+                // and nothing ever overwrites it.
+                self.decode(object).unwrap_or_else(|_| Base {
+                    write_id: ids.0,
+                    parent_write_id: ids.1,
+                    ..Base::default()
+                })
+            }
+            Fetched::Absent | Fetched::NotModified => Base::default(),
         };
-        snapshots.base_known = true;
-        Ok(())
+        if let Some(write_id) = ours(current.write_id.as_ref()) {
+            return Ok(Lookup::Landed {
+                write_id,
+                now: current,
+                superseded: false,
+            });
+        }
+        if let Some(write_id) = ours(current.parent_write_id.as_ref()) {
+            return Ok(Lookup::Landed {
+                write_id,
+                now: current,
+                superseded: true,
+            });
+        }
+        let built_on_our_base =
+            current.parent_write_id.is_some() && current.parent_write_id == base.write_id;
+        let Some(versions) = self.store.as_versioned().filter(|_| !built_on_our_base) else {
+            return Ok(Lookup::NotLanded { current });
+        };
+        let listing = versions.list_versions(1000).await?;
+        if listing.iter().any(|v| v.version_id == "null") {
+            // Versioning is off (or was): the history cannot answer.
+            return Ok(Lookup::NotLanded { current });
+        }
+        for version in listing {
+            if base.version_id.as_deref() == Some(version.version_id.as_str()) {
+                break;
+            }
+            if version.is_delete_marker
+                || current.version_id.as_deref() == Some(version.version_id.as_str())
+            {
+                continue;
+            }
+            let metadata = versions.version_metadata(&version.version_id).await?;
+            if let Some(write_id) = ours(metadata.get(metadata_keys::WRITE_ID)) {
+                return Ok(Lookup::Landed {
+                    write_id,
+                    now: current,
+                    superseded: true,
+                });
+            }
+        }
+        Ok(Lookup::NotLanded { current })
     }
 
     /// Applies the serial and lineage rules: `None` when there is nothing to write. With
@@ -434,69 +879,15 @@ impl<S: Store> RemoteState<S> {
         next.serial += 1;
         Ok(Some(next))
     }
-
-    /// Our conditional write was refused. Either another writer got there first, or our own
-    /// earlier attempt was applied and only its response was lost (the SDK then retried and
-    /// met the object it had written). Reading the object tells them apart:
-    /// - it is ours when it holds exactly the bytes we sent *and* this persist's write id.
-    ///   Content alone is not enough: two writers that start from the same snapshot and make
-    ///   the same change produce identical bytes, and the loser must still see a conflict, or
-    ///   `update` would lose its change;
-    /// - it was written on top of ours when its parent write id is ours: our write landed and
-    ///   another writer already built on it, so reporting a conflict would make `update`
-    ///   apply its change twice.
-    ///
-    /// Tags are not compared, because under SSE-KMS they are not content hashes.
-    async fn resolve_precondition_failure(
-        &self,
-        sent: &Bytes,
-        write_id: &str,
-    ) -> Result<Resolution, PersistError> {
-        let location = self.store.location().to_owned();
-        let has = |metadata: &ObjectMetadata, key: &str| {
-            metadata.get(key).map(String::as_str) == Some(write_id)
-        };
-        match self.store.get(None).await? {
-            Fetched::Found(object)
-                if object.body == *sent && has(&object.metadata, metadata_keys::WRITE_ID) =>
-            {
-                tracing::info!(%location, "a retried write met its own earlier success; treating it as written");
-                Ok(Resolution::Ours(Written {
-                    etag: object.etag,
-                    version_id: object.version_id,
-                }))
-            }
-            Fetched::Found(object) if has(&object.metadata, metadata_keys::PARENT_WRITE_ID) => {
-                tracing::info!(%location, "a retried write had landed and was already built upon");
-                Ok(Resolution::Superseded(self.decode(object)?))
-            }
-            Fetched::Found(object) => {
-                let remote = State::from_slice(&object.body)
-                    .ok()
-                    .map(|s| SnapshotMeta::of(&s));
-                let current = Box::new(self.decode(object).unwrap_or_default());
-                Err(PersistError::Lost {
-                    current,
-                    error: Error::Conflict { location, remote },
-                })
-            }
-            Fetched::Absent | Fetched::NotModified => Err(PersistError::Lost {
-                current: Box::default(),
-                error: Error::Conflict {
-                    location,
-                    remote: None,
-                },
-            }),
-        }
-    }
 }
 
-/// How a refused write turned out.
-enum Resolution {
-    /// The object there is the one we wrote.
-    Ours(Written),
-    /// Ours landed and another writer has written on top of it; this is what is there now.
-    Superseded(Base),
+/// The result of the round whose write landed.
+fn take_result<T>(results: &mut Vec<(String, T)>, write_id: &str) -> T {
+    let index = results
+        .iter()
+        .position(|(id, _)| id == write_id)
+        .expect("a landed write id is one this update sent");
+    results.swap_remove(index).1
 }
 
 fn snapshot_metadata(state: &State) -> ObjectMetadata {
@@ -516,7 +907,10 @@ impl<S: Store> Transient for RemoteState<S> {
     }
 
     fn write_state(&self, state: State) {
-        self.lock_snapshots().transient = Some(state);
+        let mut snapshots = self.lock_snapshots();
+        snapshots.transient = Some(state);
+        snapshots.generation += 1;
+        snapshots.pending = Pending::Unsaved;
     }
 }
 
@@ -524,15 +918,14 @@ impl<S: Store> Transient for RemoteState<S> {
 impl<S: Store> Refresher for RemoteState<S> {
     async fn refresh_state(&self) -> Result<()> {
         let _io = self.io.lock().await;
-        self.refresh_locked().await
+        self.refresh_now().await
     }
 }
 
 #[async_trait]
 impl<S: Store> Persister for RemoteState<S> {
     async fn persist_state(&self) -> Result<()> {
-        let _io = self.io.lock().await;
-        self.persist_and_remember(false).await
+        self.persist_transient(false).await
     }
 }
 
@@ -540,7 +933,7 @@ impl<S: Store> Persister for RemoteState<S> {
 impl<S: Store> OutputReader for RemoteState<S> {
     async fn root_output_values(&self) -> Result<BTreeMap<String, OutputValue>> {
         let _io = self.io.lock().await;
-        self.refresh_locked().await?;
+        self.refresh_now().await?;
         Ok(self
             .lock_snapshots()
             .base
@@ -558,5 +951,16 @@ impl<S: Store> PersistentMeta for RemoteState<S> {
             .state
             .as_deref()
             .map(SnapshotMeta::of)
+    }
+}
+
+#[async_trait]
+impl<S: Store> Locker for RemoteState<S> {
+    async fn lock(&self, info: &LockInfo) -> Result<String> {
+        self.locker.lock(info).await
+    }
+
+    async fn unlock(&self, id: &str) -> Result<()> {
+        self.locker.unlock(id).await
     }
 }

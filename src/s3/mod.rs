@@ -363,4 +363,8 @@ impl Store for S3Store {
     fn path(&self) -> &str {
         &self.path
     }
+
+    fn as_versioned(&self) -> Option<&dyn crate::store::VersionedStore> {
+        Some(self)
+    }
 }

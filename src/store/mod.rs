@@ -5,6 +5,8 @@
 //! implements it for S3. A second backend (a filesystem, another object store) is one new
 //! implementation of this trait.
 
+pub mod memory;
+
 use crate::error::Result;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -147,6 +149,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The object's path as Terraform names it in lock info (`bucket/key`).
     fn path(&self) -> &str;
+
+    /// This store's version history, when it keeps one. With it, "did my write land?" has an
+    /// exact answer after an ambiguous failure: look for the write's id among the versions.
+    /// Without it, the answer comes from the current object alone.
+    fn as_versioned(&self) -> Option<&dyn VersionedStore> {
+        None
+    }
 }
 
 /// One version in an object's history.

@@ -1,0 +1,479 @@
+//! Regression tests for the lost-write paths of issue 11, on the in-memory store: each one
+//! failed on the code before the fix. A scripted wrapper around the store pauses a write or
+//! makes another writer act at the exact moment that used to lose data.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use s3state::store::memory::MemoryStore;
+use s3state::store::{
+    DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, VersionedStore,
+};
+use s3state::{
+    Error, LockInfo, Locker, OutputValue, Persister, Refresher, RemoteState, RemoteStateOptions,
+    State, Transient, UpdateLocking,
+};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// What the scripted store does to the next state write.
+#[derive(Clone, Default)]
+enum Script {
+    /// Pass writes through.
+    #[default]
+    Normal,
+    /// Hold the next write until `release` is notified, after telling `entered`.
+    Pause {
+        entered: Arc<Notify>,
+        release: Arc<Notify>,
+    },
+    /// Apply the next write, lose its answer (the SDK's retry then meets it: 412), and let
+    /// Terraform write on top before the caller looks.
+    LoseAnswerThenTerraformWrites,
+    /// Apply the next write and then fail without an answer.
+    ApplyThenFail,
+    /// Fail the next write without applying it.
+    FailWithoutApplying,
+}
+
+#[derive(Clone)]
+struct Scripted {
+    inner: MemoryStore,
+    script: Arc<Mutex<Script>>,
+}
+
+impl std::fmt::Debug for Scripted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Scripted {
+    fn new(key: &str) -> Self {
+        Scripted {
+            inner: MemoryStore::new(key),
+            script: Arc::default(),
+        }
+    }
+
+    fn next_write(&self, script: Script) {
+        *self.script.lock().unwrap() = script;
+    }
+
+    fn stored(&self) -> Option<State> {
+        self.inner
+            .current_body()
+            .map(|body| State::from_slice(&body).unwrap())
+    }
+}
+
+fn ambiguous() -> Error {
+    Error::Store {
+        operation: "PutObject",
+        location: "scripted".into(),
+        message: "the connection was reset and the retries gave up".into(),
+        source: None,
+    }
+}
+
+#[async_trait]
+impl Store for Scripted {
+    async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
+        self.inner.get(if_none_match).await
+    }
+
+    async fn put(
+        &self,
+        body: Bytes,
+        precondition: &Precondition,
+        metadata: &ObjectMetadata,
+    ) -> s3state::Result<PutOutcome> {
+        let script = std::mem::take(&mut *self.script.lock().unwrap());
+        match script {
+            Script::Normal => self.inner.put(body, precondition, metadata).await,
+            Script::Pause { entered, release } => {
+                entered.notify_one();
+                release.notified().await;
+                self.inner.put(body, precondition, metadata).await
+            }
+            Script::LoseAnswerThenTerraformWrites => {
+                self.inner.put(body, precondition, metadata).await?;
+                let mut state = self.stored().unwrap();
+                state.serial += 1;
+                state
+                    .outputs
+                    .insert("terraform".into(), OutputValue::new(&"applied"));
+                self.inner.put_unconditional(Bytes::from(state.to_bytes()));
+                Ok(PutOutcome::PreconditionFailed)
+            }
+            Script::ApplyThenFail => {
+                self.inner.put(body, precondition, metadata).await?;
+                Err(ambiguous())
+            }
+            Script::FailWithoutApplying => Err(ambiguous()),
+        }
+    }
+
+    async fn delete(&self, if_match: Option<&ETag>) -> s3state::Result<DeleteOutcome> {
+        self.inner.delete(if_match).await
+    }
+
+    fn sibling(&self, suffix: &str) -> Self {
+        Scripted {
+            inner: self.inner.sibling(suffix),
+            // Scripts apply to the state object only, not to its lock.
+            script: Arc::default(),
+        }
+    }
+
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+
+    fn path(&self) -> &str {
+        self.inner.path()
+    }
+
+    fn as_versioned(&self) -> Option<&dyn VersionedStore> {
+        Some(&self.inner)
+    }
+}
+
+fn with_output(state: Option<State>, name: &str, value: u64) -> State {
+    let mut state = state.unwrap_or_else(|| State::new(semver::Version::new(1, 15, 5)));
+    state.outputs.insert(name.into(), OutputValue::new(&value));
+    state
+}
+
+fn output(state: &State, name: &str) -> Option<u64> {
+    state.outputs.get(name).and_then(|o| o.to_value().as_u64())
+}
+
+#[tokio::test]
+async fn a_write_state_made_while_another_task_persists_is_persisted_by_the_next_persist() {
+    let store = Scripted::new("shared.tfstate");
+    let manager = Arc::new(RemoteState::new(store.clone()));
+    manager.write_state(with_output(None, "a", 1));
+    manager.persist_state().await.unwrap();
+
+    // Task A persists a change; its PUT is held in flight.
+    manager.write_state(with_output(manager.state(), "a", 2));
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    store.next_write(Script::Pause {
+        entered: Arc::clone(&entered),
+        release: Arc::clone(&release),
+    });
+    let task_a = tokio::spawn({
+        let manager = Arc::clone(&manager);
+        async move { manager.persist_state().await }
+    });
+    entered.notified().await;
+
+    // Task B writes while A's PUT is in flight, then A's PUT returns.
+    manager.write_state(with_output(manager.state(), "b", 7));
+    release.notify_one();
+    task_a.await.unwrap().unwrap();
+
+    // B's persist must send B's state, not find "nothing changed".
+    manager.persist_state().await.unwrap();
+    let stored = store.stored().unwrap();
+    assert_eq!(
+        output(&stored, "b"),
+        Some(7),
+        "task B's write_state was dropped"
+    );
+    assert_eq!(output(&stored, "a"), Some(2));
+    assert_eq!(stored.serial, 3);
+}
+
+#[tokio::test]
+async fn an_update_never_discards_a_write_state_another_task_made_during_it() {
+    let store = Scripted::new("shared-update.tfstate");
+    let manager = Arc::new(RemoteState::new(store.clone()));
+    manager
+        .update(|state| {
+            state.outputs.insert("a".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap();
+
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    store.next_write(Script::Pause {
+        entered: Arc::clone(&entered),
+        release: Arc::clone(&release),
+    });
+    let updating = tokio::spawn({
+        let manager = Arc::clone(&manager);
+        async move {
+            manager
+                .update(|state| {
+                    state.outputs.insert("u".into(), OutputValue::new(&5));
+                })
+                .await
+        }
+    });
+    entered.notified().await;
+    manager.write_state(with_output(manager.state(), "b", 9));
+    release.notify_one();
+    updating.await.unwrap().unwrap();
+
+    assert_eq!(
+        manager.state().and_then(|s| output(&s, "b")),
+        Some(9),
+        "the update replaced another task's unsaved write_state"
+    );
+    // The unsaved state was built before the update landed: persisting it now is refused as
+    // a rollback (honestly), not silently applied or dropped.
+    let refused = manager.persist_state().await.unwrap_err();
+    assert!(
+        matches!(refused, Error::SerialRegression { .. }),
+        "{refused}"
+    );
+    assert_eq!(output(&store.stored().unwrap(), "u"), Some(5));
+}
+
+#[tokio::test]
+async fn a_refresh_does_not_discard_a_write_state_no_persist_has_tried() {
+    let store = MemoryStore::new("refresh.tfstate");
+    let manager = RemoteState::new(store.clone());
+    manager.write_state(with_output(None, "a", 1));
+    manager.persist_state().await.unwrap();
+    manager.write_state(with_output(manager.state(), "b", 2));
+    manager.refresh_state().await.unwrap();
+    manager.persist_state().await.unwrap();
+    let stored = State::from_slice(&store.current_body().unwrap()).unwrap();
+    assert_eq!(output(&stored, "b"), Some(2));
+}
+
+#[tokio::test]
+async fn a_persist_whose_write_state_was_discarded_by_another_tasks_refresh_says_so() {
+    let store = Scripted::new("discarded.tfstate");
+    let manager = RemoteState::new(store.clone());
+    manager.write_state(with_output(None, "a", 1));
+    manager.persist_state().await.unwrap();
+    // Another manager moves the state on, so this manager's next persist conflicts.
+    let other = RemoteState::new(store.clone());
+    other
+        .update(|state| {
+            state.outputs.insert("other".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap();
+    manager.write_state(with_output(manager.state(), "mine", 1));
+    assert!(manager.persist_state().await.unwrap_err().is_conflict());
+    // A second task had nothing to add but calls persist after the first task's refresh.
+    manager.refresh_state().await.unwrap();
+    let answer = manager.persist_state().await;
+    assert!(
+        matches!(answer, Err(Error::WriteDiscarded { .. })),
+        "a persist answered {answer:?} for a write_state that was thrown away"
+    );
+    assert_eq!(output(&store.stored().unwrap(), "mine"), None);
+}
+
+#[tokio::test]
+async fn an_update_whose_answer_was_lost_and_that_terraform_wrote_on_top_of_is_applied_once() {
+    let store = Scripted::new("lost-answer.tfstate");
+    let manager = RemoteState::new(store.clone());
+    manager
+        .update(|state| {
+            state.outputs.insert("count".into(), OutputValue::new(&0));
+        })
+        .await
+        .unwrap();
+    store.next_write(Script::LoseAnswerThenTerraformWrites);
+    let mut rounds = 0;
+    manager
+        .update(|state| {
+            rounds += 1;
+            let count = output(state, "count").unwrap();
+            state
+                .outputs
+                .insert("count".into(), OutputValue::new(&(count + 1)));
+        })
+        .await
+        .unwrap();
+    let stored = store.stored().unwrap();
+    assert_eq!(
+        output(&stored, "count"),
+        Some(1),
+        "the change was applied twice"
+    );
+    assert_eq!(rounds, 1);
+    assert!(stored.outputs.contains_key("terraform"));
+}
+
+#[tokio::test]
+async fn a_persist_whose_answer_was_lost_but_landed_succeeds() {
+    let store = Scripted::new("landed.tfstate");
+    let manager = RemoteState::new(store.clone());
+    manager.write_state(with_output(None, "a", 1));
+    store.next_write(Script::ApplyThenFail);
+    manager.persist_state().await.unwrap();
+    assert_eq!(output(&store.stored().unwrap(), "a"), Some(1));
+    assert_eq!(store.inner.version_count(), 1);
+}
+
+#[tokio::test]
+async fn a_write_that_failed_and_did_not_land_says_it_was_not_applied() {
+    let store = Scripted::new("not-landed.tfstate");
+    let manager = RemoteState::new(store.clone());
+    manager.write_state(with_output(None, "a", 1));
+    store.next_write(Script::FailWithoutApplying);
+    let error = manager.persist_state().await.unwrap_err();
+    assert!(matches!(error, Error::WriteFailed { .. }), "{error}");
+    assert!(error.to_string().contains("not applied"), "{error}");
+    assert_eq!(store.stored(), None);
+}
+
+#[tokio::test]
+async fn an_update_whose_write_failed_without_landing_is_retried_and_applied_once() {
+    let store = Scripted::new("retried.tfstate");
+    let manager = RemoteState::new(store.clone());
+    store.next_write(Script::FailWithoutApplying);
+    let mut rounds = 0;
+    manager
+        .update(|state| {
+            rounds += 1;
+            state.outputs.insert("x".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap();
+    assert_eq!(rounds, 2);
+    assert_eq!(output(&store.stored().unwrap(), "x"), Some(1));
+    assert_eq!(store.inner.version_count(), 1);
+}
+
+#[tokio::test]
+async fn pushing_a_different_state_with_the_same_serial_is_refused_and_writes_nothing() {
+    let store = MemoryStore::new("push.tfstate");
+    let manager = RemoteState::new(store.clone());
+    manager
+        .update(|state| {
+            state.outputs.insert("a".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap();
+    let stored = manager.state().unwrap();
+    let mut diverged = stored.clone();
+    diverged
+        .outputs
+        .insert("a".into(), OutputValue::new(&"someone else's"));
+    let versions = store.version_count();
+
+    let refused = manager
+        .push_state(diverged.clone(), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::SerialCollision { serial: 1, .. }),
+        "{refused}"
+    );
+    assert_eq!(store.version_count(), versions);
+
+    // With force it is written, numbered after the stored serial.
+    let meta = manager.push_state(diverged, true).await.unwrap();
+    assert_eq!(meta.serial, 2);
+    // The same content again is not a collision: nothing to write.
+    let same = manager.state().unwrap();
+    manager.push_state(same, false).await.unwrap();
+    assert_eq!(store.version_count(), versions + 1);
+}
+
+#[tokio::test]
+async fn a_lock_with_an_empty_id_is_refused_and_nothing_is_written() {
+    let store = MemoryStore::new("lock-empty.tfstate");
+    let manager = RemoteState::new(store.clone());
+    let mut info = LockInfo::new("OperationTypeApply");
+    info.id = String::new();
+    let refused = manager.lock(&info).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::InvalidLockInfo { .. }),
+        "{refused}"
+    );
+    assert_eq!(store.sibling(".tflock").current_body(), None);
+}
+
+#[tokio::test]
+async fn two_callers_reusing_one_lock_info_do_not_both_hold_the_lock() {
+    let store = MemoryStore::new("lock-reuse.tfstate");
+    let info = LockInfo::new("OperationTypeApply");
+    let first = RemoteState::new(store.clone());
+    let second = RemoteState::new(store.clone());
+    first.lock(&info).await.unwrap();
+    let refused = second.lock(&info).await.unwrap_err();
+    assert!(matches!(refused, Error::Locked { .. }), "{refused}");
+    // The same manager asked twice with the same info: still one holder.
+    let again = first.lock(&info).await.unwrap_err();
+    assert!(matches!(again, Error::Locked { .. }), "{again}");
+    first.unlock(&info.id).await.unwrap();
+    assert_eq!(store.sibling(".tflock").current_body(), None);
+}
+
+#[tokio::test]
+async fn update_takes_the_lock_by_default_and_waits_for_its_holder() {
+    let store = MemoryStore::new("update-lock.tfstate");
+    let holder = RemoteState::new(store.clone());
+    let info = LockInfo::new("OperationTypeApply");
+    holder.lock(&info).await.unwrap();
+
+    let updater = Arc::new(RemoteState::with_options(
+        store.clone(),
+        RemoteStateOptions {
+            update_locking: UpdateLocking::Lock {
+                timeout: std::time::Duration::from_millis(200),
+            },
+            ..RemoteStateOptions::default()
+        },
+    ));
+    let refused = updater
+        .update(|state| {
+            state.outputs.insert("x".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::Locked { holder: Some(h), .. } if h.id == info.id),
+        "{refused}"
+    );
+    assert_eq!(
+        store.current_body(),
+        None,
+        "an update wrote under someone else's lock"
+    );
+
+    // Released meanwhile: the update waits for it and goes ahead.
+    let waiting = tokio::spawn({
+        let updater = Arc::clone(&updater);
+        async move {
+            updater
+                .update(|state| {
+                    state.outputs.insert("x".into(), OutputValue::new(&1));
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    holder.unlock(&info.id).await.unwrap();
+    waiting.await.unwrap().unwrap();
+    assert!(store.current_body().is_some());
+    assert_eq!(store.sibling(".tflock").current_body(), None);
+
+    // Opting out writes without looking at the lock.
+    holder
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    let unlocked = RemoteState::with_options(
+        store.clone(),
+        RemoteStateOptions {
+            update_locking: UpdateLocking::Disabled,
+            ..RemoteStateOptions::default()
+        },
+    );
+    unlocked
+        .update(|state| {
+            state.outputs.insert("y".into(), OutputValue::new(&2));
+        })
+        .await
+        .unwrap();
+}

@@ -338,6 +338,9 @@ impl<S: Store> RemoteState<S> {
         let mut results: Vec<(String, T)> = Vec::new();
         // The base of an attempt whose answer was lost and that was not found in the store.
         let mut in_doubt: Option<Base> = None;
+        // Rounds whose write failed without landing: the store is failing, not contended, so
+        // give up after a few rather than use the whole attempt budget.
+        let mut failed_writes = 0;
         for attempt in 1..=self.options.max_update_attempts {
             if let Err(error) = self.refresh_now().await {
                 return Err(self.doubtful(error, &attempts, in_doubt.is_some()));
@@ -374,8 +377,14 @@ impl<S: Store> RemoteState<S> {
                     in_doubt: doubtful,
                 }) => {
                     tracing::debug!(attempt, %error, "update round not written; retrying");
-                    if doubtful && in_doubt.is_none() {
-                        in_doubt = Some(base);
+                    if doubtful {
+                        failed_writes += 1;
+                        if failed_writes >= FAILED_WRITES_BEFORE_GIVING_UP {
+                            return Err(error);
+                        }
+                        if in_doubt.is_none() {
+                            in_doubt = Some(base);
+                        }
                     }
                     // What the store holds now becomes our base, so the next refresh is a
                     // cheap conditional read.
@@ -880,6 +889,10 @@ impl<S: Store> RemoteState<S> {
         Ok(Some(next))
     }
 }
+
+/// How many of `update`'s rounds may fail without landing (a failing store, not a lost
+/// race) before it reports the failure.
+const FAILED_WRITES_BEFORE_GIVING_UP: u32 = 3;
 
 /// The result of the round whose write landed.
 fn take_result<T>(results: &mut Vec<(String, T)>, write_id: &str) -> T {

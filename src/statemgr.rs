@@ -28,8 +28,12 @@ pub trait Transient: Send + Sync {
 /// Loads the latest persisted snapshot.
 #[async_trait]
 pub trait Refresher: Send + Sync {
-    /// Loads the latest persisted snapshot and makes it the in-memory snapshot too, discarding
-    /// in-memory changes that were not persisted (Terraform's semantics).
+    /// Loads the latest persisted snapshot and makes it the in-memory snapshot too.
+    ///
+    /// A [`Transient::write_state`] that no persist has tried yet is kept (another task
+    /// sharing the manager may refresh at any moment, and must not throw it away); one whose
+    /// persist failed is replaced, as Terraform does, so that the change can be made again
+    /// on the refreshed state.
     ///
     /// Safe while other processes persist concurrently: the snapshot read is always one whole
     /// persisted version, never a mix.
@@ -51,7 +55,12 @@ pub trait Persister: Send + Sync {
     /// - a snapshot of another lineage, or with an older serial than the persisted one, is
     ///   refused ([`crate::Error::LineageMismatch`], [`crate::Error::SerialRegression`]).
     ///
-    /// It does not lock; locking is the caller's decision, as in Terraform.
+    /// - when it returns `Ok`, every `write_state` made before the call is persisted, whichever
+    ///   task's persist wrote it; if one was discarded by a refresh after a failed persist, the
+    ///   answer is [`crate::Error::WriteDiscarded`], never a silent `Ok`.
+    ///
+    /// It does not lock; locking is the caller's decision, as in Terraform. (`update` on
+    /// [`crate::RemoteState`] locks by default.)
     async fn persist_state(&self) -> Result<()>;
 }
 

@@ -17,7 +17,9 @@ use std::time::Duration;
 const KEY: &str = "faults/terraform.tfstate";
 const LOCK_KEY: &str = "faults/terraform.tfstate.tflock";
 
-/// A manager whose requests go through `proxy`, with quick SDK retries.
+/// A manager whose requests go through `proxy`, with quick SDK retries. Its `update` does not
+/// take the lock, so each scenario sees the state's own requests; the lock's faults have
+/// their own scenarios below, and the locked update is covered by the simulation suite.
 async fn manager_via(proxy: &FaultProxy, bucket: &str, max_attempts: u32) -> RemoteState<S3Store> {
     let config = common::config_for(proxy.endpoint())
         .retry_config(
@@ -33,6 +35,10 @@ async fn manager_via(proxy: &FaultProxy, bucket: &str, max_attempts: u32) -> Rem
         .build();
     let manager = common::builder(bucket, KEY)
         .with_client(aws_sdk_s3::Client::from_conf(config))
+        .with_options(s3state::RemoteStateOptions {
+            update_locking: s3state::UpdateLocking::Disabled,
+            ..Default::default()
+        })
         .build()
         .await
         .unwrap();
@@ -148,25 +154,30 @@ async fn slowdown_storms_are_retried_and_an_exhausted_budget_says_so() {
     );
     let err = manager.update(set(2)).await.unwrap_err();
     let message = err.to_string();
+    // After each round, the versions show the write did not land; after three such rounds
+    // update reports it, as "not applied".
     assert!(
         matches!(
-            err,
-            Error::Store {
-                operation: "PutObject",
-                ..
-            }
+            &err,
+            Error::WriteFailed { source, .. }
+                if matches!(**source, Error::Store { operation: "PutObject", .. })
         ),
         "{err:?}"
     );
     assert!(
-        message.contains("SlowDown") && message.contains("still failing after the SDK's retries"),
+        message.contains("SlowDown")
+            && message.contains("still failing after the SDK's retries")
+            && message.contains("not applied"),
         "{message}"
     );
     let puts = calls(&proxy)
         .into_iter()
         .filter(|(m, _)| m == "PUT")
         .count();
-    assert_eq!(puts, 3, "the budget is three attempts");
+    assert_eq!(
+        puts, 9,
+        "three rounds, each with the SDK's budget of three attempts"
+    );
     assert_eq!(
         common::version_count(&bucket, KEY).await,
         1,

@@ -620,3 +620,246 @@ async fn workspace_names_terraform_refuses_are_usage_errors_and_nothing_is_writt
         "nothing was written: {listing:?}"
     );
 }
+
+const LOCK_KEY: &str = "cli/terraform.tfstate.tflock";
+const TERRAFORM_LOCK: &[u8] = include_bytes!("data/terraform-1.15.5/lock-info.json");
+const TERRAFORM_LOCK_ID: &str = "91731845-4e72-fefa-2c11-97277aabd814";
+
+/// Terraform's lock, as a running `terraform apply` on another machine holds it.
+async fn terraform_holds_the_lock(bucket: &str) {
+    common::put_raw(bucket, LOCK_KEY, TERRAFORM_LOCK).await;
+}
+
+/// How often the lock object was created and deleted (the bucket is versioned, so every lock
+/// taken and released leaves a version and a delete marker).
+async fn lock_history(bucket: &str) -> (usize, usize) {
+    let listing = common::client()
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(LOCK_KEY)
+        .send()
+        .await
+        .unwrap();
+    (listing.versions().len(), listing.delete_markers().len())
+}
+
+/// Terraform's state with the greeting output changed, under the same serial (1).
+fn changed_terraform_state() -> Vec<u8> {
+    String::from_utf8(common::TERRAFORM_STATE.to_vec())
+        .unwrap()
+        .replace("hello from terraform", "hello from a colleague")
+        .into_bytes()
+}
+
+/// Terraform's state numbered as made from serial 1, with the greeting changed.
+fn next_terraform_state() -> Vec<u8> {
+    String::from_utf8(changed_terraform_state())
+        .unwrap()
+        .replace("\"serial\": 1,", "\"serial\": 2,")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn push_takes_the_lock_and_releases_it_and_lock_false_takes_none() {
+    let bucket = bucket_with_terraform_state().await;
+    let file = write_temp(&next_terraform_state());
+    s3state(&bucket)
+        .arg("push")
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(contains("Pushed serial 3"));
+    assert_eq!(
+        lock_history(&bucket).await,
+        (1, 1),
+        "one lock taken and released"
+    );
+    s3state(&bucket)
+        .arg("lock-info")
+        .assert()
+        .success()
+        .stdout(contains("is not locked"));
+
+    let file = write_temp(
+        &String::from_utf8(next_terraform_state())
+            .unwrap()
+            // Made from serial 3, as a user bumps the serial of a hand-edited state.
+            .replace("\"serial\": 2,", "\"serial\": 4,")
+            .replace("hello from a colleague", "hello again")
+            .into_bytes(),
+    );
+    s3state(&bucket)
+        .arg("push")
+        .arg("--lock=false")
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(contains("Pushed serial 5"));
+    assert_eq!(lock_history(&bucket).await, (1, 1), "no lock this time");
+}
+
+#[tokio::test]
+async fn push_is_refused_with_exit_4_naming_the_holder_while_terraform_holds_the_lock() {
+    let bucket = bucket_with_terraform_state().await;
+    terraform_holds_the_lock(&bucket).await;
+    let file = write_temp(&next_terraform_state());
+    s3state(&bucket)
+        .arg("push")
+        .arg(&file)
+        .assert()
+        .code(4)
+        .stderr(
+            contains(format!("{LOCK_KEY} is locked"))
+                .and(contains(TERRAFORM_LOCK_ID))
+                .and(contains("held by root@vm"))
+                .and(contains("OperationTypeApply"))
+                .and(contains(format!(
+                    "s3state force-unlock {TERRAFORM_LOCK_ID}"
+                ))),
+        );
+    assert_eq!(
+        common::version_count(&bucket, KEY).await,
+        1,
+        "nothing written"
+    );
+    assert_eq!(common::get_raw(&bucket, KEY).await, common::TERRAFORM_STATE);
+    assert_eq!(
+        common::get_raw(&bucket, LOCK_KEY).await,
+        TERRAFORM_LOCK,
+        "Terraform's lock is left alone"
+    );
+
+    // Opting out writes under Terraform's lock (and leaves that lock in place).
+    s3state(&bucket)
+        .args(["push", "--lock=false"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(contains("Pushed serial 3"));
+    assert_eq!(common::version_count(&bucket, KEY).await, 2);
+    assert_eq!(common::get_raw(&bucket, LOCK_KEY).await, TERRAFORM_LOCK);
+}
+
+#[tokio::test]
+async fn push_with_a_lock_timeout_waits_for_a_lock_released_meanwhile() {
+    use s3state::{LockInfo, Locker};
+    let bucket = bucket_with_terraform_state().await;
+    let manager = common::manager(&bucket, KEY).await;
+    let file = write_temp(&next_terraform_state());
+
+    // A short timeout gives up, saying how long it waited.
+    let held = manager
+        .lock(&LockInfo::new("OperationTypeApply").with_info("held by the test"))
+        .await
+        .unwrap();
+    s3state(&bucket)
+        .args(["push", "--lock-timeout", "1500ms"])
+        .arg(&file)
+        .assert()
+        .code(4)
+        .stderr(contains("gave up after").and(contains(&held)));
+    assert_eq!(common::version_count(&bucket, KEY).await, 1);
+
+    // A long one waits until the holder releases the lock, then pushes.
+    let mut push = s3state(&bucket);
+    push.args(["push", "--lock-timeout", "60s"]).arg(&file);
+    let started = std::time::Instant::now();
+    let running = tokio::task::spawn_blocking(move || push.output().unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(!running.is_finished(), "the push waits for the lock");
+    assert_eq!(common::version_count(&bucket, KEY).await, 1);
+    manager.unlock(&held).await.unwrap();
+    let output = running.await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(2500));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Pushed serial 3"));
+    assert_eq!(common::version_count(&bucket, KEY).await, 2);
+    s3state(&bucket)
+        .arg("lock-info")
+        .assert()
+        .success()
+        .stdout(contains("is not locked"));
+}
+
+#[tokio::test]
+async fn push_refuses_a_different_state_with_the_same_serial_unless_forced() {
+    let bucket = bucket_with_terraform_state().await;
+    let file = write_temp(&changed_terraform_state());
+    s3state(&bucket)
+        .arg("push")
+        .arg(&file)
+        .assert()
+        .code(1)
+        .stderr(
+            contains("serial 1")
+                .and(contains("different content under the same serial"))
+                .and(contains("--force")),
+        );
+    assert_eq!(
+        common::version_count(&bucket, KEY).await,
+        1,
+        "nothing written"
+    );
+    assert_eq!(common::get_raw(&bucket, KEY).await, common::TERRAFORM_STATE);
+    assert_eq!(
+        lock_history(&bucket).await,
+        (1, 1),
+        "the lock was released after the refusal"
+    );
+
+    s3state(&bucket)
+        .args(["push", "--force"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(contains("Pushed serial 2"));
+    assert_eq!(common::version_count(&bucket, KEY).await, 2);
+    s3state(&bucket)
+        .args(["outputs", "greeting", "--raw"])
+        .assert()
+        .success()
+        .stdout("hello from a colleague");
+}
+
+#[tokio::test]
+async fn restore_is_refused_with_exit_4_while_someone_else_holds_the_lock() {
+    let bucket = bucket_with_terraform_state().await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(|s| {
+            s.outputs.clear();
+        })
+        .await
+        .unwrap();
+    let (lock_versions, _) = lock_history(&bucket).await;
+    terraform_holds_the_lock(&bucket).await;
+    s3state(&bucket)
+        .args(["restore", "previous", "--yes"])
+        .assert()
+        .code(4)
+        .stderr(contains(TERRAFORM_LOCK_ID).and(contains("held by root@vm")));
+    assert_eq!(
+        common::version_count(&bucket, KEY).await,
+        2,
+        "nothing written"
+    );
+    assert_eq!(common::get_raw(&bucket, LOCK_KEY).await, TERRAFORM_LOCK);
+
+    // Once Terraform is done, the restore goes through and releases its own lock.
+    common::delete_object(&bucket, LOCK_KEY).await;
+    s3state(&bucket)
+        .args(["restore", "previous", "--yes"])
+        .assert()
+        .success()
+        .stderr(contains("as serial 3"));
+    assert_eq!(common::version_count(&bucket, KEY).await, 3);
+    assert_eq!(
+        lock_history(&bucket).await,
+        (lock_versions + 2, lock_versions + 2),
+        "Terraform's lock and ours, each removed"
+    );
+}

@@ -2,13 +2,13 @@
 //! on stdout (or JSON with --json); diagnostics go to stderr.
 
 use crate::ui::{self, Style};
-use crate::{Cli, Command, WorkspaceCommand, settings};
+use crate::{Cli, Command, LockFlags, WorkspaceCommand, settings};
 use futures::StreamExt;
 use s3state::state::{ChangeKind, StateDiff};
 use s3state::{
-    Error, HistoryEntry, HistoryOptions, LockInfo, Locker, OutputReader, PersistentMeta, Persister,
-    Refresher, RemoteState, S3Store, State, Store, Transient, VersionSelector, VersionedStore,
-    s3::S3Backend, store::Fetched,
+    Error, HistoryEntry, HistoryOptions, LockInfo, Locker, OutputReader, PersistentMeta, Refresher,
+    RemoteState, S3Store, State, Store, Transient, VersionSelector, VersionedStore, s3::S3Backend,
+    store::Fetched,
 };
 use std::io::{Read, Write};
 
@@ -65,7 +65,7 @@ pub async fn run(cli: Cli) -> Result {
     };
     match cli.command {
         Command::Pull { version_id } => pull(&context, version_id).await,
-        Command::Push { file, force } => push(&context, &file, force).await,
+        Command::Push { file, force, lock } => push(&context, &file, force, &lock).await,
         Command::Outputs {
             name,
             json,
@@ -79,7 +79,12 @@ pub async fn run(cli: Cli) -> Result {
             json,
         } => history(&context, details, limit, json).await,
         Command::Diff { a, b, json } => diff(&context, &a, &b, json).await,
-        Command::Restore { target, force, yes } => restore(&context, &target, force, yes).await,
+        Command::Restore {
+            target,
+            force,
+            yes,
+            lock,
+        } => restore(&context, &target, force, yes, &lock).await,
         Command::Lock {
             operation,
             info,
@@ -139,7 +144,7 @@ async fn pull(context: &Context, version_id: Option<String>) -> Result {
     print_stdout(&body)
 }
 
-async fn push(context: &Context, file: &std::path::Path, force: bool) -> Result {
+async fn push(context: &Context, file: &std::path::Path, force: bool, lock: &LockFlags) -> Result {
     let bytes = if file.as_os_str() == "-" {
         let mut bytes = Vec::new();
         std::io::stdin()
@@ -156,30 +161,100 @@ async fn push(context: &Context, file: &std::path::Path, force: bool) -> Result 
     })?;
     drop(bytes); // large states: do not hold the file and its parsed form at once
     let manager = context.manager()?;
-    let spinner = ui::progress(&format!("pushing to {}", manager.store().location()), None);
-    manager.refresh_state().await?;
-    let before = manager.state_snapshot_meta();
-    manager.write_state(state);
-    let persisted = if force {
-        manager.persist_state_forced().await
-    } else {
-        manager.persist_state().await
-    };
-    spinner.finish_and_clear();
-    persisted?;
-    let after = manager.state_snapshot_meta().expect("just persisted");
-    if before.as_ref() == Some(&after) {
-        eprintln!(
-            "Nothing to push: the state already has this content (serial {}).",
-            after.serial
-        );
-    } else {
-        eprintln!(
-            "Pushed serial {} of lineage {}.",
-            after.serial, after.lineage
-        );
+    let info = LockInfo::new("state-push").with_info("s3state push");
+    under_lock(&manager, lock, info, "push", async {
+        let spinner = ui::progress(&format!("pushing to {}", manager.store().location()), None);
+        let pushed = async {
+            // Read first to tell "nothing to push" from a write; push_state's own refresh is
+            // then a conditional GET answered 304, without a body.
+            manager.refresh_state().await?;
+            let before = manager.persisted_object();
+            let meta = manager.push_state(state, force).await?;
+            Ok::<_, Error>((before != manager.persisted_object(), meta))
+        }
+        .await;
+        spinner.finish_and_clear();
+        let (written, after) = pushed?;
+        if written {
+            eprintln!(
+                "Pushed serial {} of lineage {}.",
+                after.serial, after.lineage
+            );
+        } else {
+            eprintln!(
+                "Nothing to push: the state already has this content (serial {}).",
+                after.serial
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `step` under the state's lock, as Terraform runs `state push`: lock (waiting up to
+/// `--lock-timeout`), the step, unlock, also when the step failed. With `--lock=false` the
+/// step runs alone.
+async fn under_lock<T>(
+    manager: &RemoteState<S3Store>,
+    flags: &LockFlags,
+    info: LockInfo,
+    what: &str,
+    step: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    if !flags.lock {
+        return step.await;
     }
-    Ok(())
+    let id = take_lock(manager, &info, Some(flags.lock_timeout)).await?;
+    let result = step.await;
+    match (release_lock(manager, &id).await, result) {
+        (Ok(()), result) => result,
+        (Err(err), Ok(_)) => Err(CliError::Other(format!(
+            "the {what} succeeded, but releasing the lock {} failed: {err}\n\
+             hint: nobody holds that lock now; remove it with: s3state force-unlock {id}",
+            manager.locker().location()
+        ))),
+        (Err(err), Err(failed)) => {
+            ui::report(&CliError::Other(format!(
+                "releasing the lock {} failed: {err}; nobody holds it now, remove it with: \
+                 s3state force-unlock {id}",
+                manager.locker().location()
+            )));
+            Err(failed)
+        }
+    }
+}
+
+/// Takes the lock at once, or waiting up to `timeout` on Terraform's back-off.
+async fn take_lock(
+    manager: &RemoteState<S3Store>,
+    info: &LockInfo,
+    timeout: Option<std::time::Duration>,
+) -> Result<String> {
+    match timeout {
+        Some(timeout) if !timeout.is_zero() => {
+            let spinner = ui::progress("waiting for the lock", None);
+            let id = manager.locker().lock_with_timeout(info, timeout).await;
+            spinner.finish_and_clear();
+            Ok(id?)
+        }
+        _ => Ok(manager.lock(info).await?),
+    }
+}
+
+/// Releases a lock this process took, trying again a few times when the store fails, so that
+/// a passing fault does not leave it behind.
+async fn release_lock(manager: &RemoteState<S3Store>, id: &str) -> std::result::Result<(), Error> {
+    let mut wait = std::time::Duration::from_millis(100);
+    for _ in 0..3 {
+        match manager.unlock(id).await {
+            Err(Error::Store { .. }) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    manager.unlock(id).await
 }
 
 async fn outputs(
@@ -471,41 +546,55 @@ fn render_diff(diff: &StateDiff, style: Style) -> String {
     text
 }
 
-async fn restore(context: &Context, version: &str, force: bool, yes: bool) -> Result {
+async fn restore(
+    context: &Context,
+    version: &str,
+    force: bool,
+    yes: bool,
+    lock: &LockFlags,
+) -> Result {
+    let selector = selector(version)?;
     let manager = context.manager()?;
-    let version_id = manager.resolve_version(&selector(version)?).await?;
-    let target = manager.snapshot_at(&version_id).await?;
-    manager.refresh_state().await?;
-    match manager.state() {
-        Some(current) => {
-            // Preview what will be written: the old content under the next serial.
-            let mut preview = target.state.clone();
-            if preview.lineage == current.lineage {
-                preview.serial = current.serial + 1;
+    let info = LockInfo::new("state-restore").with_info(format!("s3state restore {version}"));
+    under_lock(&manager, lock, info, "restore", async {
+        let version_id = manager.resolve_version(&selector).await?;
+        let target = manager.snapshot_at(&version_id).await?;
+        // The restore below is conditional on this snapshot: the one the preview shows.
+        manager.refresh_state().await?;
+        match manager.state() {
+            Some(current) => {
+                // Preview what will be written: the old content under the next serial.
+                let mut preview = target.state.clone();
+                if preview.lineage == current.lineage {
+                    preview.serial = current.serial + 1;
+                }
+                let diff = StateDiff::between(&current, &preview);
+                eprint!(
+                    "Restoring version {version_id} changes the current state as follows:\n{}",
+                    render_diff(&diff, Style::stderr())
+                );
             }
-            let diff = StateDiff::between(&current, &preview);
-            eprint!(
-                "Restoring version {version_id} changes the current state as follows:\n{}",
-                render_diff(&diff, Style::stderr())
-            );
+            None => {
+                eprintln!("The state is deleted; restoring version {version_id} brings it back.")
+            }
         }
-        None => eprintln!("The state is deleted; restoring version {version_id} brings it back."),
-    }
-    if !yes && !ui::confirm("Restore it?")? {
-        return Err(CliError::Other(
-            "restore cancelled; nothing was written".into(),
-        ));
-    }
-    let restored = manager.restore(&version_id, force).await?;
-    if restored.written {
-        eprintln!(
-            "Restored version {version_id} as serial {} of lineage {}.",
-            restored.meta.serial, restored.meta.lineage
-        );
-    } else {
-        eprintln!("The current state already has that content; nothing was written.");
-    }
-    Ok(())
+        if !yes && !ui::confirm("Restore it?")? {
+            return Err(CliError::Other(
+                "restore cancelled; nothing was written".into(),
+            ));
+        }
+        let restored = manager.restore(&version_id, force).await?;
+        if restored.written {
+            eprintln!(
+                "Restored version {version_id} as serial {} of lineage {}.",
+                restored.meta.serial, restored.meta.lineage
+            );
+        } else {
+            eprintln!("The current state already has that content; nothing was written.");
+        }
+        Ok(())
+    })
+    .await
 }
 
 async fn lock(
@@ -516,18 +605,7 @@ async fn lock(
 ) -> Result {
     let manager = context.manager()?;
     let lock_info = LockInfo::new(operation).with_info(info);
-    let id = match timeout {
-        Some(timeout) => {
-            let spinner = ui::progress("waiting for the lock", None);
-            let id = manager
-                .locker()
-                .lock_with_timeout(&lock_info, timeout)
-                .await;
-            spinner.finish_and_clear();
-            id?
-        }
-        None => manager.lock(&lock_info).await?,
-    };
+    let id = take_lock(&manager, &lock_info, timeout).await?;
     eprintln!(
         "Locked {} (release with: s3state unlock {id})",
         manager.store().location()

@@ -21,6 +21,23 @@ Settings come from flags, then S3STATE_* variables, then the `backend \"s3\"` bl
 .tf files in --chdir (default: the current directory). Credentials and region also come from
 the standard AWS_* variables and profiles.";
 
+/// Why `push` and `restore` lock, in their `--help` (a macro, so that `concat!` can use it).
+macro_rules! locking_help {
+    ($command:literal) => {
+        concat!(
+            "Locking: ",
+            $command,
+            " takes the state's lock first and releases it when done,\n",
+            "as `terraform state push` does (<key>.tflock, the lock Terraform and OpenTofu use).\n",
+            "A held lock exits 4 and names its holder; --lock-timeout 5m waits for it instead.\n",
+            "The write is also conditional (compare-and-swap), but that protects only against\n",
+            "writers that write conditionally too. Terraform writes its state blindly while it\n",
+            "holds the lock, so only the lock protects against a running Terraform.\n",
+            "--lock=false skips the lock (compare-and-swap only)."
+        )
+    };
+}
+
 /// Inspect, history, diff, restore and lock Terraform state stored in S3.
 #[derive(Debug, Parser)]
 #[command(name = "s3state", version, after_help = EXIT_CODES, propagate_version = true)]
@@ -48,15 +65,19 @@ pub enum Command {
         version_id: Option<String>,
     },
     /// Write a state file as the new snapshot, with Terraform's lineage and serial checks.
-    #[command(
-        after_help = "Example:\n  s3state push fixed.tfstate\n  s3state pull | jq '...' | s3state push -"
-    )]
+    #[command(after_help = concat!(
+        locking_help!("push"),
+        "\n\nExample:\n  s3state push fixed.tfstate\n  s3state pull | jq '...' | s3state push -\n  s3state push --lock-timeout 5m fixed.tfstate"
+    ))]
     Push {
         /// The state file, or - for standard input.
         file: PathBuf,
-        /// Allow another lineage or an older serial. The old snapshot stays in history.
+        /// Allow another lineage, an older serial, or the same serial with other content. The
+        /// old snapshot stays in history.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        lock: LockFlags,
     },
     /// Show root module outputs (sensitive values masked).
     #[command(
@@ -112,9 +133,10 @@ pub enum Command {
         json: bool,
     },
     /// Write a past version's content as a new snapshot (nothing in history is deleted).
-    #[command(
-        after_help = "Example:\n  s3state restore previous\n  s3state restore 3HL4kqtJvjVBH40Nrjfkd --yes"
-    )]
+    #[command(after_help = concat!(
+        locking_help!("restore"),
+        "\n\nExample:\n  s3state restore previous\n  s3state restore 3HL4kqtJvjVBH40Nrjfkd --yes"
+    ))]
     Restore {
         /// The version to bring back: an id, `previous`, or `~N`.
         #[arg(value_name = "VERSION")]
@@ -125,6 +147,8 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        #[command(flatten)]
+        lock: LockFlags,
     },
     /// Take the state's lock and print its ID.
     #[command(
@@ -180,6 +204,34 @@ pub enum Command {
     /// List, create or delete workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+}
+
+/// Whether a write takes the state's lock first, and how long it waits for it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LockFlags {
+    /// Take the state's lock first (the default). `--lock=false` skips it, and a running
+    /// Terraform can then overwrite the write. Give a value only with `=`.
+    // `require_equals`: `--lock false` must not read `false` as the flag's value (it is the
+    // next argument), as for `--path-style`.
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "true",
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub lock: bool,
+    /// How long to wait for a lock someone else holds (e.g. 30s, 5m); 0s fails at once, as in
+    /// Terraform.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0s",
+        value_parser = humantime::parse_duration
+    )]
+    pub lock_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,6 +321,44 @@ mod tests {
             "also after the command"
         );
         assert!(parse(&["--path-style=maybe", "pull"]).is_err());
+    }
+
+    fn push_lock(args: &[&str]) -> (LockFlags, PathBuf) {
+        match parse(args).unwrap().command {
+            Command::Push { lock, file, .. } => (lock, file),
+            other => panic!("not a push: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_lock_by_default_and_lock_takes_a_value_only_after_an_equals_sign() {
+        use std::time::Duration;
+        let (lock, file) = push_lock(&["push", "s.json"]);
+        assert!(lock.lock);
+        assert_eq!(lock.lock_timeout, Duration::ZERO, "Terraform's default");
+        assert_eq!(file, PathBuf::from("s.json"));
+
+        let (lock, _) = push_lock(&["push", "--lock=false", "s.json"]);
+        assert!(!lock.lock);
+        let (lock, file) = push_lock(&["push", "--lock", "s.json"]);
+        assert!(lock.lock);
+        assert_eq!(
+            file,
+            PathBuf::from("s.json"),
+            "--lock did not take the file"
+        );
+        let (lock, _) = push_lock(&["push", "--lock-timeout", "1m30s", "-"]);
+        assert_eq!(lock.lock_timeout, Duration::from_secs(90));
+        assert!(parse(&["push", "--lock=maybe", "-"]).is_err());
+        assert!(parse(&["push", "--lock-timeout", "soon", "-"]).is_err());
+
+        let cli = parse(&["restore", "--lock=false", "--lock-timeout=10s", "previous"]).unwrap();
+        let Command::Restore { lock, target, .. } = cli.command else {
+            panic!("not a restore");
+        };
+        assert!(!lock.lock);
+        assert_eq!(lock.lock_timeout, Duration::from_secs(10));
+        assert_eq!(target, "previous");
     }
 
     #[test]

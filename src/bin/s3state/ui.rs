@@ -24,13 +24,29 @@ pub fn init_logging(verbose: u8) {
         .init();
 }
 
+/// The exit code for an error: the one place errors are mapped to codes.
 pub fn exit_code(err: &CliError) -> u8 {
     match err {
         CliError::Usage(_) => EXIT_USAGE,
         CliError::Other(_) => EXIT_ERROR,
-        CliError::State(Error::Conflict { .. }) => EXIT_CONFLICT,
-        CliError::State(Error::Locked { .. }) => EXIT_LOCKED,
-        CliError::State(_) => EXIT_ERROR,
+        CliError::State(err) => match err {
+            // Someone else wrote first; nothing was overwritten. Re-running re-reads.
+            Error::Conflict { .. } => EXIT_CONFLICT,
+            // Someone else holds the lock; nothing was written.
+            Error::Locked { .. } => EXIT_LOCKED,
+            // Refusals: what was asked would replace a state it was not made from.
+            Error::LineageMismatch { .. }
+            | Error::SerialRegression { .. }
+            | Error::SerialCollision { .. } => EXIT_ERROR,
+            // Failed writes and locks, with or without a known outcome (the message says
+            // which, and what to check).
+            Error::WriteFailed { .. }
+            | Error::WriteOutcomeUnknown { .. }
+            | Error::WriteDiscarded { .. }
+            | Error::LockOutcomeUnknown { .. }
+            | Error::InvalidLockInfo { .. } => EXIT_ERROR,
+            _ => EXIT_ERROR,
+        },
     }
 }
 
@@ -59,6 +75,11 @@ fn hint(err: &CliError) -> Option<String> {
         ),
         Error::LineageMismatch { .. } => "this is a different state; pass --force to replace it (the old one stays in history)".into(),
         Error::SerialRegression { .. } => "the state is newer than yours; pull it first, or pass --force to replace it".into(),
+        Error::SerialCollision { .. } => "your file was not made from the stored state; pull it, apply your change to it and push, \
+             or pass --force to replace it (the old one stays in history)".into(),
+        Error::WriteFailed { .. } => "nothing was written; run the command again".into(),
+        Error::WriteOutcomeUnknown { .. } => "check what is stored (s3state meta, s3state history --details) before running it again".into(),
+        Error::LockOutcomeUnknown { id, .. } => format!("see whether it appeared with: s3state lock-info (then: s3state force-unlock {id})"),
         Error::InvalidConfig { field, env, .. } => {
             format!("set --{} or {env}", field.replace('_', "-"))
         }
@@ -186,5 +207,47 @@ mod tests {
         assert_eq!(exit_code(&other), EXIT_ERROR);
         assert_eq!(exit_code(&CliError::usage("x")), EXIT_USAGE);
         assert_ne!(EXIT_CONFLICT, EXIT_LOCKED);
+    }
+
+    #[test]
+    fn a_same_serial_collision_exits_like_the_other_refusals_with_a_hint() {
+        let collision = CliError::State(Error::SerialCollision {
+            location: "s3://b/k".into(),
+            serial: 3,
+        });
+        let regression = CliError::State(Error::SerialRegression {
+            location: "s3://b/k".into(),
+            local: 1,
+            remote: 3,
+        });
+        assert_eq!(exit_code(&collision), exit_code(&regression));
+        assert_eq!(exit_code(&collision), EXIT_ERROR);
+        let hint = hint(&collision).expect("a hint");
+        assert!(hint.contains("--force") && hint.contains("pull"), "{hint}");
+    }
+
+    #[test]
+    fn a_failed_write_says_whether_running_again_is_safe() {
+        let source = || {
+            Box::new(Error::Store {
+                operation: "PutObject",
+                location: "s3://b/k".into(),
+                message: "timeout".into(),
+                source: None,
+            })
+        };
+        let failed = CliError::State(Error::WriteFailed {
+            location: "s3://b/k".into(),
+            source: source(),
+        });
+        let unknown = CliError::State(Error::WriteOutcomeUnknown {
+            location: "s3://b/k".into(),
+            write_ids: vec!["w1".into()],
+            source: source(),
+        });
+        assert_eq!(exit_code(&failed), EXIT_ERROR);
+        assert_eq!(exit_code(&unknown), EXIT_ERROR);
+        assert!(hint(&failed).unwrap().contains("nothing was written"));
+        assert!(hint(&unknown).unwrap().contains("before running it again"));
     }
 }

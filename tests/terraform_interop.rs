@@ -427,3 +427,139 @@ async fn terraforms_applies_appear_in_history_and_a_restore_is_what_terraform_pu
     assert_eq!(pulled["serial"].as_u64().unwrap(), serials[2] + 1);
     assert_eq!(pulled["outputs"]["n"]["value"], 1);
 }
+
+/// The `s3state` CLI on the test bucket, in an empty directory (no backend block read).
+fn s3state_cli(bucket: &str) -> assert_cmd::Command {
+    let mut command = common::s3state_binary();
+    command
+        .current_dir(common::temp_dir("s3state-tf-cli"))
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("S3STATE_ENDPOINT_URL", common::endpoint())
+        .env("S3STATE_PATH_STYLE", "true")
+        .env("S3STATE_BUCKET", bucket)
+        .env("S3STATE_KEY", KEY)
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// `s3state push FILE` while a paused Terraform apply holds the lock: refused with exit 4,
+/// naming Terraform's lock, and nothing is written.
+async fn push_is_refused_during_the_apply(bucket: &str, file: &Path) {
+    let holder: serde_json::Value =
+        serde_json::from_slice(&common::get_raw(bucket, LOCK_KEY).await).unwrap();
+    let output = s3state_cli(bucket).arg("push").arg(file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(holder["ID"].as_str().unwrap())
+            && stderr.contains("OperationTypeApply")
+            && stderr.contains("version 1.15.5"),
+        "names Terraform's lock: {stderr}"
+    );
+}
+
+/// The state Terraform wrote, as a user edits it for a push: an output added and the serial
+/// bumped (a different state needs a newer serial, as with `terraform state push`).
+fn derived_from(terraform_wrote: &[u8], output: &str) -> Vec<u8> {
+    let mut state: serde_json::Value = serde_json::from_slice(terraform_wrote).unwrap();
+    state["serial"] = (state["serial"].as_u64().unwrap() + 1).into();
+    state["outputs"][output] = serde_json::json!({"value": "pushed by s3state", "type": "string"});
+    serde_json::to_vec_pretty(&state).unwrap()
+}
+
+fn resource_names(state: &serde_json::Value) -> Vec<String> {
+    state["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}.{}",
+                r["type"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn s3state_push_is_refused_while_a_terraform_apply_holds_the_lock_and_works_after_it() {
+    let bucket = common::bucket(true).await;
+    let terraform = Workdir::new(&bucket, PAUSING_CONFIG);
+    let release = terraform.dir.join("release");
+
+    // No state yet: a push during the first apply would be adopted by Terraform, which would
+    // then drop the resource it created. It is refused and creates nothing.
+    let mut apply = start_paused_apply(&terraform, &bucket).await;
+    let file = common::temp_dir("s3state-tf-push").join("state.json");
+    std::fs::write(&file, common::TERRAFORM_STATE).unwrap();
+    push_is_refused_during_the_apply(&bucket, &file).await;
+    assert_eq!(
+        common::version_count(&bucket, KEY).await,
+        0,
+        "no state created"
+    );
+    std::fs::write(&release, "").unwrap();
+    assert!(apply.wait().unwrap().success());
+    let first = terraform.pull();
+    assert_eq!(resource_names(&first), ["terraform_data.pause"]);
+
+    // A state exists: a push during the apply would be overwritten by Terraform's blind PUT.
+    // It is refused and the state stays exactly as Terraform wrote it.
+    std::fs::remove_file(&release).unwrap();
+    let mut apply = start_paused_apply(&terraform, &bucket).await;
+    let before = common::get_raw(&bucket, KEY).await;
+    let versions = common::version_count(&bucket, KEY).await;
+    std::fs::write(&file, derived_from(&before, "during_apply")).unwrap();
+    push_is_refused_during_the_apply(&bucket, &file).await;
+    assert_eq!(
+        common::get_raw(&bucket, KEY).await,
+        before,
+        "state unchanged"
+    );
+    assert_eq!(common::version_count(&bucket, KEY).await, versions);
+    std::fs::write(&release, "").unwrap();
+    assert!(apply.wait().unwrap().success());
+
+    // After the apply: a state derived from what Terraform wrote is pushed, and Terraform's
+    // resource (replaced by the second apply) is still in it.
+    let terraform_wrote = common::get_raw(&bucket, KEY).await;
+    let written: serde_json::Value = serde_json::from_slice(&terraform_wrote).unwrap();
+    assert_ne!(
+        written["resources"][0]["instances"][0]["attributes"]["id"],
+        first["resources"][0]["instances"][0]["attributes"]["id"],
+        "the second apply replaced the resource"
+    );
+    std::fs::write(&file, derived_from(&terraform_wrote, "after_apply")).unwrap();
+    s3state_cli(&bucket)
+        .arg("push")
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("Pushed serial"));
+    let pulled = terraform.pull();
+    assert_eq!(resource_names(&pulled), ["terraform_data.pause"]);
+    assert_eq!(
+        pulled["resources"][0]["instances"][0]["attributes"]["id"],
+        written["resources"][0]["instances"][0]["attributes"]["id"],
+        "Terraform's resource is the one its last apply made"
+    );
+    assert_eq!(
+        pulled["outputs"]["after_apply"]["value"],
+        "pushed by s3state"
+    );
+    assert!(pulled["outputs"].get("during_apply").is_none());
+    assert!(pulled["serial"].as_u64().unwrap() > written["serial"].as_u64().unwrap());
+    assert!(
+        common::client()
+            .head_object()
+            .bucket(&bucket)
+            .key(LOCK_KEY)
+            .send()
+            .await
+            .is_err(),
+        "the push released its lock"
+    );
+}

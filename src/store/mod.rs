@@ -5,6 +5,7 @@
 //! implements it for S3. A second backend (a filesystem, another object store) is one new
 //! implementation of this trait.
 
+pub mod conformance;
 pub mod memory;
 
 use crate::error::Result;

@@ -446,8 +446,9 @@ impl MemoryStore {
         match (if_match, current) {
             (Some(_), None) => DeleteOutcome::Absent,
             (Some(expected), Some(etag)) if *expected != etag => DeleteOutcome::PreconditionFailed,
-            (_, None) => DeleteOutcome::Deleted,
-            (_, Some(_)) => {
+            // As in a versioned S3 bucket, an unconditional delete adds a delete marker even
+            // when there is nothing to delete (never written, or already deleted).
+            _ => {
                 bucket.push(
                     &self.key,
                     None,

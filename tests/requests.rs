@@ -222,3 +222,254 @@ async fn on_localstack_the_same_cycle_costs_six_requests_then_five() {
         "the 501 is remembered"
     );
 }
+
+/// Lets a conditional DELETE of the lock through (as real S3 does) when it names the lock
+/// that was last created: records the ETag of every successful lock PUT for
+/// `common::ConditionalDeletes`, for operations that take the lock themselves, like `update()`.
+/// (Requests are sent one at a time, so a response belongs to the request seen last.)
+#[derive(Debug, Clone, Default)]
+struct TrackLockEtag {
+    deletes: common::ConditionalDeletes,
+    lock_put_in_flight: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl aws_sdk_s3::config::Intercept for TrackLockEtag {
+    fn name(&self) -> &'static str {
+        "track-lock-etag"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request();
+        let lock_put = request.method() == "PUT" && request.uri().contains(".tflock");
+        self.lock_put_in_flight
+            .store(lock_put, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let response = context.response();
+        if self
+            .lock_put_in_flight
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && response.status().as_u16() == 200
+        {
+            *self.deletes.current_lock_etag.lock().unwrap() =
+                response.headers().get("etag").map(str::to_owned);
+        }
+        Ok(())
+    }
+}
+
+/// A manager with `options` whose requests are recorded; deletes are conditional (as on real
+/// S3) when `conditional_deletes` is set, else LocalStack answers them 501.
+async fn recorded_update_manager(
+    bucket: &str,
+    recorder: &Recorder,
+    conditional_deletes: bool,
+    options: s3state::RemoteStateOptions,
+) -> s3state::RemoteState<s3state::S3Store> {
+    let mut config = common::client_with(Some(recorder)).config().to_builder();
+    if conditional_deletes {
+        let tracker = TrackLockEtag::default();
+        config = config
+            .interceptor(tracker.deletes.clone())
+            .interceptor(tracker);
+    }
+    let manager = common::builder(bucket, KEY)
+        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+        .with_options(options)
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
+    manager
+}
+
+fn calls(recorder: &Recorder) -> Vec<(String, bool, Option<u16>)> {
+    recorder
+        .take()
+        .into_iter()
+        .map(|e| (e.method, e.uri.contains(".tflock"), e.status))
+        .collect()
+}
+
+fn call(method: &str, lock: bool, status: u16) -> (String, bool, Option<u16>) {
+    (method.to_owned(), lock, Some(status))
+}
+
+#[tokio::test]
+async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_conditional() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(common::set_output("n", 0))
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let manager = recorded_update_manager(&bucket, &recorder, true, Default::default()).await;
+
+    manager.update(common::set_output("n", 1)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [
+            call("PUT", true, 200),    // lock
+            call("GET", false, 200),   // refresh (first read of this manager)
+            call("PUT", false, 200),   // conditional write
+            call("DELETE", true, 204), // unlock: conditional delete
+        ]
+    );
+    manager.update(common::set_output("n", 2)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [
+            call("PUT", true, 200),
+            call("GET", false, 304), // nobody else wrote: no body
+            call("PUT", false, 200),
+            call("DELETE", true, 204),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn on_localstack_an_update_costs_six_requests_then_five() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(common::set_output("n", 0))
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let manager = recorded_update_manager(&bucket, &recorder, false, Default::default()).await;
+
+    manager.update(common::set_output("n", 1)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [
+            call("PUT", true, 200),
+            call("GET", false, 200),
+            call("PUT", false, 200),
+            call("DELETE", true, 501), // LocalStack: no conditional delete
+            call("GET", true, 200),    // read the lock, check it is ours
+            call("DELETE", true, 204),
+        ]
+    );
+    manager.update(common::set_output("n", 2)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [
+            call("PUT", true, 200),
+            call("GET", false, 304),
+            call("PUT", false, 200),
+            call("GET", true, 200), // the 501 is remembered
+            call("DELETE", true, 204),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_update_without_the_lock_costs_a_read_and_a_write() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(common::set_output("n", 0))
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let options = s3state::RemoteStateOptions {
+        update_locking: s3state::UpdateLocking::Disabled,
+        ..Default::default()
+    };
+    let manager = recorded_update_manager(&bucket, &recorder, false, options).await;
+    manager.update(common::set_output("n", 1)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [call("GET", false, 200), call("PUT", false, 200)]
+    );
+    // A round that changes nothing writes nothing.
+    manager.update(common::set_output("n", 1)).await.unwrap();
+    assert_eq!(calls(&recorder), [call("GET", false, 304)]);
+}
+
+/// The requests `s3state push` makes, seen by a proxy in front of LocalStack, without the
+/// versioning check every command opens with.
+async fn cli_push_requests(bucket: &str, file: &std::path::Path, args: &[&str]) -> Vec<String> {
+    let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
+    let mut command = common::s3state_binary();
+    command
+        .current_dir(common::temp_dir("s3state-requests"))
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("S3STATE_ENDPOINT_URL", proxy.endpoint())
+        .env("S3STATE_PATH_STYLE", "true")
+        .env("S3STATE_BUCKET", bucket)
+        .env("S3STATE_KEY", KEY)
+        .arg("push")
+        .args(args)
+        .arg(file);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let requests = proxy.take_requests();
+    assert!(
+        requests[0].query.contains("versioning"),
+        "opens with the versioning check: {requests:?}"
+    );
+    requests[1..]
+        .iter()
+        .map(|r| {
+            let what = if r.path.ends_with(".tflock") {
+                "lock"
+            } else {
+                "state"
+            };
+            format!("{} {what} {}", r.method, r.status.unwrap_or(0))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cli_push_costs_seven_requests_on_localstack_and_three_without_the_lock() {
+    let bucket = common::bucket(true).await;
+    common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;
+    let edited = |serial: u64| {
+        let mut state: serde_json::Value = serde_json::from_slice(common::TERRAFORM_STATE).unwrap();
+        state["serial"] = serial.into();
+        state["outputs"]["pushed"] = serde_json::json!({"value": serial, "type": "number"});
+        let path = common::temp_dir("s3state-requests").join("state.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+        path
+    };
+
+    assert_eq!(
+        cli_push_requests(&bucket, &edited(2), &[]).await,
+        [
+            "PUT lock 200",    // lock
+            "GET state 200",   // read, to tell "nothing to push" from a write
+            "GET state 304",   // push_state's refresh: unchanged, no body
+            "PUT state 200",   // conditional write
+            "DELETE lock 501", // unlock: LocalStack has no conditional delete (real S3: 204,
+            "GET lock 200",    // and these two are not sent)
+            "DELETE lock 204",
+        ]
+    );
+    assert_eq!(
+        cli_push_requests(&bucket, &edited(4), &["--lock=false"]).await,
+        ["GET state 200", "GET state 304", "PUT state 200"]
+    );
+}

@@ -94,6 +94,9 @@ pub struct StoreLocker<S> {
     /// Tags of the locks this locker created, by ID, so `unlock` can delete exactly that
     /// object with one conditional request.
     held: Mutex<HashMap<String, ETag>>,
+    /// IDs of our locks whose delete got no answer: it may have gone through, so finding
+    /// another lock in their place later means ours was released, not broken.
+    deletes_in_doubt: Mutex<std::collections::HashSet<String>>,
 }
 
 impl<S: Store> StoreLocker<S> {
@@ -104,6 +107,7 @@ impl<S: Store> StoreLocker<S> {
             state_path: state_store.path().to_owned(),
             retry: LockRetry::default(),
             held: Mutex::new(HashMap::new()),
+            deletes_in_doubt: Mutex::default(),
         }
     }
 
@@ -120,6 +124,18 @@ impl<S: Store> StoreLocker<S> {
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, ETag>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn deletes_in_doubt(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.deletes_in_doubt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Our lock `id` is gone: it no longer counts as held.
+    fn forget(&self, id: &str) {
+        self.held().remove(id);
+        self.deletes_in_doubt().remove(id);
     }
 
     /// True while this locker holds a lock it took (and has not released).
@@ -253,7 +269,7 @@ impl<S: Store> StoreLocker<S> {
             let Some((info, etag)) = self.read().await? else {
                 // Our lock already gone: a retried unlock whose first response was lost.
                 if ours_was_here {
-                    self.held().remove(id);
+                    self.forget(id);
                     return Ok(());
                 }
                 return Err(Error::NotLocked {
@@ -265,10 +281,14 @@ impl<S: Store> StoreLocker<S> {
             if held_id != id {
                 if ours_was_here {
                     // Locks are created only where none exists, so another lock where ours
-                    // was means ours is gone (an earlier delete of ours whose answer was lost,
-                    // or a force-unlock): theirs stays, and ours no longer counts as held.
-                    self.held().remove(id);
-                    return Ok(());
+                    // was means ours is gone: theirs stays, and ours no longer counts as held.
+                    let our_delete_may_have_landed =
+                        maybe_deleted || self.deletes_in_doubt().contains(id);
+                    self.forget(id);
+                    if our_delete_may_have_landed {
+                        return Ok(());
+                    }
+                    // Someone removed our lock (a force-unlock) while we held it: say so.
                 }
                 return Err(Error::LockIdMismatch {
                     location: self.location().to_owned(),
@@ -278,7 +298,11 @@ impl<S: Store> StoreLocker<S> {
             }
             // Prefer deleting only the object we just read; without conditional deletes there
             // is a short window between the read and the delete, as in Terraform.
-            match self.lock_object.delete(Some(&etag)).await? {
+            let deleted = self.lock_object.delete(Some(&etag)).await;
+            if deleted.is_err() {
+                self.deletes_in_doubt().insert(id.to_owned());
+            }
+            match deleted? {
                 DeleteOutcome::ConditionalUnsupported => {
                     if let Err(err) = self.lock_object.delete(None).await {
                         tracing::debug!(error = %err, "unconditional lock delete got no answer; re-reading");
@@ -289,7 +313,7 @@ impl<S: Store> StoreLocker<S> {
                 DeleteOutcome::PreconditionFailed => continue,
                 DeleteOutcome::Deleted | DeleteOutcome::Absent => {}
             }
-            self.held().remove(id);
+            self.forget(id);
             return Ok(());
         }
         Err(Error::Store {
@@ -387,9 +411,13 @@ impl<S: Store> Locker for StoreLocker<S> {
     async fn unlock(&self, id: &str) -> Result<()> {
         let etag = self.held().get(id).cloned();
         if let Some(etag) = etag {
-            match self.lock_object.delete(Some(&etag)).await? {
+            let deleted = self.lock_object.delete(Some(&etag)).await;
+            if deleted.is_err() {
+                self.deletes_in_doubt().insert(id.to_owned());
+            }
+            match deleted? {
                 DeleteOutcome::Deleted | DeleteOutcome::Absent => {
-                    self.held().remove(id);
+                    self.forget(id);
                     return Ok(());
                 }
                 DeleteOutcome::PreconditionFailed | DeleteOutcome::ConditionalUnsupported => {}

@@ -863,3 +863,42 @@ async fn restore_is_refused_with_exit_4_while_someone_else_holds_the_lock() {
         "Terraform's lock and ours, each removed"
     );
 }
+
+#[tokio::test]
+async fn a_push_whose_lock_cannot_be_released_fails_and_says_how_to_remove_the_lock() {
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let bucket = bucket_with_terraform_state().await;
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    proxy.inject(
+        Rule::new(Fault::Status(403, "AccessDenied"))
+            .method("DELETE")
+            .path(".tflock")
+            .times(usize::MAX),
+    );
+    let file = write_temp(&next_terraform_state());
+    let mut push = s3state(&bucket);
+    push.env("S3STATE_ENDPOINT_URL", proxy.endpoint())
+        .arg("push")
+        .arg(&file);
+    // Off the runtime's thread: the proxy serves the command on this runtime.
+    let output = tokio::task::spawn_blocking(move || push.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let left = common::get_raw(&bucket, LOCK_KEY).await;
+    let left: serde_json::Value = serde_json::from_slice(&left).unwrap();
+    let id = left["ID"].as_str().unwrap();
+    assert_eq!(left["Operation"], "state-push");
+    assert!(
+        stderr.contains("Pushed serial 3")
+            && stderr.contains("the push succeeded, but releasing the lock")
+            && stderr.contains(&format!("s3state force-unlock {id}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        common::version_count(&bucket, KEY).await,
+        2,
+        "the push landed"
+    );
+}

@@ -42,7 +42,8 @@
 //!
 //! | feature | default | what it adds | what it pulls in |
 //! |---|---|---|---|
-//! | `cli` | yes | the `s3state` operator command (a binary; the library API is the same without it) | `clap`, `indicatif`, `hcl-rs`, `tracing-subscriber`, `anstyle`, `humantime` |
+//! | `cli` | yes | the `s3state` operator command (a binary; the library API is the same without it); enables `server` | `clap`, `indicatif`, `hcl-rs`, `tracing-subscriber`, `anstyle`, `humantime` |
+//! | `server` | with `cli` | [`server`]: Terraform's `http` backend over S3 (`s3state serve`), embeddable | `axum`, `hyper`, `tower-http`, `tokio-rustls`, `argon2`, `toml` |
 //!
 //! A tool that links s3state as a library needs none of the CLI's dependencies:
 //!
@@ -62,6 +63,9 @@ pub mod history;
 pub mod lock;
 pub mod remote;
 pub mod s3;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
 pub mod state;
 pub mod statemgr;
 pub mod store;

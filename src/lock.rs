@@ -331,6 +331,24 @@ impl<S: Store> StoreLocker<S> {
 #[async_trait]
 impl<S: Store> Locker for StoreLocker<S> {
     async fn lock(&self, info: &LockInfo) -> Result<String> {
+        self.lock_with_metadata(info, &ObjectMetadata::new()).await
+    }
+
+    async fn unlock(&self, id: &str) -> Result<()> {
+        self.unlock_held(id).await
+    }
+}
+
+impl<S: Store> StoreLocker<S> {
+    /// Like [`Locker::lock`], but stores `extra` as user metadata of the lock object, beside
+    /// s3state's own nonce. Terraform reads only the lock's body, so the metadata does not
+    /// disturb it; the HTTP gateway keeps there what a later request, perhaps to another
+    /// replica, needs to know about the lock (the state's ETag when it was taken).
+    pub async fn lock_with_metadata(
+        &self,
+        info: &LockInfo,
+        extra: &ObjectMetadata,
+    ) -> Result<String> {
         let mut info = info.clone();
         info.path = self.state_path.clone();
         if info.id.trim().is_empty() {
@@ -346,7 +364,8 @@ impl<S: Store> Locker for StoreLocker<S> {
         }
         let body = Bytes::from(crate::state::to_go_json(&info));
         let nonce = uuid::Uuid::new_v4().to_string();
-        let metadata = ObjectMetadata::from([(LOCK_NONCE_KEY.to_owned(), nonce.clone())]);
+        let mut metadata = extra.clone();
+        metadata.insert(LOCK_NONCE_KEY.to_owned(), nonce.clone());
         // The lock is ours only if it is exactly the object this call wrote: the same body
         // and this call's nonce. Another holder that reuses our ID is still another holder.
         let is_ours = |object: &crate::store::StoredObject| {
@@ -408,7 +427,7 @@ impl<S: Store> Locker for StoreLocker<S> {
         })
     }
 
-    async fn unlock(&self, id: &str) -> Result<()> {
+    async fn unlock_held(&self, id: &str) -> Result<()> {
         let etag = self.held().get(id).cloned();
         if let Some(etag) = etag {
             let deleted = self.lock_object.delete(Some(&etag)).await;

@@ -78,6 +78,21 @@ impl S3Backend {
         ))
     }
 
+    /// The store of the object at `key` in this backend's bucket, with its encryption and
+    /// retry settings, for callers that address states by key (the HTTP gateway). The caller
+    /// validates `key`.
+    #[cfg(feature = "server")]
+    pub(crate) fn store_at_key(&self, key: String) -> S3Store {
+        S3Store::new(
+            self.client.clone(),
+            self.bucket.clone(),
+            key,
+            self.sse.clone(),
+            self.conflict_retries,
+            Arc::clone(&self.conditional_delete),
+        )
+    }
+
     /// A state manager for `workspace`. It does no I/O until asked.
     pub fn manager(&self, workspace: &str) -> Result<RemoteState<S3Store>> {
         Ok(RemoteState::with_options(

@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> Result {
     };
     match cli.command {
         Command::Pull { version_id } => pull(&context, version_id).await,
+        Command::Serve(_) => unreachable!("`s3state serve` is run by main"),
         Command::Push { file, force, lock } => push(&context, &file, force, &lock).await,
         Command::Outputs {
             name,

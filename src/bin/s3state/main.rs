@@ -204,6 +204,8 @@ pub enum Command {
     /// List, create or delete workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Serve Terraform's `http` backend protocol over the bucket (see the README's gateway section).
+    Serve(s3state::server::ServeArgs),
 }
 
 /// Whether a write takes the state's lock first, and how long it waits for it.
@@ -269,6 +271,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Command::Serve(args) = cli.command {
+        let s = cli.settings;
+        let s3 = s3state::server::S3Flags {
+            bucket: s.bucket,
+            region: s.region,
+            endpoint_url: s.endpoint_url,
+            path_style: s.path_style,
+            profile: s.profile,
+        };
+        return runtime.block_on(s3state::server::run_cli(args, s3));
+    }
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

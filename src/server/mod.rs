@@ -1,0 +1,520 @@
+//! An HTTP gateway that speaks Terraform's `http` backend protocol and stores through
+//! s3state: conditional writes that never overwrite a state changed behind their back,
+//! Terraform's serial and lineage rules, the same `.tflock` lock Terraform's S3 backend takes,
+//! history over HTTP, and no AWS credentials on the clients. `s3state serve` runs it.
+//!
+//! | request | does |
+//! |---|---|
+//! | `GET /<name>` | the state (200, with `Content-MD5`), or 404 |
+//! | `POST /<name>[?ID=<lock id>]` | writes a state; under a lock only with the holder's ID |
+//! | `LOCK /<name>` | takes `<key>.tflock`; 423 with the holder's lock info when held |
+//! | `UNLOCK /<name>` | releases it (the holder's ID; without one: force-unlock, admin only) |
+//! | `DELETE /<name>` | deletes the current snapshot (history keeps it) |
+//! | `GET /_history/<name>[?limit=N]` | versions, newest first, with serials (JSON) |
+//! | `GET /_history/<name>?version=<id>` | one past snapshot |
+//! | `GET /healthz`, `GET /metrics` | liveness; Prometheus metrics |
+//!
+//! `/<name>` is the object `<key_prefix>/<name>` of the configured bucket, so the same state
+//! is reachable with Terraform's S3 backend (`key = "<key_prefix>/<name>"`, `use_lockfile =
+//! true`), and both exclude each other through the one lock object.
+//!
+//! ```no_run
+//! use s3state::server::{Gateway, GatewayConfig};
+//! # async fn demo() -> Result<(), s3state::server::ServeError> {
+//! let config = GatewayConfig::from_file("gateway.toml".as_ref())?;
+//! let gateway = Gateway::bind(config).await?;
+//! println!("listening on {}", gateway.local_addr());
+//! gateway.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod config;
+mod listener;
+mod metrics;
+mod names;
+mod protocol;
+
+pub use auth::hash_password;
+pub use config::{
+    ConfigError, GatewayConfig, Grant, Limits, Role, S3Settings, TlsSettings, UserConfig,
+};
+pub use protocol::{
+    LOCK_STATE_ETAG_KEY, LOCK_STATE_LINEAGE_KEY, LOCK_STATE_SERIAL_KEY, STATE_LOCK_NONCE_KEY,
+    USER_KEY,
+};
+
+use crate::s3::S3Backend;
+use auth::{AuthOutcome, Authenticator};
+use axum::extract::{Request, State as AxumState};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics::Metrics;
+use protocol::{HeaderQuery, text};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The bucket could not be used (missing, unversioned, no credentials, unreachable).
+    #[error("the state store: {0}")]
+    Store(#[from] crate::Error),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+pub(crate) struct Shared {
+    backend: S3Backend,
+    key_prefix: String,
+    auth: Authenticator,
+    metrics: Metrics,
+    /// Writes in progress, which a graceful shutdown waits for (they run to completion even
+    /// when their client disconnects or times out).
+    writes: tokio_util::task::TaskTracker,
+    limits: Limits,
+}
+
+/// A gateway bound to its address, ready to [`Gateway::run`].
+pub struct Gateway {
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Gateway {
+    /// Validates `config`, opens the bucket (checking its versioning unless turned off), and
+    /// binds the listen address (port 0 picks a free one; see [`Gateway::local_addr`]).
+    pub async fn bind(config: GatewayConfig) -> Result<Gateway, ServeError> {
+        config.validate()?;
+        let tls = config.tls.as_ref().map(listener::load_tls).transpose()?;
+        let auth = Authenticator::new(&config)?;
+        let s3 = &config.s3;
+        let mut builder = crate::S3Builder::new()
+            .with_bucket(&s3.bucket)
+            // The backend's own key is unused: the gateway addresses states by name.
+            .with_key("terraform.tfstate")
+            .with_versioning_required(s3.require_versioning.unwrap_or(true));
+        if let Some(client) = &s3.client {
+            builder = builder.with_client(client.clone());
+        }
+        if let Some(region) = &s3.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(endpoint) = &s3.endpoint_url {
+            builder = builder.with_endpoint_url(endpoint);
+        }
+        if let Some(path_style) = s3.path_style {
+            builder = builder.with_path_style(path_style);
+        }
+        if let Some(profile) = &s3.profile {
+            builder = builder.with_profile(profile);
+        }
+        let backend = builder.build_backend().await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Gateway {
+            listener,
+            local_addr,
+            tls,
+            shared: Arc::new(Shared {
+                backend,
+                key_prefix: config.s3.key_prefix.clone(),
+                auth,
+                metrics: Metrics::default(),
+                writes: tokio_util::task::TaskTracker::new(),
+                limits: config.limits.clone(),
+            }),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether it speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting connections, finishes the
+    /// requests in flight (writes always run to completion) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let shared = self.shared;
+        tracing::info!(addr = %self.local_addr, tls = self.tls.is_some(),
+            bucket = %shared.backend.bucket(), prefix = %shared.key_prefix, "gateway listening");
+        let router = router(Arc::clone(&shared));
+        listener::run(
+            self.listener,
+            self.tls,
+            router,
+            shared.limits.clone(),
+            shared.writes.clone(),
+            shutdown,
+        )
+        .await;
+    }
+}
+
+/// Binds and runs a gateway until `shutdown` completes (see [`Gateway`]).
+pub async fn serve(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    Gateway::bind(config).await?.run(shutdown).await;
+    Ok(())
+}
+
+fn router(shared: Arc<Shared>) -> axum::Router {
+    let limits = shared.limits.clone();
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .fallback(dispatch)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits.max_body_bytes,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout(),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            observe,
+        ))
+        .with_state(shared)
+}
+
+/// Counts every request (method, status, latency) for `/metrics`. Logs no body.
+async fn observe(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let method = match method.as_str() {
+        "GET" | "POST" | "PUT" | "DELETE" | "LOCK" | "UNLOCK" | "HEAD" => method.as_str(),
+        _ => "other",
+    };
+    shared
+        .metrics
+        .observe(method, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn unauthorized() -> Response {
+    let mut response = text(StatusCode::UNAUTHORIZED, "authentication required");
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"s3state\""),
+    );
+    response
+}
+
+fn forbidden(role: Role, name: &str) -> Response {
+    text(
+        StatusCode::FORBIDDEN,
+        format!(
+            "this credential lacks the {} role on {name:?}",
+            role.as_str()
+        ),
+    )
+}
+
+async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let principal = match shared.auth.authenticate(authorization) {
+        AuthOutcome::Ok(principal) => principal,
+        AuthOutcome::Unauthenticated => return unauthorized(),
+    };
+    let path = request.uri().path().to_owned();
+    let query: HeaderQuery = match request.uri().query() {
+        None => HeaderQuery::default(),
+        Some(query) => match serde_urlencoded_query(query) {
+            Ok(query) => query,
+            Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        },
+    };
+    if path == "/metrics" && request.method() == Method::GET {
+        return (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            shared.metrics.render(),
+        )
+            .into_response();
+    }
+    let (history, raw_name) = match path.strip_prefix("/_history/") {
+        Some(rest) => (true, format!("/{rest}")),
+        None => (false, path.clone()),
+    };
+    let name = match names::state_name(&raw_name) {
+        Ok(name) => name.to_owned(),
+        Err(problem) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("not a valid state name: {problem}"),
+            );
+        }
+    };
+    let needed = match request.method().as_str() {
+        "GET" | "HEAD" => Role::Read,
+        _ if history => return text(StatusCode::METHOD_NOT_ALLOWED, "history is read-only"),
+        "POST" | "PUT" | "LOCK" | "UNLOCK" | "DELETE" => Role::Write,
+        _ => {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use GET, POST, LOCK, UNLOCK or DELETE",
+            );
+        }
+    };
+    if principal.role_on(&name) < Some(needed) {
+        return forbidden(needed, &name);
+    }
+    let store = shared
+        .backend
+        .store_at_key(names::state_key(&shared.key_prefix, &name));
+    if history {
+        return protocol::history(store, &query).await;
+    }
+    let method = request.method().clone();
+    if method == Method::GET || method == Method::HEAD {
+        return protocol::get(&store).await;
+    }
+    let md5 = protocol::md5_header(request.headers());
+    let body = match axum::body::to_bytes(request.into_body(), shared.limits.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is larger than {} bytes (limits.max_body_bytes), or was cut off; nothing was written",
+                    shared.limits.max_body_bytes
+                ),
+            );
+        }
+    };
+    // Past this point the operation runs to completion even if the client goes away or the
+    // request times out, and a graceful shutdown waits for it.
+    let task_shared = Arc::clone(&shared);
+    let task = shared.writes.spawn(async move {
+        let shared = task_shared;
+        match method.as_str() {
+            "POST" | "PUT" => {
+                protocol::update(
+                    Arc::clone(&shared),
+                    protocol::UpdateRequest {
+                        who: principal.name.clone(),
+                        name,
+                        store,
+                        lock_id: query.id,
+                        body,
+                        md5,
+                    },
+                )
+                .await
+            }
+            "LOCK" => protocol::lock(&shared, &principal.name, &name, &store, &body).await,
+            "UNLOCK" => protocol::unlock(&principal, &name, &store, &body).await,
+            _ => {
+                protocol::delete(&shared, &principal.name, &name, &store, query.id.as_deref()).await
+            }
+        }
+    });
+    match task.await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(error = %error, "a request handler failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
+fn serde_urlencoded_query(query: &str) -> Result<HeaderQuery, String> {
+    let uri: axum::http::Uri = format!("/?{query}")
+        .parse()
+        .map_err(|_| "the query string is not valid".to_owned())?;
+    axum::extract::Query::<HeaderQuery>::try_from_uri(&uri)
+        .map(|axum::extract::Query(query)| query)
+        .map_err(|error| format!("the query string is not valid: {error}"))
+}
+
+/// The `s3state serve` flags. S3 settings (`--bucket`, `--region`, `--endpoint-url`,
+/// `--path-style`, `--profile`) are the command's global flags, passed in as [`S3Flags`].
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ServeArgs {
+    /// The configuration file (TOML, or JSON when it ends in .json).
+    #[cfg_attr(feature = "cli", arg(long, short = 'c', value_name = "FILE"))]
+    pub config: Option<PathBuf>,
+    /// The address to listen on (default 127.0.0.1:8750).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
+    pub listen: Option<SocketAddr>,
+    /// Allow a non-loopback address without TLS (behind a TLS-terminating proxy).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub insecure_listen: bool,
+    /// TLS certificate chain (PEM).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PEM", requires = "tls_key"))]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PEM", requires = "tls_cert"))]
+    pub tls_key: Option<PathBuf>,
+    /// The key prefix states live under: /<name> is <prefix>/<name>.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PREFIX"))]
+    pub key_prefix: Option<String>,
+    /// Read a password on standard input, print its argon2 hash for the configuration's
+    /// password_hash, and exit.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub hash_password: bool,
+}
+
+/// S3 settings given as flags, which override the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct S3Flags {
+    /// `--bucket`.
+    pub bucket: Option<String>,
+    /// `--region`.
+    pub region: Option<String>,
+    /// `--endpoint-url`.
+    pub endpoint_url: Option<String>,
+    /// `--path-style`.
+    pub path_style: Option<bool>,
+    /// `--profile`.
+    pub profile: Option<String>,
+}
+
+impl ServeArgs {
+    /// The configuration: the file (if any), then these flags and `s3` on top.
+    pub fn config(&self, s3: &S3Flags) -> Result<GatewayConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => GatewayConfig::from_file(path)?,
+            None => GatewayConfig::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if self.insecure_listen {
+            config.insecure_listen = true;
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if let Some(prefix) = &self.key_prefix {
+            config.s3.key_prefix = prefix.clone();
+        }
+        if let Some(bucket) = &s3.bucket {
+            config.s3.bucket = bucket.clone();
+        }
+        if s3.region.is_some() {
+            config.s3.region = s3.region.clone();
+        }
+        if s3.endpoint_url.is_some() {
+            config.s3.endpoint_url = s3.endpoint_url.clone();
+        }
+        if s3.path_style.is_some() {
+            config.s3.path_style = s3.path_style;
+        }
+        if s3.profile.is_some() {
+            config.s3.profile = s3.profile.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// `s3state serve`: runs the gateway until Ctrl-C or SIGTERM. Exit code 0 after a clean
+/// shutdown, 1 when it cannot start.
+pub async fn run_cli(args: ServeArgs, s3: S3Flags) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    if args.hash_password {
+        let mut password = String::new();
+        if std::io::stdin().read_line(&mut password).is_err() {
+            eprintln!("error: cannot read a password on standard input");
+            return ExitCode::from(1);
+        }
+        let password = password.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            eprintln!("error: the password is empty");
+            return ExitCode::from(1);
+        }
+        println!("{}", hash_password(password));
+        return ExitCode::SUCCESS;
+    }
+    let gateway = match args.config(&s3) {
+        Ok(config) => Gateway::bind(config).await,
+        Err(error) => Err(error.into()),
+    };
+    let gateway = match gateway {
+        Ok(gateway) => gateway,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!(
+        "s3state gateway listening on {}://{}",
+        if gateway.is_tls() { "https" } else { "http" },
+        gateway.local_addr()
+    );
+    gateway.run(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,684 @@
+//! Adversarial review of issue 11's fixes: scripted stores that make a write land, stall,
+//! lose its answer or fail at the exact moment that matters, on the in-memory store.
+//!
+//! These pin down behaviour that held up under attack: lost answers under other writers,
+//! delete markers, creates, stalled requests, and the lock around `update`.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use s3state::store::memory::{ETagStyle, MemoryOptions, MemoryStore};
+use s3state::store::{
+    DeleteOutcome, ETag, Fetched, ObjectMetadata, ObjectVersion, Precondition, PutOutcome, Store,
+    StoredObject, VersionedStore, Written,
+};
+use s3state::{
+    Error, LockInfo, LockRetry, Locker, OutputValue, RemoteState, RemoteStateOptions, State,
+    UpdateLocking,
+};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+// ---------------------------------------------------------------------------------------------
+// A scripted store
+// ---------------------------------------------------------------------------------------------
+
+type Action = Box<dyn FnOnce(Hooked) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+fn action<F, Fut>(f: F) -> Action
+where
+    F: FnOnce(Hooked) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Box::new(move |store| Box::pin(f(store)))
+}
+
+/// What happens to the next PUT of one object.
+enum OnPut {
+    /// Hold the request until `release`, after telling `entered`.
+    Pause {
+        entered: Arc<Notify>,
+        release: Arc<Notify>,
+    },
+    /// Apply it, run `then`, and answer as if the response was lost: the SDK's retry met the
+    /// object (`412`), or it gave up (an error).
+    LandThen { then: Action, gave_up: bool },
+    /// Run `first`, then apply the request normally.
+    Before(Action),
+    /// The request stalls in the network: it is kept (see [`Hooked::land_stalled`]) and the
+    /// caller gets a timeout now.
+    Stall,
+    /// The first attempt stalls (kept), and the caller gets the SDK's retry's answer.
+    StallThenRetry,
+}
+
+/// What happens to the next DELETE of one object.
+enum OnDelete {
+    /// Applied, the answer lost.
+    ApplyThenFail,
+    /// Not applied, an error.
+    FailWithoutApplying,
+}
+
+#[derive(Default)]
+struct Script {
+    puts: HashMap<String, VecDeque<OnPut>>,
+    deletes: HashMap<String, VecDeque<OnDelete>>,
+    gets: HashMap<String, VecDeque<Action>>,
+    stalled: Vec<(MemoryStore, Bytes, Precondition, ObjectMetadata)>,
+    /// (key, version id) shown as S3's `"null"`: an object written before versioning was on.
+    null_version: Option<(String, String)>,
+}
+
+#[derive(Clone)]
+struct Hooked {
+    inner: MemoryStore,
+    script: Arc<Mutex<Script>>,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+fn timeout_error(what: &'static str) -> Error {
+    Error::Store {
+        operation: what,
+        location: "scripted".into(),
+        message: "the request timed out and the retries gave up".into(),
+        source: None,
+    }
+}
+
+impl Hooked {
+    fn new(key: &str) -> Self {
+        Self::over(MemoryStore::new(key))
+    }
+
+    fn over(inner: MemoryStore) -> Self {
+        Hooked {
+            inner,
+            script: Arc::default(),
+        }
+    }
+
+    fn lock_key(&self) -> String {
+        format!("{}.tflock", self.inner.key())
+    }
+
+    fn on_put(&self, key: &str, what: OnPut) {
+        let mut script = self.script.lock().unwrap();
+        script.puts.entry(key.into()).or_default().push_back(what);
+    }
+
+    fn on_delete(&self, key: &str, what: OnDelete) {
+        let mut script = self.script.lock().unwrap();
+        script
+            .deletes
+            .entry(key.into())
+            .or_default()
+            .push_back(what);
+    }
+
+    fn on_get(&self, key: &str, what: Action) {
+        let mut script = self.script.lock().unwrap();
+        script.gets.entry(key.into()).or_default().push_back(what);
+    }
+
+    /// Stalled requests arrive now, in the order they were sent.
+    async fn land_stalled(&self) -> Vec<PutOutcome> {
+        let stalled = std::mem::take(&mut self.script.lock().unwrap().stalled);
+        let mut outcomes = Vec::new();
+        for (store, body, precondition, metadata) in stalled {
+            outcomes.push(store.put(body, &precondition, &metadata).await.unwrap());
+        }
+        outcomes
+    }
+
+    fn stored(&self) -> Option<State> {
+        self.inner
+            .current_body()
+            .map(|body| State::from_slice(&body).unwrap())
+    }
+
+    fn show(&self, id: String) -> String {
+        match &self.script.lock().unwrap().null_version {
+            Some((key, null)) if key == self.inner.key() && *null == id => "null".into(),
+            _ => id,
+        }
+    }
+
+    fn unshow(&self, id: &str) -> String {
+        match &self.script.lock().unwrap().null_version {
+            Some((key, null)) if key == self.inner.key() && id == "null" => null.clone(),
+            _ => id.to_owned(),
+        }
+    }
+
+    fn show_written(&self, outcome: PutOutcome) -> PutOutcome {
+        match outcome {
+            PutOutcome::Written(Written { etag, version_id }) => PutOutcome::Written(Written {
+                etag,
+                version_id: version_id.map(|id| self.show(id)),
+            }),
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Hooked {
+    async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
+        let hook = {
+            let mut script = self.script.lock().unwrap();
+            script
+                .gets
+                .get_mut(self.inner.key())
+                .and_then(VecDeque::pop_front)
+        };
+        if let Some(hook) = hook {
+            hook(self.clone()).await;
+        }
+        Ok(match self.inner.get(if_none_match).await? {
+            Fetched::Found(mut object) => {
+                object.version_id = object.version_id.map(|id| self.show(id));
+                Fetched::Found(object)
+            }
+            other => other,
+        })
+    }
+
+    async fn put(
+        &self,
+        body: Bytes,
+        precondition: &Precondition,
+        metadata: &ObjectMetadata,
+    ) -> s3state::Result<PutOutcome> {
+        let what = {
+            let mut script = self.script.lock().unwrap();
+            script
+                .puts
+                .get_mut(self.inner.key())
+                .and_then(VecDeque::pop_front)
+        };
+        let outcome = match what {
+            None => self.inner.put(body, precondition, metadata).await?,
+            Some(OnPut::Pause { entered, release }) => {
+                entered.notify_one();
+                release.notified().await;
+                self.inner.put(body, precondition, metadata).await?
+            }
+            Some(OnPut::LandThen { then, gave_up }) => {
+                self.inner.put(body, precondition, metadata).await?;
+                then(self.clone()).await;
+                if gave_up {
+                    return Err(timeout_error("PutObject"));
+                }
+                PutOutcome::PreconditionFailed
+            }
+            Some(OnPut::Before(first)) => {
+                first(self.clone()).await;
+                self.inner.put(body, precondition, metadata).await?
+            }
+            Some(OnPut::Stall) => {
+                self.script.lock().unwrap().stalled.push((
+                    self.inner.clone(),
+                    body,
+                    precondition.clone(),
+                    metadata.clone(),
+                ));
+                return Err(timeout_error("PutObject"));
+            }
+            Some(OnPut::StallThenRetry) => {
+                self.script.lock().unwrap().stalled.push((
+                    self.inner.clone(),
+                    body.clone(),
+                    precondition.clone(),
+                    metadata.clone(),
+                ));
+                self.inner.put(body, precondition, metadata).await?
+            }
+        };
+        Ok(self.show_written(outcome))
+    }
+
+    async fn delete(&self, if_match: Option<&ETag>) -> s3state::Result<DeleteOutcome> {
+        let what = {
+            let mut script = self.script.lock().unwrap();
+            script
+                .deletes
+                .get_mut(self.inner.key())
+                .and_then(VecDeque::pop_front)
+        };
+        match what {
+            None => self.inner.delete(if_match).await,
+            Some(OnDelete::ApplyThenFail) => {
+                self.inner.delete(if_match).await?;
+                Err(timeout_error("DeleteObject"))
+            }
+            Some(OnDelete::FailWithoutApplying) => Err(timeout_error("DeleteObject")),
+        }
+    }
+
+    fn sibling(&self, suffix: &str) -> Self {
+        Hooked {
+            inner: self.inner.sibling(suffix),
+            script: Arc::clone(&self.script),
+        }
+    }
+
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+
+    fn path(&self) -> &str {
+        self.inner.path()
+    }
+
+    fn as_versioned(&self) -> Option<&dyn VersionedStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl VersionedStore for Hooked {
+    async fn list_versions(&self, page_size: u32) -> s3state::Result<Vec<ObjectVersion>> {
+        let versions = self.inner.list_versions(page_size).await?;
+        Ok(versions
+            .into_iter()
+            .map(|mut version| {
+                version.version_id = self.show(version.version_id);
+                version
+            })
+            .collect())
+    }
+
+    async fn get_version(&self, version_id: &str) -> s3state::Result<StoredObject> {
+        let mut object = self.inner.get_version(&self.unshow(version_id)).await?;
+        object.version_id = object.version_id.map(|id| self.show(id));
+        Ok(object)
+    }
+
+    async fn version_metadata(&self, version_id: &str) -> s3state::Result<ObjectMetadata> {
+        self.inner.version_metadata(&self.unshow(version_id)).await
+    }
+
+    async fn delete_version(&self, version_id: &str) -> s3state::Result<()> {
+        self.inner.delete_version(&self.unshow(version_id)).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn count(state: &State, name: &str) -> u64 {
+    state
+        .outputs
+        .get(name)
+        .and_then(|o| o.to_value().as_u64())
+        .unwrap_or(0)
+}
+
+fn set(state: &mut State, name: &str, value: u64) {
+    state.outputs.insert(name.into(), OutputValue::new(&value));
+}
+
+fn bump(state: &mut State, name: &str) {
+    let next = count(state, name) + 1;
+    set(state, name, next);
+}
+
+fn lock_free() -> RemoteStateOptions {
+    RemoteStateOptions {
+        update_locking: UpdateLocking::Disabled,
+        ..RemoteStateOptions::default()
+    }
+}
+
+fn locking(timeout: Duration) -> RemoteStateOptions {
+    RemoteStateOptions {
+        update_locking: UpdateLocking::Lock { timeout },
+        update_lock_retry: LockRetry {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+        },
+        ..RemoteStateOptions::default()
+    }
+}
+
+/// Terraform's lock: If-None-Match on `<key>.tflock`. True when taken.
+async fn terraform_lock(state_object: &MemoryStore) -> Option<LockInfo> {
+    let mut info = LockInfo::new("OperationTypeApply");
+    info.path = state_object.path().to_owned();
+    let body = Bytes::from(serde_json::to_vec(&info).unwrap());
+    match state_object
+        .sibling(".tflock")
+        .put(body, &Precondition::Create, &ObjectMetadata::new())
+        .await
+        .unwrap()
+    {
+        PutOutcome::Written(_) => Some(info),
+        PutOutcome::PreconditionFailed => None,
+    }
+}
+
+/// Terraform's persist while it holds the lock: a plain PUT of the state it read at lock time,
+/// with its own change.
+fn terraform_persist(state_object: &MemoryStore, read: Option<State>) {
+    let mut state = read.unwrap_or_else(|| {
+        let mut fresh = State::new(semver::Version::new(1, 15, 5));
+        fresh.lineage = uuid::Uuid::new_v4().to_string();
+        fresh
+    });
+    state.serial += 1;
+    state
+        .outputs
+        .insert("terraform".into(), OutputValue::new(&"applied"));
+    state_object.put_unconditional(Bytes::from(state.to_bytes()));
+}
+
+/// Another s3state writer that updates with compare-and-swap only.
+async fn cas_update(store: MemoryStore, name: &'static str) {
+    RemoteState::with_options(store, lock_free())
+        .update(|state| bump(state, name))
+        .await
+        .unwrap();
+}
+
+fn seed_terraform_state(store: &MemoryStore) -> Written {
+    let mut state = State::new(semver::Version::new(1, 15, 5));
+    state.lineage = uuid::Uuid::new_v4().to_string();
+    state.serial = 1;
+    set(&mut state, "count", 0);
+    store.put_unconditional(Bytes::from(state.to_bytes()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks that held up
+// ---------------------------------------------------------------------------------------------
+
+/// A lost answer, then two s3state writers in a row on top: the versions are searched and the
+/// change is applied once, with either tag style.
+#[tokio::test]
+async fn a_lost_answer_under_two_writers_in_a_row_is_applied_once() {
+    for etag_style in [ETagStyle::ContentMd5, ETagStyle::Opaque] {
+        let store = Hooked::over(MemoryStore::with_options(
+            "two-writers.tfstate",
+            MemoryOptions {
+                etag_style,
+                conditional_delete: true,
+            },
+        ));
+        seed_terraform_state(&store.inner);
+        let manager = RemoteState::with_options(store.clone(), lock_free());
+        store.on_put(
+            "two-writers.tfstate",
+            OnPut::LandThen {
+                then: action(|s: Hooked| async move {
+                    cas_update(s.inner.clone(), "other").await;
+                    cas_update(s.inner.clone(), "other").await;
+                }),
+                gave_up: false,
+            },
+        );
+        let mut rounds = 0;
+        manager
+            .update(|state| {
+                rounds += 1;
+                bump(state, "count");
+            })
+            .await
+            .unwrap();
+        let stored = store.stored().unwrap();
+        assert_eq!((count(&stored, "count"), rounds), (1, 1), "{etag_style:?}");
+        assert_eq!(count(&stored, "other"), 2);
+    }
+}
+
+/// A lost answer (the SDK gave up), then a delete marker, then Terraform creating a state: the
+/// search walks past the marker and finds our write, so nothing is applied twice.
+#[tokio::test]
+async fn a_lost_answer_then_a_delete_then_a_blind_create_is_not_reapplied() {
+    let store = Hooked::new("deleted-between.tfstate");
+    seed_terraform_state(&store.inner);
+    let manager = RemoteState::with_options(store.clone(), lock_free());
+    store.on_put(
+        "deleted-between.tfstate",
+        OnPut::LandThen {
+            then: action(|s: Hooked| async move {
+                s.inner.delete(None).await.unwrap();
+                terraform_persist(&s.inner, None);
+            }),
+            gave_up: true,
+        },
+    );
+    let mut rounds = 0;
+    manager
+        .update(|state| {
+            rounds += 1;
+            bump(state, "count");
+        })
+        .await
+        .unwrap();
+    assert_eq!(rounds, 1, "the change was applied again");
+    assert_eq!(count(&store.stored().unwrap(), "count"), 0);
+}
+
+/// The very first write (a create on an absent base) lands, its answer is lost, and Terraform
+/// writes on top: found among all versions, applied once.
+#[tokio::test]
+async fn a_lost_create_under_a_blind_write_is_applied_once() {
+    let store = Hooked::new("create.tfstate");
+    let manager = RemoteState::with_options(store.clone(), lock_free());
+    store.on_put(
+        "create.tfstate",
+        OnPut::LandThen {
+            then: action(|s: Hooked| async move {
+                let read = s.stored();
+                terraform_persist(&s.inner, read);
+            }),
+            gave_up: false,
+        },
+    );
+    let mut rounds = 0;
+    manager
+        .update(|state| {
+            rounds += 1;
+            bump(state, "count");
+        })
+        .await
+        .unwrap();
+    assert_eq!(rounds, 1);
+    let stored = store.stored().unwrap();
+    assert_eq!(count(&stored, "count"), 1);
+    assert!(stored.outputs.contains_key("terraform"));
+}
+
+/// A write that stalls, then lands between the next round's refresh and its PUT: that PUT is
+/// refused, the stalled write is found as ours, and the round's change is not applied again.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_write_landing_before_the_next_round_is_applied_once() {
+    let store = Hooked::new("stall-next.tfstate");
+    seed_terraform_state(&store.inner);
+    let manager = RemoteState::with_options(store.clone(), lock_free());
+    store.on_put("stall-next.tfstate", OnPut::Stall);
+    store.on_put(
+        "stall-next.tfstate",
+        OnPut::Before(action(|s: Hooked| async move {
+            s.land_stalled().await;
+        })),
+    );
+    let mut rounds = 0;
+    manager
+        .update(|state| {
+            rounds += 1;
+            bump(state, "count");
+        })
+        .await
+        .unwrap();
+    assert_eq!(rounds, 2);
+    assert_eq!(count(&store.stored().unwrap(), "count"), 1);
+    assert_eq!(store.inner.version_count(), 2);
+}
+
+/// A lock delete whose answer was lost (it landed): the unlock's retry finds the lock gone and
+/// succeeds, the manager no longer counts the lock as held, and its next update takes the lock
+/// again (it waits for Terraform's).
+#[tokio::test(start_paused = true)]
+async fn an_unlock_whose_answer_was_lost_is_released_and_forgotten() {
+    let store = Hooked::new("unlock-lost.tfstate");
+    seed_terraform_state(&store.inner);
+    store.on_delete(&store.lock_key(), OnDelete::ApplyThenFail);
+    store.on_delete(&store.lock_key(), OnDelete::FailWithoutApplying);
+    let manager = RemoteState::with_options(store.clone(), locking(Duration::from_millis(200)));
+    manager.update(|s| set(s, "a", 1)).await.unwrap();
+    assert!(store.inner.sibling(".tflock").current_body().is_none());
+    assert!(!manager.locker().holds_any());
+    let info = terraform_lock(&store.inner).await.unwrap();
+    let refused = manager.update(|s| set(s, "a", 2)).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Locked { holder: Some(h), .. } if h.id == info.id),
+        "{refused}"
+    );
+    assert_eq!(count(&store.stored().unwrap(), "a"), 1);
+}
+
+/// Updates through separate managers each take the lock: while one holds it (its PUT in
+/// flight), the other waits, then goes ahead; both changes are kept.
+#[tokio::test]
+async fn updates_through_separate_managers_take_turns_at_the_lock() {
+    let store = Hooked::new("turns.tfstate");
+    seed_terraform_state(&store.inner);
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    store.on_put(
+        "turns.tfstate",
+        OnPut::Pause {
+            entered: Arc::clone(&entered),
+            release: Arc::clone(&release),
+        },
+    );
+    let first = Arc::new(RemoteState::with_options(
+        store.clone(),
+        locking(Duration::from_secs(5)),
+    ));
+    let second = Arc::new(RemoteState::with_options(
+        store.clone(),
+        locking(Duration::from_secs(5)),
+    ));
+    let a = tokio::spawn({
+        let first = Arc::clone(&first);
+        async move { first.update(|s| bump(s, "a")).await }
+    });
+    entered.notified().await;
+    let b = tokio::spawn({
+        let second = Arc::clone(&second);
+        async move { second.update(|s| bump(s, "b")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        count(&store.stored().unwrap(), "b"),
+        0,
+        "b wrote under a's lock"
+    );
+    release.notify_one();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    let stored = store.stored().unwrap();
+    assert_eq!((count(&stored, "a"), count(&stored, "b")), (1, 1));
+    assert!(store.inner.sibling(".tflock").current_body().is_none());
+}
+
+/// A default update holds the lock from before its read until after its write: a Terraform
+/// that tries to lock at the moment the update reads is refused.
+#[tokio::test]
+async fn a_default_update_holds_the_lock_while_it_reads() {
+    let store = Hooked::new("holds.tfstate");
+    seed_terraform_state(&store.inner);
+    let terraform_got_it = Arc::new(Mutex::new(None));
+    store.on_get(
+        "holds.tfstate",
+        action({
+            let got = Arc::clone(&terraform_got_it);
+            move |s: Hooked| async move {
+                *got.lock().unwrap() = Some(terraform_lock(&s.inner).await.is_some());
+            }
+        }),
+    );
+    let manager = RemoteState::new(store.clone());
+    manager.update(|s| bump(s, "count")).await.unwrap();
+    assert_eq!(*terraform_got_it.lock().unwrap(), Some(false));
+    assert!(store.inner.sibling(".tflock").current_body().is_none());
+}
+
+/// A state write whose first attempt stalls while the SDK's retry lands: the stalled attempt,
+/// arriving later, is refused by its precondition, and the change is applied once.
+#[tokio::test]
+async fn a_stalled_first_attempt_behind_a_successful_retry_is_refused_later() {
+    let store = Hooked::new("retry-won.tfstate");
+    seed_terraform_state(&store.inner);
+    let manager = RemoteState::with_options(store.clone(), lock_free());
+    store.on_put("retry-won.tfstate", OnPut::StallThenRetry);
+    manager.update(|s| bump(s, "count")).await.unwrap();
+    let late = store.land_stalled().await;
+    assert_eq!(late, vec![PutOutcome::PreconditionFailed]);
+    assert_eq!(count(&store.stored().unwrap(), "count"), 1);
+}
+
+/// An update inside a lock the caller took through the same manager runs under it, and
+/// leaves the caller's lock in place for the caller to release.
+#[tokio::test]
+async fn an_update_inside_the_callers_own_lock_keeps_that_lock() {
+    let store = MemoryStore::new("own-lock.tfstate");
+    let manager = RemoteState::with_options(store.clone(), locking(Duration::from_millis(50)));
+    let id = manager
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    manager.update(|s| set(s, "x", 1)).await.unwrap();
+    assert!(store.sibling(".tflock").current_body().is_some());
+    manager.unlock(&id).await.unwrap();
+    assert!(store.sibling(".tflock").current_body().is_none());
+}
+
+/// The OpenTofu #4405 case: the lock PUT landed, its answer was lost, and the SDK's retry got
+/// 412 from our own lock. The lock is recognised as ours (body and nonce) and released.
+#[tokio::test]
+async fn a_lock_whose_retry_met_itself_is_ours_and_released() {
+    let store = Hooked::new("tofu-4405.tfstate");
+    store.on_put(
+        &store.lock_key(),
+        OnPut::LandThen {
+            then: action(|_| async {}),
+            gave_up: false,
+        },
+    );
+    let manager = RemoteState::new(store.clone());
+    let id = manager
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    manager.unlock(&id).await.unwrap();
+    assert!(store.inner.sibling(".tflock").current_body().is_none());
+}
+
+/// Terraform holding the lock makes a default `update` wait and then fail with `Locked`,
+/// naming Terraform, and write nothing.
+#[tokio::test(start_paused = true)]
+async fn a_default_update_never_writes_under_terraforms_lock() {
+    let store = MemoryStore::new("tf-holds.tfstate");
+    seed_terraform_state(&store);
+    let info = terraform_lock(&store).await.unwrap();
+    let before = store.version_count();
+    let manager = RemoteState::with_options(store.clone(), locking(Duration::from_secs(2)));
+    let refused = manager.update(|s| bump(s, "count")).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Locked { holder: Some(h), .. } if h.id == info.id),
+        "{refused}"
+    );
+    assert_eq!(store.version_count(), before);
+}

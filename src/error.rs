@@ -5,7 +5,7 @@
 //! you handle and keep a fallback arm.
 
 use crate::state::DecodeError;
-use crate::statemgr::{LockInfo, SnapshotMeta};
+use crate::state::meta::{LockInfo, SnapshotMeta};
 use std::time::Duration;
 
 /// A boxed error from a lower layer (the AWS SDK, an I/O source).

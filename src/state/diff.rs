@@ -1,8 +1,8 @@
 //! What changed between two snapshots: outputs and resources by address, serial and lineage.
 //! A data structure first; the CLI renders it.
 
+use super::meta::SnapshotMeta;
 use super::{RawJson, State};
-use crate::statemgr::SnapshotMeta;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

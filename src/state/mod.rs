@@ -7,6 +7,7 @@
 mod codec;
 mod diff;
 mod json;
+pub(crate) mod meta;
 
 pub use codec::DecodeError;
 pub use diff::{ChangeKind, OutputChange, ResourceChange, StateDiff};

@@ -394,7 +394,7 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[cfg_attr(feature = "cli", arg(long, value_name = "PEM", requires = "tls_cert"))]
     pub tls_key: Option<PathBuf>,
-    /// The key prefix states live under: /<name> is <prefix>/<name>.
+    /// The key prefix states live under: `/<name>` is the object `<prefix>/<name>`.
     #[cfg_attr(feature = "cli", arg(long, value_name = "PREFIX"))]
     pub key_prefix: Option<String>,
     /// Read a password on standard input, print its argon2 hash for the configuration's

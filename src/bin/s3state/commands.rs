@@ -1,6 +1,7 @@
 //! The commands. Each one opens the configured state, does one thing, and prints for people
 //! on stdout (or JSON with --json); diagnostics go to stderr.
 
+use crate::error::CliError;
 use crate::ui::{self, Style};
 use crate::{Cli, Command, LockFlags, WorkspaceCommand, settings};
 use futures::StreamExt;
@@ -11,38 +12,6 @@ use s3state::{
     store::Fetched,
 };
 use std::io::{Read, Write};
-
-/// What a command can fail with.
-#[derive(Debug)]
-pub enum CliError {
-    /// The command line or configuration is wrong; nothing was sent.
-    Usage(String),
-    /// The library refused or failed.
-    State(Error),
-    /// Anything else (I/O on local files, a terminal).
-    Other(String),
-}
-
-impl CliError {
-    pub fn usage(message: impl Into<String>) -> Self {
-        CliError::Usage(message.into())
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CliError::Usage(message) | CliError::Other(message) => f.write_str(message),
-            CliError::State(err) => write!(f, "{err}"),
-        }
-    }
-}
-
-impl From<Error> for CliError {
-    fn from(err: Error) -> Self {
-        CliError::State(err)
-    }
-}
 
 type Result<T = ()> = std::result::Result<T, CliError>;
 

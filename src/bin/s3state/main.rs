@@ -2,6 +2,7 @@
 
 mod backend_block;
 mod commands;
+mod error;
 mod settings;
 mod ui;
 

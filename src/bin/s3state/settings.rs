@@ -2,7 +2,7 @@
 //! then the Terraform backend block.
 
 use crate::backend_block;
-use crate::commands::CliError;
+use crate::error::CliError;
 use s3state::S3Builder;
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! Terminal output: errors with hints, exit codes, colour and progress on a TTY only.
 
-use crate::commands::CliError;
+use crate::error::CliError;
 use s3state::Error;
 use std::io::{IsTerminal, Write};
 

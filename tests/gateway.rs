@@ -986,3 +986,135 @@ async fn bad_configuration_is_refused_with_a_message_naming_the_setting() {
     json.validate().unwrap();
     assert!(!format!("{json:?}").contains(&hash), "Debug hides hashes");
 }
+
+/// Two gateways on one bucket: what a request needs is in S3, not in a replica's memory.
+async fn two_replicas() -> (Running, Running) {
+    let bucket = common::bucket(true).await;
+    let a = gateway_support::start_with(gateway_support::config(&bucket)).await;
+    let b = gateway_support::start_with(gateway_support::config(&bucket)).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terraform_locking_on_one_replica_and_writing_through_another_works() {
+    let (a, b) = two_replicas().await;
+    let (lock_url, state_url) = (a.url("replicas"), b.url("replicas"));
+    let backend = format!(
+        r#"terraform {{
+  backend "http" {{
+    address        = "{state_url}"
+    lock_address   = "{lock_url}"
+    unlock_address = "{lock_url}"
+    username       = "{user}"
+    password       = "{password}"
+  }}
+}}
+"#,
+        user = WRITER.0,
+        password = WRITER.1
+    );
+    let terraform = Workdir::new(&backend, CONFIG).await;
+    terraform.apply(&[]).await;
+    terraform.apply(&["-var", "n=3"]).await;
+    let pulled = terraform.pull().await;
+    assert_eq!(pulled["outputs"]["n"]["value"], 3);
+    assert!(!lock_exists(&a, "replicas").await);
+
+    // The fence holds across replicas: a write behind the gateways' back between a lock taken
+    // on A and a write sent to B is refused by B.
+    let id = "5b2a3f5e-0000-4000-8000-000000000010";
+    let locked = send(
+        a.addr,
+        "LOCK",
+        "/replicas",
+        Some(WRITER),
+        &lock_body(id, "x@y"),
+    )
+    .await;
+    assert_eq!(locked.status, 200);
+    let mut changed = pulled.clone();
+    changed["serial"] = (pulled["serial"].as_u64().unwrap() + 1).into();
+    common::put_raw(&a.bucket, &key("replicas"), changed.to_string().as_bytes()).await;
+    let mut ours = pulled.clone();
+    ours["serial"] = (pulled["serial"].as_u64().unwrap() + 1).into();
+    ours["outputs"]["n"]["value"] = 4.into();
+    let refused = send(
+        b.addr,
+        "POST",
+        &format!("/replicas?ID={id}"),
+        Some(WRITER),
+        ours.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert!(refused.text().contains("behind the gateway's back"));
+    let unlocked = send(
+        b.addr,
+        "UNLOCK",
+        "/replicas",
+        Some(WRITER),
+        &lock_body(id, "x@y"),
+    )
+    .await;
+    assert_eq!(unlocked.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_shutdown_finishes_a_write_in_flight() {
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    let bucket = common::bucket(true).await;
+    let mut config = gateway_support::config(&bucket);
+    config.s3.client = Some(aws_sdk_s3::Client::from_conf(
+        common::config_for(proxy.endpoint()).build(),
+    ));
+    let mut gateway = gateway_support::start_with(config).await;
+    // The shutdown is triggered while S3 holds the write's answer back.
+    let trigger = std::sync::Arc::new(std::sync::Mutex::new(Some(gateway.take_shutdown())));
+    proxy.inject(
+        Rule::new(Fault::DelayResponse(Duration::from_secs(2)))
+            .method("PUT")
+            .path(key("inflight"))
+            .then(std::sync::Arc::new(move || {
+                if let Some(trigger) = trigger.lock().unwrap().take() {
+                    let _ = trigger.send(());
+                }
+                Box::pin(async {})
+            })),
+    );
+    let body = state_body("ffffffff-2222-3333-4444-555555555555", 1, 1);
+    let reply = send(gateway.addr, "POST", "/inflight", Some(WRITER), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let addr = gateway.addr;
+    gateway.stop().await;
+    assert_eq!(common::get_raw(&bucket, &key("inflight")).await, body);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the gateway stopped listening"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_whose_store_answer_was_lost_is_a_success_with_one_version() {
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    let bucket = common::bucket(true).await;
+    let mut config = gateway_support::config(&bucket);
+    config.s3.client = Some(aws_sdk_s3::Client::from_conf(
+        common::config_for(proxy.endpoint()).build(),
+    ));
+    let gateway = gateway_support::start_with(config).await;
+    proxy.inject(
+        Rule::new(Fault::DropResponse)
+            .method("PUT")
+            .path(key("lost")),
+    );
+    let body = state_body("12121212-2222-3333-4444-555555555555", 1, 1);
+    let reply = send(gateway.addr, "POST", "/lost", Some(WRITER), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // Terraform's own retry of the same write: success, nothing new.
+    let again = send(gateway.addr, "POST", "/lost", Some(WRITER), &body).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(common::version_count(&bucket, &key("lost")).await, 1);
+    assert_eq!(common::get_raw(&bucket, &key("lost")).await, body);
+}

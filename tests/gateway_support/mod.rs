@@ -93,6 +93,12 @@ impl Running {
         format!("{scheme}://{}/{name}", self.addr)
     }
 
+    /// The shutdown trigger, for a test that fires it itself (then [`Running::stop`] only
+    /// waits).
+    pub fn take_shutdown(&mut self) -> tokio::sync::oneshot::Sender<()> {
+        self.shutdown.take().expect("the shutdown trigger")
+    }
+
     /// Shuts down gracefully and waits until it has stopped.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

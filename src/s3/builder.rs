@@ -2,87 +2,19 @@
 //! `AmazonS3Builder`: start from [`S3Builder::new`] or [`S3Builder::from_env`], override with
 //! `with_*`, and [`S3Builder::build`]. Validation happens in `build`, before any request.
 
+use super::config::{ConditionalDelete, S3Config};
 use super::errors::sdk_error;
+use super::layout::{
+    DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_KEY_PREFIX, validate_bucket, validate_key, validate_layout,
+};
+use super::sse::{CustomerKey, ServerSideEncryption};
 use super::{S3Backend, S3Store};
 use crate::error::{Error, Result};
 use crate::remote::{RemoteState, RemoteStateOptions};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::BucketVersioningStatus;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
-
-/// Terraform's default `workspace_key_prefix`.
-pub const DEFAULT_WORKSPACE_KEY_PREFIX: &str = "env:";
-/// The workspace whose state lives at `key` itself.
-pub const DEFAULT_WORKSPACE: &str = "default";
-
-/// Server-side encryption for the state objects.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ServerSideEncryption {
-    /// SSE-S3 (`AES256`).
-    S3Managed,
-    /// SSE-KMS (`aws:kms`), with the bucket's default key or the given one.
-    Kms {
-        /// A KMS key id or ARN; `None` uses the AWS-managed key.
-        key_id: Option<String>,
-    },
-    /// SSE-C with a customer-provided 256-bit key, sent with every request.
-    CustomerKey(CustomerKey),
-}
-
-/// A 256-bit SSE-C key. Its `Debug` output never shows the key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CustomerKey([u8; 32]);
-
-impl CustomerKey {
-    /// Decodes a base64 key (as Terraform's `sse_customer_key` takes it); it must be 32 bytes.
-    pub fn from_base64(encoded: &str) -> Result<Self> {
-        let invalid = |message: String| Error::InvalidConfig {
-            field: "sse_customer_key",
-            env: "S3STATE_SSE_CUSTOMER_KEY",
-            message,
-        };
-        let bytes = BASE64
-            .decode(encoded.trim())
-            .map_err(|err| invalid(format!("the key is not valid base64: {err}")))?;
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            invalid(format!(
-                "an SSE-C key must be 32 bytes (256 bits); this one is {} bytes",
-                bytes.len()
-            ))
-        })?;
-        Ok(CustomerKey(key))
-    }
-
-    pub(super) fn key_base64(&self) -> String {
-        BASE64.encode(self.0)
-    }
-
-    pub(super) fn key_md5_base64(&self) -> String {
-        use md5::Digest as _;
-        BASE64.encode(md5::Md5::digest(self.0))
-    }
-}
-
-impl fmt::Debug for CustomerKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CustomerKey(<redacted>)")
-    }
-}
-
-impl fmt::Debug for ServerSideEncryption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServerSideEncryption::S3Managed => f.write_str("AES256"),
-            ServerSideEncryption::Kms { key_id } => write!(f, "aws:kms({key_id:?})"),
-            ServerSideEncryption::CustomerKey(key) => write!(f, "SSE-C({key:?})"),
-        }
-    }
-}
 
 /// Builds an S3-backed [`RemoteState`].
 ///
@@ -362,13 +294,9 @@ impl S3Builder {
         let key = self.key.as_deref().unwrap_or_default();
         validate_key(key)?;
         let prefix = self.prefix();
-        super::workspace::validate_layout(key, prefix)?;
+        validate_layout(key, prefix)?;
         let workspace = self.workspace.as_deref().unwrap_or(DEFAULT_WORKSPACE);
-        validate_workspace(workspace)?;
-        if workspace == DEFAULT_WORKSPACE {
-            return Ok(key.to_owned());
-        }
-        Ok(format!("{prefix}/{workspace}/{key}"))
+        super::layout::state_key(key, prefix, workspace)
     }
 
     fn prefix(&self) -> &str {
@@ -421,13 +349,15 @@ impl S3Builder {
             None => self.make_client().await?,
         };
         let backend = S3Backend {
-            client,
-            bucket,
+            config: Arc::new(S3Config {
+                client,
+                bucket,
+                sse,
+                conflict_retries: self.conflict_retries.unwrap_or(5),
+                conditional_delete: ConditionalDelete::default(),
+            }),
             key: self.key.clone().unwrap_or_default(),
             workspace_key_prefix: self.prefix().to_owned(),
-            sse,
-            conflict_retries: self.conflict_retries.unwrap_or(5),
-            conditional_delete: Arc::new(AtomicU8::new(super::CONDITIONAL_DELETE_UNKNOWN)),
             options: self.options.clone(),
         };
         if self.require_versioning.unwrap_or(true) {
@@ -476,102 +406,6 @@ impl S3Builder {
     }
 }
 
-fn validate_bucket(bucket: &str) -> Result<()> {
-    let invalid = |message: String| Error::InvalidConfig {
-        field: "bucket",
-        env: "S3STATE_BUCKET",
-        message,
-    };
-    if bucket.is_empty() {
-        return Err(invalid("the bucket name is empty".into()));
-    }
-    if bucket.contains('/') {
-        return Err(invalid(format!(
-            "{bucket:?} contains '/'; give the path inside the bucket as the key"
-        )));
-    }
-    Ok(())
-}
-
-/// Terraform's rule for workspace names (`validWorkspaceName` in its `workspace` commands): the
-/// name must read the same after Go's `url.PathEscape`, so it holds only ASCII letters and
-/// digits and `- _ . ~ $ & + : = @`. Terraform still lets `.` and `..` through, which would make
-/// the state key `env:/../key`; they are refused here, and so is the empty name.
-pub(super) fn validate_workspace(workspace: &str) -> Result<()> {
-    const ALLOWED: &str = "letters, digits and - _ . ~ $ & + : = @";
-    let problem = if workspace.is_empty() {
-        Some("a workspace name cannot be empty".to_owned())
-    } else if workspace == "." || workspace == ".." {
-        Some("\".\" and \"..\" are path segments, not workspace names".to_owned())
-    } else {
-        workspace
-            .chars()
-            .find(|&c| !(c.is_ascii_alphanumeric() || "-_.~$&+:=@".contains(c)))
-            .map(|c| {
-                format!(
-                    "{c:?} is not allowed: as in Terraform, a workspace name may contain only {ALLOWED} \
-                     (no path separators, nothing a URL path would have to escape)"
-                )
-            })
-    };
-    match problem {
-        None => Ok(()),
-        Some(problem) => Err(Error::InvalidConfig {
-            field: "workspace",
-            env: "S3STATE_WORKSPACE",
-            message: format!("{workspace:?} is not a valid workspace name: {problem}"),
-        }),
-    }
-}
-
-pub(super) fn validate_prefix(prefix: &str) -> Result<()> {
-    if prefix.is_empty()
-        || prefix.starts_with('/')
-        || prefix.ends_with('/')
-        || prefix.contains("//")
-    {
-        return Err(Error::InvalidConfig {
-            field: "workspace_key_prefix",
-            env: "S3STATE_WORKSPACE_KEY_PREFIX",
-            message: format!(
-                "{prefix:?} must be non-empty, must not start or end with '/', and must not contain '//'"
-            ),
-        });
-    }
-    Ok(())
-}
-
-fn validate_key(key: &str) -> Result<()> {
-    let invalid = |message: String| Error::InvalidConfig {
-        field: "key",
-        env: "S3STATE_KEY",
-        message,
-    };
-    if key.is_empty() {
-        return Err(invalid("the key is empty".into()));
-    }
-    if key.starts_with('/') || key.ends_with('/') {
-        return Err(invalid(format!("{key:?} must not start or end with '/'")));
-    }
-    if key.contains("//") {
-        return Err(invalid(format!("{key:?} must not contain '//'")));
-    }
-    if key
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return Err(invalid(format!(
-            "{key:?} must not contain '.' or '..' path segments"
-        )));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "{key:?} must not contain control characters"
-        )));
-    }
-    Ok(())
-}
-
 /// Checks that the bucket keeps versions, with one GetBucketVersioning request.
 ///
 /// The check is made on every build, not remembered: a bucket whose versioning is suspended
@@ -581,18 +415,19 @@ fn validate_key(key: &str) -> Result<()> {
 /// per [`S3Backend`]; opening many workspaces of one backend (`S3Backend::manager`) makes no
 /// further checks.
 async fn ensure_versioning(store: &S3Backend) -> Result<()> {
-    let location = format!("s3://{}", store.bucket);
+    let location = format!("s3://{}", store.config.bucket);
     let output = store
+        .config
         .client
         .get_bucket_versioning()
-        .bucket(&store.bucket)
+        .bucket(&store.config.bucket)
         .send()
         .await
         .map_err(|err| sdk_error("GetBucketVersioning", &location, err))?;
     match output.status() {
         Some(BucketVersioningStatus::Enabled) => Ok(()),
         status => Err(Error::VersioningNotEnabled {
-            bucket: store.bucket.clone(),
+            bucket: store.config.bucket.clone(),
             status: status.map_or("disabled".into(), |s| s.as_str().to_lowercase()),
         }),
     }
@@ -601,6 +436,8 @@ async fn ensure_versioning(store: &S3Backend) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
 
     fn field_of(err: Error) -> &'static str {
         match err {

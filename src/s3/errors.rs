@@ -1,23 +1,83 @@
-//! Mapping S3 responses to [`crate::Error`]: the one place that reads S3 error codes.
+//! Mapping S3 responses to [`crate::Error`]: the one place that reads S3 status and error
+//! codes. The rest of `s3` asks what an answer means (`is_missing`, `is_precondition_failed`,
+//! …), never which number it carried.
 
 use crate::error::Error;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// The HTTP status of a service response, if the request got that far.
-pub(super) fn status_of<E, R>(err: &SdkError<E, R>) -> Option<u16>
+fn status_of<E, R>(err: &SdkError<E, R>) -> Option<u16>
 where
     R: HasStatus,
 {
     err.raw_response().map(HasStatus::status)
 }
 
-pub(super) trait HasStatus {
+trait HasStatus {
     fn status(&self) -> u16;
 }
 
 impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     fn status(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+/// `304 Not Modified`: a conditional GET found the tag it was given.
+pub(super) fn is_not_modified<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    status_of(err) == Some(304)
+}
+
+/// `404`, whatever the error code: what the request named is not there (HEAD answers carry no
+/// code; a conditional PUT or DELETE gets it when the object it was conditional on is gone).
+pub(super) fn is_missing<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    status_of(err) == Some(404)
+}
+
+/// `412 Precondition Failed`: the object's tag is not the one the request was conditional on
+/// (or, for `If-None-Match: *`, the object exists).
+pub(super) fn is_precondition_failed<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    status_of(err) == Some(412)
+}
+
+/// `409 ConditionalRequestConflict`: overlapping conditional writes to one key; the write was
+/// not applied and may be retried.
+pub(super) fn is_conditional_conflict<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    status_of(err) == Some(409)
+}
+
+/// `501 Not Implemented`: the endpoint does not support this form of the request (LocalStack's
+/// answer to a conditional DeleteObject).
+pub(super) fn is_not_implemented<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    status_of(err) == Some(501)
+}
+
+/// `403 Forbidden`: these credentials may not do this.
+pub(super) fn is_access_denied<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    status_of(err) == Some(403)
+}
+
+/// The error of a request for one version of `location`: 405 means the id names a delete
+/// marker, 400 or 404 that there is no such version; anything else is [`sdk_error`].
+pub(super) fn version_error<E>(
+    operation: &'static str,
+    location: &str,
+    version_id: &str,
+    err: SdkError<E, HttpResponse>,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let not_found = |is_delete_marker| Error::VersionNotFound {
+        location: location.to_owned(),
+        version_id: version_id.to_owned(),
+        is_delete_marker,
+    };
+    match status_of(&err) {
+        Some(405) => not_found(true),
+        Some(400 | 404) => not_found(false),
+        _ => sdk_error(operation, location, err),
     }
 }
 

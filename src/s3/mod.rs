@@ -5,13 +5,16 @@
 //! - S3 error codes are mapped to [`crate::Error`] here and nowhere else.
 
 mod builder;
+mod config;
 mod errors;
-mod history;
+mod layout;
+mod sse;
+mod versions;
 mod workspace;
 
-pub use builder::{
-    CustomerKey, DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_KEY_PREFIX, S3Builder, ServerSideEncryption,
-};
+pub use builder::S3Builder;
+pub use layout::{DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_KEY_PREFIX};
+pub use sse::{CustomerKey, ServerSideEncryption};
 pub use workspace::S3Backend;
 
 use crate::error::{Error, Result};
@@ -25,10 +28,13 @@ use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use errors::{is_not_found, sdk_error, status_of};
+use config::{DeleteSupport, S3Config};
+use errors::{
+    is_conditional_conflict, is_missing, is_not_found, is_not_implemented, is_not_modified,
+    is_precondition_failed, sdk_error,
+};
 use sha2::Digest as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 /// One state object in S3, read and written with conditional requests.
@@ -36,28 +42,21 @@ use std::time::Duration;
 /// Built by [`S3Builder::build_store`]; cheap to clone (the SDK client is shared).
 #[derive(Clone, Debug)]
 pub struct S3Store {
-    client: Client,
-    bucket: String,
+    /// The client, bucket and settings, shared with the backend and its other stores.
+    config: Arc<S3Config>,
     key: String,
+    /// `s3://bucket/key`, for messages ([`Store::location`]).
     location: String,
+    /// `bucket/key`, as Terraform names the state in lock info ([`Store::path`]).
     path: String,
-    sse: Option<ServerSideEncryption>,
-    conflict_retries: u32,
-    /// Whether this endpoint honours `If-Match` on DeleteObject, learnt on first use and
-    /// shared by every store of the backend.
-    conditional_delete: Arc<AtomicU8>,
 }
-
-pub(crate) const CONDITIONAL_DELETE_UNKNOWN: u8 = 0;
-const CONDITIONAL_DELETE_SUPPORTED: u8 = 1;
-const CONDITIONAL_DELETE_UNSUPPORTED: u8 = 2;
 
 /// Adds the SSE-C headers to a request when the store uses a customer key. (The request
 /// builders share these methods but no trait, hence a macro.)
 macro_rules! with_customer_key {
     ($request:expr, $sse:expr) => {
         match $sse {
-            Some(ServerSideEncryption::CustomerKey(key)) => $request
+            Some($crate::s3::ServerSideEncryption::CustomerKey(key)) => $request
                 .sse_customer_algorithm("AES256")
                 .sse_customer_key(key.key_base64())
                 .sse_customer_key_md5(key.key_md5_base64()),
@@ -80,29 +79,19 @@ enum GetError {
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
 
 impl S3Store {
-    pub(crate) fn new(
-        client: Client,
-        bucket: String,
-        key: String,
-        sse: Option<ServerSideEncryption>,
-        conflict_retries: u32,
-        conditional_delete: Arc<AtomicU8>,
-    ) -> Self {
+    /// The object at `key` in the configured bucket.
+    fn new(config: Arc<S3Config>, key: String) -> Self {
         S3Store {
-            location: format!("s3://{bucket}/{key}"),
-            path: format!("{bucket}/{key}"),
-            client,
-            bucket,
+            location: format!("s3://{}/{key}", config.bucket),
+            path: format!("{}/{key}", config.bucket),
+            config,
             key,
-            sse,
-            conflict_retries,
-            conditional_delete,
         }
     }
 
     /// The bucket.
     pub fn bucket(&self) -> &str {
-        &self.bucket
+        &self.config.bucket
     }
 
     /// The object key (workspace prefix included).
@@ -112,19 +101,19 @@ impl S3Store {
 
     /// The SDK client, for operations this crate does not wrap.
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.config.client
     }
 
     async fn get_once(&self, if_none_match: Option<&ETag>) -> Result<Fetched, GetError> {
         let request = self
-            .client
+            .client()
             .get_object()
-            .bucket(&self.bucket)
+            .bucket(&self.config.bucket)
             .key(&self.key)
             .set_if_none_match(if_none_match.map(|etag| etag.as_str().to_owned()));
-        let output = match with_customer_key!(request, &self.sse).send().await {
+        let output = match with_customer_key!(request, &self.config.sse).send().await {
             Ok(output) => output,
-            Err(err) if status_of(&err) == Some(304) => return Ok(Fetched::NotModified),
+            Err(err) if is_not_modified(&err) => return Ok(Fetched::NotModified),
             Err(err) if is_not_found(&err) => return Ok(Fetched::Absent),
             Err(err) => return Err(GetError::Other(sdk_error("GetObject", &self.location, err))),
         };
@@ -149,11 +138,11 @@ impl S3Store {
     /// that a large state is not downloaded to find out.
     pub async fn exists(&self) -> Result<bool> {
         let mut request = self
-            .client
+            .client()
             .head_object()
-            .bucket(&self.bucket)
+            .bucket(&self.config.bucket)
             .key(&self.key);
-        if let Some(ServerSideEncryption::CustomerKey(key)) = &self.sse {
+        if let Some(ServerSideEncryption::CustomerKey(key)) = &self.config.sse {
             request = request
                 .sse_customer_algorithm("AES256")
                 .sse_customer_key(key.key_base64())
@@ -161,7 +150,7 @@ impl S3Store {
         }
         match request.send().await {
             Ok(_) => Ok(true),
-            Err(err) if status_of(&err) == Some(404) => Ok(false),
+            Err(err) if is_missing(&err) => Ok(false),
             Err(err) => Err(sdk_error("HeadObject", &self.location, err)),
         }
     }
@@ -171,13 +160,15 @@ impl S3Store {
         request: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
     ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         use aws_sdk_s3::types::ServerSideEncryption as Sse;
-        match &self.sse {
+        match &self.config.sse {
             None => request,
             Some(ServerSideEncryption::S3Managed) => request.server_side_encryption(Sse::Aes256),
             Some(ServerSideEncryption::Kms { key_id }) => request
                 .server_side_encryption(Sse::AwsKms)
                 .set_ssekms_key_id(key_id.clone()),
-            Some(ServerSideEncryption::CustomerKey(_)) => with_customer_key!(request, &self.sse),
+            Some(ServerSideEncryption::CustomerKey(_)) => {
+                with_customer_key!(request, &self.config.sse)
+            }
         }
     }
 
@@ -192,9 +183,9 @@ impl S3Store {
         aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::put_object::PutObjectError>,
     > {
         let mut request = self
-            .client
+            .client()
             .put_object()
-            .bucket(&self.bucket)
+            .bucket(&self.config.bucket)
             .key(&self.key)
             .body(ByteStream::from(body.clone()))
             .content_type("application/json")
@@ -215,9 +206,8 @@ impl S3Store {
             // 412: the tag moved, or the object exists. 404 on If-Match: the object we
             // expected was deleted meanwhile. Both mean someone else changed it.
             Err(err)
-                if status_of(&err) == Some(412)
-                    || (status_of(&err) == Some(404)
-                        && matches!(precondition, Precondition::Match(_))) =>
+                if is_precondition_failed(&err)
+                    || (is_missing(&err) && matches!(precondition, Precondition::Match(_))) =>
             {
                 Ok(PutOutcome::PreconditionFailed)
             }
@@ -272,8 +262,8 @@ impl Store for S3Store {
                 Ok(outcome) => return Ok(outcome),
                 // Real S3 answers 409 ConditionalRequestConflict when conditional writes to one
                 // key overlap; the write was not applied and may be retried.
-                Err(err) if status_of(&err) == Some(409) => {
-                    if conflicts == self.conflict_retries {
+                Err(err) if is_conditional_conflict(&err) => {
+                    if conflicts == self.config.conflict_retries {
                         return Err(Error::Store {
                             operation: "PutObject",
                             location: self.location.clone(),
@@ -298,15 +288,13 @@ impl Store for S3Store {
 
     async fn delete(&self, if_match: Option<&ETag>) -> Result<DeleteOutcome> {
         let conditional = if_match.is_some();
-        if conditional
-            && self.conditional_delete.load(Ordering::Relaxed) == CONDITIONAL_DELETE_UNSUPPORTED
-        {
+        if conditional && self.config.conditional_delete.get() == DeleteSupport::Unsupported {
             return Ok(DeleteOutcome::ConditionalUnsupported);
         }
         let request = self
-            .client
+            .client()
             .delete_object()
-            .bucket(&self.bucket)
+            .bucket(&self.config.bucket)
             .key(&self.key)
             .set_if_match(if_match.map(|etag| etag.as_str().to_owned()));
         // An unconditional delete is never retried blindly: if its response was lost, a retry
@@ -326,34 +314,29 @@ impl Store for S3Store {
         match sent {
             Ok(_) => {
                 if conditional {
-                    self.conditional_delete
-                        .store(CONDITIONAL_DELETE_SUPPORTED, Ordering::Relaxed);
+                    self.config
+                        .conditional_delete
+                        .learn(DeleteSupport::Supported);
                 }
                 Ok(DeleteOutcome::Deleted)
             }
-            Err(err) if conditional && status_of(&err) == Some(501) => {
+            Err(err) if conditional && is_not_implemented(&err) => {
                 tracing::debug!(location = %self.location, "conditional DeleteObject is not implemented here; falling back");
-                self.conditional_delete
-                    .store(CONDITIONAL_DELETE_UNSUPPORTED, Ordering::Relaxed);
+                self.config
+                    .conditional_delete
+                    .learn(DeleteSupport::Unsupported);
                 Ok(DeleteOutcome::ConditionalUnsupported)
             }
-            Err(err) if conditional && status_of(&err) == Some(412) => {
+            Err(err) if conditional && is_precondition_failed(&err) => {
                 Ok(DeleteOutcome::PreconditionFailed)
             }
-            Err(err) if conditional && status_of(&err) == Some(404) => Ok(DeleteOutcome::Absent),
+            Err(err) if conditional && is_missing(&err) => Ok(DeleteOutcome::Absent),
             Err(err) => Err(sdk_error("DeleteObject", &self.location, err)),
         }
     }
 
     fn sibling(&self, suffix: &str) -> Self {
-        S3Store::new(
-            self.client.clone(),
-            self.bucket.clone(),
-            format!("{}{suffix}", self.key),
-            self.sse.clone(),
-            self.conflict_retries,
-            Arc::clone(&self.conditional_delete),
-        )
+        S3Store::new(Arc::clone(&self.config), format!("{}{suffix}", self.key))
     }
 
     fn location(&self) -> &str {

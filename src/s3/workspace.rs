@@ -1,19 +1,17 @@
 //! Terraform's S3 workspace layout: the default workspace's state is at `key`, workspace `W`'s
 //! at `<workspace_key_prefix>/W/<key>` (prefix `env:` by default).
 
-use super::builder::{DEFAULT_WORKSPACE, validate_prefix, validate_workspace};
-use super::errors::{sdk_error, status_of};
+use super::S3Store;
+use super::config::S3Config;
+use super::errors::{is_access_denied, is_missing, sdk_error};
+use super::layout::{DEFAULT_WORKSPACE, validate_workspace};
 use super::with_customer_key;
-use super::{S3Store, ServerSideEncryption};
 use crate::error::{Error, Result};
-use crate::lock::LOCK_SUFFIX;
 use crate::remote::{RemoteState, RemoteStateOptions};
 use crate::state::State;
 use crate::statemgr::{LockInfo, Locker, Persister, Refresher, Transient};
 use crate::store::{DeleteOutcome, ETag, Store};
-use aws_sdk_s3::Client;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
 
 /// A bucket, a state key and a workspace prefix: every workspace's state, and the operations
 /// across them. Built by [`super::S3Builder::build_backend`]; cheap to clone.
@@ -30,13 +28,11 @@ use std::sync::atomic::AtomicU8;
 /// ```
 #[derive(Debug, Clone)]
 pub struct S3Backend {
-    pub(super) client: Client,
-    pub(super) bucket: String,
+    /// The client, bucket and settings, shared with every store opened here.
+    pub(super) config: Arc<S3Config>,
+    /// The default workspace's state key.
     pub(super) key: String,
     pub(super) workspace_key_prefix: String,
-    pub(super) sse: Option<super::ServerSideEncryption>,
-    pub(super) conflict_retries: u32,
-    pub(super) conditional_delete: Arc<AtomicU8>,
     pub(super) options: RemoteStateOptions,
 }
 
@@ -51,30 +47,19 @@ impl S3Backend {
 
     /// The bucket.
     pub fn bucket(&self) -> &str {
-        &self.bucket
+        &self.config.bucket
     }
 
     /// The state key of `workspace`.
     pub fn state_key(&self, workspace: &str) -> Result<String> {
-        validate_workspace(workspace)?;
-        if workspace == DEFAULT_WORKSPACE {
-            return Ok(self.key.clone());
-        }
-        Ok(format!(
-            "{}/{workspace}/{}",
-            self.workspace_key_prefix, self.key
-        ))
+        super::layout::state_key(&self.key, &self.workspace_key_prefix, workspace)
     }
 
     /// The store of `workspace`'s state object.
     pub fn store(&self, workspace: &str) -> Result<S3Store> {
         Ok(S3Store::new(
-            self.client.clone(),
-            self.bucket.clone(),
+            Arc::clone(&self.config),
             self.state_key(workspace)?,
-            self.sse.clone(),
-            self.conflict_retries,
-            Arc::clone(&self.conditional_delete),
         ))
     }
 
@@ -83,14 +68,7 @@ impl S3Backend {
     /// validates `key`.
     #[cfg(feature = "server")]
     pub(crate) fn store_at_key(&self, key: String) -> S3Store {
-        S3Store::new(
-            self.client.clone(),
-            self.bucket.clone(),
-            key,
-            self.sse.clone(),
-            self.conflict_retries,
-            Arc::clone(&self.conditional_delete),
-        )
+        S3Store::new(Arc::clone(&self.config), key)
     }
 
     /// A state manager for `workspace`. It does no I/O until asked.
@@ -120,23 +98,24 @@ impl S3Backend {
         let prefix = format!("{}/", self.workspace_key_prefix);
         let mut others = Vec::new();
         let mut pages = self
+            .config
             .client
             .list_objects_v2()
-            .bucket(&self.bucket)
+            .bucket(&self.config.bucket)
             .prefix(&prefix)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = match page {
                 Ok(page) => page,
-                Err(err) if status_of(&err) == Some(403) => {
-                    tracing::warn!(bucket = %self.bucket, %prefix, "no permission to list workspaces; reporting only the default workspace");
+                Err(err) if is_access_denied(&err) => {
+                    tracing::warn!(bucket = %self.config.bucket, %prefix, "no permission to list workspaces; reporting only the default workspace");
                     return Ok(names);
                 }
                 Err(err) => {
                     return Err(sdk_error(
                         "ListObjectsV2",
-                        &format!("s3://{}/{prefix}", self.bucket),
+                        &format!("s3://{}/{prefix}", self.config.bucket),
                         err,
                     ));
                 }
@@ -232,9 +211,9 @@ async fn current_etag(store: &S3Store) -> Result<Option<ETag>> {
         .head_object()
         .bucket(store.bucket())
         .key(store.key());
-    match with_customer_key!(request, &store.sse).send().await {
+    match with_customer_key!(request, &store.config.sse).send().await {
         Ok(output) => Ok(Some(ETag::new(output.e_tag.unwrap_or_default()))),
-        Err(err) if status_of(&err) == Some(404) => Ok(None),
+        Err(err) if is_missing(&err) => Ok(None),
         Err(err) => Err(sdk_error("HeadObject", store.location(), err)),
     }
 }
@@ -265,21 +244,10 @@ async fn delete_if_unchanged(workspace: &str, store: &S3Store, checked: &ETag) -
     }
 }
 
-pub(super) fn validate_layout(key: &str, prefix: &str) -> Result<()> {
-    validate_prefix(prefix)?;
-    if key.ends_with(LOCK_SUFFIX) {
-        return Err(Error::InvalidConfig {
-            field: "key",
-            env: "S3STATE_KEY",
-            message: format!("{key:?} ends with {LOCK_SUFFIX:?}, which names lock objects"),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_s3::Client;
 
     /// A backend whose endpoint accepts no connection: a request would fail as a store error,
     /// so an `InvalidConfig` proves the name was refused before any request.
@@ -294,13 +262,15 @@ mod tests {
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
             .build();
         S3Backend {
-            client: Client::from_conf(config),
-            bucket: "bucket".into(),
+            config: Arc::new(S3Config {
+                client: Client::from_conf(config),
+                bucket: "bucket".into(),
+                sse: None,
+                conflict_retries: 0,
+                conditional_delete: Default::default(),
+            }),
             key: "app/terraform.tfstate".into(),
             workspace_key_prefix: "env:".into(),
-            sse: None,
-            conflict_retries: 0,
-            conditional_delete: Arc::new(AtomicU8::new(super::super::CONDITIONAL_DELETE_UNKNOWN)),
             options: RemoteStateOptions::default(),
         }
     }

@@ -1,7 +1,7 @@
 //! An object's versions through S3 bucket versioning.
 
-use super::errors::{sdk_error, status_of};
-use super::{S3Store, ServerSideEncryption, with_customer_key};
+use super::errors::{sdk_error, version_error};
+use super::{S3Store, with_customer_key};
 use crate::error::{Error, Result};
 use crate::store::{ETag, ObjectMetadata, ObjectVersion, StoredObject, VersionedStore};
 use async_trait::async_trait;
@@ -12,8 +12,7 @@ fn to_time(at: Option<&aws_sdk_s3::primitives::DateTime>) -> time::OffsetDateTim
 }
 
 impl S3Store {
-    /// Maps the error of a request for one version: 405 means the id names a delete marker,
-    /// 400/404 that there is no such version.
+    /// The error of a request for one version (see [`version_error`]).
     fn version_error<E>(
         &self,
         operation: &'static str,
@@ -23,16 +22,7 @@ impl S3Store {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let not_found = |is_delete_marker| Error::VersionNotFound {
-            location: self.location.clone(),
-            version_id: version_id.to_owned(),
-            is_delete_marker,
-        };
-        match status_of(&err) {
-            Some(405) => not_found(true),
-            Some(400 | 404) => not_found(false),
-            _ => sdk_error(operation, &self.location, err),
-        }
+        version_error(operation, &self.location, version_id, err)
     }
 }
 
@@ -72,9 +62,9 @@ impl VersionedStore for S3Store {
         let page_size = i32::try_from(page_size.clamp(1, 1000)).unwrap_or(1000);
         loop {
             let page = self
-                .client
+                .client()
                 .list_object_versions()
-                .bucket(&self.bucket)
+                .bucket(&self.config.bucket)
                 // Other keys share this prefix (`<key>.tflock`, `<key>.backup`, `<key>2`); they
                 // are filtered out below, and since they all sort after `key`, the first one
                 // seen ends the listing.
@@ -125,12 +115,12 @@ impl VersionedStore for S3Store {
 
     async fn get_version(&self, version_id: &str) -> Result<StoredObject> {
         let request = self
-            .client
+            .client()
             .get_object()
-            .bucket(&self.bucket)
+            .bucket(&self.config.bucket)
             .key(&self.key)
             .version_id(version_id);
-        let output = with_customer_key!(request, &self.sse)
+        let output = with_customer_key!(request, &self.config.sse)
             .send()
             .await
             .map_err(|err| self.version_error("GetObject", version_id, err))?;
@@ -157,9 +147,9 @@ impl VersionedStore for S3Store {
     }
 
     async fn delete_version(&self, version_id: &str) -> Result<()> {
-        self.client
+        self.client()
             .delete_object()
-            .bucket(&self.bucket)
+            .bucket(&self.config.bucket)
             .key(&self.key)
             .version_id(version_id)
             .send()
@@ -176,12 +166,12 @@ impl VersionedStore for S3Store {
 
     async fn version_metadata(&self, version_id: &str) -> Result<ObjectMetadata> {
         let request = self
-            .client
+            .client()
             .head_object()
-            .bucket(&self.bucket)
+            .bucket(&self.config.bucket)
             .key(&self.key)
             .version_id(version_id);
-        let output = with_customer_key!(request, &self.sse)
+        let output = with_customer_key!(request, &self.config.sse)
             .send()
             .await
             .map_err(|err| self.version_error("HeadObject", version_id, err))?;

@@ -163,6 +163,10 @@ struct Snapshots {
     /// of them failed.
     discarded_generation: u64,
     pending: Pending,
+    /// The base the unsaved `write_state`s were made on, while there are any: their persist is
+    /// conditional on it, not on a newer base a refresh brought in meanwhile, which they do
+    /// not contain.
+    made_on: Option<Base>,
     base: Base,
     /// False until the first read or write: an unknown base differs from an absent object.
     base_known: bool,
@@ -362,7 +366,10 @@ impl<S: Store> RemoteState<S> {
                 });
             let result = change(&mut state);
             let sent = attempts.len();
-            match self.write_candidate(state, false, &mut attempts).await {
+            match self
+                .write_candidate(state, false, &mut attempts, None)
+                .await
+            {
                 Ok(WriteOutcome::Unchanged) => return Ok(result),
                 Ok(WriteOutcome::Landed { write_id, now, .. }) => {
                     self.adopt(now);
@@ -479,7 +486,7 @@ impl<S: Store> RemoteState<S> {
     /// what was written. The caller holds the I/O lock.
     pub(crate) async fn persist_candidate(&self, candidate: State, force: bool) -> Result<()> {
         match self
-            .write_candidate(candidate, force, &mut Vec::new())
+            .write_candidate(candidate, force, &mut Vec::new(), None)
             .await
         {
             Ok(WriteOutcome::Unchanged) => Ok(()),
@@ -500,7 +507,7 @@ impl<S: Store> RemoteState<S> {
         // when it returns Ok, even if another task's persist or refresh handled them first.
         let target = self.lock_snapshots().generation;
         let _io = self.io.lock().await;
-        let (candidate, generation) = {
+        let (candidate, generation, made_on) = {
             let snapshots = self.lock_snapshots();
             if target > snapshots.persisted_generation && target <= snapshots.discarded_generation {
                 return Err(Error::WriteDiscarded {
@@ -508,13 +515,17 @@ impl<S: Store> RemoteState<S> {
                 });
             }
             match &snapshots.transient {
-                Some(state) => (state.clone(), snapshots.generation),
+                Some(state) => (
+                    state.clone(),
+                    snapshots.generation,
+                    snapshots.made_on.clone(),
+                ),
                 None => return Ok(()),
             }
         };
         let (taken_lineage, taken_serial) = (candidate.lineage.clone(), candidate.serial);
         let outcome = self
-            .write_candidate(candidate, force, &mut Vec::new())
+            .write_candidate(candidate, force, &mut Vec::new(), made_on)
             .await;
         let mut snapshots = self.lock_snapshots();
         let untouched = snapshots.generation == generation;
@@ -522,6 +533,7 @@ impl<S: Store> RemoteState<S> {
             Ok(WriteOutcome::Unchanged) => {
                 if untouched {
                     snapshots.pending = Pending::Clean;
+                    snapshots.made_on = None;
                 }
                 snapshots.persisted_generation = snapshots.persisted_generation.max(generation);
                 Ok(())
@@ -533,6 +545,7 @@ impl<S: Store> RemoteState<S> {
                 if untouched {
                     snapshots.transient = now.state.as_deref().cloned();
                     snapshots.pending = Pending::Clean;
+                    snapshots.made_on = None;
                 } else if let (Some(written), false) = (now.state.as_deref(), superseded) {
                     // A write_state came in while we wrote. It was made from the snapshot we
                     // just persisted (or an earlier one); number it after what we wrote, so
@@ -543,6 +556,7 @@ impl<S: Store> RemoteState<S> {
                         if same_line && newer.serial == taken_serial {
                             newer.serial = written.serial;
                             newer.lineage = written.lineage.clone();
+                            snapshots.made_on = Some(now.clone());
                         }
                     }
                 }
@@ -650,6 +664,7 @@ impl<S: Store> RemoteState<S> {
         if snapshots.pending != Pending::Unsaved {
             snapshots.transient = snapshots.base.state.as_deref().cloned();
             snapshots.pending = Pending::Clean;
+            snapshots.made_on = None;
         }
         Ok(())
     }
@@ -679,16 +694,22 @@ impl<S: Store> RemoteState<S> {
     /// knows, and finds out exactly what happened when the answer is not a plain success.
     /// `attempts` holds the write ids of the caller's earlier attempts at the same change;
     /// this attempt's id is added to it.
+    ///
+    /// The serial rules are checked against the newest base this manager knows; the write is
+    /// conditional on `made_on` when given (the base the candidate was made on), so a
+    /// candidate made before a newer snapshot was read never replaces that snapshot.
     async fn write_candidate(
         &self,
         candidate: State,
         force: bool,
         attempts: &mut Vec<String>,
+        made_on: Option<Base>,
     ) -> Result<WriteOutcome, PersistError> {
-        let base = self.lock_snapshots().base.clone();
-        let Some(next) = self.next_snapshot(candidate, base.state.as_deref(), force)? else {
+        let newest = self.lock_snapshots().base.clone();
+        let Some(next) = self.next_snapshot(candidate, newest.state.as_deref(), force)? else {
             return Ok(WriteOutcome::Unchanged);
         };
+        let base = made_on.unwrap_or(newest);
         let body = Bytes::from(next.to_bytes());
         let write_id = uuid::Uuid::new_v4().to_string();
         attempts.push(write_id.clone());
@@ -921,6 +942,9 @@ impl<S: Store> Transient for RemoteState<S> {
 
     fn write_state(&self, state: State) {
         let mut snapshots = self.lock_snapshots();
+        if snapshots.pending == Pending::Clean {
+            snapshots.made_on = Some(snapshots.base.clone());
+        }
         snapshots.transient = Some(state);
         snapshots.generation += 1;
         snapshots.pending = Pending::Unsaved;

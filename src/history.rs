@@ -6,11 +6,13 @@
 //! [`Error::Conflict`] rather than lose an update.
 
 use crate::error::{Error, Result};
-use crate::remote::{RemoteState, metadata_keys};
+use crate::remote::RemoteState;
 use crate::state::{State, StateDiff};
 use crate::statemgr::SnapshotMeta;
-use crate::store::{ObjectMetadata, ObjectVersion, VersionedStore};
+use crate::store::{ObjectVersion, VersionedStore};
 use futures::{StreamExt, TryStreamExt};
+
+pub use crate::remote::metadata::meta_from_metadata;
 
 /// How [`RemoteState::history`] lists.
 #[derive(Debug, Clone)]
@@ -89,18 +91,6 @@ pub struct PruneOptions {
     pub keep_since: Option<time::OffsetDateTime>,
     /// Only report what would be removed. Callers should show this first.
     pub dry_run: bool,
-}
-
-/// The snapshot identity recorded in a version's metadata at persist time, if complete.
-pub fn meta_from_metadata(metadata: &ObjectMetadata) -> Option<SnapshotMeta> {
-    Some(SnapshotMeta {
-        serial: metadata.get(metadata_keys::SERIAL)?.parse().ok()?,
-        lineage: metadata.get(metadata_keys::LINEAGE)?.clone(),
-        terraform_version: metadata
-            .get(metadata_keys::TERRAFORM_VERSION)?
-            .parse()
-            .ok()?,
-    })
 }
 
 impl<S: VersionedStore> RemoteState<S> {
@@ -259,7 +249,41 @@ impl<S: VersionedStore> RemoteState<S> {
         let snapshot = self.snapshot_at(version_id).await?;
         let _io = self.lock_io().await;
         self.refresh_if_unread().await?;
-        let mut restored = snapshot.state;
+        let restored = self.restore_candidate(snapshot.state, force).await?;
+        let before = self.persisted_state();
+        // Written directly, not through the transient snapshot, where another task's
+        // write_state could replace it.
+        self.persist_candidate(restored, force).await?;
+        let now = self.persisted_state().expect("just persisted");
+        Ok(Restored {
+            from_version: version_id.to_owned(),
+            written: before.as_ref() != Some(&now),
+            meta: SnapshotMeta::of(&now),
+        })
+    }
+
+    /// What [`RemoteState::restore`] would write for `state` (a past snapshot's content) over
+    /// the persisted snapshot this manager last read: that content, numbered exactly as the
+    /// restore numbers it, or `None` when the current snapshot already has it and nothing would
+    /// be written. A snapshot of another lineage is numbered as a forced restore numbers it (a
+    /// restore without `force` refuses it). It refreshes only if nothing was read yet, and
+    /// makes a listing request only when no state is persisted (to find the last serial).
+    ///
+    /// Show this, then [`RemoteState::restore`] writes what was shown, or fails with
+    /// [`Error::Conflict`] if the state moved on in between.
+    pub async fn restore_preview(&self, state: State) -> Result<Option<State>> {
+        let _io = self.lock_io().await;
+        self.refresh_if_unread().await?;
+        let candidate = self.restore_candidate(state, true).await?;
+        self.next_snapshot(candidate, self.persisted_state().as_ref(), true)
+    }
+
+    /// Restore's numbering, the one place it is decided. The content takes the current
+    /// serial when the lineage is the same (the persist's serial rules then number it after
+    /// the current snapshot, or write nothing when the content is already there); another
+    /// lineage is refused unless `force` (the persist then numbers it after both serials); over
+    /// a deleted state it is numbered after the last serial the state had.
+    async fn restore_candidate(&self, mut restored: State, force: bool) -> Result<State> {
         match self.persisted_state() {
             Some(current) => {
                 if restored.lineage != current.lineage && !force {
@@ -277,16 +301,7 @@ impl<S: VersionedStore> RemoteState<S> {
                 restored.serial = restored.serial.max(self.last_serial().await?) + 1;
             }
         }
-        let before = self.persisted_state();
-        // Written directly, not through the transient snapshot, where another task's
-        // write_state could replace it.
-        self.persist_candidate(restored, force).await?;
-        let now = self.persisted_state().expect("just persisted");
-        Ok(Restored {
-            from_version: version_id.to_owned(),
-            written: before.as_ref() != Some(&now),
-            meta: SnapshotMeta::of(&now),
-        })
+        Ok(restored)
     }
 
     /// Removes old versions permanently, keeping those `options` names and always the current

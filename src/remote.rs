@@ -7,29 +7,16 @@ use crate::state::{COMPATIBLE_TERRAFORM_VERSION, OutputValue, State};
 use crate::statemgr::{
     LockInfo, Locker, OutputReader, PersistentMeta, Persister, Refresher, SnapshotMeta, Transient,
 };
-use crate::store::{ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject};
+use crate::store::{ETag, Fetched, Precondition, PutOutcome, Store, StoredObject};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// User-metadata keys written beside every snapshot, so that history listings can show a
-/// version's identity without downloading it.
-pub mod metadata_keys {
-    /// The snapshot's serial, in decimal.
-    pub const SERIAL: &str = "s3state-serial";
-    /// The snapshot's lineage.
-    pub const LINEAGE: &str = "s3state-lineage";
-    /// The snapshot's `terraform_version`.
-    pub const TERRAFORM_VERSION: &str = "s3state-terraform-version";
-    /// A random id unique to one persist, which tells our own write apart from another
-    /// writer's write of identical bytes.
-    pub const WRITE_ID: &str = "s3state-write-id";
-    /// The write id of the snapshot this one was written on top of, which shows that a write
-    /// whose answer was lost did land: another writer has already built on it.
-    pub const PARENT_WRITE_ID: &str = "s3state-parent-write-id";
-}
+pub(crate) mod metadata;
+
+pub use metadata::keys as metadata_keys;
 
 /// A Terraform state manager over one object in a [`Store`].
 ///
@@ -685,8 +672,8 @@ impl<S: Store> RemoteState<S> {
             state: state.map(Arc::new),
             version_id: object.version_id,
             size: object.body.len() as u64,
-            write_id: object.metadata.get(metadata_keys::WRITE_ID).cloned(),
-            parent_write_id: object.metadata.get(metadata_keys::PARENT_WRITE_ID).cloned(),
+            write_id: metadata::write_id(&object.metadata),
+            parent_write_id: metadata::parent_write_id(&object.metadata),
         })
     }
 
@@ -713,11 +700,7 @@ impl<S: Store> RemoteState<S> {
         let body = Bytes::from(next.to_bytes());
         let write_id = uuid::Uuid::new_v4().to_string();
         attempts.push(write_id.clone());
-        let mut metadata = snapshot_metadata(&next);
-        metadata.insert(metadata_keys::WRITE_ID.to_owned(), write_id.clone());
-        if let Some(parent) = &base.write_id {
-            metadata.insert(metadata_keys::PARENT_WRITE_ID.to_owned(), parent.clone());
-        }
+        let metadata = metadata::for_snapshot(&next, &write_id, base.write_id.as_deref());
         let size = body.len() as u64;
         let failure = match self.store.put(body, &base.precondition(), &metadata).await {
             Ok(PutOutcome::Written(written)) => {
@@ -803,8 +786,8 @@ impl<S: Store> RemoteState<S> {
         let current = match self.store.get(None).await? {
             Fetched::Found(object) => {
                 let ids = (
-                    object.metadata.get(metadata_keys::WRITE_ID).cloned(),
-                    object.metadata.get(metadata_keys::PARENT_WRITE_ID).cloned(),
+                    metadata::write_id(&object.metadata),
+                    metadata::parent_write_id(&object.metadata),
                 );
                 // An object that is not a state is reported as a conflict with an unknown
                 // remote; it is remembered as "unknown", so the next write can only create,
@@ -851,7 +834,7 @@ impl<S: Store> RemoteState<S> {
                 continue;
             }
             let metadata = versions.version_metadata(&version.version_id).await?;
-            if let Some(write_id) = ours(metadata.get(metadata_keys::WRITE_ID)) {
+            if let Some(write_id) = ours(metadata::write_id(&metadata).as_ref()) {
                 return Ok(Lookup::Landed {
                     write_id,
                     now: current,
@@ -865,7 +848,7 @@ impl<S: Store> RemoteState<S> {
     /// Applies the serial and lineage rules: `None` when there is nothing to write. With
     /// `force`, a snapshot of another lineage or an older serial is accepted and numbered after
     /// the persisted one.
-    fn next_snapshot(
+    pub(crate) fn next_snapshot(
         &self,
         mut next: State,
         base: Option<&State>,
@@ -922,17 +905,6 @@ fn take_result<T>(results: &mut Vec<(String, T)>, write_id: &str) -> T {
         .position(|(id, _)| id == write_id)
         .expect("a landed write id is one this update sent");
     results.swap_remove(index).1
-}
-
-fn snapshot_metadata(state: &State) -> ObjectMetadata {
-    ObjectMetadata::from([
-        (metadata_keys::SERIAL.to_owned(), state.serial.to_string()),
-        (metadata_keys::LINEAGE.to_owned(), state.lineage.clone()),
-        (
-            metadata_keys::TERRAFORM_VERSION.to_owned(),
-            state.terraform_version.to_string(),
-        ),
-    ])
 }
 
 impl<S: Store> Transient for RemoteState<S> {

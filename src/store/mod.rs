@@ -145,10 +145,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     where
         Self: Sized;
 
-    /// Where the object lives, for messages (`s3://bucket/key`).
+    /// The object's name for people: a URL-like address used in every error message and log
+    /// line (`s3://bucket/key`, `memory://bucket/key`).
+    ///
+    /// The same object as [`Store::path`], in another format: `location` is what an operator
+    /// reads, `path` is what Terraform writes.
     fn location(&self) -> &str;
 
-    /// The object's path as Terraform names it in lock info (`bucket/key`).
+    /// The object's name for Terraform: the `Path` field of lock info (`bucket/key`, without a
+    /// scheme), which Terraform shows when it reports a held lock, so it must be what Terraform
+    /// itself would write for this state.
+    ///
+    /// The same object as [`Store::location`], in another format.
     fn path(&self) -> &str;
 
     /// This store's version history, when it keeps one. With it, "did my write land?" has an

@@ -533,11 +533,12 @@ async fn restore(
         manager.refresh_state().await?;
         match manager.state() {
             Some(current) => {
-                // Preview what will be written: the old content under the next serial.
-                let mut preview = target.state.clone();
-                if preview.lineage == current.lineage {
-                    preview.serial = current.serial + 1;
-                }
+                // Preview what will be written, numbered by the library as the restore
+                // numbers it (nothing, when the content is already there).
+                let preview = manager
+                    .restore_preview(target.state.clone())
+                    .await?
+                    .unwrap_or_else(|| current.clone());
                 let diff = StateDiff::between(&current, &preview);
                 eprint!(
                     "Restoring version {version_id} changes the current state as follows:\n{}",

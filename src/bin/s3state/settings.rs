@@ -83,9 +83,6 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
         eprintln!("note: {note}");
     }
 
-    let pick = |flag: &Option<String>, from_block: &Option<String>| {
-        flag.clone().or_else(|| from_block.clone())
-    };
     let bucket = pick(&flags.bucket, &block.bucket)
         .ok_or_else(|| missing("bucket", "--bucket", "S3STATE_BUCKET"))?;
     let key = pick(&flags.key, &block.key).ok_or_else(|| missing("key", "--key", "S3STATE_KEY"))?;
@@ -97,7 +94,7 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
     if let Some(endpoint) = pick(&flags.endpoint_url, &block.endpoint_url) {
         builder = builder.with_endpoint_url(endpoint);
     }
-    if let Some(path_style) = flags.path_style.or(block.path_style) {
+    if let Some(path_style) = pick(&flags.path_style, &block.path_style) {
         builder = builder.with_path_style(path_style);
     }
     if let Some(prefix) = pick(&flags.workspace_key_prefix, &block.workspace_key_prefix) {
@@ -106,10 +103,7 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
     if let Some(profile) = pick(&flags.profile, &block.profile) {
         builder = builder.with_profile(profile);
     }
-    let env_sets_sse = ["S3STATE_SSE", "S3STATE_SSE_CUSTOMER_KEY"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    if !env_sets_sse {
+    if !env_sets(&["S3STATE_SSE", "S3STATE_SSE_CUSTOMER_KEY"]) {
         if let Some(key) = &block.sse_customer_key {
             builder = builder.with_sse_customer_key(key.clone());
         } else if let Some(key_id) = &block.kms_key_id {
@@ -120,16 +114,33 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
             builder = builder.with_server_side_encryption(s3state::ServerSideEncryption::S3Managed);
         }
     }
-    let env_sets_credentials = std::env::var_os("AWS_ACCESS_KEY_ID").is_some();
-    if let (Some(access), Some(secret), false) =
-        (&block.access_key, &block.secret_key, env_sets_credentials)
-    {
+    if let (Some(access), Some(secret), false) = (
+        &block.access_key,
+        &block.secret_key,
+        env_sets(&["AWS_ACCESS_KEY_ID"]),
+    ) {
         builder = builder.with_static_credentials(access.clone(), secret.clone());
     }
     Ok(Resolved {
         builder,
         workspace: flags.workspace.clone().unwrap_or_else(|| "default".into()),
     })
+}
+
+// The precedence of every setting, in one place: a flag, else its environment variable, else
+// the backend block. Clap folds the first two into one value (`#[arg(env = ...)]` on `Flags`),
+// so a setting with a flag takes `pick(flag_or_env, block)`. Settings without a flag (SSE,
+// credentials) are read from the environment by `S3Builder::from_env` and aws-config; the
+// block's value applies only when `env_sets` says none of their variables is set.
+
+/// The flag or its `S3STATE_*` variable (as clap resolved them), else the backend block's value.
+fn pick<T: Clone>(flag_or_env: &Option<T>, from_block: &Option<T>) -> Option<T> {
+    flag_or_env.clone().or_else(|| from_block.clone())
+}
+
+/// Whether any of `vars` is set, so that it (read by the library) wins over the block.
+fn env_sets(vars: &[&str]) -> bool {
+    vars.iter().any(|name| std::env::var_os(name).is_some())
 }
 
 fn missing(what: &str, flag: &str, env: &str) -> CliError {

@@ -1,0 +1,91 @@
+//! The object metadata s3state stores beside every snapshot, written and read here and nowhere
+//! else in the library: the snapshot's identity (so that a history listing can show it without
+//! downloading the version) and the write ids (which tell whether a write whose answer was lost
+//! landed).
+
+use crate::state::State;
+use crate::state::meta::SnapshotMeta;
+use crate::store::ObjectMetadata;
+
+/// User-metadata keys written beside every snapshot, so that history listings can show a
+/// version's identity without downloading it.
+pub mod keys {
+    /// The snapshot's serial, in decimal.
+    pub const SERIAL: &str = "s3state-serial";
+    /// The snapshot's lineage.
+    pub const LINEAGE: &str = "s3state-lineage";
+    /// The snapshot's `terraform_version`.
+    pub const TERRAFORM_VERSION: &str = "s3state-terraform-version";
+    /// A random id unique to one persist, which tells our own write apart from another
+    /// writer's write of identical bytes.
+    pub const WRITE_ID: &str = "s3state-write-id";
+    /// The write id of the snapshot this one was written on top of, which shows that a write
+    /// whose answer was lost did land: another writer has already built on it.
+    pub const PARENT_WRITE_ID: &str = "s3state-parent-write-id";
+}
+
+/// The metadata of `state` written by one persist: its identity, the persist's `write_id`,
+/// and the write id of the snapshot it replaces when s3state wrote that one.
+pub(crate) fn for_snapshot(
+    state: &State,
+    write_id: &str,
+    parent_write_id: Option<&str>,
+) -> ObjectMetadata {
+    let mut metadata = ObjectMetadata::from([
+        (keys::SERIAL.to_owned(), state.serial.to_string()),
+        (keys::LINEAGE.to_owned(), state.lineage.clone()),
+        (
+            keys::TERRAFORM_VERSION.to_owned(),
+            state.terraform_version.to_string(),
+        ),
+        (keys::WRITE_ID.to_owned(), write_id.to_owned()),
+    ]);
+    if let Some(parent) = parent_write_id {
+        metadata.insert(keys::PARENT_WRITE_ID.to_owned(), parent.to_owned());
+    }
+    metadata
+}
+
+/// The snapshot identity recorded in a version's metadata at persist time, if complete.
+pub fn meta_from_metadata(metadata: &ObjectMetadata) -> Option<SnapshotMeta> {
+    Some(SnapshotMeta {
+        serial: metadata.get(keys::SERIAL)?.parse().ok()?,
+        lineage: metadata.get(keys::LINEAGE)?.clone(),
+        terraform_version: metadata.get(keys::TERRAFORM_VERSION)?.parse().ok()?,
+    })
+}
+
+/// The write id s3state stored with an object, if it wrote it.
+pub(crate) fn write_id(metadata: &ObjectMetadata) -> Option<String> {
+    metadata.get(keys::WRITE_ID).cloned()
+}
+
+/// The write id of the snapshot an object was written on top of, if s3state wrote both.
+pub(crate) fn parent_write_id(metadata: &ObjectMetadata) -> Option<String> {
+    metadata.get(keys::PARENT_WRITE_ID).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_persist_writes_reads_back_as_the_same_identity_and_ids() {
+        let mut state = State::new(semver::Version::new(1, 15, 5));
+        state.lineage = "L".into();
+        state.serial = 7;
+        let first = for_snapshot(&state, "w1", None);
+        assert_eq!(meta_from_metadata(&first), Some(SnapshotMeta::of(&state)));
+        assert_eq!(write_id(&first).as_deref(), Some("w1"));
+        assert_eq!(parent_write_id(&first), None);
+        let second = for_snapshot(&state, "w2", Some("w1"));
+        assert_eq!(parent_write_id(&second).as_deref(), Some("w1"));
+        let mut partial = second.clone();
+        partial.remove(keys::LINEAGE);
+        assert_eq!(
+            meta_from_metadata(&partial),
+            None,
+            "an incomplete record is no identity"
+        );
+    }
+}

@@ -93,10 +93,31 @@ pub struct StoreLocker<S> {
     retry: LockRetry,
     /// Tags of the locks this locker created, by ID, so `unlock` can delete exactly that
     /// object with one conditional request.
-    held: Mutex<HashMap<String, ETag>>,
+    held: Mutex<HashMap<String, HeldLock>>,
     /// IDs of our locks whose delete got no answer: it may have gone through, so finding
     /// another lock in their place later means ours was released, not broken.
     deletes_in_doubt: Mutex<std::collections::HashSet<String>>,
+}
+
+/// The lock info as written: `Created` is when this call takes the lock. Besides being the
+/// truth, it makes the body of each call's lock unique, so that content-hash tags of two
+/// callers that reuse one `LockInfo` differ and a conditional delete never removes the other's.
+fn taken_now(info: &LockInfo) -> LockInfo {
+    LockInfo {
+        created: time::OffsetDateTime::now_utc(),
+        ..info.clone()
+    }
+}
+
+/// A lock this locker took and has not released.
+#[derive(Debug, Clone)]
+struct HeldLock {
+    /// The lock object's tag, for a conditional delete.
+    etag: ETag,
+    /// The nonce written in its metadata: the proof that the object there is ours.
+    nonce: String,
+    /// Taken through the public API (the caller holds it), not by `update` for itself.
+    explicit: bool,
 }
 
 impl<S: Store> StoreLocker<S> {
@@ -122,7 +143,7 @@ impl<S: Store> StoreLocker<S> {
         self.lock_object.location()
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, ETag>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, HeldLock>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -132,15 +153,80 @@ impl<S: Store> StoreLocker<S> {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Stops counting lock `id` as held, without touching the store (its release failed and
+    /// the caller was told how to remove it).
+    pub(crate) fn forget_lock(&self, id: &str) {
+        self.forget(id);
+    }
+
     /// Our lock `id` is gone: it no longer counts as held.
     fn forget(&self, id: &str) {
         self.held().remove(id);
         self.deletes_in_doubt().remove(id);
     }
 
-    /// True while this locker holds a lock it took (and has not released).
-    pub fn holds_any(&self) -> bool {
-        !self.held().is_empty()
+    /// The ID of a lock the caller took through this locker (not one `update` took for
+    /// itself) and that is still in the store with our nonce, checked with one read. A lock
+    /// that is gone (force-unlocked, say) is forgotten, and `None` is the answer.
+    pub(crate) async fn caller_lock(&self) -> Result<Option<String>> {
+        let explicit: Vec<(String, HeldLock)> = self
+            .held()
+            .iter()
+            .filter(|(_, held)| held.explicit)
+            .map(|(id, held)| (id.clone(), held.clone()))
+            .collect();
+        if explicit.is_empty() {
+            return Ok(None);
+        }
+        let there = self.read_object().await?;
+        for (id, held) in explicit {
+            let ours = there.as_ref().is_some_and(|(info, object)| {
+                info.as_ref().is_some_and(|info| info.id == id)
+                    && object.metadata.get(LOCK_NONCE_KEY) == Some(&held.nonce)
+            });
+            if ours {
+                return Ok(Some(id));
+            }
+            self.forget(&id);
+        }
+        Ok(None)
+    }
+
+    /// Forgets lock `id` at once and releases it in the background: for a holder that is
+    /// being dropped (a cancelled or panicking update), which cannot wait for the store.
+    pub(crate) fn release_in_background(&self, id: &str) {
+        let held = self.held().get(id).cloned();
+        self.forget(id);
+        let (Some(held), Ok(runtime)) = (held, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let object = self.lock_object.sibling("");
+        let id = id.to_owned();
+        runtime.spawn(async move {
+            // Delete only the very object we wrote (its nonce), never a successor's.
+            for _ in 0..5 {
+                let found = match object.get(None).await {
+                    Ok(Fetched::Found(found)) => found,
+                    Ok(_) => return,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if found.metadata.get(LOCK_NONCE_KEY) != Some(&held.nonce) {
+                    return;
+                }
+                match object.delete(Some(&found.etag)).await {
+                    Ok(DeleteOutcome::ConditionalUnsupported) => {
+                        let _ = object.delete(None).await;
+                        return;
+                    }
+                    Ok(_) => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            tracing::warn!(%id, "could not release an abandoned lock; clear it with force-unlock");
+        });
     }
 
     /// The current holder's lock info, or `None` when the state is not locked. A lock object
@@ -198,23 +284,33 @@ impl<S: Store> StoreLocker<S> {
     /// Like [`Locker::lock`], but waits for a held lock, retrying on [`LockRetry`]'s schedule
     /// until `timeout` has passed; then fails with [`Error::Locked`] and the holder's info.
     pub async fn lock_with_timeout(&self, info: &LockInfo, timeout: Duration) -> Result<String> {
-        self.lock_waiting(info, timeout, self.retry, false).await
+        self.lock_waiting(info, timeout, self.retry, false, true)
+            .await
     }
 
     /// Takes the lock, waiting for a held one on `retry`'s schedule until `timeout`; with
     /// `jitter`, each wait is drawn uniformly from zero to the scheduled wait, so that many
     /// waiters do not retry in step.
+    ///
+    /// Every attempt carries the same nonce, so an earlier attempt that stalled and created
+    /// the lock late is still recognised as ours rather than waited on.
     pub(crate) async fn lock_waiting(
         &self,
         info: &LockInfo,
         timeout: Duration,
         retry: LockRetry,
         jitter: bool,
+        explicit: bool,
     ) -> Result<String> {
         let started = tokio::time::Instant::now();
         let mut wait = retry.initial;
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let info = taken_now(info);
         loop {
-            match self.lock(info).await {
+            match self
+                .acquire(&info, &ObjectMetadata::new(), &nonce, explicit)
+                .await
+            {
                 Err(Error::Locked { holder, .. }) => {
                     let elapsed = started.elapsed();
                     if elapsed >= timeout {
@@ -265,8 +361,9 @@ impl<S: Store> StoreLocker<S> {
         // gone through, so finding the lock gone (or someone else's) means ours was deleted.
         let mut maybe_deleted = false;
         for _ in 0..ATTEMPTS {
-            let ours_was_here = maybe_deleted || self.held().contains_key(id);
-            let Some((info, etag)) = self.read().await? else {
+            let our_nonce = self.held().get(id).map(|held| held.nonce.clone());
+            let ours_was_here = maybe_deleted || our_nonce.is_some();
+            let Some((info, object)) = self.read_object().await? else {
                 // Our lock already gone: a retried unlock whose first response was lost.
                 if ours_was_here {
                     self.forget(id);
@@ -277,8 +374,13 @@ impl<S: Store> StoreLocker<S> {
                     id: id.to_owned(),
                 });
             };
+            let etag = object.etag;
             let held_id = info.map(|info| info.id).unwrap_or_default();
-            if held_id != id {
+            // Our ID with another nonce: someone who reused our lock info took the lock after
+            // ours was removed. It is theirs, not ours to delete.
+            let reused_id =
+                our_nonce.is_some_and(|nonce| object.metadata.get(LOCK_NONCE_KEY) != Some(&nonce));
+            if held_id != id || reused_id {
                 if ours_was_here {
                     // Locks are created only where none exists, so another lock where ours
                     // was means ours is gone: theirs stays, and ours no longer counts as held.
@@ -349,6 +451,18 @@ impl<S: Store> StoreLocker<S> {
         info: &LockInfo,
         extra: &ObjectMetadata,
     ) -> Result<String> {
+        let nonce = uuid::Uuid::new_v4().to_string();
+        self.acquire(&taken_now(info), extra, &nonce, true).await
+    }
+
+    /// One attempt at the lock, recognising as ours only an object with our body and `nonce`.
+    async fn acquire(
+        &self,
+        info: &LockInfo,
+        extra: &ObjectMetadata,
+        nonce: &str,
+        explicit: bool,
+    ) -> Result<String> {
         let mut info = info.clone();
         info.path = self.state_path.clone();
         if info.id.trim().is_empty() {
@@ -363,13 +477,23 @@ impl<S: Store> StoreLocker<S> {
             return Err(self.locked(Some(info), None));
         }
         let body = Bytes::from(crate::state::to_go_json(&info));
-        let nonce = uuid::Uuid::new_v4().to_string();
         let mut metadata = extra.clone();
-        metadata.insert(LOCK_NONCE_KEY.to_owned(), nonce.clone());
+        metadata.insert(LOCK_NONCE_KEY.to_owned(), nonce.to_owned());
+        let hold = |etag: ETag| {
+            self.held().insert(
+                info.id.clone(),
+                HeldLock {
+                    etag,
+                    nonce: nonce.to_owned(),
+                    explicit,
+                },
+            );
+        };
         // The lock is ours only if it is exactly the object this call wrote: the same body
         // and this call's nonce. Another holder that reuses our ID is still another holder.
         let is_ours = |object: &crate::store::StoredObject| {
-            object.body == body && object.metadata.get(LOCK_NONCE_KEY) == Some(&nonce)
+            object.body == body
+                && object.metadata.get(LOCK_NONCE_KEY).map(String::as_str) == Some(nonce)
         };
         // A lock released between our refused attempt and our read is tried again, a few
         // times at most, so a lock that keeps flapping cannot keep us here.
@@ -380,14 +504,14 @@ impl<S: Store> StoreLocker<S> {
                 .await;
             match put {
                 Ok(PutOutcome::Written(written)) => {
-                    self.held().insert(info.id.clone(), written.etag);
+                    hold(written.etag);
                     return Ok(info.id);
                 }
                 Ok(PutOutcome::PreconditionFailed) => match self.read_back().await {
                     // Our own earlier attempt created it and only the response was lost (the
                     // OpenTofu #4405 case): the lock is ours.
                     Ok(Some((_, object))) if is_ours(&object) => {
-                        self.held().insert(info.id.clone(), object.etag);
+                        hold(object.etag);
                         return Ok(info.id);
                     }
                     Ok(Some((holder, _))) => return Err(self.locked(holder, None)),
@@ -407,7 +531,7 @@ impl<S: Store> StoreLocker<S> {
                     if let Ok(Some((_, object))) = self.read_back().await
                         && is_ours(&object)
                     {
-                        self.held().insert(info.id.clone(), object.etag);
+                        hold(object.etag);
                         return Ok(info.id);
                     }
                     // Not there (or unreadable): a request still in flight may create it yet.
@@ -428,7 +552,7 @@ impl<S: Store> StoreLocker<S> {
     }
 
     async fn unlock_held(&self, id: &str) -> Result<()> {
-        let etag = self.held().get(id).cloned();
+        let etag = self.held().get(id).map(|held| held.etag.clone());
         if let Some(etag) = etag {
             let deleted = self.lock_object.delete(Some(&etag)).await;
             if deleted.is_err() {

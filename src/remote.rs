@@ -48,6 +48,23 @@ pub struct RemoteState<S> {
     /// Serialises store I/O (refresh, persist, update) so the base snapshot and its tag always
     /// change together. `write_state` does not wait for it; see [`Pending`].
     io: tokio::sync::Mutex<()>,
+    /// Locked updates through this manager take turns: each takes and releases the store lock
+    /// while holding this.
+    update_turn: tokio::sync::Mutex<()>,
+}
+
+/// Releases an update's lock in the background if the update never got to release it.
+struct ReleaseOnDrop<'a, S: Store> {
+    locker: &'a StoreLocker<S>,
+    id: Option<String>,
+}
+
+impl<S: Store> Drop for ReleaseOnDrop<'_, S> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.locker.release_in_background(&id);
+        }
+    }
 }
 
 /// Whether [`RemoteState::update`] takes the state's lock.
@@ -255,6 +272,7 @@ impl<S: Store> RemoteState<S> {
             options,
             snapshots: Mutex::new(Snapshots::default()),
             io: tokio::sync::Mutex::new(()),
+            update_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -297,19 +315,31 @@ impl<S: Store> RemoteState<S> {
         let UpdateLocking::Lock { timeout } = self.options.update_locking else {
             return self.update_unlocked(change).await;
         };
-        if self.locker.holds_any() {
-            // The caller took the lock through this manager: run under it.
+        // Updates through one manager take turns here, in process, instead of polling the
+        // store for each other's locks.
+        let _turn = self.update_turn.lock().await;
+        if self.locker.caller_lock().await?.is_some() {
+            // The caller took the lock through this manager, and it is still theirs in the
+            // store: run under it.
             return self.update_unlocked(change).await;
         }
         let info = LockInfo::new("OperationTypeApply").with_info("s3state update");
         let id = self
             .locker
-            .lock_waiting(&info, timeout, self.options.update_lock_retry, true)
+            .lock_waiting(&info, timeout, self.options.update_lock_retry, true, false)
             .await?;
+        // Released in the background if this future is dropped (cancelled) or `change` panics.
+        let mut guard = ReleaseOnDrop {
+            locker: &self.locker,
+            id: Some(id.clone()),
+        };
         let result = self.update_unlocked(change).await;
+        guard.id = None;
         if let Err(error) = self.locker.unlock_patiently(&id).await {
             // The update's outcome stands either way: reporting an error after a write that
-            // landed would invite the caller to apply its change a second time.
+            // landed would invite the caller to apply its change a second time. The lock is
+            // forgotten here, so no later update mistakes it for one the caller holds.
+            self.locker.forget_lock(&id);
             tracing::warn!(location = %self.locker.location(), %id, %error,
                 "could not release the lock after an update; clear it with force-unlock");
         }
@@ -374,7 +404,9 @@ impl<S: Store> RemoteState<S> {
                     if doubtful {
                         failed_writes += 1;
                         if failed_writes >= FAILED_WRITES_BEFORE_GIVING_UP {
-                            return Err(error);
+                            // Not found when we looked, but a request still in flight may
+                            // land yet: the caller must not take this as "not applied".
+                            return Err(self.doubtful(error, &attempts, true));
                         }
                         if in_doubt.is_none() {
                             in_doubt = Some(base);
@@ -397,10 +429,11 @@ impl<S: Store> RemoteState<S> {
                 backoff = (backoff * 2).min(self.options.max_update_backoff);
             }
         }
-        Err(Error::UpdateContention {
+        let contention = Error::UpdateContention {
             location: self.store.location().to_owned(),
             attempts: self.options.max_update_attempts,
-        })
+        };
+        Err(self.doubtful(contention, &attempts, in_doubt.is_some()))
     }
 
     /// An error that ends an update: when an earlier write's answer was lost, the caller must
@@ -820,13 +853,27 @@ impl<S: Store> RemoteState<S> {
             return Ok(Lookup::NotLanded { current });
         };
         let listing = versions.list_versions(1000).await?;
-        if listing.iter().any(|v| v.version_id == "null") {
-            // Versioning is off (or was): the history cannot answer.
-            return Ok(Lookup::NotLanded { current });
+        let unanswerable = || Error::Store {
+            operation: "ListObjectVersions",
+            location: self.store.location().to_owned(),
+            message: "versioning is suspended for this object (a version `null` was written since \
+                      our base), so its history cannot tell whether our write landed"
+                .into(),
+            source: None,
+        };
+        // The current object written while versioning was off, and not our base unchanged:
+        // it may have replaced ours without a trace.
+        if current.version_id.as_deref() == Some("null") && current.etag != base.etag {
+            return Err(unanswerable());
         }
         for version in listing {
             if base.version_id.as_deref() == Some(version.version_id.as_str()) {
                 break;
+            }
+            // A `null` version newer than our base: written while versioning was suspended,
+            // it may have replaced ours without a trace.
+            if version.version_id == "null" {
+                return Err(unanswerable());
             }
             if version.is_delete_marker
                 || current.version_id.as_deref() == Some(version.version_id.as_str())

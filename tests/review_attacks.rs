@@ -538,7 +538,6 @@ async fn an_unlock_whose_answer_was_lost_is_released_and_forgotten() {
     let manager = RemoteState::with_options(store.clone(), locking(Duration::from_millis(200)));
     manager.update(|s| set(s, "a", 1)).await.unwrap();
     assert!(store.inner.sibling(".tflock").current_body().is_none());
-    assert!(!manager.locker().holds_any());
     let info = terraform_lock(&store.inner).await.unwrap();
     let refused = manager.update(|s| set(s, "a", 2)).await.unwrap_err();
     assert!(
@@ -681,4 +680,380 @@ async fn a_default_update_never_writes_under_terraforms_lock() {
         "{refused}"
     );
     assert_eq!(store.version_count(), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Holes found in review: these fail on the code under review (issue 11 follow-ups). Each
+// asserts the behaviour the issue promises.
+// ---------------------------------------------------------------------------------------------
+
+mod review_findings {
+    use super::*;
+    use s3state::{Persister, Transient};
+
+    impl Hooked {
+        fn show_as_null(&self, version_id: String) {
+            self.script.lock().unwrap().null_version =
+                Some((self.inner.key().to_owned(), version_id));
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+
+    /// A state written before the bucket's versioning was enabled keeps the version id `"null"`
+    /// for ever. `find_landed` gives up ("not landed") whenever any `"null"` version is in the
+    /// listing, even one older than the base, so in such a bucket the exact lookup of issue 11,
+    /// bug 3 is off and a lost answer followed by other writers makes `update` apply twice.
+    #[tokio::test]
+    async fn attack_a_pre_versioning_null_version_disables_the_landed_lookup() {
+        let store = Hooked::new("null.tfstate");
+        let first = seed_terraform_state(&store.inner);
+        store.show_as_null(first.version_id.unwrap());
+        let manager = RemoteState::with_options(store.clone(), lock_free());
+        // Our write lands, its answer is lost, and two other s3state writers build on it.
+        store.on_put(
+            "null.tfstate",
+            OnPut::LandThen {
+                then: action(|s: Hooked| async move {
+                    cas_update(s.inner.clone(), "other").await;
+                    cas_update(s.inner.clone(), "other").await;
+                }),
+                gave_up: false,
+            },
+        );
+        let mut rounds = 0;
+        manager
+            .update(|state| {
+                rounds += 1;
+                bump(state, "count");
+            })
+            .await
+            .unwrap();
+        let stored = store.stored().unwrap();
+        assert_eq!(count(&stored, "other"), 2);
+        assert_eq!(
+            (count(&stored, "count"), rounds),
+            (1, 1),
+            "the change was applied {} times in {rounds} rounds",
+            count(&stored, "count")
+        );
+    }
+
+    /// `update()` skips the lock when `holds_any()`: true also while *another task's update* on
+    /// the same shared manager holds the lock. The second update then runs with no lock at all
+    /// once the first releases it, so Terraform can lock and overwrite its acknowledged write.
+    #[tokio::test]
+    async fn attack_concurrent_updates_on_a_shared_manager_each_take_the_lock() {
+        let store = Hooked::new("shared.tfstate");
+        let manager = Arc::new(RemoteState::new(store.clone()));
+        manager.update(|s| set(s, "a", 0)).await.unwrap();
+
+        // Task A's update holds the lock; its PUT is in flight.
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        store.on_put(
+            "shared.tfstate",
+            OnPut::Pause {
+                entered: Arc::clone(&entered),
+                release: Arc::clone(&release),
+            },
+        );
+        let a = tokio::spawn({
+            let manager = Arc::clone(&manager);
+            async move { manager.update(|s| set(s, "a", 1)).await }
+        });
+        entered.notified().await;
+
+        // Task B's update starts now, while A holds the lock.
+        let b = tokio::spawn({
+            let manager = Arc::clone(&manager);
+            async move { manager.update(|s| set(s, "b", 1)).await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // When B first reads the state, Terraform starts an apply: it locks and reads.
+        type Seen = Option<(LockInfo, Option<State>)>;
+        let terraform: Arc<Mutex<Seen>> = Arc::default();
+        store.on_get(
+            "shared.tfstate",
+            action({
+                let terraform = Arc::clone(&terraform);
+                move |s: Hooked| async move {
+                    if let Some(info) = terraform_lock(&s.inner).await {
+                        *terraform.lock().unwrap() = Some((info, s.stored()));
+                    }
+                }
+            }),
+        );
+        release.notify_one();
+        a.await.unwrap().unwrap();
+        let b_answer = b.await.unwrap();
+
+        // Terraform persists what it applied, as it does while it holds the lock.
+        let taken = terraform.lock().unwrap().take();
+        if let Some((_, read)) = taken {
+            terraform_persist(&store.inner, read);
+        }
+        let stored = store.stored().unwrap();
+        assert!(
+            b_answer.is_err() || count(&stored, "b") == 1,
+            "task B's update returned {b_answer:?} but its write is lost: it ran without the lock \
+             (holds_any() was true because task A held it) and Terraform overwrote it"
+        );
+    }
+
+    /// After `FAILED_WRITES_BEFORE_GIVING_UP` rounds whose PUTs timed out, `update` returns
+    /// `WriteFailed` ("the state's versions show it was not applied"), not `WriteOutcomeUnknown`;
+    /// a stalled request of an earlier round can still land on the unchanged base afterwards. A
+    /// caller that trusts "not applied" and retries applies the change twice.
+    #[tokio::test(start_paused = true)]
+    async fn attack_update_giving_up_after_timeouts_does_not_claim_not_applied() {
+        let store = Hooked::new("stalled.tfstate");
+        seed_terraform_state(&store.inner);
+        let manager = RemoteState::with_options(store.clone(), lock_free());
+        for _ in 0..3 {
+            store.on_put("stalled.tfstate", OnPut::Stall);
+        }
+        let error = manager.update(|s| bump(s, "count")).await.unwrap_err();
+        // The first stalled request arrives now, on the base it was conditional on.
+        let landed = store.land_stalled().await;
+        assert!(matches!(landed[0], PutOutcome::Written(_)));
+        assert_eq!(count(&store.stored().unwrap(), "count"), 1);
+        assert!(
+            matches!(error, Error::WriteOutcomeUnknown { .. }),
+            "update answered `{error}` although a write of it was still in flight (and landed)"
+        );
+    }
+
+    /// The same with a small attempt budget: `UpdateContention` ("each lost to a concurrent
+    /// writer") after one timed-out round, though nobody else wrote and the write landed later.
+    #[tokio::test(start_paused = true)]
+    async fn attack_update_contention_after_a_timed_out_round_hides_the_doubt() {
+        let store = Hooked::new("stalled-one.tfstate");
+        seed_terraform_state(&store.inner);
+        let manager = RemoteState::with_options(
+            store.clone(),
+            RemoteStateOptions {
+                max_update_attempts: 1,
+                ..lock_free()
+            },
+        );
+        store.on_put("stalled-one.tfstate", OnPut::Stall);
+        let error = manager.update(|s| bump(s, "count")).await.unwrap_err();
+        store.land_stalled().await;
+        assert_eq!(count(&store.stored().unwrap(), "count"), 1);
+        assert!(
+            matches!(error, Error::WriteOutcomeUnknown { .. }),
+            "update answered `{error}` although its write was in flight (and landed)"
+        );
+    }
+
+    /// `lock_waiting` makes a fresh nonce for every `lock()` call. A first lock PUT that stalls
+    /// while the SDK's retry meets another holder (412), and that arrives after the holder
+    /// released, creates our lock with the old nonce: every later attempt sees "held by someone
+    /// else" (our own ID!), the update times out with `Locked`, and the lock is left orphaned.
+    #[tokio::test(start_paused = true)]
+    async fn attack_a_late_first_lock_attempt_is_not_left_orphaned() {
+        let store = Hooked::new("late-lock.tfstate");
+        seed_terraform_state(&store.inner);
+        let holder = RemoteState::new(store.inner.clone());
+        let held = holder
+            .lock(&LockInfo::new("OperationTypeApply"))
+            .await
+            .unwrap();
+        store.on_put(&store.lock_key(), OnPut::StallThenRetry);
+
+        let manager = Arc::new(RemoteState::with_options(
+            store.clone(),
+            locking(Duration::from_secs(5)),
+        ));
+        let task = tokio::spawn({
+            let manager = Arc::clone(&manager);
+            async move { manager.update(|s| bump(s, "count")).await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        holder.unlock(&held).await.unwrap();
+        // Our first lock attempt, stalled in the network, arrives now.
+        let landed = store.land_stalled().await;
+        assert!(matches!(landed[0], PutOutcome::Written(_)));
+        let answer = task.await.unwrap();
+        let left = store.inner.sibling(".tflock").current_body();
+        assert!(
+            left.is_none(),
+            "update answered {answer:?} and left its own lock behind: {}",
+            String::from_utf8_lossy(&left.unwrap())
+        );
+    }
+
+    /// `unlock` recognises our lock by its tag, and `unlock_by_reading` by its ID alone. After
+    /// an operator's force-unlock, another holder that took the lock with the same ID (two
+    /// managers reusing one `LockInfo`, the case of issue 11 bug 5) loses its lock to our unlock:
+    /// with content-MD5 tags the bodies are identical, and with KMS tags the fallback read
+    /// matches the ID. Two parties can then hold the lock.
+    #[tokio::test]
+    async fn attack_unlock_does_not_delete_a_lock_another_holder_took_with_the_same_id() {
+        let mut broken = Vec::new();
+        for etag_style in [ETagStyle::ContentMd5, ETagStyle::Opaque] {
+            let store = MemoryStore::with_options(
+                "reuse.tfstate",
+                MemoryOptions {
+                    etag_style,
+                    conditional_delete: true,
+                },
+            );
+            let info = LockInfo::new("OperationTypeApply");
+            let first = RemoteState::new(store.clone());
+            let second = RemoteState::new(store.clone());
+            let operator = RemoteState::new(store.clone());
+            first.lock(&info).await.unwrap();
+            operator.locker().force_unlock(&info.id).await.unwrap();
+            second.lock(&info).await.unwrap();
+            let answer = first.unlock(&info.id).await;
+            if store.sibling(".tflock").current_body().is_none() {
+                broken.push(format!(
+                    "{etag_style:?}: the first holder's unlock ({answer:?}) deleted the lock the \
+                     second holder took"
+                ));
+            }
+        }
+        assert!(broken.is_empty(), "{}", broken.join("\n"));
+    }
+
+    /// When `unlock_patiently` gives up after an update (its deletes got no answer, though the
+    /// first one landed), the ID stays in `held`: `holds_any()` is then true for the life of the
+    /// manager, so every later `update()` skips the lock and writes while Terraform holds it.
+    #[tokio::test(start_paused = true)]
+    async fn attack_a_failed_unlock_does_not_make_later_updates_lock_free() {
+        let store = Hooked::new("unlock-fails.tfstate");
+        seed_terraform_state(&store.inner);
+        let lock_key = store.lock_key();
+        store.on_delete(&lock_key, OnDelete::ApplyThenFail);
+        for _ in 0..9 {
+            store.on_delete(&lock_key, OnDelete::FailWithoutApplying);
+        }
+        let manager = RemoteState::with_options(store.clone(), locking(Duration::from_millis(200)));
+        manager.update(|s| set(s, "a", 1)).await.unwrap();
+        assert!(
+            store.inner.sibling(".tflock").current_body().is_none(),
+            "the first delete landed"
+        );
+
+        // Terraform starts an apply.
+        let info = terraform_lock(&store.inner)
+            .await
+            .expect("the lock is free");
+        let read = store.stored();
+        let second = manager.update(|s| set(s, "a", 2)).await;
+        terraform_persist(&store.inner, read);
+        assert!(
+            matches!(&second, Err(Error::Locked { holder: Some(h), .. }) if h.id == info.id),
+            "the second update answered {second:?} while Terraform held the lock; the state now \
+             has a = {}",
+            count(&store.stored().unwrap(), "a")
+        );
+    }
+
+    /// `update()` releases its lock only on the normal path: a `change` closure that panics (in
+    /// a spawned task the process goes on) leaves the lock in the store and its ID in `held`, so
+    /// the lock is orphaned (nobody is told: the caller sees a panic) and `holds_any()` stays true:
+    /// every later update on this manager skips the lock.
+    #[tokio::test(start_paused = true)]
+    async fn attack_a_panicking_change_does_not_orphan_the_lock() {
+        let store = MemoryStore::new("panic.tfstate");
+        seed_terraform_state(&store);
+        let manager = Arc::new(RemoteState::with_options(
+            store.clone(),
+            locking(Duration::from_millis(200)),
+        ));
+        let panicked = tokio::spawn({
+            let manager = Arc::clone(&manager);
+            async move {
+                manager
+                    .update(|_state| -> () { panic!("a bug in the caller's change") })
+                    .await
+            }
+        })
+        .await;
+        assert!(panicked.is_err());
+        let left = store.sibling(".tflock").current_body();
+        assert!(
+            left.is_none(),
+            "the lock was left behind by the panicking update: {}",
+            String::from_utf8_lossy(&left.unwrap())
+        );
+    }
+
+    /// The same with cancellation, e.g. `tokio::time::timeout(.., manager.update(..))`: the
+    /// future is dropped while it holds the lock. The lock is orphaned without a word, and the
+    /// manager's later updates run lock-free, so after an operator clears the orphan with
+    /// force-unlock, they write while Terraform holds the lock.
+    #[tokio::test(start_paused = true)]
+    async fn attack_a_cancelled_update_does_not_orphan_the_lock_or_skip_it_later() {
+        let store = Hooked::new("cancel.tfstate");
+        seed_terraform_state(&store.inner);
+        let manager = RemoteState::with_options(store.clone(), locking(Duration::from_millis(200)));
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        store.on_put(
+            "cancel.tfstate",
+            OnPut::Pause {
+                entered: Arc::clone(&entered),
+                release,
+            },
+        );
+        let timed_out =
+            tokio::time::timeout(Duration::from_secs(1), manager.update(|s| set(s, "a", 1))).await;
+        assert!(timed_out.is_err(), "the slow update was cancelled");
+        // The cancelled update's lock is released in the background: give that task its turn.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let orphan = store.inner.sibling(".tflock").current_body();
+
+        // An operator clears the orphan (if any); Terraform starts an apply.
+        if let Some(body) = &orphan {
+            let info: LockInfo = serde_json::from_slice(body).unwrap();
+            RemoteState::new(store.inner.clone())
+                .locker()
+                .force_unlock(&info.id)
+                .await
+                .unwrap();
+        }
+        let tf = terraform_lock(&store.inner)
+            .await
+            .expect("the lock is free");
+        let second = manager.update(|s| set(s, "a", 2)).await;
+        let mut problems = Vec::new();
+        if orphan.is_some() {
+            problems.push("the cancelled update left its lock behind".to_owned());
+        }
+        if !matches!(&second, Err(Error::Locked { holder: Some(h), .. }) if h.id == tf.id) {
+            problems.push(format!(
+                "the next update answered {second:?} while Terraform held the lock (a = {})",
+                count(&store.stored().unwrap(), "a")
+            ));
+        }
+        assert!(problems.is_empty(), "{}", problems.join("; "));
+    }
+
+    /// `StoredObject` (and so `Fetched`) derives `Debug` and prints the whole body: a state's
+    /// resources, with their secrets, end up in any log of a read.
+    #[tokio::test]
+    async fn attack_debug_of_a_read_object_does_not_print_secrets() {
+        let store = MemoryStore::new("secret.tfstate");
+        let mut state = State::new(semver::Version::new(1, 15, 5));
+        state.resources = s3state::RawJson::from_value(&serde_json::json!([{
+            "mode": "managed", "type": "aws_db_instance", "name": "db", "provider": "p",
+            "instances": [{"attributes": {"password": "hunter2-super-secret"}}]
+        }]));
+        let manager = RemoteState::new(store.clone());
+        manager.write_state(state);
+        manager.persist_state().await.unwrap();
+        let fetched = store.get(None).await.unwrap();
+        let shown = format!("{fetched:?}");
+        assert!(
+            !shown.contains("hunter2-super-secret"),
+            "Debug of a Fetched shows the body: {}",
+            &shown[..shown.len().min(300)]
+        );
+    }
 }

@@ -45,8 +45,9 @@ impl fmt::Display for ETag {
 /// Free-form string metadata stored with an object (S3 user metadata).
 pub type ObjectMetadata = BTreeMap<String, String>;
 
-/// An object as read from the store.
-#[derive(Debug, Clone)]
+/// An object as read from the store. `Debug` shows the body's size, never its content: a
+/// state holds secrets.
+#[derive(Clone)]
 pub struct StoredObject {
     /// The whole body.
     pub body: Bytes,
@@ -56,6 +57,17 @@ pub struct StoredObject {
     pub version_id: Option<String>,
     /// The metadata written with it.
     pub metadata: ObjectMetadata,
+}
+
+impl fmt::Debug for StoredObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredObject")
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("etag", &self.etag)
+            .field("version_id", &self.version_id)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
 }
 
 /// The answer to a conditional read.

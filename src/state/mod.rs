@@ -4,11 +4,16 @@
 //! outputs) and keeps everything else (`resources`, `check_results`, fields added by future
 //! Terraform versions) as exact JSON text, so a tool never drops what it does not understand.
 
+mod address;
 mod codec;
 mod diff;
 mod json;
 pub(crate) mod meta;
 
+pub use address::{
+    Address, AddressError, Inserted, InstanceAddress, InstanceKey, InstanceView, ModulePath,
+    ModuleStep, Moved, PathStep, ResourceAddress, ResourceMode, SENSITIVE_PLACEHOLDER,
+};
 pub use codec::DecodeError;
 pub use diff::{ChangeKind, OutputChange, ResourceChange, StateDiff};
 pub use json::RawJson;

@@ -902,3 +902,76 @@ async fn a_push_whose_lock_cannot_be_released_fails_and_says_how_to_remove_the_l
         "the push landed"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_during_a_push_releases_the_lock_before_exiting() {
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let bucket = bucket_with_terraform_state().await;
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    // The state's PUT hangs (the first PUT, the lock's, goes through), so the push is
+    // interrupted while it holds the lock.
+    proxy.inject(
+        Rule::new(Fault::StallBeforeForward(std::time::Duration::from_secs(
+            60,
+        )))
+        .method("PUT")
+        .after(1)
+        .times(usize::MAX),
+    );
+    let file = write_temp(&next_terraform_state());
+    // A plain process (not assert_cmd's), so the test can interrupt it while it runs.
+    let mut push = std::process::Command::new(assert_cmd::cargo::cargo_bin!("s3state"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("S3STATE_") || name.starts_with("AWS_") {
+            push.env_remove(name);
+        }
+    }
+    push.current_dir(empty_dir())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("S3STATE_ENDPOINT_URL", proxy.endpoint())
+        .env("S3STATE_PATH_STYLE", "true")
+        .env("S3STATE_BUCKET", &bucket)
+        .env("S3STATE_KEY", KEY)
+        .arg("push")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = push.spawn().unwrap();
+    // Wait until the lock is there (the push holds it), then interrupt.
+    let mut held = false;
+    for _ in 0..100 {
+        if lock_present(&bucket).await {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(held, "the push never took the lock");
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !lock_present(&bucket).await,
+        "the interrupted push left its lock behind: {stderr}"
+    );
+}
+
+async fn lock_present(bucket: &str) -> bool {
+    common::client()
+        .head_object()
+        .bucket(bucket)
+        .key(LOCK_KEY)
+        .send()
+        .await
+        .is_ok()
+}

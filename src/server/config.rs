@@ -5,6 +5,8 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// What can be wrong with a gateway configuration. Every variant names the setting (or file)
 /// at fault and says what to do; none of them contains a password or a hash.
@@ -328,7 +330,7 @@ impl GatewayConfig {
             return Err(invalid("s3.key_prefix", format!("{prefix:?}: {problem}")));
         }
         if let Some(tls) = &self.tls {
-            super::listener::load_tls(tls)?;
+            load_tls(tls)?;
         }
         if self.tls.is_none() && !self.insecure_listen && !self.listen.ip().is_loopback() {
             return Err(ConfigError::InsecureListen { addr: self.listen });
@@ -432,4 +434,42 @@ impl GatewayConfig {
         }
         Ok(())
     }
+}
+
+/// Loads the certificate chain and key into a rustls server configuration.
+pub(crate) fn load_tls(
+    tls: &TlsSettings,
+) -> Result<std::sync::Arc<tokio_rustls::rustls::ServerConfig>, ConfigError> {
+    let certs: Vec<CertificateDer<'static>> =
+        <CertificateDer as PemObject>::pem_file_iter(&tls.cert)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|err| ConfigError::Tls {
+                what: "certificate",
+                path: tls.cert.clone(),
+                message: format!("cannot read a PEM certificate chain: {err}"),
+            })?;
+    if certs.is_empty() {
+        return Err(ConfigError::Tls {
+            what: "certificate",
+            path: tls.cert.clone(),
+            message: "no CERTIFICATE block found".into(),
+        });
+    }
+    let key =
+        <PrivateKeyDer as PemObject>::from_pem_file(&tls.key).map_err(|err| ConfigError::Tls {
+            what: "private key",
+            path: tls.key.clone(),
+            message: format!("cannot read a PEM private key: {err}"),
+        })?;
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|err| ConfigError::Tls {
+            what: "certificate",
+            path: tls.cert.clone(),
+            message: format!("the certificate and key do not make a TLS configuration: {err}"),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
 }

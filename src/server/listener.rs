@@ -1,7 +1,7 @@
 //! Accepting connections: a connection limit, TLS (rustls) with a handshake timeout, HTTP/1.1
 //! with a header-read timeout (slow-loris clients are dropped), and graceful shutdown.
 
-use super::config::{ConfigError, Limits, TlsSettings};
+use super::config::Limits;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
@@ -9,42 +9,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-/// Loads the certificate chain and key into a rustls server configuration.
-pub(crate) fn load_tls(tls: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| ConfigError::Tls {
-            what: "certificate",
-            path: tls.cert.clone(),
-            message: format!("cannot read a PEM certificate chain: {err}"),
-        })?;
-    if certs.is_empty() {
-        return Err(ConfigError::Tls {
-            what: "certificate",
-            path: tls.cert.clone(),
-            message: "no CERTIFICATE block found".into(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|err| ConfigError::Tls {
-        what: "private key",
-        path: tls.key.clone(),
-        message: format!("cannot read a PEM private key: {err}"),
-    })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|err| ConfigError::Tls {
-            what: "certificate",
-            path: tls.cert.clone(),
-            message: format!("the certificate and key do not make a TLS configuration: {err}"),
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
 /// requests in flight finish (at most `limits.shutdown_grace_secs`), and waits for writes

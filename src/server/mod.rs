@@ -111,7 +111,7 @@ impl Gateway {
     /// binds the listen address (port 0 picks a free one; see [`Gateway::local_addr`]).
     pub async fn bind(config: GatewayConfig) -> Result<Gateway, ServeError> {
         config.validate()?;
-        let tls = config.tls.as_ref().map(listener::load_tls).transpose()?;
+        let tls = config.tls.as_ref().map(config::load_tls).transpose()?;
         let auth = Authenticator::new(&config)?;
         let s3 = &config.s3;
         let mut builder = crate::S3Builder::new()

@@ -175,7 +175,14 @@ async fn under_lock<T>(
         return step.await;
     }
     let id = take_lock(manager, &info, Some(flags.lock_timeout)).await?;
-    let result = step.await;
+    // Ctrl-C releases the lock before exiting, as Terraform does, instead of leaving it for
+    // someone to force-unlock. A write already sent is conditional, so stopping is safe.
+    let result = tokio::select! {
+        result = step => result,
+        _ = tokio::signal::ctrl_c() => Err(CliError::Other(format!(
+            "interrupted; the {what} may or may not have been written (check with: s3state meta)"
+        ))),
+    };
     match (release_lock(manager, &id).await, result) {
         (Ok(()), result) => result,
         (Err(err), Ok(_)) => Err(CliError::Other(format!(
@@ -526,34 +533,36 @@ async fn restore(
     let selector = selector(version)?;
     let manager = context.manager()?;
     let info = LockInfo::new("state-restore").with_info(format!("s3state restore {version}"));
+    // The preview and the question come before the lock, so nobody waits on an operator
+    // reading a diff; the restore is conditional on the snapshot the preview showed, so a
+    // change made meanwhile is a conflict, not overwritten.
+    let version_id = manager.resolve_version(&selector).await?;
+    let target = manager.snapshot_at(&version_id).await?;
+    manager.refresh_state().await?;
+    match manager.state() {
+        Some(current) => {
+            // Preview what will be written, numbered by the library as the restore numbers
+            // it (nothing, when the content is already there).
+            let preview = manager
+                .restore_preview(target.state.clone())
+                .await?
+                .unwrap_or_else(|| current.clone());
+            let diff = StateDiff::between(&current, &preview);
+            eprint!(
+                "Restoring version {version_id} changes the current state as follows:\n{}",
+                render_diff(&diff, Style::stderr())
+            );
+        }
+        None => {
+            eprintln!("The state is deleted; restoring version {version_id} brings it back.")
+        }
+    }
+    if !yes && !ui::confirm("Restore it?")? {
+        return Err(CliError::Other(
+            "restore cancelled; nothing was written".into(),
+        ));
+    }
     under_lock(&manager, lock, info, "restore", async {
-        let version_id = manager.resolve_version(&selector).await?;
-        let target = manager.snapshot_at(&version_id).await?;
-        // The restore below is conditional on this snapshot: the one the preview shows.
-        manager.refresh_state().await?;
-        match manager.state() {
-            Some(current) => {
-                // Preview what will be written, numbered by the library as the restore
-                // numbers it (nothing, when the content is already there).
-                let preview = manager
-                    .restore_preview(target.state.clone())
-                    .await?
-                    .unwrap_or_else(|| current.clone());
-                let diff = StateDiff::between(&current, &preview);
-                eprint!(
-                    "Restoring version {version_id} changes the current state as follows:\n{}",
-                    render_diff(&diff, Style::stderr())
-                );
-            }
-            None => {
-                eprintln!("The state is deleted; restoring version {version_id} brings it back.")
-            }
-        }
-        if !yes && !ui::confirm("Restore it?")? {
-            return Err(CliError::Other(
-                "restore cancelled; nothing was written".into(),
-            ));
-        }
         let restored = manager.restore(&version_id, force).await?;
         if restored.written {
             eprintln!(

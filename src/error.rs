@@ -304,6 +304,22 @@ pub enum Error {
         message: String,
     },
 
+    /// The state's body does not match the MD5 digest Terraform keeps in the DynamoDB lock table
+    /// (`dynamodb_table`), after waiting for them to agree as Terraform does. Another tool wrote
+    /// the state without updating the digest, or a write is still settling. Check the state,
+    /// then set the digest to the body's (`s3state digest repair`).
+    #[error("the state at {location} does not have the expected content: its MD5 is {}, the digest in DynamoDB table {table} is {expected}; check the state, then set the digest with `s3state digest repair`", .actual.as_deref().unwrap_or("(no state)"))]
+    DigestMismatch {
+        /// The state object.
+        location: String,
+        /// The DynamoDB table holding the digest.
+        table: String,
+        /// The digest stored in the table (lower-case hex MD5).
+        expected: String,
+        /// The MD5 of the body read, or `None` when there is no state object.
+        actual: Option<String>,
+    },
+
     /// The store failed in a way not covered above (network, permissions, throttling after
     /// retries). The source carries the store's own error code and message.
     #[error("{operation} {location} failed: {message}")]

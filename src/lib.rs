@@ -44,6 +44,7 @@
 //! |---|---|---|---|
 //! | `cli` | yes | the `s3state` operator command (a binary; the library API is the same without it); enables `server` | `clap`, `indicatif`, `hcl-rs`, `tracing-subscriber`, `anstyle`, `humantime` |
 //! | `server` | with `cli` | [`server`]: Terraform's `http` backend over S3 (`s3state serve`), embeddable | `axum`, `hyper`, `tower-http`, `tokio-rustls`, `argon2`, `toml` |
+//! | `dynamodb` | with `cli` | `dynamodb`: Terraform's DynamoDB lock table (`dynamodb_table`): the lock item, taken with the `.tflock`, and the state digest | `aws-sdk-dynamodb` |
 //!
 //! A tool that links s3state as a library needs none of the CLI's dependencies:
 //!
@@ -58,6 +59,9 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "dynamodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
+pub mod dynamodb;
 pub mod error;
 pub mod history;
 pub mod lock;
@@ -74,7 +78,7 @@ pub use error::{Error, Result};
 pub use history::{
     HistoryEntry, HistoryOptions, PruneOptions, Restored, Snapshot, VersionSelector,
 };
-pub use lock::{LockDisabled, LockRetry, StoreLocker};
+pub use lock::{LockDisabled, LockRetry, SecondaryLock, StoreLocker};
 pub use remote::{PersistedObject, RemoteState, RemoteStateOptions, UpdateLocking};
 pub use s3::{S3Builder, S3Store, ServerSideEncryption};
 pub use state::{DecodeError, OutputValue, RawJson, State};

@@ -10,7 +10,7 @@ use crate::store::{DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, P
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The suffix Terraform (1.10+, `use_lockfile`) and OpenTofu give the lock object.
@@ -38,6 +38,31 @@ impl Default for LockRetry {
             max: Duration::from_secs(16),
         }
     }
+}
+
+/// A second lock a [`StoreLocker`] takes together with its `.tflock` object: Terraform's
+/// DynamoDB lock item when `dynamodb_table` is configured (`s3state::dynamodb::DynamoDbLock`
+/// with the `dynamodb` feature). As in Terraform 1.15 with both locks configured, it is taken
+/// after the object (the object is released again when it cannot be taken, so no orphan is
+/// left) and released after it; both are always attempted.
+#[async_trait]
+pub trait SecondaryLock: Send + Sync + std::fmt::Debug {
+    /// Where the lock lives, for messages.
+    fn location(&self) -> String;
+
+    /// Takes the lock with `info` exactly as given (its ID, path and time are set), or fails
+    /// with [`Error::Locked`] naming the holder.
+    async fn lock(&self, info: &LockInfo) -> Result<()>;
+
+    /// Releases our lock `id`; succeeds when it is already gone.
+    async fn unlock(&self, id: &str) -> Result<()>;
+
+    /// Removes the lock with this ID whoever took it: [`Error::NotLocked`] when there is none,
+    /// [`Error::LockIdMismatch`] when another lock is there.
+    async fn force_unlock(&self, id: &str) -> Result<()>;
+
+    /// The holder's lock info, or `None` when not locked.
+    async fn current(&self) -> Result<Option<LockInfo>>;
 }
 
 /// The lock of one state, kept in the object `<state>.tflock` of a [`Store`].
@@ -97,6 +122,8 @@ pub struct StoreLocker<S> {
     /// IDs of our locks whose delete got no answer: it may have gone through, so finding
     /// another lock in their place later means ours was released, not broken.
     deletes_in_doubt: Mutex<std::collections::HashSet<String>>,
+    /// A lock taken after the object and released after it (Terraform's DynamoDB lock).
+    secondary: Option<Arc<dyn SecondaryLock>>,
 }
 
 /// The lock info as written: `Created` is when this call takes the lock. Besides being the
@@ -129,7 +156,20 @@ impl<S: Store> StoreLocker<S> {
             retry: LockRetry::default(),
             held: Mutex::new(HashMap::new()),
             deletes_in_doubt: Mutex::default(),
+            secondary: None,
         }
+    }
+
+    /// The same locker, also taking `secondary` (after the lock object) and releasing it
+    /// (after the object): Terraform's order with both `use_lockfile` and `dynamodb_table`.
+    pub fn with_secondary(mut self, secondary: Arc<dyn SecondaryLock>) -> Self {
+        self.secondary = Some(secondary);
+        self
+    }
+
+    /// The second lock taken with the object, if any.
+    pub fn secondary(&self) -> Option<&Arc<dyn SecondaryLock>> {
+        self.secondary.as_ref()
     }
 
     /// The same locker, waiting on the given schedule.
@@ -197,6 +237,17 @@ impl<S: Store> StoreLocker<S> {
     pub(crate) fn release_in_background(&self, id: &str) {
         let held = self.held().get(id).cloned();
         self.forget(id);
+        if let (Some(secondary), Ok(runtime)) = (
+            self.secondary.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            let id = id.to_owned();
+            runtime.spawn(async move {
+                if let Err(error) = secondary.unlock(&id).await {
+                    tracing::warn!(%id, %error, "could not release an abandoned lock; clear it with force-unlock");
+                }
+            });
+        }
         let (Some(held), Ok(runtime)) = (held, tokio::runtime::Handle::try_current()) else {
             return;
         };
@@ -234,7 +285,10 @@ impl<S: Store> StoreLocker<S> {
     /// locked, by someone we cannot name.
     pub async fn current(&self) -> Result<Option<LockInfo>> {
         match self.read().await? {
-            None => Ok(None),
+            None => match &self.secondary {
+                Some(secondary) => secondary.current().await,
+                None => Ok(None),
+            },
             Some((Some(info), _)) => Ok(Some(info)),
             Some((None, _)) => Err(self.locked(None, None)),
         }
@@ -308,7 +362,7 @@ impl<S: Store> StoreLocker<S> {
         let info = taken_now(info);
         loop {
             match self
-                .acquire(&info, &ObjectMetadata::new(), &nonce, explicit)
+                .acquire_both(&info, &ObjectMetadata::new(), &nonce, explicit)
                 .await
             {
                 Err(Error::Locked { holder, .. }) => {
@@ -349,7 +403,11 @@ impl<S: Store> StoreLocker<S> {
     /// Removes the lock with this ID whoever took it, for operators clearing a stale lock
     /// (Terraform's `force-unlock`). The ID must match the lock that is there.
     pub async fn force_unlock(&self, id: &str) -> Result<()> {
-        self.unlock_by_reading(id).await
+        let object = self.unlock_by_reading(id).await;
+        match &self.secondary {
+            None => object,
+            Some(secondary) => both_released(object, secondary.force_unlock(id).await),
+        }
     }
 
     /// Reads the lock, checks its ID, and deletes exactly the object read.
@@ -437,7 +495,21 @@ impl<S: Store> Locker for StoreLocker<S> {
     }
 
     async fn unlock(&self, id: &str) -> Result<()> {
-        self.unlock_held(id).await
+        let object = self.unlock_held(id).await;
+        match &self.secondary {
+            None => object,
+            Some(secondary) => both_released(object, secondary.unlock(id).await),
+        }
+    }
+}
+
+/// The outcome of releasing both locks: released when each was released or was not there
+/// (a retried unlock whose first attempt released one of them), else the first failure.
+fn both_released(object: Result<()>, secondary: Result<()>) -> Result<()> {
+    match (object, secondary) {
+        (Ok(()), Ok(()) | Err(Error::NotLocked { .. }))
+        | (Err(Error::NotLocked { .. }), Ok(())) => Ok(()),
+        (Err(err), _) | (Ok(()), Err(err)) => Err(err),
     }
 }
 
@@ -452,7 +524,40 @@ impl<S: Store> StoreLocker<S> {
         extra: &ObjectMetadata,
     ) -> Result<String> {
         let nonce = uuid::Uuid::new_v4().to_string();
-        self.acquire(&taken_now(info), extra, &nonce, true).await
+        self.acquire_both(&taken_now(info), extra, &nonce, true)
+            .await
+    }
+
+    /// Takes the lock object, then the secondary lock with the same info; when the second
+    /// cannot be taken, the object is released again (no orphan) and its error returned.
+    async fn acquire_both(
+        &self,
+        info: &LockInfo,
+        extra: &ObjectMetadata,
+        nonce: &str,
+        explicit: bool,
+    ) -> Result<String> {
+        let id = self.acquire(info, extra, nonce, explicit).await?;
+        let Some(secondary) = &self.secondary else {
+            return Ok(id);
+        };
+        let mut taken = info.clone();
+        taken.path = self.state_path.clone();
+        let Err(error) = secondary.lock(&taken).await else {
+            return Ok(id);
+        };
+        let mut attempt = 1;
+        while let Err(release) = self.unlock_held(&id).await {
+            if attempt == 5 {
+                self.forget(&id);
+                tracing::warn!(location = %self.location(), %id, error = %release,
+                    "could not release the lock object after the second lock failed; clear it with force-unlock");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+            attempt += 1;
+        }
+        Err(error)
     }
 
     /// One attempt at the lock, recognising as ours only an object with our body and `nonce`.

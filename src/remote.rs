@@ -276,6 +276,17 @@ impl<S: Store> RemoteState<S> {
         }
     }
 
+    /// The same manager, whose lock also takes `secondary` after the `.tflock` object and
+    /// releases it after (Terraform's DynamoDB lock, set by `S3Backend` when `dynamodb_table`
+    /// is configured). Every lock the manager takes, `update`'s included, takes both.
+    pub fn with_secondary_lock(
+        mut self,
+        secondary: std::sync::Arc<dyn crate::lock::SecondaryLock>,
+    ) -> Self {
+        self.locker = self.locker.with_secondary(secondary);
+        self
+    }
+
     /// The store underneath.
     pub fn store(&self) -> &S {
         &self.store

@@ -88,6 +88,8 @@ pub struct S3Builder {
     client: Option<Client>,
     static_credentials: Option<(String, Redacted)>,
     options: RemoteStateOptions,
+    /// Terraform's DynamoDB lock table (`lock_table.rs`).
+    pub(super) dynamodb: super::lock_table::DynamoSettings,
     /// A malformed environment variable seen by `from_env`, reported by `build`.
     env_error: Option<(&'static str, &'static str, String)>,
 }
@@ -131,6 +133,8 @@ impl S3Builder {
     /// | `S3STATE_SSE_KMS_KEY_ID` | KMS key for `aws:kms` |
     /// | `S3STATE_SSE_CUSTOMER_KEY` | base64 SSE-C key (32 bytes) |
     /// | `S3STATE_REQUIRE_VERSIONING` | `false` to allow unversioned buckets |
+    /// | `S3STATE_DYNAMODB_TABLE` | Terraform's `dynamodb_table` (feature `dynamodb`) |
+    /// | `S3STATE_DYNAMODB_ENDPOINT_URL` | DynamoDB endpoint (else `AWS_ENDPOINT_URL_DYNAMODB`) |
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let mut builder = Self::new();
@@ -180,6 +184,9 @@ impl S3Builder {
         }
         if let Some(key) = var("S3STATE_SSE_CUSTOMER_KEY") {
             builder.sse = Some(SseSetting::CustomerKeyBase64(Redacted(key)));
+        }
+        if let Some(error) = super::lock_table::from_env(&mut builder.dynamodb) {
+            builder.env_error.get_or_insert(error);
         }
         builder
     }
@@ -344,17 +351,22 @@ impl S3Builder {
                 ServerSideEncryption::CustomerKey(CustomerKey::from_base64(encoded)?),
             ),
         };
-        let client = match self.client.clone() {
-            Some(client) => client,
-            None => self.make_client().await?,
+        let (client, shared) = match self.client.clone() {
+            Some(client) => (client, None),
+            None => {
+                let (client, shared) = self.make_client().await?;
+                (client, Some(shared))
+            }
         };
+        let lock_table = super::lock_table::open(&self.dynamodb, shared).await;
         let backend = S3Backend {
             config: Arc::new(S3Config {
-                client,
                 bucket,
                 sse,
                 conflict_retries: self.conflict_retries.unwrap_or(5),
                 conditional_delete: ConditionalDelete::default(),
+                lock_table,
+                client,
             }),
             key: self.key.clone().unwrap_or_default(),
             workspace_key_prefix: self.prefix().to_owned(),
@@ -366,7 +378,7 @@ impl S3Builder {
         Ok(backend)
     }
 
-    async fn make_client(&self) -> Result<Client> {
+    async fn make_client(&self) -> Result<(Client, aws_config::SdkConfig)> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &self.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
@@ -402,7 +414,7 @@ impl S3Builder {
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(self.force_path_style.unwrap_or(false))
             .build();
-        Ok(Client::from_conf(config))
+        Ok((Client::from_conf(config), shared))
     }
 }
 

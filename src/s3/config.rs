@@ -16,6 +16,9 @@ pub(super) struct S3Config {
     pub(super) conflict_retries: u32,
     /// Whether this endpoint honours `If-Match` on DeleteObject.
     pub(super) conditional_delete: ConditionalDelete,
+    /// Terraform's DynamoDB lock table, when `dynamodb_table` is configured.
+    #[cfg_attr(not(feature = "dynamodb"), allow(dead_code))]
+    pub(super) lock_table: super::lock_table::SharedTable,
 }
 
 /// What is known of an endpoint's support for conditional DeleteObject.

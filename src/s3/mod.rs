@@ -8,6 +8,7 @@ mod builder;
 mod config;
 mod errors;
 mod layout;
+mod lock_table;
 mod sse;
 mod versions;
 mod workspace;
@@ -49,6 +50,9 @@ pub struct S3Store {
     location: String,
     /// `bucket/key`, as Terraform names the state in lock info ([`Store::path`]).
     path: String,
+    /// A state object (not a sibling such as the lock): its digest is kept in the DynamoDB
+    /// lock table when one is configured (`lock_table.rs`).
+    tracks_digest: bool,
 }
 
 /// Adds the SSE-C headers to a request when the store uses a customer key. (The request
@@ -86,6 +90,7 @@ impl S3Store {
             path: format!("{}/{key}", config.bucket),
             config,
             key,
+            tracks_digest: false,
         }
     }
 
@@ -219,6 +224,9 @@ impl S3Store {
 #[async_trait]
 impl Store for S3Store {
     async fn get(&self, if_none_match: Option<&ETag>) -> Result<Fetched> {
+        if let Some(checked) = lock_table::checked_get(self, if_none_match).await {
+            return checked;
+        }
         // The SDK retries a request that fails before its body starts; a body cut off midway
         // (a dropped connection) surfaces while reading it, so that is retried here. A partial
         // body is never returned.
@@ -251,6 +259,9 @@ impl Store for S3Store {
         precondition: &Precondition,
         metadata: &ObjectMetadata,
     ) -> Result<PutOutcome> {
+        if let Some(put) = lock_table::checked_put(self, &body, precondition, metadata).await {
+            return put;
+        }
         let checksum = BASE64.encode(sha2::Sha256::digest(&body));
         let mut backoff = CONFLICT_BACKOFF;
         let mut conflicts = 0;
@@ -287,6 +298,9 @@ impl Store for S3Store {
     }
 
     async fn delete(&self, if_match: Option<&ETag>) -> Result<DeleteOutcome> {
+        if let Some(deleted) = lock_table::checked_delete(self, if_match).await {
+            return deleted;
+        }
         let conditional = if_match.is_some();
         if conditional && self.config.conditional_delete.get() == DeleteSupport::Unsupported {
             return Ok(DeleteOutcome::ConditionalUnsupported);

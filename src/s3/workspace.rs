@@ -57,10 +57,7 @@ impl S3Backend {
 
     /// The store of `workspace`'s state object.
     pub fn store(&self, workspace: &str) -> Result<S3Store> {
-        Ok(S3Store::new(
-            Arc::clone(&self.config),
-            self.state_key(workspace)?,
-        ))
+        Ok(S3Store::new(Arc::clone(&self.config), self.state_key(workspace)?).with_state_digest())
     }
 
     /// The store of the object at `key` in this backend's bucket, with its encryption and
@@ -73,10 +70,8 @@ impl S3Backend {
 
     /// A state manager for `workspace`. It does no I/O until asked.
     pub fn manager(&self, workspace: &str) -> Result<RemoteState<S3Store>> {
-        Ok(RemoteState::with_options(
-            self.store(workspace)?,
-            self.options.clone(),
-        ))
+        let manager = RemoteState::with_options(self.store(workspace)?, self.options.clone());
+        Ok(super::lock_table::attach(&self.config, manager))
     }
 
     /// The workspaces that have a state: `default` first when its state exists, then the
@@ -268,6 +263,7 @@ mod tests {
                 sse: None,
                 conflict_retries: 0,
                 conditional_delete: Default::default(),
+                lock_table: Default::default(),
             }),
             key: "app/terraform.tfstate".into(),
             workspace_key_prefix: "env:".into(),

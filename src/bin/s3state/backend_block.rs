@@ -27,6 +27,10 @@ pub struct BackendBlock {
     pub sse_customer_key: Option<String>,
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// Terraform's DynamoDB lock table.
+    pub dynamodb_table: Option<String>,
+    /// `endpoints.dynamodb` (or the older `dynamodb_endpoint`).
+    pub dynamodb_endpoint: Option<String>,
     /// One line per setting that has no effect here, for the user to see.
     pub notes: Vec<String>,
 }
@@ -45,11 +49,6 @@ const NO_EFFECT: &[&str] = &[
 /// Settings s3state cannot honour; ignoring them would change who is locked out or who we
 /// are, so they are errors.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "dynamodb_table",
-        "s3state locks with the S3 lock file (use_lockfile), not DynamoDB; a DynamoDB-locking team would not be excluded",
-    ),
-    ("dynamodb_endpoint", "DynamoDB locking is not supported"),
     (
         "role_arn",
         "assuming a role is not supported; use a profile with role_arn instead (--profile)",
@@ -136,7 +135,9 @@ fn parse_block(file: &str, body: &Body) -> Result<BackendBlock> {
             "key" => block.key = Some(text()?),
             "region" => block.region = Some(text()?),
             "endpoint" => block.endpoint_url = Some(text()?),
-            "endpoints" => block.endpoint_url = endpoints_s3(file, expr)?,
+            "endpoints" => (block.endpoint_url, block.dynamodb_endpoint) = endpoints(file, expr)?,
+            "dynamodb_table" => block.dynamodb_table = Some(text()?),
+            "dynamodb_endpoint" => block.dynamodb_endpoint = Some(text()?),
             "use_path_style" | "force_path_style" => {
                 block.path_style = Some(boolean(file, name, expr)?)
             }
@@ -188,11 +189,12 @@ fn boolean(file: &str, name: &str, expr: &Expression) -> Result<bool> {
     }
 }
 
-fn endpoints_s3(file: &str, expr: &Expression) -> Result<Option<String>> {
+/// `endpoints`: the S3 endpoint and the DynamoDB endpoint.
+fn endpoints(file: &str, expr: &Expression) -> Result<(Option<String>, Option<String>)> {
     let Expression::Object(endpoints) = expr else {
         bail!("backend setting `endpoints` in {file} must be an object");
     };
-    let mut s3 = None;
+    let (mut s3, mut dynamodb) = (None, None);
     for (key, value) in endpoints {
         let service = match key {
             ObjectKey::Identifier(identifier) => identifier.as_str().to_owned(),
@@ -201,12 +203,15 @@ fn endpoints_s3(file: &str, expr: &Expression) -> Result<Option<String>> {
         };
         match service.as_str() {
             "s3" => s3 = Some(string(file, "endpoints.s3", value)?),
+            "dynamodb" => dynamodb = Some(string(file, "endpoints.dynamodb", value)?),
             other => {
-                bail!("`endpoints.{other}` in {file} is not supported: s3state talks to S3 only")
+                bail!(
+                    "`endpoints.{other}` in {file} is not supported: s3state talks to S3 and DynamoDB only"
+                )
             }
         }
     }
-    Ok(s3)
+    Ok((s3, dynamodb))
 }
 
 #[cfg(test)]
@@ -245,13 +250,14 @@ mod tests {
     }
 
     #[test]
-    fn dynamodb_locking_is_refused_with_a_reason() {
-        let err = parse("terraform {\n backend \"s3\" {\n dynamodb_table = \"locks\"\n }\n}")
-            .unwrap_err();
-        assert!(
-            err.contains("dynamodb_table") && err.contains("not supported"),
-            "{err}"
-        );
+    fn a_dynamodb_table_and_its_endpoint_are_read_from_the_block() {
+        let block = parse(
+            "terraform {\n backend \"s3\" {\n dynamodb_table = \"locks\"\n endpoints = { s3 = \"http://s3\", dynamodb = \"http://ddb\" }\n }\n}",
+        )
+        .unwrap();
+        assert_eq!(block.dynamodb_table.as_deref(), Some("locks"));
+        assert_eq!(block.endpoint_url.as_deref(), Some("http://s3"));
+        assert_eq!(block.dynamodb_endpoint.as_deref(), Some("http://ddb"));
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub async fn run(cli: Cli) -> Result {
             yes,
         } => prune(&context, keep, newer_than, yes).await,
         Command::Workspace(command) => workspace(&context, command).await,
+        Command::Digest(command) => {
+            crate::digest::run(&context.backend, &context.workspace, command).await
+        }
     }
 }
 

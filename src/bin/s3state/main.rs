@@ -2,6 +2,7 @@
 
 mod backend_block;
 mod commands;
+mod digest;
 mod error;
 mod settings;
 mod ui;
@@ -205,6 +206,9 @@ pub enum Command {
     /// List, create or delete workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Show or repair the state digest in Terraform's DynamoDB lock table (`dynamodb_table`).
+    #[command(subcommand)]
+    Digest(digest::DigestCommand),
     /// Serve Terraform's `http` backend protocol over the bucket (see the README's gateway section).
     Serve(s3state::server::ServeArgs),
 }

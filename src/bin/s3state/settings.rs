@@ -42,6 +42,13 @@ pub struct Flags {
     /// The AWS profile.
     #[arg(long, env = "S3STATE_PROFILE", global = true)]
     pub profile: Option<String>,
+    /// Terraform's DynamoDB lock table (`dynamodb_table`): also take its lock item, and keep
+    /// the state digest there after every write.
+    #[arg(long, env = "S3STATE_DYNAMODB_TABLE", global = true)]
+    pub dynamodb_table: Option<String>,
+    /// The DynamoDB endpoint (else `AWS_ENDPOINT_URL_DYNAMODB`).
+    #[arg(long, env = "S3STATE_DYNAMODB_ENDPOINT_URL", global = true)]
+    pub dynamodb_endpoint_url: Option<String>,
     /// The workspace (default `default`).
     #[arg(short = 'w', long, env = "S3STATE_WORKSPACE", global = true, value_parser = workspace_name)]
     pub workspace: Option<String>,
@@ -102,6 +109,18 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
     }
     if let Some(profile) = pick(&flags.profile, &block.profile) {
         builder = builder.with_profile(profile);
+    }
+    if let Some(table) = pick(&flags.dynamodb_table, &block.dynamodb_table) {
+        builder = builder.with_dynamodb_table(table);
+    }
+    if let Some(endpoint) =
+        pick(&flags.dynamodb_endpoint_url, &block.dynamodb_endpoint).or_else(|| {
+            std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+    {
+        builder = builder.with_dynamodb_endpoint_url(endpoint);
     }
     if !env_sets(&["S3STATE_SSE", "S3STATE_SSE_CUSTOMER_KEY"]) {
         if let Some(key) = &block.sse_customer_key {

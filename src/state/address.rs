@@ -777,6 +777,30 @@ fn step_into<'v>(
     }
 }
 
+/// Like [`step_into`], but also through the `{"value": …, "type": …}` wrapper Terraform
+/// writes for attributes of dynamic type (`terraform_data`'s `input`), whose sensitive paths
+/// name the value inside.
+fn mask_step<'v>(
+    value: &'v mut serde_json::Value,
+    step: &PathStep,
+) -> Option<&'v mut serde_json::Value> {
+    let dynamic = match &*value {
+        serde_json::Value::Object(map) => {
+            map.len() == 2
+                && map.contains_key("type")
+                && map.contains_key("value")
+                && !matches!(step, PathStep::Key(k) if k == "type" || k == "value")
+        }
+        _ => false,
+    };
+    if dynamic {
+        return value
+            .get_mut("value")
+            .and_then(|inner| step_into(inner, step));
+    }
+    step_into(value, step)
+}
+
 impl InstanceView {
     /// The attribute at `path` (all attributes for an empty path), with sensitive values
     /// replaced by [`SENSITIVE_PLACEHOLDER`] unless `show_sensitive`. `None` when the path
@@ -787,7 +811,7 @@ impl InstanceView {
             for sensitive in &self.sensitive_paths {
                 let mut at = Some(&mut all);
                 for step in sensitive {
-                    at = at.and_then(|v| step_into(v, step));
+                    at = at.and_then(|v| mask_step(v, step));
                 }
                 if let Some(v) = at {
                     *v = serde_json::Value::from(SENSITIVE_PLACEHOLDER);
@@ -984,11 +1008,6 @@ impl State {
         };
         match (from, to) {
             (Address::Module(src), Address::Module(dst)) => {
-                if module_starts_with(dst, src) {
-                    return Err(AddressError::Invalid(format!(
-                        "cannot move {from} into itself ({to})"
-                    )));
-                }
                 for entry in &all {
                     if !module_starts_with(&entry.address.module, src) {
                         continue;
@@ -1048,8 +1067,15 @@ impl State {
     }
 
     /// Moves what `from` names to `to` within this state; see [`State::take_moved`]. The
-    /// destination must not exist.
+    /// destination must not exist, and a module cannot move into itself.
     pub fn move_address(&mut self, from: &Address, to: &Address) -> Result<Moved> {
+        if let (Address::Module(src), Address::Module(dst)) = (from, to)
+            && module_starts_with(dst, src)
+        {
+            return Err(AddressError::Invalid(format!(
+                "cannot move {from} into itself ({to})"
+            )));
+        }
         let moved = self.take_moved(from, to)?;
         let mut after = self.clone();
         after.remove_address(from)?;
@@ -1346,6 +1372,25 @@ mod tests {
             serde_json::json!({"pw": SENSITIVE_PLACEHOLDER, "n": 1})
         );
         assert_eq!(view.value(&[PathStep::Key("nope".into())], false), None);
+
+        // terraform_data keeps dynamic values as {"value": …, "type": …}; its sensitive paths
+        // name what is inside.
+        let wrapped = InstanceView {
+            attributes: RawJson::parse(
+                r#"{"input":{"value":{"pw":"x","n":1},"type":["object",{"n":"number","pw":"string"}]}}"#,
+            )
+            .unwrap(),
+            sensitive_paths: vec![vec![PathStep::Key("input".into()), PathStep::Key("pw".into())]],
+        };
+        let path = [PathStep::Key("input".into()), PathStep::Key("value".into())];
+        assert_eq!(
+            wrapped.value(&path, false).unwrap(),
+            serde_json::json!({"pw": SENSITIVE_PLACEHOLDER, "n": 1})
+        );
+        assert_eq!(
+            wrapped.value(&path, true).unwrap(),
+            serde_json::json!({"pw": "x", "n": 1})
+        );
     }
 
     #[test]

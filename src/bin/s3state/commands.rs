@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result {
     match cli.command {
         Command::Pull { version_id } => pull(&context, version_id).await,
         Command::Serve(_) => unreachable!("`s3state serve` is run by main"),
+        Command::Tool(_) => unreachable!("the address commands are run by main"),
         Command::Push { file, force, lock } => push(&context, &file, force, &lock).await,
         Command::Outputs {
             name,
@@ -167,7 +168,7 @@ async fn push(context: &Context, file: &std::path::Path, force: bool, lock: &Loc
 /// Runs `step` under the state's lock, as Terraform runs `state push`: lock (waiting up to
 /// `--lock-timeout`), the step, unlock, also when the step failed. With `--lock=false` the
 /// step runs alone.
-async fn under_lock<T>(
+pub(crate) async fn under_lock<T>(
     manager: &RemoteState<S3Store>,
     flags: &LockFlags,
     info: LockInfo,

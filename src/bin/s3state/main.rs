@@ -5,6 +5,7 @@ mod commands;
 mod digest;
 mod error;
 mod settings;
+mod tooling;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -211,6 +212,9 @@ pub enum Command {
     Digest(digest::DigestCommand),
     /// Serve Terraform's `http` backend protocol over the bucket (see the README's gateway section).
     Serve(s3state::server::ServeArgs),
+    /// list, show, rm, mv: by resource address.
+    #[command(flatten)]
+    Tool(tooling::ToolCommand),
 }
 
 /// Whether a write takes the state's lock first, and how long it waits for it.
@@ -287,7 +291,11 @@ fn main() -> ExitCode {
         };
         return runtime.block_on(s3state::server::run_cli(args, s3));
     }
-    match runtime.block_on(commands::run(cli)) {
+    let result = match cli.command {
+        Command::Tool(tool) => runtime.block_on(tooling::run(&cli.settings, tool)),
+        _ => runtime.block_on(commands::run(cli)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             ui::report(&err);

@@ -7,7 +7,6 @@
 #[cfg(feature = "dynamodb")]
 use super::S3Builder;
 use super::S3Store;
-use super::config::S3Config;
 use crate::error::Result;
 use crate::remote::RemoteState;
 use crate::store::{DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome};
@@ -146,13 +145,13 @@ pub(super) async fn open(
 }
 
 /// `manager`, whose locker also takes the table's lock item, when a table is configured.
-pub(super) fn attach(config: &S3Config, manager: RemoteState<S3Store>) -> RemoteState<S3Store> {
+pub(super) fn attach(table: &SharedTable, manager: RemoteState<S3Store>) -> RemoteState<S3Store> {
     #[cfg(feature = "dynamodb")]
-    if let Some(table) = &config.lock_table.0 {
+    if let Some(table) = &table.0 {
         let lock = Arc::new(table.lock_for(crate::store::Store::path(manager.store())));
         return manager.with_secondary_lock(lock);
     }
-    let _ = config;
+    let _ = table;
     manager
 }
 

@@ -71,7 +71,7 @@ impl S3Backend {
     /// A state manager for `workspace`. It does no I/O until asked.
     pub fn manager(&self, workspace: &str) -> Result<RemoteState<S3Store>> {
         let manager = RemoteState::with_options(self.store(workspace)?, self.options.clone());
-        Ok(super::lock_table::attach(&self.config, manager))
+        Ok(super::lock_table::attach(&self.config.lock_table, manager))
     }
 
     /// The workspaces that have a state: `default` first when its state exists, then the

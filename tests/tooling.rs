@@ -425,3 +425,79 @@ async fn bad_input_for_each_command_is_refused_and_nothing_is_written() {
         .code(1)
         .stderr(contains("there is no state at s3://"));
 }
+
+#[tokio::test]
+async fn ls_lists_every_state_with_its_workspace_identity_and_lock_holder() {
+    let bucket = bucket_with_state().await;
+    // One written by s3state (metadata beside it), one in a workspace, one locked.
+    s3state(&bucket)
+        .args([
+            "mv",
+            "--to-key",
+            OTHER_KEY,
+            "terraform_data.single",
+            "terraform_data.single",
+        ])
+        .assert()
+        .success();
+    s3state(&bucket)
+        .args(["mv", "--to-workspace", "staging", "module.c", "module.c"])
+        .assert()
+        .success();
+    common::put_raw(&bucket, "notes/readme.txt", b"not a state").await;
+    let id = stdout(s3state(&bucket).env("S3STATE_KEY", OTHER_KEY).arg("lock"));
+
+    let rows: serde_json::Value = serde_json::from_str(&stdout(
+        common::s3state_binary()
+            .args(["ls", "--json", "--resources"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("S3STATE_ENDPOINT_URL", common::endpoint())
+            .env("S3STATE_PATH_STYLE", "true")
+            .env("S3STATE_BUCKET", &bucket)
+            .current_dir(common::temp_dir("s3state-tooling")),
+    ))
+    .unwrap();
+    let summary: Vec<(String, String, u64, u64, bool)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["key"].as_str().unwrap().to_owned(),
+                row["workspace"].as_str().unwrap().to_owned(),
+                row["serial"].as_u64().unwrap(),
+                row["resources"].as_u64().unwrap(),
+                row["lock_holder"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "env:/staging/tooling/terraform.tfstate".to_owned(),
+                "staging".to_owned(),
+                1,
+                1,
+                false
+            ),
+            (OTHER_KEY.to_owned(), "default".to_owned(), 1, 1, true),
+            (KEY.to_owned(), "default".to_owned(), 11, 4, false),
+        ]
+    );
+    let locked = stdout(s3state(&bucket).args(["ls", "--locked"]));
+    assert_eq!(locked.lines().count(), 2, "{locked}");
+    assert!(
+        locked.lines().nth(1).unwrap().starts_with(OTHER_KEY),
+        "{locked}"
+    );
+    let under = stdout(s3state(&bucket).args(["ls", "env:/"]));
+    assert_eq!(under.lines().count(), 2, "{under}");
+    s3state(&bucket)
+        .env("S3STATE_KEY", OTHER_KEY)
+        .args(["unlock", id.trim()])
+        .assert()
+        .success();
+}

@@ -887,13 +887,15 @@ impl State {
     /// Every resource instance, in `terraform state list` order.
     pub fn instances(&self) -> Result<Vec<InstanceAddress>> {
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for entry in entries(self)? {
             for instance in instances_of(&parse_object(&entry.raw)?)? {
                 let address = InstanceAddress {
                     resource: entry.address.clone(),
                     key: instance_key(&instance)?,
                 };
-                if !out.contains(&address) {
+                // Deposed objects share their instance's address.
+                if seen.insert(address.clone()) {
                     out.push(address);
                 }
             }

@@ -4,6 +4,7 @@ mod backend_block;
 mod commands;
 mod digest;
 mod error;
+mod inventory;
 mod settings;
 mod tooling;
 mod ui;

@@ -16,9 +16,14 @@ use std::io::Write;
 
 type Result<T = ()> = std::result::Result<T, CliError>;
 
-/// The address commands (flattened into the CLI's commands).
+/// The address commands and `ls` (flattened into the CLI's commands).
 #[derive(Debug, clap::Subcommand)]
 pub enum ToolCommand {
+    /// List every Terraform state (*.tfstate) under the bucket or a prefix, workspaces included.
+    #[command(
+        after_help = "Serial, lineage and version come from the metadata s3state writes beside each state; a body\nis read only where it is missing, or for --resources. No --key is needed.\n\nExample:\n  s3state ls\n  s3state ls teams/ --locked\n  s3state ls --json --resources"
+    )]
+    Ls(crate::inventory::LsArgs),
     /// List resource instances by address, as `terraform state list`.
     #[command(
         after_help = "A filter is a module (module.a: everything in it), a resource or an instance.\n\nExample:\n  s3state list\n  s3state list module.network 'aws_instance.web[\"blue\"]'"
@@ -121,6 +126,9 @@ impl From<AddressError> for CliError {
 }
 
 pub async fn run(flags: &settings::Flags, command: ToolCommand) -> Result {
+    if let ToolCommand::Ls(args) = command {
+        return crate::inventory::run(flags, args).await;
+    }
     let resolved = settings::resolve(flags)?;
     let workspace = resolved.workspace.clone();
     let backend = resolved.builder.clone().build_backend().await?;
@@ -174,6 +182,7 @@ pub async fn run(flags: &settings::Flags, command: ToolCommand) -> Result {
                 mv_across(&from, &to, &source, &destination, dry_run, &lock).await
             }
         }
+        ToolCommand::Ls(_) => unreachable!("run above"),
     }
 }
 

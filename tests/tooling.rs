@@ -272,6 +272,18 @@ async fn mv_to_another_state_writes_both_and_a_rerun_after_a_crash_completes_wit
         "the destination is not written twice"
     );
     assert!(!stdout(s3state(&bucket).arg("list")).contains("module.m"));
+    // A third run: nothing left to do, and it says so.
+    s3state(&bucket)
+        .args([
+            "mv",
+            "--to-key",
+            OTHER_KEY,
+            r#"module.m["k<1>"]"#,
+            r#"module.m["k<1>"]"#,
+        ])
+        .assert()
+        .code(1)
+        .stderr(contains("the move looks done already"));
 
     // Into an existing state, and to a workspace.
     s3state(&bucket)

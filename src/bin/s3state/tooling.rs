@@ -457,7 +457,21 @@ async fn mv_across_locked(
             dst.terraform_version
         )));
     }
-    let moved = src_base.take_moved(from, to)?;
+    let moved = match src_base.take_moved(from, to) {
+        Err(AddressError::NotFound(_))
+            if dst_base.as_ref().is_some_and(|dst| {
+                dst.instances()
+                    .is_ok_and(|all| all.iter().any(|i| to.contains(i)))
+            }) =>
+        {
+            return Err(CliError::Other(format!(
+                "{from} is not in {} and {to} is in {}: the move looks done already; nothing was written",
+                source.store().location(),
+                destination.store().location()
+            )));
+        }
+        other => other?,
+    };
     let mut dst_changed = dst_base
         .clone()
         .unwrap_or_else(|| State::new(src_base.terraform_version.clone()));

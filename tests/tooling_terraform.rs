@@ -40,7 +40,7 @@ resource "terraform_data" "counted" {
 }
 resource "terraform_data" "each" {
   for_each = toset(["a\"b", "<&>", "plain"])
-  input    = each.key
+  input    = sensitive(each.key)
 }
 data "terraform_remote_state" "r" {
   backend = "local"
@@ -139,7 +139,8 @@ impl Drop for Workdir {
 }
 
 #[tokio::test]
-async fn s3state_list_is_terraform_state_list_and_terraform_no_longer_lists_what_s3state_removed() {
+async fn s3state_list_and_show_match_terraform_and_terraform_no_longer_lists_what_s3state_removed()
+{
     let bucket = common::bucket(true).await;
     let terraform = Workdir::new(&bucket, "a/terraform.tfstate", FULL);
     terraform.ok(&["apply", "-auto-approve", "-input=false", "-no-color"]);
@@ -154,6 +155,51 @@ async fn s3state_list_is_terraform_state_list_and_terraform_no_longer_lists_what
     assert_eq!(
         terraform.s3state(&["list", "terraform_data.each"]),
         terraform.ok(&["state", "list", "terraform_data.each"])
+    );
+
+    // show: the instance Terraform shows, with the same attributes masked.
+    for address in listed.lines() {
+        let shown = terraform.ok(&["state", "show", "-no-color", address]);
+        assert!(shown.starts_with(&format!("# {address}:\n")), "{shown}");
+        let ours: serde_json::Value =
+            serde_json::from_str(&terraform.s3state(&["show", address])).unwrap();
+        for line in shown.lines() {
+            let Some((name, value)) = line.strip_prefix("    ").and_then(|l| l.split_once(" = "))
+            else {
+                continue;
+            };
+            let name = name.trim_end();
+            if name.starts_with(' ') {
+                continue; // nested
+            }
+            if value == "(sensitive value)" {
+                assert_eq!(ours[name], "(sensitive value)", "{address}.{name}");
+            } else if name == "id" {
+                assert_eq!(format!("\"{}\"", ours["id"].as_str().unwrap()), value);
+                assert_eq!(
+                    terraform.s3state(&["show", &format!("{address}.id")]),
+                    format!("{}\n", value.trim_matches('"'))
+                );
+            }
+        }
+    }
+    let inner = "module.c.terraform_data.inner";
+    assert!(
+        terraform
+            .ok(&["state", "show", "-no-color", inner])
+            .contains("pw = (sensitive value)")
+    );
+    assert_eq!(
+        terraform.s3state(&["show", &format!("{inner}.input.value.pw")]),
+        "(sensitive value)\n"
+    );
+    assert_eq!(
+        terraform.s3state(&[
+            "show",
+            &format!("{inner}.input.value.pw"),
+            "--show-sensitive"
+        ]),
+        "x\n"
     );
 
     terraform.s3state(&["rm", r#"terraform_data.each["<&>"]"#, r#"module.m["k<1>"]"#]);
@@ -213,7 +259,7 @@ async fn after_mv_across_two_states_terraform_lists_the_move_in_both_and_plans_n
         r#"
 resource "terraform_data" "moved" {
   for_each = toset(["a\"b"])
-  input    = each.key
+  input    = sensitive(each.key)
 }
 module "c" {
   source = "./mod"

@@ -513,3 +513,59 @@ async fn ls_lists_every_state_with_its_workspace_identity_and_lock_holder() {
         .assert()
         .success();
 }
+
+#[tokio::test]
+async fn a_move_whose_source_write_is_lost_is_completed_by_running_it_again() {
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let bucket = bucket_with_state().await;
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    // PUTs: the two locks, the destination state, then the source state, which never arrives.
+    proxy.inject(
+        Rule::new(Fault::ResetBeforeForward)
+            .method("PUT")
+            .after(3)
+            .times(usize::MAX),
+    );
+    let args = ["mv", "--to-key", OTHER_KEY, "module.c", "module.c"];
+    let mut crashed = s3state(&bucket);
+    crashed
+        .env("S3STATE_ENDPOINT_URL", proxy.endpoint())
+        .args(args);
+    // Off the runtime's thread: the proxy serves the command on this runtime.
+    let output = tokio::task::spawn_blocking(move || crashed.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    assert_eq!(
+        common::get_raw(&bucket, KEY).await,
+        STATE,
+        "the source is as it was"
+    );
+    let destination = common::get_raw(&bucket, OTHER_KEY).await;
+    assert!(
+        !exists(&bucket, &format!("{KEY}.tflock")).await,
+        "locks released"
+    );
+    assert!(!exists(&bucket, &format!("{OTHER_KEY}.tflock")).await);
+
+    s3state(&bucket)
+        .args(args)
+        .assert()
+        .success()
+        .stderr(contains("already has these instances"));
+    assert_eq!(common::get_raw(&bucket, OTHER_KEY).await, destination);
+    assert_eq!(
+        common::version_count(&bucket, OTHER_KEY).await,
+        1,
+        "written once"
+    );
+    assert_eq!(
+        stdout(s3state(&bucket).env("S3STATE_KEY", OTHER_KEY).arg("list")),
+        "module.c.terraform_data.inner\n"
+    );
+    let source = stdout(s3state(&bucket).arg("list"));
+    assert!(!source.contains("module.c"), "{source}");
+    assert_eq!(source.lines().count(), 8);
+}

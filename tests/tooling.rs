@@ -318,6 +318,28 @@ async fn mv_to_another_state_writes_both_and_a_rerun_after_a_crash_completes_wit
     );
     assert!(!exists(&bucket, &format!("{KEY}.tflock")).await);
     assert!(!exists(&bucket, &format!("{OTHER_KEY}.tflock")).await);
+
+    // To another bucket, same key.
+    let other_bucket = common::bucket(true).await;
+    s3state(&bucket)
+        .args([
+            "mv",
+            "--to-bucket",
+            &other_bucket,
+            "data.terraform_remote_state.r",
+            "data.terraform_remote_state.r",
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        stdout(s3state(&other_bucket).arg("list")),
+        "data.terraform_remote_state.r\n"
+    );
+    let source = stdout(s3state(&bucket).arg("list"));
+    assert!(
+        !source.lines().any(|line| line.starts_with("data.")),
+        "{source}"
+    );
 }
 
 #[tokio::test]

@@ -64,8 +64,8 @@ pub enum ToolCommand {
     },
     /// Move a resource, an instance or a module, within the state or to another state.
     #[command(after_help = concat!(
-        "With --to-key or --to-workspace the destination is another state (same bucket and settings;\n",
-        "--to-workspace defaults to the source's workspace). Both states are locked, in key order;\n",
+        "With --to-key, --to-bucket or --to-workspace the destination is another state (the other\n",
+        "settings as for the source; --to-workspace defaults to the source's workspace). Both states are locked, in key order;\n",
         "the destination is written first, then the source. If a run stops between the two\n",
         "writes, running it again finds the destination done and completes the source.\n\n",
         "Example:\n  s3state mv aws_instance.a aws_instance.b\n  s3state mv module.network module.net --to-key network/terraform.tfstate\n  s3state mv --dry-run 'aws_instance.x[0]' aws_instance.y --to-workspace staging"
@@ -77,9 +77,12 @@ pub enum ToolCommand {
         /// Where to.
         #[arg(value_name = "DST", value_parser = parse_address)]
         destination: Address,
-        /// Move into the state at this key (same bucket).
+        /// Move into the state at this key (default: the same key).
         #[arg(long, value_name = "KEY")]
         to_key: Option<String>,
+        /// Move into this bucket (same region and credentials; default: the same bucket).
+        #[arg(long, value_name = "BUCKET")]
+        to_bucket: Option<String>,
         /// Move into this workspace's state.
         #[arg(long, value_name = "NAME", value_parser = settings::workspace_name)]
         to_workspace: Option<String>,
@@ -159,21 +162,23 @@ pub async fn run(flags: &settings::Flags, command: ToolCommand) -> Result {
             source,
             destination,
             to_key,
+            to_bucket,
             to_workspace,
             dry_run,
             lock,
         } => {
             let from = backend.manager(&workspace)?;
-            let to_backend = match &to_key {
-                Some(key) => {
-                    resolved
-                        .builder
-                        .clone()
-                        .with_key(key)
-                        .build_backend()
-                        .await?
+            let to_backend = if to_key.is_some() || to_bucket.is_some() {
+                let mut builder = resolved.builder.clone();
+                if let Some(key) = &to_key {
+                    builder = builder.with_key(key);
                 }
-                None => backend.clone(),
+                if let Some(bucket) = &to_bucket {
+                    builder = builder.with_bucket(bucket);
+                }
+                builder.build_backend().await?
+            } else {
+                backend.clone()
             };
             let to = to_backend.manager(to_workspace.as_deref().unwrap_or(&workspace))?;
             if to.store().location() == from.store().location() {

@@ -234,11 +234,13 @@ pub enum Error {
         serial: u64,
     },
 
-    /// A write failed without an answer, and the state's versions show it did not land.
-    /// Nothing of it is in the store. (A request still in flight could land later only onto
-    /// the unchanged snapshot it was conditional on.)
+    /// A write failed without an answer, and it was not among the state's versions when they
+    /// were checked. A request still in flight could still land, but only onto the unchanged
+    /// snapshot it was conditional on: check the state before writing the same change again.
     #[error(
-        "writing {location} failed, and the state's versions show it was not applied: {source}"
+        "writing {location} failed, and it was not among the state's versions when checked \
+         (a request still in flight could land only onto the unchanged snapshot it was \
+         conditional on): {source}"
     )]
     WriteFailed {
         /// Where the write was attempted.

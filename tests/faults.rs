@@ -155,19 +155,20 @@ async fn slowdown_storms_are_retried_and_an_exhausted_budget_says_so() {
     let err = manager.update(set(2)).await.unwrap_err();
     let message = err.to_string();
     // After each round, the versions show the write did not land; after three such rounds
-    // update reports it, as "not applied".
+    // update gives up. It cannot tell a refusal from a request still in flight, so it says the
+    // outcome is unknown and names the write ids to look for, never "not applied".
     assert!(
         matches!(
             &err,
-            Error::WriteFailed { source, .. }
-                if matches!(**source, Error::Store { operation: "PutObject", .. })
+            Error::WriteOutcomeUnknown { source, write_ids, .. }
+                if write_ids.len() == 3 && matches!(**source, Error::WriteFailed { .. })
         ),
         "{err:?}"
     );
     assert!(
         message.contains("SlowDown")
             && message.contains("still failing after the SDK's retries")
-            && message.contains("not applied"),
+            && message.contains("whether it was applied is unknown"),
         "{message}"
     );
     let puts = calls(&proxy)

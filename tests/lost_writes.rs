@@ -321,7 +321,10 @@ async fn a_write_that_failed_and_did_not_land_says_it_was_not_applied() {
     store.next_write(Script::FailWithoutApplying);
     let error = manager.persist_state().await.unwrap_err();
     assert!(matches!(error, Error::WriteFailed { .. }), "{error}");
-    assert!(error.to_string().contains("not applied"), "{error}");
+    assert!(
+        error.to_string().contains("not among the state's versions"),
+        "{error}"
+    );
     assert_eq!(store.stored(), None);
 }
 

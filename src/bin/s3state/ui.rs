@@ -77,7 +77,11 @@ fn hint(err: &CliError) -> Option<String> {
         Error::SerialRegression { .. } => "the state is newer than yours; pull it first, or pass --force to replace it".into(),
         Error::SerialCollision { .. } => "your file was not made from the stored state; pull it, apply your change to it and push, \
              or pass --force to replace it (the old one stays in history)".into(),
-        Error::WriteFailed { .. } => "nothing was written; run the command again".into(),
+        Error::WriteFailed { .. } => {
+            "the write was not in the state's history when checked; look at the state \
+             (s3state meta) before running the command again"
+                .into()
+        }
         Error::WriteOutcomeUnknown { .. } => "check what is stored (s3state meta, s3state history --details) before running it again".into(),
         Error::LockOutcomeUnknown { id, .. } => format!("see whether it appeared with: s3state lock-info (then: s3state force-unlock {id})"),
         Error::InvalidConfig { field, env, .. } => {
@@ -247,7 +251,11 @@ mod tests {
         });
         assert_eq!(exit_code(&failed), EXIT_ERROR);
         assert_eq!(exit_code(&unknown), EXIT_ERROR);
-        assert!(hint(&failed).unwrap().contains("nothing was written"));
+        assert!(
+            hint(&failed)
+                .unwrap()
+                .contains("before running the command again")
+        );
         assert!(hint(&unknown).unwrap().contains("before running it again"));
     }
 }

@@ -296,7 +296,10 @@ fn no_two_files_of_the_cli_import_each_other_even_indirectly() {
     let bin = src().join("bin").join("s3state");
     let cli = load(&bin, None);
     let found = cycles(&dependencies(&cli, Some(&library())));
-    assert!(found.is_empty(), "import cycles in src/bin/s3state/: {found:#?}");
+    assert!(
+        found.is_empty(),
+        "import cycles in src/bin/s3state/: {found:#?}"
+    );
 }
 
 #[test]

@@ -411,22 +411,8 @@ async fn chdir_reads_a_terraform_backend_block() {
         .stdout(contains(format!("s3://{bucket}/{KEY}")).and(contains(TERRAFORM_LINEAGE)))
         .stderr(contains("`skip_region_validation`").and(contains("has no effect")));
 
-    std::fs::write(dir.join("locks.tf"), "terraform {\n}\n").unwrap();
-    let text = std::fs::read_to_string(dir.join("main.tf"))
-        .unwrap()
-        .replace(
-            "use_lockfile",
-            "dynamodb_table = \"locks\"\n    use_lockfile",
-        );
-    std::fs::write(dir.join("main.tf"), text).unwrap();
-    s3state(&bucket)
-        .env_remove("S3STATE_BUCKET")
-        .arg("--chdir")
-        .arg(&dir)
-        .arg("meta")
-        .assert()
-        .code(2)
-        .stderr(contains("dynamodb_table").and(contains("not supported")));
+    // A block with `dynamodb_table` is read too; tests/terraform_dynamodb.rs runs it against
+    // a real Terraform.
 }
 
 #[test]

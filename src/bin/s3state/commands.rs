@@ -178,12 +178,14 @@ pub(crate) async fn under_lock<T>(
     if !flags.lock {
         return step.await;
     }
-    let id = take_lock(manager, &info, Some(flags.lock_timeout)).await?;
     // Ctrl-C releases the lock before exiting, as Terraform does, instead of leaving it for
-    // someone to force-unlock. A write already sent is conditional, so stopping is safe.
+    // someone to force-unlock. A write already sent is conditional, so stopping is safe. The
+    // handler is in place before the lock is taken, so no interrupt can slip between the two.
+    let interrupt = interrupt_signal();
+    let id = take_lock(manager, &info, Some(flags.lock_timeout)).await?;
     let result = tokio::select! {
         result = step => result,
-        _ = tokio::signal::ctrl_c() => Err(CliError::Other(format!(
+        _ = interrupt => Err(CliError::Other(format!(
             "interrupted; the {what} may or may not have been written (check with: s3state meta)"
         ))),
     };
@@ -201,6 +203,30 @@ pub(crate) async fn under_lock<T>(
                 manager.locker().location()
             )));
             Err(failed)
+        }
+    }
+}
+
+/// Resolves at the first Ctrl-C (SIGINT); the handler is installed when this is called, not
+/// when it is first polled.
+fn interrupt_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let installed = signal(SignalKind::interrupt());
+        async move {
+            match installed {
+                Ok(mut interrupt) => {
+                    interrupt.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

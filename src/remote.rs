@@ -345,8 +345,11 @@ impl<S: Store> RemoteState<S> {
             id: Some(id.clone()),
         };
         let result = self.update_unlocked(change).await;
+        // The guard stays armed while unlocking, so a cancel during the release still
+        // releases the lock in the background.
+        let released = self.locker.unlock_patiently(&id).await;
         guard.id = None;
-        if let Err(error) = self.locker.unlock_patiently(&id).await {
+        if let Err(error) = released {
             // The update's outcome stands either way: reporting an error after a write that
             // landed would invite the caller to apply its change a second time. The lock is
             // forgotten here, so no later update mistakes it for one the caller holds.

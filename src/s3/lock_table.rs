@@ -289,7 +289,18 @@ pub(super) async fn checked_put(
     if let Some(table) = store.digest_table() {
         let plain = store.without_digest();
         let outcome = plain.put(body.clone(), precondition, metadata).await;
-        if let Ok(PutOutcome::Written(_)) = &outcome {
+        // A write whose answer was lost (an error, or a retry refused by the write itself) may
+        // have landed: the state manager will find it among the versions and report success,
+        // so the digest must follow it too. It is set only when these very bytes are what is
+        // stored now, never for another writer's state.
+        let landed = match &outcome {
+            Ok(PutOutcome::Written(_)) => true,
+            _ => matches!(
+                plain.get(None).await,
+                Ok(Fetched::Found(current)) if current.body == *body
+            ),
+        };
+        if landed {
             let digest = md5_hex(body);
             let mut attempt = 1;
             while let Err(error) = table.put_digest(plain.path(), &digest).await {

@@ -508,12 +508,19 @@ async fn mv_across_locked(
         }
     }
     let written = write(source, next(&src_base, src_changed)).await;
-    let meta = written.map_err(|err| match err {
-        Error::Conflict { .. } | Error::Locked { .. } => CliError::State(err),
-        other => CliError::Other(format!(
-            "the destination was written but the source was not: {other}\n\
-             run the same command again to complete the move"
-        )),
+    // Whatever stopped the source write, the destination may already hold the moved
+    // objects: say so, and how to finish. Conflicts and held locks keep their exit codes.
+    let meta = written.map_err(|err| {
+        let finish = "the destination was written but the source was not; run the same command \
+                      again to complete the move (it recognises the written destination and \
+                      only updates the source)";
+        match err {
+            Error::Conflict { .. } | Error::Locked { .. } => {
+                eprintln!("{finish}");
+                CliError::State(err)
+            }
+            other => CliError::Other(format!("{finish}: {other}")),
+        }
     })?;
     let mut text = plan_text(&moved.pairs, "Move", &into);
     text.push_str(&format!(

@@ -322,6 +322,31 @@ pub enum Error {
         actual: Option<String>,
     },
 
+    /// Writing a state's bytes to the caller's output failed (a closed pipe, a full disk).
+    /// What was written before the failure is incomplete.
+    #[error("writing {location} out failed: {source}; the output is incomplete")]
+    Output {
+        /// The object being copied.
+        location: String,
+        /// The output's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// STS did not give the credentials of the role to assume (`assume_role`): the role does
+    /// not exist or does not trust the base credentials, the external ID or session policy
+    /// is refused, or STS cannot be reached. Nothing was read or written.
+    #[error("cannot assume role {role_arn}: {message}")]
+    AssumeRole {
+        /// The role's ARN.
+        role_arn: String,
+        /// STS's answer, or why there was none.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// The store failed in a way not covered above (network, permissions, throttling after
     /// retries). The source carries the store's own error code and message.
     #[error("{operation} {location} failed: {message}")]

@@ -961,3 +961,117 @@ async fn lock_present(bucket: &str) -> bool {
         .await
         .is_ok()
 }
+
+/// A state body of `len` bytes that is not a repetition of one short pattern, so a dropped or
+/// repeated chunk would show.
+fn numbered_body(len: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(len + 16);
+    let mut line = 0u64;
+    while body.len() < len {
+        body.extend_from_slice(format!("{line:015}\n").as_bytes());
+        line += 1;
+    }
+    body.truncate(len);
+    body
+}
+
+/// Runs `command` off the runtime's thread (a proxy serving it runs on this runtime).
+async fn output_of(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pull_streams_a_large_state_byte_for_byte_with_one_request_and_no_versioning_check() {
+    use common::proxy::FaultProxy;
+    let bucket = common::bucket(true).await;
+    let body = numbered_body(6 * 1024 * 1024 + 7);
+    common::put_raw(&bucket, KEY, &body).await;
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    let mut pull = s3state(&bucket);
+    pull.env("S3STATE_ENDPOINT_URL", proxy.endpoint())
+        .arg("pull");
+    let output = output_of(pull).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stdout == body,
+        "the output differs from the stored bytes"
+    );
+    let requests: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect();
+    assert_eq!(
+        requests.len(),
+        1,
+        "a read-only command makes one request: {requests:?}"
+    );
+    assert!(
+        requests[0].starts_with("GET ") && !requests[0].contains("versioning"),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn pull_cut_off_midway_fails_and_says_the_output_is_incomplete() {
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let bucket = common::bucket(true).await;
+    let body = numbered_body(2 * 1024 * 1024);
+    common::put_raw(&bucket, KEY, &body).await;
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    // Most of the body is sent before the cut: a short prefix stays in the proxy's write
+    // buffer and never reaches the client, which then sees no answer at all.
+    proxy.inject(
+        Rule::new(Fault::TruncateBody(1_500_000))
+            .method("GET")
+            .times(usize::MAX),
+    );
+    let mut pull = s3state(&bucket);
+    pull.env("S3STATE_ENDPOINT_URL", proxy.endpoint())
+        .arg("pull");
+    let output = output_of(pull).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the output is incomplete"), "{stderr}");
+    assert!(
+        output.stdout.len() < body.len() && body.starts_with(&output.stdout),
+        "what was written is a prefix of the state ({} of {} bytes)",
+        output.stdout.len(),
+        body.len()
+    );
+}
+
+#[tokio::test]
+async fn pull_recovers_when_a_read_is_cut_off_before_any_byte_was_written() {
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let bucket = common::bucket(true).await;
+    let body = numbered_body(300_000);
+    common::put_raw(&bucket, KEY, &body).await;
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    proxy.inject(Rule::new(Fault::TruncateBody(0)).method("GET"));
+    let mut pull = s3state(&bucket);
+    pull.env("S3STATE_ENDPOINT_URL", proxy.endpoint())
+        .arg("pull");
+    let output = output_of(pull).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout == body, "the retried read is complete");
+    assert_eq!(
+        proxy
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count(),
+        2,
+        "one cut-off read, one retry"
+    );
+}

@@ -164,7 +164,7 @@ impl S3Store {
     }
 
     #[cfg(feature = "dynamodb")]
-    fn digest_table(&self) -> Option<Arc<LockTable>> {
+    pub(super) fn digest_table(&self) -> Option<Arc<LockTable>> {
         self.tracks_digest
             .then(|| self.config.lock_table.0.clone())
             .flatten()

@@ -6,16 +6,22 @@
 
 mod builder;
 mod config;
+mod credentials;
 mod errors;
 mod layout;
 mod lock_table;
+mod probe;
 mod sse;
+mod stream;
 mod versions;
 mod workspace;
 
 pub use builder::S3Builder;
+pub use credentials::AssumeRole;
 pub use layout::{DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_KEY_PREFIX};
+pub use probe::{CheckLevel, PROBE_PREFIX, ProbeCheck, ProbeCleanup, ProbeReport, Verdict};
 pub use sse::{CustomerKey, ServerSideEncryption};
+pub use stream::Copied;
 pub use workspace::S3Backend;
 
 use crate::error::{Error, Result};

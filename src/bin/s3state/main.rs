@@ -4,6 +4,7 @@ mod backend_block;
 mod commands;
 mod digest;
 mod error;
+mod generated_docs;
 mod inventory;
 mod settings;
 mod tooling;
@@ -216,6 +217,25 @@ pub enum Command {
     /// list, show, rm, mv: by resource address.
     #[command(flatten)]
     Tool(tooling::ToolCommand),
+    /// Print a shell completion script to stdout (see the README for where it goes).
+    #[command(
+        after_help = "Example:\n  s3state completions bash > ~/.local/share/bash-completion/completions/s3state\n  s3state completions zsh > ~/.zfunc/_s3state\n  s3state completions fish > ~/.config/fish/completions/s3state.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into a directory.
+    #[command(
+        after_help = "Example:\n  s3state man | man -l -\n  s3state man --dir ~/.local/share/man/man1"
+    )]
+    Man {
+        /// Write s3state.1, s3state-pull.1, … into this directory (created if missing) and
+        /// print their paths.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Whether a write takes the state's lock first, and how long it waits for it.
@@ -294,6 +314,12 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Tool(tool) => runtime.block_on(tooling::run(&cli.settings, tool)),
+        Command::Completions { shell } => {
+            generated_docs::completions(shell, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man { dir } => {
+            generated_docs::man(<Cli as clap::CommandFactory>::command(), dir.as_deref())
+        }
         _ => runtime.block_on(commands::run(cli)),
     };
     match result {

@@ -7,10 +7,14 @@
 //! 3. parse and serialise throughput;
 //! 4. contention: aggregate commits per second of N tasks, each with its own manager, doing
 //!    `update()` on one key, with the lock (the default) and without; the counts are asserted.
+//! 5. `s3state pull` as a whole command against a minimal process doing one raw GetObject of
+//!    the same object to stdout (this benchmark's own binary, re-run with
+//!    `S3STATE_BENCH_RAW_GET=bucket/key`), wall time and peak RSS, at each size (part `pull`;
+//!    `S3STATE_BENCH_SIZES=1KB,50MB,200MB` is the set).
 //!
 //! `cargo bench --bench side_by_side` (optimised build; peak RSS needs GNU time at
 //! /usr/bin/time). Filters: `S3STATE_BENCH_SIZES=1KB,1MB` limits the sizes;
-//! `S3STATE_BENCH_PARTS=floor,commands,codec,contention` picks parts (default: all);
+//! `S3STATE_BENCH_PARTS=floor,commands,codec,contention,pull` picks parts (default: all);
 //! `S3STATE_BENCH_WRITERS=1,8` the writer counts; `S3STATE_BENCH_TUNE=10,1000,5,250` overrides
 //! the update back-off and update lock waits (ms) for tuning; `S3STATE_BENCH_QUICK=1` runs
 //! fewer repetitions.
@@ -297,8 +301,33 @@ fn median_min_max(mut rates: Vec<f64>) -> (f64, f64, f64) {
     (rates[rates.len() / 2], rates[0], *rates.last().unwrap())
 }
 
+/// The reference for `s3state pull`: the least a Rust program can do to print an object, one
+/// GetObject whose body is copied to stdout as it arrives.
+async fn raw_get_to_stdout(spec: &str) {
+    use std::io::Write as _;
+    let (bucket, key) = spec
+        .split_once('/')
+        .expect("S3STATE_BENCH_RAW_GET=bucket/key");
+    let output = common::client()
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("the raw GetObject");
+    let mut body = output.body;
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.try_next().await.expect("the raw GetObject's body") {
+        stdout.write_all(&chunk).unwrap();
+    }
+    stdout.flush().unwrap();
+}
+
 #[tokio::main]
 async fn main() {
+    if let Ok(spec) = std::env::var("S3STATE_BENCH_RAW_GET") {
+        return raw_get_to_stdout(&spec).await;
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` would too. Nothing else is taken.
     let sizes: Vec<(String, usize)> = std::env::var("S3STATE_BENCH_SIZES")
         .unwrap_or_else(|_| "1KB,1MB,10MB,50MB".into())
@@ -306,7 +335,7 @@ async fn main() {
         .map(|s| (s.trim().to_owned(), parse_size(s)))
         .collect();
     let parts = std::env::var("S3STATE_BENCH_PARTS")
-        .unwrap_or_else(|_| "floor,commands,codec,contention".into());
+        .unwrap_or_else(|_| "floor,commands,codec,contention,pull".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let writer_counts: Vec<usize> = std::env::var("S3STATE_BENCH_WRITERS")
         .unwrap_or_else(|_| "1,8".into())
@@ -330,9 +359,10 @@ async fn main() {
     let mut library = Vec::new();
     let mut commands = Vec::new();
     let mut cpu = Vec::new();
+    let mut pulls = Vec::new();
 
     for (label, target) in &sizes {
-        if !(part("floor") || part("commands") || part("codec")) {
+        if !(part("floor") || part("commands") || part("codec") || part("pull")) {
             break;
         }
         let state = generate_state(*target);
@@ -469,6 +499,46 @@ async fn main() {
                 assert!(parsed.is_object());
             }
             library.push((label.clone(), samples.map(stats)));
+        }
+
+        // 5. `s3state pull` against a minimal raw GET process, alternating who goes first.
+        if part("pull") {
+            common::put_raw(&bucket, KEY, &bytes).await;
+            let raw_spec = format!("{bucket}/{KEY}");
+            let raw = || {
+                let mut command = Command::new(std::env::current_exe().unwrap());
+                command
+                    .env("S3STATE_BENCH_RAW_GET", &raw_spec)
+                    .env("AWS_ACCESS_KEY_ID", "test")
+                    .env("AWS_SECRET_ACCESS_KEY", "test")
+                    .env("AWS_REGION", "us-east-1");
+                command
+            };
+            let (mut ours, mut theirs) = (vec![], vec![]);
+            let (mut our_rss, mut raw_rss) = (0u64, 0u64);
+            for round in 0..n {
+                let mut one = |ours_first: bool| {
+                    if ours_first {
+                        let (t, rss) = run_measured(&mut s3state_command(&bucket, &["pull"]));
+                        ours.push(t);
+                        our_rss = our_rss.max(rss);
+                    } else {
+                        let (t, rss) = run_measured(&mut raw());
+                        theirs.push(t);
+                        raw_rss = raw_rss.max(rss);
+                    }
+                };
+                one(round % 2 == 0);
+                one(round % 2 != 0);
+            }
+            pulls.push((
+                label.clone(),
+                bytes.len(),
+                stats(ours),
+                stats(theirs),
+                our_rss,
+                raw_rss,
+            ));
         }
 
         // 2. Whole commands: s3state against Terraform, same bucket and key.
@@ -625,6 +695,28 @@ async fn main() {
                 x(our_rss.1),
                 mb(tf_rss.1),
                 x(tf_rss.1)
+            );
+        }
+    }
+    if !pulls.is_empty() {
+        println!(
+            "\n## 5. `s3state pull` against one raw GetObject to stdout, whole processes (median, min–max; peak RSS)\n"
+        );
+        println!(
+            "| state | s3state pull | raw GET process | ratio | peak RSS s3state | peak RSS raw |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for (label, _bytes, ours, raw, our_rss, raw_rss) in &pulls {
+            let mb = |b: u64| format!("{:.0} MB", b as f64 / 1e6);
+            println!(
+                "| {label} | {} | {} | {:.2}× ({:.2}–{:.2}) | {} | {} |",
+                show(ours),
+                show(raw),
+                ratio(ours, raw),
+                ours.min.as_secs_f64() / raw.min.as_secs_f64(),
+                ours.max.as_secs_f64() / raw.max.as_secs_f64(),
+                mb(*our_rss),
+                mb(*raw_rss)
             );
         }
     }

@@ -80,7 +80,7 @@ pub use history::{
 };
 pub use lock::{LockDisabled, LockRetry, SecondaryLock, StoreLocker};
 pub use remote::{PersistedObject, RemoteState, RemoteStateOptions, UpdateLocking};
-pub use s3::{S3Builder, S3Store, ServerSideEncryption};
+pub use s3::{AssumeRole, S3Builder, S3Store, ServerSideEncryption};
 pub use state::{DecodeError, OutputValue, RawJson, State};
 pub use statemgr::{
     LockInfo, Locker, OutputReader, Persistent, PersistentMeta, Persister, Refresher, SnapshotMeta,

@@ -3,6 +3,7 @@
 //! `with_*`, and [`S3Builder::build`]. Validation happens in `build`, before any request.
 
 use super::config::{ConditionalDelete, S3Config};
+use super::credentials::{self, AssumeRole};
 use super::errors::sdk_error;
 use super::layout::{
     DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_KEY_PREFIX, validate_bucket, validate_key, validate_layout,
@@ -14,6 +15,7 @@ use crate::remote::{RemoteState, RemoteStateOptions};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::BucketVersioningStatus;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Builds an S3-backed [`RemoteState`].
@@ -87,6 +89,12 @@ pub struct S3Builder {
     max_attempts: Option<u32>,
     client: Option<Client>,
     static_credentials: Option<(String, Redacted)>,
+    session_token: Option<Redacted>,
+    assume_role: Option<AssumeRole>,
+    sts_endpoint_url: Option<String>,
+    sts_region: Option<String>,
+    shared_config_files: Vec<PathBuf>,
+    shared_credentials_files: Vec<PathBuf>,
     options: RemoteStateOptions,
     /// Terraform's DynamoDB lock table (`lock_table.rs`).
     pub(super) dynamodb: super::lock_table::DynamoSettings,
@@ -135,6 +143,17 @@ impl S3Builder {
     /// | `S3STATE_REQUIRE_VERSIONING` | `false` to allow unversioned buckets |
     /// | `S3STATE_DYNAMODB_TABLE` | Terraform's `dynamodb_table` (feature `dynamodb`) |
     /// | `S3STATE_DYNAMODB_ENDPOINT_URL` | DynamoDB endpoint (else `AWS_ENDPOINT_URL_DYNAMODB`) |
+    /// | `S3STATE_ROLE_ARN` | a role to assume ([`AssumeRole`]) |
+    /// | `S3STATE_ROLE_SESSION_NAME` | its session name |
+    /// | `S3STATE_ROLE_EXTERNAL_ID` | its external ID |
+    /// | `S3STATE_ROLE_DURATION` | its session length, as Terraform writes it (`1h`, `90m`) |
+    /// | `S3STATE_ROLE_POLICY` | an inline session policy (JSON) |
+    /// | `S3STATE_ROLE_POLICY_ARNS` | managed session policies, comma-separated |
+    /// | `S3STATE_ROLE_TAGS` | session tags, as `key=value,key=value` |
+    /// | `S3STATE_STS_ENDPOINT_URL` | STS endpoint (else `AWS_ENDPOINT_URL_STS`) |
+    /// | `S3STATE_STS_REGION` | STS region (else the region) |
+    ///
+    /// The `S3STATE_ROLE_*` settings other than the ARN need `S3STATE_ROLE_ARN`.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let mut builder = Self::new();
@@ -187,6 +206,14 @@ impl S3Builder {
         }
         if let Some(error) = super::lock_table::from_env(&mut builder.dynamodb) {
             builder.env_error.get_or_insert(error);
+        }
+        builder.sts_endpoint_url = var("S3STATE_STS_ENDPOINT_URL");
+        builder.sts_region = var("S3STATE_STS_REGION");
+        match role_from_env(&var) {
+            Ok(role) => builder.assume_role = role,
+            Err(error) => {
+                builder.env_error.get_or_insert(error);
+            }
         }
         builder
     }
@@ -283,6 +310,56 @@ impl S3Builder {
         self
     }
 
+    /// With [`S3Builder::with_static_credentials`], the session token of temporary credentials
+    /// (Terraform's `token`). The token is never printed.
+    pub fn with_session_token(mut self, token: impl Into<String>) -> Self {
+        self.session_token = Some(Redacted(token.into()));
+        self
+    }
+
+    /// Assume this role (Terraform's `assume_role`) for every S3 and DynamoDB request, with
+    /// the other credentials (default chain, profile or static keys) used only to call STS.
+    /// See [`AssumeRole`].
+    pub fn with_assume_role(mut self, role: AssumeRole) -> Self {
+        self.assume_role = Some(role);
+        self
+    }
+
+    /// The STS endpoint used to assume the role (Terraform's `endpoints.sts`); else
+    /// `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`, else AWS's.
+    pub fn with_sts_endpoint_url(mut self, endpoint_url: impl Into<String>) -> Self {
+        self.sts_endpoint_url = Some(endpoint_url.into());
+        self
+    }
+
+    /// The region of the STS endpoint used to assume the role (Terraform's `sts_region`);
+    /// default: the region.
+    pub fn with_sts_region(mut self, region: impl Into<String>) -> Self {
+        self.sts_region = Some(region.into());
+        self
+    }
+
+    /// Read profiles from these shared config files instead of `~/.aws/config` (or
+    /// `AWS_CONFIG_FILE`): Terraform's `shared_config_files`. Each must exist.
+    pub fn with_shared_config_files(
+        mut self,
+        files: impl IntoIterator<Item = impl Into<PathBuf>>,
+    ) -> Self {
+        self.shared_config_files = files.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Read credentials from these shared credentials files instead of `~/.aws/credentials`
+    /// (or `AWS_SHARED_CREDENTIALS_FILE`): Terraform's `shared_credentials_files`. Each must
+    /// exist.
+    pub fn with_shared_credentials_files(
+        mut self,
+        files: impl IntoIterator<Item = impl Into<PathBuf>>,
+    ) -> Self {
+        self.shared_credentials_files = files.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Use this client instead of building one; region, endpoint, path style and profile are
     /// then the client's own.
     pub fn with_client(mut self, client: Client) -> Self {
@@ -344,6 +421,7 @@ impl S3Builder {
         let bucket = self.bucket.clone().unwrap_or_default();
         validate_bucket(&bucket)?;
         self.state_key()?;
+        self.validate_credentials()?;
         let sse = match &self.sse {
             None => None,
             Some(SseSetting::Ready(sse)) => Some(sse.clone()),
@@ -378,22 +456,75 @@ impl S3Builder {
         Ok(backend)
     }
 
-    async fn make_client(&self) -> Result<(Client, aws_config::SdkConfig)> {
+    /// The credential settings, checked before any request.
+    fn validate_credentials(&self) -> Result<()> {
+        let invalid = |field, env, message: String| {
+            Err(Error::InvalidConfig {
+                field,
+                env,
+                message,
+            })
+        };
+        if let Some(role) = &self.assume_role {
+            role.validate()?;
+            if self.client.is_some() {
+                return invalid(
+                    "role_arn",
+                    "S3STATE_ROLE_ARN",
+                    "a role to assume cannot be applied to a client given with with_client; \
+                     configure the client's credentials instead"
+                        .into(),
+                );
+            }
+        }
+        if self.session_token.is_some() && self.static_credentials.is_none() {
+            return invalid(
+                "token",
+                "AWS_SESSION_TOKEN",
+                "a session token needs the access key and secret key it belongs to".into(),
+            );
+        }
+        let files = [
+            (
+                "shared_config_files",
+                "AWS_CONFIG_FILE",
+                &self.shared_config_files,
+            ),
+            (
+                "shared_credentials_files",
+                "AWS_SHARED_CREDENTIALS_FILE",
+                &self.shared_credentials_files,
+            ),
+        ];
+        for (field, env, paths) in files {
+            if let Some(missing) = paths.iter().find(|path| !expand_home(path).is_file()) {
+                return invalid(field, env, format!("{} is not a file", missing.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// aws-config's loader with this builder's region, profile, credentials and retries. The
+    /// S3 endpoint is not set here but on the S3 client alone, so that STS and DynamoDB keep
+    /// their own.
+    fn loader(&self) -> aws_config::ConfigLoader {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &self.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
-        if let Some(endpoint) = &self.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
         if let Some(profile) = &self.profile {
             loader = loader.profile_name(profile);
+        }
+        if !self.shared_config_files.is_empty() || !self.shared_credentials_files.is_empty() {
+            loader = loader.profile_files(self.profile_files());
         }
         if let Some((access_key_id, Redacted(secret))) = &self.static_credentials {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 access_key_id,
                 secret,
-                None,
+                self.session_token
+                    .as_ref()
+                    .map(|Redacted(token)| token.clone()),
                 None,
                 "s3state-static",
             ));
@@ -403,7 +534,30 @@ impl S3Builder {
                 aws_config::retry::RetryConfig::standard().with_max_attempts(attempts),
             );
         }
-        let shared = loader.load().await;
+        loader
+    }
+
+    /// The shared config and credentials files to read. As in Terraform, files given for one
+    /// kind replace that kind's default only.
+    // aws-config's loader takes these type aliases, deprecated in favour of types of
+    // aws-runtime, a crate s3state does not depend on directly; aws-config allows them too.
+    #[allow(deprecated)]
+    fn profile_files(&self) -> aws_config::profile::profile_file::ProfileFiles {
+        use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
+        let mut files = ProfileFiles::builder()
+            .include_default_config_file(self.shared_config_files.is_empty())
+            .include_default_credentials_file(self.shared_credentials_files.is_empty());
+        for path in &self.shared_config_files {
+            files = files.with_file(ProfileFileKind::Config, path);
+        }
+        for path in &self.shared_credentials_files {
+            files = files.with_file(ProfileFileKind::Credentials, path);
+        }
+        files.build()
+    }
+
+    async fn make_client(&self) -> Result<(Client, aws_config::SdkConfig)> {
+        let mut shared = self.loader().load().await;
         if shared.region().is_none() {
             return Err(Error::InvalidConfig {
                 field: "region",
@@ -411,11 +565,93 @@ impl S3Builder {
                 message: "no region is configured; set it with --region, S3STATE_REGION, AWS_REGION or a profile".into(),
             });
         }
-        let config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(self.force_path_style.unwrap_or(false))
-            .build();
-        Ok((Client::from_conf(config), shared))
+        if let Some(role) = &self.assume_role {
+            let sts_config = match &self.sts_endpoint_url {
+                Some(endpoint) => self.loader().endpoint_url(endpoint).load().await,
+                None => shared.clone(),
+            };
+            shared =
+                credentials::assume_role(shared, &sts_config, role, self.sts_region.as_deref())
+                    .await?;
+        }
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(self.force_path_style.unwrap_or(false));
+        if let Some(endpoint) = &self.endpoint_url {
+            config = config.endpoint_url(endpoint);
+        }
+        Ok((Client::from_conf(config.build()), shared))
     }
+}
+
+/// `~/x` as aws-config reads it, for checking that a file exists.
+fn expand_home(path: &std::path::Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_owned(),
+    }
+}
+
+/// The `S3STATE_ROLE_*` variables, as a role to assume; an error names the first bad one.
+fn role_from_env(
+    var: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<Option<AssumeRole>, (&'static str, &'static str, String)> {
+    let Some(role_arn) = var("S3STATE_ROLE_ARN") else {
+        let others = [
+            "S3STATE_ROLE_SESSION_NAME",
+            "S3STATE_ROLE_EXTERNAL_ID",
+            "S3STATE_ROLE_DURATION",
+            "S3STATE_ROLE_POLICY",
+            "S3STATE_ROLE_POLICY_ARNS",
+            "S3STATE_ROLE_TAGS",
+        ];
+        return match others.into_iter().find(|name| var(name).is_some()) {
+            Some(name) => Err((
+                "role_arn",
+                "S3STATE_ROLE_ARN",
+                format!("{name} is set but S3STATE_ROLE_ARN is not; set the role to assume"),
+            )),
+            None => Ok(None),
+        };
+    };
+    let mut role = AssumeRole::new(role_arn);
+    role.session_name = var("S3STATE_ROLE_SESSION_NAME");
+    role.external_id = var("S3STATE_ROLE_EXTERNAL_ID");
+    role.policy = var("S3STATE_ROLE_POLICY");
+    if let Some(text) = var("S3STATE_ROLE_DURATION") {
+        match AssumeRole::parse_duration(&text) {
+            Ok(duration) => role.duration = Some(duration),
+            Err(Error::InvalidConfig {
+                field,
+                env,
+                message,
+            }) => return Err((field, env, message)),
+            Err(other) => {
+                return Err(("role_duration", "S3STATE_ROLE_DURATION", other.to_string()));
+            }
+        }
+    }
+    if let Some(list) = var("S3STATE_ROLE_POLICY_ARNS") {
+        role.policy_arns = list
+            .split(',')
+            .map(str::trim)
+            .filter(|arn| !arn.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    if let Some(list) = var("S3STATE_ROLE_TAGS") {
+        for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err((
+                    "role_tags",
+                    "S3STATE_ROLE_TAGS",
+                    format!("{pair:?} is not key=value"),
+                ));
+            };
+            role.tags
+                .insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+    }
+    Ok(Some(role))
 }
 
 /// Checks that the bucket keeps versions, with one GetBucketVersioning request.

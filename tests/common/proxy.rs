@@ -2,7 +2,8 @@
 //!
 //! Tests script it per request (method, a substring of the path, "after the first N matching
 //! requests", "this many times") to lose responses, reset connections, answer errors S3 gives
-//! and the emulators do not, delay, truncate bodies, or disguise ETags as SSE-KMS does. It
+//! and the emulators do not, delay, truncate bodies, or disguise ETags as SSE-KMS does. It can
+//! also strip the conditional headers from writes, as a store that ignores them would. It
 //! records every request it sees.
 
 use bytes::Bytes;
@@ -120,6 +121,9 @@ struct Shared {
     /// Disguise ETags as SSE-KMS does (not an MD5): prefix them on the way out, strip the
     /// prefix from conditional headers on the way in.
     kms_etags: bool,
+    /// Forward PUT and DELETE requests without `If-Match`/`If-None-Match`: a store that
+    /// accepts conditions and ignores them.
+    strip_conditions: bool,
 }
 
 pub struct FaultProxy {
@@ -184,6 +188,12 @@ impl FaultProxy {
         self.shared.lock().unwrap().kms_etags = true;
     }
 
+    /// From now on, remove `If-Match` and `If-None-Match` from every PUT and DELETE before
+    /// forwarding it (they are still recorded as sent), simulating a store that ignores them.
+    pub fn strip_conditional_headers(&self) {
+        self.shared.lock().unwrap().strip_conditions = true;
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.lock().unwrap().log.clone()
     }
@@ -234,7 +244,7 @@ async fn serve(
     };
 
     // Pick the rule and record the request in one step, so concurrent requests count in order.
-    let (rule, index, kms) = {
+    let (rule, index, kms, strip) = {
         let mut shared = shared.lock().unwrap();
         let mut chosen = None;
         for rule in shared.rules.iter_mut() {
@@ -259,7 +269,12 @@ async fn serve(
             status: None,
             fault: chosen.as_ref().map(|rule| fault_name(&rule.fault)),
         });
-        (chosen, shared.log.len() - 1, shared.kms_etags)
+        (
+            chosen,
+            shared.log.len() - 1,
+            shared.kms_etags,
+            shared.strip_conditions,
+        )
     };
     let record_status = |status: u16| shared.lock().unwrap().log[index].status = Some(status);
 
@@ -270,6 +285,11 @@ async fn serve(
                 parts.headers.insert(name, plain.parse().unwrap());
             }
         }
+    }
+
+    if strip && matches!(method.as_str(), "PUT" | "DELETE") {
+        parts.headers.remove("if-match");
+        parts.headers.remove("if-none-match");
     }
 
     match rule.as_ref().map(|rule| &rule.fault) {

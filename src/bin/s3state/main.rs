@@ -6,6 +6,7 @@ mod digest;
 mod error;
 mod generated_docs;
 mod inventory;
+mod probe;
 mod settings;
 mod tooling;
 mod ui;
@@ -21,6 +22,8 @@ Exit codes:
   2  usage error
   3  conflict: the state changed since it was read (refresh and retry)
   4  locked: someone else holds the state's lock
+  5  probe: the store is safe only under the lock
+  6  probe: the store is unsafe for s3state
 
 Settings come from flags, then S3STATE_* variables, then the `backend \"s3\"` block of the
 .tf files in --chdir (default: the current directory). Credentials and region also come from
@@ -217,6 +220,12 @@ pub enum Command {
     /// list, show, rm, mv: by resource address.
     #[command(flatten)]
     Tool(tooling::ToolCommand),
+    /// Check whether the endpoint and bucket honour what s3state relies on (conditional
+    /// writes, versions, checksums), with scratch objects it removes afterwards.
+    #[command(
+        after_help = "Exit codes: 0 safe, 5 safe only under the lock, 6 unsafe (1, 2 errors).\n\nExample:\n  s3state --bucket tfstate --endpoint-url https://s3.example.net --path-style probe\n  s3state --chdir infra probe --json"
+    )]
+    Probe(probe::ProbeArgs),
     /// Print a shell completion script to stdout (see the README for where it goes).
     #[command(
         after_help = "Example:\n  s3state completions bash > ~/.local/share/bash-completion/completions/s3state\n  s3state completions zsh > ~/.zfunc/_s3state\n  s3state completions fish > ~/.config/fish/completions/s3state.fish"
@@ -311,6 +320,15 @@ fn main() -> ExitCode {
             profile: s.profile,
         };
         return runtime.block_on(s3state::server::run_cli(args, s3));
+    }
+    if let Command::Probe(args) = cli.command {
+        return match runtime.block_on(probe::run(cli.settings, args)) {
+            Ok(verdict_code) => ExitCode::from(verdict_code),
+            Err(err) => {
+                ui::report(&err);
+                ExitCode::from(ui::exit_code(&err))
+            }
+        };
     }
     let result = match cli.command {
         Command::Tool(tool) => runtime.block_on(tooling::run(&cli.settings, tool)),

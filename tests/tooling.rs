@@ -591,3 +591,383 @@ async fn a_move_whose_source_write_is_lost_is_completed_by_running_it_again() {
     assert!(!source.contains("module.c"), "{source}");
     assert_eq!(source.lines().count(), 8);
 }
+
+/// The names of the commands `s3state --help` lists (so a new command is checked too).
+fn listed_commands() -> Vec<String> {
+    let help = stdout(common::s3state_binary().arg("--help"));
+    let commands: Vec<String> = help
+        .split("Commands:\n")
+        .nth(1)
+        .expect("a Commands section")
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .map(|line| line.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    assert!(commands.len() > 20, "{commands:?}");
+    commands
+}
+
+#[test]
+fn the_completion_scripts_and_man_page_name_every_command() {
+    let commands = listed_commands();
+    let bash = stdout(common::s3state_binary().args(["completions", "bash"]));
+    assert!(bash.contains("complete -F _s3state"), "{bash}");
+    for command in &commands {
+        assert!(
+            bash.contains(&format!("s3state,{command})")),
+            "bash completion lacks {command}"
+        );
+    }
+    for shell in ["zsh", "fish", "powershell", "elvish"] {
+        let script = stdout(common::s3state_binary().args(["completions", shell]));
+        assert!(
+            script.contains("force-unlock") && script.contains("older-than"),
+            "{shell}: {script}"
+        );
+    }
+
+    let man = stdout(common::s3state_binary().arg("man"));
+    assert!(man.contains("\n.TH s3state 1"), "{man}");
+    assert!(man.contains("\n.SH SUBCOMMANDS"), "{man}");
+    for command in commands.iter().filter(|c| *c != "help") {
+        // roff escapes the hyphen.
+        let name = format!("s3state\\-{}(1)", command.replace('-', "\\-"));
+        assert!(man.contains(&name), "the man page lacks {name}");
+    }
+}
+
+#[test]
+fn man_dir_writes_one_page_per_command_and_subcommand() {
+    let dir = common::temp_dir("s3state-man").join("man1");
+    let written = stdout(common::s3state_binary().args(["man", "--dir"]).arg(&dir));
+    for command in listed_commands().iter().filter(|c| *c != "help") {
+        let page = dir.join(format!("s3state-{command}.1"));
+        let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{page:?}: {e}"));
+        assert!(text.contains(&format!(".TH s3state-{command} 1")), "{text}");
+        assert!(written.contains(&page.display().to_string()), "{written}");
+    }
+    let workspace_new = std::fs::read_to_string(dir.join("s3state-workspace-new.1")).unwrap();
+    assert!(
+        workspace_new.contains("Create a workspace"),
+        "{workspace_new}"
+    );
+    assert!(dir.join("s3state.1").exists());
+}
+
+#[test]
+fn an_unknown_shell_is_a_usage_error_and_prints_no_script() {
+    for args in [
+        &["completions", "nushell"][..],
+        &["completions"],
+        &["completions", "bash", "zsh"],
+    ] {
+        common::s3state_binary()
+            .args(args)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(contains("error:"));
+    }
+    let file = common::temp_dir("s3state-man").join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    common::s3state_binary()
+        .args(["man", "--dir"])
+        .arg(&file)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(contains("cannot create"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}
+
+/// A small v4 state: `resources` resources, and an output `padding` characters long.
+fn small_state(serial: u64, lineage: &str, resources: usize, padding: usize) -> String {
+    let resources: Vec<serde_json::Value> = (0..resources)
+        .map(|i| {
+            serde_json::json!({
+                "mode": "managed",
+                "type": "terraform_data",
+                "name": format!("r{i}"),
+                "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                "instances": [{"schema_version": 0, "attributes": {"id": format!("id-{i}")}, "sensitive_attributes": []}]
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({
+        "version": 4,
+        "terraform_version": "1.15.5",
+        "serial": serial,
+        "lineage": lineage,
+        "outputs": {"padding": {"value": "x".repeat(padding), "type": "string"}},
+        "resources": resources,
+        "check_results": null
+    }))
+    .unwrap()
+}
+
+/// Writes a state through `s3state push` (so s3state's metadata is stored beside it).
+fn push(bucket: &str, key: &str, body: String) {
+    s3state(bucket)
+        .env("S3STATE_KEY", key)
+        .args(["push", "--force", "-"])
+        .write_stdin(body)
+        .assert()
+        .success();
+}
+
+fn ls_json(bucket: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = stdout(s3state(bucket).args(["ls", "--json"]).args(args));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn keys(rows: &[serde_json::Value]) -> Vec<&str> {
+    rows.iter()
+        .map(|row| row["key"].as_str().unwrap())
+        .collect()
+}
+
+/// Three states under `sorted/`: `c` first (pushed), then a second later `a` (pushed) and `b`
+/// (a plain PUT, as Terraform writes it, with no s3state metadata).
+async fn bucket_with_three_states() -> String {
+    let bucket = common::bucket(true).await;
+    push(&bucket, "sorted/c.tfstate", small_state(9, "lc", 2, 200));
+    // LocalStack's LastModified has whole seconds: a and b come a second later than c.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    push(&bucket, "sorted/a.tfstate", small_state(5, "la", 3, 1000));
+    common::put_raw(
+        &bucket,
+        "sorted/b.tfstate",
+        small_state(1, "lb", 1, 0).as_bytes(),
+    )
+    .await;
+    bucket
+}
+
+#[tokio::test]
+async fn ls_sorts_by_each_column_and_reverses() {
+    let bucket = bucket_with_three_states().await;
+    let cases: &[(&[&str], [&str; 3])] = &[
+        (&[], ["a", "b", "c"]),
+        (&["--sort", "key", "--reverse"], ["c", "b", "a"]),
+        (&["--sort", "serial"], ["b", "a", "c"]),
+        (&["--sort", "serial", "--reverse"], ["c", "a", "b"]),
+        (&["--sort", "size"], ["b", "c", "a"]),
+        (&["--sort", "resources"], ["b", "c", "a"]),
+        (&["--sort", "modified"], ["c", "a", "b"]),
+        (&["--sort=modified", "--reverse"], ["b", "a", "c"]),
+    ];
+    for (args, expected) in cases {
+        let rows = ls_json(&bucket, args);
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|name| format!("sorted/{name}.tfstate"))
+            .collect();
+        assert_eq!(keys(&rows), expected, "{args:?}");
+    }
+    let by_resources = ls_json(&bucket, &["--sort", "resources"]);
+    let counts: Vec<u64> = by_resources
+        .iter()
+        .map(|row| row["resources"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 2, 3], "sorting by resources counts them");
+    let table = stdout(s3state(&bucket).args(["ls", "--sort", "serial", "--reverse"]));
+    let first_column: Vec<&str> = table
+        .lines()
+        .map(|line| line.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        first_column,
+        [
+            "KEY",
+            "sorted/c.tfstate",
+            "sorted/a.tfstate",
+            "sorted/b.tfstate"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn ls_older_than_keeps_states_last_modified_before_now_minus_the_age() {
+    let bucket = bucket_with_three_states().await;
+    assert_eq!(ls_json(&bucket, &["--older-than", "0s"]).len(), 3);
+    assert!(ls_json(&bucket, &["--older-than", "3650d"]).is_empty());
+    let table = stdout(s3state(&bucket).args(["ls", "--older-than", "3650d"]));
+    assert_eq!(table.lines().count(), 1, "only the header: {table}");
+    assert!(
+        ls_json(&bucket, &["--older-than", "0s", "--locked"]).is_empty(),
+        "filters combine"
+    );
+}
+
+#[tokio::test]
+async fn ls_json_has_every_column_and_counts_versions_only_on_request() {
+    let bucket = common::bucket(true).await;
+    let key = "counted/terraform.tfstate";
+    for serial in 1..=4 {
+        push(&bucket, key, small_state(serial, "lineage-v", 2, 10));
+    }
+    // The lock object's own versions sit right after the state's in the listing; they are not
+    // the state's.
+    let id = stdout(s3state(&bucket).env("S3STATE_KEY", key).arg("lock"));
+    s3state(&bucket)
+        .env("S3STATE_KEY", key)
+        .args(["unlock", id.trim()])
+        .assert()
+        .success();
+    push(
+        &bucket,
+        "counted/terraform.tfstate.old.tfstate",
+        small_state(1, "o", 0, 0),
+    );
+    let held = stdout(s3state(&bucket).env("S3STATE_KEY", key).arg("lock"));
+
+    let rows = ls_json(&bucket, &["counted/", "--versions"]);
+    assert_eq!(keys(&rows), [key, "counted/terraform.tfstate.old.tfstate"]);
+    let row = rows[0].as_object().unwrap();
+    let mut fields: Vec<&str> = row.keys().map(String::as_str).collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "key",
+            "last_modified",
+            "lineage",
+            "lock_holder",
+            "lock_id",
+            "resources",
+            "serial",
+            "size",
+            "terraform_version",
+            "versions",
+            "workspace"
+        ]
+    );
+    assert_eq!(row["versions"], 4, "four pushes, the lock's versions aside");
+    assert_eq!(rows[1]["versions"], 1);
+    assert_eq!(row["serial"], 4);
+    assert_eq!(row["lineage"], "lineage-v");
+    assert_eq!(row["terraform_version"], "1.15.5");
+    assert_eq!(row["workspace"], "default");
+    assert_eq!(
+        row["size"].as_u64().unwrap() as usize,
+        common::get_raw(&bucket, key).await.len()
+    );
+    assert_eq!(row["resources"], serde_json::Value::Null, "not asked for");
+    assert_eq!(row["lock_id"], held.trim());
+    assert!(
+        row["lock_holder"].as_str().unwrap().contains('@'),
+        "{row:?}"
+    );
+    let modified = row["last_modified"].as_str().unwrap();
+    assert!(
+        modified.len() >= 20 && modified.as_bytes()[10] == b'T' && modified.ends_with('Z'),
+        "RFC 3339: {modified}"
+    );
+
+    let without = ls_json(&bucket, &["counted/"]);
+    assert_eq!(without[0]["versions"], serde_json::Value::Null);
+    let table = stdout(s3state(&bucket).args(["ls", "counted/", "--versions"]));
+    let header: Vec<&str> = table.lines().next().unwrap().split('\t').collect();
+    assert_eq!(header.last(), Some(&"VERSIONS"));
+    assert!(table.lines().nth(1).unwrap().ends_with("\t4"), "{table}");
+    let plain = stdout(s3state(&bucket).args(["ls", "counted/"]));
+    assert!(!plain.contains("VERSIONS"), "{plain}");
+    s3state(&bucket)
+        .env("S3STATE_KEY", key)
+        .args(["unlock", held.trim()])
+        .assert()
+        .success();
+}
+
+#[tokio::test]
+async fn ls_reads_a_body_only_where_s3state_metadata_is_missing() {
+    use common::proxy::FaultProxy;
+    let bucket = bucket_with_three_states().await;
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    let run = |args: &'static [&'static str]| {
+        let mut command = s3state(&bucket);
+        command
+            .env("S3STATE_ENDPOINT_URL", proxy.endpoint())
+            .arg("ls")
+            .args(args);
+        // Off the runtime's thread: the proxy serves the command on this runtime.
+        async move {
+            let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap();
+            assert!(output.status.success(), "{output:?}");
+        }
+    };
+    let count = |requests: &[common::proxy::Recorded], method: &str, key: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && r.path.ends_with(key))
+            .count()
+    };
+
+    run(&[]).await;
+    let requests = proxy.take_requests();
+    let s3_requests: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.contains(&bucket))
+        .collect();
+    assert_eq!(
+        s3_requests
+            .iter()
+            .filter(|r| r.query.contains("list-type=2"))
+            .count(),
+        1,
+        "{s3_requests:#?}"
+    );
+    for name in ["a", "b", "c"] {
+        let key = format!("sorted/{name}.tfstate");
+        assert_eq!(count(&requests, "HEAD", &key), 1, "{key}");
+    }
+    assert_eq!(count(&requests, "GET", "sorted/a.tfstate"), 0, "metadata");
+    assert_eq!(count(&requests, "GET", "sorted/c.tfstate"), 0, "metadata");
+    assert_eq!(
+        count(&requests, "GET", "sorted/b.tfstate"),
+        1,
+        "no metadata"
+    );
+
+    run(&["--resources"]).await;
+    let requests = proxy.take_requests();
+    for name in ["a", "b", "c"] {
+        let key = format!("sorted/{name}.tfstate");
+        assert_eq!(count(&requests, "GET", &key), 1, "{key}");
+        assert_eq!(count(&requests, "HEAD", &key), 0, "a GET has the metadata");
+    }
+}
+
+#[tokio::test]
+async fn ls_bad_sort_keys_and_durations_are_usage_errors() {
+    let bucket = bucket_with_three_states().await;
+    for (args, message) in [
+        (&["--sort", "name"][..], "invalid value 'name' for '--sort"),
+        (&["--sort"], "a value is required"),
+        (
+            &["--older-than", "3x"],
+            "invalid value '3x' for '--older-than",
+        ),
+        (
+            &["--older-than=-1d"],
+            "invalid value '-1d' for '--older-than",
+        ),
+        (&["--older-than", "soon"], "--older-than"),
+        (&["--reverse=yes"], "unexpected value"),
+    ] {
+        s3state(&bucket)
+            .arg("ls")
+            .args(args)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(contains(message));
+    }
+}

@@ -1,16 +1,22 @@
 //! `s3state ls`: every Terraform state under a bucket or prefix, workspaces included, from one
-//! listing plus bounded parallel HEADs (a body is read only when s3state's metadata is absent,
-//! or for `--resources`).
+//! listing plus bounded parallel HEADs. A body is read only when s3state's metadata is absent
+//! or for `--resources` (then one GET replaces the HEAD, since it carries the metadata too);
+//! `--versions` adds one ListObjectVersions per state. Filters that the listing can answer
+//! (`--locked`, `--older-than`) are applied before any per-state request.
 
 use crate::error::CliError;
 use crate::{settings, ui};
+use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use futures::StreamExt;
 use s3state::history::meta_from_metadata;
 use s3state::{S3Store, State};
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime};
 
 type Result<T = ()> = std::result::Result<T, CliError>;
 
-/// How many HEADs (or GETs) run at once.
+/// How many per-state requests (HEAD, GET, version listing) run at once.
 const PARALLEL: usize = 16;
 
 /// `s3state ls`'s options.
@@ -19,18 +25,46 @@ pub struct LsArgs {
     /// Only keys under this prefix (default: the whole bucket).
     #[arg(value_name = "PREFIX", default_value = "")]
     prefix: String,
-    /// JSON output (one array of objects).
+    /// JSON output (one array of objects; never a progress bar).
     #[arg(long)]
     json: bool,
     /// Only states whose lock is held.
     #[arg(long)]
     locked: bool,
+    /// Only states last modified longer ago than this (e.g. 30d, 12h, 1h30m).
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    older_than: Option<Duration>,
     /// Also count each state's resources (reads every body).
     #[arg(long)]
     resources: bool,
+    /// Also count each state's stored versions (one version listing per state).
+    #[arg(long)]
+    versions: bool,
+    /// Order rows by this column (`resources` implies --resources).
+    #[arg(long, value_enum, value_name = "COLUMN", default_value_t = SortKey::Key)]
+    sort: SortKey,
+    /// Reverse the order.
+    #[arg(long)]
+    reverse: bool,
 }
 
-#[derive(Debug, serde::Serialize)]
+/// The columns `ls` can sort by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortKey {
+    /// The object key.
+    Key,
+    /// Last modified, oldest first.
+    Modified,
+    /// The state's serial, lowest first.
+    Serial,
+    /// The stored size, smallest first.
+    Size,
+    /// The number of resources, fewest first.
+    Resources,
+}
+
+/// One state, as `ls` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
 struct Row {
     key: String,
     workspace: String,
@@ -41,6 +75,18 @@ struct Row {
     resources: Option<usize>,
     last_modified: Option<String>,
     lock_holder: Option<String>,
+    lock_id: Option<String>,
+    versions: Option<usize>,
+    /// For sorting (the string above is for people and JSON).
+    #[serde(skip)]
+    modified: Option<DateTime>,
+}
+
+/// One `*.tfstate` object from the listing.
+struct Listed {
+    key: String,
+    size: u64,
+    modified: Option<DateTime>,
 }
 
 /// The workspace a key belongs to: `<prefix>/<workspace>/<key>` is a workspace's state,
@@ -53,7 +99,50 @@ fn workspace_of(key: &str, workspace_prefix: &str) -> String {
         .unwrap_or_else(|| "default".into())
 }
 
-pub async fn run(flags: &settings::Flags, args: LsArgs) -> Result {
+/// Whether an object last modified at `modified` is older than `age` at `now`. An age reaching
+/// back before 1970 keeps nothing; an object without a modification time is never kept.
+fn is_older_than(modified: Option<DateTime>, now: SystemTime, age: Duration) -> bool {
+    match (modified, now.checked_sub(age)) {
+        (Some(modified), Some(cutoff)) => modified <= DateTime::from(cutoff),
+        _ => false,
+    }
+}
+
+/// Sorts rows by `by` (ties by key, so the order is total), then reverses them if asked.
+fn sort_rows(rows: &mut [Row], by: SortKey, reverse: bool) {
+    rows.sort_by(|a, b| {
+        let by_column = match by {
+            SortKey::Key => std::cmp::Ordering::Equal,
+            SortKey::Modified => a.modified.cmp(&b.modified),
+            SortKey::Serial => a.serial.cmp(&b.serial),
+            SortKey::Size => a.size.cmp(&b.size),
+            SortKey::Resources => a.resources.cmp(&b.resources),
+        };
+        by_column.then_with(|| a.key.cmp(&b.key))
+    });
+    if reverse {
+        rows.reverse();
+    }
+}
+
+/// A progress indicator that is drawn only for a person watching: never for --json, and only
+/// when both stdout and stderr are terminals (not when the table is piped somewhere).
+fn progress(show: bool, message: &str, total: Option<u64>) -> indicatif::ProgressBar {
+    if show {
+        ui::progress(message, total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
+
+fn s3_error(what: &str, location: &str, err: impl std::fmt::Display) -> CliError {
+    CliError::Other(format!("cannot {what} {location}: {err}"))
+}
+
+pub async fn run(flags: &settings::Flags, mut args: LsArgs) -> Result {
+    if args.sort == SortKey::Resources {
+        args.resources = true;
+    }
     let store = store_for_bucket(flags).await?;
     let client = store.client().clone();
     let bucket = store.bucket().to_owned();
@@ -61,10 +150,13 @@ pub async fn run(flags: &settings::Flags, args: LsArgs) -> Result {
         .workspace_key_prefix
         .clone()
         .unwrap_or_else(|| "env:".into());
+    let show_progress =
+        !args.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
 
-    let spinner = ui::progress(&format!("listing s3://{bucket}/{}", args.prefix), None);
-    let mut objects = Vec::new();
-    let mut locks = std::collections::BTreeSet::new();
+    let location = format!("s3://{bucket}/{}", args.prefix);
+    let spinner = progress(show_progress, &format!("listing {location}"), None);
+    let mut listed = Vec::new();
+    let mut locks = BTreeSet::new();
     let mut pages = client
         .list_objects_v2()
         .bucket(&bucket)
@@ -73,104 +165,68 @@ pub async fn run(flags: &settings::Flags, args: LsArgs) -> Result {
         .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|err| {
-            CliError::Other(format!(
-                "cannot list s3://{bucket}/{}: {}",
-                args.prefix,
-                aws_sdk_s3::error::DisplayErrorContext(err)
-            ))
+            s3_error(
+                "list",
+                &location,
+                aws_sdk_s3::error::DisplayErrorContext(err),
+            )
         })?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             if let Some(state) = key.strip_suffix(".tflock") {
                 locks.insert(state.to_owned());
             } else if key.ends_with(".tfstate") {
-                objects.push((
-                    key.to_owned(),
-                    object.size().unwrap_or(0).max(0) as u64,
-                    object.last_modified().map(|t| t.to_string()),
-                ));
+                listed.push(Listed {
+                    key: key.to_owned(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    modified: object.last_modified().copied(),
+                });
             }
         }
+        spinner.set_message(format!("listing {location}: {} states", listed.len()));
     }
     spinner.finish_and_clear();
 
-    let bar = ui::progress("reading states", Some(objects.len() as u64));
-    let rows: Vec<Result<Row>> = futures::stream::iter(objects)
-        .filter(|(key, _, _)| std::future::ready(!args.locked || locks.contains(key)))
-        .map(|(key, size, last_modified)| {
-            let (client, bucket, bar) = (&client, &bucket, &bar);
-            let locked = locks.contains(&key);
-            let workspace = workspace_of(&key, &workspace_prefix);
-            let with_resources = args.resources;
+    let now = SystemTime::now();
+    listed.retain(|state| {
+        (!args.locked || locks.contains(&state.key))
+            && args
+                .older_than
+                .is_none_or(|age| is_older_than(state.modified, now, age))
+    });
+
+    let bar = progress(show_progress, "reading states", Some(listed.len() as u64));
+    let reader = Reader {
+        client: &client,
+        bucket: &bucket,
+        workspace_prefix: &workspace_prefix,
+        with_resources: args.resources,
+        with_versions: args.versions,
+    };
+    let results: Vec<Result<Option<Row>>> = futures::stream::iter(listed)
+        .map(|state| {
+            let locked = locks.contains(&state.key);
+            let (reader, bar) = (&reader, &bar);
             async move {
-                let error = |what: &str, err: String| {
-                    CliError::Other(format!("cannot {what} s3://{bucket}/{key}: {err}"))
-                };
-                let head = client
-                    .head_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        error(
-                            "read",
-                            aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-                        )
-                    })?;
-                let metadata: s3state::store::ObjectMetadata = head
-                    .metadata()
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                    .unwrap_or_default();
-                let mut row = Row {
-                    key: key.clone(),
-                    workspace,
-                    serial: None,
-                    lineage: None,
-                    terraform_version: None,
-                    size,
-                    resources: None,
-                    last_modified,
-                    lock_holder: None,
-                };
-                let meta = meta_from_metadata(&metadata);
-                if let Some(meta) = &meta {
-                    row.serial = Some(meta.serial);
-                    row.lineage = Some(meta.lineage.clone());
-                    row.terraform_version = Some(meta.terraform_version.to_string());
-                }
-                if meta.is_none() || with_resources {
-                    let body = get(client, bucket, &key)
-                        .await
-                        .map_err(|e| error("read", e))?;
-                    if let Ok(state) = State::from_slice(&body) {
-                        row.serial = Some(state.serial);
-                        row.lineage = Some(state.lineage.clone());
-                        row.terraform_version = Some(state.terraform_version.to_string());
-                        row.resources = state
-                            .resources
-                            .deserialize::<Vec<serde::de::IgnoredAny>>()
-                            .ok()
-                            .map(|r| r.len());
-                    }
-                }
-                if locked {
-                    let body = get(client, bucket, &format!("{key}.tflock")).await.ok();
-                    row.lock_holder = Some(
-                        body.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                            .and_then(|v| v.get("Who").and_then(|w| w.as_str()).map(str::to_owned))
-                            .unwrap_or_else(|| "(unreadable lock)".into()),
-                    );
-                }
+                let row = reader.row(state, locked).await;
                 bar.inc(1);
-                Ok(row)
+                row
             }
         })
-        .buffered(PARALLEL)
+        .buffer_unordered(PARALLEL)
         .collect()
         .await;
     bar.finish_and_clear();
-    let rows: Vec<Row> = rows.into_iter().collect::<Result<_>>()?;
+    let mut rows = Vec::with_capacity(results.len());
+    for result in results {
+        // A state deleted, or a lock released, since the listing is left out.
+        if let Some(row) = result?
+            && (!args.locked || row.lock_holder.is_some())
+        {
+            rows.push(row);
+        }
+    }
+    sort_rows(&mut rows, args.sort, args.reverse);
 
     let text = if args.json {
         format!(
@@ -178,25 +234,7 @@ pub async fn run(flags: &settings::Flags, args: LsArgs) -> Result {
             serde_json::to_string_pretty(&rows).expect("rows serialise")
         )
     } else {
-        let dash = || "-".to_owned();
-        let mut text = String::from(
-            "KEY\tWORKSPACE\tSERIAL\tLINEAGE\tVERSION\tSIZE\tRESOURCES\tMODIFIED\tLOCKED BY\n",
-        );
-        for row in &rows {
-            text.push_str(&format!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-                row.key,
-                row.workspace,
-                row.serial.map(|s| s.to_string()).unwrap_or_else(dash),
-                row.lineage.clone().unwrap_or_else(dash),
-                row.terraform_version.clone().unwrap_or_else(dash),
-                ui::size(row.size),
-                row.resources.map(|r| r.to_string()).unwrap_or_else(dash),
-                row.last_modified.clone().unwrap_or_else(dash),
-                row.lock_holder.clone().unwrap_or_else(dash),
-            ));
-        }
-        text
+        table(&rows, args.versions)
     };
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
@@ -206,20 +244,231 @@ pub async fn run(flags: &settings::Flags, args: LsArgs) -> Result {
         .map_err(|err| CliError::Other(format!("cannot write to stdout: {err}")))
 }
 
-async fn get(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> std::result::Result<Vec<u8>, String> {
-    let object = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
-    let body = object.body.collect().await.map_err(|e| e.to_string())?;
-    Ok(body.into_bytes().to_vec())
+/// The rows as a tab-separated table with a header line.
+fn table(rows: &[Row], with_versions: bool) -> String {
+    let dash = || "-".to_owned();
+    let mut text = String::from(
+        "KEY\tWORKSPACE\tSERIAL\tLINEAGE\tVERSION\tSIZE\tRESOURCES\tMODIFIED\tLOCKED BY",
+    );
+    if with_versions {
+        text.push_str("\tVERSIONS");
+    }
+    text.push('\n');
+    for row in rows {
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            row.key,
+            row.workspace,
+            row.serial.map(|s| s.to_string()).unwrap_or_else(dash),
+            row.lineage.clone().unwrap_or_else(dash),
+            row.terraform_version.clone().unwrap_or_else(dash),
+            ui::size(row.size),
+            row.resources.map(|r| r.to_string()).unwrap_or_else(dash),
+            row.last_modified.clone().unwrap_or_else(dash),
+            row.lock_holder.clone().unwrap_or_else(dash),
+        ));
+        if with_versions {
+            text.push('\t');
+            text.push_str(&row.versions.map(|v| v.to_string()).unwrap_or_else(dash));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// Reads what the listing does not say about one state.
+struct Reader<'a> {
+    client: &'a aws_sdk_s3::Client,
+    bucket: &'a str,
+    workspace_prefix: &'a str,
+    with_resources: bool,
+    with_versions: bool,
+}
+
+impl Reader<'_> {
+    /// The row for one listed state, or `None` if it was deleted since the listing.
+    async fn row(&self, state: Listed, locked: bool) -> Result<Option<Row>> {
+        let Listed {
+            key,
+            size,
+            modified,
+        } = state;
+        let location = format!("s3://{}/{key}", self.bucket);
+        let mut row = Row {
+            workspace: workspace_of(&key, self.workspace_prefix),
+            serial: None,
+            lineage: None,
+            terraform_version: None,
+            size,
+            resources: None,
+            last_modified: modified.and_then(|t| t.fmt(DateTimeFormat::DateTime).ok()),
+            lock_holder: None,
+            lock_id: None,
+            versions: None,
+            modified,
+            key,
+        };
+
+        // With --resources the body is needed anyway, and a GET carries the metadata too.
+        let mut body = None;
+        let metadata = if self.with_resources {
+            let Some((object_body, metadata)) = self.get(&row.key, &location).await? else {
+                return Ok(None);
+            };
+            body = Some(object_body);
+            metadata
+        } else {
+            let head = match self
+                .client
+                .head_object()
+                .bucket(self.bucket)
+                .key(&row.key)
+                .send()
+                .await
+            {
+                Ok(head) => head,
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                    return Ok(None);
+                }
+                Err(err) => {
+                    return Err(s3_error(
+                        "read",
+                        &location,
+                        aws_sdk_s3::error::DisplayErrorContext(err),
+                    ));
+                }
+            };
+            to_metadata(head.metadata())
+        };
+        if let Some(meta) = meta_from_metadata(&metadata) {
+            row.serial = Some(meta.serial);
+            row.lineage = Some(meta.lineage);
+            row.terraform_version = Some(meta.terraform_version.to_string());
+        } else if body.is_none() {
+            // Not written by s3state (Terraform, or by hand): only the body says.
+            let Some((object_body, _)) = self.get(&row.key, &location).await? else {
+                return Ok(None);
+            };
+            body = Some(object_body);
+        }
+        if let Some(body) = body
+            && let Ok(state) = State::from_slice(&body)
+        {
+            row.serial = Some(state.serial);
+            row.lineage = Some(state.lineage.clone());
+            row.terraform_version = Some(state.terraform_version.to_string());
+            row.resources = state
+                .resources
+                .deserialize::<Vec<serde::de::IgnoredAny>>()
+                .ok()
+                .map(|resources| resources.len());
+        }
+
+        if locked {
+            let lock_key = format!("{}.tflock", row.key);
+            let lock_location = format!("s3://{}/{lock_key}", self.bucket);
+            if let Some((lock, _)) = self.get(&lock_key, &lock_location).await? {
+                let info = serde_json::from_slice::<serde_json::Value>(&lock).ok();
+                let field = |name: &str| {
+                    info.as_ref()
+                        .and_then(|info| info.get(name))
+                        .and_then(|value| value.as_str())
+                        .map(str::to_owned)
+                };
+                row.lock_holder = Some(field("Who").unwrap_or_else(|| "(unreadable lock)".into()));
+                row.lock_id = field("ID");
+            }
+        }
+        if self.with_versions {
+            row.versions = Some(self.version_count(&row.key, &location).await?);
+        }
+        Ok(Some(row))
+    }
+
+    /// An object's body and metadata, or `None` if it does not exist (any more).
+    async fn get(
+        &self,
+        key: &str,
+        location: &str,
+    ) -> Result<Option<(Vec<u8>, s3state::store::ObjectMetadata)>> {
+        let object = match self
+            .client
+            .get_object()
+            .bucket(self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => object,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(err) => {
+                return Err(s3_error(
+                    "read",
+                    location,
+                    aws_sdk_s3::error::DisplayErrorContext(err),
+                ));
+            }
+        };
+        let metadata = to_metadata(object.metadata());
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|err| s3_error("read", location, err))?;
+        Ok(Some((body.into_bytes().to_vec(), metadata)))
+    }
+
+    /// How many versions (delete markers aside) are stored under exactly `key`. The listing is
+    /// by prefix and in key order, so it stops at the first page that reaches past `key` (its
+    /// `.tflock` versions come right after it).
+    async fn version_count(&self, key: &str, location: &str) -> Result<usize> {
+        let mut count = 0;
+        let (mut key_marker, mut version_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker)
+                .set_version_id_marker(version_marker)
+                .send()
+                .await
+                .map_err(|err| {
+                    s3_error(
+                        "list the versions of",
+                        location,
+                        aws_sdk_s3::error::DisplayErrorContext(err),
+                    )
+                })?;
+            count += page
+                .versions()
+                .iter()
+                .filter(|version| version.key() == Some(key))
+                .count();
+            let past_key = page
+                .versions()
+                .iter()
+                .filter_map(|version| version.key())
+                .chain(page.delete_markers().iter().filter_map(|m| m.key()))
+                .any(|other| other > key);
+            if past_key || page.is_truncated() != Some(true) {
+                return Ok(count);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+        }
+    }
+}
+
+fn to_metadata(
+    metadata: Option<&std::collections::HashMap<String, String>>,
+) -> s3state::store::ObjectMetadata {
+    metadata
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
 }
 
 /// A store on the configured bucket (its key does not matter: `ls` needs no key).
@@ -248,4 +497,86 @@ async fn store_for_bucket(flags: &settings::Flags) -> Result<S3Store> {
         Err(err) => return Err(err),
     };
     Ok(resolved.builder.build_store().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime {
+        DateTime::from_secs(seconds)
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
+    }
+
+    #[test]
+    fn older_than_keeps_only_what_was_last_modified_before_now_minus_the_age() {
+        let hour = Duration::from_secs(3600);
+        assert!(is_older_than(Some(at(1_000_000 - 7200)), now(), hour));
+        assert!(
+            is_older_than(Some(at(1_000_000 - 3600)), now(), hour),
+            "exactly at the cutoff"
+        );
+        assert!(!is_older_than(Some(at(1_000_000 - 3599)), now(), hour));
+        assert!(!is_older_than(Some(at(1_000_000 + 10)), now(), hour));
+        assert!(is_older_than(Some(at(1_000_000)), now(), Duration::ZERO));
+        assert!(
+            !is_older_than(Some(at(0)), now(), Duration::from_secs(2_000_000)),
+            "a cutoff before 1970 keeps nothing"
+        );
+        assert!(!is_older_than(None, now(), Duration::ZERO));
+    }
+
+    fn row(key: &str, serial: u64, size: u64, resources: Option<usize>, modified: i64) -> Row {
+        Row {
+            key: key.into(),
+            workspace: "default".into(),
+            serial: Some(serial),
+            lineage: None,
+            terraform_version: None,
+            size,
+            resources,
+            last_modified: None,
+            lock_holder: None,
+            lock_id: None,
+            versions: None,
+            modified: Some(at(modified)),
+        }
+    }
+
+    fn keys_sorted(by: SortKey, reverse: bool) -> Vec<String> {
+        let mut rows = vec![
+            row("b", 3, 10, Some(2), 300),
+            row("a", 1, 30, Some(5), 200),
+            row("d", 3, 20, None, 100),
+            row("c", 2, 10, Some(1), 400),
+        ];
+        sort_rows(&mut rows, by, reverse);
+        rows.into_iter().map(|row| row.key).collect()
+    }
+
+    #[test]
+    fn rows_sort_by_the_chosen_column_with_ties_broken_by_key() {
+        assert_eq!(keys_sorted(SortKey::Key, false), ["a", "b", "c", "d"]);
+        assert_eq!(keys_sorted(SortKey::Key, true), ["d", "c", "b", "a"]);
+        assert_eq!(keys_sorted(SortKey::Modified, false), ["d", "a", "b", "c"]);
+        assert_eq!(keys_sorted(SortKey::Serial, false), ["a", "c", "b", "d"]);
+        assert_eq!(keys_sorted(SortKey::Size, false), ["b", "c", "d", "a"]);
+        assert_eq!(keys_sorted(SortKey::Size, true), ["a", "d", "c", "b"]);
+        assert_eq!(
+            keys_sorted(SortKey::Resources, false),
+            ["d", "c", "b", "a"],
+            "an unknown count sorts first"
+        );
+    }
+
+    #[test]
+    fn a_workspace_is_the_path_segment_after_the_workspace_prefix() {
+        assert_eq!(workspace_of("env:/staging/a/b.tfstate", "env:"), "staging");
+        assert_eq!(workspace_of("a/b.tfstate", "env:"), "default");
+        assert_eq!(workspace_of("env:/b.tfstate", "env:"), "default");
+        assert_eq!(workspace_of("ws/prod/k.tfstate", "ws"), "prod");
+    }
 }

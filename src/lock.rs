@@ -360,26 +360,50 @@ impl<S: Store> StoreLocker<S> {
         let mut wait = retry.initial;
         let nonce = uuid::Uuid::new_v4().to_string();
         let info = taken_now(info);
+        // The lock object that last refused us, and its holder, while it is known to be there.
+        let mut refused_by: Option<ETag> = None;
+        let mut holder = None;
         loop {
-            match self
-                .acquire_both(&info, &ObjectMetadata::new(), &nonce, explicit)
-                .await
-            {
-                Err(Error::Locked { holder, .. }) => {
-                    let elapsed = started.elapsed();
-                    if elapsed >= timeout {
-                        return Err(self.locked(holder.map(|h| *h), Some(elapsed)));
-                    }
-                    let pause = if jitter {
-                        wait.mul_f64(fastrand::f64()).max(Duration::from_millis(1))
-                    } else {
-                        wait
-                    };
-                    tokio::time::sleep(pause.min(timeout - elapsed)).await;
-                    wait = (wait * 2).min(retry.max);
+            // While the lock that refused us is still there, another attempt would only be
+            // refused again, at the cost of a PUT and a read. A conditional GET answered 304
+            // (no body) says so in one request; anything else (gone, replaced, unreadable)
+            // means trying again.
+            let still_refused = match &refused_by {
+                Some(etag) => match self.lock_object.get(Some(etag)).await {
+                    Ok(Fetched::NotModified) => true,
+                    // A store that ignores If-None-Match on GET: compare the tags ourselves.
+                    Ok(Fetched::Found(object)) => object.etag == *etag,
+                    Ok(Fetched::Absent) | Err(_) => false,
+                },
+                None => false,
+            };
+            if !still_refused {
+                refused_by = None;
+                match self
+                    .acquire_both(
+                        &info,
+                        &ObjectMetadata::new(),
+                        &nonce,
+                        explicit,
+                        &mut refused_by,
+                    )
+                    .await
+                {
+                    Err(Error::Locked { holder: seen, .. }) => holder = seen,
+                    other => return other,
                 }
-                other => return other,
             }
+            let elapsed = started.elapsed();
+            if elapsed >= timeout {
+                return Err(self.locked(holder.map(|h| *h), Some(elapsed)));
+            }
+            let pause = if jitter {
+                wait.mul_f64(fastrand::f64()).max(Duration::from_millis(1))
+            } else {
+                wait
+            };
+            tokio::time::sleep(pause.min(timeout - elapsed)).await;
+            wait = (wait * 2).min(retry.max);
         }
     }
 
@@ -524,7 +548,7 @@ impl<S: Store> StoreLocker<S> {
         extra: &ObjectMetadata,
     ) -> Result<String> {
         let nonce = uuid::Uuid::new_v4().to_string();
-        self.acquire_both(&taken_now(info), extra, &nonce, true)
+        self.acquire_both(&taken_now(info), extra, &nonce, true, &mut None)
             .await
     }
 
@@ -536,8 +560,11 @@ impl<S: Store> StoreLocker<S> {
         extra: &ObjectMetadata,
         nonce: &str,
         explicit: bool,
+        refused_by: &mut Option<ETag>,
     ) -> Result<String> {
-        let id = self.acquire(info, extra, nonce, explicit).await?;
+        let id = self
+            .acquire(info, extra, nonce, explicit, refused_by)
+            .await?;
         let Some(secondary) = &self.secondary else {
             return Ok(id);
         };
@@ -561,12 +588,14 @@ impl<S: Store> StoreLocker<S> {
     }
 
     /// One attempt at the lock, recognising as ours only an object with our body and `nonce`.
+    /// When another holder's lock object refuses us, `refused_by` is set to its ETag.
     async fn acquire(
         &self,
         info: &LockInfo,
         extra: &ObjectMetadata,
         nonce: &str,
         explicit: bool,
+        refused_by: &mut Option<ETag>,
     ) -> Result<String> {
         let mut info = info.clone();
         info.path = self.state_path.clone();
@@ -619,7 +648,10 @@ impl<S: Store> StoreLocker<S> {
                         hold(object.etag);
                         return Ok(info.id);
                     }
-                    Ok(Some((holder, _))) => return Err(self.locked(holder, None)),
+                    Ok(Some((holder, object))) => {
+                        *refused_by = Some(object.etag);
+                        return Err(self.locked(holder, None));
+                    }
                     Ok(None) => continue,
                     // The refusal may have met our own retried request: it may be ours.
                     Err(error) => {

@@ -473,3 +473,73 @@ async fn a_cli_push_costs_seven_requests_on_localstack_and_three_without_the_loc
         ["GET state 200", "GET state 304", "PUT state 200"]
     );
 }
+
+#[tokio::test]
+async fn a_waiting_lock_polls_with_one_conditional_get_and_takes_the_lock_once_it_is_released() {
+    use s3state::{LockInfo, Locker};
+    let bucket = common::bucket(true).await;
+    let holder = common::manager(&bucket, KEY).await;
+    let held = holder.lock(&LockInfo::new("apply")).await.unwrap();
+
+    let recorder = Recorder::default();
+    let waiter = common::builder(&bucket, KEY)
+        .with_client(common::client_with(Some(&recorder)))
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
+    let waiting = tokio::spawn(async move {
+        waiter
+            .locker()
+            .lock_with_timeout(&LockInfo::new("wait"), std::time::Duration::from_secs(120))
+            .await
+    });
+    // Release only after the waiter has polled at least once (a 304), however slow the machine.
+    loop {
+        if recorder.peek().iter().any(|e| e.status == Some(304)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    holder.unlock(&held).await.unwrap();
+    waiting.await.unwrap().expect("the lock, once released");
+
+    let exchanges = recorder.take();
+    let summary: Vec<_> = exchanges
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {:?} inm={}",
+                e.method,
+                e.status,
+                e.if_none_match.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    // The first attempt is refused and the holder is read once...
+    assert_eq!(exchanges[0].method, "PUT", "{summary:?}");
+    assert_eq!(exchanges[0].status, Some(412), "{summary:?}");
+    assert_eq!(exchanges[1].method, "GET", "{summary:?}");
+    assert_eq!(exchanges[1].status, Some(200), "{summary:?}");
+    // ...then each poll is one conditional GET of that lock, answered 304 without a body,
+    // until it is gone; only then is the lock tried again, and taken.
+    let polls = &exchanges[2..exchanges.len() - 2];
+    assert!(!polls.is_empty(), "{summary:?}");
+    for poll in polls {
+        assert_eq!(poll.method, "GET", "{summary:?}");
+        assert_eq!(poll.status, Some(304), "{summary:?}");
+        assert!(poll.if_none_match.is_some(), "{summary:?}");
+    }
+    let gone = &exchanges[exchanges.len() - 2];
+    assert_eq!(
+        (gone.method.as_str(), gone.status),
+        ("GET", Some(404)),
+        "{summary:?}"
+    );
+    let taken = &exchanges[exchanges.len() - 1];
+    assert_eq!(
+        (taken.method.as_str(), taken.status),
+        ("PUT", Some(200)),
+        "{summary:?}"
+    );
+}

@@ -64,6 +64,12 @@ impl Recorder {
     pub fn take(&self) -> Vec<Exchange> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
+
+    /// The exchanges so far, without taking them.
+    #[allow(dead_code)]
+    pub fn peek(&self) -> Vec<Exchange> {
+        self.0.lock().unwrap().clone()
+    }
 }
 
 impl Intercept for Recorder {

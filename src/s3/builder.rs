@@ -100,6 +100,9 @@ pub struct S3Builder {
     pub(super) dynamodb: super::lock_table::DynamoSettings,
     /// A malformed environment variable seen by `from_env`, reported by `build`.
     env_error: Option<(&'static str, &'static str, String)>,
+    /// An `S3STATE_ROLE_*` variable set without `S3STATE_ROLE_ARN`, reported by `build` only
+    /// when no role is given in code either (whose settings it would then be meant for).
+    role_env_orphan: Option<&'static str>,
 }
 
 #[derive(Clone, Debug)]
@@ -153,7 +156,8 @@ impl S3Builder {
     /// | `S3STATE_STS_ENDPOINT_URL` | STS endpoint (else `AWS_ENDPOINT_URL_STS`) |
     /// | `S3STATE_STS_REGION` | STS region (else the region) |
     ///
-    /// The `S3STATE_ROLE_*` settings other than the ARN need `S3STATE_ROLE_ARN`.
+    /// The `S3STATE_ROLE_*` settings other than the ARN need `S3STATE_ROLE_ARN` (or a role
+    /// given with [`S3Builder::with_assume_role`], which replaces them all).
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let mut builder = Self::new();
@@ -210,7 +214,9 @@ impl S3Builder {
         builder.sts_endpoint_url = var("S3STATE_STS_ENDPOINT_URL");
         builder.sts_region = var("S3STATE_STS_REGION");
         match role_from_env(&var) {
-            Ok(role) => builder.assume_role = role,
+            Ok(RoleFromEnv::Role(role)) => builder.assume_role = Some(role),
+            Ok(RoleFromEnv::Orphan(variable)) => builder.role_env_orphan = Some(variable),
+            Ok(RoleFromEnv::None) => {}
             Err(error) => {
                 builder.env_error.get_or_insert(error);
             }
@@ -465,6 +471,13 @@ impl S3Builder {
                 message,
             })
         };
+        if let (None, Some(orphan)) = (&self.assume_role, self.role_env_orphan) {
+            return invalid(
+                "role_arn",
+                "S3STATE_ROLE_ARN",
+                format!("{orphan} is set but no role to assume is; set S3STATE_ROLE_ARN"),
+            );
+        }
         if let Some(role) = &self.assume_role {
             role.validate()?;
             if self.client.is_some() {
@@ -591,10 +604,20 @@ fn expand_home(path: &std::path::Path) -> PathBuf {
     }
 }
 
-/// The `S3STATE_ROLE_*` variables, as a role to assume; an error names the first bad one.
+/// What the `S3STATE_ROLE_*` variables say.
+enum RoleFromEnv {
+    /// None is set.
+    None,
+    /// A role to assume.
+    Role(AssumeRole),
+    /// This variable is set, but `S3STATE_ROLE_ARN` is not.
+    Orphan(&'static str),
+}
+
+/// Reads the `S3STATE_ROLE_*` variables; an error names the first malformed one.
 fn role_from_env(
     var: &dyn Fn(&str) -> Option<String>,
-) -> std::result::Result<Option<AssumeRole>, (&'static str, &'static str, String)> {
+) -> std::result::Result<RoleFromEnv, (&'static str, &'static str, String)> {
     let Some(role_arn) = var("S3STATE_ROLE_ARN") else {
         let others = [
             "S3STATE_ROLE_SESSION_NAME",
@@ -604,14 +627,10 @@ fn role_from_env(
             "S3STATE_ROLE_POLICY_ARNS",
             "S3STATE_ROLE_TAGS",
         ];
-        return match others.into_iter().find(|name| var(name).is_some()) {
-            Some(name) => Err((
-                "role_arn",
-                "S3STATE_ROLE_ARN",
-                format!("{name} is set but S3STATE_ROLE_ARN is not; set the role to assume"),
-            )),
-            None => Ok(None),
-        };
+        return Ok(others
+            .into_iter()
+            .find(|name| var(name).is_some())
+            .map_or(RoleFromEnv::None, RoleFromEnv::Orphan));
     };
     let mut role = AssumeRole::new(role_arn);
     role.session_name = var("S3STATE_ROLE_SESSION_NAME");
@@ -651,7 +670,7 @@ fn role_from_env(
                 .insert(key.trim().to_owned(), value.trim().to_owned());
         }
     }
-    Ok(Some(role))
+    Ok(RoleFromEnv::Role(role))
 }
 
 /// Checks that the bucket keeps versions, with one GetBucketVersioning request.

@@ -2,6 +2,7 @@
 //! directory, read with an HCL parser.
 
 use hcl::{Body, Expression, ObjectKey};
+use s3state::AssumeRole;
 use std::path::Path;
 
 /// Messages from here become one CLI error line.
@@ -27,6 +28,18 @@ pub struct BackendBlock {
     pub sse_customer_key: Option<String>,
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// `token`: the session token of temporary `access_key`/`secret_key` credentials.
+    pub token: Option<String>,
+    /// `assume_role` (or the older top-level `role_arn`, `session_name`, ...).
+    pub assume_role: Option<AssumeRole>,
+    /// `endpoints.sts` (or the older `sts_endpoint`).
+    pub sts_endpoint: Option<String>,
+    pub sts_region: Option<String>,
+    pub shared_config_files: Vec<String>,
+    /// `shared_credentials_files` (or the older `shared_credentials_file`).
+    pub shared_credentials_files: Vec<String>,
+    /// `max_retries`: Terraform passes it to the AWS SDK as the maximum number of attempts.
+    pub max_retries: Option<u32>,
     /// Terraform's DynamoDB lock table.
     pub dynamodb_table: Option<String>,
     /// `endpoints.dynamodb` (or the older `dynamodb_endpoint`).
@@ -35,46 +48,92 @@ pub struct BackendBlock {
     pub notes: Vec<String>,
 }
 
-/// Settings that only make sense for Terraform's own client and change nothing for s3state.
-const NO_EFFECT: &[&str] = &[
-    "skip_credentials_validation",
-    "skip_region_validation",
-    "skip_metadata_api_check",
-    "skip_requesting_account_id",
-    "skip_s3_checksum",
-    "max_retries",
-    "use_lockfile",
+/// Settings that change nothing for s3state, each with the reason shown to the user.
+const NO_EFFECT: &[(&str, &str)] = &[
+    (
+        "skip_credentials_validation",
+        "it only skips Terraform's own STS check of the credentials",
+    ),
+    (
+        "skip_region_validation",
+        "it only skips Terraform's own check of the region name",
+    ),
+    (
+        "skip_metadata_api_check",
+        "it only stops Terraform asking the EC2 metadata service; s3state's credential chain still may",
+    ),
+    (
+        "skip_requesting_account_id",
+        "s3state never asks for the account ID",
+    ),
+    (
+        "skip_s3_checksum",
+        "s3state always sends a checksum with each state it writes",
+    ),
+    (
+        "use_lockfile",
+        "s3state always takes the lock file (and the DynamoDB lock when dynamodb_table is set)",
+    ),
+    (
+        "retry_mode",
+        "s3state uses the SDK's standard retry mode (max_retries is honoured)",
+    ),
+    (
+        "ec2_metadata_service_endpoint_mode",
+        "set AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE instead",
+    ),
+    (
+        "custom_ca_bundle",
+        "s3state trusts the system's root certificates only",
+    ),
+    ("http_proxy", "s3state does not use a proxy"),
+    ("https_proxy", "s3state does not use a proxy"),
+    ("no_proxy", "s3state does not use a proxy"),
+    ("insecure", "s3state always verifies TLS certificates"),
+    (
+        "use_dualstack_endpoint",
+        "set AWS_USE_DUALSTACK_ENDPOINT instead",
+    ),
+    ("iam_endpoint", "s3state makes no IAM requests"),
 ];
 
 /// Settings s3state cannot honour; ignoring them would change who is locked out or who we
 /// are, so they are errors.
 const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "role_arn",
-        "assuming a role is not supported; use a profile with role_arn instead (--profile)",
-    ),
-    (
-        "assume_role",
-        "assuming a role is not supported; use a profile with role_arn instead (--profile)",
-    ),
-    (
         "assume_role_with_web_identity",
-        "web identity is not supported in the backend block; use AWS_WEB_IDENTITY_TOKEN_FILE",
+        "web identity is not supported in the backend block; set AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE, which s3state's credential chain reads",
     ),
     (
-        "token",
-        "session tokens in the backend block are not supported; use AWS_SESSION_TOKEN",
+        "acl",
+        "s3state does not set object ACLs, and without this one the state could be unreadable to the bucket's owner; set the bucket's Object Ownership to \"bucket owner enforced\" and remove `acl`",
     ),
     (
-        "shared_credentials_files",
-        "custom credential files are not supported; use AWS_SHARED_CREDENTIALS_FILE",
+        "allowed_account_ids",
+        "s3state does not check the account, and ignoring this guard could read or write a state in another account",
     ),
     (
-        "shared_config_files",
-        "custom config files are not supported; use AWS_CONFIG_FILE",
+        "forbidden_account_ids",
+        "s3state does not check the account, and ignoring this guard could read or write a state in a forbidden account",
     ),
-    ("acl", "object ACLs are not supported"),
+    (
+        "ec2_metadata_service_endpoint",
+        "it changes where credentials come from; set AWS_EC2_METADATA_SERVICE_ENDPOINT instead",
+    ),
     ("sse_customer_key_md5", "not a backend setting"),
+];
+
+/// The older top-level spellings of `assume_role`'s settings (Terraform before 1.6), read
+/// into the same role with a note.
+const DEPRECATED_ROLE: &[(&str, &str)] = &[
+    ("role_arn", "role_arn"),
+    ("session_name", "session_name"),
+    ("external_id", "external_id"),
+    ("assume_role_duration_seconds", "duration"),
+    ("assume_role_policy", "policy"),
+    ("assume_role_policy_arns", "policy_arns"),
+    ("assume_role_tags", "tags"),
+    ("assume_role_transitive_tag_keys", "transitive_tag_keys"),
 ];
 
 /// Finds and reads the `backend "s3"` block in `dir`'s `.tf` files. `None` when there is none.
@@ -126,6 +185,9 @@ fn parse_block(file: &str, body: &Body) -> Result<BackendBlock> {
         file: file.to_owned(),
         ..Default::default()
     };
+    // `assume_role = { ... }` (Terraform's form), an `assume_role { ... }` block, or the older
+    // top-level settings: all are read into one role.
+    let mut role = RoleSettings::default();
     for attribute in body.attributes() {
         let name = attribute.key();
         let expr = attribute.expr();
@@ -135,9 +197,11 @@ fn parse_block(file: &str, body: &Body) -> Result<BackendBlock> {
             "key" => block.key = Some(text()?),
             "region" => block.region = Some(text()?),
             "endpoint" => block.endpoint_url = Some(text()?),
-            "endpoints" => (block.endpoint_url, block.dynamodb_endpoint) = endpoints(file, expr)?,
+            "endpoints" => endpoints(file, expr, &mut block)?,
             "dynamodb_table" => block.dynamodb_table = Some(text()?),
             "dynamodb_endpoint" => block.dynamodb_endpoint = Some(text()?),
+            "sts_endpoint" => block.sts_endpoint = Some(text()?),
+            "sts_region" => block.sts_region = Some(text()?),
             "use_path_style" | "force_path_style" => {
                 block.path_style = Some(boolean(file, name, expr)?)
             }
@@ -148,31 +212,157 @@ fn parse_block(file: &str, body: &Body) -> Result<BackendBlock> {
             "sse_customer_key" => block.sse_customer_key = Some(text()?),
             "access_key" => block.access_key = Some(text()?),
             "secret_key" => block.secret_key = Some(text()?),
-            _ if NO_EFFECT.contains(&name) => block.notes.push(format!(
-                "backend setting `{name}` in {file} has no effect in s3state"
-            )),
-            _ => match UNSUPPORTED
-                .iter()
-                .find(|(unsupported, _)| *unsupported == name)
-            {
-                Some((_, why)) => {
-                    bail!("backend setting `{name}` in {file} is not supported: {why}")
+            "token" => block.token = Some(text()?),
+            "shared_config_files" => block.shared_config_files = strings(file, name, expr)?,
+            "shared_credentials_files" => {
+                block.shared_credentials_files = strings(file, name, expr)?
+            }
+            "shared_credentials_file" => block.shared_credentials_files = vec![text()?],
+            "max_retries" => block.max_retries = Some(max_retries(file, expr)?),
+            "use_fips_endpoint" => {
+                if boolean(file, name, expr)? {
+                    bail!(
+                        "backend setting `use_fips_endpoint` in {file} is not supported: set AWS_USE_FIPS_ENDPOINT=true instead, which s3state's AWS configuration reads"
+                    );
                 }
-                None => bail!("backend setting `{name}` in {file} is not known to s3state"),
+            }
+            "assume_role" => {
+                let Expression::Object(object) = expr else {
+                    bail!("backend setting `assume_role` in {file} must be an object");
+                };
+                for (key, value) in object {
+                    role.set(file, &object_key(file, "assume_role", key)?, value)?;
+                }
+            }
+            _ if DEPRECATED_ROLE.iter().any(|(old, _)| *old == name) => {
+                let (_, new) = DEPRECATED_ROLE
+                    .iter()
+                    .find(|(old, _)| *old == name)
+                    .unwrap();
+                block.notes.push(format!(
+                    "backend setting `{name}` in {file} is deprecated by Terraform; s3state reads it as `assume_role.{new}`"
+                ));
+                if name == "assume_role_duration_seconds" {
+                    let seconds = integer(file, name, expr)?;
+                    role.duration = Some(std::time::Duration::from_secs(seconds));
+                } else {
+                    role.set(file, new, expr)?;
+                }
+            }
+            _ => match NO_EFFECT.iter().find(|(setting, _)| *setting == name) {
+                Some((_, why)) => block.notes.push(format!(
+                    "backend setting `{name}` in {file} has no effect in s3state: {why}"
+                )),
+                None => refuse(file, "setting", name)?,
             },
         }
     }
-    if let Some(nested) = body.blocks().next() {
+    for nested in body.blocks() {
         let name = nested.identifier();
-        match UNSUPPORTED
-            .iter()
-            .find(|(unsupported, _)| *unsupported == name)
-        {
-            Some((_, why)) => bail!("backend block `{name}` in {file} is not supported: {why}"),
-            None => bail!("backend block `{name}` in {file} is not supported by s3state"),
+        if name != "assume_role" {
+            refuse(file, "block", name)?;
+        }
+        for attribute in nested.body().attributes() {
+            role.set(file, attribute.key(), attribute.expr())?;
+        }
+        if let Some(inner) = nested.body().blocks().next() {
+            bail!(
+                "`assume_role` in {file} has a block `{}`; write its settings as attributes",
+                inner.identifier()
+            );
         }
     }
+    block.assume_role = role.finish(file, &mut block.notes)?;
     Ok(block)
+}
+
+/// A setting s3state refuses, with the reason when it has one.
+fn refuse(file: &str, what: &str, name: &str) -> Result<()> {
+    match UNSUPPORTED
+        .iter()
+        .find(|(unsupported, _)| *unsupported == name)
+    {
+        Some((_, why)) => bail!("backend {what} `{name}` in {file} is not supported: {why}"),
+        None => bail!("backend {what} `{name}` in {file} is not known to s3state"),
+    }
+}
+
+/// `assume_role`'s settings as they are read, before they become an [`AssumeRole`].
+#[derive(Default)]
+struct RoleSettings {
+    role_arn: Option<String>,
+    session_name: Option<String>,
+    external_id: Option<String>,
+    duration: Option<std::time::Duration>,
+    policy: Option<String>,
+    policy_arns: Vec<String>,
+    tags: std::collections::BTreeMap<String, String>,
+    /// Read but not sent (aws-config's provider cannot), each becoming a note.
+    unsent: Vec<&'static str>,
+    /// Whether any setting was seen.
+    seen: bool,
+}
+
+impl RoleSettings {
+    fn set(&mut self, file: &str, name: &str, expr: &Expression) -> Result<()> {
+        self.seen = true;
+        let path = format!("assume_role.{name}");
+        let text = || string(file, &path, expr);
+        match name {
+            "role_arn" => self.role_arn = Some(text()?),
+            "session_name" => self.session_name = Some(text()?),
+            "external_id" => self.external_id = Some(text()?),
+            "duration" => {
+                let duration = text()?;
+                self.duration = Some(AssumeRole::parse_duration(&duration).map_err(
+                    |err| match err {
+                        s3state::Error::InvalidConfig { message, .. } => {
+                            format!("backend setting `{path}` in {file}: {message}")
+                        }
+                        other => other.to_string(),
+                    },
+                )?);
+            }
+            "policy" => self.policy = Some(text()?),
+            "policy_arns" => self.policy_arns = strings(file, &path, expr)?,
+            "tags" => self.tags = string_map(file, &path, expr)?,
+            "source_identity" => {
+                text()?;
+                self.unsent.push("source_identity");
+            }
+            "transitive_tag_keys" => {
+                strings(file, &path, expr)?;
+                self.unsent.push("transitive_tag_keys");
+            }
+            other => {
+                bail!("backend setting `assume_role.{other}` in {file} is not known to s3state")
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, file: &str, notes: &mut Vec<String>) -> Result<Option<AssumeRole>> {
+        if !self.seen {
+            return Ok(None);
+        }
+        let Some(role_arn) = self.role_arn else {
+            bail!("`assume_role` in {file} has no `role_arn`; it is required");
+        };
+        for name in self.unsent {
+            notes.push(format!(
+                "backend setting `assume_role.{name}` in {file} has no effect in s3state: aws-config's AssumeRole provider cannot send it (if the role's trust policy requires it, assuming the role fails)"
+            ));
+        }
+        Ok(Some(AssumeRole {
+            session_name: self.session_name,
+            external_id: self.external_id,
+            duration: self.duration,
+            policy: self.policy,
+            policy_arns: self.policy_arns,
+            tags: self.tags,
+            ..AssumeRole::new(role_arn)
+        }))
+    }
 }
 
 fn string(file: &str, name: &str, expr: &Expression) -> Result<String> {
@@ -189,29 +379,89 @@ fn boolean(file: &str, name: &str, expr: &Expression) -> Result<bool> {
     }
 }
 
-/// `endpoints`: the S3 endpoint and the DynamoDB endpoint.
-fn endpoints(file: &str, expr: &Expression) -> Result<(Option<String>, Option<String>)> {
+fn integer(file: &str, name: &str, expr: &Expression) -> Result<u64> {
+    match expr {
+        Expression::Number(number) => match number.as_u64() {
+            Some(value) => Ok(value),
+            None => bail!("backend setting `{name}` in {file} must be a whole number, 0 or more"),
+        },
+        _ => bail!("backend setting `{name}` in {file} must be a number"),
+    }
+}
+
+/// `max_retries`: Terraform's default (when unset or 0) is 5; s3state then keeps the SDK's
+/// own default of 3 attempts.
+fn max_retries(file: &str, expr: &Expression) -> Result<u32> {
+    let value = integer(file, "max_retries", expr)?;
+    u32::try_from(value)
+        .ok()
+        .filter(|attempts| *attempts <= 100)
+        .ok_or_else(|| format!("backend setting `max_retries` in {file} is {value}; at most 100 attempts are allowed"))
+}
+
+/// A list of literal strings, such as `shared_config_files = ["~/.aws/config"]`.
+fn strings(file: &str, name: &str, expr: &Expression) -> Result<Vec<String>> {
+    let Expression::Array(items) = expr else {
+        bail!("backend setting `{name}` in {file} must be a list of strings");
+    };
+    items.iter().map(|item| string(file, name, item)).collect()
+}
+
+/// An object of literal strings, such as `tags = { team = "network" }`.
+fn string_map(
+    file: &str,
+    name: &str,
+    expr: &Expression,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let Expression::Object(object) = expr else {
+        bail!("backend setting `{name}` in {file} must be an object of strings");
+    };
+    object
+        .iter()
+        .map(|(key, value)| Ok((object_key(file, name, key)?, string(file, name, value)?)))
+        .collect()
+}
+
+fn object_key(file: &str, name: &str, key: &ObjectKey) -> Result<String> {
+    match key {
+        ObjectKey::Identifier(identifier) => Ok(identifier.as_str().to_owned()),
+        ObjectKey::Expression(Expression::String(text)) => Ok(text.clone()),
+        _ => bail!("`{name}` keys in {file} must be names or literal strings"),
+    }
+}
+
+/// `endpoints`: S3's, DynamoDB's and STS's endpoints (s3state talks to no other service).
+fn endpoints(file: &str, expr: &Expression, block: &mut BackendBlock) -> Result<()> {
     let Expression::Object(endpoints) = expr else {
         bail!("backend setting `endpoints` in {file} must be an object");
     };
-    let (mut s3, mut dynamodb) = (None, None);
     for (key, value) in endpoints {
-        let service = match key {
-            ObjectKey::Identifier(identifier) => identifier.as_str().to_owned(),
-            ObjectKey::Expression(Expression::String(name)) => name.clone(),
-            _ => bail!("`endpoints` keys in {file} must be service names"),
-        };
+        let service = object_key(file, "endpoints", key)?;
+        let url = || string(file, &format!("endpoints.{service}"), value);
         match service.as_str() {
-            "s3" => s3 = Some(string(file, "endpoints.s3", value)?),
-            "dynamodb" => dynamodb = Some(string(file, "endpoints.dynamodb", value)?),
+            "s3" => block.endpoint_url = Some(url()?),
+            "dynamodb" => block.dynamodb_endpoint = Some(url()?),
+            "sts" => block.sts_endpoint = Some(url()?),
+            "iam" => {
+                url()?;
+                block.notes.push(format!(
+                    "backend setting `endpoints.iam` in {file} has no effect in s3state: it makes no IAM requests"
+                ));
+            }
+            "sso" => {
+                url()?;
+                block.notes.push(format!(
+                    "backend setting `endpoints.sso` in {file} has no effect in s3state: set AWS_ENDPOINT_URL_SSO instead"
+                ));
+            }
             other => {
                 bail!(
-                    "`endpoints.{other}` in {file} is not supported: s3state talks to S3 and DynamoDB only"
+                    "`endpoints.{other}` in {file} is not supported: s3state talks to S3, DynamoDB and STS only"
                 )
             }
         }
     }
-    Ok((s3, dynamodb))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -258,6 +508,172 @@ mod tests {
         assert_eq!(block.dynamodb_table.as_deref(), Some("locks"));
         assert_eq!(block.endpoint_url.as_deref(), Some("http://s3"));
         assert_eq!(block.dynamodb_endpoint.as_deref(), Some("http://ddb"));
+    }
+
+    fn backend(settings: &str) -> Result<BackendBlock> {
+        parse(&format!(
+            "terraform {{\n backend \"s3\" {{\n bucket = \"b\"\n key = \"k\"\n{settings}\n }}\n}}"
+        ))
+    }
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/terraform";
+
+    #[test]
+    fn terraforms_assume_role_attribute_is_read_with_every_setting_aws_config_can_send() {
+        let block = backend(&format!(
+            r#"assume_role = {{
+  role_arn = "{ROLE}"
+  session_name = "ci"
+  external_id = "tenant-42"
+  duration = "1h30m"
+  policy = "{{\"Version\":\"2012-10-17\",\"Statement\":[]}}"
+  policy_arns = ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+  tags = {{ team = "network", "cost-center" = "42" }}
+  source_identity = "alice"
+  transitive_tag_keys = ["team"]
+}}
+endpoints = {{ sts = "http://sts.local" }}
+sts_region = "eu-west-1""#
+        ))
+        .unwrap();
+        let role = block.assume_role.expect("a role");
+        assert_eq!(role.role_arn, ROLE);
+        assert_eq!(role.session_name.as_deref(), Some("ci"));
+        assert_eq!(role.external_id.as_deref(), Some("tenant-42"));
+        assert_eq!(role.duration, Some(std::time::Duration::from_secs(5400)));
+        assert!(role.policy.unwrap().contains("2012-10-17"));
+        assert_eq!(role.policy_arns, ["arn:aws:iam::aws:policy/ReadOnlyAccess"]);
+        assert_eq!(role.tags.get("team").map(String::as_str), Some("network"));
+        assert_eq!(role.tags.get("cost-center").map(String::as_str), Some("42"));
+        assert_eq!(block.sts_endpoint.as_deref(), Some("http://sts.local"));
+        assert_eq!(block.sts_region.as_deref(), Some("eu-west-1"));
+        // What cannot be sent is said, not silently dropped.
+        assert_eq!(block.notes.len(), 2, "{:?}", block.notes);
+        assert!(block.notes[0].contains("assume_role.source_identity"));
+        assert!(block.notes[1].contains("assume_role.transitive_tag_keys"));
+    }
+
+    #[test]
+    fn an_assume_role_block_and_the_older_top_level_settings_are_read_as_the_same_role() {
+        let nested = backend(&format!(
+            "assume_role {{\n role_arn = \"{ROLE}\"\n session_name = \"ci\"\n }}"
+        ))
+        .unwrap();
+        let older = backend(&format!(
+            "role_arn = \"{ROLE}\"\n session_name = \"ci\"\n assume_role_duration_seconds = 900\n assume_role_tags = {{ team = \"network\" }}"
+        ))
+        .unwrap();
+        let nested_role = nested.assume_role.unwrap();
+        assert_eq!(nested_role.session_name.as_deref(), Some("ci"));
+        let older_role = older.assume_role.unwrap();
+        assert_eq!(older_role.role_arn, ROLE);
+        assert_eq!(older_role.session_name.as_deref(), Some("ci"));
+        assert_eq!(
+            older_role.duration,
+            Some(std::time::Duration::from_secs(900))
+        );
+        assert_eq!(older_role.tags.len(), 1);
+        assert_eq!(older.notes.len(), 4, "{:?}", older.notes);
+        assert!(older.notes.iter().all(|note| note.contains("deprecated")));
+    }
+
+    #[test]
+    fn a_bad_role_duration_or_a_role_without_an_arn_is_refused_naming_the_setting() {
+        let err = backend(&format!(
+            "assume_role = {{\n role_arn = \"{ROLE}\"\n duration = \"3600\"\n }}"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("assume_role.duration") && err.contains("main.tf"),
+            "{err}"
+        );
+        let err = backend("assume_role = {\n session_name = \"ci\"\n }").unwrap_err();
+        assert!(err.contains("no `role_arn`"), "{err}");
+        let err = backend(&format!(
+            "assume_role = {{\n role_arn = \"{ROLE}\"\n colour = \"red\"\n }}"
+        ))
+        .unwrap_err();
+        assert!(err.contains("assume_role.colour"), "{err}");
+    }
+
+    #[test]
+    fn shared_files_max_retries_and_a_session_token_are_read() {
+        let block = backend(
+            r#"shared_config_files = ["/tmp/config", "~/.aws/config"]
+shared_credentials_file = "/tmp/credentials"
+max_retries = 7
+access_key = "AKIA"
+secret_key = "s3cr3t"
+token = "t0k3n""#,
+        )
+        .unwrap();
+        assert_eq!(block.shared_config_files, ["/tmp/config", "~/.aws/config"]);
+        assert_eq!(block.shared_credentials_files, ["/tmp/credentials"]);
+        assert_eq!(block.max_retries, Some(7));
+        assert_eq!(block.token.as_deref(), Some("t0k3n"));
+        assert!(block.notes.is_empty(), "{:?}", block.notes);
+        let err = backend("max_retries = -1").unwrap_err();
+        assert!(err.contains("max_retries"), "{err}");
+    }
+
+    #[test]
+    fn settings_that_would_make_s3state_unsafe_to_ignore_are_refused_with_their_reason() {
+        for (setting, reason) in [
+            ("acl = \"bucket-owner-full-control\"", "Object Ownership"),
+            (
+                "allowed_account_ids = [\"123456789012\"]",
+                "another account",
+            ),
+            (
+                "forbidden_account_ids = [\"123456789012\"]",
+                "forbidden account",
+            ),
+            (
+                "assume_role_with_web_identity = { role_arn = \"x\" }",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+            ),
+            (
+                "ec2_metadata_service_endpoint = \"http://169.254.169.254\"",
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            ),
+            ("use_fips_endpoint = true", "AWS_USE_FIPS_ENDPOINT"),
+        ] {
+            let err = backend(setting).unwrap_err();
+            assert!(
+                err.contains("not supported") && err.contains(reason),
+                "{setting}: {err}"
+            );
+        }
+        assert!(backend("use_fips_endpoint = false").is_ok());
+    }
+
+    #[test]
+    fn every_skip_flag_and_connection_setting_gets_a_note_with_its_reason() {
+        let block = backend(
+            "skip_credentials_validation = true\n skip_region_validation = true\n skip_metadata_api_check = true\n skip_requesting_account_id = true\n skip_s3_checksum = true\n retry_mode = \"adaptive\"\n endpoints = { iam = \"http://iam\" }",
+        )
+        .unwrap();
+        assert_eq!(block.notes.len(), 7, "{:?}", block.notes);
+        assert!(
+            block
+                .notes
+                .iter()
+                .all(|note| note.contains("has no effect in s3state: "))
+        );
+    }
+
+    #[test]
+    fn notes_and_errors_never_show_secret_values() {
+        let block = backend(
+            "access_key = \"AKIA\"\n secret_key = \"s3cr3t-value\"\n token = \"t0k3n-value\"\n sse_customer_key = \"c3VwZXItc2VjcmV0\"\n skip_s3_checksum = true\n role_arn = \"arn:aws:iam::123456789012:role/x\"",
+        )
+        .unwrap();
+        let err = backend("secret_key = \"s3cr3t-value\"\n acl = \"private\"").unwrap_err();
+        for text in block.notes.iter().chain([&err]) {
+            for secret in ["s3cr3t-value", "t0k3n-value", "c3VwZXItc2VjcmV0"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
     }
 
     #[test]

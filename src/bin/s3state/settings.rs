@@ -3,8 +3,9 @@
 
 use crate::backend_block;
 use crate::error::CliError;
-use s3state::S3Builder;
+use s3state::{AssumeRole, S3Builder};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The global flags naming the state.
 #[derive(Debug, clap::Args)]
@@ -49,6 +50,53 @@ pub struct Flags {
     /// The DynamoDB endpoint (else `AWS_ENDPOINT_URL_DYNAMODB`).
     #[arg(long, env = "S3STATE_DYNAMODB_ENDPOINT_URL", global = true)]
     pub dynamodb_endpoint_url: Option<String>,
+    /// Assume this IAM role for every S3 and DynamoDB request (Terraform's
+    /// `assume_role.role_arn`); the other credentials are used only to ask STS for it.
+    #[arg(long, env = "S3STATE_ROLE_ARN", global = true, value_name = "ARN")]
+    pub role_arn: Option<String>,
+    /// The role session's name (`assume_role.session_name`).
+    #[arg(
+        long,
+        env = "S3STATE_ROLE_SESSION_NAME",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub role_session_name: Option<String>,
+    /// The external ID the role's trust policy asks for (`assume_role.external_id`).
+    #[arg(
+        long,
+        env = "S3STATE_ROLE_EXTERNAL_ID",
+        global = true,
+        value_name = "ID"
+    )]
+    pub role_external_id: Option<String>,
+    /// How long the role's credentials last, 15m to 12h, as Terraform writes it: 1h, 90m
+    /// (`assume_role.duration`).
+    #[arg(long, env = "S3STATE_ROLE_DURATION", global = true, value_name = "DURATION", value_parser = role_duration)]
+    pub role_duration: Option<Duration>,
+    /// An inline session policy, JSON (`assume_role.policy`).
+    #[arg(long, env = "S3STATE_ROLE_POLICY", global = true, value_name = "JSON")]
+    pub role_policy: Option<String>,
+    /// Managed session policies, comma-separated ARNs (`assume_role.policy_arns`).
+    #[arg(
+        long,
+        env = "S3STATE_ROLE_POLICY_ARNS",
+        global = true,
+        value_name = "ARN",
+        value_delimiter = ','
+    )]
+    pub role_policy_arns: Vec<String>,
+    /// Session tags, comma-separated KEY=VALUE pairs (`assume_role.tags`).
+    #[arg(long, env = "S3STATE_ROLE_TAGS", global = true, value_name = "KEY=VALUE", value_delimiter = ',', value_parser = role_tag)]
+    pub role_tags: Vec<(String, String)>,
+    /// The STS endpoint used to assume the role (else `AWS_ENDPOINT_URL_STS`).
+    #[arg(
+        long,
+        env = "S3STATE_STS_ENDPOINT_URL",
+        global = true,
+        value_name = "URL"
+    )]
+    pub sts_endpoint_url: Option<String>,
     /// The workspace (default `default`).
     #[arg(short = 'w', long, env = "S3STATE_WORKSPACE", global = true, value_parser = workspace_name)]
     pub workspace: Option<String>,
@@ -65,6 +113,24 @@ pub fn workspace_name(name: &str) -> Result<String, String> {
         Ok(()) => Ok(name.to_owned()),
         Err(s3state::Error::InvalidConfig { message, .. }) => Err(message),
         Err(other) => Err(other.to_string()),
+    }
+}
+
+/// `--role-duration`, as Terraform writes durations.
+fn role_duration(text: &str) -> Result<Duration, String> {
+    AssumeRole::parse_duration(text).map_err(|err| match err {
+        s3state::Error::InvalidConfig { message, .. } => message,
+        other => other.to_string(),
+    })
+}
+
+/// One `--role-tags` pair.
+fn role_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
     }
 }
 
@@ -139,6 +205,30 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
         env_sets(&["AWS_ACCESS_KEY_ID"]),
     ) {
         builder = builder.with_static_credentials(access.clone(), secret.clone());
+        if let Some(token) = &block.token {
+            builder = builder.with_session_token(token.clone());
+        }
+    }
+    if let Some(role) = role(flags, &block)? {
+        builder = builder.with_assume_role(role);
+    }
+    if let Some(endpoint) = pick(&flags.sts_endpoint_url, &block.sts_endpoint) {
+        builder = builder.with_sts_endpoint_url(endpoint);
+    }
+    if let Some(region) = &block.sts_region {
+        builder = builder.with_sts_region(region.clone());
+    }
+    // The files replace aws-config's defaults, which AWS_CONFIG_FILE and
+    // AWS_SHARED_CREDENTIALS_FILE name: those variables win, as everywhere else.
+    if !block.shared_config_files.is_empty() && !env_sets(&["AWS_CONFIG_FILE"]) {
+        builder = builder.with_shared_config_files(&block.shared_config_files);
+    }
+    if !block.shared_credentials_files.is_empty() && !env_sets(&["AWS_SHARED_CREDENTIALS_FILE"]) {
+        builder = builder.with_shared_credentials_files(&block.shared_credentials_files);
+    }
+    // Terraform treats 0 as unset.
+    if let Some(attempts) = block.max_retries.filter(|attempts| *attempts > 0) {
+        builder = builder.with_max_attempts(attempts);
     }
     Ok(Resolved {
         builder,
@@ -155,6 +245,54 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
 /// The flag or its `S3STATE_*` variable (as clap resolved them), else the backend block's value.
 fn pick<T: Clone>(flag_or_env: &Option<T>, from_block: &Option<T>) -> Option<T> {
     flag_or_env.clone().or_else(|| from_block.clone())
+}
+
+/// The role to assume. A role named by `--role-arn` (or `S3STATE_ROLE_ARN`) replaces the
+/// block's `assume_role` whole: its external ID or policy belong to the block's role, not to
+/// another. The other `--role-*` flags adjust whichever role is used.
+fn role(
+    flags: &Flags,
+    block: &backend_block::BackendBlock,
+) -> Result<Option<AssumeRole>, CliError> {
+    let base = match &flags.role_arn {
+        Some(arn) => Some(AssumeRole::new(arn.clone())),
+        None => block.assume_role.clone(),
+    };
+    let Some(mut role) = base else {
+        let adjustments = [
+            ("--role-session-name", flags.role_session_name.is_some()),
+            ("--role-external-id", flags.role_external_id.is_some()),
+            ("--role-duration", flags.role_duration.is_some()),
+            ("--role-policy", flags.role_policy.is_some()),
+            ("--role-policy-arns", !flags.role_policy_arns.is_empty()),
+            ("--role-tags", !flags.role_tags.is_empty()),
+        ];
+        return match adjustments.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(CliError::usage(format!(
+                "{flag} needs a role to assume: pass --role-arn, set S3STATE_ROLE_ARN, or use a backend block with assume_role"
+            ))),
+            None => Ok(None),
+        };
+    };
+    if let Some(name) = &flags.role_session_name {
+        role.session_name = Some(name.clone());
+    }
+    if let Some(id) = &flags.role_external_id {
+        role.external_id = Some(id.clone());
+    }
+    if let Some(duration) = flags.role_duration {
+        role.duration = Some(duration);
+    }
+    if let Some(policy) = &flags.role_policy {
+        role.policy = Some(policy.clone());
+    }
+    if !flags.role_policy_arns.is_empty() {
+        role.policy_arns = flags.role_policy_arns.clone();
+    }
+    if !flags.role_tags.is_empty() {
+        role.tags = flags.role_tags.iter().cloned().collect();
+    }
+    Ok(Some(role))
 }
 
 /// Whether any of `vars` is set, so that it (read by the library) wins over the block.

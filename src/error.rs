@@ -306,6 +306,24 @@ pub enum Error {
         message: String,
     },
 
+    /// The store accepted a conditional write it should have refused, so it ignores
+    /// `If-Match`/`If-None-Match` (some S3-compatible stores do): compare-and-swap and the
+    /// lock protect nothing there, and s3state stops rather than go on. `evidence` names the
+    /// writes that prove it. Check the store with `s3state probe`. The only other cause is
+    /// someone deleting versions, or copying an old version back, by hand.
+    #[error(
+        "the store holding {location} ignores conditional writes: {evidence}. s3state stops, because its \
+         compare-and-swap and lock rely on the store refusing such writes; check the store with \
+         `s3state probe` and look at the state's history (the only other cause is versions deleted, \
+         or an old version copied back, by hand)"
+    )]
+    StoreIgnoresConditions {
+        /// The object written.
+        location: String,
+        /// What was seen: the write ids and versions involved.
+        evidence: String,
+    },
+
     /// The state's body does not match the MD5 digest Terraform keeps in the DynamoDB lock table
     /// (`dynamodb_table`), after waiting for them to agree as Terraform does. Another tool wrote
     /// the state without updating the digest, or a write is still settling. Check the state,

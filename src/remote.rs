@@ -453,7 +453,7 @@ impl<S: Store> RemoteState<S> {
     /// An error that ends an update: when an earlier write's answer was lost, the caller must
     /// know the change may have been applied.
     fn doubtful(&self, error: Error, attempts: &[String], in_doubt: bool) -> Error {
-        if !in_doubt {
+        if !in_doubt || matches!(error, Error::StoreIgnoresConditions { .. }) {
             return error;
         }
         Error::WriteOutcomeUnknown {
@@ -687,6 +687,10 @@ impl<S: Store> RemoteState<S> {
             Fetched::Absent => Some(Base::default()),
             Fetched::Found(object) => Some(self.decode(object)?),
         };
+        if let Some(seen) = &base {
+            let known = self.lock_snapshots().base.clone();
+            self.check_not_siblings(&known, seen)?;
+        }
         let mut snapshots = self.lock_snapshots();
         if let Some(base) = base {
             snapshots.base = base;
@@ -772,6 +776,10 @@ impl<S: Store> RemoteState<S> {
         // store's versions say which, exactly.
         let lookup = match self.find_landed(attempts, &base).await {
             Ok(lookup) => lookup,
+            // Said as it is: "unknown" would hide that the store cannot be trusted.
+            Err(error @ Error::StoreIgnoresConditions { .. }) => {
+                return Err(PersistError::Other(error));
+            }
             Err(lookup_error) => {
                 return Err(PersistError::Other(Error::WriteOutcomeUnknown {
                     location: self.store.location().to_owned(),
@@ -847,6 +855,7 @@ impl<S: Store> RemoteState<S> {
             }
             Fetched::Absent | Fetched::NotModified => Base::default(),
         };
+        self.check_not_siblings(base, &current)?;
         if let Some(write_id) = ours(current.write_id.as_ref()) {
             return Ok(Lookup::Landed {
                 write_id,
@@ -880,7 +889,7 @@ impl<S: Store> RemoteState<S> {
         if current.version_id.as_deref() == Some("null") && current.etag != base.etag {
             return Err(unanswerable());
         }
-        for version in listing {
+        for (index, version) in listing.iter().enumerate() {
             if base.version_id.as_deref() == Some(version.version_id.as_str()) {
                 break;
             }
@@ -896,6 +905,8 @@ impl<S: Store> RemoteState<S> {
             }
             let metadata = versions.version_metadata(&version.version_id).await?;
             if let Some(write_id) = ours(metadata::write_id(&metadata).as_ref()) {
+                self.check_replaced_base(versions, version, &listing[index + 1..], base, &write_id)
+                    .await?;
                 return Ok(Lookup::Landed {
                     write_id,
                     now: current,
@@ -904,6 +915,83 @@ impl<S: Store> RemoteState<S> {
             }
         }
         Ok(Lookup::NotLanded { current })
+    }
+
+    /// Fails when `seen` and `known` are two different s3state writes made on the same parent.
+    /// Each was conditional on that parent being current, so whichever came second was
+    /// accepted after the parent had been replaced: the store ignored `If-Match`. Costs no
+    /// request: both snapshots' ids were read already.
+    fn check_not_siblings(&self, known: &Base, seen: &Base) -> Result<()> {
+        let (Some(known_id), Some(parent), Some(seen_id)) = (
+            known.write_id.as_ref(),
+            known.parent_write_id.as_ref(),
+            seen.write_id.as_ref(),
+        ) else {
+            return Ok(());
+        };
+        if seen_id == known_id || seen.parent_write_id.as_ref() != Some(parent) {
+            return Ok(());
+        }
+        Err(Error::StoreIgnoresConditions {
+            location: self.store.location().to_owned(),
+            evidence: format!(
+                "s3state writes {known_id} and {seen_id} were both stored on top of write {parent}, \
+                 each conditional (If-Match) on {parent} being current; the second was accepted after \
+                 {parent} had been replaced by the first"
+            ),
+        })
+    }
+
+    /// Called when the version listing found our write `ours` (stored as `landed`): `older`
+    /// is the listing below it. The write was conditional on `base`, so the version it
+    /// replaced (the next older one that is not a delete marker) must have `base`'s tag. If
+    /// it has another tag, the store accepted the write over a version it was not
+    /// conditional on: it ignored `If-Match`. The listing is already at hand; a request is
+    /// made only to name the evidence. When `base` is no longer listed (pruned), nothing is
+    /// concluded.
+    async fn check_replaced_base(
+        &self,
+        versions: &dyn crate::store::VersionedStore,
+        landed: &crate::store::ObjectVersion,
+        older: &[crate::store::ObjectVersion],
+        base: &Base,
+        ours: &str,
+    ) -> Result<()> {
+        let (Some(base_version), Some(base_etag)) = (base.version_id.as_deref(), &base.etag) else {
+            return Ok(());
+        };
+        let Some(base_at) = older.iter().position(|v| v.version_id == base_version) else {
+            return Ok(());
+        };
+        let Some(replaced) = older[..base_at].iter().find(|v| !v.is_delete_marker) else {
+            return Ok(());
+        };
+        if replaced.etag.as_ref() == Some(base_etag) {
+            return Ok(());
+        }
+        let replaced_id = versions
+            .version_metadata(&replaced.version_id)
+            .await
+            .ok()
+            .and_then(|metadata| metadata::write_id(&metadata));
+        let evidence = if replaced_id.as_deref() == Some(ours) {
+            format!(
+                "our write {ours} is stored twice (versions {} and {}): its answer was lost, the \
+                 request was sent again, and the store accepted the repeat although its If-Match named \
+                 version {base_version}, which the first had already replaced",
+                replaced.version_id, landed.version_id
+            )
+        } else {
+            format!(
+                "our write {ours} (version {}) was conditional (If-Match {base_etag}) on version \
+                 {base_version}, but was stored over version {}, written after it",
+                landed.version_id, replaced.version_id
+            )
+        };
+        Err(Error::StoreIgnoresConditions {
+            location: self.store.location().to_owned(),
+            evidence,
+        })
     }
 
     /// Applies the serial and lineage rules: `None` when there is nothing to write. With

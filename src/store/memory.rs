@@ -257,6 +257,9 @@ pub struct MemoryStore {
     bucket: Arc<Mutex<Bucket>>,
     options: MemoryOptions,
     faults: Option<Arc<FaultPlan>>,
+    /// Writes and deletes through this handle skip their conditions (see
+    /// [`MemoryStore::ignoring_conditions`]).
+    ignores_conditions: bool,
     key: String,
     location: String,
     path: String,
@@ -268,6 +271,7 @@ impl fmt::Debug for MemoryStore {
             .field("location", &self.location)
             .field("options", &self.options)
             .field("faults", &self.faults)
+            .field("ignores_conditions", &self.ignores_conditions)
             .finish()
     }
 }
@@ -288,6 +292,7 @@ impl MemoryStore {
             bucket: Arc::new(Mutex::new(Bucket::default())),
             options,
             faults: None,
+            ignores_conditions: false,
             location: format!("memory://{BUCKET_NAME}/{key}"),
             path: format!("{BUCKET_NAME}/{key}"),
             key,
@@ -301,6 +306,7 @@ impl MemoryStore {
             bucket: Arc::clone(&self.bucket),
             options: self.options,
             faults: self.faults.clone(),
+            ignores_conditions: self.ignores_conditions,
             location: format!("memory://{BUCKET_NAME}/{key}"),
             path: format!("{BUCKET_NAME}/{key}"),
             key,
@@ -310,6 +316,15 @@ impl MemoryStore {
     /// This handle, injecting faults from `plan` (other handles are unaffected).
     pub fn with_faults(mut self, plan: Arc<FaultPlan>) -> Self {
         self.faults = Some(plan);
+        self
+    }
+
+    /// This handle as a store that accepts `If-Match`/`If-None-Match` and ignores them, as
+    /// some S3-compatible stores do: every write and delete through it is applied whatever
+    /// its condition, and answered as a success. For tests of the checks that catch such a
+    /// store (other handles are unaffected).
+    pub fn ignoring_conditions(mut self) -> Self {
+        self.ignores_conditions = true;
         self
     }
 
@@ -427,7 +442,7 @@ impl MemoryStore {
             (Precondition::Match(expected), Some(etag)) => expected == etag,
             _ => false,
         };
-        if !holds {
+        if !holds && !self.ignores_conditions {
             return PutOutcome::PreconditionFailed;
         }
         PutOutcome::Written(bucket.push(
@@ -443,6 +458,7 @@ impl MemoryStore {
         let current = bucket
             .current(&self.key)
             .map(|version| version.etag.clone());
+        let if_match = if_match.filter(|_| !self.ignores_conditions);
         match (if_match, current) {
             (Some(_), None) => DeleteOutcome::Absent,
             (Some(expected), Some(etag)) if *expected != etag => DeleteOutcome::PreconditionFailed,

@@ -116,7 +116,7 @@ fn render(report: &ProbeReport, style: Style) -> String {
         }
         Verdict::Unsafe { reasons } => {
             out.push_str(&format!(
-                "Verdict: {}: do not keep Terraform state here with s3state. The store breaks:\n",
+                "Verdict: {}: do not keep Terraform state here with s3state. What fails:\n",
                 style.red("UNSAFE")
             ));
             for line in reasons {

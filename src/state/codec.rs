@@ -1,6 +1,7 @@
 //! Reading and writing state format v4, in Terraform's exact layout.
 
 use super::json::{GoIndenter, MAX_DEPTH, RawJson, TooDeep, write_go_string};
+use super::scan::{ScanError, Scanner};
 use super::{OutputValue, STATE_FORMAT_VERSION, State};
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
@@ -114,6 +115,29 @@ impl State {
     /// ));
     /// ```
     pub fn from_slice(bytes: &[u8]) -> Result<State, DecodeError> {
+        // Valid states are read in one pass. The one-pass reader gives up on anything it would
+        // have to explain (invalid JSON, a missing, mistyped or duplicate field), and the
+        // serde_json reader then re-reads the body and describes the problem exactly as it
+        // always has (serde_json's wording, line and column).
+        match Self::from_slice_in_one_pass(bytes) {
+            Some(state) => Ok(state),
+            None => Self::from_slice_with_serde_json(bytes),
+        }
+    }
+
+    /// [`State::from_slice`] by the one-pass reader alone: `None` where it gives up. Public
+    /// only so that tests and benchmarks can compare it with
+    /// [`State::from_slice_with_serde_json`].
+    #[doc(hidden)]
+    pub fn from_slice_in_one_pass(bytes: &[u8]) -> Option<State> {
+        decode_in_one_pass(bytes).ok()
+    }
+
+    /// [`State::from_slice`] as it was before the one-pass reader: serde_json validates the
+    /// document into `RawValue`s, then a second pass compacts each. Kept as the reference the
+    /// one-pass reader is tested and measured against, and to describe invalid input.
+    #[doc(hidden)]
+    pub fn from_slice_with_serde_json(bytes: &[u8]) -> Result<State, DecodeError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(DecodeError::Empty);
         }
@@ -122,27 +146,9 @@ impl State {
         let version = fields
             .shift_remove("version")
             .ok_or(DecodeError::MissingVersion)?;
-        let version: u64 = parse_field("version", version)?;
-        if version > STATE_FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                found: version,
-                supported: STATE_FORMAT_VERSION,
-            });
-        }
-        if version < STATE_FORMAT_VERSION {
-            return Err(DecodeError::LegacyVersion {
-                found: version,
-                supported: STATE_FORMAT_VERSION,
-            });
-        }
-
-        let terraform_version: String = required(&mut fields, "terraform_version")?;
-        let terraform_version = semver::Version::parse(&terraform_version).map_err(|err| {
-            DecodeError::InvalidField {
-                field: "terraform_version".into(),
-                message: format!("{terraform_version:?} is not a semantic version: {err}"),
-            }
-        })?;
+        check_version(parse_field("version", version.get())?)?;
+        let terraform_version =
+            parse_terraform_version(required(&mut fields, "terraform_version")?)?;
         let serial: u64 = required(&mut fields, "serial")?;
         let lineage: String = required(&mut fields, "lineage")?;
 
@@ -222,6 +228,141 @@ impl State {
     }
 }
 
+/// Why the one-pass reader gave up. It does not say: the serde_json reader re-reads the body to
+/// describe the problem.
+struct GiveUp;
+
+impl From<ScanError> for GiveUp {
+    fn from(_: ScanError) -> Self {
+        GiveUp
+    }
+}
+
+impl From<DecodeError> for GiveUp {
+    fn from(_: DecodeError) -> Self {
+        GiveUp
+    }
+}
+
+/// Stores the first value of a field; a second one is a duplicate key.
+fn set_once<T>(
+    slot: &mut Option<T>,
+    value: impl FnOnce() -> Result<T, GiveUp>,
+) -> Result<(), GiveUp> {
+    if slot.is_some() {
+        return Err(GiveUp);
+    }
+    *slot = Some(value()?);
+    Ok(())
+}
+
+/// Adds a field this crate does not know; a second one of the same name is a duplicate key.
+fn insert_unknown(
+    fields: &mut IndexMap<String, RawJson>,
+    name: std::borrow::Cow<'_, str>,
+    scanner: &mut Scanner<'_>,
+) -> Result<(), GiveUp> {
+    if fields.contains_key(&*name) {
+        return Err(GiveUp);
+    }
+    fields.insert(name.into_owned(), RawJson::scan(scanner)?);
+    Ok(())
+}
+
+/// Reads a state in one pass: the scanner validates the whole body and writes each raw value
+/// in Go's compact form as it goes; only the small typed fields are then parsed by serde_json.
+/// Accepts exactly what [`State::from_slice_with_serde_json`] accepts, with the same result.
+fn decode_in_one_pass(bytes: &[u8]) -> Result<State, GiveUp> {
+    let text = std::str::from_utf8(bytes).map_err(|_| GiveUp)?;
+    let mut scanner = Scanner::new(text);
+    let (mut version, mut terraform_version, mut serial, mut lineage) = (None, None, None, None);
+    let (mut outputs, mut resources, mut check_results) = (None, None, None);
+    let mut unknown_fields = IndexMap::new();
+    scanner.object(|scanner, name| match &*name {
+        "version" => set_once(&mut version, || Ok(scanner.value_text(MAX_DEPTH)?)),
+        "terraform_version" => {
+            set_once(
+                &mut terraform_version,
+                || Ok(scanner.value_text(MAX_DEPTH)?),
+            )
+        }
+        "serial" => set_once(&mut serial, || Ok(scanner.value_text(MAX_DEPTH)?)),
+        "lineage" => set_once(&mut lineage, || Ok(scanner.value_text(MAX_DEPTH)?)),
+        "outputs" => set_once(&mut outputs, || outputs_in_one_pass(scanner)),
+        "resources" => set_once(&mut resources, || Ok(RawJson::scan(scanner)?)),
+        "check_results" => set_once(&mut check_results, || Ok(RawJson::scan(scanner)?)),
+        _ => insert_unknown(&mut unknown_fields, name, scanner),
+    })?;
+    scanner.finish()?;
+
+    check_version(parse_field("version", version.ok_or(GiveUp)?)?)?;
+    Ok(State {
+        terraform_version: parse_terraform_version(parse_field(
+            "terraform_version",
+            terraform_version.ok_or(GiveUp)?,
+        )?)?,
+        serial: parse_field("serial", serial.ok_or(GiveUp)?)?,
+        lineage: parse_field("lineage", lineage.ok_or(GiveUp)?)?,
+        outputs: outputs.unwrap_or_default(),
+        resources: resources.unwrap_or_else(RawJson::empty_array),
+        check_results: check_results.unwrap_or_else(RawJson::null),
+        unknown_fields,
+    })
+}
+
+/// The `outputs` object, read in one pass (see [`decode_outputs`] for the rules).
+fn outputs_in_one_pass(scanner: &mut Scanner<'_>) -> Result<BTreeMap<String, OutputValue>, GiveUp> {
+    let mut outputs = BTreeMap::new();
+    scanner.object(|scanner, name| {
+        if outputs.contains_key(&*name) {
+            return Err(GiveUp);
+        }
+        let (mut value, mut value_type, mut sensitive) = (None, None, None);
+        let mut unknown_fields = IndexMap::new();
+        scanner.object(|scanner, field| match &*field {
+            "value" => set_once(&mut value, || Ok(RawJson::scan(scanner)?)),
+            "type" => set_once(&mut value_type, || Ok(RawJson::scan(scanner)?)),
+            "sensitive" => set_once(&mut sensitive, || Ok(scanner.value_text(MAX_DEPTH)?)),
+            _ => insert_unknown(&mut unknown_fields, field, scanner),
+        })?;
+        let output = OutputValue {
+            value: value.ok_or(GiveUp)?,
+            value_type: value_type.ok_or(GiveUp)?,
+            sensitive: match sensitive {
+                Some(text) => parse_field("sensitive", text)?,
+                None => false,
+            },
+            unknown_fields,
+        };
+        outputs.insert(name.into_owned(), output);
+        Ok(())
+    })?;
+    Ok(outputs)
+}
+
+fn check_version(version: u64) -> Result<(), DecodeError> {
+    if version > STATE_FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            found: version,
+            supported: STATE_FORMAT_VERSION,
+        });
+    }
+    if version < STATE_FORMAT_VERSION {
+        return Err(DecodeError::LegacyVersion {
+            found: version,
+            supported: STATE_FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn parse_terraform_version(text: String) -> Result<semver::Version, DecodeError> {
+    semver::Version::parse(&text).map_err(|err| DecodeError::InvalidField {
+        field: "terraform_version".into(),
+        message: format!("{text:?} is not a semantic version: {err}"),
+    })
+}
+
 fn write_unknown_fields(out: &mut String, fields: &IndexMap<String, RawJson>) {
     for (name, value) in fields {
         out.push(',');
@@ -250,7 +391,7 @@ fn decode_outputs(raw: &RawValue) -> Result<BTreeMap<String, OutputValue>, Decod
                 .shift_remove("type")
                 .ok_or_else(|| missing(&path("type")))?;
             let sensitive = match fields.shift_remove("sensitive") {
-                Some(raw) => parse_field(&path("sensitive"), raw)?,
+                Some(raw) => parse_field(&path("sensitive"), raw.get())?,
                 None => false,
             };
             let output = OutputValue {
@@ -281,16 +422,14 @@ fn required<T: serde::de::DeserializeOwned>(
     name: &str,
 ) -> Result<T, DecodeError> {
     let raw = fields.shift_remove(name).ok_or_else(|| missing(name))?;
-    parse_field(name, raw)
+    parse_field(name, raw.get())
 }
 
-fn parse_field<T: serde::de::DeserializeOwned>(
-    name: &str,
-    raw: &RawValue,
-) -> Result<T, DecodeError> {
-    serde_json::from_str(raw.get()).map_err(|err| DecodeError::InvalidField {
+/// Parses a small typed field from its JSON text.
+fn parse_field<T: serde::de::DeserializeOwned>(name: &str, text: &str) -> Result<T, DecodeError> {
+    serde_json::from_str(text).map_err(|err| DecodeError::InvalidField {
         field: name.into(),
-        message: format!("{err} (found {})", raw.get()),
+        message: format!("{err} (found {text})"),
     })
 }
 

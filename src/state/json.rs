@@ -14,6 +14,7 @@
 //! - `Indent` puts each element on its own line, writes `": "` after keys, and keeps empty
 //!   objects and arrays as `{}` and `[]`.
 
+use super::scan::{ScanError, Scanner};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::fmt;
@@ -22,6 +23,9 @@ use std::fmt;
 /// deeper value could be stored but never turned into a `serde_json::Value`; it is refused when
 /// read instead. Terraform states nest a few levels per module and attribute.
 pub const MAX_DEPTH: usize = 100;
+
+/// What [`RawJson::scan`] reserves at first; the string doubles from there as needed.
+const INITIAL_CAPACITY: usize = 64 * 1024;
 
 /// A JSON value nested deeper than [`MAX_DEPTH`]; carries the depth found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +50,35 @@ impl RawJson {
     /// Validates `text` as JSON and keeps it in Go's compact form. Values nested more than 100
     /// levels deep are refused (serde_json could not turn them into a `serde_json::Value`).
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        // Invalid input is re-read by serde_json, which describes the problem.
+        Self::parse_in_one_pass(text).map_or_else(|| Self::parse_with_serde_json(text), Ok)
+    }
+
+    /// [`RawJson::parse`] by the one-pass scanner alone: `None` where it refuses the text.
+    /// Public only so that tests and benchmarks can compare it with
+    /// [`RawJson::parse_with_serde_json`].
+    #[doc(hidden)]
+    pub fn parse_in_one_pass(text: &str) -> Option<Self> {
+        let mut scanner = Scanner::new(text);
+        let raw = Self::scan(&mut scanner).ok()?;
+        scanner.finish().ok()?;
+        Some(raw)
+    }
+
+    /// Validates and compacts the value the scanner stands before, in one pass.
+    pub(crate) fn scan(scanner: &mut Scanner<'_>) -> Result<Self, ScanError> {
+        // Start small and let the string grow: a small value must not reserve the rest of a
+        // large document.
+        let mut out = String::with_capacity(scanner.remaining().min(INITIAL_CAPACITY));
+        scanner.compact_value(&mut out, MAX_DEPTH)?;
+        Ok(RawJson(out.into_boxed_str()))
+    }
+
+    /// [`RawJson::parse`] as it was before the one-pass scanner: serde_json validates, then a
+    /// second pass compacts. Kept as the reference the scanner is tested and measured
+    /// against, and to describe invalid input in serde_json's words.
+    #[doc(hidden)]
+    pub fn parse_with_serde_json(text: &str) -> Result<Self, serde_json::Error> {
         let raw: &RawValue = serde_json::from_str(text)?;
         Self::from_raw(raw).map_err(|TooDeep(depth)| {
             <serde_json::Error as serde::de::Error>::custom(format!(

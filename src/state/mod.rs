@@ -9,6 +9,7 @@ mod codec;
 mod diff;
 mod json;
 pub(crate) mod meta;
+mod scan;
 
 pub use address::{
     Address, AddressError, Inserted, InstanceAddress, InstanceKey, InstanceView, ModulePath,

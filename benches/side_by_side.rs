@@ -308,7 +308,9 @@ async fn raw_get_to_stdout(spec: &str) {
     let (bucket, key) = spec
         .split_once('/')
         .expect("S3STATE_BENCH_RAW_GET=bucket/key");
-    let output = common::client()
+    // Not `common::client()`: finding the endpoint that way runs LocalStack's start script.
+    let endpoint = std::env::var("S3STATE_BENCH_RAW_ENDPOINT").expect("the endpoint");
+    let output = aws_sdk_s3::Client::from_conf(common::config_for(&endpoint).build())
         .get_object()
         .bucket(bucket)
         .key(key)
@@ -509,6 +511,7 @@ async fn main() {
                 let mut command = Command::new(std::env::current_exe().unwrap());
                 command
                     .env("S3STATE_BENCH_RAW_GET", &raw_spec)
+                    .env("S3STATE_BENCH_RAW_ENDPOINT", common::endpoint())
                     .env("AWS_ACCESS_KEY_ID", "test")
                     .env("AWS_SECRET_ACCESS_KEY", "test")
                     .env("AWS_REGION", "us-east-1");
@@ -592,19 +595,44 @@ async fn main() {
             ));
         }
 
-        // 3. CPU: parse and serialise throughput, byte-identical.
+        // 3. CPU: parse and serialise throughput, byte-identical. Beside the one-pass parse:
+        // the serde_json reader it replaced, and a serde_json `Value` parse as a yardstick of
+        // the machine's speed in this very run (its load varies between runs).
         if part("codec") && bytes.len() >= 5_000_000 {
-            let (mut parse, mut write) = (vec![], vec![]);
-            for _ in 0..n {
+            let (mut parse, mut old, mut value_parse, mut write) = (vec![], vec![], vec![], vec![]);
+            for round in 0..n {
+                let mut parsers: [(&mut Vec<Duration>, &dyn Fn() -> Option<State>); 3] = [
+                    (&mut parse, &|| Some(State::from_slice(&bytes).unwrap())),
+                    (&mut old, &|| {
+                        Some(State::from_slice_with_serde_json(&bytes).unwrap())
+                    }),
+                    (&mut value_parse, &|| {
+                        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                        assert!(value.is_object());
+                        None
+                    }),
+                ];
+                // Each parser goes first in turn.
+                parsers.rotate_left(round % 3);
+                let mut parsed = Vec::new();
+                for (samples, parser) in parsers {
+                    let started = Instant::now();
+                    let state = parser();
+                    samples.push(started.elapsed());
+                    parsed.extend(state);
+                }
+                assert!(parsed.iter().all(|p| *p == state), "the parsers agree");
                 let started = Instant::now();
-                let parsed = State::from_slice(&bytes).unwrap();
-                parse.push(started.elapsed());
-                let started = Instant::now();
-                let written = parsed.to_bytes();
+                let written = parsed[0].to_bytes();
                 write.push(started.elapsed());
                 assert_eq!(written, bytes, "byte-identical");
             }
-            cpu.push((label.clone(), bytes.len(), stats(parse), stats(write)));
+            cpu.push((
+                label.clone(),
+                bytes.len(),
+                [stats(parse), stats(old), stats(value_parse)],
+                stats(write),
+            ));
         }
     }
 
@@ -722,14 +750,21 @@ async fn main() {
     }
     if !cpu.is_empty() {
         println!("\n## 3. Codec throughput (byte-identical output)\n");
-        println!("| state | parse | MB/s | serialise | MB/s |");
-        println!("|---|---|---|---|---|");
-        for (label, bytes, parse, write) in &cpu {
+        println!(
+            "| state | parse (one pass) | MB/s | old parse (serde_json + compact pass) | MB/s | serde_json `Value` parse | MB/s | parse against `Value` | serialise | MB/s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for (label, bytes, [parse, old, value_parse], write) in &cpu {
             let rate = |s: &Stats| *bytes as f64 / 1e6 / s.median.as_secs_f64();
             println!(
-                "| {label} | {} | {:.0} | {} | {:.0} |",
+                "| {label} | {} | {:.0} | {} | {:.0} | {} | {:.0} | {:.2}× | {} | {:.0} |",
                 show(parse),
                 rate(parse),
+                show(old),
+                rate(old),
+                show(value_parse),
+                rate(value_parse),
+                ratio(parse, value_parse),
                 show(write),
                 rate(write)
             );

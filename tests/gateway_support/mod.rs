@@ -3,6 +3,8 @@
 //! 1.15.5 working directories with `backend "http"` (or `backend "s3"`) blocks.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod load;
+
 use crate::common;
 use s3state::server::{Gateway, GatewayConfig, Grant, Limits, Role, S3Settings, UserConfig};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,269 @@
+//! The gateway under load, shared by the `gateway_load` test and the `gateway` benchmark:
+//! `clients` concurrent Rust clients do LOCK → GET → POST → UNLOCK rounds on `states` states,
+//! and the same work is done through the library's locked `update()` for reference. Both
+//! check that every update landed exactly once and that no lock is left; neither asserts
+//! anything about time.
+
+use super::{WRITER, lock_body, send};
+use crate::common;
+use s3state::{OutputValue, State};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What one load run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub clients: usize,
+    pub states: usize,
+    pub rounds: usize,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    /// LOCK attempts answered 423 because the lock was held (gateway runs only).
+    pub refused_locks: usize,
+}
+
+impl LoadReport {
+    pub fn rounds_per_second(&self) -> f64 {
+        self.rounds as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} clients, {} states, {} rounds in {:.2?}: {:.1} rounds/s; round latency p50 {:.1?}, p99 {:.1?}; {} LOCK attempts found the lock held",
+            self.clients,
+            self.states,
+            self.rounds,
+            self.elapsed,
+            self.rounds_per_second(),
+            self.p50,
+            self.p99,
+            self.refused_locks
+        )
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn counter(body: &[u8]) -> (State, u64) {
+    let state = State::from_slice(body).unwrap();
+    let n = state
+        .outputs
+        .get("counter")
+        .map(|o| o.to_value().as_u64().unwrap())
+        .unwrap_or(0);
+    (state, n)
+}
+
+/// How many rounds land on state `index` when client `c` works on state `c % states`.
+fn expected_rounds(index: usize, clients: usize, states: usize, rounds_per_client: usize) -> usize {
+    (0..clients).filter(|c| c % states == index).count() * rounds_per_client
+}
+
+/// One client round: lock (retrying while held), get, post the counter + 1, unlock.
+/// Returns the number of LOCK attempts refused because the lock was held.
+async fn round(addr: std::net::SocketAddr, name: &str, client: usize) -> usize {
+    let id = uuid::Uuid::new_v4().to_string();
+    let path = format!("/{name}");
+    let mut waits = 0;
+    loop {
+        let reply = send(
+            addr,
+            "LOCK",
+            &path,
+            Some(WRITER),
+            &lock_body(&id, &format!("client{client}@load")),
+        )
+        .await;
+        match reply.status {
+            200 => break,
+            423 => {
+                waits += 1;
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
+            }
+            other => panic!("LOCK answered {other}: {}", reply.text()),
+        }
+    }
+    let got = send(addr, "GET", &path, Some(WRITER), b"").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let (mut state, n) = counter(&got.body);
+    state.serial += 1;
+    state
+        .outputs
+        .insert("counter".into(), OutputValue::new(&(n + 1)));
+    let posted = send(
+        addr,
+        "POST",
+        &format!("{path}?ID={id}"),
+        Some(WRITER),
+        &state.to_bytes(),
+    )
+    .await;
+    assert_eq!(posted.status, 200, "{}", posted.text());
+    let unlocked = send(
+        addr,
+        "UNLOCK",
+        &path,
+        Some(WRITER),
+        &lock_body(&id, &format!("client{client}@load")),
+    )
+    .await;
+    assert_eq!(unlocked.status, 200, "{}", unlocked.text());
+    waits
+}
+
+/// Runs the load through a fresh gateway and checks the counters and locks afterwards.
+pub async fn through_gateway(
+    clients: usize,
+    states: usize,
+    rounds_per_client: usize,
+) -> LoadReport {
+    let gateway = super::start().await;
+    let addr = gateway.addr;
+    let names: Vec<String> = (0..states).map(|i| format!("load/state-{i}")).collect();
+    // Each state starts at counter 0, serial 1.
+    for name in &names {
+        let mut state = State::new(s3state::state::COMPATIBLE_TERRAFORM_VERSION);
+        state.lineage = uuid::Uuid::new_v4().to_string();
+        state.serial = 1;
+        state.outputs.insert("counter".into(), OutputValue::new(&0));
+        let reply = send(
+            addr,
+            "POST",
+            &format!("/{name}"),
+            Some(WRITER),
+            &state.to_bytes(),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let waits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let name = names[client % states].clone();
+        let latencies = Arc::clone(&latencies);
+        let waits = Arc::clone(&waits);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..rounds_per_client {
+                let began = Instant::now();
+                let waited = round(addr, &name, client).await;
+                latencies.lock().unwrap().push(began.elapsed());
+                waits.fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+
+    // Exact counters: every round's increment landed once.
+    for (index, name) in names.iter().enumerate() {
+        let expected = expected_rounds(index, clients, states, rounds_per_client);
+        let got = send(addr, "GET", &format!("/{name}"), Some(WRITER), b"").await;
+        let (state, n) = counter(&got.body);
+        assert_eq!(n as usize, expected, "{name}: lost updates");
+        assert_eq!(state.serial as usize, expected + 1, "{name}: serial");
+        let lock = common::client()
+            .head_object()
+            .bucket(&gateway.bucket)
+            .key(format!("{}.tflock", super::key(name)))
+            .send()
+            .await;
+        assert!(lock.is_err(), "{name}: a lock was left behind");
+    }
+    gateway.stop().await;
+    report(
+        clients,
+        states,
+        elapsed,
+        &latencies,
+        waits.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// The same work through the library directly (`update()` locks, refreshes, persists and
+/// unlocks), each client with its own manager, for the gateway's overhead.
+pub async fn through_library(
+    clients: usize,
+    states: usize,
+    rounds_per_client: usize,
+) -> LoadReport {
+    let bucket = common::bucket(true).await;
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let bucket = bucket.clone();
+        let latencies = Arc::clone(&latencies);
+        tasks.push(tokio::spawn(async move {
+            let manager =
+                common::manager(&bucket, &format!("direct/state-{}", client % states)).await;
+            for _ in 0..rounds_per_client {
+                let began = Instant::now();
+                manager
+                    .update(|state| {
+                        let n = state
+                            .outputs
+                            .get("counter")
+                            .and_then(|o| o.to_value().as_u64())
+                            .unwrap_or(0);
+                        state
+                            .outputs
+                            .insert("counter".into(), OutputValue::new(&(n + 1)));
+                    })
+                    .await
+                    .unwrap();
+                latencies.lock().unwrap().push(began.elapsed());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    for index in 0..states.min(clients) {
+        let manager = common::manager(&bucket, &format!("direct/state-{index}")).await;
+        let outputs = s3state::OutputReader::root_output_values(&manager)
+            .await
+            .unwrap();
+        assert_eq!(
+            outputs["counter"].to_value().as_u64().unwrap() as usize,
+            expected_rounds(index, clients, states, rounds_per_client),
+            "direct/state-{index}: lost updates"
+        );
+    }
+    report(clients, states, elapsed, &latencies, 0)
+}
+
+fn report(
+    clients: usize,
+    states: usize,
+    elapsed: Duration,
+    latencies: &Mutex<Vec<Duration>>,
+    refused_locks: usize,
+) -> LoadReport {
+    let mut sorted = latencies.lock().unwrap().clone();
+    sorted.sort();
+    LoadReport {
+        clients,
+        states,
+        rounds: sorted.len(),
+        elapsed,
+        p50: percentile(&sorted, 0.50),
+        p99: percentile(&sorted, 0.99),
+        refused_locks,
+    }
+}

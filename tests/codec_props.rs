@@ -540,3 +540,216 @@ fn nesting_limits_and_awkward_strings_agree_with_serde_json() {
         assert_state_readers_agree(document.as_bytes()).unwrap();
     }
 }
+
+// Exhaustive and boundary-placed inputs for the one-pass reader (a reviewer's attack on it):
+// every short text over small alphabets, each awkward character at every offset of the
+// eight-byte words and at the very end of the buffer, and every truncation and one-byte edit
+// of Terraform's own states.
+
+/// Calls `check` with every sequence of at most `max_len` items of `alphabet`, concatenated.
+fn for_every_sequence<T: AsRef<[u8]>>(
+    alphabet: &[T],
+    max_len: usize,
+    mut check: impl FnMut(&[u8]),
+) {
+    let mut indices: Vec<usize> = Vec::with_capacity(max_len);
+    let mut text = Vec::new();
+    loop {
+        text.clear();
+        for &i in &indices {
+            text.extend_from_slice(alphabet[i].as_ref());
+        }
+        check(&text);
+        // The next sequence, shortest first: count up in base `alphabet.len()`.
+        let mut position = indices.len();
+        loop {
+            if position == 0 {
+                if indices.len() == max_len {
+                    return;
+                }
+                indices.iter_mut().for_each(|i| *i = 0);
+                indices.push(0);
+                break;
+            }
+            position -= 1;
+            indices[position] += 1;
+            if indices[position] < alphabet.len() {
+                break;
+            }
+            indices[position] = 0;
+        }
+    }
+}
+
+/// The one-pass `RawJson` reader against serde_json and the compact pass, on `bytes` taken as
+/// text (only valid UTF-8 is given to it; the state reader takes any bytes).
+fn assert_raw_readers_agree(text: &str) {
+    assert_eq!(
+        RawJson::parse_in_one_pass(text),
+        RawJson::parse_with_serde_json(text).ok(),
+        "one-pass scanner against serde_json on {text:?}"
+    );
+}
+
+/// `value` as the resources of an otherwise valid state.
+fn state_with_resources(value: &[u8]) -> Vec<u8> {
+    [
+        &br#"{"version":4,"terraform_version":"1.15.5","serial":1,"lineage":"l","resources":"#[..],
+        value,
+        b"}",
+    ]
+    .concat()
+}
+
+#[test]
+fn every_short_structure_number_and_literal_reads_as_serde_json_reads_it() {
+    let structure: &[&str] = &["[", "]", "{", "}", ",", ":", "\"", "1", " "];
+    for_every_sequence(structure, 6, |text| {
+        assert_raw_readers_agree(std::str::from_utf8(text).unwrap())
+    });
+    let number: &[&str] = &["-", "0", "1", ".", "e", "+", "E"];
+    for_every_sequence(number, 7, |text| {
+        let text = std::str::from_utf8(text).unwrap();
+        assert_raw_readers_agree(text);
+        assert_raw_readers_agree(&format!("[{text}]"));
+    });
+    let literal: &[&str] = &["t", "r", "u", "e", "n", "l", "f", "a", "s"];
+    for_every_sequence(literal, 5, |text| {
+        assert_raw_readers_agree(std::str::from_utf8(text).unwrap())
+    });
+}
+
+#[test]
+fn every_short_string_body_reads_as_serde_json_reads_it() {
+    // Escapes (valid, bad hex, lone and paired surrogates), the characters Go escapes, other
+    // three-byte characters, control characters and the quote itself.
+    let body: &[&str] = &[
+        "\\", "u", "d", "8", "0", "\"", "<", "\u{2028}", "\u{2027}", "\u{1}", "/", "é",
+    ];
+    for_every_sequence(body, 5, |text| {
+        let text = std::str::from_utf8(text).unwrap();
+        assert_raw_readers_agree(&format!("\"{text}\""));
+        // Unterminated at the very end of the buffer, and as an object key.
+        assert_raw_readers_agree(&format!("\"{text}"));
+        assert_raw_readers_agree(&format!("{{\"{text}\":1}}"));
+    });
+}
+
+#[test]
+fn every_short_byte_soup_as_resources_or_an_output_name_reads_as_serde_json_reads_it() {
+    // Invalid UTF-8 (a lone continuation byte, a truncated and an overlong sequence, 0xFF), the
+    // first bytes of U+2028, NUL and structure: the state reader takes bytes.
+    let bytes: &[&[u8]] = &[
+        b"\"",
+        b"\\",
+        b"[",
+        b"]",
+        b"\xe2",
+        b"\x80",
+        b"\xa8",
+        b"\xff",
+        b"\xc0\xaf",
+        b"\x00",
+        b"u",
+    ];
+    for_every_sequence(bytes, 4, |soup| {
+        assert_state_readers_agree(&state_with_resources(soup)).unwrap();
+        let named = [
+            &br#"{"version":4,"terraform_version":"1.15.5","serial":1,"lineage":"l","outputs":{""#
+                [..],
+            soup,
+            br#"":{"value":1,"type":"number"}}}"#,
+        ]
+        .concat();
+        assert_state_readers_agree(&named).unwrap();
+    });
+    // A byte-order mark, NUL and a form feed around a valid state.
+    let valid = state_with_resources(b"[]");
+    for (before, after) in [
+        (&b"\xef\xbb\xbf"[..], &b""[..]),
+        (b"", b"\x00"),
+        (b"\x00", b""),
+        (b"\x0c", b""),
+        (b"", b"\x0c"),
+        (b"", b"\n\r\t "),
+    ] {
+        assert_state_readers_agree(&[before, &valid, after].concat()).unwrap();
+    }
+}
+
+#[test]
+fn escaped_characters_at_every_offset_of_a_word_and_at_the_end_of_the_buffer_agree() {
+    let specials: &[&str] = &[
+        "<", ">", "&", "\u{2028}", "\u{2029}", "\u{2027}", "\u{202a}", "\u{20ac}", "\u{e000}",
+        "\\u003c", "\\u2028", "\\\"", "\\\\", "\\/", "é", "😀", "\u{1}", "\u{1f}", "\u{7f}", "\"",
+    ];
+    for padding in 0..8 {
+        for before in 0..=17 {
+            for special in specials {
+                for after in 0..=17 {
+                    // Two awkward characters, so that one also lands after the other in a word.
+                    let text = format!(
+                        "{}\"{}{special}{}{special}\"",
+                        " ".repeat(padding),
+                        "a".repeat(before),
+                        "b".repeat(after)
+                    );
+                    assert_raw_readers_agree(&text);
+                    if padding == 0 || padding == 5 {
+                        // Cut off at every character boundary, so strings end with the buffer.
+                        for (cut, _) in text.char_indices() {
+                            assert_raw_readers_agree(&text[..cut]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_truncation_and_one_byte_edit_of_terraforms_samples_agrees_with_serde_json() {
+    // Structure, number parts, escapes, the characters Go escapes, NUL, a control character
+    // and invalid UTF-8.
+    const EDITS: &[u8] = b"\"\\{}],:0-.e<\x00\x1f\xe2\xff";
+    let mut samples: Vec<Vec<u8>> = Vec::new();
+    for dir in [
+        "tests/data/terraform-1.15.5",
+        "../shared/samples/terraform-1.15.5",
+    ] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            // ../shared holds the originals of tests/data; the crate's own copy is required.
+            assert_ne!(
+                dir, "tests/data/terraform-1.15.5",
+                "the samples are missing"
+            );
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let sample = std::fs::read(&path).unwrap();
+            if path.to_string_lossy().ends_with(".tfstate.json") && !samples.contains(&sample) {
+                samples.push(sample);
+            }
+        }
+    }
+    assert!(!samples.is_empty(), "no Terraform sample was read");
+    for sample in &samples {
+        for cut in 0..sample.len() {
+            assert_state_readers_agree(&sample[..cut]).unwrap();
+        }
+        for at in 0..sample.len() {
+            let mut removed = sample.clone();
+            removed.remove(at);
+            assert_state_readers_agree(&removed).unwrap();
+            for &byte in EDITS {
+                let mut replaced = sample.clone();
+                replaced[at] = byte;
+                assert_state_readers_agree(&replaced).unwrap();
+                let mut inserted = sample.clone();
+                inserted.insert(at, byte);
+                assert_state_readers_agree(&inserted).unwrap();
+            }
+        }
+    }
+}

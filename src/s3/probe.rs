@@ -19,6 +19,7 @@ use super::workspace::S3Backend;
 use crate::error::{Error, Result};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -280,6 +281,15 @@ impl S3Backend {
         };
         let checked = probe.run().await;
         let cleanup = probe.cleanup().await;
+        if let (Err(_), Ok(cleanup)) = (&checked, &cleanup)
+            && !cleanup.left_behind.is_empty()
+        {
+            // The check's error is returned, and with it no report: say what is left here.
+            tracing::warn!(
+                left_behind = cleanup.left_behind.join(", "),
+                "the probe failed and could not remove everything it wrote; delete these by hand"
+            );
+        }
         checked?;
         let cleanup = cleanup?;
         Ok(ProbeReport {
@@ -853,29 +863,29 @@ impl<'a> Probe<'a> {
                 .list_object_versions()
                 .bucket(self.bucket())
                 .prefix(&self.prefix)
-                .set_key_marker(key_marker)
-                .set_version_id_marker(version_marker)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
                 .send()
                 .await;
-            let page = match answer(sent, "ListObjectVersions", &self.location(&self.prefix))? {
+            let location = self.location(&self.prefix);
+            let page = match answer(sent, "ListObjectVersions", &location)? {
                 Ok(page) => page,
                 Err(refusal) => return Ok(Err(refusal)),
             };
-            for version in page.versions() {
-                if let (Some(key), Some(id)) = (version.key(), version.version_id()) {
-                    found.push((key.to_owned(), id.to_owned()));
-                }
-            }
-            for marker in page.delete_markers() {
-                if let (Some(key), Some(id)) = (marker.key(), marker.version_id()) {
-                    found.push((key.to_owned(), id.to_owned()));
-                }
-            }
+            found.extend(versions_under(&self.prefix, &page));
             if page.is_truncated() != Some(true) {
                 return Ok(Ok(found));
             }
-            key_marker = page.next_key_marker().map(str::to_owned);
-            version_marker = page.next_version_id_marker().map(str::to_owned);
+            let previous = (key_marker, version_marker);
+            (key_marker, version_marker) =
+                next_markers(&previous, &page).ok_or_else(|| Error::Store {
+                    operation: "ListObjectVersions",
+                    location,
+                    message: "the store says the listing goes on but gives no new place to go on \
+                              from (NextKeyMarker missing or repeated)"
+                        .into(),
+                    source: None,
+                })?;
         }
     }
 
@@ -996,17 +1006,39 @@ impl<'a> Probe<'a> {
             targets.extend(self.keys.iter().map(|key| (key.clone(), None)));
         }
         let mut removed = 0;
-        for (key, version_id) in &targets {
+        // A request without an answer does not stop the cleanup: the rest is still deleted,
+        // and the first such error is returned afterwards.
+        let mut unanswered = None;
+        let mut targets: Vec<_> = targets.into_iter().collect();
+        while let Some((key, version_id)) = targets.pop() {
             let sent = self
                 .client()
                 .delete_object()
                 .bucket(self.bucket())
-                .key(key)
+                .key(&key)
                 .set_version_id(version_id.clone())
                 .send()
                 .await;
-            match answer(sent, "DeleteObject", &self.location(key))? {
-                Ok(_) => removed += 1,
+            let answered = match answer(sent, "DeleteObject", &self.location(&key)) {
+                Ok(answered) => answered,
+                Err(error) => {
+                    unanswered.get_or_insert(error);
+                    continue;
+                }
+            };
+            match answered {
+                Ok(output) => {
+                    // Deleting a key without a version id in a versioned bucket (versions
+                    // could not be listed) only adds a delete marker: remove it too.
+                    if version_id.is_none()
+                        && output.delete_marker() == Some(true)
+                        && let Some(marker) = output.version_id()
+                    {
+                        targets.push((key.clone(), Some(marker.to_owned())));
+                    } else {
+                        removed += 1;
+                    }
+                }
                 Err(refusal) => {
                     tracing::warn!(
                         key,
@@ -1039,11 +1071,54 @@ impl<'a> Probe<'a> {
                 );
             }
         }
+        if let Some(error) = unanswered {
+            tracing::warn!(
+                left_behind = left_behind.join(", "),
+                "the probe's cleanup lost an answer; delete what is left by hand"
+            );
+            return Err(error);
+        }
         Ok(ProbeCleanup {
             removed,
             left_behind,
         })
     }
+}
+
+/// The versions and delete markers of a listing page whose keys lie under `prefix`.
+///
+/// The cleanup deletes what this returns, by version id: a store that ignores the `prefix`
+/// parameter (and lists the whole bucket) must not make the probe delete anyone else's objects,
+/// states and their history among them.
+fn versions_under(prefix: &str, page: &ListObjectVersionsOutput) -> Vec<(String, String)> {
+    let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+    let markers = page
+        .delete_markers()
+        .iter()
+        .map(|m| (m.key(), m.version_id()));
+    versions
+        .chain(markers)
+        .filter_map(|(key, id)| match (key, id) {
+            (Some(key), Some(id)) if key.starts_with(prefix) => {
+                Some((key.to_owned(), id.to_owned()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where the next page of a truncated listing starts, or `None` when the store gives no
+/// marker or the one it gave last time: asking again from there would list the same page
+/// forever.
+fn next_markers(
+    previous: &(Option<String>, Option<String>),
+    page: &ListObjectVersionsOutput,
+) -> Option<(Option<String>, Option<String>)> {
+    let next = (
+        Some(page.next_key_marker()?.to_owned()),
+        page.next_version_id_marker().map(str::to_owned),
+    );
+    (next != *previous).then_some(next)
 }
 
 /// Whether the tag is the quoted hex MD5 of `body` (plain S3) or something opaque (SSE-KMS,
@@ -1106,6 +1181,57 @@ mod tests {
             Verdict::of(&[with_level(CheckLevel::UnderLock), with_level(CheckLevel::Unsafe)]),
             Verdict::Unsafe { reasons } if reasons.len() == 1
         ));
+    }
+
+    const PREFIX: &str = ".s3state-probe/0b6c/";
+
+    /// A listing page as a store that ignores `prefix` would send it: the whole bucket.
+    fn whole_bucket_page() -> ListObjectVersionsOutput {
+        use aws_sdk_s3::types::{DeleteMarkerEntry, ObjectVersion};
+        let version =
+            |key: &str, id: &str| ObjectVersion::builder().key(key).version_id(id).build();
+        let marker =
+            |key: &str, id: &str| DeleteMarkerEntry::builder().key(key).version_id(id).build();
+        ListObjectVersionsOutput::builder()
+            .versions(version("terraform.tfstate", "state-v1"))
+            .versions(version("env:/dev/terraform.tfstate", "dev-v1"))
+            .versions(version(".s3state-probe/0b6c", "no-slash"))
+            .versions(version(".s3state-probe/0b6c-other/conditions", "other-run"))
+            .versions(version(".s3state-probe/other/conditions", "other-run-2"))
+            .versions(version(&format!("{PREFIX}conditions"), "ours-1"))
+            .delete_markers(marker("terraform.tfstate.tflock", "lock-marker"))
+            .delete_markers(marker(&format!("{PREFIX}conditions"), "ours-marker"))
+            .build()
+    }
+
+    #[test]
+    fn a_listing_of_the_whole_bucket_yields_only_the_probes_own_versions() {
+        assert_eq!(
+            versions_under(PREFIX, &whole_bucket_page()),
+            [
+                (format!("{PREFIX}conditions"), "ours-1".to_owned()),
+                (format!("{PREFIX}conditions"), "ours-marker".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_truncated_listing_without_a_new_marker_stops_instead_of_repeating_a_page() {
+        let page = |key: Option<&str>, version: Option<&str>| {
+            ListObjectVersionsOutput::builder()
+                .is_truncated(true)
+                .set_next_key_marker(key.map(str::to_owned))
+                .set_next_version_id_marker(version.map(str::to_owned))
+                .build()
+        };
+        let start = (None, None);
+        assert_eq!(next_markers(&start, &page(None, None)), None);
+        assert_eq!(next_markers(&start, &page(None, Some("v"))), None);
+        let next = next_markers(&start, &page(Some("k"), Some("v"))).unwrap();
+        assert_eq!(next, (Some("k".to_owned()), Some("v".to_owned())));
+        assert_eq!(next_markers(&next, &page(Some("k"), Some("v"))), None);
+        assert!(next_markers(&next, &page(Some("k"), Some("w"))).is_some());
+        assert!(next_markers(&start, &page(Some("k"), None)).is_some());
     }
 
     #[test]

@@ -371,8 +371,9 @@ impl<S: Store> RemoteState<S> {
         // them landing means the change is applied, and must not be applied again.
         let mut attempts: Vec<String> = Vec::new();
         let mut results: Vec<(String, T)> = Vec::new();
-        // The base of an attempt whose answer was lost and that was not found in the store.
-        let mut in_doubt: Option<Base> = None;
+        // The base of an attempt whose answer was lost and that was not found in the store,
+        // with that attempt's write id (later attempts may have been made on newer bases).
+        let mut in_doubt: Option<(Base, String)> = None;
         // Rounds whose write failed without landing: the store is failing, not contended, so
         // give up after a few rather than use the whole attempt budget.
         let mut failed_writes = 0;
@@ -380,8 +381,8 @@ impl<S: Store> RemoteState<S> {
             if let Err(error) = self.refresh_now().await {
                 return Err(self.doubtful(error, &attempts, in_doubt.is_some()));
             }
-            if let Some(doubt) = &in_doubt {
-                match self.find_landed(&attempts, doubt).await {
+            if let Some((doubt, made_on_doubt)) = &in_doubt {
+                match self.find_landed(&attempts, doubt, made_on_doubt).await {
                     Ok(Lookup::Landed { write_id, now, .. }) => {
                         self.adopt(now);
                         return Ok(take_result(&mut results, &write_id));
@@ -423,7 +424,9 @@ impl<S: Store> RemoteState<S> {
                             return Err(self.doubtful(error, &attempts, true));
                         }
                         if in_doubt.is_none() {
-                            in_doubt = Some(base);
+                            // A write that was not answered was sent: it is the last attempt.
+                            let sent = attempts.last().cloned().unwrap_or_default();
+                            in_doubt = Some((base, sent));
                         }
                     }
                     // What the store holds now becomes our base, so the next refresh is a
@@ -774,7 +777,7 @@ impl<S: Store> RemoteState<S> {
         // Refused, or no answer. Either another writer got there first, or one of our
         // attempts landed and only its answer was lost (the SDK then retried and met it). The
         // store's versions say which, exactly.
-        let lookup = match self.find_landed(attempts, &base).await {
+        let lookup = match self.find_landed(attempts, &base, &write_id).await {
             Ok(lookup) => lookup,
             // Said as it is: "unknown" would hide that the store cannot be trusted.
             Err(error @ Error::StoreIgnoresConditions { .. }) => {
@@ -829,14 +832,21 @@ impl<S: Store> RemoteState<S> {
         }
     }
 
-    /// Whether any write in `attempts`, made on top of `base`, is in the store.
+    /// Whether any write in `attempts` is in the store. `made_on_base` is the one among them
+    /// that was conditional on `base`; the others (an update's earlier or later rounds) may
+    /// have been made on other snapshots, so only it can show a store ignoring `If-Match`.
     ///
     /// The current object answers most cases in one GET: it is ours, or was written directly
     /// on ours (its parent id), or directly on our base by someone else (then ours cannot have
     /// landed). Otherwise a writer that records no ids (Terraform), or several writers in a
     /// row, wrote since; the versions written after our base are then searched for our ids.
     /// Tags are not compared, because under SSE-KMS they are not content hashes.
-    async fn find_landed(&self, attempts: &[String], base: &Base) -> Result<Lookup> {
+    async fn find_landed(
+        &self,
+        attempts: &[String],
+        base: &Base,
+        made_on_base: &str,
+    ) -> Result<Lookup> {
         let ours = |id: Option<&String>| id.filter(|id| attempts.contains(id)).cloned();
         let current = match self.store.get(None).await? {
             Fetched::Found(object) => {
@@ -905,8 +915,11 @@ impl<S: Store> RemoteState<S> {
             }
             let metadata = versions.version_metadata(&version.version_id).await?;
             if let Some(write_id) = ours(metadata::write_id(&metadata).as_ref()) {
-                self.check_replaced_base(versions, version, &listing[index + 1..], base, &write_id)
-                    .await?;
+                if write_id == made_on_base {
+                    let older = &listing[index + 1..];
+                    self.check_replaced_base(versions, version, older, base, &write_id)
+                        .await?;
+                }
                 return Ok(Lookup::Landed {
                     write_id,
                     now: current,

@@ -1057,3 +1057,83 @@ mod review_findings {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review of the store-ignores-conditions check, the waiting lock's conditional poll and the
+// read-only commands (issue 13/16 follow-ups).
+// ---------------------------------------------------------------------------------------------
+
+mod ignores_conditions_review {
+    use super::*;
+
+    /// Queues `actions` for the next GETs of `key`, in order (a `None` is a GET left alone).
+    fn on_gets(store: &Hooked, key: &str, actions: Vec<Option<Action>>) {
+        for what in actions {
+            store.on_get(key, what.unwrap_or_else(|| action(|_| async {})));
+        }
+    }
+
+    /// An update whose first attempt (on P) timed out and was not found, then another writer
+    /// replaced P with X, then its second attempt (on X) timed out too and landed late, with
+    /// two more writers on top. The second attempt is found among the versions: it was
+    /// conditional on X and replaced X, which is what a healthy store does. The update landed;
+    /// nothing ignored a condition.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_write_made_on_a_newer_base_than_the_first_doubt_is_landed_not_a_broken_store() {
+        for etag_style in [ETagStyle::ContentMd5, ETagStyle::Opaque] {
+            let key = "doubt-two-bases.tfstate";
+            let store = Hooked::over(MemoryStore::with_options(
+                key,
+                MemoryOptions {
+                    etag_style,
+                    conditional_delete: true,
+                },
+            ));
+            cas_update(store.inner.clone(), "seed").await;
+            let manager = RemoteState::with_options(store.clone(), lock_free());
+            store.on_put(key, OnPut::Stall);
+            store.on_put(key, OnPut::Stall);
+            on_gets(
+                &store,
+                key,
+                vec![
+                    None, // round 1: refresh
+                    None, // round 1: lookup after the timeout (not there)
+                    // round 2: refresh; another writer replaced P with X first.
+                    Some(action(|s: Hooked| async move {
+                        cas_update(s.inner.clone(), "other").await;
+                    })),
+                    None, // round 2: lookup of the first attempt (X is built on P: not there)
+                    None, // round 2: lookup after the second timeout (not there yet)
+                    // round 3: refresh; the stalled requests arrive (the first is refused, the
+                    // second lands on X), and two writers build on it.
+                    Some(action(|s: Hooked| async move {
+                        let landed = s.land_stalled().await;
+                        assert_eq!(landed[0], PutOutcome::PreconditionFailed);
+                        assert!(matches!(landed[1], PutOutcome::Written(_)));
+                        cas_update(s.inner.clone(), "other").await;
+                        cas_update(s.inner.clone(), "other").await;
+                    })),
+                ],
+            );
+            let mut rounds = 0;
+            let answer = manager
+                .update(|state| {
+                    rounds += 1;
+                    bump(state, "count");
+                })
+                .await;
+            let stored = store.stored().unwrap();
+            assert!(
+                answer.is_ok(),
+                "{etag_style:?}: the update answered {answer:?} though its second attempt landed \
+                 on a healthy store"
+            );
+            assert_eq!(
+                (count(&stored, "count"), count(&stored, "other"), rounds),
+                (1, 3, 2),
+                "{etag_style:?}"
+            );
+        }
+    }
+}

@@ -692,7 +692,7 @@ impl<S: Store> RemoteState<S> {
         };
         if let Some(seen) = &base {
             let known = self.lock_snapshots().base.clone();
-            self.check_not_siblings(&known, seen)?;
+            self.check_not_siblings(&known, seen).await?;
         }
         let mut snapshots = self.lock_snapshots();
         if let Some(base) = base {
@@ -865,7 +865,7 @@ impl<S: Store> RemoteState<S> {
             }
             Fetched::Absent | Fetched::NotModified => Base::default(),
         };
-        self.check_not_siblings(base, &current)?;
+        self.check_not_siblings(base, &current).await?;
         if let Some(write_id) = ours(current.write_id.as_ref()) {
             return Ok(Lookup::Landed {
                 write_id,
@@ -934,7 +934,12 @@ impl<S: Store> RemoteState<S> {
     /// Each was conditional on that parent being current, so whichever came second was
     /// accepted after the parent had been replaced: the store ignored `If-Match`. Costs no
     /// request: both snapshots' ids were read already.
-    fn check_not_siblings(&self, known: &Base, seen: &Base) -> Result<()> {
+    ///
+    /// Unless `known` is no longer among the versions: an operator who rolls back by deleting
+    /// the newest version (S3's own way to restore the previous one) makes its parent current
+    /// again, and a write on it is then legitimate. That is asked (one request) only when the
+    /// two writes are siblings.
+    async fn check_not_siblings(&self, known: &Base, seen: &Base) -> Result<()> {
         let (Some(known_id), Some(parent), Some(seen_id)) = (
             known.write_id.as_ref(),
             known.parent_write_id.as_ref(),
@@ -943,6 +948,13 @@ impl<S: Store> RemoteState<S> {
             return Ok(());
         };
         if seen_id == known_id || seen.parent_write_id.as_ref() != Some(parent) {
+            return Ok(());
+        }
+        if let (Some(versions), Some(known_version)) =
+            (self.store.as_versioned(), known.version_id.as_deref())
+            && let Err(Error::VersionNotFound { .. }) =
+                versions.version_metadata(known_version).await
+        {
             return Ok(());
         }
         Err(Error::StoreIgnoresConditions {

@@ -1065,6 +1065,7 @@ mod review_findings {
 
 mod ignores_conditions_review {
     use super::*;
+    use s3state::Refresher;
 
     /// Queues `actions` for the next GETs of `key`, in order (a `None` is a GET left alone).
     fn on_gets(store: &Hooked, key: &str, actions: Vec<Option<Action>>) {
@@ -1135,5 +1136,33 @@ mod ignores_conditions_review {
                 "{etag_style:?}"
             );
         }
+    }
+
+    /// An operator rolls back by deleting the newest version (S3's own way to restore the
+    /// previous one), and another tool writes on the restored snapshot. A long-lived manager
+    /// that had read the deleted version sees a write made on the same parent as the one it
+    /// knew; the store honoured every condition, so its next refresh and update go on.
+    #[tokio::test]
+    async fn a_rollback_by_deleting_the_newest_version_does_not_accuse_the_store() {
+        let store = MemoryStore::new("rollback.tfstate");
+        let long_lived = RemoteState::with_options(store.clone(), lock_free());
+        long_lived.update(|s| set(s, "a", 1)).await.unwrap();
+        long_lived.update(|s| set(s, "a", 2)).await.unwrap();
+        let newest = long_lived.persisted_object().unwrap().version_id.unwrap();
+        store.delete_version(&newest).await.unwrap();
+        cas_update(store.clone(), "other").await;
+
+        let refreshed = long_lived.refresh_state().await;
+        assert!(refreshed.is_ok(), "{refreshed:?}");
+        long_lived.update(|s| set(s, "b", 1)).await.unwrap();
+        let stored = State::from_slice(&store.current_body().unwrap()).unwrap();
+        assert_eq!(
+            (
+                count(&stored, "a"),
+                count(&stored, "other"),
+                count(&stored, "b")
+            ),
+            (1, 1, 1)
+        );
     }
 }

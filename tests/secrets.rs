@@ -146,7 +146,7 @@ async fn a_built_backend_shows_no_key_token_or_sse_c_key_in_debug_output() {
 }
 
 #[tokio::test]
-async fn debug_logging_never_shows_the_secret_key_session_token_or_sse_c_key() {
+async fn debug_and_trace_logging_never_show_the_secret_key_session_token_or_sse_c_key() {
     let bucket = common::bucket(true).await;
     let key = "secrets/logged.tfstate";
     // The key's bytes spell a recognisable text, so its raw form is searched for too.
@@ -164,9 +164,11 @@ async fn debug_logging_never_shows_the_secret_key_session_token_or_sse_c_key() {
     let state = dir.join("state.json");
     std::fs::write(&state, state_with_a_secret().to_bytes()).unwrap();
 
-    let runs: [(&[&str], Option<&str>); 5] = [
+    let runs: [(&[&str], Option<&str>); 6] = [
         (&["push", "state.json"], Some("debug")),
         (&["pull"], Some("debug")),
+        // The SDK's signer logs whole requests, headers included, at trace level.
+        (&["meta"], Some("trace")),
         (&["-vv", "meta"], None),
         (&["-vv", "outputs", "--json"], None),
         (&["-v", "history"], None),

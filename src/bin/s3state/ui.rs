@@ -16,7 +16,11 @@ pub fn init_logging(verbose: u8) {
         1 => "s3state=debug,aws_smithy_runtime=debug",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default))
+        // The SDK's request signer logs each request with all its headers at trace level, an
+        // SSE-C key included: whatever RUST_LOG asks, it never logs below debug.
+        .add_directive("aws_sigv4=debug".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

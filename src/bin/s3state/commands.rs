@@ -11,7 +11,7 @@ use s3state::{
     RemoteState, S3Store, State, Store, Transient, VersionSelector,
     s3::{Copied, S3Backend},
 };
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 
 type Result<T = ()> = std::result::Result<T, CliError>;
 
@@ -127,6 +127,11 @@ fn json_line(value: &impl serde::Serialize) -> Result {
 async fn pull(context: &Context, version_id: Option<String>) -> Result {
     let store = context.backend.store(&context.workspace)?;
     let spinner = ui::progress(&format!("pulling {}", store.location()), None);
+    if std::io::stdout().is_terminal() {
+        // The state is printed on the same screen as it arrives: a spinner redrawn on stderr
+        // meanwhile would wipe parts of it.
+        spinner.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     // Streamed: each chunk goes to stdout as it arrives, so memory stays flat at any size.
     let copied = store
         .copy_to(version_id.as_deref(), &mut std::io::stdout())

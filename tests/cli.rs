@@ -416,6 +416,46 @@ async fn chdir_reads_a_terraform_backend_block() {
 }
 
 #[test]
+fn half_a_set_of_static_credentials_in_a_backend_block_is_refused_without_showing_them() {
+    let lines = [
+        "access_key = \"AKIAEXAMPLEONLY\"",
+        "secret_key = \"half-a-secret-never-shown\"",
+        "token = \"a-token-never-shown\"",
+    ];
+    for given in [&lines[..1], &lines[1..2], &lines[2..3]] {
+        let dir = empty_dir();
+        std::fs::write(
+            dir.join("main.tf"),
+            format!(
+                "terraform {{\n  backend \"s3\" {{\n    bucket = \"b\"\n    key = \"k\"\n    region = \"us-east-1\"\n    {}\n  }}\n}}\n",
+                given.join("\n    ")
+            ),
+        )
+        .unwrap();
+        let output = common::s3state_binary()
+            .current_dir(&dir)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .arg("meta")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{given:?}: {stderr}");
+        assert!(
+            stderr.contains("without both access_key and secret_key"),
+            "{stderr}"
+        );
+        for secret in [
+            "AKIAEXAMPLEONLY",
+            "half-a-secret-never-shown",
+            "a-token-never-shown",
+        ] {
+            assert!(!stderr.contains(secret), "{stderr}");
+        }
+    }
+}
+
+#[test]
 fn missing_settings_name_the_flag_and_the_variable() {
     let mut command = s3state("unused");
     command

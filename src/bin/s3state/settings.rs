@@ -199,6 +199,27 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
             builder = builder.with_server_side_encryption(s3state::ServerSideEncryption::S3Managed);
         }
     }
+    // Half a set of static credentials must not quietly fall back to the default chain, which
+    // may be another identity. (Names only: the values are secrets.)
+    match (&block.access_key, &block.secret_key, &block.token) {
+        (Some(_), None, _) | (None, Some(_), _) | (None, None, Some(_)) => {
+            let given: Vec<&str> = [
+                ("access_key", block.access_key.is_some()),
+                ("secret_key", block.secret_key.is_some()),
+                ("token", block.token.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            return Err(CliError::usage(format!(
+                "the backend block in {} sets {} without both access_key and secret_key; \
+                 set both, or remove them to use the default credential chain",
+                block.file,
+                given.join(" and ")
+            )));
+        }
+        _ => {}
+    }
     if let (Some(access), Some(secret), false) = (
         &block.access_key,
         &block.secret_key,

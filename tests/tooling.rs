@@ -805,7 +805,7 @@ async fn ls_older_than_keeps_states_last_modified_before_now_minus_the_age() {
 }
 
 #[tokio::test]
-async fn ls_json_has_every_column_and_counts_versions_only_on_request() {
+async fn ls_json_has_every_column_and_counts_versions_only_on_request_either_way() {
     let bucket = common::bucket(true).await;
     let key = "counted/terraform.tfstate";
     for serial in 1..=4 {
@@ -869,12 +869,37 @@ async fn ls_json_has_every_column_and_counts_versions_only_on_request() {
         "RFC 3339: {modified}"
     );
 
+    // Ten more unlocked states: --locked keeps one state in twelve, so the versions are listed
+    // for that state alone instead of for the whole prefix; the counts agree.
+    for n in 0..10 {
+        let other = format!("counted/more-{n}.tfstate");
+        common::put_raw(&bucket, &other, small_state(1, "m", 0, 0).as_bytes()).await;
+        common::put_raw(&bucket, &other, small_state(2, "m", 0, 0).as_bytes()).await;
+    }
+    let whole_prefix = ls_json(&bucket, &["counted/", "--versions"]);
+    assert_eq!(whole_prefix.len(), 12);
+    // Keys in order: more-0 … more-9, then terraform.tfstate and its .old sibling.
+    assert!(whole_prefix[..10].iter().all(|row| row["versions"] == 2));
+    assert_eq!(whole_prefix[10]["key"], key);
+    assert_eq!(whole_prefix[10]["versions"], 4);
+    assert_eq!(whole_prefix[11]["versions"], 1);
+    let one_state = ls_json(&bucket, &["counted/", "--versions", "--locked"]);
+    assert_eq!(keys(&one_state), [key]);
+    assert_eq!(one_state[0]["versions"], 4);
+
     let without = ls_json(&bucket, &["counted/"]);
     assert_eq!(without[0]["versions"], serde_json::Value::Null);
     let table = stdout(s3state(&bucket).args(["ls", "counted/", "--versions"]));
     let header: Vec<&str> = table.lines().next().unwrap().split('\t').collect();
     assert_eq!(header.last(), Some(&"VERSIONS"));
-    assert!(table.lines().nth(1).unwrap().ends_with("\t4"), "{table}");
+    assert!(
+        table
+            .lines()
+            .find(|line| line.starts_with(&format!("{key}\t")))
+            .unwrap()
+            .ends_with("\t4"),
+        "{table}"
+    );
     let plain = stdout(s3state(&bucket).args(["ls", "counted/"]));
     assert!(!plain.contains("VERSIONS"), "{plain}");
     s3state(&bucket)
@@ -943,6 +968,18 @@ async fn ls_reads_a_body_only_where_s3state_metadata_is_missing() {
         assert_eq!(count(&requests, "GET", &key), 1, "{key}");
         assert_eq!(count(&requests, "HEAD", &key), 0, "a GET has the metadata");
     }
+
+    run(&["--versions"]).await;
+    let requests = proxy.take_requests();
+    let version_listings: Vec<_> = requests
+        .iter()
+        .filter(|r| r.query.contains("versions") && !r.query.contains("versioning"))
+        .collect();
+    assert_eq!(
+        version_listings.len(),
+        1,
+        "one listing of every version, not one per state: {version_listings:#?}"
+    );
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! `s3state ls`: every Terraform state under a bucket or prefix, workspaces included, from one
 //! listing plus bounded parallel HEADs. A body is read only when s3state's metadata is absent
-//! or for `--resources` (then one GET replaces the HEAD, since it carries the metadata too);
-//! `--versions` adds one ListObjectVersions per state. Filters that the listing can answer
-//! (`--locked`, `--older-than`) are applied before any per-state request.
+//! or for `--resources` (then one GET replaces the HEAD, since it carries the metadata too).
+//! `--versions` lists every version under the prefix once (1,000 a page), or, when the filters
+//! kept fewer than one state in ten, each kept state's versions. Filters that the listing can
+//! answer (`--locked`, `--older-than`) are applied before any per-state request.
 
 use crate::error::CliError;
 use crate::{settings, ui};
@@ -37,7 +38,8 @@ pub struct LsArgs {
     /// Also count each state's resources (reads every body).
     #[arg(long)]
     resources: bool,
-    /// Also count each state's stored versions (one version listing per state).
+    /// Also count each state's stored versions (one more listing, of every version under the
+    /// prefix; or one per state when the filters keep fewer than one state in ten).
     #[arg(long)]
     versions: bool,
     /// Order rows by this column (`resources` implies --resources).
@@ -188,6 +190,7 @@ pub async fn run(flags: &settings::Flags, mut args: LsArgs) -> Result {
     spinner.finish_and_clear();
 
     let now = SystemTime::now();
+    let before_filters = listed.len();
     listed.retain(|state| {
         (!args.locked || locks.contains(&state.key))
             && args
@@ -195,13 +198,29 @@ pub async fn run(flags: &settings::Flags, mut args: LsArgs) -> Result {
                 .is_none_or(|age| is_older_than(state.modified, now, age))
     });
 
+    // Versions: one listing of every version under the prefix (1,000 per page) costs far less
+    // than one version listing per state, unless the filters kept only a few of the states.
+    let per_state_versions = args.versions && listed.len() * 10 < before_filters;
+    let version_counts = if args.versions && !per_state_versions {
+        let spinner = progress(
+            show_progress,
+            &format!("counting versions in {location}"),
+            None,
+        );
+        let counts = count_versions_under(&client, &bucket, &args.prefix, &location).await?;
+        spinner.finish_and_clear();
+        Some(counts)
+    } else {
+        None
+    };
+
     let bar = progress(show_progress, "reading states", Some(listed.len() as u64));
     let reader = Reader {
         client: &client,
         bucket: &bucket,
         workspace_prefix: &workspace_prefix,
         with_resources: args.resources,
-        with_versions: args.versions,
+        with_versions: per_state_versions,
     };
     let results: Vec<Result<Option<Row>>> = futures::stream::iter(listed)
         .map(|state| {
@@ -220,9 +239,12 @@ pub async fn run(flags: &settings::Flags, mut args: LsArgs) -> Result {
     let mut rows = Vec::with_capacity(results.len());
     for result in results {
         // A state deleted, or a lock released, since the listing is left out.
-        if let Some(row) = result?
+        if let Some(mut row) = result?
             && (!args.locked || row.lock_holder.is_some())
         {
+            if let Some(counts) = &version_counts {
+                row.versions = Some(counts.get(&row.key).copied().unwrap_or(0));
+            }
             rows.push(row);
         }
     }
@@ -460,6 +482,45 @@ impl Reader<'_> {
             key_marker = page.next_key_marker().map(str::to_owned);
             version_marker = page.next_version_id_marker().map(str::to_owned);
         }
+    }
+}
+
+/// How many versions (delete markers aside) each `*.tfstate` key under `prefix` has, from one
+/// listing of every version under it.
+async fn count_versions_under(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    location: &str,
+) -> Result<std::collections::HashMap<String, usize>> {
+    let mut counts = std::collections::HashMap::new();
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let page = client
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .map_err(|err| {
+                s3_error(
+                    "list the versions under",
+                    location,
+                    aws_sdk_s3::error::DisplayErrorContext(err),
+                )
+            })?;
+        for key in page.versions().iter().filter_map(|version| version.key()) {
+            if key.ends_with(".tfstate") {
+                *counts.entry(key.to_owned()).or_insert(0) += 1;
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            return Ok(counts);
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        version_marker = page.next_version_id_marker().map(str::to_owned);
     }
 }
 

@@ -21,7 +21,7 @@ type Result<T = ()> = std::result::Result<T, CliError>;
 pub enum ToolCommand {
     /// List every Terraform state (*.tfstate) under the bucket or a prefix, workspaces included.
     #[command(
-        after_help = "Serial, lineage and version come from the metadata s3state writes beside each state; a body\nis read only where it is missing, or for --resources. No --key is needed.\n\nExample:\n  s3state ls\n  s3state ls teams/ --locked\n  s3state ls --json --resources"
+        after_help = "Serial, lineage and version come from the metadata s3state writes beside each state; a body\nis read only where it is missing, or for --resources. --older-than and --locked are answered\nfrom the listing; --versions lists the prefix's versions once. No --key is needed.\n\nExample:\n  s3state ls\n  s3state ls teams/ --locked\n  s3state ls --sort modified --reverse --older-than 90d\n  s3state ls --json --resources --versions"
     )]
     Ls(crate::inventory::LsArgs),
     /// List resource instances by address, as `terraform state list`.

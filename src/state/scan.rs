@@ -3,7 +3,7 @@
 //! Reading a state used to take two passes over its large raw values: serde_json validated them
 //! (as `RawValue`s), then a second loop copied them into Go's compact form. This scanner does
 //! both at once, and does the per-byte work in bulk: string bodies and indentation are skipped
-//! eight bytes at a time, and unchanged runs of input are copied with one `push_str` each.
+//! eight bytes at a time, and unchanged runs of input are copied in one piece each.
 //!
 //! It accepts exactly what serde_json accepts for a `RawValue` (RFC 8259: no trailing commas,
 //! no leading zeros, no control characters in strings, only the standard escapes, `\u` with four

@@ -236,7 +236,6 @@ async fn moto_enforces_every_condition_but_accepts_a_wrong_checksum_so_it_is_uns
     for id in [
         "if_none_match",
         "if_match",
-        "race",
         "conditional_get",
         "conditional_delete",
     ] {
@@ -246,6 +245,15 @@ async fn moto_enforces_every_condition_but_accepts_a_wrong_checksum_so_it_is_uns
             "{id}: {report:#?}"
         );
     }
+    // moto checks If-Match and then writes, without making the two one step: two concurrent
+    // writers on one tag sometimes both succeed (seen in 1 of 3 rounds in a CI run). The probe
+    // must then say so; when every round happened to be refused, it passes.
+    let (race, level) = result_of(&report, "race");
+    assert!(
+        level == CheckLevel::Pass
+            || (level == CheckLevel::Unsafe && race.starts_with("both writes went through")),
+        "{race}"
+    );
     assert_eq!(
         result_of(&report, "list_object_versions").1,
         CheckLevel::Pass

@@ -641,6 +641,18 @@ impl<'a> Probe<'a> {
                 both_won += 1;
             }
         }
+        if both_won > 0 {
+            // When both writes went through, which one is current is the store's call, not
+            // the order of our answers: ask, so the checks that follow use the right tag.
+            let request = self.client().head_object().bucket(self.bucket()).key(&key);
+            if let Ok(head) = super::with_customer_key!(request, &self.backend.config.sse)
+                .send()
+                .await
+                && let Some(tag) = head.e_tag()
+            {
+                current = tag.to_owned();
+            }
+        }
         let losers = lost
             .iter()
             .map(|(status, count)| format!("{status} ×{count}"))

@@ -29,6 +29,13 @@ fn counter(state: &s3state::State) -> u64 {
 fn options() -> RemoteStateOptions {
     RemoteStateOptions {
         max_update_attempts: 1000,
+        // Tight update loops are not fair to each other (a process that has just released
+        // the lock takes it again at once), so on a loaded machine one process can wait past
+        // update()'s 60 s default. The soak checks lost increments, so its wait is bounded by
+        // the others finishing.
+        update_locking: s3state::UpdateLocking::Lock {
+            timeout: Duration::from_secs(900),
+        },
         lock_retry: LockRetry {
             initial: Duration::from_millis(5),
             max: Duration::from_millis(50),

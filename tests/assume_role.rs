@@ -17,30 +17,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use s3state::{AssumeRole, Error, Persister, Refresher, S3Builder, State, Transient};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/terraform-state";
 
-/// moto's server, installed and started once by `moto/start.sh`; fails loudly if it cannot be.
-fn moto_endpoint() -> &'static str {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto/start.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
-        assert!(
-            status.success(),
-            "moto could not be started by {} ({status}); the assume_role tests need its STS",
-            script.display()
-        );
-        let port = std::env::var("S3STATE_MOTO_PORT").unwrap_or_else(|_| "4577".into());
-        format!("http://127.0.0.1:{port}")
-    })
-}
+use common::moto_endpoint;
 
 /// One request as the recording proxy saw it.
 #[derive(Debug, Clone)]

@@ -10,29 +10,9 @@ use aws_sdk_dynamodb::types::{
 };
 use s3state::dynamodb::md5_hex;
 use s3state::{Error, LockInfo, Locker, RemoteState, S3Builder, S3Store, Store};
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-/// moto's server, installed and started once by `moto/start.sh`; fails loudly if it cannot be.
-fn moto_endpoint() -> &'static str {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto/start.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
-        assert!(
-            status.success(),
-            "moto could not be started by {} ({status}); the DynamoDB tests need it",
-            script.display()
-        );
-        let port = std::env::var("S3STATE_MOTO_PORT").unwrap_or_else(|_| "4577".into());
-        format!("http://127.0.0.1:{port}")
-    })
-}
+use common::moto_endpoint;
 
 fn dynamodb() -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::Config::builder()

@@ -6,9 +6,6 @@ mod common;
 
 use common::proxy::FaultProxy;
 use s3state::s3::{CheckLevel, PROBE_PREFIX, ProbeReport, Verdict};
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 
 /// Every check the probe runs without a DynamoDB table, by id.
 const CHECK_IDS: [&str; 9] = [
@@ -23,25 +20,7 @@ const CHECK_IDS: [&str; 9] = [
     "list_object_versions",
 ];
 
-/// moto's server (S3, DynamoDB and STS on one port), installed and started once by
-/// `moto/start.sh`; fails loudly if it cannot be.
-fn moto_endpoint() -> &'static str {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto/start.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
-        assert!(
-            status.success(),
-            "moto could not be started by {} ({status}); the probe's moto test needs it",
-            script.display()
-        );
-        let port = std::env::var("S3STATE_MOTO_PORT").unwrap_or_else(|_| "4577".into());
-        format!("http://127.0.0.1:{port}")
-    })
-}
+use common::moto_endpoint;
 
 fn client_for(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(common::config_for(endpoint).build())

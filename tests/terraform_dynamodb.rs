@@ -18,24 +18,7 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "demo/terraform.tfstate";
 
-/// moto's server (DynamoDB), started once by `moto/start.sh`; fails loudly if it cannot be.
-fn moto_endpoint() -> &'static str {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto/start.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
-        assert!(
-            status.success(),
-            "moto could not be started by {} ({status}); these tests need it",
-            script.display()
-        );
-        let port = std::env::var("S3STATE_MOTO_PORT").unwrap_or_else(|_| "4577".into());
-        format!("http://127.0.0.1:{port}")
-    })
-}
+use common::moto_endpoint;
 
 /// The `terraform` launcher, installed once per test process.
 fn terraform_binary() -> &'static Path {

@@ -118,6 +118,26 @@ impl Intercept for Recorder {
     }
 }
 
+/// moto's server (S3, DynamoDB and STS on one port), installed and started once per test
+/// process by `moto/start.sh`; fails loudly if it cannot be. `S3STATE_MOTO_PORT` moves it.
+pub fn moto_endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto/start.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+        assert!(
+            status.success(),
+            "moto could not be started by {} ({status}); this test needs it",
+            script.display()
+        );
+        let port = std::env::var("S3STATE_MOTO_PORT").unwrap_or_else(|_| "4577".into());
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
 /// The SDK configuration for `endpoint`, with LocalStack's credentials and path-style.
 pub fn config_for(endpoint: &str) -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::new()

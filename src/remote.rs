@@ -938,7 +938,8 @@ impl<S: Store> RemoteState<S> {
     /// Unless `known` is no longer among the versions: an operator who rolls back by deleting
     /// the newest version (S3's own way to restore the previous one) makes its parent current
     /// again, and a write on it is then legitimate. That is asked (one request) only when the
-    /// two writes are siblings.
+    /// two writes are siblings, and nothing is concluded unless the answer confirms `known`
+    /// is still stored.
     async fn check_not_siblings(&self, known: &Base, seen: &Base) -> Result<()> {
         let (Some(known_id), Some(parent), Some(seen_id)) = (
             known.write_id.as_ref(),
@@ -950,11 +951,16 @@ impl<S: Store> RemoteState<S> {
         if seen_id == known_id || seen.parent_write_id.as_ref() != Some(parent) {
             return Ok(());
         }
-        if let (Some(versions), Some(known_version)) =
-            (self.store.as_versioned(), known.version_id.as_deref())
-            && let Err(Error::VersionNotFound { .. }) =
-                versions.version_metadata(known_version).await
-        {
+        // The accusation is made only when the known write is confirmed still stored: a
+        // failed lookup (timeout, 5xx, 403) or a store without versions proves nothing, and
+        // must not replace an honest "unknown" with a wrong verdict.
+        let known_still_stored = match (self.store.as_versioned(), known.version_id.as_deref()) {
+            (Some(versions), Some(known_version)) => {
+                versions.version_metadata(known_version).await.is_ok()
+            }
+            _ => false,
+        };
+        if !known_still_stored {
             return Ok(());
         }
         Err(Error::StoreIgnoresConditions {

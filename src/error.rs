@@ -140,7 +140,8 @@ pub enum Error {
     Locked {
         /// The lock object.
         location: String,
-        /// The holder's lock info; `None` when the lock body could not be read.
+        /// The holder's lock info; `None` when the lock body could not be read, or when the
+        /// time ran out queueing behind another update of this state in this process.
         holder: Option<Box<LockInfo>>,
         /// How long we waited for it, when a timeout was given.
         waited: Option<Duration>,

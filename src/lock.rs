@@ -338,7 +338,7 @@ impl<S: Store> StoreLocker<S> {
     /// Like [`Locker::lock`], but waits for a held lock, retrying on [`LockRetry`]'s schedule
     /// until `timeout` has passed; then fails with [`Error::Locked`] and the holder's info.
     pub async fn lock_with_timeout(&self, info: &LockInfo, timeout: Duration) -> Result<String> {
-        self.lock_waiting(info, timeout, self.retry, false, true)
+        self.lock_waiting(info, timeout, self.retry, false, true, &mut false)
             .await
     }
 
@@ -347,7 +347,8 @@ impl<S: Store> StoreLocker<S> {
     /// waiters do not retry in step.
     ///
     /// Every attempt carries the same nonce, so an earlier attempt that stalled and created
-    /// the lock late is still recognised as ours rather than waited on.
+    /// the lock late is still recognised as ours rather than waited on. `refused` is set when
+    /// the lock was found held by someone else at least once.
     pub(crate) async fn lock_waiting(
         &self,
         info: &LockInfo,
@@ -355,6 +356,7 @@ impl<S: Store> StoreLocker<S> {
         retry: LockRetry,
         jitter: bool,
         explicit: bool,
+        refused: &mut bool,
     ) -> Result<String> {
         let started = tokio::time::Instant::now();
         let mut wait = retry.initial;
@@ -389,7 +391,10 @@ impl<S: Store> StoreLocker<S> {
                     )
                     .await
                 {
-                    Err(Error::Locked { holder: seen, .. }) => holder = seen,
+                    Err(Error::Locked { holder: seen, .. }) => {
+                        *refused = true;
+                        holder = seen;
+                    }
                     other => return other,
                 }
             }

@@ -15,8 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(crate) mod metadata;
+mod turnstile;
 
 pub use metadata::keys as metadata_keys;
+use turnstile::Turnstile;
+pub use turnstile::UpdateTurns;
 
 /// A Terraform state manager over one object in a [`Store`].
 ///
@@ -48,9 +51,9 @@ pub struct RemoteState<S> {
     /// Serialises store I/O (refresh, persist, update) so the base snapshot and its tag always
     /// change together. `write_state` does not wait for it; see [`Pending`].
     io: tokio::sync::Mutex<()>,
-    /// Locked updates through this manager take turns: each takes and releases the store lock
-    /// while holding this.
-    update_turn: tokio::sync::Mutex<()>,
+    /// Where updates queue before they take the store's lock: shared with every manager over
+    /// the same object in this process (see [`UpdateTurns`]).
+    turnstile: Arc<Turnstile>,
 }
 
 /// Releases an update's lock in the background if the update never got to release it.
@@ -116,9 +119,14 @@ pub struct RemoteStateOptions {
     pub lock_retry: LockRetry,
     /// Whether `update` takes the lock. Default: it does, waiting up to 60 s.
     pub update_locking: UpdateLocking,
-    /// How `update` waits for a lock held by another updater: short and jittered, so that
-    /// many writers take turns quickly. Default 5 ms doubling to 250 ms.
+    /// How `update` waits for a lock held by another process: short and jittered, so that
+    /// many writers take turns quickly. Its `max` is also the courtesy gap a process leaves
+    /// after releasing, while it sees contention, so a waiter polling at that pace finds the
+    /// lock free. Default 5 ms doubling to 50 ms.
     pub update_lock_retry: LockRetry,
+    /// Whether updates through different managers over the same object in this process
+    /// queue together (the default) or race each other through the store.
+    pub update_turns: UpdateTurns,
 }
 
 impl Default for RemoteStateOptions {
@@ -132,8 +140,9 @@ impl Default for RemoteStateOptions {
             update_locking: UpdateLocking::default(),
             update_lock_retry: LockRetry {
                 initial: Duration::from_millis(5),
-                max: Duration::from_millis(250),
+                max: Duration::from_millis(50),
             },
+            update_turns: UpdateTurns::default(),
         }
     }
 }
@@ -267,12 +276,12 @@ impl<S: Store> RemoteState<S> {
     /// A manager over `store` with the given options.
     pub fn with_options(store: S, options: RemoteStateOptions) -> Self {
         RemoteState {
+            turnstile: Turnstile::for_object(store.identity(), options.update_turns),
             locker: StoreLocker::for_state(&store).with_retry(options.lock_retry),
             store,
             options,
             snapshots: Mutex::new(Snapshots::default()),
             io: tokio::sync::Mutex::new(()),
-            update_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -324,21 +333,50 @@ impl<S: Store> RemoteState<S> {
         T: Send,
     {
         let UpdateLocking::Lock { timeout } = self.options.update_locking else {
+            let _turn = self.turnstile.unlocked_turn().await;
             return self.update_unlocked(change).await;
         };
-        // Updates through one manager take turns here, in process, instead of polling the
-        // store for each other's locks.
-        let _turn = self.update_turn.lock().await;
         if self.locker.caller_lock().await?.is_some() {
             // The caller took the lock through this manager, and it is still theirs in the
-            // store: run under it.
+            // store: run under it, without queueing behind updates that wait for that lock.
             return self.update_unlocked(change).await;
         }
+        // Updates over this object in this process take turns here, first come first served,
+        // instead of polling the store for each other's locks.
+        let started = tokio::time::Instant::now();
+        let Some(_turn) = self.turnstile.locked_turn(timeout).await else {
+            return Err(Error::Locked {
+                location: self.locker.location().to_owned(),
+                holder: None,
+                waited: Some(started.elapsed()),
+            });
+        };
+        if self.locker.caller_lock().await?.is_some() {
+            // Taken through this manager while we queued.
+            return self.update_unlocked(change).await;
+        }
+        let poll = self.options.update_lock_retry.max;
+        let gap = self.turnstile.courtesy_gap(poll);
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         let info = LockInfo::new("OperationTypeApply").with_info("s3state update");
+        let mut refused = false;
         let id = self
             .locker
-            .lock_waiting(&info, timeout, self.options.update_lock_retry, true, false)
-            .await?;
+            .lock_waiting(
+                &info,
+                timeout.saturating_sub(started.elapsed()),
+                self.options.update_lock_retry,
+                true,
+                false,
+                &mut refused,
+            )
+            .await;
+        if refused {
+            self.turnstile.note_refused();
+        }
+        let id = id?;
         // Released in the background if this future is dropped (cancelled) or `change` panics.
         let mut guard = ReleaseOnDrop {
             locker: &self.locker,
@@ -349,6 +387,7 @@ impl<S: Store> RemoteState<S> {
         // releases the lock in the background.
         let released = self.locker.unlock_patiently(&id).await;
         guard.id = None;
+        self.turnstile.note_released();
         if let Err(error) = released {
             // The update's outcome stands either way: reporting an error after a write that
             // landed would invite the caller to apply its change a second time. The lock is

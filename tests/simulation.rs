@@ -34,7 +34,7 @@ use s3state::store::memory::{ETagStyle, FaultPlan, MemoryOptions, MemoryStore};
 use s3state::store::{Fetched, ObjectMetadata, Precondition, PutOutcome, Store};
 use s3state::{
     LockInfo, Locker, OutputValue, Persister, Refresher, RemoteState, RemoteStateOptions, State,
-    Transient, UpdateLocking,
+    Transient, UpdateLocking, UpdateTurns,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -171,8 +171,9 @@ enum Mix {
     Mixed,
 }
 
-fn options(locking: bool) -> RemoteStateOptions {
+fn options(locking: bool, turns: UpdateTurns) -> RemoteStateOptions {
     RemoteStateOptions {
+        update_turns: turns,
         max_update_attempts: 64,
         update_locking: if locking {
             UpdateLocking::Lock {
@@ -410,6 +411,13 @@ async fn simulate(seed: u64) -> Result<(), String> {
         conditional_delete: rng.u8(0..4) != 0,
     };
     let fault_percent = [0, 5, 10, 20][rng.usize(0..4)];
+    // Managers over one object queue their updates together in one process; half the runs
+    // make them race through the store instead, as separate processes do.
+    let turns = if rng.bool() {
+        UpdateTurns::Process
+    } else {
+        UpdateTurns::PerManager
+    };
     let plan = Arc::new(FaultPlan::new(seed, fault_percent));
     let healthy = MemoryStore::with_options(KEY, options_store);
     let faulty = healthy.clone().with_faults(plan);
@@ -422,7 +430,10 @@ async fn simulate(seed: u64) -> Result<(), String> {
         let name = format!("updater{index}");
         let locking = !opted_out(&mut rng);
         recorder.join(&name, locking);
-        let manager = Arc::new(RemoteState::with_options(faulty.clone(), options(locking)));
+        let manager = Arc::new(RemoteState::with_options(
+            faulty.clone(),
+            options(locking, turns),
+        ));
         tasks.push(tokio::spawn(updater(
             name,
             manager,
@@ -434,7 +445,7 @@ async fn simulate(seed: u64) -> Result<(), String> {
     let shared_locking = !opted_out(&mut rng);
     let shared = Arc::new(RemoteState::with_options(
         faulty.clone(),
-        options(shared_locking),
+        options(shared_locking, turns),
     ));
     let edit = Arc::new(tokio::sync::Mutex::new(()));
     for index in 0..rng.usize(0..3) {
@@ -699,7 +710,10 @@ fn a_seed_replays_exactly() {
             .unwrap();
         runtime.block_on(async {
             let store = MemoryStore::new(KEY).with_faults(Arc::new(FaultPlan::new(seed, 20)));
-            let manager = Arc::new(RemoteState::with_options(store.clone(), options(true)));
+            let manager = Arc::new(RemoteState::with_options(
+                store.clone(),
+                options(true, UpdateTurns::Process),
+            ));
             let recorder = Recorder::default();
             recorder.join("a", true);
             recorder.join("b", true);

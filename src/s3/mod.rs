@@ -367,6 +367,13 @@ impl Store for S3Store {
         &self.path
     }
 
+    fn identity(&self) -> Option<String> {
+        // The SDK's config does not give the endpoint back, so the same bucket and key on two
+        // endpoints of one region share a line: that only orders their updates.
+        let region = self.client().config().region().map(|r| r.to_string());
+        Some(format!("s3:{}|{}", region.unwrap_or_default(), self.path))
+    }
+
     fn as_versioned(&self) -> Option<&dyn crate::store::VersionedStore> {
         Some(self)
     }

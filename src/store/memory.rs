@@ -586,6 +586,16 @@ impl Store for MemoryStore {
         &self.path
     }
 
+    fn identity(&self) -> Option<String> {
+        // The bucket's address: separate MemoryStores are separate buckets even when their
+        // keys (and so their locations) are the same.
+        Some(format!(
+            "memory:{:p}/{}",
+            Arc::as_ptr(&self.bucket),
+            self.key
+        ))
+    }
+
     fn as_versioned(&self) -> Option<&dyn VersionedStore> {
         Some(self)
     }

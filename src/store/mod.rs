@@ -177,6 +177,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn as_versioned(&self) -> Option<&dyn VersionedStore> {
         None
     }
+
+    /// A name that every handle on this very object in this process gives: the managers over
+    /// one object queue their [`crate::RemoteState::update`]s in one line (see
+    /// [`crate::UpdateTurns`]) instead of racing each other through the store. Another object
+    /// giving the same name only shares that line, which orders updates and decides nothing
+    /// else. `None` (the default) keeps each manager's updates in a line of their own.
+    fn identity(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One version in an object's history.

@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(crate) mod metadata;
+mod push;
 mod turnstile;
 
 pub use metadata::keys as metadata_keys;
+pub use push::Pushed;
 use turnstile::Turnstile;
 pub use turnstile::UpdateTurns;
 
@@ -514,50 +516,6 @@ impl<S: Store> RemoteState<S> {
         self.persist_transient(true).await
     }
 
-    /// Terraform's `state push`: refreshes, checks that `state` may replace what is stored,
-    /// and persists it conditionally on what was read. It does not lock; take the lock first,
-    /// as `s3state push` does.
-    ///
-    /// Without `force`, a state of another lineage ([`Error::LineageMismatch`]), with an older
-    /// serial ([`Error::SerialRegression`]), or with the same serial but other content
-    /// ([`Error::SerialCollision`]: it was not made from the stored snapshot) is refused. A
-    /// state identical to the stored one writes nothing. Returns the identity of the snapshot
-    /// now stored.
-    pub async fn push_state(&self, state: State, force: bool) -> Result<SnapshotMeta> {
-        let _io = self.io.lock().await;
-        self.refresh_now().await?;
-        let base = self.lock_snapshots().base.clone();
-        if let (Some(current), false) = (base.state.as_deref(), force) {
-            let location = || self.store.location().to_owned();
-            if state.lineage != current.lineage {
-                return Err(Error::LineageMismatch {
-                    location: location(),
-                    local: state.lineage,
-                    remote: current.lineage.clone(),
-                });
-            }
-            if state.serial < current.serial {
-                return Err(Error::SerialRegression {
-                    location: location(),
-                    local: state.serial,
-                    remote: current.serial,
-                });
-            }
-            if state.serial == current.serial && !state.same_content(current) {
-                return Err(Error::SerialCollision {
-                    location: location(),
-                    serial: state.serial,
-                });
-            }
-        }
-        self.persist_candidate(state, force).await?;
-        let persisted = self.lock_snapshots().base.state.clone();
-        Ok(persisted
-            .as_deref()
-            .map(SnapshotMeta::of)
-            .expect("a persisted state is known after a push"))
-    }
-
     /// Persists `candidate` (not the transient snapshot) under the serial rules, remembering
     /// what was written. The caller holds the I/O lock.
     pub(crate) async fn persist_candidate(&self, candidate: State, force: bool) -> Result<()> {
@@ -791,6 +749,19 @@ impl<S: Store> RemoteState<S> {
         };
         let base = made_on.unwrap_or(newest);
         let body = Bytes::from(next.to_bytes());
+        self.write_snapshot(next, body, &base, attempts).await
+    }
+
+    /// Writes `next`, serialised as `body`, conditionally on `base`, and finds out exactly
+    /// what happened when the answer is not a plain success. `attempts` holds the write ids of
+    /// the caller's earlier attempts at the same change; this attempt's id is added to it.
+    async fn write_snapshot(
+        &self,
+        next: State,
+        body: Bytes,
+        base: &Base,
+        attempts: &mut Vec<String>,
+    ) -> Result<WriteOutcome, PersistError> {
         let write_id = uuid::Uuid::new_v4().to_string();
         attempts.push(write_id.clone());
         let metadata = metadata::for_snapshot(&next, &write_id, base.write_id.as_deref());
@@ -816,7 +787,7 @@ impl<S: Store> RemoteState<S> {
         // Refused, or no answer. Either another writer got there first, or one of our
         // attempts landed and only its answer was lost (the SDK then retried and met it). The
         // store's versions say which, exactly.
-        let lookup = match self.find_landed(attempts, &base, &write_id).await {
+        let lookup = match self.find_landed(attempts, base, &write_id).await {
             Ok(lookup) => lookup,
             // Said as it is: "unknown" would hide that the store cannot be trusted.
             Err(error @ Error::StoreIgnoresConditions { .. }) => {

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use s3state::store::memory::MemoryStore;
 use s3state::store::{
-    DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, VersionedStore,
+    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, Precondition, PutOutcome, Store,
+    VersionedStore,
 };
 use s3state::{
     Error, LockInfo, Locker, OutputValue, Persister, Refresher, RemoteState, RemoteStateOptions,
@@ -79,6 +80,10 @@ fn ambiguous() -> Error {
 impl Store for Scripted {
     async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
         self.inner.get(if_none_match).await
+    }
+
+    async fn head(&self) -> s3state::Result<Headed> {
+        self.inner.head().await
     }
 
     async fn put(

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use s3state::store::memory::{ETagStyle, MemoryOptions, MemoryStore};
 use s3state::store::{
-    DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, conformance,
+    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, Precondition, PutOutcome, Store,
+    conformance,
 };
 
 const ANCHOR: &str = "conformance/terraform.tfstate";
@@ -90,6 +91,10 @@ struct DeletesWhenUnsupported(MemoryStore);
 impl Store for DeletesWhenUnsupported {
     async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
         self.0.get(if_none_match).await
+    }
+
+    async fn head(&self) -> s3state::Result<Headed> {
+        self.0.head().await
     }
 
     async fn put(

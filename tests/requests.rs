@@ -444,7 +444,7 @@ async fn cli_push_requests(bucket: &str, file: &std::path::Path, args: &[&str]) 
 }
 
 #[tokio::test]
-async fn a_cli_push_costs_seven_requests_on_localstack_and_three_without_the_lock() {
+async fn a_cli_push_reads_the_body_only_of_a_state_terraform_wrote() {
     let bucket = common::bucket(true).await;
     common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;
     let edited = |serial: u64| {
@@ -455,23 +455,46 @@ async fn a_cli_push_costs_seven_requests_on_localstack_and_three_without_the_loc
         std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
         path
     };
+    // LocalStack has no conditional delete: the unlock's 501 is followed by a read of the lock
+    // and a plain delete (real S3 answers the first DELETE 204, and the other two are not sent).
+    let unlock = ["DELETE lock 501", "GET lock 200", "DELETE lock 204"];
 
+    // Terraform records no serial beside its state: the head says so, and the body is read.
     assert_eq!(
         cli_push_requests(&bucket, &edited(2), &[]).await,
         [
-            "PUT lock 200",    // lock
-            "GET state 200",   // read, to tell "nothing to push" from a write
-            "GET state 304",   // push_state's refresh: unchanged, no body
-            "PUT state 200",   // conditional write
-            "DELETE lock 501", // unlock: LocalStack has no conditional delete (real S3: 204,
-            "GET lock 200",    // and these two are not sent)
-            "DELETE lock 204",
+            &[
+                "PUT lock 200",
+                "HEAD state 200",
+                "GET state 200",
+                "PUT state 200"
+            ][..],
+            &unlock[..],
         ]
+        .concat()
+    );
+    // s3state's own state is judged from its head: no GET of the state.
+    assert_eq!(
+        cli_push_requests(&bucket, &edited(4), &[]).await,
+        [
+            &["PUT lock 200", "HEAD state 200", "PUT state 200"][..],
+            &unlock[..],
+        ]
+        .concat()
     );
     assert_eq!(
-        cli_push_requests(&bucket, &edited(4), &["--lock=false"]).await,
-        ["GET state 200", "GET state 304", "PUT state 200"]
+        cli_push_requests(&bucket, &edited(6), &["--lock=false"]).await,
+        ["HEAD state 200", "PUT state 200"]
     );
+
+    // Pushing what is stored: the checksum says so, and nothing is read or written.
+    let stored = common::temp_dir("s3state-requests").join("stored.json");
+    std::fs::write(&stored, common::get_raw(&bucket, KEY).await).unwrap();
+    assert_eq!(
+        cli_push_requests(&bucket, &stored, &["--lock=false"]).await,
+        ["HEAD state 200"]
+    );
+    assert_eq!(common::version_count(&bucket, KEY).await, 4);
 }
 
 #[tokio::test]

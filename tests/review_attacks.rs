@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use s3state::store::memory::{ETagStyle, MemoryOptions, MemoryStore};
 use s3state::store::{
-    DeleteOutcome, ETag, Fetched, ObjectMetadata, ObjectVersion, Precondition, PutOutcome, Store,
-    StoredObject, VersionedStore, Written,
+    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, ObjectVersion, Precondition, PutOutcome,
+    Store, StoredObject, VersionedStore, Written,
 };
 use s3state::{
     Error, LockInfo, LockRetry, Locker, OutputValue, RemoteState, RemoteStateOptions, State,
@@ -187,6 +187,16 @@ impl Store for Hooked {
             Fetched::Found(mut object) => {
                 object.version_id = object.version_id.map(|id| self.show(id));
                 Fetched::Found(object)
+            }
+            other => other,
+        })
+    }
+
+    async fn head(&self) -> s3state::Result<Headed> {
+        Ok(match self.inner.head().await? {
+            Headed::Found(mut head) => {
+                head.version_id = head.version_id.map(|id| self.show(id));
+                Headed::Found(head)
             }
             other => other,
         })

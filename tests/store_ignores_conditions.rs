@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use s3state::store::memory::{FaultPlan, MemoryStore};
 use s3state::store::{
-    DeleteOutcome, ETag, Fetched, ObjectMetadata, ObjectVersion, Precondition, PutOutcome,
+    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, ObjectVersion, Precondition, PutOutcome,
     StoredObject, VersionedStore,
 };
 use s3state::{
@@ -129,6 +129,10 @@ const TERRAFORM_STATE: &[u8] = include_bytes!("data/terraform-1.15.5/terraform.t
 impl Store for RetriedOverItself {
     async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
         self.inner.get(if_none_match).await
+    }
+
+    async fn head(&self) -> s3state::Result<Headed> {
+        self.inner.head().await
     }
 
     async fn put(

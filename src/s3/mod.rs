@@ -26,8 +26,8 @@ pub use workspace::S3Backend;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject,
-    Written,
+    DeleteOutcome, ETag, Fetched, Headed, ObjectHead, ObjectMetadata, Precondition, PutOutcome,
+    Store, StoredObject, Written,
 };
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -166,6 +166,43 @@ impl S3Store {
         }
     }
 
+    /// The object's head by HeadObject, with its stored SHA-256 (`ChecksumMode: ENABLED`, so
+    /// that S3 returns the checksum s3state sent with the body).
+    async fn head_object(&self) -> Result<Headed> {
+        let request = self
+            .client()
+            .head_object()
+            .bucket(&self.config.bucket)
+            .key(&self.key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
+        let output = match with_customer_key!(request, &self.config.sse).send().await {
+            Ok(output) => output,
+            Err(err) if is_missing(&err) => return Ok(Headed::Absent),
+            Err(err) => return Err(sdk_error("HeadObject", &self.location, err)),
+        };
+        // A multipart upload's checksum is a checksum of its parts' checksums (`…-N`), which
+        // says nothing comparable about the body: it decodes to no 32 bytes and is dropped.
+        let sha256 = output
+            .checksum_sha256()
+            .and_then(|encoded| BASE64.decode(encoded).ok())
+            .and_then(|digest| <[u8; 32]>::try_from(digest).ok());
+        Ok(Headed::Found(ObjectHead {
+            etag: ETag::new(output.e_tag.clone().unwrap_or_default()),
+            version_id: output.version_id.clone(),
+            size: output
+                .content_length
+                .and_then(|length| u64::try_from(length).ok())
+                .unwrap_or_default(),
+            metadata: output
+                .metadata
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            sha256,
+        }))
+    }
+
     fn apply_sse_to_put(
         &self,
         request: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
@@ -257,6 +294,16 @@ impl Store for S3Store {
                 Ok(fetched) => return Ok(fetched),
             }
         }
+    }
+
+    async fn head(&self) -> Result<Headed> {
+        // Terraform's digest (`dynamodb_table`) is compared with the body on every read of the
+        // state, and a head has no body to compare: such a state is read whole.
+        #[cfg(feature = "dynamodb")]
+        if self.digest_table().is_some() {
+            return Ok(Headed::Unsupported);
+        }
+        self.head_object().await
     }
 
     async fn put(

@@ -30,10 +30,11 @@
 
 use crate::error::Error;
 use crate::store::{
-    DeleteOutcome, ETag, Fetched, ObjectMetadata, ObjectVersion, Precondition, PutOutcome, Store,
-    StoredObject, VersionedStore, Written,
+    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, ObjectVersion, Precondition, PutOutcome,
+    Store, StoredObject, VersionedStore, Written,
 };
 use bytes::Bytes;
+use sha2::Digest as _;
 
 /// The page size the suite lists versions with, unless a function tests paging itself.
 const PAGE: u32 = 1000;
@@ -48,6 +49,7 @@ pub async fn run_all<S: VersionedStore>(store: &S) {
     conditional_update_needs_the_current_tag(store).await;
     get_if_none_match_answers_not_modified_for_the_current_tag(store).await;
     get_of_an_absent_object_is_absent(store).await;
+    head_describes_the_current_object_without_its_body(store).await;
     conditional_delete_honours_the_tag_or_deletes_nothing(store).await;
     siblings_are_separate_objects(store).await;
     unconditional_delete_leaves_a_delete_marker(store).await;
@@ -538,6 +540,48 @@ pub async fn metadata_round_trips<S: VersionedStore>(store: &S) {
     );
 }
 
+/// `head` describes the current object as the last `put` left it, without its body: the tag
+/// and version id `put` returned, the body's size, the metadata exactly (replaced, not merged,
+/// by a later write), and the SHA-256 of the body when the store keeps one (never a checksum of
+/// anything else). An absent or deleted object is [`Headed::Absent`]. A store may always answer
+/// [`Headed::Unsupported`] instead; callers then read the body.
+///
+/// # Panics
+///
+/// When the store breaks this contract, or fails.
+pub async fn head_describes_the_current_object_without_its_body<S: Store>(store: &S) {
+    let object = fresh(store, "head");
+    match head(&object).await {
+        Headed::Unsupported => return,
+        Headed::Absent => {}
+        Headed::Found(found) => panic!(
+            "{}: head of an absent object answered {found:?}; expected Absent",
+            object.location()
+        ),
+    }
+    let first = ObjectMetadata::from([("conformance-serial".to_owned(), "1".to_owned())]);
+    let a = put_with(&object, "a", &Precondition::Create, &first, "a create").await;
+    assert_head(&object, &a, "a", &first, "after a create").await;
+    let second = ObjectMetadata::from([("conformance-other".to_owned(), "x".to_owned())]);
+    let b = put_with(
+        &object,
+        "bb",
+        &Precondition::Match(a.etag.clone()),
+        &second,
+        "an update",
+    )
+    .await;
+    assert_head(&object, &b, "bb", &second, "after an update").await;
+    delete_unconditionally(&object).await;
+    match head(&object).await {
+        Headed::Absent => {}
+        other => panic!(
+            "{}: head of a deleted object answered {other:?}; expected Absent",
+            object.location()
+        ),
+    }
+}
+
 /// `list_versions` lists every version newest first, content and delete markers alike, with
 /// `is_latest` on the newest only, the ids, tags and sizes the writes produced, and
 /// non-increasing times; the same at any page size. `get` reports the latest version's id.
@@ -858,6 +902,52 @@ async fn get<S: Store>(object: &S, if_none_match: Option<&ETag>) -> Fetched {
         .get(if_none_match)
         .await
         .unwrap_or_else(|err| panic!("{}: get failed: {err}", object.location()))
+}
+
+async fn head<S: Store>(object: &S) -> Headed {
+    object
+        .head()
+        .await
+        .unwrap_or_else(|err| panic!("{}: head failed: {err}", object.location()))
+}
+
+/// Checks that `head` describes the object `written` left, with `body` and `metadata`.
+async fn assert_head<S: Store>(
+    object: &S,
+    written: &Written,
+    body: &str,
+    metadata: &ObjectMetadata,
+    when: &str,
+) {
+    let found = match head(object).await {
+        Headed::Found(found) => found,
+        other => panic!(
+            "{}: head {when} answered {other:?}; expected the object's head",
+            object.location()
+        ),
+    };
+    let location = object.location();
+    assert_eq!(found.etag, written.etag, "{location}: head {when}: tag");
+    assert_eq!(
+        found.version_id, written.version_id,
+        "{location}: head {when}: version id"
+    );
+    assert_eq!(
+        found.size,
+        body.len() as u64,
+        "{location}: head {when}: size"
+    );
+    assert_eq!(
+        &found.metadata, metadata,
+        "{location}: head {when}: metadata"
+    );
+    if let Some(sha256) = found.sha256 {
+        let expected: [u8; 32] = sha2::Sha256::digest(body.as_bytes()).into();
+        assert_eq!(
+            sha256, expected,
+            "{location}: head {when}: the checksum is not the body's SHA-256"
+        );
+    }
 }
 
 async fn found<S: Store>(object: &S, when: &str) -> StoredObject {

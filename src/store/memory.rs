@@ -24,8 +24,8 @@
 
 use crate::error::{Error, Result};
 use crate::store::{
-    DeleteOutcome, ETag, Fetched, ObjectMetadata, ObjectVersion, Precondition, PutOutcome, Store,
-    StoredObject, VersionedStore, Written,
+    DeleteOutcome, ETag, Fetched, Headed, ObjectHead, ObjectMetadata, ObjectVersion, Precondition,
+    PutOutcome, Store, StoredObject, VersionedStore, Written,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -71,6 +71,8 @@ struct Version {
     body: Option<Bytes>,
     etag: ETag,
     metadata: ObjectMetadata,
+    /// The SHA-256 of the body, recorded at write time as S3 records `x-amz-checksum-sha256`.
+    sha256: Option<[u8; 32]>,
     /// The bucket's logical clock when this version was written.
     written_at: u64,
 }
@@ -107,6 +109,7 @@ impl Bucket {
             }
             _ => ETag::new(format!("\"opaque-{}\"", self.clock)),
         };
+        let sha256 = body.as_ref().map(|body| sha2::Sha256::digest(body).into());
         self.objects
             .entry(key.to_owned())
             .or_default()
@@ -115,6 +118,7 @@ impl Bucket {
                 body,
                 etag: etag.clone(),
                 metadata,
+                sha256,
                 written_at: self.clock,
             });
         Written {
@@ -153,7 +157,7 @@ pub enum Fault {
 /// The kind of operation a fault is chosen for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
-    /// `GetObject`.
+    /// `GetObject` (and `HeadObject`, which fails the same ways, without a body to cut off).
     Get,
     /// `PutObject`.
     Put,
@@ -260,6 +264,9 @@ pub struct MemoryStore {
     /// Writes and deletes through this handle skip their conditions (see
     /// [`MemoryStore::ignoring_conditions`]).
     ignores_conditions: bool,
+    /// What [`Store::head`] through this handle answers (see [`MemoryStore::without_checksums`]
+    /// and [`MemoryStore::without_heads`]).
+    heads: Heads,
     key: String,
     location: String,
     path: String,
@@ -272,8 +279,21 @@ impl fmt::Debug for MemoryStore {
             .field("options", &self.options)
             .field("faults", &self.faults)
             .field("ignores_conditions", &self.ignores_conditions)
+            .field("heads", &self.heads)
             .finish()
     }
+}
+
+/// What [`Store::head`] answers through one handle, so that callers can be tested against
+/// stores that keep less than S3 does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heads {
+    /// Heads with the body's SHA-256, as S3 answers for an object written with a checksum.
+    WithChecksum,
+    /// Heads without a checksum, as a store that keeps none answers.
+    WithoutChecksum,
+    /// [`Headed::Unsupported`], as a store without a head request answers.
+    Unsupported,
 }
 
 /// The name the memory bucket goes by in locations and lock paths.
@@ -293,6 +313,7 @@ impl MemoryStore {
             options,
             faults: None,
             ignores_conditions: false,
+            heads: Heads::WithChecksum,
             location: format!("memory://{BUCKET_NAME}/{key}"),
             path: format!("{BUCKET_NAME}/{key}"),
             key,
@@ -307,6 +328,7 @@ impl MemoryStore {
             options: self.options,
             faults: self.faults.clone(),
             ignores_conditions: self.ignores_conditions,
+            heads: self.heads,
             location: format!("memory://{BUCKET_NAME}/{key}"),
             path: format!("{BUCKET_NAME}/{key}"),
             key,
@@ -325,6 +347,20 @@ impl MemoryStore {
     /// store (other handles are unaffected).
     pub fn ignoring_conditions(mut self) -> Self {
         self.ignores_conditions = true;
+        self
+    }
+
+    /// This handle as a store that keeps no checksum of its bodies: its heads carry none, so a
+    /// caller must read a body to know its content (other handles are unaffected).
+    pub fn without_checksums(mut self) -> Self {
+        self.heads = Heads::WithoutChecksum;
+        self
+    }
+
+    /// This handle as a store with no head request: [`Store::head`] answers
+    /// [`Headed::Unsupported`] (other handles are unaffected).
+    pub fn without_heads(mut self) -> Self {
+        self.heads = Heads::Unsupported;
         self
     }
 
@@ -427,6 +463,20 @@ impl MemoryStore {
         }
     }
 
+    fn head_now(&self) -> Headed {
+        let bucket = self.bucket();
+        match bucket.current(&self.key) {
+            None => Headed::Absent,
+            Some(version) => Headed::Found(ObjectHead {
+                etag: version.etag.clone(),
+                version_id: Some(version.id.clone()),
+                size: version.body.as_ref().map_or(0, |body| body.len() as u64),
+                metadata: version.metadata.clone(),
+                sha256: version.sha256.filter(|_| self.heads == Heads::WithChecksum),
+            }),
+        }
+    }
+
     fn put_now(
         &self,
         body: &Bytes,
@@ -504,6 +554,21 @@ impl Store for MemoryStore {
                 Ok(fetched)
             }
             _ => Err(self.failure("GetObject", fault)),
+        }
+    }
+
+    async fn head(&self) -> Result<Headed> {
+        if self.heads == Heads::Unsupported {
+            return Ok(Headed::Unsupported);
+        }
+        let fault = self.plan(Operation::Get).await;
+        match fault {
+            Fault::None | Fault::LostResponseRetried => {
+                let headed = self.head_now();
+                self.after_apply().await;
+                Ok(headed)
+            }
+            _ => Err(self.failure("HeadObject", fault)),
         }
     }
 

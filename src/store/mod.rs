@@ -81,6 +81,36 @@ pub enum Fetched {
     Absent,
 }
 
+/// An object's head: what the store knows of it without its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    /// Its tag, for a later conditional write.
+    pub etag: ETag,
+    /// The store's version id, when it keeps versions.
+    pub version_id: Option<String>,
+    /// The body's size in bytes.
+    pub size: u64,
+    /// The metadata written with it.
+    pub metadata: ObjectMetadata,
+    /// The SHA-256 of the whole body, as the store recorded it when the body was written
+    /// (S3's `x-amz-checksum-sha256` of a single-part upload). `None` when the store keeps no
+    /// such checksum for this object: its content can then be known only by reading it.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// The answer to [`Store::head`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Headed {
+    /// The object's head.
+    Found(ObjectHead),
+    /// There is no object (never written, or deleted).
+    Absent,
+    /// This store cannot describe the object without reading it: it has no such request, or
+    /// every read must be checked against the body (a DynamoDB digest). Read it with
+    /// [`Store::get`].
+    Unsupported,
+}
+
 /// The condition a write is made under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
@@ -132,6 +162,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Reads the object. With `if_none_match`, an object that still has that tag is answered
     /// with [`Fetched::NotModified`] and no body.
     async fn get(&self, if_none_match: Option<&ETag>) -> Result<Fetched>;
+
+    /// The object's head (tag, version, size, metadata, stored checksum) without its body, so
+    /// that a caller can decide from it whether the body is worth downloading.
+    ///
+    /// The default answers [`Headed::Unsupported`], which sends callers to [`Store::get`];
+    /// a store overrides it only when a head it returns can be trusted as much as a `get`.
+    async fn head(&self) -> Result<Headed> {
+        Ok(Headed::Unsupported)
+    }
 
     /// Writes the whole object under `precondition`, with `metadata` stored beside it.
     ///

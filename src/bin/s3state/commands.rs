@@ -166,18 +166,13 @@ async fn push(context: &Context, file: &std::path::Path, force: bool, lock: &Loc
     let info = LockInfo::new("state-push").with_info("s3state push");
     under_lock(&manager, lock, info, "push", async {
         let spinner = ui::progress(&format!("pushing to {}", manager.store().location()), None);
-        let pushed = async {
-            // Read first to tell "nothing to push" from a write; push_state's own refresh is
-            // then a conditional GET answered 304, without a body.
-            manager.refresh_state().await?;
-            let before = manager.persisted_object();
-            let meta = manager.push_state(state, force).await?;
-            Ok::<_, Error>((before != manager.persisted_object(), meta))
-        }
-        .await;
+        // The stored state is judged from its head (serial, lineage and checksum), so a
+        // state s3state wrote is not downloaded; the push says whether it wrote.
+        let pushed = manager.push(state, force).await;
         spinner.finish_and_clear();
-        let (written, after) = pushed?;
-        if written {
+        let pushed = pushed?;
+        let after = pushed.stored;
+        if pushed.written {
             eprintln!(
                 "Pushed serial {} of lineage {}.",
                 after.serial, after.lineage

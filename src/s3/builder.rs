@@ -541,6 +541,8 @@ impl S3Builder {
                 None,
                 "s3state-static",
             ));
+        } else if let Some(environment) = answering_environment_credentials() {
+            loader = loader.credentials_provider(environment);
         }
         if let Some(attempts) = self.max_attempts {
             loader = loader.retry_config(
@@ -591,9 +593,68 @@ impl S3Builder {
             .force_path_style(self.force_path_style.unwrap_or(false));
         if let Some(endpoint) = &self.endpoint_url {
             config = config.endpoint_url(endpoint);
+            if let Some(http_client) = plain_http_client(endpoint) {
+                config = config.http_client(http_client);
+            }
         }
         Ok((Client::from_conf(config.build()), shared))
     }
+}
+
+/// The environment's credentials provider, when it answers: then it is the provider
+/// aws-config's default chain would use, since the environment comes first in that chain and
+/// a provider that answers ends it.
+///
+/// Handing it to the loader directly gives the same credentials without building the rest of
+/// the chain, which costs milliseconds at every start: its web-identity provider builds an STS
+/// client, and that loads and parses every certificate in the system's trust store (about 150
+/// files on Debian), for an answer that was already in the environment. When the environment
+/// has no (or blank) keys, the whole chain is built as before.
+fn answering_environment_credentials()
+-> Option<aws_config::environment::EnvironmentVariableCredentialsProvider> {
+    use aws_sdk_s3::config::ProvideCredentials as _;
+    use futures::FutureExt as _;
+    let environment = aws_config::environment::EnvironmentVariableCredentialsProvider::new();
+    // The provider reads variables only, so its answer is ready at once.
+    let answer = environment.provide_credentials().now_or_never()?;
+    answer.is_ok().then_some(environment)
+}
+
+/// For an `http://` endpoint, an HTTP client that does not load the system's trusted root
+/// certificates: the default client reads and parses all of them (milliseconds at every start)
+/// before the first request, and a plain-HTTP endpoint never uses them.
+///
+/// The client still speaks TLS, with an empty trust store, so that nothing is ever accepted
+/// unverified should an `https://` URL reach it. When a proxy variable is set the default
+/// client is kept: it routes through the proxy, which may itself be reached over TLS.
+fn plain_http_client(endpoint: &str) -> Option<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let scheme_is_http = endpoint
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+    let proxied = [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
+    if !scheme_is_http || proxied {
+        return None;
+    }
+    let no_roots = TlsContext::builder()
+        .with_trust_store(TrustStore::empty())
+        .build()
+        .ok()?;
+    Some(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(no_roots)
+            .build_https(),
+    )
 }
 
 /// `~/x` as aws-config reads it, for checking that a file exists.

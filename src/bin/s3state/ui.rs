@@ -152,11 +152,14 @@ pub fn progress(message: &str, total: Option<u64>) -> indicatif::ProgressBar {
         ),
         None => indicatif::ProgressBar::new_spinner(),
     };
-    if !std::io::stderr().is_terminal() {
+    let shown = std::io::stderr().is_terminal();
+    if !shown {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_message(message.to_owned());
-    if total.is_none() {
+    // The steady tick runs on a thread of its own, which a hidden spinner does not need (it
+    // would only add a thread start and join to every command run by a script).
+    if total.is_none() && shown {
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
     }
     bar

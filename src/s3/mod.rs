@@ -85,6 +85,45 @@ enum GetError {
     Other(Error),
 }
 
+/// The most a body's announced length reserves up front. A larger state still reads whole (the
+/// buffer grows); a wrong `Content-Length` cannot make the process ask for absurd memory at once.
+const MAX_BODY_RESERVATION: usize = 1 << 30;
+
+/// Reads a GetObject body to its end into one buffer.
+///
+/// Each chunk is copied as it arrives, while the next is still on the wire, into a buffer sized
+/// from `Content-Length`; `collect` followed by `into_bytes` would instead copy the whole body a
+/// second time after its last byte. A body of one chunk is returned as it came, without a copy.
+///
+/// The stream is always read to its end: the SDK validates the object's checksum there, so a
+/// corrupted body is an error here, as a body cut off early is. Nothing partial is returned.
+async fn read_whole_body(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    content_length: Option<i64>,
+) -> std::result::Result<Bytes, aws_sdk_s3::primitives::ByteStreamError> {
+    let Some(first) = body.try_next().await? else {
+        return Ok(Bytes::new());
+    };
+    let Some(second) = body.try_next().await? else {
+        return Ok(first);
+    };
+    let announced = content_length
+        .and_then(|length| usize::try_from(length).ok())
+        .unwrap_or(0);
+    let mut whole = Vec::with_capacity(
+        announced
+            .min(MAX_BODY_RESERVATION)
+            .max(first.len() + second.len()),
+    );
+    whole.extend_from_slice(&first);
+    whole.extend_from_slice(&second);
+    drop((first, second));
+    while let Some(chunk) = body.try_next().await? {
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(whole))
+}
+
 /// How long to wait before retrying after S3's `409 ConditionalRequestConflict`, doubled on
 /// each further conflict.
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
@@ -137,9 +176,11 @@ impl S3Store {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let body = output.body.collect().await.map_err(GetError::Body)?;
+        let body = read_whole_body(output.body, output.content_length)
+            .await
+            .map_err(GetError::Body)?;
         Ok(Fetched::Found(StoredObject {
-            body: body.into_bytes(),
+            body,
             etag,
             version_id,
             metadata,

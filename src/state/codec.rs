@@ -223,8 +223,8 @@ impl State {
         piece.push('}');
         out.push(&piece);
         let mut text = out.finish();
-        text.push('\n');
-        text.into_bytes()
+        text.push(b'\n');
+        text
     }
 }
 

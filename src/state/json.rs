@@ -286,12 +286,29 @@ fn go_compact_into(out: &mut String, text: &str) -> usize {
     deepest
 }
 
+/// A line feed and 63 spaces: the start of a new line at depth `d` is its first `1 + 2 * d`
+/// bytes, written with one fixed-size copy.
+const NEWLINE_AND_INDENT: &[u8; 64] =
+    b"\n                                                               ";
+
+/// Eight `0x01` bytes: multiplied by a byte, it repeats that byte across a word.
+const ONES: u64 = u64::MAX / 255;
+/// The high bit of every byte in a word.
+const HIGH_BITS: u64 = ONES << 7;
+
 /// Go's `json.Indent(dst, src, "", "  ")`, fed compact JSON in pieces.
 ///
 /// Writing a state streams its parts (header fields, each output, the raw resources) through
 /// one indenter, so the whole document never exists twice in memory.
+///
+/// Indented output differs from the compact input only after `{`, `[`, `,` and `:` and before
+/// `}` and `]` outside strings, so the indenter looks only for those (and for the quotes that
+/// begin and end strings): string bodies are skipped a word at a time, the input between two
+/// such bytes is copied in one piece, and each new line is one copy from
+/// [`NEWLINE_AND_INDENT`]. Every insertion is ASCII and every cut is at an ASCII byte, so the
+/// output is UTF-8 when the input is.
 pub(crate) struct GoIndenter {
-    out: String,
+    out: Vec<u8>,
     depth: usize,
     in_string: bool,
     escaped: bool,
@@ -303,7 +320,7 @@ pub(crate) struct GoIndenter {
 impl GoIndenter {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         GoIndenter {
-            out: String::with_capacity(capacity),
+            out: Vec::with_capacity(capacity),
             depth: 0,
             in_string: false,
             escaped: false,
@@ -311,75 +328,169 @@ impl GoIndenter {
         }
     }
 
+    /// A line feed and the indentation of the current depth.
+    #[inline(always)]
     fn newline(&mut self) {
-        self.out.push('\n');
-        for _ in 0..self.depth {
-            self.out.push_str("  ");
+        let len = 1 + 2 * self.depth;
+        if len <= NEWLINE_AND_INDENT.len() {
+            // One fixed-size copy, cut back: cheaper than a variable-length `memcpy` call.
+            let end = self.out.len() + len;
+            self.out.extend_from_slice(NEWLINE_AND_INDENT);
+            self.out.truncate(end);
+        } else {
+            self.out.push(b'\n');
+            self.out.resize(self.out.len() + len - 1, b' ');
         }
     }
 
     /// Appends the next piece of compact JSON.
     pub(crate) fn push(&mut self, compact: &str) {
         let bytes = compact.as_bytes();
-        let mut run_start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if self.open_pending {
-                self.open_pending = false;
-                if b == b'}' || b == b']' {
-                    self.depth -= 1;
-                    self.out.push(b as char);
-                    run_start = i + 1;
-                    continue;
-                }
+        let mut at = 0;
+        if self.open_pending
+            && let Some(&first) = bytes.first()
+        {
+            self.open_pending = false;
+            if first == b'}' || first == b']' {
+                self.depth -= 1;
+                self.out.push(first);
+                at = 1;
+            } else {
                 self.newline();
             }
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                }
-                continue;
-            }
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => {
-                    self.out.push_str(&compact[run_start..=i]);
-                    self.depth += 1;
-                    self.open_pending = true;
-                    run_start = i + 1;
-                }
+        }
+        // `[run, at)` is input to be copied as it is, not yet written.
+        let mut run = at;
+        if self.in_string {
+            at = self.string_end(bytes, at);
+        }
+        while let Some(&byte) = bytes.get(at) {
+            match byte {
+                b'"' => at = self.string_end(bytes, at + 1),
+                b'{' | b'[' => match bytes.get(at + 1) {
+                    // An empty container stays as written.
+                    Some(b'}' | b']') => at += 2,
+                    next => {
+                        at += 1;
+                        copy_run(&mut self.out, bytes, run, at);
+                        run = at;
+                        self.depth += 1;
+                        if next.is_some() {
+                            self.newline();
+                        } else {
+                            // The next piece tells whether the container is empty.
+                            self.open_pending = true;
+                        }
+                    }
+                },
                 b'}' | b']' => {
-                    self.out.push_str(&compact[run_start..i]);
+                    copy_run(&mut self.out, bytes, run, at);
+                    at += 1;
+                    run = at;
                     self.depth = self.depth.saturating_sub(1);
                     self.newline();
-                    self.out.push(b as char);
-                    run_start = i + 1;
+                    self.out.push(byte);
                 }
                 b',' => {
-                    self.out.push_str(&compact[run_start..=i]);
+                    at += 1;
+                    copy_run(&mut self.out, bytes, run, at);
+                    run = at;
                     self.newline();
-                    run_start = i + 1;
                 }
                 b':' => {
-                    self.out.push_str(&compact[run_start..=i]);
-                    self.out.push(' ');
-                    run_start = i + 1;
+                    at += 1;
+                    copy_run(&mut self.out, bytes, run, at);
+                    run = at;
+                    self.out.push(b' ');
                 }
-                _ => {}
+                _ => at += 1,
             }
         }
-        // A pending open at the very end of a piece is resolved by the next piece.
-        if run_start < bytes.len() {
-            self.out.push_str(&compact[run_start..]);
+        copy_run(&mut self.out, bytes, run, bytes.len());
+    }
+
+    /// Inside a string, from `at`: the position just after its closing quote, or the end of
+    /// the piece if the string goes on into the next one (then `in_string`, and `escaped` if
+    /// the piece ends inside an escape, carry over).
+    #[inline(always)]
+    fn string_end(&mut self, bytes: &[u8], mut at: usize) -> usize {
+        loop {
+            if self.escaped {
+                if at >= bytes.len() {
+                    self.in_string = true;
+                    return bytes.len();
+                }
+                // The escaped byte, whatever it is, neither ends the string nor escapes.
+                self.escaped = false;
+                at += 1;
+            }
+            at = next_quote_or_backslash(bytes, at);
+            match bytes.get(at) {
+                Some(b'"') => {
+                    self.in_string = false;
+                    return at + 1;
+                }
+                Some(_) => {
+                    self.escaped = true;
+                    at += 1;
+                }
+                None => {
+                    self.in_string = true;
+                    return bytes.len();
+                }
+            }
         }
     }
 
-    pub(crate) fn finish(self) -> String {
+    /// The indented JSON (UTF-8 when every piece was).
+    pub(crate) fn finish(self) -> Vec<u8> {
         self.out
     }
+}
+
+/// Appends `bytes[from..to]` to `out`. Runs between indentation are short (a key, a short
+/// value), so those are copied as one fixed 32-byte block and cut back, which compiles to a
+/// few moves instead of a call to `memcpy`.
+#[inline(always)]
+fn copy_run(out: &mut Vec<u8>, bytes: &[u8], from: usize, to: usize) {
+    const BLOCK: usize = 32;
+    if to - from <= BLOCK
+        && let Some(block) = bytes.get(from..from + BLOCK)
+    {
+        let block: &[u8; BLOCK] = block.try_into().expect("a whole block");
+        let end = out.len() + (to - from);
+        out.extend_from_slice(block);
+        out.truncate(end);
+        return;
+    }
+    out.extend_from_slice(&bytes[from..to]);
+}
+
+/// The position of the first `"` or `\` in `bytes` from `at` on, or the end of `bytes`.
+#[inline(always)]
+fn next_quote_or_backslash(bytes: &[u8], mut at: usize) -> usize {
+    /// Marks each zero byte of `x` with its high bit. A borrow may also mark bytes above a
+    /// real zero byte, never below one, so the lowest mark is exact; only the lowest is used.
+    fn zero_bytes(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x
+    }
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let quote = zero_bytes(word ^ (ONES * u64::from(b'"')));
+        let backslash = zero_bytes(word ^ (ONES * u64::from(b'\\')));
+        let found = (quote | backslash) & HIGH_BITS;
+        if found != 0 {
+            return at + found.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    while let Some(&byte) = bytes.get(at) {
+        if byte == b'"' || byte == b'\\' {
+            break;
+        }
+        at += 1;
+    }
+    at
 }
 
 #[cfg(test)]
@@ -389,7 +500,7 @@ mod tests {
     fn indent(compact: &str) -> String {
         let mut indenter = GoIndenter::with_capacity(0);
         indenter.push(compact);
-        indenter.finish()
+        String::from_utf8(indenter.finish()).unwrap()
     }
 
     #[test]
@@ -399,7 +510,112 @@ mod tests {
             let mut indenter = GoIndenter::with_capacity(0);
             indenter.push(&compact[..split]);
             indenter.push(&compact[split..]);
-            assert_eq!(indenter.finish(), indent(compact), "split at {split}");
+            let indented = String::from_utf8(indenter.finish()).unwrap();
+            assert_eq!(indented, indent(compact), "split at {split}");
+        }
+    }
+
+    /// Go's `json.Indent` one byte at a time, as the indenter was first written: the
+    /// reference the word-at-a-time indenter is compared with.
+    fn indent_byte_by_byte(compact: &str) -> String {
+        let (mut out, mut depth, mut in_string, mut escaped) =
+            (String::new(), 0usize, false, false);
+        let newline = |out: &mut String, depth: usize| {
+            out.push('\n');
+            out.push_str(&"  ".repeat(depth));
+        };
+        let chars: Vec<char> = compact.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            out.push(c);
+            i += 1;
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match c {
+                '"' => in_string = true,
+                '{' | '[' if matches!(chars.get(i), Some('}' | ']')) => {
+                    out.push(chars[i]);
+                    i += 1;
+                }
+                '{' | '[' => {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+                '}' | ']' => {
+                    out.pop();
+                    depth -= 1;
+                    newline(&mut out, depth);
+                    out.push(c);
+                }
+                ',' => newline(&mut out, depth),
+                ':' => out.push(' '),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// JSON values with strings full of what the indenter looks for, nested deeper than the
+    /// indentation block covers.
+    fn awkward_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-z\"\\\\{}\\[\\],: <&é\u{2028}]{0,24}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(40, 200, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z\"\\\\{:,]{0,10}", inner, 0..4)
+                    .prop_map(|fields| serde_json::Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn indenting_in_three_pieces_matches_indenting_byte_by_byte(
+            value in awkward_json(),
+            cuts in (0.0..=1.0f64, 0.0..=1.0f64),
+        ) {
+            let compact = RawJson::from_value(&value).as_str().to_owned();
+            let at = |fraction: f64| {
+                let mut at = (compact.len() as f64 * fraction) as usize;
+                while !compact.is_char_boundary(at) {
+                    at -= 1;
+                }
+                at
+            };
+            let (first, second) = (at(cuts.0.min(cuts.1)), at(cuts.0.max(cuts.1)));
+            let mut indenter = GoIndenter::with_capacity(0);
+            for piece in [&compact[..first], &compact[first..second], &compact[second..]] {
+                indenter.push(piece);
+            }
+            let indented = String::from_utf8(indenter.finish()).unwrap();
+            proptest::prop_assert_eq!(indented, indent_byte_by_byte(&compact));
+        }
+    }
+
+    #[test]
+    fn indentation_deeper_than_the_block_matches_indenting_byte_by_byte() {
+        for depth in [30, 31, 32, 33, 40, 100] {
+            let compact = format!("{}1,{{}},[]{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(
+                indent(&compact),
+                indent_byte_by_byte(&compact),
+                "depth {depth}"
+            );
         }
     }
 

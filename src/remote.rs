@@ -122,9 +122,9 @@ pub struct RemoteStateOptions {
     /// Whether `update` takes the lock. Default: it does, waiting up to 60 s.
     pub update_locking: UpdateLocking,
     /// How `update` waits for a lock held by another process: short and jittered, so that
-    /// many writers take turns quickly. Its `max` is also the courtesy gap a process leaves
-    /// after releasing, while it sees contention, so a waiter polling at that pace finds the
-    /// lock free. Default 5 ms doubling to 50 ms.
+    /// many writers take turns quickly. A process that sees contention leaves a gap a little
+    /// over its `max` (at most 120 ms) after releasing, so a waiter polling at that pace finds
+    /// the lock free. Default 5 ms doubling to 100 ms.
     pub update_lock_retry: LockRetry,
     /// Whether updates through different managers over the same object in this process
     /// queue together (the default) or race each other through the store.
@@ -142,7 +142,7 @@ impl Default for RemoteStateOptions {
             update_locking: UpdateLocking::default(),
             update_lock_retry: LockRetry {
                 initial: Duration::from_millis(5),
-                max: Duration::from_millis(50),
+                max: Duration::from_millis(100),
             },
             update_turns: UpdateTurns::default(),
         }
@@ -347,9 +347,12 @@ impl<S: Store> RemoteState<S> {
         // instead of polling the store for each other's locks.
         let started = tokio::time::Instant::now();
         let Some(_turn) = self.turnstile.locked_turn(timeout).await else {
+            // The update ahead of us is still waiting for the store's lock: name who holds it,
+            // as an update that waited at the lock itself would.
+            let holder = self.locker.current().await.ok().flatten();
             return Err(Error::Locked {
                 location: self.locker.location().to_owned(),
-                holder: None,
+                holder: holder.map(Box::new),
                 waited: Some(started.elapsed()),
             });
         };
@@ -357,8 +360,10 @@ impl<S: Store> RemoteState<S> {
             // Taken through this manager while we queued.
             return self.update_unlocked(change).await;
         }
-        let poll = self.options.update_lock_retry.max;
-        let gap = self.turnstile.courtesy_gap(poll);
+        let gap = self
+            .turnstile
+            .courtesy_gap(self.options.update_lock_retry.max)
+            .min(timeout.saturating_sub(started.elapsed()));
         if !gap.is_zero() {
             tokio::time::sleep(gap).await;
         }
@@ -389,7 +394,9 @@ impl<S: Store> RemoteState<S> {
         // releases the lock in the background.
         let released = self.locker.unlock_patiently(&id).await;
         guard.id = None;
-        self.turnstile.note_released();
+        if released.is_ok() {
+            self.turnstile.note_released();
+        }
         if let Err(error) = released {
             // The update's outcome stands either way: reporting an error after a write that
             // landed would invite the caller to apply its change a second time. The lock is

@@ -74,7 +74,6 @@ async fn contend(store: &MemoryStore, manager: Arc<RemoteState<MemoryStore>>) {
 // Timeouts
 // ---------------------------------------------------------------------------------------------
 
-#[ignore = "review of 63c06f6: the courtesy gap ignores the timeout (took 19.2 s)"]
 #[tokio::test(start_paused = true)]
 async fn an_update_whose_lock_is_free_returns_within_its_timeout_after_contention() {
     // A caller who polls slowly for a long-held lock (Terraform's own schedule, 1 s doubling
@@ -115,7 +114,6 @@ async fn an_update_whose_lock_is_free_returns_within_its_timeout_after_contentio
 // Honest errors
 // ---------------------------------------------------------------------------------------------
 
-#[ignore = "review of 63c06f6: a queue timeout reports an unreadable lock"]
 #[tokio::test(start_paused = true)]
 async fn an_update_that_times_out_in_the_queue_does_not_blame_an_unreadable_lock() {
     let store = MemoryStore::new(KEY);

@@ -116,10 +116,14 @@ async fn an_update_queued_behind_another_in_this_process_gives_up_at_its_own_tim
 
     let started = tokio::time::Instant::now();
     let error = hurried.update(bump("hurried")).await.unwrap_err();
-    assert!(
-        matches!(error, Error::Locked { holder: None, .. }),
-        "{error:?}"
-    );
+    // It names who holds the lock, as the update ahead of it would.
+    match &error {
+        Error::Locked {
+            holder: Some(holder),
+            ..
+        } => assert_eq!(holder.id, id),
+        other => panic!("expected Locked naming Terraform's lock, got {other:?}"),
+    }
     assert_eq!(started.elapsed(), Duration::from_secs(5));
 
     // Once Terraform is done, the patient one goes ahead; the hurried one wrote nothing.

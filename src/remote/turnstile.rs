@@ -25,6 +25,10 @@ use tokio::time::Instant;
 /// How long a refusal counts as evidence that another process is contending for the lock.
 const CONTENTION_MEMORY: Duration = Duration::from_secs(5);
 
+/// The longest poll interval a courtesy gap is sized for, so that a slow poll schedule (such
+/// as Terraform's, up to 16 s) does not make every update under contention sleep that long.
+const LONGEST_GAP_POLL: Duration = Duration::from_millis(100);
+
 /// The queues and contention signals of one object, shared by every manager over it in this
 /// process (or owned by one manager, with [`UpdateTurns::PerManager`]).
 #[derive(Debug, Default)]
@@ -107,9 +111,11 @@ impl Turnstile {
     }
 
     /// How long to wait before taking the store's lock again so that a process polling for
-    /// it every `poll_interval` at most finds it free: zero unless this process was refused
-    /// the lock within the last few seconds and released it less than a poll interval ago.
+    /// it every `poll_interval` at most (capped at 100 ms) finds it free: zero unless this
+    /// process was refused the lock within the last few seconds and released it less than a
+    /// poll interval ago.
     pub(crate) fn courtesy_gap(&self, poll_interval: Duration) -> Duration {
+        let poll_interval = poll_interval.min(LONGEST_GAP_POLL);
         let signals = self.signals();
         let now = Instant::now();
         let contended = signals
@@ -180,6 +186,17 @@ mod tests {
             turnstile.courtesy_gap(poll),
             Duration::ZERO,
             "the refusal is too old to count"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_poll_schedule_does_not_stretch_the_courtesy_gap() {
+        let turnstile = Turnstile::default();
+        turnstile.note_refused();
+        turnstile.note_released();
+        assert_eq!(
+            turnstile.courtesy_gap(Duration::from_secs(16)),
+            Duration::from_millis(120)
         );
     }
 }

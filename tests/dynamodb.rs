@@ -262,3 +262,31 @@ async fn a_stale_digest_is_a_typed_error_naming_both_and_repair_fixes_it() {
     s3state::Refresher::refresh_state(&reader).await.unwrap();
     assert!(reader.store().get(None).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_push_compares_the_digest_as_a_read_does_and_writes_nothing_when_it_is_stale() {
+    let (bucket, table) = (common::bucket(true).await, table().await);
+    let key = "app/terraform.tfstate";
+    let ours = manager(&bucket, key, &table).await;
+    ours.update(common::set_output("a", 1)).await.unwrap();
+    let mut next = s3state::Transient::state(&ours).unwrap();
+    next.serial += 1;
+    next.outputs
+        .insert("b".into(), s3state::OutputValue::new(&2));
+    let stale = "0123456789abcdef0123456789abcdef";
+    put_item(&table, &format!("{bucket}/{key}-md5"), "Digest", stale).await;
+
+    // A head carries no body to compare with the digest: the push reads the body, as Terraform
+    // does, and refuses to write over a state that fails the check.
+    let pusher = manager(&bucket, key, &table).await;
+    let refused = pusher.push(next.clone(), false).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::DigestMismatch { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(common::version_count(&bucket, key).await, 1);
+
+    pusher.store().repair_digest().await.unwrap();
+    assert!(pusher.push(next, false).await.unwrap().written);
+    assert_eq!(common::version_count(&bucket, key).await, 2);
+}

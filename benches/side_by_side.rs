@@ -7,6 +7,8 @@
 //! 3. parse and serialise throughput;
 //! 4. contention: aggregate commits per second of N tasks, each with its own manager, doing
 //!    `update()` on one key, with the lock (the default) and without; the counts are asserted.
+//!    Each twice: with the managers queueing in process (`UpdateTurns::Process`, the default)
+//!    and racing each other through the store as separate processes do (`PerManager`).
 //! 5. `s3state pull` as a whole command against a minimal process doing one raw GetObject of
 //!    the same object to stdout (this benchmark's own binary, re-run with
 //!    `S3STATE_BENCH_RAW_GET=bucket/key`), wall time and peak RSS, at each size (part `pull`;
@@ -226,15 +228,19 @@ async fn contention_run(
     writers: usize,
     per_writer: usize,
     locking: s3state::UpdateLocking,
+    turns: s3state::UpdateTurns,
 ) -> f64 {
     let mut managers = Vec::new();
     for _ in 0..writers {
         managers.push(Arc::new(
-            common::builder(bucket, key)
+            // From settings, as applications configure s3state (so the managers know their
+            // endpoint and can share their update turns).
+            common::settings_builder(common::endpoint(), bucket, key)
                 .with_options({
                     let mut options = s3state::RemoteStateOptions {
                         max_update_attempts: 1000,
                         update_locking: locking,
+                        update_turns: turns,
                         ..Default::default()
                     };
                     // S3STATE_BENCH_TUNE=a,b,c,d (ms) overrides initial_update_backoff,
@@ -644,25 +650,40 @@ async fn main() {
     if part("contention") {
         let runs = if quick { 1 } else { 3 };
         // The lock's waits are the default ones; only the give-up time is longer, because
-        // tight update loops are not fair to each other (a writer that has just released
-        // takes the lock again at once) and on a loaded machine one can wait past 60 s.
+        // tight update loops racing through the store are not fair to each other (a writer
+        // that has just released can take the lock again at once) and on a loaded machine
+        // one can wait past 60 s.
+        let lock = s3state::UpdateLocking::Lock {
+            timeout: Duration::from_secs(900),
+        };
+        let (process, racing) = (
+            s3state::UpdateTurns::Process,
+            s3state::UpdateTurns::PerManager,
+        );
         let modes = [
+            ("lock (default), queued in process (default)", lock, process),
             (
-                "lock (default)",
-                s3state::UpdateLocking::Lock {
-                    timeout: Duration::from_secs(900),
-                },
+                "lock off, queued in process",
+                s3state::UpdateLocking::Disabled,
+                process,
             ),
-            ("lock off", s3state::UpdateLocking::Disabled),
+            ("lock, racing as processes (`PerManager`)", lock, racing),
+            (
+                "lock off, racing as processes",
+                s3state::UpdateLocking::Disabled,
+                racing,
+            ),
         ];
-        for (m, (mode, locking)) in modes.into_iter().enumerate() {
+        for (m, (mode, locking, turns)) in modes.into_iter().enumerate() {
             for &writers in &writer_counts {
                 // Enough commits per run that start-up and the last straggler do not dominate.
                 let per_writer = if quick { 5 } else { (48 / writers).max(6) };
                 let mut rates = Vec::new();
                 for run in 0..runs {
                     let key = format!("bench/contention-{m}-{writers}-{run}.tfstate");
-                    rates.push(contention_run(&bucket, &key, writers, per_writer, locking).await);
+                    rates.push(
+                        contention_run(&bucket, &key, writers, per_writer, locking, turns).await,
+                    );
                 }
                 eprintln!("bench: contention {mode}, {writers} writers: {rates:.0?}");
                 contention.push((mode, writers, writers * per_writer, median_min_max(rates)));

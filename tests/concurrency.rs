@@ -87,7 +87,7 @@ const INCREMENTS: usize = 12;
 async fn eight_update_loops(
     turns: s3state::UpdateTurns,
     timeout: std::time::Duration,
-    recorder: &common::Recorder,
+    endpoint: &str,
 ) -> Vec<usize> {
     let bucket = common::bucket(true).await;
     let setup = common::manager(&bucket, KEY).await;
@@ -100,8 +100,9 @@ async fn eight_update_loops(
     let mut managers = Vec::new();
     for _ in 0..WRITERS {
         managers.push(Arc::new(
-            common::builder(&bucket, KEY)
-                .with_client(common::client_with(Some(recorder)))
+            // From settings, as applications configure s3state: the managers know their
+            // endpoint, so they can share turns.
+            common::settings_builder(endpoint, &bucket, KEY)
                 .with_options(s3state::RemoteStateOptions {
                     update_locking: s3state::UpdateLocking::Lock { timeout },
                     update_turns: turns,
@@ -112,7 +113,6 @@ async fn eight_update_loops(
                 .unwrap(),
         ));
     }
-    recorder.take();
     let landed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for (writer, manager) in managers.into_iter().enumerate() {
@@ -162,22 +162,22 @@ async fn eight_update_loops_racing_through_the_store_lose_no_increment() {
     // released the lock can take it again at once), so on a slow, shared machine one writer
     // can wait longer than update()'s default 60 s: what is checked here is that no
     // increment is lost, so the wait is bounded only by the others finishing.
-    let recorder = common::Recorder::default();
     eight_update_loops(
         s3state::UpdateTurns::PerManager,
         std::time::Duration::from_secs(900),
-        &recorder,
+        common::endpoint(),
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_update_loops_in_one_process_take_turns_in_order_without_being_refused() {
-    let recorder = common::Recorder::default();
+    // Through the recording proxy, to see every answer the store gave.
+    let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
     let order = eight_update_loops(
         s3state::UpdateTurns::Process,
         std::time::Duration::from_secs(60),
-        &recorder,
+        proxy.endpoint(),
     )
     .await;
     // First come, first served: after its increment a writer queues behind the seven others,
@@ -186,11 +186,11 @@ async fn eight_update_loops_in_one_process_take_turns_in_order_without_being_ref
         assert_eq!(*writer, order[i - WRITERS], "turn {i} in {order:?}");
     }
     // They queued in process, so none was refused the lock and no write lost a race.
-    let refused: Vec<_> = recorder
-        .take()
+    let refused: Vec<_> = proxy
+        .requests()
         .into_iter()
-        .filter(|exchange| exchange.method == "PUT" && exchange.status == Some(412))
-        .map(|exchange| exchange.uri)
+        .filter(|request| request.method == "PUT" && request.status == Some(412))
+        .map(|request| request.path)
         .collect();
     assert!(refused.is_empty(), "refused writes: {refused:?}");
 }

@@ -367,7 +367,10 @@ impl S3Builder {
     }
 
     /// Use this client instead of building one; region, endpoint, path style and profile are
-    /// then the client's own.
+    /// then the client's own. A client does not tell its endpoint, so managers built this
+    /// way keep their [`crate::RemoteState::update`] turns to themselves
+    /// ([`crate::UpdateTurns::PerManager`]) rather than queueing with other managers of the
+    /// same object in the process.
     pub fn with_client(mut self, client: Client) -> Self {
         self.client = Some(client);
         self
@@ -442,6 +445,13 @@ impl S3Builder {
                 (client, Some(shared))
             }
         };
+        // The endpoint make_client gave the client: ours, else the environment's (AWS's own
+        // when neither is set). Unknown for a client given with with_client.
+        let endpoint = shared.as_ref().map(|shared| {
+            self.endpoint_url
+                .clone()
+                .or_else(|| shared.endpoint_url().map(str::to_owned))
+        });
         let lock_table = super::lock_table::open(&self.dynamodb, shared).await;
         let backend = S3Backend {
             config: Arc::new(S3Config {
@@ -450,6 +460,7 @@ impl S3Builder {
                 conflict_retries: self.conflict_retries.unwrap_or(5),
                 conditional_delete: ConditionalDelete::default(),
                 lock_table,
+                endpoint,
                 client,
             }),
             key: self.key.clone().unwrap_or_default(),

@@ -19,6 +19,9 @@ pub(super) struct S3Config {
     /// Terraform's DynamoDB lock table, when `dynamodb_table` is configured.
     #[cfg_attr(not(feature = "dynamodb"), allow(dead_code))]
     pub(super) lock_table: super::lock_table::SharedTable,
+    /// The S3 endpoint the client talks to (`None` for AWS's own), when known: it is not
+    /// when the client was given with `with_client`, since a client does not tell.
+    pub(super) endpoint: Option<Option<String>>,
 }
 
 /// What is known of an endpoint's support for conditional DeleteObject.

@@ -463,10 +463,16 @@ impl Store for S3Store {
     }
 
     fn identity(&self) -> Option<String> {
-        // The SDK's config does not give the endpoint back, so the same bucket and key on two
-        // endpoints of one region share a line: that only orders their updates.
+        // A client given with with_client does not tell its endpoint, and the same bucket and
+        // key on two endpoints are two objects: such stores keep turns of their own.
+        let endpoint = self.config.endpoint.as_ref()?;
         let region = self.client().config().region().map(|r| r.to_string());
-        Some(format!("s3:{}|{}", region.unwrap_or_default(), self.path))
+        Some(format!(
+            "s3:{}|{}|{}",
+            endpoint.as_deref().unwrap_or("aws"),
+            region.unwrap_or_default(),
+            self.path
+        ))
     }
 
     fn as_versioned(&self) -> Option<&dyn crate::store::VersionedStore> {

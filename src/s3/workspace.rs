@@ -264,6 +264,7 @@ mod tests {
                 conflict_retries: 0,
                 conditional_delete: Default::default(),
                 lock_table: Default::default(),
+                endpoint: None,
             }),
             key: "app/terraform.tfstate".into(),
             workspace_key_prefix: "env:".into(),

@@ -217,11 +217,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         None
     }
 
-    /// A name that every handle on this very object in this process gives: the managers over
-    /// one object queue their [`crate::RemoteState::update`]s in one line (see
-    /// [`crate::UpdateTurns`]) instead of racing each other through the store. Another object
-    /// giving the same name only shares that line, which orders updates and decides nothing
-    /// else. `None` (the default) keeps each manager's updates in a line of their own.
+    /// A name that every handle on this very object in this process gives, and no handle on
+    /// another object does: the managers over one object queue their
+    /// [`crate::RemoteState::update`]s in one line (see [`crate::UpdateTurns`]) instead of
+    /// racing each other through the store. Two objects sharing a name would wait for each
+    /// other's locks and hung requests, so a store that cannot tell its object apart (an S3
+    /// client whose endpoint is unknown) answers `None`, the default: each manager's updates
+    /// then keep a line of their own.
     fn identity(&self) -> Option<String> {
         None
     }

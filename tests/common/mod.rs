@@ -261,6 +261,21 @@ pub fn builder(bucket: &str, key: &str) -> S3Builder {
         .with_key(key)
 }
 
+/// A builder for `bucket`/`key` on `endpoint` from settings alone (endpoint, region,
+/// path style, the test credentials), as an application configures s3state, rather than
+/// with a client of the test's own. Managers built this way over one object share their
+/// update turns in the process (a given client does not tell its endpoint, so those do not).
+#[allow(dead_code)]
+pub fn settings_builder(endpoint: &str, bucket: &str, key: &str) -> S3Builder {
+    S3Builder::new()
+        .with_endpoint_url(endpoint)
+        .with_region("us-east-1")
+        .with_path_style(true)
+        .with_static_credentials("test", "test")
+        .with_bucket(bucket)
+        .with_key(key)
+}
+
 /// A state manager for `bucket`/`key`.
 pub async fn manager(bucket: &str, key: &str) -> RemoteState<S3Store> {
     builder(bucket, key)

@@ -86,26 +86,38 @@ impl<'a> Scanner<'a> {
         self.skip_whitespace_run();
     }
 
-    /// Skips a run of whitespace. Indentation comes in long runs of spaces after a line feed,
-    /// so spaces are skipped a word at a time.
+    /// Skips a run of whitespace. Indentation is a line feed and then a long run of spaces,
+    /// so line feeds are taken one at a time and spaces sixteen at a time.
     fn skip_whitespace_run(&mut self) {
         loop {
-            if let Some(word) = self.word_at(self.pos) {
-                let not_space = word ^ (ONES * u64::from(b' '));
-                if not_space == 0 {
-                    self.pos += 8;
-                    continue;
-                }
-                self.pos += not_space.trailing_zeros() as usize / 8;
-            } else {
-                while self.bytes.get(self.pos) == Some(&b' ') {
-                    self.pos += 1;
-                }
-            }
             match self.bytes.get(self.pos) {
                 Some(b'\n' | b'\t' | b'\r') => self.pos += 1,
+                Some(b' ') => self.skip_spaces(),
                 _ => return,
             }
+        }
+    }
+
+    /// Skips spaces up to the next other byte (or the end).
+    #[inline(always)]
+    fn skip_spaces(&mut self) {
+        const SPACES: u64 = ONES * b' ' as u64;
+        while let Some(pair) = self.bytes.get(self.pos..self.pos + 16) {
+            let (low, high) = pair.split_at(8);
+            let low = u64::from_le_bytes(low.try_into().expect("eight bytes")) ^ SPACES;
+            let high = u64::from_le_bytes(high.try_into().expect("eight bytes")) ^ SPACES;
+            if low != 0 {
+                self.pos += low.trailing_zeros() as usize / 8;
+                return;
+            }
+            if high != 0 {
+                self.pos += 8 + high.trailing_zeros() as usize / 8;
+                return;
+            }
+            self.pos += 16;
+        }
+        while self.bytes.get(self.pos) == Some(&b' ') {
+            self.pos += 1;
         }
     }
 
@@ -124,6 +136,15 @@ impl<'a> Scanner<'a> {
             return;
         }
         self.copy_run(out, *run);
+        // Indented JSON has a line feed and then spaces: skip those here, without a call.
+        if self.bytes.get(self.pos) == Some(&b'\n') {
+            self.pos += 1;
+            self.skip_spaces();
+            if self.bytes.get(self.pos).is_some_and(|&b| b > b' ') {
+                *run = self.pos;
+                return;
+            }
+        }
         self.skip_whitespace_run();
         *run = self.pos;
     }

@@ -280,8 +280,6 @@ impl S3Store {
             // aws-chunked and computes the SHA-256 slice by slice as the bytes go out, in a
             // trailer that S3 verifies before storing anything (and stores as the object's
             // checksum), instead of hashing the whole state before the first byte is sent.
-            // Over plain http the SDK also signs each chunk (a second SHA-256 pass, also as the
-            // bytes go out); over https it does not.
             .body(sliced_body::streaming(body.clone()))
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .content_type("application/json")

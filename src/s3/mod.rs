@@ -11,7 +11,6 @@ mod errors;
 mod layout;
 mod lock_table;
 mod probe;
-mod sliced_body;
 mod sse;
 mod stream;
 mod versions;
@@ -32,8 +31,7 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::RequestChecksumCalculation;
-use aws_sdk_s3::types::ChecksumAlgorithm;
+use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -42,6 +40,7 @@ use errors::{
     is_conditional_conflict, is_missing, is_not_found, is_not_implemented, is_not_modified,
     is_precondition_failed, sdk_error,
 };
+use sha2::Digest as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -265,6 +264,7 @@ impl S3Store {
     async fn put_once(
         &self,
         body: &Bytes,
+        checksum: &str,
         precondition: &Precondition,
         metadata: &ObjectMetadata,
     ) -> Result<
@@ -276,29 +276,18 @@ impl S3Store {
             .put_object()
             .bucket(&self.config.bucket)
             .key(&self.key)
-            // A streaming body with a checksum algorithm and no value: the SDK sends it
-            // aws-chunked and computes the SHA-256 slice by slice as the bytes go out, in a
-            // trailer that S3 verifies before storing anything (and stores as the object's
-            // checksum), instead of hashing the whole state before the first byte is sent.
-            .body(sliced_body::streaming(body.clone()))
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(ByteStream::from(body.clone()))
             .content_type("application/json")
+            .checksum_sha256(checksum)
             .set_metadata(Some(metadata.clone().into_iter().collect()));
         request = match precondition {
             Precondition::Create => request.if_none_match("*"),
             Precondition::Match(etag) => request.if_match(etag.as_str()),
         };
         request = self.apply_sse_to_put(request);
-        // A client set to checksum only "when required" (AWS_REQUEST_CHECKSUM_CALCULATION, or a
-        // profile) would otherwise send the algorithm and no checksum at all.
-        let always_checksum = aws_sdk_s3::config::Builder::default()
-            .request_checksum_calculation(RequestChecksumCalculation::WhenSupported);
-        match request
-            .customize()
-            .config_override(always_checksum)
-            .send()
-            .await
-        {
+        // S3 verifies the x-amz-checksum-sha256 we send, so signing the payload as well would
+        // only hash the whole body a second time.
+        match request.customize().disable_payload_signing().send().await {
             Ok(output) => Ok(PutOutcome::Written(Written {
                 etag: ETag::new(output.e_tag.unwrap_or_default()),
                 version_id: output.version_id,
@@ -367,10 +356,14 @@ impl Store for S3Store {
         if let Some(put) = lock_table::checked_put(self, &body, precondition, metadata).await {
             return put;
         }
+        let checksum = BASE64.encode(sha2::Sha256::digest(&body));
         let mut backoff = CONFLICT_BACKOFF;
         let mut conflicts = 0;
         loop {
-            match self.put_once(&body, precondition, metadata).await {
+            match self
+                .put_once(&body, &checksum, precondition, metadata)
+                .await
+            {
                 Ok(outcome) => return Ok(outcome),
                 // Real S3 answers 409 ConditionalRequestConflict when conditional writes to one
                 // key overlap; the write was not applied and may be retried.

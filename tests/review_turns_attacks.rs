@@ -14,7 +14,7 @@ use s3state::store::{
 };
 use s3state::{
     Error, LockInfo, LockRetry, Locker, OutputValue, Refresher, RemoteState, RemoteStateOptions,
-    S3Builder, Transient, UpdateLocking, UpdateTurns,
+    Transient, UpdateLocking, UpdateTurns,
 };
 use std::sync::Arc;
 use std::time::Duration;

@@ -1115,3 +1115,88 @@ async fn pull_recovers_when_a_read_is_cut_off_before_any_byte_was_written() {
         "one cut-off read, one retry"
     );
 }
+
+/// A profile whose credentials come from a `credential_process` script that leaves a mark when
+/// it runs, so a test can tell whether the profile's credentials were asked for. Returns the
+/// config file and the mark's path.
+fn profile_with_marked_credential_process(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mark = dir.join("credential-process-ran");
+    let script = dir.join("credentials.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch '{}'\necho '{{\"Version\":1,\"AccessKeyId\":\"test\",\"SecretAccessKey\":\"test\"}}'\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile marked]\ncredential_process = {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    (config, mark)
+}
+
+#[tokio::test]
+async fn credentials_in_the_environment_win_over_a_profile_and_the_profile_is_used_without_them() {
+    let bucket = bucket_with_terraform_state().await;
+    let dir = empty_dir();
+    let (config, mark) = profile_with_marked_credential_process(&dir);
+    let with_profile = |command: &mut Command| {
+        command
+            .env("AWS_CONFIG_FILE", &config)
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.join("no-credentials-file"),
+            )
+            .args(["--profile", "marked", "pull"]);
+    };
+
+    // As in aws-config's default chain, the environment's keys come first.
+    let mut pull = s3state(&bucket);
+    with_profile(&mut pull);
+    pull.assert()
+        .success()
+        .stdout(predicate::eq(common::TERRAFORM_STATE));
+    assert!(
+        !mark.exists(),
+        "the profile's credential process ran although the environment had keys"
+    );
+
+    // Without them, the rest of the chain still answers: here, the profile.
+    let mut pull = s3state(&bucket);
+    pull.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    with_profile(&mut pull);
+    pull.assert()
+        .success()
+        .stdout(predicate::eq(common::TERRAFORM_STATE));
+    assert!(
+        mark.exists(),
+        "without keys in the environment, the profile's credentials were not used"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_http_endpoint_is_read_without_the_systems_root_certificates() {
+    // No root certificate can be found here: a client that loaded them for a plain-http
+    // endpoint would warn that it found none (and the SDK's debug build refuses an empty
+    // native store).
+    let bucket = bucket_with_terraform_state().await;
+    let no_certificates = empty_dir();
+    s3state(&bucket)
+        .env("SSL_CERT_FILE", no_certificates.join("none.pem"))
+        .env("SSL_CERT_DIR", &no_certificates)
+        .arg("pull")
+        .assert()
+        .success()
+        .stdout(predicate::eq(common::TERRAFORM_STATE))
+        .stderr(contains("certificate").not());
+}

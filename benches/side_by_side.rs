@@ -13,10 +13,13 @@
 //!    the same object to stdout (this benchmark's own binary, re-run with
 //!    `S3STATE_BENCH_RAW_GET=bucket/key`), wall time and peak RSS, at each size (part `pull`;
 //!    `S3STATE_BENCH_SIZES=1KB,50MB,200MB` is the set).
+//! 6. `s3state push FILE` (with the lock, as by default, over a state s3state wrote) against
+//!    a minimal process doing one raw PutObject of the same file (`S3STATE_BENCH_RAW_PUT`,
+//!    default SDK settings: SigV4 payload hash and CRC32), wall time and peak RSS (part `push`).
 //!
 //! `cargo bench --bench side_by_side` (optimised build; peak RSS needs GNU time at
 //! /usr/bin/time). Filters: `S3STATE_BENCH_SIZES=1KB,1MB` limits the sizes;
-//! `S3STATE_BENCH_PARTS=floor,commands,codec,contention,pull` picks parts (default: all);
+//! `S3STATE_BENCH_PARTS=floor,commands,codec,contention,pull,push` picks parts (default: all);
 //! `S3STATE_BENCH_WRITERS=1,8` the writer counts; `S3STATE_BENCH_TUNE=10,1000,5,250` overrides
 //! the update back-off and update lock waits (ms) for tuning; `S3STATE_BENCH_QUICK=1` runs
 //! fewer repetitions.
@@ -334,10 +337,32 @@ async fn raw_get_to_stdout(spec: &str) {
     stdout.flush().unwrap();
 }
 
+/// The reference for `s3state push`: the least a Rust program can do to store a file, one
+/// PutObject of its bytes with the SDK's default integrity (SigV4 payload hash, CRC32).
+async fn raw_put_file(spec: &str) {
+    let (target, file) = spec
+        .split_once(':')
+        .expect("S3STATE_BENCH_RAW_PUT=bucket/key:file");
+    let (bucket, key) = target.split_once('/').expect("bucket/key");
+    let endpoint = std::env::var("S3STATE_BENCH_RAW_ENDPOINT").expect("the endpoint");
+    let body = std::fs::read(file).expect("the file to put");
+    aws_sdk_s3::Client::from_conf(common::config_for(&endpoint).build())
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .expect("the raw PutObject");
+}
+
 #[tokio::main]
 async fn main() {
     if let Ok(spec) = std::env::var("S3STATE_BENCH_RAW_GET") {
         return raw_get_to_stdout(&spec).await;
+    }
+    if let Ok(spec) = std::env::var("S3STATE_BENCH_RAW_PUT") {
+        return raw_put_file(&spec).await;
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` would too. Nothing else is taken.
     let sizes: Vec<(String, usize)> = std::env::var("S3STATE_BENCH_SIZES")
@@ -346,7 +371,7 @@ async fn main() {
         .map(|s| (s.trim().to_owned(), parse_size(s)))
         .collect();
     let parts = std::env::var("S3STATE_BENCH_PARTS")
-        .unwrap_or_else(|_| "floor,commands,codec,contention,pull".into());
+        .unwrap_or_else(|_| "floor,commands,codec,contention,pull,push".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let writer_counts: Vec<usize> = std::env::var("S3STATE_BENCH_WRITERS")
         .unwrap_or_else(|_| "1,8".into())
@@ -371,9 +396,10 @@ async fn main() {
     let mut commands = Vec::new();
     let mut cpu = Vec::new();
     let mut pulls = Vec::new();
+    let mut pushes = Vec::new();
 
     for (label, target) in &sizes {
-        if !(part("floor") || part("commands") || part("codec") || part("pull")) {
+        if !(part("floor") || part("commands") || part("codec") || part("pull") || part("push")) {
             break;
         }
         let state = generate_state(*target);
@@ -544,6 +570,62 @@ async fn main() {
                 one(round % 2 != 0);
             }
             pulls.push((
+                label.clone(),
+                bytes.len(),
+                stats(ours),
+                stats(theirs),
+                our_rss,
+                raw_rss,
+            ));
+        }
+
+        // 6. `s3state push` against a minimal raw PUT process of the same file, alternating.
+        if part("push") {
+            let file = std::env::temp_dir().join(format!("s3state-bench-push-{label}.tfstate"));
+            let mut pushed = state.clone();
+            // Seed the key with an s3state push, so the measured pushes land on a state
+            // s3state wrote: lineage and serial come from a HEAD, the body is not read.
+            pushed.serial += 1;
+            std::fs::write(&file, pushed.to_bytes()).unwrap();
+            let seeded = s3state_command(&bucket, &["push", file.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(seeded.status.success(), "{seeded:?}");
+            let raw_spec = format!("{bucket}/bench/raw-put.tfstate:{}", file.display());
+            let raw = || {
+                let mut command = Command::new(std::env::current_exe().unwrap());
+                command
+                    .env("S3STATE_BENCH_RAW_PUT", &raw_spec)
+                    .env("S3STATE_BENCH_RAW_ENDPOINT", common::endpoint());
+                command
+            };
+            let (mut ours, mut theirs) = (vec![], vec![]);
+            let (mut our_rss, mut raw_rss) = (0u64, 0u64);
+            for round in 0..n {
+                // A newer serial each round, so every push writes.
+                pushed.serial += 1;
+                std::fs::write(&file, pushed.to_bytes()).unwrap();
+                let mut one = |ours_first: bool| {
+                    if ours_first {
+                        let mut command =
+                            s3state_command(&bucket, &["push", file.to_str().unwrap()]);
+                        let (t, rss) = run_measured(&mut command);
+                        ours.push(t);
+                        our_rss = our_rss.max(rss);
+                    } else {
+                        let (t, rss) = run_measured(&mut raw());
+                        theirs.push(t);
+                        raw_rss = raw_rss.max(rss);
+                    }
+                };
+                one(round % 2 == 0);
+                one(round % 2 != 0);
+            }
+            // Every push landed: the stored serial is the last one pushed (or one more).
+            let stored = State::from_slice(&common::get_raw(&bucket, KEY).await).unwrap();
+            assert!(stored.serial >= pushed.serial, "the last push landed");
+            let _ = std::fs::remove_file(&file);
+            pushes.push((
                 label.clone(),
                 bytes.len(),
                 stats(ours),
@@ -776,6 +858,29 @@ async fn main() {
                 ours.min.as_secs_f64() / raw.min.as_secs_f64(),
                 ours.max.as_secs_f64() / raw.max.as_secs_f64(),
                 mb(*our_rss),
+                mb(*raw_rss)
+            );
+        }
+    }
+    if !pushes.is_empty() {
+        println!(
+            "\n## 6. `s3state push` (locked) against one raw PutObject of the file, whole processes (median, min–max; peak RSS)\n"
+        );
+        println!(
+            "| state | s3state push | raw PUT process | ratio | peak RSS s3state | against the state | peak RSS raw |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for (label, bytes, ours, raw, our_rss, raw_rss) in &pushes {
+            let mb = |b: u64| format!("{:.0} MB", b as f64 / 1e6);
+            println!(
+                "| {label} | {} | {} | {:.2}× ({:.2}–{:.2}) | {} | {:.2}× | {} |",
+                show(ours),
+                show(raw),
+                ratio(ours, raw),
+                ours.min.as_secs_f64() / raw.min.as_secs_f64(),
+                ours.max.as_secs_f64() / raw.max.as_secs_f64(),
+                mb(*our_rss),
+                *our_rss as f64 / *bytes as f64,
                 mb(*raw_rss)
             );
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use s3state::remote::Pushed;
 use s3state::remote::metadata_keys as keys;
 use s3state::store::memory::MemoryStore;
-use s3state::store::{ObjectMetadata, Precondition, PutOutcome, Store};
+use s3state::store::{ObjectMetadata, Precondition, PutOutcome, Store, VersionedStore};
 use s3state::{Error, OutputValue, RemoteState, State};
 
 const LINEAGE: &str = "3d1c3a77-6f0e-4d5e-9a0b-3f8b2a1c9e42";
@@ -121,4 +121,94 @@ async fn a_push_never_overwrites_a_newer_serial_whose_metadata_is_stale() {
         results[0], results[1],
         "head-judged push (left) and body-judged push (right) disagree"
     );
+}
+
+/// The versions of `store` whose body holds the pushed change (the output `pushed`).
+async fn versions_with_the_change(store: &MemoryStore) -> usize {
+    let versions = store.list_versions(1000).await.unwrap();
+    let mut count = 0;
+    for version in versions.iter().filter(|version| !version.is_delete_marker) {
+        let body = store.get_version(&version.version_id).await.unwrap().body;
+        if State::from_slice(&body)
+            .unwrap()
+            .outputs
+            .contains_key("pushed")
+        {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Under seeded faults on every request (lost answers, resets, 503s, stalled writes that land
+/// late), a head-judged push is applied at most once, says it wrote only when it did, and a
+/// second push of the same file (as an operator re-runs `s3state push` after an error) never
+/// applies the change a second time.
+#[tokio::test]
+async fn a_push_under_faults_is_applied_at_most_once_and_reported_as_it_happened() {
+    use s3state::store::memory::FaultPlan;
+    use std::sync::Arc;
+
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for seed in 0..400 {
+        let healthy = MemoryStore::new(format!("faults-{seed}.tfstate"));
+        RemoteState::new(healthy.clone())
+            .push(state(3, 1), false)
+            .await
+            .unwrap();
+        let mut pushed = state(4, 1);
+        pushed.outputs.insert("pushed".into(), OutputValue::new(&1));
+        let faulty = healthy
+            .clone()
+            .with_faults(Arc::new(FaultPlan::new(seed, 40)));
+        let answer = RemoteState::new(faulty).push(pushed.clone(), false).await;
+        // Let a stalled write arrive.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let landed = versions_with_the_change(&healthy).await;
+        assert!(
+            landed <= 1,
+            "seed {seed}: applied {landed} times: {answer:?}"
+        );
+        let kind = match &answer {
+            Ok(done) => {
+                assert!(
+                    done.written,
+                    "seed {seed}: a change reported as nothing to push"
+                );
+                assert_eq!(landed, 1, "seed {seed}: reported written, not stored");
+                assert_eq!(done.stored.serial, 5, "seed {seed}");
+                "written".to_owned()
+            }
+            Err(Error::WriteOutcomeUnknown { .. }) => "unknown".to_owned(),
+            Err(Error::WriteFailed { .. }) => format!("failed, landed later: {landed}"),
+            Err(Error::Store { operation, .. }) => {
+                assert_eq!(landed, 0, "seed {seed}: {operation} failed, yet written");
+                format!("{operation} failed")
+            }
+            Err(other) => panic!("seed {seed}: unexpected answer {other}"),
+        };
+        *outcomes.entry(kind).or_default() += 1;
+
+        // The operator pushes the same file again, without faults.
+        let again = RemoteState::new(healthy.clone()).push(pushed, false).await;
+        let landed_after = versions_with_the_change(&healthy).await;
+        assert_eq!(
+            landed_after, 1,
+            "seed {seed}: first {answer:?}, again {again:?}"
+        );
+        match again {
+            Ok(done) => assert!(done.written && landed == 0, "seed {seed}: {done:?}"),
+            Err(Error::SerialRegression { .. }) => assert_eq!(landed, 1, "seed {seed}"),
+            Err(other) => panic!("seed {seed}: the second push answered {other}"),
+        }
+    }
+    // The faults reached every branch worth checking.
+    assert!(outcomes.contains_key("written"), "{outcomes:?}");
+    assert!(
+        outcomes.keys().any(|kind| kind.ends_with("failed")),
+        "{outcomes:?}"
+    );
+    eprintln!("{outcomes:?}");
 }

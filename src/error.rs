@@ -222,6 +222,16 @@ pub enum Error {
         status: String,
     },
 
+    /// A change would need a serial after the largest one (2^64 − 1): it was not written.
+    #[error(
+        "cannot write {location}: its serial is already the largest possible, so a change cannot \
+         be numbered after it; nothing was written"
+    )]
+    SerialExhausted {
+        /// The state.
+        location: String,
+    },
+
     /// A state with the same serial as the stored one but other content was pushed: it was
     /// not made from the stored snapshot, so writing it could undo someone's change.
     #[error(

@@ -298,7 +298,9 @@ impl<S: VersionedStore> RemoteState<S> {
                 }
             }
             None => {
-                restored.serial = restored.serial.max(self.last_serial().await?) + 1;
+                let last = restored.serial.max(self.last_serial().await?);
+                restored.serial =
+                    crate::remote::serial_after(last, &|| self.store().location().to_owned())?;
             }
         }
         Ok(restored)

@@ -771,7 +771,9 @@ impl<S: Store> RemoteState<S> {
     ) -> Result<WriteOutcome, PersistError> {
         let write_id = uuid::Uuid::new_v4().to_string();
         attempts.push(write_id.clone());
-        let metadata = metadata::for_snapshot(&next, &write_id, base.write_id.as_deref());
+        // Every body written here is the state's canonical bytes.
+        let metadata =
+            metadata::for_snapshot(&next, &write_id, base.write_id.as_deref(), Some(body.len()));
         let size = body.len() as u64;
         let failure = match self.store.put(body, &base.precondition(), &metadata).await {
             Ok(PutOutcome::Written(written)) => {
@@ -1066,7 +1068,7 @@ impl<S: Store> RemoteState<S> {
             next.lineage = base.lineage.clone();
         }
         if force && (next.lineage != base.lineage || next.serial < base.serial) {
-            next.serial = next.serial.max(base.serial) + 1;
+            next.serial = serial_after(next.serial.max(base.serial), &location)?;
             return Ok(Some(next));
         }
         if next.lineage != base.lineage {
@@ -1086,9 +1088,17 @@ impl<S: Store> RemoteState<S> {
         if next.same_content(base) {
             return Ok((next.serial != base.serial).then_some(next));
         }
-        next.serial += 1;
+        next.serial = serial_after(next.serial, &location)?;
         Ok(Some(next))
     }
+}
+
+/// The serial after `serial`; the largest serial has none, and wrapping to 0 would let any
+/// older state replace it.
+pub(crate) fn serial_after(serial: u64, location: &dyn Fn() -> String) -> Result<u64> {
+    serial.checked_add(1).ok_or_else(|| Error::SerialExhausted {
+        location: location(),
+    })
 }
 
 /// How many of `update`'s rounds may fail without landing (a failing store, not a lost

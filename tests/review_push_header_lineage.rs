@@ -21,7 +21,6 @@ fn state(lineage: &str, serial: u64, output: i64) -> State {
 /// the body exactly, and as a header value in the metadata, which HTTP trims. A push of the
 /// trimmed lineage (another lineage) must be refused, as when the body is read.
 #[tokio::test]
-#[ignore = "review: the head path compares the pushed lineage with the metadata's, which HTTP trims: a push of another lineage ('L' over ' L ') is accepted without force"]
 async fn a_push_of_another_lineage_is_refused_even_when_the_stored_one_has_blanks() {
     let bucket = common::bucket(true).await;
     let key = "blanks.tfstate";
@@ -51,7 +50,6 @@ async fn a_push_of_another_lineage_is_refused_even_when_the_stored_one_has_blank
 /// The same lineage pushed again under a newer serial is accepted, and the stored lineage is
 /// kept; a refusal here would be a wrong "other lineage".
 #[tokio::test]
-#[ignore = "review: the head path compares the pushed lineage with the metadata's, which HTTP trims: a newer push of the very same lineage ' L ' is refused as another lineage"]
 async fn a_newer_push_of_the_same_lineage_with_blanks_is_accepted() {
     let bucket = common::bucket(true).await;
     let key = "same-blanks.tfstate";

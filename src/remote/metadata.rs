@@ -22,14 +22,31 @@ pub mod keys {
     /// The write id of the snapshot this one was written on top of, which shows that a write
     /// whose answer was lost did land: another writer has already built on it.
     pub const PARENT_WRITE_ID: &str = "s3state-parent-write-id";
+    /// The body's size in bytes, written only when the metadata describe the body exactly:
+    /// the body is the state's canonical bytes (as `State::to_bytes` writes them) and every
+    /// value survives an HTTP header unchanged. A reader that finds it equal to the object's
+    /// size may judge the snapshot from its head without reading the body.
+    pub const BODY_SIZE: &str = "s3state-body-size";
+}
+
+/// Whether `value` comes back from an HTTP header exactly as it was sent: printable ASCII,
+/// without blanks at either end (HTTP trims them; S3 encodes non-ASCII values).
+fn survives_a_header(value: &str) -> bool {
+    !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && value.bytes().all(|byte| (0x20..0x7f).contains(&byte))
 }
 
 /// The metadata of `state` written by one persist: its identity, the persist's `write_id`,
 /// and the write id of the snapshot it replaces when s3state wrote that one.
+///
+/// `canonical_size` is the body's size when the body is `state.to_bytes()`; the body size is
+/// then recorded, unless the lineage would not survive a header.
 pub(crate) fn for_snapshot(
     state: &State,
     write_id: &str,
     parent_write_id: Option<&str>,
+    canonical_size: Option<usize>,
 ) -> ObjectMetadata {
     let mut metadata = ObjectMetadata::from([
         (keys::SERIAL.to_owned(), state.serial.to_string()),
@@ -43,7 +60,19 @@ pub(crate) fn for_snapshot(
     if let Some(parent) = parent_write_id {
         metadata.insert(keys::PARENT_WRITE_ID.to_owned(), parent.to_owned());
     }
+    if let Some(size) = canonical_size.filter(|_| survives_a_header(&state.lineage)) {
+        metadata.insert(keys::BODY_SIZE.to_owned(), size.to_string());
+    }
     metadata
+}
+
+/// The snapshot identity in an object's metadata, when it describes exactly the body of
+/// `size` bytes stored with it (see [`keys::BODY_SIZE`]); otherwise only the body can say.
+pub(crate) fn meta_describing_body(metadata: &ObjectMetadata, size: u64) -> Option<SnapshotMeta> {
+    let recorded: u64 = metadata.get(keys::BODY_SIZE)?.parse().ok()?;
+    (recorded == size)
+        .then(|| meta_from_metadata(metadata))
+        .flatten()
 }
 
 /// The snapshot identity recorded in a version's metadata at persist time, if complete.
@@ -70,15 +99,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_body_size_is_recorded_only_for_canonical_bodies_whose_lineage_survives_a_header() {
+        let mut state = State::new(semver::Version::new(1, 15, 5));
+        state.lineage = "3f1c6a52-8d6e-4a55-9c1e-0c7f2b1d9e44".into();
+        let canonical = for_snapshot(&state, "w", None, Some(1234));
+        assert_eq!(
+            meta_describing_body(&canonical, 1234),
+            Some(SnapshotMeta::of(&state))
+        );
+        assert_eq!(meta_describing_body(&canonical, 1235), None, "another body");
+        let as_sent = for_snapshot(&state, "w", None, None);
+        assert_eq!(meta_describing_body(&as_sent, 1234), None, "not canonical");
+        for lineage in [" L ", "L ", " L", "lignée", "tab\there"] {
+            state.lineage = lineage.into();
+            let metadata = for_snapshot(&state, "w", None, Some(1234));
+            assert_eq!(meta_describing_body(&metadata, 1234), None, "{lineage:?}");
+            // The identity is still recorded, for listings that show it.
+            assert!(meta_from_metadata(&metadata).is_some());
+        }
+    }
+
+    #[test]
     fn what_a_persist_writes_reads_back_as_the_same_identity_and_ids() {
         let mut state = State::new(semver::Version::new(1, 15, 5));
         state.lineage = "L".into();
         state.serial = 7;
-        let first = for_snapshot(&state, "w1", None);
+        let first = for_snapshot(&state, "w1", None, None);
         assert_eq!(meta_from_metadata(&first), Some(SnapshotMeta::of(&state)));
         assert_eq!(write_id(&first).as_deref(), Some("w1"));
         assert_eq!(parent_write_id(&first), None);
-        let second = for_snapshot(&state, "w2", Some("w1"));
+        let second = for_snapshot(&state, "w2", Some("w1"), None);
         assert_eq!(parent_write_id(&second).as_deref(), Some("w1"));
         let mut partial = second.clone();
         partial.remove(keys::LINEAGE);

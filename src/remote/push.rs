@@ -72,9 +72,11 @@ impl<S: Store> RemoteState<S> {
             Headed::Absent => return self.push_on(Base::default(), state, force).await,
             Headed::Unsupported => return self.push_after_reading(state, force).await,
         };
-        let Some(stored) = metadata::meta_from_metadata(&head.metadata) else {
-            // Not written by s3state (Terraform records nothing beside its state): only the
-            // body says what it is.
+        let Some(stored) = metadata::meta_describing_body(&head.metadata, head.size) else {
+            // Not written by s3state (Terraform records nothing beside its state), or its
+            // metadata do not describe this exact body (written by the gateway as the client
+            // sent it, a lineage a header would alter, a body replaced under old metadata):
+            // only the body says what it is.
             return self.push_after_reading(state, force).await;
         };
         let base = Base {
@@ -113,7 +115,9 @@ impl<S: Store> RemoteState<S> {
         // after the stored serial, whatever its content.
         let renumbered = force && (next.lineage != stored.lineage || next.serial < stored.serial);
         if renumbered {
-            next.serial = next.serial.max(stored.serial) + 1;
+            next.serial = crate::remote::serial_after(next.serial.max(stored.serial), &|| {
+                self.store.location().to_owned()
+            })?;
         }
         let mut bytes = next.to_bytes();
         if renumbered {
@@ -140,7 +144,8 @@ impl<S: Store> RemoteState<S> {
             }
             (Bytewise::Identical, false) => self.write_pushed(next, bytes, &base).await,
             (Bytewise::Different, false) => {
-                next.serial += 1;
+                next.serial =
+                    crate::remote::serial_after(next.serial, &|| self.store.location().to_owned())?;
                 match serial_digits(&bytes, next.serial - 1) {
                     Some(at) => {
                         bytes.splice(at, next.serial.to_string().into_bytes());

@@ -1145,7 +1145,7 @@ fn profile_with_marked_credential_process(dir: &std::path::Path) -> (PathBuf, Pa
 }
 
 #[tokio::test]
-async fn credentials_in_the_environment_win_over_a_profile_and_the_profile_is_used_without_them() {
+async fn a_named_profile_is_used_over_keys_in_the_environment_as_terraform_uses_it() {
     let bucket = bucket_with_terraform_state().await;
     let dir = empty_dir();
     let (config, mark) = profile_with_marked_credential_process(&dir);
@@ -1159,29 +1159,28 @@ async fn credentials_in_the_environment_win_over_a_profile_and_the_profile_is_us
             .args(["--profile", "marked", "pull"]);
     };
 
-    // As in aws-config's default chain, the environment's keys come first.
+    // A profile named on the command line wins over the environment's keys, as in Terraform
+    // and the AWS CLI, and the CLI says so.
     let mut pull = s3state(&bucket);
     with_profile(&mut pull);
     pull.assert()
         .success()
-        .stdout(predicate::eq(common::TERRAFORM_STATE));
-    assert!(
-        !mark.exists(),
-        "the profile's credential process ran although the environment had keys"
-    );
-
-    // Without them, the rest of the chain still answers: here, the profile.
-    let mut pull = s3state(&bucket);
-    pull.env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY");
-    with_profile(&mut pull);
-    pull.assert()
-        .success()
-        .stdout(predicate::eq(common::TERRAFORM_STATE));
+        .stdout(predicate::eq(common::TERRAFORM_STATE))
+        .stderr(predicate::str::contains("profile's credentials are used"));
     assert!(
         mark.exists(),
-        "without keys in the environment, the profile's credentials were not used"
+        "the named profile's credential process did not run: the environment's keys were used"
     );
+
+    // Without a named profile, the environment's keys answer first, and the profile is not
+    // asked.
+    std::fs::remove_file(&mark).unwrap();
+    let mut pull = s3state(&bucket);
+    pull.env("AWS_CONFIG_FILE", &config).arg("pull");
+    pull.assert()
+        .success()
+        .stdout(predicate::eq(common::TERRAFORM_STATE));
+    assert!(!mark.exists(), "no profile was named, yet one was asked");
 }
 
 #[tokio::test]

@@ -40,7 +40,6 @@ fn marked_profile(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 #[tokio::test]
-#[ignore = "review: a backend block's `profile` loses to AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment (aws-config's order), where Terraform uses the profile; README says `profile` is honoured"]
 async fn a_profile_in_the_backend_block_is_used_over_keys_in_the_environment_as_terraform_does() {
     let bucket = common::bucket(true).await;
     common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;

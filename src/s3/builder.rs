@@ -552,6 +552,24 @@ impl S3Builder {
                 None,
                 "s3state-static",
             ));
+        } else if let Some(profile) = &self.profile {
+            // A profile named here (flag, S3STATE_PROFILE, the block's `profile`) is used
+            // instead of keys in the environment, as Terraform and the AWS CLI use a named
+            // profile: aws-config's default chain would try the environment first, and one
+            // backend block would then act as two identities.
+            if answering_environment_credentials().is_some() {
+                tracing::warn!(
+                    profile,
+                    "a profile was named along with AWS_ACCESS_KEY_ID in the environment: the \
+                     profile's credentials are used, as Terraform does"
+                );
+            }
+            let mut provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .profile_name(profile);
+            if !self.shared_config_files.is_empty() || !self.shared_credentials_files.is_empty() {
+                provider = provider.profile_files(self.profile_files());
+            }
+            loader = loader.credentials_provider(provider.build());
         } else if let Some(environment) = answering_environment_credentials() {
             loader = loader.credentials_provider(environment);
         }

@@ -109,11 +109,15 @@ async fn read_whole_body(
     let announced = content_length
         .and_then(|length| usize::try_from(length).ok())
         .unwrap_or(0);
-    let mut whole = Vec::with_capacity(
-        announced
-            .min(MAX_BODY_RESERVATION)
-            .max(first.len() + second.len()),
-    );
+    // Content-Length is the server's word, not yet checked against the body: a reservation
+    // the allocator refuses falls back to growing as chunks arrive, rather than aborting.
+    let mut whole = Vec::new();
+    let wanted = announced
+        .min(MAX_BODY_RESERVATION)
+        .max(first.len() + second.len());
+    if whole.try_reserve_exact(wanted).is_err() {
+        whole.reserve(first.len() + second.len());
+    }
     whole.extend_from_slice(&first);
     whole.extend_from_slice(&second);
     drop((first, second));
@@ -326,7 +330,8 @@ impl Store for S3Store {
                         operation: "GetObject",
                         location: self.location.clone(),
                         message: format!(
-                            "reading the body failed {BODY_READ_ATTEMPTS} times in a row; the last error: {err}"
+                            "reading the body failed {BODY_READ_ATTEMPTS} times in a row; the last error: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(&err)
                         ),
                         source: Some(Box::new(err)),
                     });

@@ -698,8 +698,16 @@ impl<S: Store> RemoteState<S> {
             let known = self.lock_snapshots().base.clone();
             self.check_not_siblings(&known, seen).await?;
         }
+        self.settle(base);
+        Ok(())
+    }
+
+    /// Remembers what a read found the store holding (`None`: unchanged since the base),
+    /// as a refresh does: a `write_state` whose persist failed is discarded, one not yet
+    /// persisted is kept, and otherwise the transient snapshot becomes the stored one.
+    fn settle(&self, now: Option<Base>) {
         let mut snapshots = self.lock_snapshots();
-        if let Some(base) = base {
+        if let Some(base) = now {
             snapshots.base = base;
         }
         snapshots.base_known = true;
@@ -711,7 +719,6 @@ impl<S: Store> RemoteState<S> {
             snapshots.pending = Pending::Clean;
             snapshots.made_on = None;
         }
-        Ok(())
     }
 
     fn decode(&self, object: StoredObject) -> Result<Base> {

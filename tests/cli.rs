@@ -1116,39 +1116,11 @@ async fn pull_recovers_when_a_read_is_cut_off_before_any_byte_was_written() {
     );
 }
 
-/// A profile whose credentials come from a `credential_process` script that leaves a mark when
-/// it runs, so a test can tell whether the profile's credentials were asked for. Returns the
-/// config file and the mark's path.
-fn profile_with_marked_credential_process(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mark = dir.join("credential-process-ran");
-    let script = dir.join("credentials.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ntouch '{}'\necho '{{\"Version\":1,\"AccessKeyId\":\"test\",\"SecretAccessKey\":\"test\"}}'\n",
-            mark.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = dir.join("config");
-    std::fs::write(
-        &config,
-        format!(
-            "[profile marked]\ncredential_process = {}\n",
-            script.display()
-        ),
-    )
-    .unwrap();
-    (config, mark)
-}
-
 #[tokio::test]
 async fn a_named_profile_is_used_over_keys_in_the_environment_as_terraform_uses_it() {
     let bucket = bucket_with_terraform_state().await;
     let dir = empty_dir();
-    let (config, mark) = profile_with_marked_credential_process(&dir);
+    let (config, mark) = common::profile_with_marked_credential_process(&dir);
     let with_profile = |command: &mut Command| {
         command
             .env("AWS_CONFIG_FILE", &config)

@@ -8,43 +8,15 @@
 mod common;
 
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
 
 const KEY: &str = "review-profile/terraform.tfstate";
-
-/// A profile `marked` whose credential process leaves a mark when it runs. Returns the config
-/// file and the mark.
-fn marked_profile(dir: &Path) -> (PathBuf, PathBuf) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mark = dir.join("credential-process-ran");
-    let script = dir.join("credentials.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ntouch '{}'\necho '{{\"Version\":1,\"AccessKeyId\":\"test\",\"SecretAccessKey\":\"test\"}}'\n",
-            mark.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = dir.join("config");
-    std::fs::write(
-        &config,
-        format!(
-            "[profile marked]\ncredential_process = {}\n",
-            script.display()
-        ),
-    )
-    .unwrap();
-    (config, mark)
-}
 
 #[tokio::test]
 async fn a_profile_in_the_backend_block_is_used_over_keys_in_the_environment_as_terraform_does() {
     let bucket = common::bucket(true).await;
     common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;
     let dir = common::temp_dir("s3state-review-profile");
-    let (config, mark) = marked_profile(&dir);
+    let (config, mark) = common::profile_with_marked_credential_process(&dir);
     let block = format!(
         "terraform {{\n  backend \"s3\" {{\n    bucket = \"{bucket}\"\n    key = \"{KEY}\"\n    region = \"us-east-1\"\n    endpoints = {{ s3 = \"{endpoint}\" }}\n    use_path_style = true\n    profile = \"marked\"\n    use_lockfile = true\n  }}\n}}\n",
         endpoint = common::endpoint()

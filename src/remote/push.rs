@@ -5,7 +5,7 @@
 //! to apply the push rules without downloading a state of tens of megabytes: the body is read
 //! only when the head cannot decide.
 
-use super::{Base, Pending, PersistError, RemoteState, WriteOutcome, metadata};
+use super::{Base, PersistError, RemoteState, WriteOutcome, metadata};
 use crate::error::{Error, Result};
 use crate::state::State;
 use crate::statemgr::SnapshotMeta;
@@ -133,10 +133,10 @@ impl<S: Store> RemoteState<S> {
                 // The stored bytes are these bytes: the stored snapshot is this state, and
                 // the manager now knows it without reading it.
                 let pushed = SnapshotMeta::of(&next);
-                self.settle(Base {
+                self.settle(Some(Base {
                     state: Some(Arc::new(next)),
                     ..base
-                });
+                }));
                 Ok(Pushed {
                     stored: pushed,
                     written: false,
@@ -228,7 +228,7 @@ impl<S: Store> RemoteState<S> {
             .await
         {
             Ok(WriteOutcome::Landed { now, .. }) => {
-                self.settle(now);
+                self.settle(Some(now));
                 Ok(Pushed {
                     stored: pushed,
                     written: true,
@@ -241,23 +241,6 @@ impl<S: Store> RemoteState<S> {
             }
             Err(PersistError::Other(error)) => Err(error),
         }
-    }
-
-    /// Remembers `now` as a refresh that found it would, followed by [`RemoteState::adopt`]:
-    /// a push answers for what the store holds, and a `write_state` whose persist failed is
-    /// discarded, while one not yet persisted is kept.
-    fn settle(&self, now: Base) {
-        let mut snapshots = self.lock_snapshots();
-        if snapshots.pending == Pending::Failed {
-            snapshots.discarded_generation = snapshots.generation;
-        }
-        if snapshots.pending != Pending::Unsaved {
-            snapshots.transient = now.state.as_deref().cloned();
-            snapshots.pending = Pending::Clean;
-            snapshots.made_on = None;
-        }
-        snapshots.base = now;
-        snapshots.base_known = true;
     }
 }
 

@@ -408,3 +408,32 @@ pub async fn delete_object(bucket: &str, key: &str) {
         .await
         .expect("delete");
 }
+
+/// A profile whose credentials come from a `credential_process` script that leaves a mark when
+/// it runs, so a test can tell whether the profile's credentials were asked for. Returns the
+/// config file and the mark's path.
+#[allow(dead_code)]
+pub fn profile_with_marked_credential_process(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mark = dir.join("credential-process-ran");
+    let script = dir.join("credentials.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch '{}'\necho '{{\"Version\":1,\"AccessKeyId\":\"test\",\"SecretAccessKey\":\"test\"}}'\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile marked]\ncredential_process = {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    (config, mark)
+}

@@ -311,6 +311,10 @@ impl<S: Store> RemoteState<S> {
     /// The state's Terraform-compatible lock (`<key>.tflock`). [`crate::Locker`] on the
     /// manager delegates to it; it also offers `lock_with_timeout`, `force_unlock` and
     /// `current`.
+    ///
+    /// Release a lock through the manager ([`crate::Locker::unlock`] on it), not through this
+    /// locker: the manager's unlock first waits for its writes in flight, which may rely on
+    /// that lock.
     pub fn locker(&self) -> &StoreLocker<S> {
         &self.locker
     }
@@ -336,12 +340,12 @@ impl<S: Store> RemoteState<S> {
     {
         let UpdateLocking::Lock { timeout } = self.options.update_locking else {
             let _turn = self.turnstile.unlocked_turn().await;
-            return self.update_unlocked(change).await;
+            return self.update_rounds(self.io.lock().await, change).await;
         };
-        if self.locker.caller_lock().await?.is_some() {
+        if let Some(io) = self.io_under_caller_lock().await? {
             // The caller took the lock through this manager, and it is still theirs in the
             // store: run under it, without queueing behind updates that wait for that lock.
-            return self.update_unlocked(change).await;
+            return self.update_rounds(io, change).await;
         }
         // Updates over this object in this process take turns here, first come first served,
         // instead of polling the store for each other's locks.
@@ -356,9 +360,9 @@ impl<S: Store> RemoteState<S> {
                 waited: Some(started.elapsed()),
             });
         };
-        if self.locker.caller_lock().await?.is_some() {
+        if let Some(io) = self.io_under_caller_lock().await? {
             // Taken through this manager while we queued.
-            return self.update_unlocked(change).await;
+            return self.update_rounds(io, change).await;
         }
         let gap = self
             .turnstile
@@ -389,7 +393,7 @@ impl<S: Store> RemoteState<S> {
             locker: &self.locker,
             id: Some(id.clone()),
         };
-        let result = self.update_unlocked(change).await;
+        let result = self.update_rounds(self.io.lock().await, change).await;
         // The guard stays armed while unlocking, so a cancel during the release still
         // releases the lock in the background.
         let released = self.locker.unlock_patiently(&id).await;
@@ -408,12 +412,26 @@ impl<S: Store> RemoteState<S> {
         result
     }
 
-    async fn update_unlocked<F, T>(&self, mut change: F) -> Result<T>
+    /// The I/O lock, if the caller holds a lock taken through this manager; `None` (and the
+    /// I/O lock let go) if not. Taken before looking at the lock and held by the update that
+    /// runs under it: the manager's unlock waits for the I/O lock, so the caller cannot release
+    /// the lock between our look and our write, nor while the write is in flight, which would
+    /// let a Terraform lock and then overwrite what we write.
+    async fn io_under_caller_lock(&self) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        let io = self.io.lock().await;
+        Ok(self.locker.caller_lock().await?.map(|_| io))
+    }
+
+    /// The refresh–change–persist rounds of an update, holding the I/O lock `_io`.
+    async fn update_rounds<F, T>(
+        &self,
+        _io: tokio::sync::MutexGuard<'_, ()>,
+        mut change: F,
+    ) -> Result<T>
     where
         F: FnMut(&mut State) -> T + Send,
         T: Send,
     {
-        let _io = self.io.lock().await;
         let mut backoff = self.options.initial_update_backoff;
         // Every write id this update sent, with the result of the round that sent it: any of
         // them landing means the change is applied, and must not be applied again.
@@ -1183,7 +1201,11 @@ impl<S: Store> Locker for RemoteState<S> {
         self.locker.lock(info).await
     }
 
+    /// Releases lock `id` once no write through this manager is in flight: another task's
+    /// update may be running under this lock, and releasing it mid-write would let a
+    /// Terraform lock the state and overwrite that write.
     async fn unlock(&self, id: &str) -> Result<()> {
+        let _no_write_in_flight = self.io.lock().await;
         self.locker.unlock(id).await
     }
 }

@@ -485,3 +485,57 @@ async fn update_takes_the_lock_by_default_and_waits_for_its_holder() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn unlocking_waits_for_an_update_that_another_task_runs_under_that_lock() {
+    // Task A holds the lock through a shared manager; task B's update runs under it rather
+    // than waiting for it. If A's unlock went through while B's write was in flight, a
+    // Terraform could lock in that gap and later overwrite B's write blindly.
+    let store = Scripted::new("unlock-mid-update.tfstate");
+    let manager = Arc::new(RemoteState::new(store.clone()));
+    let info = LockInfo::new("OperationTypeApply");
+    let id = manager.lock(&info).await.unwrap();
+
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    store.next_write(Script::Pause {
+        entered: Arc::clone(&entered),
+        release: Arc::clone(&release),
+    });
+    let update = tokio::spawn({
+        let manager = Arc::clone(&manager);
+        async move {
+            manager
+                .update(|state| {
+                    state.outputs.insert("b".into(), OutputValue::new(&1));
+                })
+                .await
+        }
+    });
+    entered.notified().await;
+
+    let unlock = tokio::spawn({
+        let manager = Arc::clone(&manager);
+        let id = id.clone();
+        async move { manager.unlock(&id).await }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !unlock.is_finished(),
+        "the lock was released while an update relying on it was writing"
+    );
+    let terraform = RemoteState::new(store.clone());
+    let refused = terraform
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Locked { .. }), "{refused}");
+
+    release.notify_one();
+    update.await.unwrap().unwrap();
+    unlock.await.unwrap().unwrap();
+    assert_eq!(output(&store.stored().unwrap(), "b"), Some(1));
+    assert_eq!(store.inner.sibling(".tflock").current_body(), None);
+}

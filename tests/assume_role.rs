@@ -713,3 +713,55 @@ async fn shared_credentials_files_in_the_block_supply_the_keys_that_sign_request
     );
     assert_eq!(s3.seen().len(), before, "a request was made");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_without_a_key_assumes_the_role_for_every_request() {
+    let bucket = common::bucket(true).await;
+    let s3 = RecordingProxy::start(common::endpoint()).await;
+    let sts = RecordingProxy::start(moto_endpoint()).await;
+    let dir = common::temp_dir("s3state-assume-role-ls");
+
+    let output = common::s3state_binary()
+        .current_dir(&dir)
+        .args(["--bucket", &bucket, "--region", "us-east-1"])
+        .args(["--endpoint-url", &s3.endpoint, "--path-style"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .args(["--role-arn", ROLE])
+        .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
+        .arg("ls")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !assume_role_calls(&sts).is_empty(),
+        "ls without a key did not assume the role"
+    );
+    assert_signed_with_the_assumed_role(&sts, &s3);
+}
+
+#[test]
+fn serve_refuses_a_role_or_a_lock_table_it_would_not_use_and_listens_on_nothing() {
+    for (flag, value) in [
+        ("--role-arn", ROLE),
+        ("--dynamodb-table", "terraform-locks"),
+    ] {
+        let output = common::s3state_binary()
+            .args(["--bucket", "any", "--region", "us-east-1", flag, value])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            // A gateway that started would serve until stopped.
+            .timeout(Duration::from_secs(60))
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+        assert!(!stderr.contains("listening"), "{flag}: {stderr}");
+    }
+}

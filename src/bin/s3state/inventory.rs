@@ -532,31 +532,10 @@ fn to_metadata(
         .unwrap_or_default()
 }
 
-/// A store on the configured bucket (its key does not matter: `ls` needs no key).
+/// A store on the configured bucket (its key does not matter: `ls` needs no key), with every
+/// other setting applied as for a single state: a role to assume most of all.
 async fn store_for_bucket(flags: &settings::Flags) -> Result<S3Store> {
-    let resolved = match settings::resolve(flags) {
-        Ok(resolved) => resolved,
-        Err(CliError::Usage(message)) if message.contains("key") && flags.key.is_none() => {
-            let mut builder = s3state::S3Builder::from_env().with_key("-");
-            if let Some(bucket) = &flags.bucket {
-                builder = builder.with_bucket(bucket);
-            }
-            if let Some(region) = &flags.region {
-                builder = builder.with_region(region);
-            }
-            if let Some(endpoint) = &flags.endpoint_url {
-                builder = builder.with_endpoint_url(endpoint);
-            }
-            if let Some(path_style) = flags.path_style {
-                builder = builder.with_path_style(path_style);
-            }
-            if let Some(profile) = &flags.profile {
-                builder = builder.with_profile(profile);
-            }
-            return Ok(builder.build_store().await?);
-        }
-        Err(err) => return Err(err),
-    };
+    let resolved = settings::resolve_for_bucket(flags)?;
     Ok(resolved.builder.build_store().await?)
 }
 

@@ -312,6 +312,10 @@ fn main() -> ExitCode {
     };
     if let Command::Serve(args) = cli.command {
         let s = cli.settings;
+        if let Err(err) = settings::serve_takes_these(&s) {
+            ui::report(&err);
+            return ExitCode::from(ui::exit_code(&err));
+        }
         let s3 = s3state::server::S3Flags {
             bucket: s.bucket,
             region: s.region,

@@ -141,6 +141,88 @@ pub struct Resolved {
 }
 
 pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
+    resolve_with(flags, KeyNeeded::Yes)
+}
+
+/// Refuses the settings `s3state serve` does not apply, instead of serving without them. The
+/// gateway reads only the bucket, region, endpoint, path style and profile: a role the
+/// operator asked for would not be assumed (the gateway would act as its own identity), a
+/// DynamoDB lock table would not be locked (Terraforms locking only through it could write
+/// at the same time as the gateway's clients), and a backend block's settings would not be
+/// read. Serving without them must be a choice, not a surprise.
+pub fn serve_takes_these(flags: &Flags) -> Result<(), CliError> {
+    let ignored = [
+        ("--role-arn (S3STATE_ROLE_ARN)", flags.role_arn.is_some()),
+        (
+            "--role-session-name (S3STATE_ROLE_SESSION_NAME)",
+            flags.role_session_name.is_some(),
+        ),
+        (
+            "--role-external-id (S3STATE_ROLE_EXTERNAL_ID)",
+            flags.role_external_id.is_some(),
+        ),
+        (
+            "--role-duration (S3STATE_ROLE_DURATION)",
+            flags.role_duration.is_some(),
+        ),
+        (
+            "--role-policy (S3STATE_ROLE_POLICY)",
+            flags.role_policy.is_some(),
+        ),
+        (
+            "--role-policy-arns (S3STATE_ROLE_POLICY_ARNS)",
+            !flags.role_policy_arns.is_empty(),
+        ),
+        (
+            "--role-tags (S3STATE_ROLE_TAGS)",
+            !flags.role_tags.is_empty(),
+        ),
+        (
+            "--sts-endpoint-url (S3STATE_STS_ENDPOINT_URL)",
+            flags.sts_endpoint_url.is_some(),
+        ),
+        (
+            "--dynamodb-table (S3STATE_DYNAMODB_TABLE)",
+            flags.dynamodb_table.is_some(),
+        ),
+        (
+            "--dynamodb-endpoint-url (S3STATE_DYNAMODB_ENDPOINT_URL)",
+            flags.dynamodb_endpoint_url.is_some(),
+        ),
+        ("--chdir", flags.chdir.is_some()),
+    ];
+    let given: Vec<&str> = ignored
+        .iter()
+        .filter(|(_, given)| *given)
+        .map(|(flag, _)| *flag)
+        .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "`s3state serve` does not apply {}: it would serve without them. The gateway takes \
+         --bucket, --region, --endpoint-url, --path-style and --profile (a profile may assume \
+         a role: role_arn in ~/.aws/config), and locks with the .tflock object only, so every \
+         Terraform sharing the bucket must lock with use_lockfile = true. Unset the others to \
+         serve",
+        given.join(", ")
+    )))
+}
+
+/// Like [`resolve`], for a command that works on the whole bucket (`ls`): a missing key is
+/// not an error. Every other setting (role, lock table, encryption, credentials) applies as
+/// for a single state; the key is a placeholder never read.
+pub fn resolve_for_bucket(flags: &Flags) -> Result<Resolved, CliError> {
+    resolve_with(flags, KeyNeeded::No)
+}
+
+#[derive(PartialEq)]
+enum KeyNeeded {
+    Yes,
+    No,
+}
+
+fn resolve_with(flags: &Flags, key_needed: KeyNeeded) -> Result<Resolved, CliError> {
     let dir = flags.chdir.clone().unwrap_or_else(|| PathBuf::from("."));
     let block = match backend_block::read(&dir) {
         Ok(block) => block,
@@ -158,7 +240,11 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
 
     let bucket = pick(&flags.bucket, &block.bucket)
         .ok_or_else(|| missing("bucket", "--bucket", "S3STATE_BUCKET"))?;
-    let key = pick(&flags.key, &block.key).ok_or_else(|| missing("key", "--key", "S3STATE_KEY"))?;
+    let key = match pick(&flags.key, &block.key) {
+        Some(key) => key,
+        None if key_needed == KeyNeeded::No => "-".to_owned(),
+        None => return Err(missing("key", "--key", "S3STATE_KEY")),
+    };
 
     let mut builder = S3Builder::from_env().with_bucket(bucket).with_key(key);
     if let Some(region) = pick(&flags.region, &block.region) {

@@ -15,11 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(crate) mod metadata;
+mod per_object;
 mod push;
+mod release_gate;
 mod turnstile;
 
 pub use metadata::keys as metadata_keys;
 pub use push::Pushed;
+use release_gate::ReleaseGate;
 use turnstile::Turnstile;
 pub use turnstile::UpdateTurns;
 
@@ -56,6 +59,9 @@ pub struct RemoteState<S> {
     /// Where updates queue before they take the store's lock: shared with every manager over
     /// the same object in this process (see [`UpdateTurns`]).
     turnstile: Arc<Turnstile>,
+    /// What a caller's unlock waits for: updates running under the caller's lock, through any
+    /// manager over this object in this process.
+    release_gate: Arc<ReleaseGate>,
 }
 
 /// Releases an update's lock in the background if the update never got to release it.
@@ -279,6 +285,7 @@ impl<S: Store> RemoteState<S> {
     pub fn with_options(store: S, options: RemoteStateOptions) -> Self {
         RemoteState {
             turnstile: Turnstile::for_object(store.identity(), options.update_turns),
+            release_gate: ReleaseGate::for_object(store.identity()),
             locker: StoreLocker::for_state(&store).with_retry(options.lock_retry),
             store,
             options,
@@ -342,7 +349,7 @@ impl<S: Store> RemoteState<S> {
             let _turn = self.turnstile.unlocked_turn().await;
             return self.update_rounds(self.io.lock().await, change).await;
         };
-        if let Some(io) = self.io_under_caller_lock().await? {
+        if let Some((_gate, io)) = self.under_caller_lock().await? {
             // The caller took the lock through this manager, and it is still theirs in the
             // store: run under it, without queueing behind updates that wait for that lock.
             return self.update_rounds(io, change).await;
@@ -360,7 +367,7 @@ impl<S: Store> RemoteState<S> {
                 waited: Some(started.elapsed()),
             });
         };
-        if let Some(io) = self.io_under_caller_lock().await? {
+        if let Some((_gate, io)) = self.under_caller_lock().await? {
             // Taken through this manager while we queued.
             return self.update_rounds(io, change).await;
         }
@@ -412,14 +419,24 @@ impl<S: Store> RemoteState<S> {
         result
     }
 
-    /// The I/O lock, if the caller holds a lock taken through this manager; `None` (and the
-    /// I/O lock let go) if not. Taken before looking at the lock and held by the update that
-    /// runs under it: the manager's unlock waits for the I/O lock, so the caller cannot release
-    /// the lock between our look and our write, nor while the write is in flight, which would
-    /// let a Terraform lock and then overwrite what we write.
-    async fn io_under_caller_lock(&self) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>> {
+    /// The release gate (held open) and the I/O lock, if the caller holds a lock taken
+    /// through this manager; `None` (both let go) if not. Both are taken before looking at the
+    /// lock and held by the update that runs under it, so no unlock through a manager over
+    /// this object in this process can release the lock between our look and our write, nor
+    /// while we wait for the write's answer (see `release_gate`). A request left on the wire by
+    /// a cancelled update, or another process's unlock, is beyond this: Terraform has the same
+    /// gap.
+    async fn under_caller_lock(
+        &self,
+    ) -> Result<
+        Option<(
+            tokio::sync::RwLockReadGuard<'_, ()>,
+            tokio::sync::MutexGuard<'_, ()>,
+        )>,
+    > {
+        let gate = self.release_gate.relying_on_lock().await;
         let io = self.io.lock().await;
-        Ok(self.locker.caller_lock().await?.map(|_| io))
+        Ok(self.locker.caller_lock().await?.map(|_| (gate, io)))
     }
 
     /// The refresh–change–persist rounds of an update, holding the I/O lock `_io`.
@@ -1201,10 +1218,14 @@ impl<S: Store> Locker for RemoteState<S> {
         self.locker.lock(info).await
     }
 
-    /// Releases lock `id` once no write through this manager is in flight: another task's
-    /// update may be running under this lock, and releasing it mid-write would let a
-    /// Terraform lock the state and overwrite that write.
+    /// Releases lock `id` once no update runs under a caller's lock through any manager over
+    /// this object in this process, and no request of this manager is in flight: releasing a
+    /// lock mid-write would let a Terraform lock the state and overwrite that write. So it can
+    /// wait as long as those take (an update's retries; a request the network holds up).
     async fn unlock(&self, id: &str) -> Result<()> {
+        // The gate first, then the I/O lock: the order an update under the caller's lock takes
+        // them in.
+        let _gate = self.release_gate.releasing().await;
         let _no_write_in_flight = self.io.lock().await;
         self.locker.unlock(id).await
     }

@@ -17,8 +17,8 @@
 //! Neither rule is needed for correctness: the store's lock and the conditional writes
 //! decide every race. They only decide who waits, and how much that costs.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use super::per_object::PerObject;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -64,26 +64,17 @@ pub enum UpdateTurns {
     PerManager,
 }
 
-/// Every shared turnstile in the process, by object identity. Weak, so an object's entry
-/// goes when its last manager does (and is swept on the next registration).
-static SHARED: LazyLock<Mutex<HashMap<String, Weak<Turnstile>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Every shared turnstile in the process, by object identity.
+static SHARED: PerObject<Turnstile> = PerObject::new();
 
 impl Turnstile {
     /// The turnstile for an object: the process-wide one for `identity` with
     /// [`UpdateTurns::Process`] and an identity, otherwise one of its own.
     pub(crate) fn for_object(identity: Option<String>, turns: UpdateTurns) -> Arc<Turnstile> {
-        let (UpdateTurns::Process, Some(identity)) = (turns, identity) else {
-            return Arc::new(Turnstile::default());
-        };
-        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = shared.get(&identity).and_then(Weak::upgrade) {
-            return existing;
+        match turns {
+            UpdateTurns::Process => SHARED.for_object(identity),
+            UpdateTurns::PerManager => Arc::new(Turnstile::default()),
         }
-        shared.retain(|_, turnstile| turnstile.strong_count() > 0);
-        let turnstile = Arc::new(Turnstile::default());
-        shared.insert(identity, Arc::downgrade(&turnstile));
-        turnstile
     }
 
     /// Waits for this process's turn to take the store's lock, up to `timeout`. `None` when

@@ -191,16 +191,6 @@ fn state_with_output(value: &str) -> State {
     state
 }
 
-async fn object_exists(bucket: &str, key: &str) -> bool {
-    common::client()
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .is_ok()
-}
-
 /// A builder for `bucket`/`key` through the S3 proxy, with the base credentials `test`.
 fn builder_through(s3: &RecordingProxy, bucket: &str, key: &str) -> S3Builder {
     S3Builder::new()
@@ -278,7 +268,7 @@ async fn sts_refusing_the_role_is_a_typed_error_naming_it_and_nothing_is_written
     assert!(err.to_string().contains(ROLE), "{err}");
     assert!(!sts.requests().is_empty(), "STS was asked");
     assert!(s3.seen().is_empty(), "S3 was reached: {:?}", s3.seen());
-    assert!(!object_exists(&bucket, key).await);
+    assert!(!common::object_exists(&bucket, key).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,7 +312,7 @@ async fn a_malformed_role_arn_or_duration_is_refused_before_any_request() {
     }
     assert!(sts.seen().is_empty(), "STS was asked: {:?}", sts.seen());
     assert!(s3.seen().is_empty(), "S3 was reached: {:?}", s3.seen());
-    assert!(!object_exists(&bucket, key).await);
+    assert!(!common::object_exists(&bucket, key).await);
 }
 
 /// A Terraform 1.15 backend block for `bucket`/`key` through the proxies, with `extra`.
@@ -473,7 +463,7 @@ async fn the_role_can_come_from_the_environment_with_stss_endpoint_from_aws_endp
         }
     }
     assert_signed_with_the_assumed_role(&sts, &s3);
-    assert!(object_exists(&bucket, key).await);
+    assert!(common::object_exists(&bucket, key).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -525,7 +515,7 @@ async fn a_bad_duration_in_the_block_or_a_bad_role_arn_flag_fails_and_writes_not
 
     assert!(sts.seen().is_empty(), "STS was asked: {:?}", sts.seen());
     assert!(s3.seen().is_empty(), "S3 was reached: {:?}", s3.seen());
-    assert!(!object_exists(&bucket, key).await);
+    assert!(!common::object_exists(&bucket, key).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,7 +615,7 @@ async fn shared_config_files_in_the_block_supply_the_profiles_region_and_credent
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(object_exists(&bucket, key).await);
+    assert!(common::object_exists(&bucket, key).await);
 
     // Without the file the profile does not exist: the same block minus the file fails.
     let text = std::fs::read_to_string(dir.join("backend.tf")).unwrap();
@@ -745,11 +735,8 @@ async fn ls_without_a_key_assumes_the_role_for_every_request() {
 }
 
 #[test]
-fn serve_refuses_a_role_or_a_lock_table_it_would_not_use_and_listens_on_nothing() {
-    for (flag, value) in [
-        ("--role-arn", ROLE),
-        ("--dynamodb-table", "terraform-locks"),
-    ] {
+fn serve_refuses_a_role_or_a_backend_block_it_would_not_use_and_listens_on_nothing() {
+    for (flag, value) in [("--role-arn", ROLE), ("--chdir", ".")] {
         let output = common::s3state_binary()
             .args(["--bucket", "any", "--region", "us-east-1", flag, value])
             .args(["serve", "--listen", "127.0.0.1:0"])

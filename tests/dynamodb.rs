@@ -4,57 +4,11 @@
 
 mod common;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
 use s3state::dynamodb::md5_hex;
 use s3state::{Error, LockInfo, Locker, RemoteState, S3Builder, S3Store, Store};
 use std::time::Duration;
 
-use common::moto_endpoint;
-
-fn dynamodb() -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
-}
-
-/// A new lock table with Terraform's key schema (`LockID`, a string).
-async fn table() -> String {
-    let name = format!(
-        "tflocks-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    dynamodb()
-        .create_table()
-        .table_name(&name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("LockID")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("LockID")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("creating the lock table");
-    name
-}
+use common::dynamo::{dynamodb, item, put_item, table};
 
 fn builder(bucket: &str, key: &str, table: &str) -> S3Builder {
     common::builder(bucket, key)
@@ -67,39 +21,8 @@ async fn manager(bucket: &str, key: &str, table: &str) -> RemoteState<S3Store> {
     builder(bucket, key, table).build().await.expect("opening")
 }
 
-async fn item(table: &str, lock_id: &str, attribute: &str) -> Option<String> {
-    dynamodb()
-        .get_item()
-        .table_name(table)
-        .key("LockID", AttributeValue::S(lock_id.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("GetItem")
-        .item
-        .and_then(|mut item| item.remove(attribute))
-        .and_then(|value| value.as_s().ok().cloned())
-}
-
-async fn put_item(table: &str, lock_id: &str, attribute: &str, value: &str) {
-    dynamodb()
-        .put_item()
-        .table_name(table)
-        .item("LockID", AttributeValue::S(lock_id.into()))
-        .item(attribute, AttributeValue::S(value.into()))
-        .send()
-        .await
-        .expect("PutItem");
-}
-
 async fn lock_object_exists(bucket: &str, key: &str) -> bool {
-    common::client()
-        .head_object()
-        .bucket(bucket)
-        .key(format!("{key}.tflock"))
-        .send()
-        .await
-        .is_ok()
+    common::object_exists(bucket, &format!("{key}.tflock")).await
 }
 
 #[tokio::test]

@@ -472,48 +472,7 @@ async fn a_missing_bucket_is_an_error_not_a_verdict() {
 #[cfg(feature = "dynamodb")]
 mod lock_table {
     use super::*;
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-
-    fn dynamodb() -> aws_sdk_dynamodb::Client {
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .endpoint_url(moto_endpoint())
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(config)
-    }
-
-    /// A new table whose hash key is the string attribute `key_name`.
-    async fn table_keyed_by(key_name: &str) -> String {
-        let name = format!("probe-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        dynamodb()
-            .create_table()
-            .table_name(&name)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(key_name)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(key_name)
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .expect("creating the table");
-        name
-    }
+    use common::dynamo::{dynamodb, table_keyed_by};
 
     async fn probe_with_table(bucket: &str, table: &str) -> ProbeReport {
         common::builder(bucket, "unused.tfstate")
@@ -531,7 +490,7 @@ mod lock_table {
     async fn a_configured_lock_table_passes_when_keyed_by_lock_id_and_is_unsafe_otherwise() {
         let bucket = common::bucket(true).await;
 
-        let good = probe_with_table(&bucket, &table_keyed_by("LockID").await).await;
+        let good = probe_with_table(&bucket, &table_keyed_by("LockID", "probe").await).await;
         let mut expected = CHECK_IDS.to_vec();
         expected.push("dynamodb");
         assert_eq!(ids(&good), expected);
@@ -543,7 +502,7 @@ mod lock_table {
             good.verdict
         );
 
-        let wrong_key = probe_with_table(&bucket, &table_keyed_by("id").await).await;
+        let wrong_key = probe_with_table(&bucket, &table_keyed_by("id", "probe").await).await;
         assert_eq!(result_of(&wrong_key, "dynamodb").1, CheckLevel::Unsafe);
         assert!(matches!(wrong_key.verdict, Verdict::Unsafe { .. }));
 

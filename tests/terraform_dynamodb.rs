@@ -4,11 +4,8 @@
 #![cfg(feature = "dynamodb")]
 
 mod common;
+mod gateway_support;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
 use s3state::dynamodb::md5_hex;
 use s3state::{OutputReader, PersistentMeta, Refresher, RemoteState, S3Store};
 use std::path::{Path, PathBuf};
@@ -18,6 +15,7 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "demo/terraform.tfstate";
 
+use common::dynamo::{dynamodb, item, table};
 use common::moto_endpoint;
 
 /// The `terraform` launcher, installed once per test process.
@@ -36,63 +34,6 @@ fn terraform_binary() -> &'static Path {
         );
         PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
     })
-}
-
-fn dynamodb() -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
-}
-
-/// A new lock table as a Terraform user creates it: `LockID`, a string hash key.
-async fn table() -> String {
-    let name = format!(
-        "tflocks-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    dynamodb()
-        .create_table()
-        .table_name(&name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("LockID")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("LockID")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("creating the lock table");
-    name
-}
-
-/// One attribute of the item `lock_id` in `table`, if both exist.
-async fn item(table: &str, lock_id: &str, attribute: &str) -> Option<String> {
-    dynamodb()
-        .get_item()
-        .table_name(table)
-        .key("LockID", AttributeValue::S(lock_id.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("GetItem")
-        .item
-        .and_then(|mut item| item.remove(attribute))
-        .and_then(|value| value.as_s().ok().cloned())
 }
 
 /// The lock JSON held in the lock item of `bucket`/`KEY`, if it is locked.
@@ -538,4 +479,51 @@ async fn after_terraform_applies_s3state_pull_digest_show_and_refresh_see_a_matc
     assert_eq!(outputs["greeting"].to_value(), "hello from terraform");
     let meta = manager.state_snapshot_meta().unwrap();
     assert_eq!(meta.serial, terraform.pull()["serial"].as_u64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_the_table_is_excluded_by_terraforms_lock_item_and_terraform_reads_what_it_wrote()
+ {
+    let (bucket, table) = (common::bucket(true).await, table().await);
+    // The gateway serves `demo/terraform.tfstate` as `/terraform.tfstate`: the state this
+    // Terraform uses, locking only through the table.
+    let mut config = gateway_support::config(&bucket);
+    config.s3.key_prefix = "demo".into();
+    config.s3.dynamodb_table = Some(table.clone());
+    config.s3.dynamodb_client = Some(dynamodb());
+    let gateway = gateway_support::start_with(config).await;
+    let name = "/terraform.tfstate";
+    let writer = gateway_support::WRITER;
+
+    let terraform = Workdir::new(&bucket, &table, Locks::TableOnly, PAUSING_CONFIG);
+    let mut apply = start_paused_apply(&terraform, &bucket, &table).await;
+    let holder = lock_item(&table, &bucket).await.unwrap();
+    let lock = gateway_support::send(
+        gateway.addr,
+        "LOCK",
+        name,
+        Some(writer),
+        &gateway_support::lock_body("0b1c2d3e-0000-4000-8000-00000000000c", "ci@runner"),
+    )
+    .await;
+    assert_eq!(lock.status, 423, "{}", lock.text());
+    assert_eq!(lock.json()["ID"], holder["ID"], "names Terraform's lock");
+    let state = gateway_support::state_body("99999999-2222-3333-4444-555555555555", 7, 7);
+    let write = gateway_support::send(gateway.addr, "POST", name, Some(writer), &state).await;
+    assert_eq!(write.status, 423, "{}", write.text());
+    std::fs::write(terraform.dir.join("release"), "").unwrap();
+    assert!(apply.wait().unwrap().success(), "terraform apply failed");
+
+    // Terraform's state, read through the gateway (which compared Terraform's digest), with an
+    // output added and the serial bumped, written back through the gateway without a lock.
+    let read = gateway_support::send(gateway.addr, "GET", name, Some(writer), b"").await;
+    assert_eq!(read.status, 200, "{}", read.text());
+    let derived = derived_from(&read.body, "from_gateway");
+    let write = gateway_support::send(gateway.addr, "POST", name, Some(writer), &derived).await;
+    assert_eq!(write.status, 200, "{}", write.text());
+    assert_eq!(digest_item(&table, &bucket).await, Some(md5_hex(&derived)));
+
+    // Terraform compares that digest (a mismatch fails the command) and reads the write.
+    let outputs = terraform.ok(&["output", "-json"]);
+    assert!(outputs.contains("pushed by s3state"), "{outputs}");
 }

@@ -156,6 +156,19 @@ pub(super) fn attach(table: &SharedTable, manager: RemoteState<S3Store>) -> Remo
 }
 
 impl S3Store {
+    /// The lock of this state as a manager over it takes it: the `.tflock` object, and the
+    /// table's lock item when a table is configured. For front ends that lock without a
+    /// manager (the HTTP gateway).
+    #[cfg(feature = "server")]
+    pub(crate) fn state_locker(&self) -> crate::lock::StoreLocker<S3Store> {
+        let locker = crate::lock::StoreLocker::for_state(self);
+        #[cfg(feature = "dynamodb")]
+        if let Some(table) = &self.config.lock_table.0 {
+            return locker.with_secondary(Arc::new(table.lock_for(self.path())));
+        }
+        locker
+    }
+
     /// This store holds a state: its digest is kept in the lock table, when one is configured.
     /// (Siblings such as the `.tflock` object are not states.)
     pub(super) fn with_state_digest(mut self) -> Self {

@@ -65,7 +65,8 @@ impl S3Backend {
     /// validates `key`.
     #[cfg(feature = "server")]
     pub(crate) fn store_at_key(&self, key: String) -> S3Store {
-        S3Store::new(Arc::clone(&self.config), key)
+        // A state: its digest is kept in the lock table, when one is configured.
+        S3Store::new(Arc::clone(&self.config), key).with_state_digest()
     }
 
     /// A state manager for `workspace`. It does no I/O until asked.

@@ -154,10 +154,25 @@ pub struct S3Settings {
     /// Refuse an unversioned bucket (default true: history is the point).
     #[serde(default)]
     pub require_versioning: Option<bool>,
+    /// Terraform's DynamoDB lock table (`dynamodb_table`), for a bucket whose S3-backend
+    /// Terraforms lock through it. Every lock the gateway takes then also takes the table's
+    /// lock item, a lock held only in the table refuses the gateway's locks and writes, and
+    /// the state digest is kept in the table after every write and compared on every read,
+    /// as Terraform does. Needs the `dynamodb` feature (on with `cli`).
+    #[serde(default)]
+    pub dynamodb_table: Option<String>,
+    /// The DynamoDB endpoint (else `AWS_ENDPOINT_URL_DYNAMODB`, else AWS's).
+    #[serde(default)]
+    pub dynamodb_endpoint_url: Option<String>,
     /// Use this client instead of building one from the settings above (for embedding and
     /// tests). Not read from files.
     #[serde(skip)]
     pub client: Option<aws_sdk_s3::Client>,
+    /// Use this DynamoDB client for `dynamodb_table` (for embedding and tests). Not read from
+    /// files.
+    #[cfg(feature = "dynamodb")]
+    #[serde(skip)]
+    pub dynamodb_client: Option<aws_sdk_dynamodb::Client>,
 }
 
 /// TLS from PEM files (rustls).
@@ -322,6 +337,20 @@ impl GatewayConfig {
                     self.s3.bucket
                 ),
             ));
+        }
+        if let Some(table) = &self.s3.dynamodb_table {
+            if table.trim().is_empty() {
+                return Err(invalid(
+                    "s3.dynamodb_table",
+                    "the table name is empty".into(),
+                ));
+            }
+            if !cfg!(feature = "dynamodb") {
+                return Err(invalid(
+                    "s3.dynamodb_table",
+                    "this build has no DynamoDB support (cargo feature `dynamodb`)".into(),
+                ));
+            }
         }
         let prefix = &self.s3.key_prefix;
         if !prefix.is_empty()

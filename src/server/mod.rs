@@ -134,6 +134,18 @@ impl Gateway {
         if let Some(profile) = &s3.profile {
             builder = builder.with_profile(profile);
         }
+        #[cfg(feature = "dynamodb")]
+        {
+            if let Some(table) = &s3.dynamodb_table {
+                builder = builder.with_dynamodb_table(table);
+            }
+            if let Some(endpoint) = &s3.dynamodb_endpoint_url {
+                builder = builder.with_dynamodb_endpoint_url(endpoint);
+            }
+            if let Some(client) = &s3.dynamodb_client {
+                builder = builder.with_dynamodb_client(client.clone());
+            }
+        }
         let backend = builder.build_backend().await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -416,6 +428,10 @@ pub struct S3Flags {
     pub path_style: Option<bool>,
     /// `--profile`.
     pub profile: Option<String>,
+    /// `--dynamodb-table`.
+    pub dynamodb_table: Option<String>,
+    /// `--dynamodb-endpoint-url`.
+    pub dynamodb_endpoint_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -454,6 +470,12 @@ impl ServeArgs {
         }
         if s3.profile.is_some() {
             config.s3.profile = s3.profile.clone();
+        }
+        if s3.dynamodb_table.is_some() {
+            config.s3.dynamodb_table = s3.dynamodb_table.clone();
+        }
+        if s3.dynamodb_endpoint_url.is_some() {
+            config.s3.dynamodb_endpoint_url = s3.dynamodb_endpoint_url.clone();
         }
         Ok(config)
     }

@@ -12,7 +12,7 @@ use super::Shared;
 use super::auth::Principal;
 use super::config::Role;
 use crate::error::Error;
-use crate::lock::{LOCK_NONCE_KEY, LOCK_SUFFIX, StoreLocker};
+use crate::lock::{LOCK_NONCE_KEY, LOCK_SUFFIX};
 use crate::remote::metadata_keys;
 use crate::s3::S3Store;
 use crate::state::{DecodeError, State};
@@ -129,6 +129,9 @@ struct HeldLock {
     /// `None` when the lock object is not lock info.
     info: Option<LockInfo>,
     metadata: ObjectMetadata,
+    /// Held only in the DynamoDB table, by a Terraform that does not take the `.tflock`
+    /// object: never the gateway's own lock, so it admits no write.
+    only_in_table: bool,
 }
 
 impl HeldLock {
@@ -144,13 +147,25 @@ impl HeldLock {
     }
 }
 
+/// The lock as the gateway sees it: the `.tflock` object, else the lock table's item when a
+/// table is configured (a Terraform that locks only through DynamoDB).
 async fn read_lock(store: &S3Store) -> Result<Option<HeldLock>, Error> {
     match store.sibling(LOCK_SUFFIX).get(None).await? {
         Fetched::Found(object) => Ok(Some(HeldLock {
             info: serde_json::from_slice(&object.body).ok(),
             metadata: object.metadata,
+            only_in_table: false,
         })),
-        Fetched::Absent | Fetched::NotModified => Ok(None),
+        Fetched::Absent | Fetched::NotModified => {
+            let Some(table) = store.state_locker().secondary().cloned() else {
+                return Ok(None);
+            };
+            Ok(table.current().await?.map(|info| HeldLock {
+                info: Some(info),
+                metadata: ObjectMetadata::new(),
+                only_in_table: true,
+            }))
+        }
     }
 }
 
@@ -251,6 +266,17 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
                 StatusCode::CONFLICT,
                 format!(
                     "lock {id:?} is not held on this state (it was released or force-unlocked); nothing was written"
+                ),
+            );
+        }
+        (Some(held), Some(_)) if held.only_in_table => {
+            audit("refused: locked in the lock table", Some(sent.serial), None);
+            shared.metrics.conflict();
+            return text(
+                StatusCode::LOCKED,
+                format!(
+                    "the state is locked in the DynamoDB table by a Terraform that does not take the .tflock ({}); nothing was written",
+                    held.describe()
                 ),
             );
         }
@@ -494,7 +520,7 @@ pub(crate) async fn lock(
             extra.insert(LOCK_STATE_SERIAL_KEY.to_owned(), state.serial.to_string());
             extra.insert(LOCK_STATE_LINEAGE_KEY.to_owned(), state.lineage.clone());
         }
-        let locker = StoreLocker::for_state(store);
+        let locker = store.state_locker();
         match locker.lock_with_metadata(&info, &extra).await {
             Ok(id) => {
                 // A writer that does not lock may have written between our read and the lock:
@@ -616,7 +642,7 @@ pub(crate) async fn unlock(
             );
         }
     };
-    let locker = StoreLocker::for_state(store);
+    let locker = store.state_locker();
     match locker.force_unlock(held.id()).await {
         Ok(()) | Err(Error::NotLocked { .. }) => {
             audit(if force { "force-unlocked" } else { "unlocked" }, held.id());
@@ -651,7 +677,7 @@ pub(crate) async fn delete(
             version_id = version_id.unwrap_or("-"), outcome);
     };
     // Deletion happens under the lock: the caller's (with ?ID=) or one the gateway takes.
-    let locker = StoreLocker::for_state(store);
+    let locker = store.state_locker();
     let own_lock = match read_lock(store).await {
         Err(error) => return store_failed(&error),
         Ok(Some(held)) => match lock_id {

@@ -2,6 +2,8 @@
 //! test, and a request recorder that sees every HTTP exchange the SDK makes.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+#[cfg(feature = "dynamodb")]
+pub mod dynamo;
 pub mod proxy;
 
 use aws_sdk_s3::Client;
@@ -310,6 +312,17 @@ pub async fn version_count(bucket: &str, key: &str) -> usize {
         version_marker = page.next_version_id_marker().map(str::to_owned);
     }
     count
+}
+
+/// Whether an object is at `key` now.
+pub async fn object_exists(bucket: &str, key: &str) -> bool {
+    client()
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
 }
 
 /// Writes `body` at `key` with a plain, unconditional PUT, as Terraform or an operator would.

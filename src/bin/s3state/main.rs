@@ -322,6 +322,8 @@ fn main() -> ExitCode {
             endpoint_url: s.endpoint_url,
             path_style: s.path_style,
             profile: s.profile,
+            dynamodb_table: s.dynamodb_table,
+            dynamodb_endpoint_url: s.dynamodb_endpoint_url,
         };
         return runtime.block_on(s3state::server::run_cli(args, s3));
     }

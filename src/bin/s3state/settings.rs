@@ -145,11 +145,10 @@ pub fn resolve(flags: &Flags) -> Result<Resolved, CliError> {
 }
 
 /// Refuses the settings `s3state serve` does not apply, instead of serving without them. The
-/// gateway reads only the bucket, region, endpoint, path style and profile: a role the
-/// operator asked for would not be assumed (the gateway would act as its own identity), a
-/// DynamoDB lock table would not be locked (Terraforms locking only through it could write
-/// at the same time as the gateway's clients), and a backend block's settings would not be
-/// read. Serving without them must be a choice, not a surprise.
+/// gateway reads the bucket, region, endpoint, path style, profile and DynamoDB table: a role
+/// the operator asked for would not be assumed (the gateway would act as its own identity),
+/// and a backend block's settings would not be read. Serving without them must be a choice,
+/// not a surprise.
 pub fn serve_takes_these(flags: &Flags) -> Result<(), CliError> {
     let ignored = [
         ("--role-arn (S3STATE_ROLE_ARN)", flags.role_arn.is_some()),
@@ -181,14 +180,6 @@ pub fn serve_takes_these(flags: &Flags) -> Result<(), CliError> {
             "--sts-endpoint-url (S3STATE_STS_ENDPOINT_URL)",
             flags.sts_endpoint_url.is_some(),
         ),
-        (
-            "--dynamodb-table (S3STATE_DYNAMODB_TABLE)",
-            flags.dynamodb_table.is_some(),
-        ),
-        (
-            "--dynamodb-endpoint-url (S3STATE_DYNAMODB_ENDPOINT_URL)",
-            flags.dynamodb_endpoint_url.is_some(),
-        ),
         ("--chdir", flags.chdir.is_some()),
     ];
     let given: Vec<&str> = ignored
@@ -201,10 +192,9 @@ pub fn serve_takes_these(flags: &Flags) -> Result<(), CliError> {
     }
     Err(CliError::usage(format!(
         "`s3state serve` does not apply {}: it would serve without them. The gateway takes \
-         --bucket, --region, --endpoint-url, --path-style and --profile (a profile may assume \
-         a role: role_arn in ~/.aws/config), and locks with the .tflock object only, so every \
-         Terraform sharing the bucket must lock with use_lockfile = true. Unset the others to \
-         serve",
+         --bucket, --region, --endpoint-url, --path-style, --profile (a profile may assume a \
+         role: role_arn in ~/.aws/config) and --dynamodb-table/--dynamodb-endpoint-url. Unset \
+         the others to serve",
         given.join(", ")
     )))
 }

@@ -1075,6 +1075,8 @@ async fn a_graceful_shutdown_finishes_a_write_in_flight() {
         Rule::new(Fault::DelayResponse(Duration::from_secs(2)))
             .method("PUT")
             .path(key("inflight"))
+            // The first PUT is the gateway's own lock.
+            .after(1)
             .then(std::sync::Arc::new(move || {
                 if let Some(trigger) = trigger.lock().unwrap().take() {
                     let _ = trigger.send(());
@@ -1107,7 +1109,9 @@ async fn a_write_whose_store_answer_was_lost_is_a_success_with_one_version() {
     proxy.inject(
         Rule::new(Fault::DropResponse)
             .method("PUT")
-            .path(key("lost")),
+            .path(key("lost"))
+            // The first PUT is the gateway's own lock.
+            .after(1),
     );
     let body = state_body("12121212-2222-3333-4444-555555555555", 1, 1);
     let reply = send(gateway.addr, "POST", "/lost", Some(WRITER), &body).await;
@@ -1117,4 +1121,60 @@ async fn a_write_whose_store_answer_was_lost_is_a_success_with_one_version() {
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(common::version_count(&bucket, &key("lost")).await, 1);
     assert_eq!(common::get_raw(&bucket, &key("lost")).await, body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_without_a_lock_holds_the_gateways_own_lock_so_terraform_cannot_lock_midway() {
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    let bucket = common::bucket(true).await;
+    let mut config = gateway_support::config(&bucket);
+    config.s3.client = Some(aws_sdk_s3::Client::from_conf(
+        common::config_for(proxy.endpoint()).build(),
+    ));
+    let gateway = gateway_support::start_with(config).await;
+    // Between the gateway's look at the lock and its write (when it reads the state), a
+    // Terraform on the S3 backend tries to lock: had it got the lock, it would read the old
+    // state and later overwrite the gateway's write with its blind PUT.
+    let terraform_locked = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let hook = {
+        let (bucket, terraform_locked) = (bucket.clone(), terraform_locked.clone());
+        std::sync::Arc::new(move || {
+            let (bucket, terraform_locked) = (bucket.clone(), terraform_locked.clone());
+            Box::pin(async move {
+                let terraform = common::manager(&bucket, &key("midway")).await;
+                let outcome = s3state::Locker::lock(
+                    &terraform,
+                    &s3state::LockInfo::new("OperationTypeApply"),
+                )
+                .await;
+                if let Ok(id) = &outcome {
+                    s3state::Locker::unlock(&terraform, id).await.unwrap();
+                }
+                *terraform_locked.lock().unwrap() = Some(outcome.is_ok());
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        })
+    };
+    proxy.inject(
+        Rule::new(Fault::DelayResponse(Duration::ZERO))
+            .method("GET")
+            .path(key("midway"))
+            // The first GET reads the .tflock; the next reads the state before the write.
+            .after(1)
+            .then(hook),
+    );
+    let body = state_body("abababab-2222-3333-4444-555555555555", 1, 1);
+    let reply = send(gateway.addr, "POST", "/midway", Some(WRITER), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        *terraform_locked.lock().unwrap(),
+        Some(false),
+        "Terraform locked while the gateway was writing: {:?}",
+        proxy.requests()
+    );
+    assert_eq!(common::get_raw(&bucket, &key("midway")).await, body);
+    assert!(
+        !common::object_exists(&bucket, &format!("{}.tflock", key("midway"))).await,
+        "the gateway's own lock was left behind"
+    );
 }

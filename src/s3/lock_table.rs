@@ -169,6 +169,16 @@ impl S3Store {
         locker
     }
 
+    /// The same object, read without comparing the digest: for a front end's write path,
+    /// whose write is conditional on what it reads and sets the digest itself.
+    #[cfg(feature = "server")]
+    pub(crate) fn without_digest_check(&self) -> S3Store {
+        #[cfg(feature = "dynamodb")]
+        return self.without_digest();
+        #[cfg(not(feature = "dynamodb"))]
+        return self.clone();
+    }
+
     /// This store holds a state: its digest is kept in the lock table, when one is configured.
     /// (Siblings such as the `.tflock` object are not states.)
     pub(super) fn with_state_digest(mut self) -> Self {

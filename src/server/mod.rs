@@ -147,6 +147,12 @@ impl Gateway {
             }
         }
         let backend = builder.build_backend().await?;
+        // A lock table that is missing or unreachable fails here, not at every LOCK.
+        #[cfg(feature = "dynamodb")]
+        if s3.dynamodb_table.is_some() {
+            let check = names::state_key(&s3.key_prefix, ".s3state-gateway-start");
+            backend.store_at_key(check).stored_digest().await?;
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind {

@@ -129,9 +129,14 @@ struct HeldLock {
     /// `None` when the lock object is not lock info.
     info: Option<LockInfo>,
     metadata: ObjectMetadata,
-    /// Held only in the DynamoDB table, by a Terraform that does not take the `.tflock`
-    /// object: never the gateway's own lock, so it admits no write.
+    /// Held in the DynamoDB table by someone the `.tflock` object does not name (a Terraform
+    /// that does not take the `.tflock`): never a gateway client's lock, so it admits no
+    /// write, and releasing it is a force-unlock.
     only_in_table: bool,
+    /// The `.tflock` object is there but the table's lock item is not (a lock taken halfway,
+    /// or an item removed since): a Terraform locking through the table alone could take it
+    /// at any moment, so it admits no write until the holder locks again.
+    item_missing: bool,
 }
 
 impl HeldLock {
@@ -147,25 +152,71 @@ impl HeldLock {
     }
 }
 
-/// The lock as the gateway sees it: the `.tflock` object, else the lock table's item when a
-/// table is configured (a Terraform that locks only through DynamoDB).
+/// The lock as the gateway sees it: the `.tflock` object and, when a table is configured, the
+/// table's lock item, which a Terraform without `use_lockfile` takes alone. A lock is the
+/// gateway client's only when both name the same holder.
 async fn read_lock(store: &S3Store) -> Result<Option<HeldLock>, Error> {
-    match store.sibling(LOCK_SUFFIX).get(None).await? {
-        Fetched::Found(object) => Ok(Some(HeldLock {
+    let object = match store.sibling(LOCK_SUFFIX).get(None).await? {
+        Fetched::Found(object) => Some(HeldLock {
             info: serde_json::from_slice(&object.body).ok(),
             metadata: object.metadata,
             only_in_table: false,
-        })),
-        Fetched::Absent | Fetched::NotModified => {
-            let Some(table) = store.state_locker().secondary().cloned() else {
-                return Ok(None);
-            };
-            Ok(table.current().await?.map(|info| HeldLock {
-                info: Some(info),
-                metadata: ObjectMetadata::new(),
-                only_in_table: true,
-            }))
+            item_missing: false,
+        }),
+        Fetched::Absent | Fetched::NotModified => None,
+    };
+    let Some(table) = store.state_locker().secondary().cloned() else {
+        return Ok(object);
+    };
+    let in_table = |info: LockInfo| HeldLock {
+        info: Some(info),
+        metadata: ObjectMetadata::new(),
+        only_in_table: true,
+        item_missing: false,
+    };
+    Ok(match (object, table.current().await?) {
+        (None, None) => None,
+        (Some(held), Some(item)) if item.id == held.id() => Some(held),
+        // The table's holder decides for the Terraforms that look only there.
+        (_, Some(item)) => Some(in_table(item)),
+        (Some(held), None) => Some(HeldLock {
+            item_missing: true,
+            ..held
+        }),
+    })
+}
+
+/// Sets the state's digest to the MD5 of `body` (what is stored now) when a table is kept and
+/// its digest says otherwise: a write whose digest update failed left it stale.
+async fn repair_digest_of(store: &S3Store, body: &[u8]) {
+    #[cfg(feature = "dynamodb")]
+    if store.dynamodb_table().is_some() {
+        let expected = crate::dynamodb::md5_hex(body);
+        if let Ok(Some(digest)) = store.stored_digest().await
+            && digest != expected
+            && let Err(error) = store.repair_digest().await
+        {
+            tracing::warn!(location = %store.location(), %error, "could not repair the state digest");
         }
+    }
+    let _ = (store, body);
+}
+
+/// Takes a lock for the gateway's own use (a write or delete sent without one), or the
+/// response that refuses the request.
+async fn take_own_lock(
+    locker: &crate::lock::StoreLocker<S3Store>,
+    operation: &str,
+) -> Result<String, Response> {
+    let info = LockInfo::new(operation).with_info("s3state gateway");
+    match crate::statemgr::Locker::lock(locker, &info).await {
+        Ok(id) => Ok(id),
+        Err(Error::Locked { holder, .. }) => Err(locked(holder.as_deref())),
+        Err(error @ Error::LockOutcomeUnknown { .. }) => Err(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{error}; nothing was written, retry the same request"),
+        )),
+        Err(error) => Err(store_failed(&error)),
     }
 }
 
@@ -280,12 +331,64 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
                 ),
             );
         }
+        (Some(held), Some(id)) if held.item_missing => {
+            audit("refused: lock item missing", Some(sent.serial), None);
+            shared.metrics.conflict();
+            return text(
+                StatusCode::CONFLICT,
+                format!(
+                    "lock {id:?} holds the .tflock but not the DynamoDB table's lock item (it was taken halfway, or the item was removed), so a Terraform locking through the table could write too; LOCK again. Nothing was written"
+                ),
+            );
+        }
         (Some(held), Some(_)) => Some(held),
         (None, None) => None,
     };
 
-    // What is stored now.
-    let current = match store.get(None).await {
+    // Without a lock the gateway takes one for the write. Seeing no lock is not enough: a
+    // Terraform could lock and read between that look and our write, then overwrite the
+    // write with its blind PUT.
+    let locker = store.state_locker();
+    let own_lock = match &fence {
+        Some(_) => None,
+        None => match take_own_lock(&locker, "OperationTypeApply").await {
+            Ok(id) => Some(id),
+            Err(refused) => {
+                audit("refused: locked", Some(sent.serial), None);
+                shared.metrics.conflict();
+                return refused;
+            }
+        },
+    };
+    let response = write_checked(&shared, &store, &who, &name, &sent, &body, fence.as_ref()).await;
+    if let Some(id) = own_lock
+        && let Err(error) = crate::statemgr::Locker::unlock(&locker, &id).await
+    {
+        tracing::warn!(state = %name, %id, error = %error, "could not release the gateway's own write lock");
+    }
+    response
+}
+
+/// The write itself, under the client's lock (`fence`) or the gateway's own: the serial and
+/// lineage rules against what is stored now, then one conditional PUT.
+async fn write_checked(
+    shared: &Shared,
+    store: &S3Store,
+    who: &str,
+    name: &str,
+    sent: &State,
+    body: &Bytes,
+    fence: Option<&HeldLock>,
+) -> Response {
+    let audit = |outcome: &str, serial: Option<u64>, version_id: Option<&str>| {
+        tracing::info!(target: AUDIT, user = %who, state = %name, action = "write",
+            serial = serial.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            version_id = version_id.unwrap_or("-"), outcome);
+    };
+    // What is stored now. Read without comparing the digest: the write is conditional on what
+    // is read, and sets the digest for what it writes, so a digest another tool left stale
+    // does not stop the write that repairs it.
+    let current = match store.without_digest_check().get(None).await {
         Ok(Fetched::Found(object)) => Some(object),
         Ok(_) => None,
         Err(error) => return store_failed(&error),
@@ -311,7 +414,7 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
     };
 
     // Under a lock: only onto the snapshot the lock was taken on, or one written under it.
-    if let Some(held) = &fence
+    if let Some(held) = fence
         && let Some(bound) = held.metadata.get(LOCK_STATE_ETAG_KEY)
     {
         let nonce = held.metadata.get(LOCK_NONCE_KEY);
@@ -380,9 +483,11 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
                 );
             }
             if sent.serial == stored.serial {
-                if object.body == body || stored.same_content(&sent) {
+                if object.body == body || stored.same_content(sent) {
                     // A repeat of a write already applied (go-retryablehttp re-sends on 5xx),
-                    // or a persist with nothing new: success, nothing to write.
+                    // or a persist with nothing new: success, nothing to write. A digest the
+                    // first attempt failed to set is set now.
+                    repair_digest_of(store, &object.body).await;
                     audit("unchanged", Some(sent.serial), object.version_id.as_deref());
                     return text(StatusCode::OK, "unchanged");
                 }
@@ -407,7 +512,7 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
             sent.terraform_version.to_string(),
         ),
         (metadata_keys::WRITE_ID.to_owned(), write_id.clone()),
-        (USER_KEY.to_owned(), who.clone()),
+        (USER_KEY.to_owned(), who.to_owned()),
     ]);
     if let Some(parent) = current
         .as_ref()
@@ -415,10 +520,7 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
     {
         metadata.insert(metadata_keys::PARENT_WRITE_ID.to_owned(), parent.clone());
     }
-    if let Some(nonce) = fence
-        .as_ref()
-        .and_then(|held| held.metadata.get(LOCK_NONCE_KEY))
-    {
+    if let Some(nonce) = fence.and_then(|held| held.metadata.get(LOCK_NONCE_KEY)) {
         metadata.insert(STATE_LOCK_NONCE_KEY.to_owned(), nonce.clone());
     }
     let outcome = store.put(body.clone(), &precondition, &metadata).await;
@@ -430,7 +532,7 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
         }
         Ok(PutOutcome::PreconditionFailed) | Err(_) => {
             // Refused, or no answer: look at what is there now.
-            let now = store.get(None).await;
+            let now = store.without_digest_check().get(None).await;
             if let Ok(Fetched::Found(object)) = &now
                 && object.body == body
             {
@@ -498,8 +600,8 @@ pub(crate) async fn lock(
         return text(StatusCode::BAD_REQUEST, "the lock info has an empty ID");
     }
     for _ in 0..3 {
-        // The state the lock binds to.
-        let bound = match store.get(None).await {
+        // The state the lock binds to (its digest is not compared: only its tag is bound).
+        let bound = match store.without_digest_check().get(None).await {
             Ok(Fetched::Found(object)) => Some(object),
             Ok(_) => None,
             Err(error) => return store_failed(&error),
@@ -526,8 +628,8 @@ pub(crate) async fn lock(
                 // A writer that does not lock may have written between our read and the lock:
                 // then the lock is bound to a stale snapshot. Let go and bind again.
                 let after = match &bound {
-                    Some(object) => store.get(Some(&object.etag)).await,
-                    None => store.get(None).await,
+                    Some(object) => store.without_digest_check().get(Some(&object.etag)).await,
+                    None => store.without_digest_check().get(None).await,
                 };
                 let unchanged = matches!(
                     (&after, &bound),
@@ -546,15 +648,50 @@ pub(crate) async fn lock(
                 }
             }
             Err(Error::Locked { holder, .. }) => {
-                if let Some(holder) = &holder
-                    && holder.id == info.id
-                {
-                    // A retry of a LOCK whose answer was lost: the lock is this client's.
-                    audit("locked (repeated request)", &info.id);
-                    return json_response(
-                        StatusCode::OK,
-                        serde_json::to_vec(holder.as_ref()).unwrap_or_default(),
-                    );
+                if holder.as_ref().is_some_and(|holder| holder.id == info.id) {
+                    // Perhaps a retry of a LOCK whose answer was lost. The lock is this
+                    // client's only if the .tflock and (with a table) the table's item both
+                    // are: the same ID in the table alone is someone else's lock.
+                    match read_lock(store).await {
+                        Ok(Some(held)) if held.id() == info.id && !held.only_in_table => {
+                            if held.item_missing {
+                                // Taken halfway: take the table's item now, or refuse.
+                                let taken = match (locker.secondary(), held.info.as_ref()) {
+                                    (Some(table), Some(taken)) => table.lock(taken).await,
+                                    _ => Err(Error::Locked {
+                                        location: store.location().to_owned(),
+                                        holder: held.info.clone().map(Box::new),
+                                        waited: None,
+                                    }),
+                                };
+                                match taken {
+                                    Ok(()) => {}
+                                    Err(Error::Locked { holder, .. }) => {
+                                        shared.metrics.lock_wait();
+                                        audit("refused: held in the lock table", &info.id);
+                                        return locked(holder.as_deref());
+                                    }
+                                    Err(error) => {
+                                        audit("failed: store error", &info.id);
+                                        return store_failed(&error);
+                                    }
+                                }
+                            }
+                            audit("locked (repeated request)", &info.id);
+                            return json_response(
+                                StatusCode::OK,
+                                serde_json::to_vec(&held.info).unwrap_or_default(),
+                            );
+                        }
+                        Ok(Some(held)) => {
+                            shared.metrics.lock_wait();
+                            audit("refused: held", &info.id);
+                            return locked(held.info.as_ref());
+                        }
+                        // Released meanwhile: take it again.
+                        Ok(None) => continue,
+                        Err(error) => return store_failed(&error),
+                    }
                 }
                 shared.metrics.lock_wait();
                 audit("refused: held", &info.id);
@@ -619,8 +756,8 @@ pub(crate) async fn unlock(
         Err(error) => return store_failed(&error),
     };
     let force = match &given_id {
-        Some(id) if id == held.id() => false,
-        Some(id) => {
+        Some(id) if id == held.id() && !held.only_in_table => false,
+        Some(id) if id != held.id() => {
             audit("refused: wrong ID", id);
             return text(
                 StatusCode::CONFLICT,
@@ -630,8 +767,20 @@ pub(crate) async fn unlock(
                 ),
             );
         }
-        None if principal.role_on(name) >= Some(Role::Admin) => true,
-        None => {
+        _ if principal.role_on(name) >= Some(Role::Admin) => true,
+        _ if held.only_in_table => {
+            // No gateway client holds a lock found only in the table: releasing it is a
+            // force-unlock, whatever ID is sent.
+            audit("refused: force-unlock needs admin", held.id());
+            return text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the lock is held in the DynamoDB table by a Terraform that does not take the .tflock ({}); releasing it is a force-unlock, which needs the admin role",
+                    held.describe()
+                ),
+            );
+        }
+        _ => {
             audit("refused: force-unlock needs admin", held.id());
             return text(
                 StatusCode::FORBIDDEN,
@@ -681,24 +830,20 @@ pub(crate) async fn delete(
     let own_lock = match read_lock(store).await {
         Err(error) => return store_failed(&error),
         Ok(Some(held)) => match lock_id {
-            Some(id) if id == held.id() => None,
+            Some(id) if id == held.id() && !held.only_in_table && !held.item_missing => None,
             _ => {
                 audit("refused: locked", None);
                 shared.metrics.conflict();
                 return locked(held.info.as_ref());
             }
         },
-        Ok(None) => {
-            let info = LockInfo::new("OperationTypeInvalid").with_info("s3state gateway: delete");
-            match crate::statemgr::Locker::lock(&locker, &info).await {
-                Ok(id) => Some(id),
-                Err(Error::Locked { holder, .. }) => {
-                    audit("refused: locked", None);
-                    return locked(holder.as_deref());
-                }
-                Err(error) => return store_failed(&error),
+        Ok(None) => match take_own_lock(&locker, "OperationTypeInvalid").await {
+            Ok(id) => Some(id),
+            Err(refused) => {
+                audit("refused: locked", None);
+                return refused;
             }
-        }
+        },
     };
     let result = delete_under_lock(store).await;
     if let Some(id) = own_lock
@@ -738,7 +883,8 @@ enum DeleteError {
 /// Deletes the current snapshot only (If-Match its ETag; where the store cannot delete
 /// conditionally, a re-read under the lock). `Ok(None)`: there was no state.
 async fn delete_under_lock(store: &S3Store) -> Result<Option<Option<String>>, DeleteError> {
-    let current = match store.get(None).await.map_err(DeleteError::Store)? {
+    let unchecked = store.without_digest_check();
+    let current = match unchecked.get(None).await.map_err(DeleteError::Store)? {
         Fetched::Found(object) => object,
         _ => return Ok(None),
     };
@@ -751,7 +897,7 @@ async fn delete_under_lock(store: &S3Store) -> Result<Option<Option<String>>, De
         DeleteOutcome::Absent => Ok(None),
         DeleteOutcome::PreconditionFailed => Err(DeleteError::Changed),
         DeleteOutcome::ConditionalUnsupported => {
-            match store
+            match unchecked
                 .get(Some(&current.etag))
                 .await
                 .map_err(DeleteError::Store)?

@@ -234,7 +234,9 @@ impl<S: Store> StoreLocker<S> {
 
     /// Forgets lock `id` at once and releases it in the background: for a holder that is
     /// being dropped (a cancelled or panicking update), which cannot wait for the store.
-    pub(crate) fn release_in_background(&self, id: &str) {
+    /// Waits `delay` first (a write of the holder's may still land; see
+    /// `RemoteStateOptions::unanswered_write_settle`).
+    pub(crate) fn release_in_background(&self, id: &str, delay: Duration) {
         let held = self.held().get(id).cloned();
         self.forget(id);
         if let (Some(secondary), Ok(runtime)) = (
@@ -243,6 +245,7 @@ impl<S: Store> StoreLocker<S> {
         ) {
             let id = id.to_owned();
             runtime.spawn(async move {
+                tokio::time::sleep(delay).await;
                 if let Err(error) = secondary.unlock(&id).await {
                     tracing::warn!(%id, %error, "could not release an abandoned lock; clear it with force-unlock");
                 }
@@ -254,6 +257,7 @@ impl<S: Store> StoreLocker<S> {
         let object = self.lock_object.sibling("");
         let id = id.to_owned();
         runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
             // Delete only the very object we wrote (its nonce), never a successor's.
             for _ in 0..5 {
                 let found = match object.get(None).await {

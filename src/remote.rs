@@ -22,7 +22,7 @@ mod turnstile;
 
 pub use metadata::keys as metadata_keys;
 pub use push::Pushed;
-use release_gate::ReleaseGate;
+use release_gate::{OnTheWire, ReleaseGate};
 use turnstile::Turnstile;
 pub use turnstile::UpdateTurns;
 
@@ -64,16 +64,18 @@ pub struct RemoteState<S> {
     release_gate: Arc<ReleaseGate>,
 }
 
-/// Releases an update's lock in the background if the update never got to release it.
+/// Releases an update's lock in the background if the update never got to release it, after
+/// what is left of the settle time of a write that got no answer.
 struct ReleaseOnDrop<'a, S: Store> {
-    locker: &'a StoreLocker<S>,
+    manager: &'a RemoteState<S>,
     id: Option<String>,
 }
 
 impl<S: Store> Drop for ReleaseOnDrop<'_, S> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            self.locker.release_in_background(&id);
+            let delay = self.manager.unanswered_settle_left();
+            self.manager.locker.release_in_background(&id, delay);
         }
     }
 }
@@ -135,6 +137,14 @@ pub struct RemoteStateOptions {
     /// Whether updates through different managers over the same object in this process
     /// queue together (the default) or race each other through the store.
     pub update_turns: UpdateTurns,
+    /// How long a lock is kept after a write of this manager's got no answer (and was not
+    /// found in the store), before it is released: the request may still be on its way, and
+    /// no client can recall it. Conditional, it can land only while the state is still what
+    /// it was sent against; but if the state did not exist, a Terraform that locked and read
+    /// "no state" meanwhile would adopt the late state at its first persist and drop its own
+    /// apply. Every unlock through the manager, and `update`'s own release, waits out what
+    /// is left of this. Default 10 s.
+    pub unanswered_write_settle: Duration,
 }
 
 impl Default for RemoteStateOptions {
@@ -151,6 +161,7 @@ impl Default for RemoteStateOptions {
                 max: Duration::from_millis(100),
             },
             update_turns: UpdateTurns::default(),
+            unanswered_write_settle: Duration::from_secs(10),
         }
     }
 }
@@ -397,10 +408,11 @@ impl<S: Store> RemoteState<S> {
         let id = id?;
         // Released in the background if this future is dropped (cancelled) or `change` panics.
         let mut guard = ReleaseOnDrop {
-            locker: &self.locker,
+            manager: self,
             id: Some(id.clone()),
         };
         let result = self.update_rounds(self.io.lock().await, change).await;
+        self.wait_for_unanswered_writes().await;
         // The guard stays armed while unlocking, so a cancel during the release still
         // releases the lock in the background.
         let released = self.locker.unlock_patiently(&id).await;
@@ -664,6 +676,29 @@ impl<S: Store> RemoteState<S> {
         self.io.lock().await
     }
 
+    /// Records that a write got no answer (`true`: it may still land, from now), or that
+    /// none can land any more (`false`: the state moved on, or the write was refused).
+    fn note_unanswered(&self, may_land: bool) {
+        self.release_gate.note_unanswered(may_land);
+    }
+
+    /// What is left of the settle time of a write that got no answer; zero if none.
+    fn unanswered_settle_left(&self) -> Duration {
+        self.release_gate
+            .settle_left(self.options.unanswered_write_settle)
+    }
+
+    /// Before a lock is released: waits out what is left of the settle time of a write that
+    /// got no answer, so that such a write cannot land under the next holder's lock.
+    async fn wait_for_unanswered_writes(&self) {
+        let left = self.unanswered_settle_left();
+        if !left.is_zero() {
+            tracing::warn!(location = %self.store.location(), wait = ?left,
+                "a write got no answer and may still land; keeping the lock until it cannot");
+            tokio::time::sleep(left).await;
+        }
+    }
+
     /// Refreshes unless this manager has already read or written a snapshot, so that a
     /// following write is conditional on what the caller last saw.
     pub(crate) async fn refresh_if_unread(&self) -> Result<()> {
@@ -817,8 +852,13 @@ impl<S: Store> RemoteState<S> {
         let metadata =
             metadata::for_snapshot(&next, &write_id, base.write_id.as_deref(), Some(body.len()));
         let size = body.len() as u64;
-        let failure = match self.store.put(body, &base.precondition(), &metadata).await {
+        let on_the_wire = OnTheWire::new(&self.release_gate);
+        let put = self.store.put(body, &base.precondition(), &metadata).await;
+        on_the_wire.answered();
+        let failure = match put {
             Ok(PutOutcome::Written(written)) => {
+                // The state moved on from what any earlier write of ours was conditional on.
+                self.note_unanswered(false);
                 return Ok(WriteOutcome::Landed {
                     now: Base {
                         etag: Some(written.etag),
@@ -832,8 +872,15 @@ impl<S: Store> RemoteState<S> {
                     superseded: false,
                 });
             }
-            Ok(PutOutcome::PreconditionFailed) => None,
-            Err(error) => Some(error),
+            Ok(PutOutcome::PreconditionFailed) => {
+                // Evaluated and refused: the state is not what our writes were made on.
+                self.note_unanswered(false);
+                None
+            }
+            Err(error) => {
+                self.note_unanswered(true);
+                Some(error)
+            }
         };
         // Refused, or no answer. Either another writer got there first, or one of our
         // attempts landed and only its answer was lost (the SDK then retried and met it). The
@@ -860,6 +907,7 @@ impl<S: Store> RemoteState<S> {
             } => {
                 tracing::info!(location = %self.store.location(), superseded,
                     "a write whose answer was lost is in the store; treating it as written");
+                self.note_unanswered(false);
                 Ok(WriteOutcome::Landed {
                     write_id,
                     now,
@@ -1227,6 +1275,7 @@ impl<S: Store> Locker for RemoteState<S> {
         // them in.
         let _gate = self.release_gate.releasing().await;
         let _no_write_in_flight = self.io.lock().await;
+        self.wait_for_unanswered_writes().await;
         self.locker.unlock(id).await
     }
 }

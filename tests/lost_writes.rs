@@ -34,6 +34,12 @@ enum Script {
     ApplyThenFail,
     /// Fail the next write without applying it.
     FailWithoutApplying,
+    /// Fail the next write at once without an answer, and apply it `after` later (a request
+    /// stuck in the network), recording whether the state's lock was still there then.
+    StallThenLand {
+        after: std::time::Duration,
+        lock_held_when_it_landed: Arc<Mutex<Option<bool>>>,
+    },
 }
 
 #[derive(Clone)]
@@ -115,6 +121,20 @@ impl Store for Scripted {
                 Err(ambiguous())
             }
             Script::FailWithoutApplying => Err(ambiguous()),
+            Script::StallThenLand {
+                after,
+                lock_held_when_it_landed,
+            } => {
+                let inner = self.inner.clone();
+                let (precondition, metadata) = (precondition.clone(), metadata.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let held = inner.sibling(".tflock").current_body().is_some();
+                    *lock_held_when_it_landed.lock().unwrap() = Some(held);
+                    inner.put(body, &precondition, &metadata).await
+                });
+                Err(ambiguous())
+            }
         }
     }
 
@@ -538,4 +558,39 @@ async fn unlocking_waits_for_an_update_that_another_task_runs_under_that_lock() 
     unlock.await.unwrap().unwrap();
     assert_eq!(output(&store.stored().unwrap(), "b"), Some(1));
     assert_eq!(store.inner.sibling(".tflock").current_body(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_is_kept_until_a_write_that_got_no_answer_can_no_longer_land() {
+    // No state yet: a create that arrives after the lock is released would be adopted by a
+    // Terraform that locked and read "no state" meanwhile, which would then drop its apply.
+    let store = Scripted::new("late-create.tfstate");
+    let manager = RemoteState::new(store.clone());
+    let id = manager
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    let lock_held_when_it_landed = Arc::new(Mutex::new(None));
+    store.next_write(Script::StallThenLand {
+        after: std::time::Duration::from_secs(5),
+        lock_held_when_it_landed: Arc::clone(&lock_held_when_it_landed),
+    });
+    manager.write_state(with_output(None, "late", 1));
+    let failed = manager.persist_state().await.unwrap_err();
+    assert!(
+        matches!(
+            failed,
+            Error::WriteOutcomeUnknown { .. } | Error::WriteFailed { .. }
+        ),
+        "{failed}"
+    );
+
+    manager.unlock(&id).await.unwrap();
+    assert_eq!(
+        *lock_held_when_it_landed.lock().unwrap(),
+        Some(true),
+        "the late write landed after the lock was released (or never landed)"
+    );
+    assert_eq!(store.inner.sibling(".tflock").current_body(), None);
+    assert_eq!(output(&store.stored().unwrap(), "late"), Some(1));
 }

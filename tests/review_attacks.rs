@@ -1015,8 +1015,15 @@ mod review_findings {
         let timed_out =
             tokio::time::timeout(Duration::from_secs(1), manager.update(|s| set(s, "a", 1))).await;
         assert!(timed_out.is_err(), "the slow update was cancelled");
-        // The cancelled update's lock is released in the background: give that task its turn.
+        // The cancelled update's lock is released in the background, once its write (cut off
+        // on the wire) can no longer land: give that task its time.
+        let settle = s3state::RemoteStateOptions::default().unanswered_write_settle;
         tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            store.inner.sibling(".tflock").current_body().is_some(),
+            "released while the cancelled write could still land"
+        );
+        tokio::time::sleep(settle).await;
         let orphan = store.inner.sibling(".tflock").current_body();
 
         // An operator clears the orphan (if any); Terraform starts an apply.

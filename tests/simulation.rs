@@ -24,10 +24,9 @@
 //! - for every actor that honours the lock, and for every actor when no Terraform runs: each
 //!   acknowledged operation is in the final state;
 //! - when every s3state actor honours the lock: no s3state write lands while Terraform holds
-//!   the lock, so Terraform's results are never lost. The one exception is a request whose
-//!   caller was told its outcome is unknown, arriving after the caller gave up: no client can
-//!   recall a request on the wire, and, being conditional, it can land only before Terraform's
-//!   first write, which replaces it.
+//!   the lock, so Terraform's results are never lost. That includes a request that got no
+//!   answer and arrives late: the lock is kept until it can no longer land
+//!   (`unanswered_write_settle`).
 //!
 //! Actors that opt out of the lock can lose writes to Terraform's blind PUTs; that is inherent
 //! (it is why the lock is the default), so their acknowledgements are not asserted when a
@@ -65,11 +64,6 @@ struct History {
     holder: Option<String>,
     /// IDs of locks whose creation was reported as in doubt (it may still land).
     locks_in_doubt: BTreeSet<String>,
-    /// Write IDs whose outcome was reported as unknown (the request may still arrive).
-    writes_in_doubt: BTreeSet<String>,
-    /// Writes that landed while Terraform held the lock: (write ID if any, what happened).
-    /// Judged at the end, when every report of a write in doubt is in.
-    landed_under_terraform: Vec<(Option<String>, String)>,
     violations: Vec<String>,
     events: Vec<String>,
 }
@@ -141,9 +135,7 @@ impl Recorder {
             if let s3state::Error::LockOutcomeUnknown { id, .. } = error {
                 h.locks_in_doubt.insert(id.clone());
             }
-            if let s3state::Error::WriteOutcomeUnknown { write_ids, .. } = error {
-                h.writes_in_doubt.extend(write_ids.iter().cloned());
-            }
+
             h.events
                 .push(format!("{actor} op {op}: {what} failed: {error}"));
         });
@@ -390,19 +382,10 @@ async fn terraform(store: MemoryStore, recorder: Recorder, ops: u64, seed: u64) 
                 tokio::time::sleep(Duration::from_millis(pace.u64(1..6))).await;
             }
             if store.current_body() != expected_body {
-                let write_id = match store.get(None).await.unwrap() {
-                    Fetched::Found(object) => object.metadata.get("s3state-write-id").cloned(),
-                    _ => None,
-                };
-                recorder.with(|h| {
-                    h.landed_under_terraform.push((
-                        write_id,
-                        format!(
-                            "a write landed while Terraform held the lock (before its persist {persist} of op {op}); \
-                             Terraform's blind PUT now overwrites it"
-                        ),
-                    ))
-                });
+                recorder.violation(format!(
+                    "a write landed while Terraform held the lock (before its persist {persist} of op {op}); \
+                     Terraform's blind PUT now overwrites it"
+                ));
             }
             let bytes = Bytes::from(state.to_bytes());
             store.put_unconditional(bytes.clone());
@@ -580,19 +563,6 @@ fn check(
     let all_honour = recorder.with(|h| h.actors.values().all(|log| log.honours_lock));
     recorder.with(|history| {
         let mut violations = std::mem::take(&mut history.violations);
-        for (write_id, what) in std::mem::take(&mut history.landed_under_terraform) {
-            // A request whose caller was told its outcome is unknown can arrive after the
-            // caller gave up and released its lock: no client can recall a request on the
-            // wire (Terraform has the same gap). Being conditional, it can land only before
-            // Terraform's first write, which then replaces it: Terraform loses nothing, and
-            // the write's caller was told it may be lost.
-            match write_id {
-                Some(id) if history.writes_in_doubt.contains(&id) => history.events.push(format!(
-                    "{what} (write {id}, whose outcome its caller was told is unknown)"
-                )),
-                _ => violations.push(what),
-            }
-        }
         if !all_honour {
             // Terraform's view of writes under its lock is asserted only when everyone locks.
             violations.retain(|v| !v.starts_with("a write landed while Terraform held the lock"));

@@ -40,30 +40,7 @@ impl Default for LockRetry {
     }
 }
 
-/// A second lock a [`StoreLocker`] takes together with its `.tflock` object: Terraform's
-/// DynamoDB lock item when `dynamodb_table` is configured (`s3state::dynamodb::DynamoDbLock`
-/// with the `dynamodb` feature). As in Terraform 1.15 with both locks configured, it is taken
-/// after the object (the object is released again when it cannot be taken, so no orphan is
-/// left) and released after it; both are always attempted.
-#[async_trait]
-pub trait SecondaryLock: Send + Sync + std::fmt::Debug {
-    /// Where the lock lives, for messages.
-    fn location(&self) -> String;
-
-    /// Takes the lock with `info` exactly as given (its ID, path and time are set), or fails
-    /// with [`Error::Locked`] naming the holder.
-    async fn lock(&self, info: &LockInfo) -> Result<()>;
-
-    /// Releases our lock `id`; succeeds when it is already gone.
-    async fn unlock(&self, id: &str) -> Result<()>;
-
-    /// Removes the lock with this ID whoever took it: [`Error::NotLocked`] when there is none,
-    /// [`Error::LockIdMismatch`] when another lock is there.
-    async fn force_unlock(&self, id: &str) -> Result<()>;
-
-    /// The holder's lock info, or `None` when not locked.
-    async fn current(&self) -> Result<Option<LockInfo>>;
-}
+pub use crate::store::SecondaryLock;
 
 /// The lock of one state, kept in the object `<state>.tflock` of a [`Store`].
 ///
@@ -156,7 +133,9 @@ impl<S: Store> StoreLocker<S> {
             retry: LockRetry::default(),
             held: Mutex::new(HashMap::new()),
             deletes_in_doubt: Mutex::default(),
-            secondary: None,
+            // The store's own second lock (Terraform's DynamoDB item for an S3 state with
+            // `dynamodb_table`), so that every locker over the state takes it.
+            secondary: state_store.secondary_lock(),
         }
     }
 

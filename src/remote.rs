@@ -306,8 +306,9 @@ impl<S: Store> RemoteState<S> {
     }
 
     /// The same manager, whose lock also takes `secondary` after the `.tflock` object and
-    /// releases it after (Terraform's DynamoDB lock, set by `S3Backend` when `dynamodb_table`
-    /// is configured). Every lock the manager takes, `update`'s included, takes both.
+    /// releases it after. Every lock the manager takes, `update`'s included, takes both. A
+    /// store that keeps such a lock brings it itself ([`Store::secondary_lock`]: an S3 state
+    /// with `dynamodb_table` brings Terraform's DynamoDB lock item); this is for other stores.
     pub fn with_secondary_lock(
         mut self,
         secondary: std::sync::Arc<dyn crate::lock::SecondaryLock>,

@@ -213,3 +213,21 @@ async fn a_push_compares_the_digest_as_a_read_does_and_writes_nothing_when_it_is
     assert!(pusher.push(next, false).await.unwrap().written);
     assert_eq!(common::version_count(&bucket, key).await, 2);
 }
+
+#[tokio::test]
+async fn a_manager_made_over_build_store_takes_the_lock_item_too() {
+    let (bucket, table) = (common::bucket(true).await, table().await);
+    let key = "store/terraform.tfstate";
+    let store = builder(&bucket, key, &table).build_store().await.unwrap();
+    let manager = RemoteState::new(store);
+    let id = manager
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    let held = item(&table, &format!("{bucket}/{key}"), "Info")
+        .await
+        .expect("the lock item was taken with the .tflock");
+    assert!(held.contains(&id), "{held}");
+    manager.unlock(&id).await.unwrap();
+    assert_eq!(item(&table, &format!("{bucket}/{key}"), "Info").await, None);
+}

@@ -8,7 +8,6 @@
 use super::S3Builder;
 use super::S3Store;
 use crate::error::Result;
-use crate::remote::RemoteState;
 use crate::store::{DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome};
 use bytes::Bytes;
 #[cfg(feature = "dynamodb")]
@@ -144,29 +143,23 @@ pub(super) async fn open(
     SharedTable::default()
 }
 
-/// `manager`, whose locker also takes the table's lock item, when a table is configured.
-pub(super) fn attach(table: &SharedTable, manager: RemoteState<S3Store>) -> RemoteState<S3Store> {
-    #[cfg(feature = "dynamodb")]
-    if let Some(table) = &table.0 {
-        let lock = Arc::new(table.lock_for(crate::store::Store::path(manager.store())));
-        return manager.with_secondary_lock(lock);
-    }
-    let _ = table;
-    manager
-}
-
 impl S3Store {
     /// The lock of this state as a manager over it takes it: the `.tflock` object, and the
     /// table's lock item when a table is configured. For front ends that lock without a
     /// manager (the HTTP gateway).
     #[cfg(feature = "server")]
     pub(crate) fn state_locker(&self) -> crate::lock::StoreLocker<S3Store> {
-        let locker = crate::lock::StoreLocker::for_state(self);
+        crate::lock::StoreLocker::for_state(self)
+    }
+
+    /// The table's lock item for this state, when a table is configured and this store holds
+    /// a state: [`crate::Store::secondary_lock`], so every locker over the state takes it.
+    pub(super) fn state_lock_item(&self) -> Option<std::sync::Arc<dyn crate::lock::SecondaryLock>> {
         #[cfg(feature = "dynamodb")]
-        if let Some(table) = &self.config.lock_table.0 {
-            return locker.with_secondary(Arc::new(table.lock_for(self.path())));
+        if let Some(table) = self.digest_table() {
+            return Some(std::sync::Arc::new(table.lock_for(self.path())));
         }
-        locker
+        None
     }
 
     /// The same object, read without comparing the digest: for a front end's write path,

@@ -460,6 +460,10 @@ impl Store for S3Store {
         &self.path
     }
 
+    fn secondary_lock(&self) -> Option<Arc<dyn crate::lock::SecondaryLock>> {
+        self.state_lock_item()
+    }
+
     fn identity(&self) -> Option<String> {
         // A client given with with_client does not tell its endpoint, and the same bucket and
         // key on two endpoints are two objects: such stores keep turns of their own.

@@ -71,8 +71,11 @@ impl S3Backend {
 
     /// A state manager for `workspace`. It does no I/O until asked.
     pub fn manager(&self, workspace: &str) -> Result<RemoteState<S3Store>> {
-        let manager = RemoteState::with_options(self.store(workspace)?, self.options.clone());
-        Ok(super::lock_table::attach(&self.config.lock_table, manager))
+        // The store brings its table's lock item, if any (`Store::secondary_lock`).
+        Ok(RemoteState::with_options(
+            self.store(workspace)?,
+            self.options.clone(),
+        ))
     }
 
     /// The workspaces that have a state: `default` first when its state exists, then the

@@ -227,6 +227,39 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn identity(&self) -> Option<String> {
         None
     }
+
+    /// A second lock that every lock on this state must take with its `.tflock` object, if the
+    /// store keeps one: Terraform's DynamoDB lock item for an S3 state with `dynamodb_table`.
+    /// [`crate::StoreLocker::for_state`] takes it, so no manager over such a state can lock
+    /// without it. `None` by default.
+    fn secondary_lock(&self) -> Option<std::sync::Arc<dyn SecondaryLock>> {
+        None
+    }
+}
+
+/// A second lock a [`crate::StoreLocker`] takes together with its `.tflock` object: Terraform's
+/// DynamoDB lock item when `dynamodb_table` is configured (`s3state::dynamodb::DynamoDbLock`
+/// with the `dynamodb` feature). As in Terraform 1.15 with both locks configured, it is taken
+/// after the object (the object is released again when it cannot be taken, so no orphan is
+/// left) and released after it; both are always attempted.
+#[async_trait]
+pub trait SecondaryLock: Send + Sync + std::fmt::Debug {
+    /// Where the lock lives, for messages.
+    fn location(&self) -> String;
+
+    /// Takes the lock with `info` exactly as given (its ID, path and time are set), or fails
+    /// with [`crate::Error::Locked`] naming the holder.
+    async fn lock(&self, info: &crate::state::meta::LockInfo) -> Result<()>;
+
+    /// Releases our lock `id`; succeeds when it is already gone.
+    async fn unlock(&self, id: &str) -> Result<()>;
+
+    /// Removes the lock with this ID whoever took it: [`crate::Error::NotLocked`] when there is none,
+    /// [`crate::Error::LockIdMismatch`] when another lock is there.
+    async fn force_unlock(&self, id: &str) -> Result<()>;
+
+    /// The holder's lock info, or `None` when not locked.
+    async fn current(&self) -> Result<Option<crate::state::meta::LockInfo>>;
 }
 
 /// One version in an object's history.

@@ -82,10 +82,11 @@ pub struct Restored {
 }
 
 /// Which versions [`RemoteState::prune`] keeps. A version is kept when any rule keeps it;
-/// the current version is always kept.
+/// the current version, and the newest version with content, are always kept.
 #[derive(Debug, Clone, Default)]
 pub struct PruneOptions {
-    /// Keep the newest N versions (delete markers count as versions).
+    /// Keep the newest N versions with content, and the delete markers among them (delete
+    /// markers do not count toward N: over a deleted state, N snapshots stay to restore).
     pub keep_newest: Option<usize>,
     /// Keep versions written at or after this time.
     pub keep_since: Option<time::OffsetDateTime>,
@@ -307,21 +308,30 @@ impl<S: VersionedStore> RemoteState<S> {
     }
 
     /// Removes old versions permanently, keeping those `options` names and always the current
-    /// one; returns the versions removed (or, with `dry_run`, those that would be). With no
-    /// rule at all it removes nothing: pruning everything but the current version must be
-    /// asked for (`keep_newest: Some(1)`).
+    /// one and the newest one with content (so a deleted state keeps a snapshot to restore);
+    /// returns the versions removed (or, with `dry_run`, those that would be). With no rule at
+    /// all it removes nothing: pruning everything but the newest snapshot must be asked for
+    /// (`keep_newest: Some(1)`).
     pub async fn prune(&self, options: &PruneOptions) -> Result<Vec<ObjectVersion>> {
         if options.keep_newest.is_none() && options.keep_since.is_none() {
             return Ok(Vec::new());
         }
         let versions = self.store().list_versions(1000).await?;
+        // Newest first: how many versions with content are newer than each version. A delete
+        // marker is not a snapshot, so it never takes the place of one in `keep_newest`.
+        let mut with_content_before = 0;
         let doomed: Vec<ObjectVersion> = versions
             .into_iter()
             .enumerate()
             .filter(|(index, version)| {
+                let newer_with_content = with_content_before;
+                if !version.is_delete_marker {
+                    with_content_before += 1;
+                }
                 let kept = *index == 0
                     || version.is_latest
-                    || options.keep_newest.is_some_and(|n| *index < n)
+                    || (!version.is_delete_marker && newer_with_content == 0)
+                    || options.keep_newest.is_some_and(|n| newer_with_content < n)
                     || options
                         .keep_since
                         .is_some_and(|since| version.last_modified >= since);

@@ -1178,3 +1178,69 @@ async fn a_write_without_a_lock_holds_the_gateways_own_lock_so_terraform_cannot_
         "the gateway's own lock was left behind"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_taken_outside_the_gateway_admits_no_gateway_write_and_only_an_admin_releases_it() {
+    let gateway = gateway_support::start().await;
+    let addr = gateway.addr;
+    let before = state_body("abababab-2222-3333-4444-555555555555", 1, 1);
+    assert_eq!(
+        send(addr, "POST", "/outside", Some(WRITER), &before)
+            .await
+            .status,
+        200
+    );
+    // A lock taken with the library (as `s3state lock` takes it): none of the gateway's
+    // metadata, so no gateway client holds it, whatever ID it sends.
+    let holder = common::manager(&gateway.bucket, &key("outside")).await;
+    let id = s3state::Locker::lock(&holder, &s3state::LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+
+    let relock = send(
+        addr,
+        "LOCK",
+        "/outside",
+        Some(WRITER),
+        &lock_body(&id, "ci"),
+    )
+    .await;
+    assert_eq!(
+        relock.status,
+        423,
+        "not a repeat of a gateway LOCK: {}",
+        relock.text()
+    );
+    let path = format!("/outside?ID={id}");
+    let after = state_body("abababab-2222-3333-4444-555555555555", 2, 2);
+    for (method, body) in [("POST", after.as_slice()), ("DELETE", b"".as_slice())] {
+        let refused = send(addr, method, &path, Some(WRITER), body).await;
+        assert_eq!(refused.status, 423, "{method}: {}", refused.text());
+        assert!(refused.text().contains(&id), "{method} names the holder");
+    }
+    assert_eq!(
+        common::get_raw(&gateway.bucket, &key("outside")).await,
+        before
+    );
+
+    let by_writer = send(
+        addr,
+        "UNLOCK",
+        "/outside",
+        Some(WRITER),
+        &lock_body(&id, "ci"),
+    )
+    .await;
+    assert_eq!(by_writer.status, 403, "{}", by_writer.text());
+    assert!(lock_exists(&gateway, "outside").await);
+    let by_admin = send(
+        addr,
+        "UNLOCK",
+        "/outside",
+        Some(ADMIN),
+        &lock_body(&id, "ci"),
+    )
+    .await;
+    assert_eq!(by_admin.status, 200, "{}", by_admin.text());
+    assert!(!lock_exists(&gateway, "outside").await);
+}

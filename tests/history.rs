@@ -336,3 +336,87 @@ async fn restoring_another_lineage_is_refused_unless_forced() {
     assert_eq!(restored.meta.serial, current.serial + 1);
     assert_eq!(common::version_count(&bucket, KEY).await, 3);
 }
+
+#[tokio::test]
+async fn prune_keeps_the_newest_snapshot_of_a_deleted_state_whatever_the_rules() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    for n in 1..=3 {
+        manager.update(set("n", n)).await.unwrap();
+    }
+    common::delete_object(&bucket, KEY).await;
+
+    // Every snapshot is older than the age kept, and the marker is the current version.
+    let removed = manager
+        .prune(&s3state::PruneOptions {
+            keep_since: Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
+            ..s3state::PruneOptions::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(removed.iter().all(|v| !v.is_delete_marker));
+    assert_eq!(common::version_count(&bucket, KEY).await, 1);
+
+    let history = manager.history(&HistoryOptions::default()).await.unwrap();
+    assert!(history[0].version.is_delete_marker);
+    let restorer = common::manager(&bucket, KEY).await;
+    let restored = restorer
+        .restore(&history[1].version.version_id, false)
+        .await;
+    assert_eq!(restored.unwrap().meta.serial, 4);
+    restorer.refresh_state().await.unwrap();
+    assert_eq!(restorer.state().unwrap().outputs["n"].to_value(), 3);
+}
+
+#[tokio::test]
+async fn prune_keep_counts_only_snapshots_and_keeps_the_delete_markers_among_them() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager.update(set("n", 1)).await.unwrap();
+    manager.update(set("n", 2)).await.unwrap();
+    // LocalStack's listing times have whole seconds: a delete marker tied with versions is
+    // listed after them.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    common::delete_object(&bucket, KEY).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(set("n", 3))
+        .await
+        .unwrap();
+    common::delete_object(&bucket, KEY).await;
+    // Newest first: marker, n=3, marker, n=2, n=1.
+    let all = manager.history(&HistoryOptions::default()).await.unwrap();
+    let markers: Vec<bool> = all.iter().map(|e| e.version.is_delete_marker).collect();
+    assert_eq!(markers, [true, false, true, false, false]);
+
+    let options = s3state::PruneOptions {
+        keep_newest: Some(2),
+        dry_run: true,
+        ..s3state::PruneOptions::default()
+    };
+    let would = manager.prune(&options).await.unwrap();
+    let removed = manager
+        .prune(&s3state::PruneOptions {
+            dry_run: false,
+            ..options
+        })
+        .await
+        .unwrap();
+    let ids = |versions: &[s3state::store::ObjectVersion]| -> Vec<String> {
+        versions.iter().map(|v| v.version_id.clone()).collect()
+    };
+    assert_eq!(ids(&would), [all[4].version.version_id.clone()]);
+    assert_eq!(ids(&removed), ids(&would));
+    let left = manager.history(&HistoryOptions::default()).await.unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|e| e.version.version_id.clone())
+            .collect::<Vec<_>>(),
+        all[..4]
+            .iter()
+            .map(|e| e.version.version_id.clone())
+            .collect::<Vec<_>>()
+    );
+}

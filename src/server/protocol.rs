@@ -150,6 +150,27 @@ impl HeldLock {
             None => "an unreadable lock object".into(),
         }
     }
+
+    /// Taken by the gateway's LOCK: only that LOCK binds the lock to the snapshot it was taken
+    /// on (`LOCK_STATE_ETAG_KEY`), which is what fences a write under it. Any other lock (an
+    /// S3-backend Terraform's `.tflock`, one taken with `s3state lock`, the gateway's own
+    /// write lock, a lock held only in the table) is foreign: no gateway client holds it,
+    /// whatever ID it sends (every 423 reveals the ID), so it admits no write or delete, and
+    /// releasing it is a force-unlock.
+    fn taken_through_gateway(&self) -> bool {
+        !self.only_in_table && self.metadata.contains_key(LOCK_STATE_ETAG_KEY)
+    }
+
+    /// The answer to a write or delete sent under a foreign lock's ID.
+    fn refuse_foreign(&self, nothing: &str) -> Response {
+        text(
+            StatusCode::LOCKED,
+            format!(
+                "the lock held on this state was not taken through the gateway (an S3-backend Terraform's .tflock, or `s3state lock`): {}; sending its ID does not make a gateway client its holder. {nothing}",
+                self.describe()
+            ),
+        )
+    }
 }
 
 /// The lock as the gateway sees it: the `.tflock` object and, when a table is configured, the
@@ -330,6 +351,15 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
                     held.describe()
                 ),
             );
+        }
+        (Some(held), Some(_)) if !held.taken_through_gateway() => {
+            audit(
+                "refused: lock not taken through the gateway",
+                Some(sent.serial),
+                None,
+            );
+            shared.metrics.conflict();
+            return held.refuse_foreign("Nothing was written");
         }
         (Some(held), Some(id)) if held.item_missing => {
             audit("refused: lock item missing", Some(sent.serial), None);
@@ -653,7 +683,8 @@ pub(crate) async fn lock(
                     // client's only if the .tflock and (with a table) the table's item both
                     // are: the same ID in the table alone is someone else's lock.
                     match read_lock(store).await {
-                        Ok(Some(held)) if held.id() == info.id && !held.only_in_table => {
+                        // A lock the gateway's LOCK did not take is never a repeat of one.
+                        Ok(Some(held)) if held.id() == info.id && held.taken_through_gateway() => {
                             if held.item_missing {
                                 // Taken halfway: take the table's item now, or refuse.
                                 let taken = match (locker.secondary(), held.info.as_ref()) {
@@ -756,7 +787,7 @@ pub(crate) async fn unlock(
         Err(error) => return store_failed(&error),
     };
     let force = match &given_id {
-        Some(id) if id == held.id() && !held.only_in_table => false,
+        Some(id) if id == held.id() && held.taken_through_gateway() => false,
         Some(id) if id != held.id() => {
             audit("refused: wrong ID", id);
             return text(
@@ -780,7 +811,18 @@ pub(crate) async fn unlock(
                 ),
             );
         }
-        _ => {
+        Some(_) => {
+            // The holder's ID, but of a lock no gateway client took: a force-unlock.
+            audit("refused: force-unlock needs admin", held.id());
+            return text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the lock was not taken through the gateway ({}; an S3-backend Terraform's .tflock, or `s3state lock`): releasing it is a force-unlock, which needs the admin role; nothing was unlocked",
+                    held.describe()
+                ),
+            );
+        }
+        None => {
             audit("refused: force-unlock needs admin", held.id());
             return text(
                 StatusCode::FORBIDDEN,
@@ -830,7 +872,14 @@ pub(crate) async fn delete(
     let own_lock = match read_lock(store).await {
         Err(error) => return store_failed(&error),
         Ok(Some(held)) => match lock_id {
-            Some(id) if id == held.id() && !held.only_in_table && !held.item_missing => None,
+            Some(id) if id == held.id() && !held.only_in_table && !held.taken_through_gateway() => {
+                audit("refused: lock not taken through the gateway", None);
+                shared.metrics.conflict();
+                return held.refuse_foreign("Nothing was deleted");
+            }
+            Some(id) if id == held.id() && held.taken_through_gateway() && !held.item_missing => {
+                None
+            }
             _ => {
                 audit("refused: locked", None);
                 shared.metrics.conflict();

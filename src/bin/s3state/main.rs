@@ -196,10 +196,11 @@ pub enum Command {
     },
     /// Permanently remove old versions. Shows what it would remove unless --yes is given.
     #[command(
-        after_help = "The current version is always kept. A version is kept if any rule keeps it.\n\nExample:\n  s3state prune --keep 100                 # show what would go\n  s3state prune --keep 100 --newer-than 90d --yes"
+        after_help = "The current version and the newest version with content are always kept, so a deleted state keeps a snapshot to restore. A version is kept if any rule keeps it.\n\nExample:\n  s3state prune --keep 100                 # show what would go\n  s3state prune --keep 100 --newer-than 90d --yes"
     )]
     Prune {
-        /// Keep the newest N versions.
+        /// Keep the newest N versions with content (delete markers among them are kept and do
+        /// not count).
         #[arg(long, value_name = "N")]
         keep: Option<usize>,
         /// Keep versions newer than this age (e.g. 30d, 12h).

@@ -1,0 +1,482 @@
+//! Review of every write path against Terraform's lock (see the review report). A test still
+//! `#[ignore]`d demonstrates a problem that is still present (run them with
+//! `cargo test --test review_write_paths -- --ignored`); the others hold since their fix.
+
+mod common;
+mod gateway_support;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use s3state::store::memory::MemoryStore;
+use s3state::store::{
+    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, ObjectVersion, Precondition, PutOutcome,
+    Store, StoredObject, VersionedStore,
+};
+use s3state::{
+    Error, LockInfo, OutputValue, PruneOptions, RemoteState, RemoteStateOptions, State,
+    UpdateLocking, VersionSelector,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Terraform's S3-backend lock (`use_lockfile`): If-None-Match on `<key>.tflock`.
+async fn terraform_lock<S: Store>(state_object: &S) -> Option<LockInfo> {
+    let mut info = LockInfo::new("OperationTypeApply");
+    info.path = state_object.path().to_owned();
+    let body = Bytes::from(serde_json::to_vec(&info).unwrap());
+    match state_object
+        .sibling(".tflock")
+        .put(body, &Precondition::Create, &ObjectMetadata::new())
+        .await
+        .unwrap()
+    {
+        PutOutcome::Written(_) => Some(info),
+        PutOutcome::PreconditionFailed => None,
+    }
+}
+
+fn state_with(n: u64, serial: u64, lineage: &str) -> State {
+    let mut state = State::new(semver::Version::new(1, 15, 5));
+    state.lineage = lineage.into();
+    state.serial = serial;
+    state.outputs.insert("n".into(), OutputValue::new(&n));
+    state
+}
+
+/// A state PUT kept on the wire: where it goes, and what it sends.
+type StalledPut = (MemoryStore, Bytes, Precondition, ObjectMetadata);
+
+/// A store whose state PUTs (not `.tflock` PUTs) stall in the network: the caller gets a
+/// timeout at once, the request is kept and lands when the test says so.
+#[derive(Clone)]
+struct Stalling {
+    inner: MemoryStore,
+    stall_state_puts: Arc<Mutex<usize>>,
+    stalled: Arc<Mutex<Vec<StalledPut>>>,
+}
+
+impl std::fmt::Debug for Stalling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Stalling {
+    async fn land_stalled(&self) -> Vec<PutOutcome> {
+        let stalled = std::mem::take(&mut *self.stalled.lock().unwrap());
+        let mut outcomes = Vec::new();
+        for (store, body, precondition, metadata) in stalled {
+            outcomes.push(store.put(body, &precondition, &metadata).await.unwrap());
+        }
+        outcomes
+    }
+}
+
+#[async_trait]
+impl Store for Stalling {
+    async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
+        self.inner.get(if_none_match).await
+    }
+    async fn head(&self) -> s3state::Result<Headed> {
+        self.inner.head().await
+    }
+    async fn put(
+        &self,
+        body: Bytes,
+        precondition: &Precondition,
+        metadata: &ObjectMetadata,
+    ) -> s3state::Result<PutOutcome> {
+        let stall = !self.inner.key().ends_with(".tflock") && {
+            let mut left = self.stall_state_puts.lock().unwrap();
+            let stall = *left > 0;
+            *left = left.saturating_sub(1);
+            stall
+        };
+        if stall {
+            self.stalled.lock().unwrap().push((
+                self.inner.clone(),
+                body,
+                precondition.clone(),
+                metadata.clone(),
+            ));
+            return Err(Error::Store {
+                operation: "PutObject",
+                location: "scripted".into(),
+                message: "the request timed out and the retries gave up".into(),
+                source: None,
+            });
+        }
+        self.inner.put(body, precondition, metadata).await
+    }
+    async fn delete(&self, if_match: Option<&ETag>) -> s3state::Result<DeleteOutcome> {
+        self.inner.delete(if_match).await
+    }
+    fn sibling(&self, suffix: &str) -> Self {
+        Stalling {
+            inner: self.inner.sibling(suffix),
+            stall_state_puts: Arc::clone(&self.stall_state_puts),
+            stalled: Arc::clone(&self.stalled),
+        }
+    }
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    fn path(&self) -> &str {
+        self.inner.path()
+    }
+    fn as_versioned(&self) -> Option<&dyn VersionedStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl VersionedStore for Stalling {
+    async fn list_versions(&self, page_size: u32) -> s3state::Result<Vec<ObjectVersion>> {
+        self.inner.list_versions(page_size).await
+    }
+    async fn get_version(&self, version_id: &str) -> s3state::Result<StoredObject> {
+        self.inner.get_version(version_id).await
+    }
+    async fn version_metadata(&self, version_id: &str) -> s3state::Result<ObjectMetadata> {
+        self.inner.version_metadata(version_id).await
+    }
+    async fn delete_version(&self, version_id: &str) -> s3state::Result<()> {
+        self.inner.delete_version(version_id).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Library
+// ---------------------------------------------------------------------------------------------
+
+/// `RemoteState::restore` (history.rs) never looks at the lock: by default, with no opt-out
+/// given, it writes while a Terraform holds `.tflock`, and Terraform's next blind PUT
+/// discards the restore (or, over a deleted state, Terraform adopts it and drops its own
+/// results). Only the CLI wraps it in a lock; the library's own doc example restores unlocked.
+#[tokio::test]
+#[ignore = "review: library RemoteState::restore writes under a Terraform's lock by default"]
+async fn library_restore_writes_while_terraform_holds_the_lock() {
+    let store = MemoryStore::new("restore/terraform.tfstate");
+    let lineage = "11111111-2222-3333-4444-555555555555";
+    store.put_unconditional(Bytes::from(state_with(1, 1, lineage).to_bytes()));
+    store.put_unconditional(Bytes::from(state_with(2, 2, lineage).to_bytes()));
+    let manager = RemoteState::new(store.clone());
+    let previous = manager
+        .resolve_version(&VersionSelector::Back(1))
+        .await
+        .unwrap();
+
+    // A Terraform locks and reads (serial 2) for an apply.
+    let terraform = terraform_lock(&store)
+        .await
+        .expect("Terraform gets the lock");
+    let before = store.current_body();
+
+    let restored = manager.restore(&previous, false).await;
+    let landed = store.current_body() != before;
+    assert!(
+        matches!(restored, Err(Error::Locked { .. })) && !landed,
+        "restore answered {restored:?} and wrote ({landed}) while Terraform {} held the lock; \
+         Terraform's next persist overwrites it",
+        terraform.id
+    );
+}
+
+/// `update()` (default locking) on a state that does not exist: its create requests time out
+/// (a stalled network), `update` reports `WriteOutcomeUnknown` and releases the lock at once.
+/// A Terraform then locks and reads "no state"; the stalled `If-None-Match: *` create lands.
+/// Per ../shared/notes/terraform-peer.md, Terraform's first persist re-reads, adopts that state
+/// and discards its own results ("Apply complete!", resources missing from the state). The
+/// simulation exempts exactly this ("it can land only before Terraform's first write, which
+/// replaces it"), which is false for a create.
+#[tokio::test(start_paused = true)]
+#[ignore = "review: an in-doubt create lands after update() released the lock, under a new Terraform's lock"]
+async fn an_in_doubt_create_lands_after_release_under_a_terraform_lock() {
+    let store = Stalling {
+        inner: MemoryStore::new("new/terraform.tfstate"),
+        stall_state_puts: Arc::new(Mutex::new(usize::MAX)),
+        stalled: Arc::default(),
+    };
+    let manager = RemoteState::new(store.clone());
+    let error = manager
+        .update(|state| {
+            state.outputs.insert("s3state".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::WriteOutcomeUnknown { .. }),
+        "{error}"
+    );
+    *store.stall_state_puts.lock().unwrap() = 0;
+
+    // The lock is free again: a Terraform starts an apply on a state that does not exist.
+    let terraform = terraform_lock(&store.inner)
+        .await
+        .expect("update released its lock although its writes were still on the wire");
+    assert!(
+        store.inner.current_body().is_none(),
+        "Terraform reads no state"
+    );
+
+    // The stalled create arrives while Terraform holds the lock.
+    let landed = store.land_stalled().await;
+    let created = landed
+        .iter()
+        .any(|outcome| matches!(outcome, PutOutcome::Written(_)));
+    assert!(
+        !created,
+        "an s3state create landed while Terraform {} held the lock on a state it read as absent: \
+         Terraform's first persist adopts it and drops the resources it created",
+        terraform.id
+    );
+}
+
+/// `prune --keep 1` after `workspace delete` (or gateway DELETE). It was wrong: the delete
+/// marker counted as the one version kept, so every snapshot of the deleted state was destroyed
+/// for good, although the delete told the operator "its history is kept in the bucket's
+/// versions". Now delete markers do not count toward `keep`, and the newest snapshot with
+/// content survives any prune: the marker and serial 2 stay, serial 1 goes.
+#[tokio::test]
+async fn prune_keep_one_over_a_deleted_state_keeps_its_newest_snapshot() {
+    let store = MemoryStore::new("env:/old/app.tfstate");
+    let lineage = "11111111-2222-3333-4444-666666666666";
+    store.put_unconditional(Bytes::from(state_with(1, 1, lineage).to_bytes()));
+    store.put_unconditional(Bytes::from(state_with(2, 2, lineage).to_bytes()));
+    store.delete(None).await.unwrap();
+    let manager = RemoteState::new(store.clone());
+    manager
+        .prune(&PruneOptions {
+            keep_newest: Some(1),
+            ..PruneOptions::default()
+        })
+        .await
+        .unwrap();
+    let left = store
+        .list_versions(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| !v.is_delete_marker)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        left.len(),
+        1,
+        "no snapshot of the deleted state is left to restore"
+    );
+    let kept = store.get_version(&left[0].version_id).await.unwrap();
+    assert_eq!(
+        State::from_slice(&kept.body).unwrap().serial,
+        2,
+        "the newest is kept"
+    );
+    assert!(store.current_body().is_none(), "the state stays deleted");
+}
+
+/// A manager made the documented way from `build_store()` (with `dynamodb_table` set) keeps the
+/// digest but not the lock: `RemoteState::new(store)` builds a `StoreLocker` without the
+/// table's lock item, so `update()` runs while a DynamoDB-only Terraform holds the lock.
+#[cfg(feature = "dynamodb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "review: RemoteState::new(build_store()) with dynamodb_table ignores the DynamoDB lock item"]
+async fn a_manager_over_build_store_ignores_the_dynamodb_lock_item() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let bucket = common::bucket(true).await;
+    let table = common::dynamo::table().await;
+    let key = "ddb/terraform.tfstate";
+    let builder = || {
+        common::builder(&bucket, key)
+            .with_dynamodb_table(&table)
+            .with_dynamodb_client(common::dynamo::dynamodb())
+    };
+    let options = RemoteStateOptions {
+        update_locking: UpdateLocking::Lock {
+            timeout: Duration::from_secs(1),
+        },
+        ..RemoteStateOptions::default()
+    };
+
+    // A Terraform with dynamodb_table and no use_lockfile takes the item.
+    let lock_id = format!("{bucket}/{key}");
+    let mut info = LockInfo::new("OperationTypeApply");
+    info.path = lock_id.clone();
+    common::dynamo::dynamodb()
+        .put_item()
+        .table_name(&table)
+        .item("LockID", AttributeValue::S(lock_id))
+        .item(
+            "Info",
+            AttributeValue::S(serde_json::to_string(&info).unwrap()),
+        )
+        .condition_expression("attribute_not_exists(LockID)")
+        .send()
+        .await
+        .unwrap();
+
+    // Control: the manager from build() is refused.
+    let built = builder()
+        .with_options(options.clone())
+        .build()
+        .await
+        .unwrap();
+    let refused = built.update(|s| s.outputs.clear()).await;
+    assert!(matches!(refused, Err(Error::Locked { .. })), "{refused:?}");
+
+    // The same object through build_store(): written under Terraform's lock.
+    let store = builder().build_store().await.unwrap();
+    let manager = RemoteState::with_options(store, options);
+    let result = manager
+        .update(|s| {
+            s.outputs.insert("s3state".into(), OutputValue::new(&1));
+        })
+        .await;
+    assert!(
+        matches!(result, Err(Error::Locked { .. })),
+        "update through RemoteState::new(build_store()) answered {result:?} while Terraform {} held \
+         the DynamoDB lock",
+        info.id
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway
+// ---------------------------------------------------------------------------------------------
+
+/// An S3-backend Terraform (`use_lockfile = true`, key `gw/<name>`) holds the `.tflock`.
+async fn s3_backend_terraform_locks(bucket: &str, name: &str) -> LockInfo {
+    let key = gateway_support::key(name);
+    let mut info = LockInfo::new("OperationTypeApply");
+    info.path = format!("{bucket}/{key}");
+    common::client()
+        .put_object()
+        .bucket(bucket)
+        .key(format!("{key}.tflock"))
+        .if_none_match("*")
+        .body(serde_json::to_vec(&info).unwrap().into())
+        .send()
+        .await
+        .expect("Terraform takes the lock");
+    info
+}
+
+async fn seeded_gateway(name: &str) -> gateway_support::Running {
+    let gateway = gateway_support::start().await;
+    let seeded = gateway_support::send(
+        gateway.addr,
+        "POST",
+        &format!("/{name}"),
+        Some(gateway_support::WRITER),
+        &gateway_support::state_body(LINEAGE, 1, 1),
+    )
+    .await;
+    assert_eq!(seeded.status, 200, "{}", seeded.text());
+    gateway
+}
+
+const LINEAGE: &str = "cdcdcdcd-2222-3333-4444-555555555555";
+
+/// POST ?ID=<an S3-backend Terraform's lock ID>. It was wrong: the ID (handed to any writer in
+/// the 423 answer to a POST without one) was taken as the client's own lock although the lock
+/// was never taken through the gateway (no bound ETag in its metadata), so the "changed behind
+/// the gateway's back" check was skipped and the write landed under Terraform's lock. Now a
+/// lock without the gateway's bound ETag is foreign: the POST is refused with 423, naming the
+/// holder, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_post_carrying_an_s3_backend_terraforms_lock_id_is_refused_with_423() {
+    let gateway = seeded_gateway("app").await;
+    let terraform = s3_backend_terraform_locks(&gateway.bucket, "app").await;
+
+    let refused = gateway_support::send(
+        gateway.addr,
+        "POST",
+        "/app",
+        Some(gateway_support::WRITER),
+        &gateway_support::state_body(LINEAGE, 2, 2),
+    )
+    .await;
+    assert_eq!(refused.status, 423);
+    assert!(
+        refused.text().contains(&terraform.id),
+        "the 423 names the ID"
+    );
+
+    let mine = gateway_support::state_body(LINEAGE, 2, 2);
+    let post = gateway_support::send(
+        gateway.addr,
+        "POST",
+        &format!("/app?ID={}", terraform.id),
+        Some(gateway_support::WRITER),
+        &mine,
+    )
+    .await;
+    let stored = common::get_raw(&gateway.bucket, &gateway_support::key("app")).await;
+    assert!(
+        post.status == 423
+            && post.text().contains("not taken through the gateway")
+            && post.text().contains(&terraform.id)
+            && stored != mine,
+        "the gateway wrote ({} {}) while S3-backend Terraform {} held the lock; its next blind PUT \
+         discards the write",
+        post.status,
+        post.text().trim(),
+        terraform.id
+    );
+}
+
+/// The same for DELETE ?ID=. It was wrong: the state was deleted under a running Terraform's
+/// lock. Now the DELETE is refused with 423 and the state stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_delete_carrying_an_s3_backend_terraforms_lock_id_is_refused_with_423() {
+    let gateway = seeded_gateway("db").await;
+    let terraform = s3_backend_terraform_locks(&gateway.bucket, "db").await;
+    let deleted = gateway_support::send(
+        gateway.addr,
+        "DELETE",
+        &format!("/db?ID={}", terraform.id),
+        Some(gateway_support::WRITER),
+        b"",
+    )
+    .await;
+    let exists = common::object_exists(&gateway.bucket, &gateway_support::key("db")).await;
+    assert!(
+        deleted.status == 423 && deleted.text().contains("not taken through the gateway") && exists,
+        "DELETE under S3-backend Terraform {}'s lock: {} {}, state still there: {exists}",
+        terraform.id,
+        deleted.status,
+        deleted.text().trim()
+    );
+}
+
+/// The same for UNLOCK by a non-admin writer. It was wrong: a lock no gateway client took was
+/// released as the writer's own (not a force-unlock), so the writer could then lock and write
+/// mid-apply. Now releasing a lock not taken through the gateway is a force-unlock, whatever
+/// ID is sent: 403 for a writer, and the lock stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_admin_unlock_of_an_s3_backend_terraforms_lock_is_a_refused_force_unlock() {
+    let gateway = seeded_gateway("net").await;
+    let terraform = s3_backend_terraform_locks(&gateway.bucket, "net").await;
+    let unlock = gateway_support::send(
+        gateway.addr,
+        "UNLOCK",
+        "/net",
+        Some(gateway_support::WRITER),
+        &gateway_support::lock_body(&terraform.id, "ci"),
+    )
+    .await;
+    let still_held = common::object_exists(
+        &gateway.bucket,
+        &format!("{}.tflock", gateway_support::key("net")),
+    )
+    .await;
+    assert!(
+        unlock.status == 403 && still_held,
+        "a writer (not admin) released S3-backend Terraform {}'s lock: {} {}",
+        terraform.id,
+        unlock.status,
+        unlock.text().trim()
+    );
+}

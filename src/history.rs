@@ -218,6 +218,10 @@ impl<S: VersionedStore> RemoteState<S> {
     /// When the state was deleted (its latest version is a delete marker), this brings it
     /// back, numbered after the last serial it had.
     ///
+    /// It holds the state's lock while it writes, as [`RemoteState::update`] does (see
+    /// [`crate::UpdateLocking`]; under the caller's lock when the caller took one through this
+    /// manager): a Terraform that holds the lock is waited for, never written under.
+    ///
     /// Like [`crate::Persister::persist_state`], the write is conditional on the snapshot this
     /// manager last read (it refreshes first only if it has read nothing yet). So a tool can
     /// refresh, show the operator what will change, and restore exactly onto what was shown:
@@ -248,9 +252,27 @@ impl<S: VersionedStore> RemoteState<S> {
     /// ```
     pub async fn restore(&self, version_id: &str, force: bool) -> Result<Restored> {
         let snapshot = self.snapshot_at(version_id).await?;
-        let _io = self.lock_io().await;
+        // Under the state's lock, as `update` takes it: a Terraform holding the lock would
+        // overwrite the restored snapshot at its next persist.
+        let (lock, io) = self.take_write_lock("s3state restore").await?;
+        let restored = self
+            .restore_holding_io(version_id, snapshot.state, force)
+            .await;
+        drop(io);
+        self.release_write_lock(lock).await;
+        restored
+    }
+
+    /// The restore itself; the caller holds the I/O lock (and the state's lock, unless
+    /// locking is disabled).
+    async fn restore_holding_io(
+        &self,
+        version_id: &str,
+        snapshot: State,
+        force: bool,
+    ) -> Result<Restored> {
         self.refresh_if_unread().await?;
-        let restored = self.restore_candidate(snapshot.state, force).await?;
+        let restored = self.restore_candidate(snapshot, force).await?;
         let before = self.persisted_state();
         // Written directly, not through the transient snapshot, where another task's
         // write_state could replace it.

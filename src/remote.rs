@@ -64,9 +64,9 @@ pub struct RemoteState<S> {
     release_gate: Arc<ReleaseGate>,
 }
 
-/// Releases an update's lock in the background if the update never got to release it, after
+/// Releases a write's lock in the background if the write never got to release it, after
 /// what is left of the settle time of a write that got no answer.
-struct ReleaseOnDrop<'a, S: Store> {
+pub(crate) struct ReleaseOnDrop<'a, S: Store> {
     manager: &'a RemoteState<S>,
     id: Option<String>,
 }
@@ -78,6 +78,27 @@ impl<S: Store> Drop for ReleaseOnDrop<'_, S> {
             self.manager.locker.release_in_background(&id, delay);
         }
     }
+}
+
+/// How a write holds the state's lock ([`RemoteState::take_write_lock`]).
+pub(crate) enum WriteLock<'a, S: Store> {
+    /// Locking is disabled: compare-and-swap only, in this process's line for such writes.
+    Unlocked {
+        _turn: tokio::sync::MutexGuard<'a, ()>,
+    },
+    /// Under the lock the caller holds through this manager; its unlock waits for us.
+    Callers {
+        _gate: tokio::sync::RwLockReadGuard<'a, ()>,
+    },
+    /// A lock of our own, released by [`RemoteState::release_write_lock`] (or in the
+    /// background if the write is dropped).
+    // Fields drop in this order: a dropped write's lock is on its way out before the next
+    // write in this process gets its turn.
+    Own {
+        guard: ReleaseOnDrop<'a, S>,
+        id: String,
+        _turn: tokio::sync::MutexGuard<'a, ()>,
+    },
 }
 
 /// Whether [`RemoteState::update`] takes the state's lock.
@@ -357,21 +378,36 @@ impl<S: Store> RemoteState<S> {
         F: FnMut(&mut State) -> T + Send,
         T: Send,
     {
+        let (lock, io) = self.take_write_lock("s3state update").await?;
+        let result = self.update_rounds(io, change).await;
+        self.release_write_lock(lock).await;
+        result
+    }
+
+    /// Takes the state's lock for a write, as [`UpdateLocking`] says, and the I/O lock: under
+    /// the caller's lock when the caller holds one through this manager, else a lock of its
+    /// own (after this process's earlier writes, first come first served), or none when
+    /// locking is disabled. `operation` is the lock's `Info`. Give the lock back with
+    /// [`RemoteState::release_write_lock`].
+    pub(crate) async fn take_write_lock(
+        &self,
+        operation: &str,
+    ) -> Result<(WriteLock<'_, S>, tokio::sync::MutexGuard<'_, ()>)> {
         let UpdateLocking::Lock { timeout } = self.options.update_locking else {
-            let _turn = self.turnstile.unlocked_turn().await;
-            return self.update_rounds(self.io.lock().await, change).await;
+            let turn = self.turnstile.unlocked_turn().await;
+            return Ok((WriteLock::Unlocked { _turn: turn }, self.io.lock().await));
         };
-        if let Some((_gate, io)) = self.under_caller_lock().await? {
+        if let Some((gate, io)) = self.under_caller_lock().await? {
             // The caller took the lock through this manager, and it is still theirs in the
-            // store: run under it, without queueing behind updates that wait for that lock.
-            return self.update_rounds(io, change).await;
+            // store: run under it, without queueing behind writes that wait for that lock.
+            return Ok((WriteLock::Callers { _gate: gate }, io));
         }
-        // Updates over this object in this process take turns here, first come first served,
+        // Writes over this object in this process take turns here, first come first served,
         // instead of polling the store for each other's locks.
         let started = tokio::time::Instant::now();
-        let Some(_turn) = self.turnstile.locked_turn(timeout).await else {
-            // The update ahead of us is still waiting for the store's lock: name who holds it,
-            // as an update that waited at the lock itself would.
+        let Some(turn) = self.turnstile.locked_turn(timeout).await else {
+            // The write ahead of us is still waiting for the store's lock: name who holds it,
+            // as a write that waited at the lock itself would.
             let holder = self.locker.current().await.ok().flatten();
             return Err(Error::Locked {
                 location: self.locker.location().to_owned(),
@@ -379,9 +415,9 @@ impl<S: Store> RemoteState<S> {
                 waited: Some(started.elapsed()),
             });
         };
-        if let Some((_gate, io)) = self.under_caller_lock().await? {
+        if let Some((gate, io)) = self.under_caller_lock().await? {
             // Taken through this manager while we queued.
-            return self.update_rounds(io, change).await;
+            return Ok((WriteLock::Callers { _gate: gate }, io));
         }
         let gap = self
             .turnstile
@@ -390,7 +426,7 @@ impl<S: Store> RemoteState<S> {
         if !gap.is_zero() {
             tokio::time::sleep(gap).await;
         }
-        let info = LockInfo::new("OperationTypeApply").with_info("s3state update");
+        let info = LockInfo::new("OperationTypeApply").with_info(operation);
         let mut refused = false;
         let id = self
             .locker
@@ -407,29 +443,44 @@ impl<S: Store> RemoteState<S> {
             self.turnstile.note_refused();
         }
         let id = id?;
-        // Released in the background if this future is dropped (cancelled) or `change` panics.
-        let mut guard = ReleaseOnDrop {
+        // Released in the background if the write's future is dropped (cancelled) or its
+        // closure panics.
+        let guard = ReleaseOnDrop {
             manager: self,
             id: Some(id.clone()),
         };
-        let result = self.update_rounds(self.io.lock().await, change).await;
+        Ok((
+            WriteLock::Own {
+                _turn: turn,
+                id,
+                guard,
+            },
+            self.io.lock().await,
+        ))
+    }
+
+    /// Gives back a lock from [`RemoteState::take_write_lock`]: an own lock is released once
+    /// no write that got no answer can land any more. The write's outcome stands whatever
+    /// happens here: reporting an error after a write that landed would invite the caller to
+    /// apply its change a second time.
+    pub(crate) async fn release_write_lock(&self, lock: WriteLock<'_, S>) {
+        let WriteLock::Own { id, mut guard, .. } = lock else {
+            return;
+        };
         self.wait_for_unanswered_writes().await;
         // The guard stays armed while unlocking, so a cancel during the release still
         // releases the lock in the background.
         let released = self.locker.unlock_patiently(&id).await;
         guard.id = None;
-        if released.is_ok() {
-            self.turnstile.note_released();
+        match released {
+            Ok(()) => self.turnstile.note_released(),
+            Err(error) => {
+                // Forgotten here, so no later write mistakes it for one the caller holds.
+                self.locker.forget_lock(&id);
+                tracing::warn!(location = %self.locker.location(), %id, %error,
+                    "could not release the lock after a write; clear it with force-unlock");
+            }
         }
-        if let Err(error) = released {
-            // The update's outcome stands either way: reporting an error after a write that
-            // landed would invite the caller to apply its change a second time. The lock is
-            // forgotten here, so no later update mistakes it for one the caller holds.
-            self.locker.forget_lock(&id);
-            tracing::warn!(location = %self.locker.location(), %id, %error,
-                "could not release the lock after an update; clear it with force-unlock");
-        }
-        result
     }
 
     /// The release gate (held open) and the I/O lock, if the caller holds a lock taken

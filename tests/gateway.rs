@@ -1244,3 +1244,47 @@ async fn a_lock_taken_outside_the_gateway_admits_no_gateway_write_and_only_an_ad
     assert_eq!(by_admin.status, 200, "{}", by_admin.text());
     assert!(!lock_exists(&gateway, "outside").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_that_got_no_answer_keeps_the_gateways_own_lock_until_it_cannot_land() {
+    use common::proxy::{Fault, FaultProxy, Rule};
+    let proxy = FaultProxy::start(common::endpoint()).await;
+    let bucket = common::bucket(true).await;
+    let mut config = gateway_support::config(&bucket);
+    config.s3.client = Some(aws_sdk_s3::Client::from_conf(
+        common::config_for(proxy.endpoint()).build(),
+    ));
+    let gateway = gateway_support::start_with(config).await;
+    // Every attempt at the state's PUT is cut off: the gateway cannot know whether a request
+    // is still on its way, so it keeps its own lock for the settle time after the failure.
+    proxy.inject(
+        Rule::new(Fault::ResetBeforeForward)
+            .method("PUT")
+            .path(key("unanswered"))
+            // The first PUT is the gateway's own lock.
+            .after(1)
+            .times(100),
+    );
+    let body = state_body("cdcdcdcd-2222-3333-4444-555555555555", 1, 1);
+    let addr = gateway.addr;
+    let post =
+        tokio::spawn(async move { send(addr, "POST", "/unanswered", Some(WRITER), &body).await });
+    let lock_key = format!("{}.tflock", key("unanswered"));
+    let failed_put = |requests: &[common::proxy::Recorded]| {
+        requests
+            .iter()
+            .any(|r| r.method == "PUT" && r.path.ends_with(&key("unanswered")) && r.fault.is_some())
+    };
+    while !failed_put(&proxy.requests()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Well after the failure (the old code released within a few requests).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !post.is_finished() && common::object_exists(&bucket, &lock_key).await,
+        "the gateway released its lock while its write could still land"
+    );
+    let reply = post.await.unwrap();
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(!common::object_exists(&bucket, &lock_key).await);
+}

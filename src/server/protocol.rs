@@ -223,6 +223,37 @@ async fn repair_digest_of(store: &S3Store, body: &[u8]) {
     let _ = (store, body);
 }
 
+/// Records that a write to `store` got no answer and may still land (`true`, from now), or
+/// that none can any more (`false`: a write landed, so the state moved on).
+fn note_unanswered(shared: &Shared, store: &S3Store, may_land: bool) {
+    let mut unanswered = shared.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+    if may_land {
+        unanswered.insert(store.path().to_owned(), tokio::time::Instant::now());
+    } else {
+        unanswered.remove(store.path());
+    }
+}
+
+/// Before a lock on `store`'s state is released: waits until a write that got no answer can
+/// no longer land, so that it cannot land under the next holder's lock (a Terraform that read
+/// "no state" would adopt a late create and drop its own apply).
+async fn settle_unanswered(shared: &Shared, store: &S3Store) {
+    let since = shared
+        .unanswered
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(store.path())
+        .copied();
+    let Some(since) = since else { return };
+    let settle = crate::RemoteStateOptions::default().unanswered_write_settle;
+    let left = (since + settle).saturating_duration_since(tokio::time::Instant::now());
+    if !left.is_zero() {
+        tracing::warn!(location = %store.location(), wait = ?left,
+            "a write got no answer and may still land; keeping the lock until it cannot");
+        tokio::time::sleep(left).await;
+    }
+}
+
 /// Takes a lock for the gateway's own use (a write or delete sent without one), or the
 /// response that refuses the request.
 async fn take_own_lock(
@@ -391,6 +422,9 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
         },
     };
     let response = write_checked(&shared, &store, &who, &name, &sent, &body, fence.as_ref()).await;
+    if own_lock.is_some() {
+        settle_unanswered(&shared, &store).await;
+    }
     if let Some(id) = own_lock
         && let Err(error) = crate::statemgr::Locker::unlock(&locker, &id).await
     {
@@ -556,6 +590,7 @@ async fn write_checked(
     let outcome = store.put(body.clone(), &precondition, &metadata).await;
     match outcome {
         Ok(PutOutcome::Written(written)) => {
+            note_unanswered(shared, store, false);
             shared.metrics.write();
             audit("written", Some(sent.serial), written.version_id.as_deref());
             text(StatusCode::OK, "written")
@@ -577,6 +612,7 @@ async fn write_checked(
             match outcome {
                 Err(error) => {
                     audit("failed: store error", Some(sent.serial), None);
+                    note_unanswered(shared, store, true);
                     store_failed(&error)
                 }
                 Ok(_) => {
@@ -752,6 +788,7 @@ pub(crate) async fn lock(
 // UNLOCK
 
 pub(crate) async fn unlock(
+    shared: &Shared,
     principal: &Principal,
     name: &str,
     store: &S3Store,
@@ -833,6 +870,8 @@ pub(crate) async fn unlock(
             );
         }
     };
+    // A write of this state that got no answer could still land under the next holder.
+    settle_unanswered(shared, store).await;
     let locker = store.state_locker();
     match locker.force_unlock(held.id()).await {
         Ok(()) | Err(Error::NotLocked { .. }) => {

@@ -141,8 +141,18 @@ impl<S: Store> StoreLocker<S> {
 
     /// The same locker, also taking `secondary` (after the lock object) and releasing it
     /// (after the object): Terraform's order with both `use_lockfile` and `dynamodb_table`.
+    ///
+    /// A locker over a store that brings its own second lock ([`Store::secondary_lock`]:
+    /// Terraform's DynamoDB item) keeps it and takes `secondary` after it: adding a lock never
+    /// drops one another tool relies on.
     pub fn with_secondary(mut self, secondary: Arc<dyn SecondaryLock>) -> Self {
-        self.secondary = Some(secondary);
+        self.secondary = Some(match self.secondary.take() {
+            None => secondary,
+            Some(first) => Arc::new(BothSecondaries {
+                first,
+                then: secondary,
+            }),
+        });
         self
     }
 
@@ -511,6 +521,50 @@ impl<S: Store> Locker for StoreLocker<S> {
         match &self.secondary {
             None => object,
             Some(secondary) => both_released(object, secondary.unlock(id).await),
+        }
+    }
+}
+
+/// Two second locks, taken in order (the second released again when it cannot be taken) and
+/// released in the reverse order.
+#[derive(Debug)]
+struct BothSecondaries {
+    first: Arc<dyn SecondaryLock>,
+    then: Arc<dyn SecondaryLock>,
+}
+
+#[async_trait]
+impl SecondaryLock for BothSecondaries {
+    fn location(&self) -> String {
+        format!("{} and {}", self.first.location(), self.then.location())
+    }
+
+    async fn lock(&self, info: &LockInfo) -> Result<()> {
+        self.first.lock(info).await?;
+        if let Err(error) = self.then.lock(info).await {
+            if let Err(release) = self.first.unlock(&info.id).await {
+                tracing::warn!(%release, id = %info.id, location = %self.first.location(),
+                    "could not release a lock after its companion was refused");
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn unlock(&self, id: &str) -> Result<()> {
+        let then = self.then.unlock(id).await;
+        both_released(then, self.first.unlock(id).await)
+    }
+
+    async fn force_unlock(&self, id: &str) -> Result<()> {
+        let then = self.then.force_unlock(id).await;
+        both_released(then, self.first.force_unlock(id).await)
+    }
+
+    async fn current(&self) -> Result<Option<LockInfo>> {
+        match self.first.current().await? {
+            Some(holder) => Ok(Some(holder)),
+            None => self.then.current().await,
         }
     }
 }

@@ -728,16 +728,10 @@ impl<S: Store> RemoteState<S> {
         self.io.lock().await
     }
 
-    /// Records that a write got no answer (`true`: it may still land, from now), or that
-    /// none can land any more (`false`: the state moved on, or the write was refused).
-    fn note_unanswered(&self, may_land: bool) {
-        self.release_gate.note_unanswered(may_land);
-    }
-
-    /// What is left of the settle time of a write that got no answer; zero if none.
+    /// What is left of the settle time of writes to this object that got no answer; zero if
+    /// none is in doubt.
     fn unanswered_settle_left(&self) -> Duration {
-        self.release_gate
-            .settle_left(self.options.unanswered_write_settle)
+        self.release_gate.settle_left()
     }
 
     /// Before a lock is released: waits out what is left of the settle time of a write that
@@ -904,13 +898,15 @@ impl<S: Store> RemoteState<S> {
         let metadata =
             metadata::for_snapshot(&next, &write_id, base.write_id.as_deref(), Some(body.len()));
         let size = body.len() as u64;
-        let on_the_wire = OnTheWire::new(&self.release_gate);
-        let put = self.store.put(body, &base.precondition(), &metadata).await;
+        let condition = base.precondition();
+        let settle = self.options.unanswered_write_settle;
+        let on_the_wire = OnTheWire::new(&self.release_gate, &condition, settle);
+        let put = self.store.put(body, &condition, &metadata).await;
         on_the_wire.answered();
         let failure = match put {
             Ok(PutOutcome::Written(written)) => {
-                // The state moved on from what any earlier write of ours was conditional on.
-                self.note_unanswered(false);
+                // The state moved on from what any write still on the wire was conditional on.
+                self.release_gate.none_can_land();
                 return Ok(WriteOutcome::Landed {
                     now: Base {
                         etag: Some(written.etag),
@@ -925,12 +921,14 @@ impl<S: Store> RemoteState<S> {
                 });
             }
             Ok(PutOutcome::PreconditionFailed) => {
-                // Evaluated and refused: the state is not what our writes were made on.
-                self.note_unanswered(false);
+                // Evaluated and refused: the object is not in that state, so no request
+                // conditional on it (an earlier attempt of this one included) can land.
+                self.release_gate.cannot_land(&condition);
                 None
             }
             Err(error) => {
-                self.note_unanswered(true);
+                self.release_gate
+                    .may_land(&condition, tokio::time::Instant::now() + settle);
                 Some(error)
             }
         };
@@ -959,7 +957,7 @@ impl<S: Store> RemoteState<S> {
             } => {
                 tracing::info!(location = %self.store.location(), superseded,
                     "a write whose answer was lost is in the store; treating it as written");
-                self.note_unanswered(false);
+                self.release_gate.none_can_land();
                 Ok(WriteOutcome::Landed {
                     write_id,
                     now,
@@ -1323,11 +1321,27 @@ impl<S: Store> Locker for RemoteState<S> {
     /// lock mid-write would let a Terraform lock the state and overwrite that write. So it can
     /// wait as long as those take (an update's retries; a request the network holds up).
     async fn unlock(&self, id: &str) -> Result<()> {
-        // The gate first, then the I/O lock: the order an update under the caller's lock takes
-        // them in.
-        let _gate = self.release_gate.releasing().await;
-        let _no_write_in_flight = self.io.lock().await;
-        self.wait_for_unanswered_writes().await;
-        self.locker.unlock(id).await
+        // If this call is dropped before it is done (a caller's timeout, Ctrl-C), the lock is
+        // still released, in the background, once no write can land under the next holder.
+        let mut abandoned = ReleaseOnDrop {
+            manager: self,
+            id: Some(id.to_owned()),
+        };
+        loop {
+            {
+                // The gate first, then the I/O lock: the order an update under the caller's
+                // lock takes them in. Holding both, no write of ours is on the wire.
+                let _gate = self.release_gate.releasing().await;
+                let _no_write_in_flight = self.io.lock().await;
+                if self.unanswered_settle_left().is_zero() {
+                    let released = self.locker.unlock(id).await;
+                    abandoned.id = None;
+                    return released;
+                }
+            }
+            // A write got no answer: wait it out without the gate and the I/O lock, so that
+            // reads and other work on the manager go on meanwhile; then look again.
+            self.wait_for_unanswered_writes().await;
+        }
     }
 }

@@ -1171,3 +1171,32 @@ async fn a_plain_http_endpoint_is_read_without_the_systems_root_certificates() {
         .stdout(predicate::eq(common::TERRAFORM_STATE))
         .stderr(contains("certificate").not());
 }
+
+#[tokio::test]
+async fn restore_with_lock_false_writes_without_waiting_for_a_lock_the_operator_holds() {
+    // The documented script flow: lock, work with --lock=false, unlock. The library's restore
+    // locks by default; with --lock=false it must neither lock nor wait on the script's lock.
+    let bucket = bucket_with_terraform_state().await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(|s| {
+            s.outputs.clear();
+        })
+        .await
+        .unwrap();
+    let held = s3state(&bucket).args(["lock"]).output().unwrap();
+    assert!(
+        held.status.success(),
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    let id = String::from_utf8(held.stdout).unwrap().trim().to_owned();
+    s3state(&bucket)
+        .args(["restore", "previous", "--yes", "--lock=false"])
+        .timeout(std::time::Duration::from_secs(30))
+        .assert()
+        .success()
+        .stderr(contains("as serial 3"));
+    s3state(&bucket).args(["unlock", &id]).assert().success();
+    assert!(!common::object_exists(&bucket, LOCK_KEY).await);
+}

@@ -10,19 +10,22 @@
 //! Acquire the gate before a manager's I/O lock, never after: an unlock that waits to close
 //! the gate must not be waiting for something a gate holder holds.
 //!
-//! The gate also remembers since when a write to the object may still land (it got no
-//! answer, or was cancelled on the wire): an unlock waits until that cannot happen any more
-//! (`RemoteStateOptions::unanswered_write_settle`).
+//! The gate also remembers until when a write to the object may still land (it got no
+//! answer, or was cancelled on the wire; `RemoteStateOptions::unanswered_write_settle` after
+//! that): an unlock waits until none can. Only a write that landed (the object moved on) or
+//! a refusal of a write on the same state (the object is not in that state) ends the doubt.
 
 use super::per_object::PerObject;
+use crate::store::Precondition;
 use std::sync::Arc;
 
 /// The gate of one object, shared by every manager over it in this process.
 #[derive(Debug, Default)]
 pub(crate) struct ReleaseGate {
     gate: tokio::sync::RwLock<()>,
-    /// Since when a write may still land; `None` when none can.
-    unanswered_since: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Writes that got no answer, by the state they were conditional on: until when each may
+    /// still land.
+    in_doubt: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
 }
 
 static GATES: PerObject<ReleaseGate> = PerObject::new();
@@ -44,39 +47,71 @@ impl ReleaseGate {
         self.gate.write().await
     }
 
-    /// Records that a write may still land, from now (`true`), or that none can any more
-    /// (`false`: the state moved on from what such writes were conditional on).
-    pub(crate) fn note_unanswered(&self, may_land: bool) {
-        *self.since() = may_land.then(tokio::time::Instant::now);
+    /// Records that a write conditional on `condition` may still land until `until`.
+    pub(crate) fn may_land(&self, condition: &Precondition, until: tokio::time::Instant) {
+        let mut in_doubt = self.in_doubt();
+        let deadline = in_doubt.entry(condition_key(condition)).or_insert(until);
+        *deadline = (*deadline).max(until);
     }
 
-    /// What is left of `settle` after the last write that may still land; zero if none.
-    pub(crate) fn settle_left(&self, settle: std::time::Duration) -> std::time::Duration {
-        self.since().map_or(std::time::Duration::ZERO, |since| {
-            (since + settle).saturating_duration_since(tokio::time::Instant::now())
-        })
+    /// Records that no write conditional on `condition` can land any more: one was refused
+    /// (412), so the object is not in that state.
+    pub(crate) fn cannot_land(&self, condition: &Precondition) {
+        self.in_doubt().remove(&condition_key(condition));
     }
 
-    fn since(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
-        // A plain value: a panic while it was held cannot leave it half-written.
-        self.unanswered_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// Records that a write landed: the object moved on from every state that a write still
+    /// on the wire was conditional on, so none of them can land.
+    pub(crate) fn none_can_land(&self) {
+        self.in_doubt().clear();
+    }
+
+    /// How long until no write that got no answer can land; zero if none is in doubt.
+    pub(crate) fn settle_left(&self) -> std::time::Duration {
+        let now = tokio::time::Instant::now();
+        self.in_doubt()
+            .values()
+            .map(|until| until.saturating_duration_since(now))
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn in_doubt(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::time::Instant>> {
+        // Plain values: a panic while it was held cannot leave it half-written.
+        self.in_doubt.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Marks a write as possibly still landing while it is on the wire; if it is dropped (its
-/// caller was cancelled) before [`OnTheWire::answered`], the mark stays, dated from then.
+/// The state a write was conditional on, as a key: its tag, or none for a create.
+fn condition_key(condition: &Precondition) -> String {
+    match condition {
+        Precondition::Create => String::new(),
+        Precondition::Match(etag) => etag.as_str().to_owned(),
+    }
+}
+
+/// A write on the wire: if it is dropped (its caller was cancelled) before
+/// [`OnTheWire::answered`], the write may still land, for `settle` after that. (A write
+/// still on the wire needs no mark: an unlock waits for the I/O lock it holds.)
 pub(crate) struct OnTheWire {
     gate: Arc<ReleaseGate>,
+    condition: Precondition,
+    settle: std::time::Duration,
     answered: bool,
 }
 
 impl OnTheWire {
-    pub(crate) fn new(gate: &Arc<ReleaseGate>) -> Self {
-        gate.note_unanswered(true);
+    pub(crate) fn new(
+        gate: &Arc<ReleaseGate>,
+        condition: &Precondition,
+        settle: std::time::Duration,
+    ) -> Self {
         OnTheWire {
             gate: Arc::clone(gate),
+            condition: condition.clone(),
+            settle,
             answered: false,
         }
     }
@@ -90,7 +125,8 @@ impl OnTheWire {
 impl Drop for OnTheWire {
     fn drop(&mut self) {
         if !self.answered {
-            self.gate.note_unanswered(true);
+            self.gate
+                .may_land(&self.condition, tokio::time::Instant::now() + self.settle);
         }
     }
 }

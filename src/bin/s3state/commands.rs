@@ -585,6 +585,17 @@ async fn restore(
 ) -> Result {
     let selector = selector(version)?;
     let manager = context.manager()?;
+    // The library's restore takes the lock itself unless the caller holds it; with
+    // --lock=false it must not (nor wait on a lock the operator's script holds).
+    let manager = if lock.lock {
+        manager
+    } else {
+        let options = s3state::RemoteStateOptions {
+            update_locking: s3state::UpdateLocking::Disabled,
+            ..manager.options().clone()
+        };
+        s3state::RemoteState::with_options(manager.store().clone(), options)
+    };
     let info = LockInfo::new("state-restore").with_info(format!("s3state restore {version}"));
     // The preview and the question come before the lock, so nobody waits on an operator
     // reading a diff; the restore is conditional on the snapshot the preview showed, so a

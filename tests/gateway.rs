@@ -1061,14 +1061,9 @@ async fn terraform_locking_on_one_replica_and_writing_through_another_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_graceful_shutdown_finishes_a_write_in_flight() {
-    use common::proxy::{Fault, FaultProxy, Rule};
-    let proxy = FaultProxy::start(common::endpoint()).await;
-    let bucket = common::bucket(true).await;
-    let mut config = gateway_support::config(&bucket);
-    config.s3.client = Some(aws_sdk_s3::Client::from_conf(
-        common::config_for(proxy.endpoint()).build(),
-    ));
-    let mut gateway = gateway_support::start_with(config).await;
+    use common::proxy::{Fault, Rule};
+    let (mut gateway, proxy) = gateway_support::start_through_proxy().await;
+    let bucket = gateway.bucket.clone();
     // The shutdown is triggered while S3 holds the write's answer back.
     let trigger = std::sync::Arc::new(std::sync::Mutex::new(Some(gateway.take_shutdown())));
     proxy.inject(
@@ -1098,14 +1093,9 @@ async fn a_graceful_shutdown_finishes_a_write_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_whose_store_answer_was_lost_is_a_success_with_one_version() {
-    use common::proxy::{Fault, FaultProxy, Rule};
-    let proxy = FaultProxy::start(common::endpoint()).await;
-    let bucket = common::bucket(true).await;
-    let mut config = gateway_support::config(&bucket);
-    config.s3.client = Some(aws_sdk_s3::Client::from_conf(
-        common::config_for(proxy.endpoint()).build(),
-    ));
-    let gateway = gateway_support::start_with(config).await;
+    use common::proxy::{Fault, Rule};
+    let (gateway, proxy) = gateway_support::start_through_proxy().await;
+    let bucket = gateway.bucket.clone();
     proxy.inject(
         Rule::new(Fault::DropResponse)
             .method("PUT")
@@ -1125,14 +1115,9 @@ async fn a_write_whose_store_answer_was_lost_is_a_success_with_one_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_without_a_lock_holds_the_gateways_own_lock_so_terraform_cannot_lock_midway() {
-    use common::proxy::{Fault, FaultProxy, Rule};
-    let proxy = FaultProxy::start(common::endpoint()).await;
-    let bucket = common::bucket(true).await;
-    let mut config = gateway_support::config(&bucket);
-    config.s3.client = Some(aws_sdk_s3::Client::from_conf(
-        common::config_for(proxy.endpoint()).build(),
-    ));
-    let gateway = gateway_support::start_with(config).await;
+    use common::proxy::{Fault, Rule};
+    let (gateway, proxy) = gateway_support::start_through_proxy().await;
+    let bucket = gateway.bucket.clone();
     // Between the gateway's look at the lock and its write (when it reads the state), a
     // Terraform on the S3 backend tries to lock: had it got the lock, it would read the old
     // state and later overwrite the gateway's write with its blind PUT.
@@ -1247,14 +1232,9 @@ async fn a_lock_taken_outside_the_gateway_admits_no_gateway_write_and_only_an_ad
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_that_got_no_answer_keeps_the_gateways_own_lock_until_it_cannot_land() {
-    use common::proxy::{Fault, FaultProxy, Rule};
-    let proxy = FaultProxy::start(common::endpoint()).await;
-    let bucket = common::bucket(true).await;
-    let mut config = gateway_support::config(&bucket);
-    config.s3.client = Some(aws_sdk_s3::Client::from_conf(
-        common::config_for(proxy.endpoint()).build(),
-    ));
-    let gateway = gateway_support::start_with(config).await;
+    use common::proxy::{Fault, Rule};
+    let (gateway, proxy) = gateway_support::start_through_proxy().await;
+    let bucket = gateway.bucket.clone();
     // Every attempt at the state's PUT is cut off: the gateway cannot know whether a request
     // is still on its way, so it keeps its own lock for the settle time after the failure.
     proxy.inject(

@@ -5,39 +5,21 @@
 mod common;
 mod gateway_support;
 
-use async_trait::async_trait;
+use common::wire::{Wire, terraform_lock};
+
 use bytes::Bytes;
 use s3state::store::memory::MemoryStore;
-use s3state::store::{
-    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, ObjectVersion, Precondition, PutOutcome,
-    Store, StoredObject, VersionedStore,
-};
+use s3state::store::{PutOutcome, Store, VersionedStore};
 use s3state::{
     Error, LockInfo, OutputValue, PruneOptions, RemoteState, RemoteStateOptions, State,
     UpdateLocking, VersionSelector,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Terraform's S3-backend lock (`use_lockfile`): If-None-Match on `<key>.tflock`.
-async fn terraform_lock<S: Store>(state_object: &S) -> Option<LockInfo> {
-    let mut info = LockInfo::new("OperationTypeApply");
-    info.path = state_object.path().to_owned();
-    let body = Bytes::from(serde_json::to_vec(&info).unwrap());
-    match state_object
-        .sibling(".tflock")
-        .put(body, &Precondition::Create, &ObjectMetadata::new())
-        .await
-        .unwrap()
-    {
-        PutOutcome::Written(_) => Some(info),
-        PutOutcome::PreconditionFailed => None,
-    }
-}
 
 fn state_with(n: u64, serial: u64, lineage: &str) -> State {
     let mut state = State::new(semver::Version::new(1, 15, 5));
@@ -45,108 +27,6 @@ fn state_with(n: u64, serial: u64, lineage: &str) -> State {
     state.serial = serial;
     state.outputs.insert("n".into(), OutputValue::new(&n));
     state
-}
-
-/// A state PUT kept on the wire: where it goes, and what it sends.
-type StalledPut = (MemoryStore, Bytes, Precondition, ObjectMetadata);
-
-/// A store whose state PUTs (not `.tflock` PUTs) stall in the network: the caller gets a
-/// timeout at once, the request is kept and lands when the test says so.
-#[derive(Clone)]
-struct Stalling {
-    inner: MemoryStore,
-    stall_state_puts: Arc<Mutex<usize>>,
-    stalled: Arc<Mutex<Vec<StalledPut>>>,
-}
-
-impl std::fmt::Debug for Stalling {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl Stalling {
-    async fn land_stalled(&self) -> Vec<PutOutcome> {
-        let stalled = std::mem::take(&mut *self.stalled.lock().unwrap());
-        let mut outcomes = Vec::new();
-        for (store, body, precondition, metadata) in stalled {
-            outcomes.push(store.put(body, &precondition, &metadata).await.unwrap());
-        }
-        outcomes
-    }
-}
-
-#[async_trait]
-impl Store for Stalling {
-    async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
-        self.inner.get(if_none_match).await
-    }
-    async fn head(&self) -> s3state::Result<Headed> {
-        self.inner.head().await
-    }
-    async fn put(
-        &self,
-        body: Bytes,
-        precondition: &Precondition,
-        metadata: &ObjectMetadata,
-    ) -> s3state::Result<PutOutcome> {
-        let stall = !self.inner.key().ends_with(".tflock") && {
-            let mut left = self.stall_state_puts.lock().unwrap();
-            let stall = *left > 0;
-            *left = left.saturating_sub(1);
-            stall
-        };
-        if stall {
-            self.stalled.lock().unwrap().push((
-                self.inner.clone(),
-                body,
-                precondition.clone(),
-                metadata.clone(),
-            ));
-            return Err(Error::Store {
-                operation: "PutObject",
-                location: "scripted".into(),
-                message: "the request timed out and the retries gave up".into(),
-                source: None,
-            });
-        }
-        self.inner.put(body, precondition, metadata).await
-    }
-    async fn delete(&self, if_match: Option<&ETag>) -> s3state::Result<DeleteOutcome> {
-        self.inner.delete(if_match).await
-    }
-    fn sibling(&self, suffix: &str) -> Self {
-        Stalling {
-            inner: self.inner.sibling(suffix),
-            stall_state_puts: Arc::clone(&self.stall_state_puts),
-            stalled: Arc::clone(&self.stalled),
-        }
-    }
-    fn location(&self) -> &str {
-        self.inner.location()
-    }
-    fn path(&self) -> &str {
-        self.inner.path()
-    }
-    fn as_versioned(&self) -> Option<&dyn VersionedStore> {
-        Some(self)
-    }
-}
-
-#[async_trait]
-impl VersionedStore for Stalling {
-    async fn list_versions(&self, page_size: u32) -> s3state::Result<Vec<ObjectVersion>> {
-        self.inner.list_versions(page_size).await
-    }
-    async fn get_version(&self, version_id: &str) -> s3state::Result<StoredObject> {
-        self.inner.get_version(version_id).await
-    }
-    async fn version_metadata(&self, version_id: &str) -> s3state::Result<ObjectMetadata> {
-        self.inner.version_metadata(version_id).await
-    }
-    async fn delete_version(&self, version_id: &str) -> s3state::Result<()> {
-        self.inner.delete_version(version_id).await
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,11 +74,8 @@ async fn library_restore_waits_for_terraforms_lock_and_writes_nothing_under_it()
 /// update's own lock, and the next Terraform reads it from the start.
 #[tokio::test(start_paused = true)]
 async fn an_in_doubt_create_lands_under_the_updates_own_lock_not_the_next_terraforms() {
-    let store = Stalling {
-        inner: MemoryStore::new("new/terraform.tfstate"),
-        stall_state_puts: Arc::new(Mutex::new(usize::MAX)),
-        stalled: Arc::default(),
-    };
+    let store = Wire::new("new/terraform.tfstate");
+    store.stall(usize::MAX);
     let manager = Arc::new(RemoteState::new(store.clone()));
     let update = tokio::spawn({
         let manager = Arc::clone(&manager);
@@ -216,7 +93,7 @@ async fn an_in_doubt_create_lands_under_the_updates_own_lock_not_the_next_terraf
         terraform_lock(&store.inner).await.is_none(),
         "update released its lock although its writes were still on the wire"
     );
-    *store.stall_state_puts.lock().unwrap() = 0;
+    store.stall(0);
     let landed = store.land_stalled().await;
     assert!(
         landed

@@ -5,6 +5,7 @@
 #[cfg(feature = "dynamodb")]
 pub mod dynamo;
 pub mod proxy;
+pub mod wire;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{

@@ -145,6 +145,17 @@ pub async fn start() -> Running {
     start_with(config(&bucket)).await
 }
 
+/// A gateway over a fresh versioned bucket whose S3 requests go through a fault proxy.
+pub async fn start_through_proxy() -> (Running, common::proxy::FaultProxy) {
+    let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
+    let bucket = common::bucket(true).await;
+    let mut config = config(&bucket);
+    config.s3.client = Some(aws_sdk_s3::Client::from_conf(
+        common::config_for(proxy.endpoint()).build(),
+    ));
+    (start_with(config).await, proxy)
+}
+
 /// The S3 key of state `name`.
 pub fn key(name: &str) -> String {
     format!("{PREFIX}/{name}")

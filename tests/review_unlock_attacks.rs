@@ -13,133 +13,15 @@
 //! gap): a request already on the wire when its update is cancelled can still land after the
 //! unlock.
 
-use async_trait::async_trait;
+mod common;
+
 use bytes::Bytes;
+use common::scripted::{Script, Scripted};
 use s3state::store::memory::MemoryStore;
-use s3state::store::{
-    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, Precondition, PutOutcome, Store,
-    VersionedStore,
-};
 use s3state::{LockInfo, Locker, OutputValue, RemoteState, RemoteStateOptions, State};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-
-#[derive(Clone, Default)]
-enum Script {
-    #[default]
-    Normal,
-    /// Hold the next write until `release`, after telling `entered`. Dropping the caller's
-    /// future drops the write with it.
-    Pause {
-        entered: Arc<Notify>,
-        release: Arc<Notify>,
-    },
-}
-
-#[derive(Clone)]
-struct Scripted {
-    inner: MemoryStore,
-    /// Applies to this object's writes.
-    script: Arc<Mutex<Script>>,
-    /// Applies to the `.tflock` sibling's writes.
-    lock_script: Arc<Mutex<Script>>,
-}
-
-impl std::fmt::Debug for Scripted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl Scripted {
-    fn new(key: &str) -> Self {
-        Scripted {
-            inner: MemoryStore::new(key),
-            script: Arc::default(),
-            lock_script: Arc::default(),
-        }
-    }
-
-    fn next_write(&self, script: Script) {
-        *self.script.lock().unwrap() = script;
-    }
-
-    fn next_lock_write(&self, script: Script) {
-        *self.lock_script.lock().unwrap() = script;
-    }
-
-    fn stored(&self) -> Option<State> {
-        self.inner
-            .current_body()
-            .map(|body| State::from_slice(&body).unwrap())
-    }
-
-    fn lock_body(&self) -> Option<Bytes> {
-        self.inner.sibling(".tflock").current_body()
-    }
-}
-
-#[async_trait]
-impl Store for Scripted {
-    async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
-        self.inner.get(if_none_match).await
-    }
-
-    async fn head(&self) -> s3state::Result<Headed> {
-        self.inner.head().await
-    }
-
-    async fn put(
-        &self,
-        body: Bytes,
-        precondition: &Precondition,
-        metadata: &ObjectMetadata,
-    ) -> s3state::Result<PutOutcome> {
-        let script = std::mem::take(&mut *self.script.lock().unwrap());
-        match script {
-            Script::Normal => self.inner.put(body, precondition, metadata).await,
-            Script::Pause { entered, release } => {
-                entered.notify_one();
-                release.notified().await;
-                self.inner.put(body, precondition, metadata).await
-            }
-        }
-    }
-
-    async fn delete(&self, if_match: Option<&ETag>) -> s3state::Result<DeleteOutcome> {
-        self.inner.delete(if_match).await
-    }
-
-    fn sibling(&self, suffix: &str) -> Self {
-        let script = if suffix == ".tflock" {
-            Arc::clone(&self.lock_script)
-        } else {
-            Arc::default()
-        };
-        Scripted {
-            inner: self.inner.sibling(suffix),
-            script,
-            lock_script: Arc::default(),
-        }
-    }
-
-    fn location(&self) -> &str {
-        self.inner.location()
-    }
-
-    fn path(&self) -> &str {
-        self.inner.path()
-    }
-
-    fn as_versioned(&self) -> Option<&dyn VersionedStore> {
-        Some(&self.inner)
-    }
-
-    fn identity(&self) -> Option<String> {
-        self.inner.identity()
-    }
-}
 
 fn seeded(key: &str) -> Scripted {
     let store = Scripted::new(key);

@@ -5,6 +5,7 @@
 #[cfg(feature = "dynamodb")]
 pub mod dynamo;
 pub mod proxy;
+pub mod scripted;
 pub mod wire;
 
 use aws_sdk_s3::Client;

@@ -223,30 +223,29 @@ impl<S: Store> StoreLocker<S> {
 
     /// Forgets lock `id` at once and releases it in the background: for a holder that is
     /// being dropped (a cancelled or panicking update), which cannot wait for the store.
-    /// Waits `delay` first (a write of the holder's may still land; see
+    /// Waits for `first` (writes that rely on the lock, or may still land under it; see
     /// `RemoteStateOptions::unanswered_write_settle`).
-    pub(crate) fn release_in_background(&self, id: &str, delay: Duration) {
+    pub(crate) fn release_in_background(
+        &self,
+        id: &str,
+        first: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) {
         let held = self.held().get(id).cloned();
         self.forget(id);
-        if let (Some(secondary), Ok(runtime)) = (
-            self.secondary.clone(),
-            tokio::runtime::Handle::try_current(),
-        ) {
-            let id = id.to_owned();
-            runtime.spawn(async move {
-                tokio::time::sleep(delay).await;
-                if let Err(error) = secondary.unlock(&id).await {
-                    tracing::warn!(%id, %error, "could not release an abandoned lock; clear it with force-unlock");
-                }
-            });
-        }
-        let (Some(held), Ok(runtime)) = (held, tokio::runtime::Handle::try_current()) else {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let secondary = self.secondary.clone();
         let object = self.lock_object.sibling("");
         let id = id.to_owned();
         runtime.spawn(async move {
-            tokio::time::sleep(delay).await;
+            first.await;
+            if let Some(secondary) = secondary
+                && let Err(error) = secondary.unlock(&id).await
+            {
+                tracing::warn!(%id, %error, "could not release an abandoned lock; clear it with force-unlock");
+            }
+            let Some(held) = held else { return };
             // Delete only the very object we wrote (its nonce), never a successor's.
             for _ in 0..5 {
                 let found = match object.get(None).await {

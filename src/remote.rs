@@ -17,7 +17,7 @@ use std::time::Duration;
 pub(crate) mod metadata;
 mod per_object;
 mod push;
-mod release_gate;
+pub(crate) mod release_gate;
 mod turnstile;
 
 pub use metadata::keys as metadata_keys;
@@ -74,8 +74,12 @@ pub(crate) struct ReleaseOnDrop<'a, S: Store> {
 impl<S: Store> Drop for ReleaseOnDrop<'_, S> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            let delay = self.manager.unanswered_settle_left();
-            self.manager.locker.release_in_background(&id, delay);
+            // In the background: after writes that rely on the lock are done, and after any
+            // that got no answer can no longer land.
+            let gate = Arc::clone(&self.manager.release_gate);
+            self.manager
+                .locker
+                .release_in_background(&id, Box::pin(async move { gate.until_releasable().await }));
         }
     }
 }

@@ -1268,3 +1268,53 @@ async fn a_write_that_got_no_answer_keeps_the_gateways_own_lock_until_it_cannot_
     assert_eq!(reply.status, 502, "{}", reply.text());
     assert!(!common::object_exists(&bucket, &lock_key).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unlock_waits_for_a_write_under_that_lock_still_on_its_way_to_s3() {
+    use common::proxy::{Fault, Rule};
+    let (gateway, proxy) = gateway_support::start_through_proxy().await;
+    let bucket = gateway.bucket.clone();
+    let id = "5b2a3f5e-0000-4000-8000-0000000000f1";
+    let locked = send(
+        gateway.addr,
+        "LOCK",
+        "/slow",
+        Some(WRITER),
+        &lock_body(id, "ci"),
+    )
+    .await;
+    assert_eq!(locked.status, 200, "{}", locked.text());
+    // The write's PUT reaches S3, and its answer comes back two seconds later.
+    proxy.inject(
+        Rule::new(Fault::DelayResponse(Duration::from_secs(2)))
+            .method("PUT")
+            .path(key("slow")),
+    );
+    let body = state_body("efefefef-2222-3333-4444-555555555555", 1, 1);
+    let addr = gateway.addr;
+    let post = tokio::spawn({
+        let body = body.clone();
+        async move { send(addr, "POST", &format!("/slow?ID={id}"), Some(WRITER), &body).await }
+    });
+    while !proxy
+        .requests()
+        .iter()
+        .any(|r| r.method == "PUT" && r.path.ends_with(&key("slow")))
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client gives up waiting and unlocks: the lock must outlive the write in flight.
+    let unlock = tokio::spawn(async move {
+        send(addr, "UNLOCK", "/slow", Some(WRITER), &lock_body(id, "ci")).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lock_key = format!("{}.tflock", key("slow"));
+    assert!(
+        common::object_exists(&bucket, &lock_key).await,
+        "the lock was released while a write under it was on its way"
+    );
+    assert_eq!(post.await.unwrap().status, 200);
+    assert_eq!(unlock.await.unwrap().status, 200);
+    assert!(!common::object_exists(&bucket, &lock_key).await);
+    assert_eq!(common::get_raw(&bucket, &key("slow")).await, body);
+}

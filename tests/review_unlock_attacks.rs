@@ -252,3 +252,38 @@ async fn updates_queued_around_an_unlock_all_finish_and_leave_no_lock() {
     assert_eq!(output(&store.stored().unwrap(), "n"), Some(3));
     assert_eq!(store.lock_body(), None);
 }
+
+/// Found in the final review: an unlock cancelled while it waited for an update running under
+/// the lock released the lock at once, in the background, with the update's write still on its
+/// way. The background release now waits for such updates too.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_unlock_releases_only_after_the_update_under_that_lock() {
+    let store = seeded("cancelled-unlock.tfstate");
+    let manager = Arc::new(RemoteState::new(store.clone()));
+    let id = manager
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    store.next_write(Script::Pause {
+        entered: Arc::clone(&entered),
+        release: Arc::clone(&release),
+    });
+    let update = tokio::spawn({
+        let manager = Arc::clone(&manager);
+        async move { manager.update(set_b).await }
+    });
+    entered.notified().await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(100), manager.unlock(&id)).await;
+    assert!(cancelled.is_err(), "the unlock waits for the update");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        store.lock_body().is_some(),
+        "released while the update's write was on its way"
+    );
+    release.notify_one();
+    update.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(store.lock_body(), None, "released after the update");
+    assert_eq!(output(&store.stored().unwrap(), "b"), Some(1));
+}

@@ -66,6 +66,21 @@ impl ReleaseGate {
         self.in_doubt().clear();
     }
 
+    /// Waits until a lock on the object can be let go: no write relies on it (the gate is
+    /// closed, for a moment) and none that got no answer can still land.
+    pub(crate) async fn until_releasable(&self) {
+        loop {
+            let left = self.settle_left();
+            if !left.is_zero() {
+                tokio::time::sleep(left).await;
+            }
+            let _closed = self.releasing().await;
+            if self.settle_left().is_zero() {
+                return;
+            }
+        }
+    }
+
     /// How long until no write that got no answer can land; zero if none is in doubt.
     pub(crate) fn settle_left(&self) -> std::time::Duration {
         let now = tokio::time::Instant::now();

@@ -87,9 +87,6 @@ pub(crate) struct Shared {
     /// when their client disconnects or times out).
     writes: tokio_util::task::TaskTracker,
     limits: Limits,
-    /// By state key: since when a write that got no answer may still land. A lock on that
-    /// state is released only once it cannot (`RemoteStateOptions::unanswered_write_settle`).
-    unanswered: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
 }
 
 /// A gateway bound to its address, ready to [`Gateway::run`].
@@ -177,7 +174,6 @@ impl Gateway {
                 metrics: Metrics::default(),
                 writes: tokio_util::task::TaskTracker::new(),
                 limits: config.limits.clone(),
-                unanswered: std::sync::Mutex::default(),
             }),
         })
     }
@@ -372,7 +368,7 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
                 .await
             }
             "LOCK" => protocol::lock(&shared, &principal.name, &name, &store, &body).await,
-            "UNLOCK" => protocol::unlock(&shared, &principal, &name, &store, &body).await,
+            "UNLOCK" => protocol::unlock(&principal, &name, &store, &body).await,
             _ => {
                 protocol::delete(&shared, &principal.name, &name, &store, query.id.as_deref()).await
             }

@@ -14,6 +14,7 @@ use super::config::Role;
 use crate::error::Error;
 use crate::lock::{LOCK_NONCE_KEY, LOCK_SUFFIX};
 use crate::remote::metadata_keys;
+use crate::remote::release_gate::ReleaseGate;
 use crate::s3::S3Store;
 use crate::state::{DecodeError, State};
 use crate::statemgr::LockInfo;
@@ -223,34 +224,34 @@ async fn repair_digest_of(store: &S3Store, body: &[u8]) {
     let _ = (store, body);
 }
 
-/// Records that a write to `store` got no answer and may still land (`true`, from now), or
-/// that none can any more (`false`: a write landed, so the state moved on).
-fn note_unanswered(shared: &Shared, store: &S3Store, may_land: bool) {
-    let mut unanswered = shared.unanswered.lock().unwrap_or_else(|e| e.into_inner());
-    if may_land {
-        unanswered.insert(store.path().to_owned(), tokio::time::Instant::now());
-    } else {
-        unanswered.remove(store.path());
-    }
+/// The release gate of `store`'s state, shared with every request (and every library
+/// manager) over that object in this process: a write under a lock holds it open, an UNLOCK
+/// closes it, and it remembers writes that got no answer (see `crate::remote::release_gate`).
+fn state_gate(store: &S3Store) -> Arc<ReleaseGate> {
+    // A gateway given its S3 client cannot tell the endpoint, but all its stores share that
+    // client: the key alone names the object among them.
+    let identity = store
+        .identity()
+        .unwrap_or_else(|| format!("gateway|{}", store.path()));
+    ReleaseGate::for_object(Some(identity))
 }
 
-/// Before a lock on `store`'s state is released: waits until a write that got no answer can
-/// no longer land, so that it cannot land under the next holder's lock (a Terraform that read
-/// "no state" would adopt a late create and drop its own apply).
-async fn settle_unanswered(shared: &Shared, store: &S3Store) {
-    let since = shared
-        .unanswered
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(store.path())
-        .copied();
-    let Some(since) = since else { return };
-    let settle = crate::RemoteStateOptions::default().unanswered_write_settle;
-    let left = (since + settle).saturating_duration_since(tokio::time::Instant::now());
-    if !left.is_zero() {
-        tracing::warn!(location = %store.location(), wait = ?left,
-            "a write got no answer and may still land; keeping the lock until it cannot");
-        tokio::time::sleep(left).await;
+/// The settle after a write that got no answer, as the library's managers keep it.
+fn unanswered_write_settle() -> std::time::Duration {
+    crate::RemoteStateOptions::default().unanswered_write_settle
+}
+
+/// Releases the gateway's own lock `id` once no write relies on it and none that got no
+/// answer can land under the next holder's lock.
+async fn release_own_lock(
+    gate: &ReleaseGate,
+    locker: &crate::lock::StoreLocker<S3Store>,
+    name: &str,
+    id: &str,
+) {
+    gate.until_releasable().await;
+    if let Err(error) = locker.unlock_patiently(id).await {
+        tracing::warn!(state = %name, %id, error = %error, "could not release the gateway's own lock");
     }
 }
 
@@ -335,6 +336,10 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
     }
 
     // The lock: an update while the state is locked must come from the holder.
+    // Held open from the look at the lock to the end of the write: an UNLOCK of that lock
+    // waits for it, so no Terraform can lock and read in between.
+    let gate = state_gate(&store);
+    let relying = gate.relying_on_lock().await;
     let lock = match read_lock(&store).await {
         Ok(lock) => lock,
         Err(error) => return store_failed(&error),
@@ -422,13 +427,9 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
         },
     };
     let response = write_checked(&shared, &store, &who, &name, &sent, &body, fence.as_ref()).await;
-    if own_lock.is_some() {
-        settle_unanswered(&shared, &store).await;
-    }
-    if let Some(id) = own_lock
-        && let Err(error) = crate::statemgr::Locker::unlock(&locker, &id).await
-    {
-        tracing::warn!(state = %name, %id, error = %error, "could not release the gateway's own write lock");
+    drop(relying);
+    if let Some(id) = own_lock {
+        release_own_lock(&gate, &locker, &name, &id).await;
     }
     response
 }
@@ -590,7 +591,7 @@ async fn write_checked(
     let outcome = store.put(body.clone(), &precondition, &metadata).await;
     match outcome {
         Ok(PutOutcome::Written(written)) => {
-            note_unanswered(shared, store, false);
+            state_gate(store).none_can_land();
             shared.metrics.write();
             audit("written", Some(sent.serial), written.version_id.as_deref());
             text(StatusCode::OK, "written")
@@ -601,6 +602,8 @@ async fn write_checked(
             if let Ok(Fetched::Found(object)) = &now
                 && object.body == body
             {
+                // The state is at this body now: no request on an older state can land.
+                state_gate(store).none_can_land();
                 let ours = object.metadata.get(metadata_keys::WRITE_ID) == Some(&write_id);
                 audit(
                     if ours { "written" } else { "unchanged" },
@@ -612,7 +615,10 @@ async fn write_checked(
             match outcome {
                 Err(error) => {
                     audit("failed: store error", Some(sent.serial), None);
-                    note_unanswered(shared, store, true);
+                    state_gate(store).may_land(
+                        &precondition,
+                        tokio::time::Instant::now() + unanswered_write_settle(),
+                    );
                     store_failed(&error)
                 }
                 Ok(_) => {
@@ -788,7 +794,6 @@ pub(crate) async fn lock(
 // UNLOCK
 
 pub(crate) async fn unlock(
-    shared: &Shared,
     principal: &Principal,
     name: &str,
     store: &S3Store,
@@ -870,8 +875,21 @@ pub(crate) async fn unlock(
             );
         }
     };
-    // A write of this state that got no answer could still land under the next holder.
-    settle_unanswered(shared, store).await;
+    // Closed while the lock goes: writes under it are done, and none that got no answer
+    // can still land under the next holder's lock.
+    let gate = state_gate(store);
+    let _closed = loop {
+        let left = gate.settle_left();
+        if !left.is_zero() {
+            tracing::warn!(location = %store.location(), wait = ?left,
+                "a write got no answer and may still land; keeping the lock until it cannot");
+            tokio::time::sleep(left).await;
+        }
+        let closed = gate.releasing().await;
+        if gate.settle_left().is_zero() {
+            break closed;
+        }
+    };
     let locker = store.state_locker();
     match locker.force_unlock(held.id()).await {
         Ok(()) | Err(Error::NotLocked { .. }) => {
@@ -907,6 +925,8 @@ pub(crate) async fn delete(
             version_id = version_id.unwrap_or("-"), outcome);
     };
     // Deletion happens under the lock: the caller's (with ?ID=) or one the gateway takes.
+    let gate = state_gate(store);
+    let relying = gate.relying_on_lock().await;
     let locker = store.state_locker();
     let own_lock = match read_lock(store).await {
         Err(error) => return store_failed(&error),
@@ -934,10 +954,9 @@ pub(crate) async fn delete(
         },
     };
     let result = delete_under_lock(store).await;
-    if let Some(id) = own_lock
-        && let Err(error) = crate::statemgr::Locker::unlock(&locker, &id).await
-    {
-        tracing::warn!(state = %name, %id, error = %error, "could not release the gateway's own delete lock");
+    drop(relying);
+    if let Some(id) = own_lock {
+        release_own_lock(&gate, &locker, name, &id).await;
     }
     match result {
         Ok(Some(version_id)) => {

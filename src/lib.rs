@@ -9,7 +9,11 @@
 //! - [`statemgr`] is the contract (Terraform's `statemgr`, made async);
 //! - [`State`] is the v4 state format, read and written byte-for-byte as Terraform does;
 //! - [`RemoteState`] applies the serial and lineage rules over any [`Store`];
-//! - [`s3`] is the S3 store, and the only part that knows about S3.
+//! - [`StoreLocker`] takes Terraform's `.tflock` lock over any [`Store`] (plus the store's
+//!   DynamoDB lock item where a table is configured);
+//! - [`s3`] is the S3 store, and the only part that knows about S3;
+//! - the gateway ([`server`], feature `server`) and the `s3state` command are front ends: they
+//!   translate their protocol into these calls and own no rules.
 //!
 //! ```no_run
 //! use s3state::{OutputReader, OutputValue, S3Builder};
@@ -54,8 +58,11 @@
 //! ```
 //!
 //! Without features, the library depends on the AWS SDK for S3 (`aws-config`, `aws-sdk-s3`),
-//! `tokio`, `serde`/`serde_json` and a few small crates. More features (a DynamoDB lock table,
-//! a server) will be listed here as they land.
+//! `tokio`, `serde`/`serde_json` and a few small crates. Turn on `dynamodb` or `server` alone
+//! for the lock table or the gateway without the CLI.
+//!
+//! How the crate is layered, and where a new store, lock backend or front end goes, is in the
+//! repository's `ARCHITECTURE.md`; how to build and test it, in `CONTRIBUTING.md`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -74,7 +81,7 @@ pub mod state;
 pub mod statemgr;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use error::{Error, LockRefusal, Result};
 pub use history::{
     HistoryEntry, HistoryOptions, PruneOptions, Restored, Snapshot, VersionSelector,
 };

@@ -245,6 +245,26 @@ pub enum Error {
         serial: u64,
     },
 
+    /// A request under a lock that a client holds across requests (the HTTP gateway's
+    /// LOCK, then POST, DELETE or UNLOCK under its ID) was refused: see [`LockRefusal`].
+    /// Nothing was written, deleted or released.
+    #[error("{refusal} ({location})")]
+    LockRefused {
+        /// The state.
+        location: String,
+        /// Why.
+        refusal: LockRefusal,
+    },
+
+    /// A state that must be stored exactly as sent (a Terraform `http` backend's POST) has no
+    /// lineage: filling one in would store other bytes than were sent, and a state without a
+    /// lineage cannot be told apart from an unrelated one.
+    #[error("refusing to write {location}: the state has no lineage; nothing was written")]
+    MissingLineage {
+        /// Where the write was attempted.
+        location: String,
+    },
+
     /// A write failed without an answer, and it was not among the state's versions when they
     /// were checked. A request still in flight could still land, but only onto the unchanged
     /// snapshot it was conditional on: check the state before writing the same change again.
@@ -390,6 +410,104 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// Why a request under a client's lock was refused ([`Error::LockRefused`]). Each names the
+/// lock held, so the client can tell its own lock from another's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockRefusal {
+    /// The request named a lock, and no lock is held on the state.
+    #[error("lock {id:?} is not held on this state (it was released or force-unlocked)")]
+    NotHeld {
+        /// The ID the request named.
+        id: String,
+    },
+    /// The request named another lock than the one held.
+    #[error("lock ID {given:?} does not match the lock held on this state ({holder})")]
+    WrongId {
+        /// The ID the request named.
+        given: String,
+        /// The lock held.
+        holder: String,
+    },
+    /// The lock held was not taken through the gateway (an S3-backend Terraform's `.tflock`,
+    /// `s3state lock`): no gateway client holds it, whatever ID it sends.
+    #[error(
+        "the lock held on this state was not taken through the gateway (an S3-backend \
+         Terraform's .tflock, or `s3state lock`): {holder}; sending its ID does not make a \
+         gateway client its holder"
+    )]
+    Foreign {
+        /// The lock held.
+        holder: String,
+    },
+    /// The lock is held in the DynamoDB table alone, by a Terraform that does not take the
+    /// `.tflock`.
+    #[error(
+        "the state is locked in the DynamoDB table by a Terraform that does not take the \
+         .tflock ({holder})"
+    )]
+    OnlyInTable {
+        /// The lock held.
+        holder: String,
+    },
+    /// The `.tflock` is held but the table's lock item is not (taken halfway, or removed
+    /// since): a Terraform locking through the table could write too.
+    #[error(
+        "lock {id:?} holds the .tflock but not the DynamoDB table's lock item (it was taken \
+         halfway, or the item was removed), so a Terraform locking through the table could \
+         write too; LOCK again"
+    )]
+    ItemMissing {
+        /// The lock's ID.
+        id: String,
+    },
+    /// The lock belongs to another principal: only the principal that took a lock writes,
+    /// repeats or releases under it.
+    #[error(
+        "the lock held on this state belongs to {owner:?}, not to {requester:?}: only the \
+         principal that took a lock writes, repeats or releases under it ({holder})"
+    )]
+    NotOwner {
+        /// Who took the lock.
+        owner: String,
+        /// Who asked.
+        requester: String,
+        /// The lock held.
+        holder: String,
+    },
+    /// The state changed behind the lock's back while it was held: a write under it would
+    /// replace a snapshot its holder never saw.
+    #[error(
+        "the state changed behind the gateway's back while lock {id} was held: it was {then} \
+         when the lock was taken, it is {now} now{by}; inspect the history before retrying"
+    )]
+    ChangedBehind {
+        /// The lock's ID.
+        id: String,
+        /// The snapshot the lock was taken on.
+        then: String,
+        /// The snapshot stored now.
+        now: String,
+        /// Who wrote it, when known (", written by ...").
+        by: String,
+    },
+    /// Releasing a lock one does not hold is a force-unlock, which needs the admin role.
+    #[error(
+        "releasing a lock without being its holder is a force-unlock, which needs the admin \
+         role; the lock is {holder}"
+    )]
+    ForceUnlockNeeded {
+        /// The lock held.
+        holder: String,
+    },
+    /// The state kept changing while the lock was being bound to it.
+    #[error(
+        "the state kept changing while the lock was being taken (a writer that does not lock \
+         is active); retry"
+    )]
+    KeptChanging,
 }
 
 fn describe_conflict(remote: &Option<SnapshotMeta>) -> String {

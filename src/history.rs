@@ -272,7 +272,7 @@ impl<S: VersionedStore> RemoteState<S> {
         force: bool,
     ) -> Result<Restored> {
         self.refresh_if_unread().await?;
-        let restored = self.restore_candidate(snapshot, force).await?;
+        let restored = self.restore_candidate(snapshot).await?;
         let before = self.persisted_state();
         // Written directly, not through the transient snapshot, where another task's
         // write_state could replace it.
@@ -297,25 +297,18 @@ impl<S: VersionedStore> RemoteState<S> {
     pub async fn restore_preview(&self, state: State) -> Result<Option<State>> {
         let _io = self.lock_io().await;
         self.refresh_if_unread().await?;
-        let candidate = self.restore_candidate(state, true).await?;
+        let candidate = self.restore_candidate(state).await?;
         self.next_snapshot(candidate, self.persisted_state().as_ref(), true)
     }
 
     /// Restore's numbering, the one place it is decided. The content takes the current
-    /// serial when the lineage is the same (the persist's serial rules then number it after
-    /// the current snapshot, or write nothing when the content is already there); another
-    /// lineage is refused unless `force` (the persist then numbers it after both serials); over
-    /// a deleted state it is numbered after the last serial the state had.
-    async fn restore_candidate(&self, mut restored: State, force: bool) -> Result<State> {
+    /// serial when the lineage is the same (the verdict then numbers it after the current
+    /// snapshot, or writes nothing when the content is already there); another lineage keeps
+    /// its serial for the verdict, which refuses it unless `force` (then numbering it after
+    /// both serials); over a deleted state it is numbered after the last serial the state had.
+    async fn restore_candidate(&self, mut restored: State) -> Result<State> {
         match self.persisted_state() {
             Some(current) => {
-                if restored.lineage != current.lineage && !force {
-                    return Err(Error::LineageMismatch {
-                        location: self.store().location().to_owned(),
-                        local: restored.lineage,
-                        remote: current.lineage,
-                    });
-                }
                 if restored.lineage == current.lineage {
                     restored.serial = current.serial;
                 }

@@ -161,6 +161,11 @@ impl<S: Store> StoreLocker<S> {
         self.secondary.as_ref()
     }
 
+    /// The lock object itself (`<key>.tflock`), for reading it as a front end sees it.
+    pub(crate) fn lock_object(&self) -> &S {
+        &self.lock_object
+    }
+
     /// The same locker, waiting on the given schedule.
     pub fn with_retry(mut self, retry: LockRetry) -> Self {
         self.retry = retry;

@@ -7,24 +7,29 @@ use crate::state::{COMPATIBLE_TERRAFORM_VERSION, OutputValue, State};
 use crate::statemgr::{
     LockInfo, Locker, OutputReader, PersistentMeta, Persister, Refresher, SnapshotMeta, Transient,
 };
-use crate::store::{ETag, Fetched, Precondition, PutOutcome, Store, StoredObject};
+use crate::store::{ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod bound_lock;
 pub(crate) mod metadata;
 mod per_object;
 mod push;
 pub(crate) mod release_gate;
 mod turnstile;
+pub(crate) mod verdict;
 
+pub use bound_lock::{BoundLockTaken, BoundUnlock, BoundWrite, SentState};
 pub use metadata::keys as metadata_keys;
 pub use push::Pushed;
 use release_gate::{OnTheWire, ReleaseGate};
 use turnstile::Turnstile;
 pub use turnstile::UpdateTurns;
+pub(crate) use verdict::serial_after;
+use verdict::{Rules, Stored, Verdict};
 
 /// A Terraform state manager over one object in a [`Store`].
 ///
@@ -246,6 +251,33 @@ struct Base {
     write_id: Option<String>,
     /// The write id of the snapshot it was written on top of, if s3state wrote it.
     parent_write_id: Option<String>,
+    /// The object's user metadata, as read or written.
+    metadata: ObjectMetadata,
+}
+
+/// One snapshot to write ([`RemoteState::write_snapshot`]): the state, its bytes, and what is
+/// recorded beside it.
+struct Outgoing {
+    state: State,
+    body: Bytes,
+    /// The body is the state's canonical bytes (`State::to_bytes`), so the metadata may say
+    /// it describes the body exactly. False for bytes stored as a client sent them.
+    canonical: bool,
+    /// Metadata a front end records beside the snapshot (its author, the lock it was written
+    /// under), besides the library's own.
+    extra: ObjectMetadata,
+}
+
+impl Outgoing {
+    /// A snapshot written as the library serialises it.
+    fn canonical(state: State, body: Bytes) -> Self {
+        Outgoing {
+            state,
+            body,
+            canonical: true,
+            extra: ObjectMetadata::new(),
+        }
+    }
 }
 
 /// Where the persisted snapshot a manager last read or wrote lives in the store.
@@ -859,6 +891,7 @@ impl<S: Store> RemoteState<S> {
             size: object.body.len() as u64,
             write_id: metadata::write_id(&object.metadata),
             parent_write_id: metadata::parent_write_id(&object.metadata),
+            metadata: object.metadata,
         })
     }
 
@@ -883,24 +916,36 @@ impl<S: Store> RemoteState<S> {
         };
         let base = made_on.unwrap_or(newest);
         let body = Bytes::from(next.to_bytes());
-        self.write_snapshot(next, body, &base, attempts).await
+        self.write_snapshot(Outgoing::canonical(next, body), &base, attempts)
+            .await
     }
 
-    /// Writes `next`, serialised as `body`, conditionally on `base`, and finds out exactly
-    /// what happened when the answer is not a plain success. `attempts` holds the write ids of
-    /// the caller's earlier attempts at the same change; this attempt's id is added to it.
+    /// The one write primitive: writes `outgoing` conditionally on `base`, with its write id
+    /// and metadata, marks it in doubt while it is on the wire and when it gets no answer, and
+    /// finds out exactly what happened when the answer is not a plain success (a lost answer
+    /// is looked up, never guessed). `attempts` holds the write ids of the caller's earlier
+    /// attempts at the same change; this attempt's id is added to it.
     async fn write_snapshot(
         &self,
-        next: State,
-        body: Bytes,
+        outgoing: Outgoing,
         base: &Base,
         attempts: &mut Vec<String>,
     ) -> Result<WriteOutcome, PersistError> {
+        let Outgoing {
+            state: next,
+            body,
+            canonical,
+            extra,
+        } = outgoing;
         let write_id = uuid::Uuid::new_v4().to_string();
         attempts.push(write_id.clone());
-        // Every body written here is the state's canonical bytes.
-        let metadata =
-            metadata::for_snapshot(&next, &write_id, base.write_id.as_deref(), Some(body.len()));
+        let mut metadata = metadata::for_snapshot(
+            &next,
+            &write_id,
+            base.write_id.as_deref(),
+            canonical.then_some(body.len()),
+        );
+        metadata.extend(extra);
         let size = body.len() as u64;
         let condition = base.precondition();
         let settle = self.options.unanswered_write_settle;
@@ -919,6 +964,7 @@ impl<S: Store> RemoteState<S> {
                         size,
                         write_id: Some(write_id.clone()),
                         parent_write_id: base.write_id.clone(),
+                        metadata,
                     },
                     write_id,
                     superseded: false,
@@ -1188,61 +1234,30 @@ impl<S: Store> RemoteState<S> {
         })
     }
 
-    /// Applies the serial and lineage rules: `None` when there is nothing to write. With
-    /// `force`, a snapshot of another lineage or an older serial is accepted and numbered after
-    /// the persisted one.
+    /// Terraform's verdict on `next` over `base` (see [`verdict`]): the snapshot to write, or
+    /// `None` when there is nothing to write. With `force`, a snapshot of another lineage or
+    /// an older serial is accepted and numbered after the persisted one.
     pub(crate) fn next_snapshot(
         &self,
-        mut next: State,
+        next: State,
         base: Option<&State>,
         force: bool,
     ) -> Result<Option<State>> {
+        let rules = if force { Rules::Forced } else { Rules::Persist };
         let location = || self.store.location().to_owned();
-        let Some(base) = base else {
-            // Nothing is persisted: a brand-new state starts at serial 1 with a fresh lineage,
-            // and a state brought from elsewhere (a push, a restore) keeps its identity, so it
-            // is stored byte for byte.
-            if next.lineage.is_empty() {
-                next.lineage = uuid::Uuid::new_v4().to_string();
-            }
-            next.serial = next.serial.max(1);
-            return Ok(Some(next));
-        };
-        if next.lineage.is_empty() {
-            next.lineage = base.lineage.clone();
-        }
-        if force && (next.lineage != base.lineage || next.serial < base.serial) {
-            next.serial = serial_after(next.serial.max(base.serial), &location)?;
-            return Ok(Some(next));
-        }
-        if next.lineage != base.lineage {
-            return Err(Error::LineageMismatch {
-                location: location(),
-                local: next.lineage,
-                remote: base.lineage.clone(),
-            });
-        }
-        if next.serial < base.serial {
-            return Err(Error::SerialRegression {
-                location: location(),
-                local: next.serial,
-                remote: base.serial,
-            });
-        }
-        if next.same_content(base) {
-            return Ok((next.serial != base.serial).then_some(next));
-        }
-        next.serial = serial_after(next.serial, &location)?;
-        Ok(Some(next))
+        let verdict = verdict::judge(
+            next,
+            base.map(Stored::of),
+            |next| Some(base.is_some_and(|base| next.same_content(base))),
+            rules,
+            &location,
+        )?;
+        Ok(match verdict {
+            Verdict::Unchanged(_) => None,
+            Verdict::Write(next) => Some(next),
+            Verdict::Undecided(_) => unreachable!("whole states are always compared"),
+        })
     }
-}
-
-/// The serial after `serial`; the largest serial has none, and wrapping to 0 would let any
-/// older state replace it.
-pub(crate) fn serial_after(serial: u64, location: &dyn Fn() -> String) -> Result<u64> {
-    serial.checked_add(1).ok_or_else(|| Error::SerialExhausted {
-        location: location(),
-    })
 }
 
 /// How many of `update`'s rounds may fail without landing (a failing store, not a lost

@@ -901,8 +901,15 @@ async fn delete_removes_the_current_snapshot_under_the_lock_and_history_keeps_it
             .status,
         423
     );
+    // The lock's ID does not make another principal its holder (issue 23, item 1).
     assert_eq!(
         send(addr, "DELETE", "/ws/dev?ID=held", Some(WRITER), b"")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        send(addr, "DELETE", "/ws/dev?ID=held", Some(ADMIN), b"")
             .await
             .status,
         200

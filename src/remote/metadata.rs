@@ -27,6 +27,18 @@ pub mod keys {
     /// value survives an HTTP header unchanged. A reader that finds it equal to the object's
     /// size may judge the snapshot from its head without reading the body.
     pub const BODY_SIZE: &str = "s3state-body-size";
+    /// Lock-object metadata of a lock bound to a snapshot (see `remote/bound_lock.rs`): the
+    /// state's ETag when the lock was taken (`none` when there was no state).
+    pub const LOCK_STATE_ETAG: &str = "s3state-gateway-state-etag";
+    /// Lock-object metadata: the state's serial when the lock was taken (for messages).
+    pub const LOCK_STATE_SERIAL: &str = "s3state-gateway-state-serial";
+    /// Lock-object metadata: the state's lineage when the lock was taken (for messages).
+    pub const LOCK_STATE_LINEAGE: &str = "s3state-gateway-state-lineage";
+    /// Lock- and state-object metadata: the principal who took a bound lock (its owner), or
+    /// who wrote a snapshot through a front end.
+    pub const AUTHOR: &str = "s3state-gateway-user";
+    /// State-object metadata: the nonce of the bound lock a snapshot was written under.
+    pub const LOCK_NONCE: &str = "s3state-gateway-lock-nonce";
 }
 
 /// Whether `value` comes back from an HTTP header exactly as it was sent: printable ASCII,

@@ -5,8 +5,9 @@
 //! to apply the push rules without downloading a state of tens of megabytes: the body is read
 //! only when the head cannot decide.
 
+use super::verdict::{self, Rules, Stored, Verdict};
 use super::{Base, PersistError, RemoteState, WriteOutcome, metadata};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::State;
 use crate::statemgr::SnapshotMeta;
 use crate::store::{Headed, ObjectHead, Store};
@@ -42,9 +43,9 @@ impl<S: Store> RemoteState<S> {
     /// it conditionally on what was checked. It does not lock; take the lock first, as
     /// `s3state push` does. [`RemoteState::push`] also says whether anything was written.
     ///
-    /// Without `force`, a state of another lineage ([`Error::LineageMismatch`]), with an older
-    /// serial ([`Error::SerialRegression`]), or with the same serial but other content
-    /// ([`Error::SerialCollision`]: it was not made from the stored snapshot) is refused. A
+    /// Without `force`, a state of another lineage ([`crate::Error::LineageMismatch`]), with an older
+    /// serial ([`crate::Error::SerialRegression`]), or with the same serial but other content
+    /// ([`crate::Error::SerialCollision`]: it was not made from the stored snapshot) is refused. A
     /// state identical to the stored one writes nothing. Returns the identity of the pushed
     /// snapshot as stored.
     pub async fn push_state(&self, state: State, force: bool) -> Result<SnapshotMeta> {
@@ -87,6 +88,7 @@ impl<S: Store> RemoteState<S> {
             size: head.size,
             write_id: metadata::write_id(&head.metadata),
             parent_write_id: metadata::parent_write_id(&head.metadata),
+            metadata: head.metadata.clone(),
         };
         let known = self.lock_snapshots().base.clone();
         self.check_not_siblings(&known, &base).await?;
@@ -94,42 +96,48 @@ impl<S: Store> RemoteState<S> {
     }
 
     /// The push rules against a stored snapshot known by its head (`stored`, from its
-    /// metadata), which is `base` for the write.
+    /// metadata), which is `base` for the write. The content is compared by bytes: the pushed
+    /// state, numbered as the stored snapshot, against the checksum the store keeps.
     async fn push_on_head(
         &self,
         base: Base,
         head: &ObjectHead,
         stored: &SnapshotMeta,
-        mut next: State,
+        next: State,
         force: bool,
     ) -> Result<Pushed> {
-        // The same checks, in the same order, as against a stored state that was read.
-        if !force {
-            self.check_pushable(&next, stored)?;
-        }
-        let lineage_was_empty = next.lineage.is_empty();
-        if lineage_was_empty {
-            next.lineage = stored.lineage.clone();
-        }
-        // As `next_snapshot`: with `force`, another lineage or an older serial is numbered
-        // after the stored serial, whatever its content.
-        let renumbered = force && (next.lineage != stored.lineage || next.serial < stored.serial);
-        if renumbered {
-            next.serial = crate::remote::serial_after(next.serial.max(stored.serial), &|| {
-                self.store.location().to_owned()
-            })?;
-        }
-        let mut bytes = next.to_bytes();
-        if renumbered {
-            return self.write_pushed(next, bytes, &base).await;
-        }
-        // Same lineage, a serial not older: the content decides, as in `next_snapshot`.
-        let bytewise = match serial_digits(&bytes, next.serial) {
-            Some(at) => compare_bytes(&bytes, &at, stored.serial, head),
-            None => Bytewise::Unknown,
+        let location = || self.store.location().to_owned();
+        // The candidate's bytes, once the comparison has serialised it, with their serial.
+        let mut serialised: Option<(Vec<u8>, u64)> = None;
+        let compare = |candidate: &State| {
+            let bytes = candidate.to_bytes();
+            let bytewise = match serial_digits(&bytes, candidate.serial) {
+                Some(at) => compare_bytes(&bytes, &at, stored.serial, head),
+                None => Bytewise::Unknown,
+            };
+            serialised = Some((bytes, candidate.serial));
+            match bytewise {
+                Bytewise::Identical => Some(true),
+                // Other bytes under a newer serial: a change.
+                Bytewise::Different if candidate.serial != stored.serial => Some(false),
+                // Same serial but other bytes (a collision, or the same content serialised
+                // otherwise), or no checksum to compare: the rare case where the body decides.
+                Bytewise::Different | Bytewise::Unknown => None,
+            }
         };
-        match (bytewise, next.serial == stored.serial) {
-            (Bytewise::Identical, true) => {
+        let stored_identity = Stored {
+            lineage: &stored.lineage,
+            serial: stored.serial,
+        };
+        let lineage_was_empty = next.lineage.is_empty();
+        match verdict::judge(
+            next,
+            Some(stored_identity),
+            compare,
+            push_rules(force),
+            &location,
+        )? {
+            Verdict::Unchanged(next) => {
                 // The stored bytes are these bytes: the stored snapshot is this state, and
                 // the manager now knows it without reading it.
                 let pushed = SnapshotMeta::of(&next);
@@ -142,22 +150,23 @@ impl<S: Store> RemoteState<S> {
                     written: false,
                 })
             }
-            (Bytewise::Identical, false) => self.write_pushed(next, bytes, &base).await,
-            (Bytewise::Different, false) => {
-                next.serial =
-                    crate::remote::serial_after(next.serial, &|| self.store.location().to_owned())?;
-                match serial_digits(&bytes, next.serial - 1) {
-                    Some(at) => {
-                        bytes.splice(at, next.serial.to_string().into_bytes());
-                    }
-                    None => bytes = next.to_bytes(),
-                }
+            Verdict::Write(next) => {
+                let bytes = match serialised {
+                    Some((bytes, serial)) if serial == next.serial => bytes,
+                    // Numbered after the candidate: only the serial's digits change.
+                    Some((mut bytes, serial)) => match serial_digits(&bytes, serial) {
+                        Some(at) => {
+                            bytes.splice(at, next.serial.to_string().into_bytes());
+                            bytes
+                        }
+                        None => next.to_bytes(),
+                    },
+                    None => next.to_bytes(),
+                };
                 self.write_pushed(next, bytes, &base).await
             }
-            // Same serial but other bytes (a collision, or the same content serialised
-            // otherwise), or no checksum to compare: the rare case where the body decides.
-            (Bytewise::Different | Bytewise::Unknown, _) => {
-                drop(bytes);
+            Verdict::Undecided(mut next) => {
+                drop(serialised);
                 if lineage_was_empty {
                     next.lineage.clear();
                 }
@@ -175,48 +184,26 @@ impl<S: Store> RemoteState<S> {
 
     /// The push rules against `base`, whose state (if any) was read whole.
     async fn push_on(&self, base: Base, state: State, force: bool) -> Result<Pushed> {
-        if let (Some(current), false) = (base.state.as_deref(), force) {
-            self.check_pushable(&state, &SnapshotMeta::of(current))?;
-            if state.serial == current.serial && !state.same_content(current) {
-                return Err(Error::SerialCollision {
-                    location: self.store.location().to_owned(),
-                    serial: state.serial,
-                });
-            }
-        }
-        let Some(next) = self.next_snapshot(state, base.state.as_deref(), force)? else {
-            let stored = base
-                .state
-                .as_deref()
-                .map(SnapshotMeta::of)
-                .expect("nothing is written only over a stored state");
-            return Ok(Pushed {
-                stored,
-                written: false,
-            });
-        };
-        let bytes = next.to_bytes();
-        self.write_pushed(next, bytes, &base).await
-    }
-
-    /// Refuses a push of another lineage or an older serial than `stored`.
-    fn check_pushable(&self, state: &State, stored: &SnapshotMeta) -> Result<()> {
         let location = || self.store.location().to_owned();
-        if state.lineage != stored.lineage {
-            return Err(Error::LineageMismatch {
-                location: location(),
-                local: state.lineage.clone(),
-                remote: stored.lineage.clone(),
-            });
+        let current = base.state.as_deref();
+        let verdict = verdict::judge(
+            state,
+            current.map(Stored::of),
+            |state| Some(current.is_some_and(|current| state.same_content(current))),
+            push_rules(force),
+            &location,
+        )?;
+        match verdict {
+            Verdict::Unchanged(next) => Ok(Pushed {
+                stored: SnapshotMeta::of(&next),
+                written: false,
+            }),
+            Verdict::Write(next) => {
+                let bytes = next.to_bytes();
+                self.write_pushed(next, bytes, &base).await
+            }
+            Verdict::Undecided(_) => unreachable!("whole states are always compared"),
         }
-        if state.serial < stored.serial {
-            return Err(Error::SerialRegression {
-                location: location(),
-                local: state.serial,
-                remote: stored.serial,
-            });
-        }
-        Ok(())
     }
 
     /// Writes `next` (serialised as `bytes`) conditionally on `base`, and remembers what the
@@ -224,7 +211,11 @@ impl<S: Store> RemoteState<S> {
     async fn write_pushed(&self, next: State, bytes: Vec<u8>, base: &Base) -> Result<Pushed> {
         let pushed = SnapshotMeta::of(&next);
         match self
-            .write_snapshot(next, Bytes::from(bytes), base, &mut Vec::new())
+            .write_snapshot(
+                super::Outgoing::canonical(next, Bytes::from(bytes)),
+                base,
+                &mut Vec::new(),
+            )
             .await
         {
             Ok(WriteOutcome::Landed { now, .. }) => {
@@ -242,6 +233,11 @@ impl<S: Store> RemoteState<S> {
             Err(PersistError::Other(error)) => Err(error),
         }
     }
+}
+
+/// The rules a push is judged by.
+fn push_rules(force: bool) -> Rules {
+    if force { Rules::Forced } else { Rules::Push }
 }
 
 /// The top-level `"serial": N` key as [`State::to_bytes`] writes it: one level of Go's

@@ -144,14 +144,6 @@ pub(super) async fn open(
 }
 
 impl S3Store {
-    /// The lock of this state as a manager over it takes it: the `.tflock` object, and the
-    /// table's lock item when a table is configured. For front ends that lock without a
-    /// manager (the HTTP gateway).
-    #[cfg(feature = "server")]
-    pub(crate) fn state_locker(&self) -> crate::lock::StoreLocker<S3Store> {
-        crate::lock::StoreLocker::for_state(self)
-    }
-
     /// The table's lock item for this state, when a table is configured and this store holds
     /// a state: [`crate::Store::secondary_lock`], so every locker over the state takes it.
     pub(super) fn state_lock_item(&self) -> Option<std::sync::Arc<dyn crate::lock::SecondaryLock>> {
@@ -162,14 +154,14 @@ impl S3Store {
         None
     }
 
-    /// The same object, read without comparing the digest: for a front end's write path,
-    /// whose write is conditional on what it reads and sets the digest itself.
-    #[cfg(feature = "server")]
-    pub(crate) fn without_digest_check(&self) -> S3Store {
-        #[cfg(feature = "dynamodb")]
-        return self.without_digest();
-        #[cfg(not(feature = "dynamodb"))]
-        return self.clone();
+    /// The same object, read without comparing the digest, which its writes still keep: for
+    /// a write path that reads only to write conditionally on what it read (the gateway's),
+    /// so that a digest another tool left stale does not stop the write that repairs it.
+    pub fn without_digest_check(&self) -> S3Store {
+        S3Store {
+            compares_digest: false,
+            ..self.clone()
+        }
     }
 
     /// This store holds a state: its digest is kept in the lock table, when one is configured.
@@ -250,6 +242,9 @@ pub(super) async fn checked_get(
     #[cfg(feature = "dynamodb")]
     if let Some(table) = store.digest_table() {
         let plain = store.without_digest();
+        if !store.compares_digest {
+            return Some(plain.get(if_none_match).await);
+        }
         let deadline = tokio::time::Instant::now() + table.digest_wait();
         return Some(
             async {
@@ -292,6 +287,25 @@ pub(super) async fn checked_get(
     }
     let _ = (store, if_none_match);
     None
+}
+
+/// Sets the state's digest to the MD5 of what is stored now, when a table keeps it and it
+/// says otherwise (a write whose digest update failed left it stale).
+pub(super) async fn repair_stale_digest(store: &S3Store) -> Result<()> {
+    #[cfg(feature = "dynamodb")]
+    if let Some(table) = store.digest_table() {
+        let current = match store.without_digest().get(None).await? {
+            Fetched::Found(object) if !object.body.is_empty() => Some(md5_hex(&object.body)),
+            _ => None,
+        };
+        if let Some(expected) = current
+            && table.digest(store.path()).await?.as_deref() != Some(expected.as_str())
+        {
+            store.repair_digest().await?;
+        }
+    }
+    let _ = store;
+    Ok(())
 }
 
 /// A write of a state whose digest is kept: the digest follows a write that landed.

@@ -59,6 +59,9 @@ pub struct S3Store {
     /// A state object (not a sibling such as the lock): its digest is kept in the DynamoDB
     /// lock table when one is configured (`lock_table.rs`).
     tracks_digest: bool,
+    /// Reads compare the body with that digest (as Terraform does). Off for a write path
+    /// that reads only to write conditionally on what it read, and sets the digest itself.
+    compares_digest: bool,
 }
 
 /// Adds the SSE-C headers to a request when the store uses a customer key. (The request
@@ -140,6 +143,7 @@ impl S3Store {
             config,
             key,
             tracks_digest: false,
+            compares_digest: true,
         }
     }
 
@@ -464,10 +468,22 @@ impl Store for S3Store {
         self.state_lock_item()
     }
 
+    async fn repair_bookkeeping(&self) -> Result<()> {
+        lock_table::repair_stale_digest(self).await
+    }
+
     fn identity(&self) -> Option<String> {
         // A client given with with_client does not tell its endpoint, and the same bucket and
-        // key on two endpoints are two objects: such stores keep turns of their own.
-        let endpoint = self.config.endpoint.as_ref()?;
+        // key on two endpoints are two objects. But every store built from one configuration
+        // shares its client, so the configuration itself names the endpoint among them (a
+        // gateway's stores, made per request from one backend, share their turns and gates).
+        let Some(endpoint) = self.config.endpoint.as_ref() else {
+            return Some(format!(
+                "s3-client:{:p}|{}",
+                Arc::as_ptr(&self.config),
+                self.path
+            ));
+        };
         let region = self.client().config().region().map(|r| r.to_string());
         Some(format!(
             "s3:{}|{}|{}",

@@ -1,47 +1,46 @@
 //! Terraform's `http` backend protocol over S3: GET, update (POST), LOCK, UNLOCK, DELETE, and
 //! the read-only history endpoints.
 //!
-//! The gateway keeps nothing in memory between requests. What a later request needs is in S3:
-//! the lock object (`<key>.tflock`, the one Terraform's S3 backend uses) carries in its user
-//! metadata the ETag, serial and lineage of the state when the lock was taken, and every
-//! state the gateway writes under a lock carries that lock's nonce. An update under the lock
-//! is accepted only onto the snapshot the lock was taken on, or onto one written under the
-//! same lock; anything else changed the state behind the gateway's back and is refused.
+//! This module translates between HTTP and the library, and owns no rules. Each request works
+//! through a [`RemoteState`] over its state: a POST is [`RemoteState::write_sent`] (the
+//! library's verdict and its one write primitive), LOCK, UNLOCK and DELETE are the library's
+//! locks held across requests ([`RemoteState::lock_bound`], `unlock_bound`, `delete_bound`:
+//! bound to a snapshot, owned by the principal that took them). Library errors become
+//! statuses here: a refusal is 409, 423 or 403 with the library's message, a store failure
+//! 502 (Terraform retries 5xx).
 
 use super::Shared;
 use super::auth::Principal;
 use super::config::Role;
-use crate::error::Error;
-use crate::lock::{LOCK_NONCE_KEY, LOCK_SUFFIX};
-use crate::remote::metadata_keys;
-use crate::remote::release_gate::ReleaseGate;
+use crate::error::{Error, LockRefusal};
+use crate::remote::{
+    BoundLockTaken, BoundUnlock, BoundWrite, RemoteState, RemoteStateOptions, SentState,
+    UpdateLocking, metadata_keys,
+};
 use crate::s3::S3Store;
 use crate::state::{DecodeError, State};
 use crate::statemgr::LockInfo;
-use crate::store::{
-    DeleteOutcome, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, StoredObject,
-    VersionedStore,
-};
+use crate::store::{Fetched, Store, VersionedStore};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Lock-object metadata: the state's ETag when the lock was taken (`none` when there was no
 /// state).
-pub const LOCK_STATE_ETAG_KEY: &str = "s3state-gateway-state-etag";
+pub const LOCK_STATE_ETAG_KEY: &str = metadata_keys::LOCK_STATE_ETAG;
 /// Lock-object metadata: the state's serial when the lock was taken.
-pub const LOCK_STATE_SERIAL_KEY: &str = "s3state-gateway-state-serial";
+pub const LOCK_STATE_SERIAL_KEY: &str = metadata_keys::LOCK_STATE_SERIAL;
 /// Lock-object metadata: the state's lineage when the lock was taken.
-pub const LOCK_STATE_LINEAGE_KEY: &str = "s3state-gateway-state-lineage";
+pub const LOCK_STATE_LINEAGE_KEY: &str = metadata_keys::LOCK_STATE_LINEAGE;
 /// Lock- and state-object metadata: the gateway user who took the lock or wrote the state.
-pub const USER_KEY: &str = "s3state-gateway-user";
+pub const USER_KEY: &str = metadata_keys::AUTHOR;
 /// State-object metadata: the nonce of the lock a state was written under.
-pub const STATE_LOCK_NONCE_KEY: &str = "s3state-gateway-lock-nonce";
+pub const STATE_LOCK_NONCE_KEY: &str = metadata_keys::LOCK_NONCE;
 
-const NO_STATE: &str = "none";
 const AUDIT: &str = "s3state::audit";
 
 pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response {
@@ -83,23 +82,6 @@ fn store_failed(error: &Error) -> Response {
     )
 }
 
-fn describe(state: Option<&State>) -> String {
-    match state {
-        Some(state) => format!("serial {} (lineage {})", state.serial, state.lineage),
-        None => "no state".into(),
-    }
-}
-
-fn writer_of(object: &StoredObject) -> String {
-    match object.metadata.get(USER_KEY) {
-        Some(user) => format!("gateway user {user:?}"),
-        None if object.metadata.contains_key(metadata_keys::WRITE_ID) => {
-            "an s3state client writing to S3 directly".into()
-        }
-        None => "a writer outside the gateway (Terraform's S3 backend or another tool)".into(),
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // GET
 
@@ -124,152 +106,99 @@ pub(crate) async fn get(store: &S3Store) -> Response {
 }
 
 // ---------------------------------------------------------------------------------------
-// The lock as the gateway sees it
+// The library's answers, as HTTP
 
-struct HeldLock {
-    /// `None` when the lock object is not lock info.
-    info: Option<LockInfo>,
-    metadata: ObjectMetadata,
-    /// Held in the DynamoDB table by someone the `.tflock` object does not name (a Terraform
-    /// that does not take the `.tflock`): never a gateway client's lock, so it admits no
-    /// write, and releasing it is a force-unlock.
-    only_in_table: bool,
-    /// The `.tflock` object is there but the table's lock item is not (a lock taken halfway,
-    /// or an item removed since): a Terraform locking through the table alone could take it
-    /// at any moment, so it admits no write until the holder locks again.
-    item_missing: bool,
+/// The manager a request works through: over the state read without comparing Terraform's
+/// digest (the write path reads only to write conditionally on what it read, and sets the
+/// digest itself), and refusing at once rather than waiting when the state is locked.
+fn manager(store: &S3Store) -> RemoteState<S3Store> {
+    RemoteState::with_options(
+        store.without_digest_check(),
+        RemoteStateOptions {
+            update_locking: UpdateLocking::Lock {
+                timeout: Duration::ZERO,
+            },
+            ..RemoteStateOptions::default()
+        },
+    )
 }
 
-impl HeldLock {
-    fn id(&self) -> &str {
-        self.info.as_ref().map(|i| i.id.as_str()).unwrap_or("")
-    }
-
-    fn describe(&self) -> String {
-        match &self.info {
-            Some(info) => info.to_string(),
-            None => "an unreadable lock object".into(),
+/// The status a client gets for a library error, and whether it is a refusal (counted as a
+/// conflict) rather than a failure. `nothing` ends the message ("Nothing was written").
+fn refusal(error: &Error, nothing: &str) -> Response {
+    let status = match error {
+        Error::Locked { holder, .. } => return locked(holder.as_deref()),
+        Error::LockRefused { refusal, .. } => match refusal {
+            LockRefusal::Foreign { .. } | LockRefusal::OnlyInTable { .. } => StatusCode::LOCKED,
+            LockRefusal::NotOwner { .. } | LockRefusal::ForceUnlockNeeded { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            LockRefusal::KeptChanging => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::CONFLICT,
+        },
+        Error::LineageMismatch { .. }
+        | Error::SerialRegression { .. }
+        | Error::SerialCollision { .. }
+        | Error::Conflict { .. }
+        | Error::LockIdMismatch { .. }
+        // The stored object is not a state this gateway can update.
+        | Error::Decode { .. } => StatusCode::CONFLICT,
+        Error::MissingLineage { .. } | Error::InvalidLockInfo { .. } => StatusCode::BAD_REQUEST,
+        Error::LockOutcomeUnknown { .. } => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{error}; nothing was written, retry the same request"),
+            );
         }
-    }
-
-    /// Taken by the gateway's LOCK: only that LOCK binds the lock to the snapshot it was taken
-    /// on (`LOCK_STATE_ETAG_KEY`), which is what fences a write under it. Any other lock (an
-    /// S3-backend Terraform's `.tflock`, one taken with `s3state lock`, the gateway's own
-    /// write lock, a lock held only in the table) is foreign: no gateway client holds it,
-    /// whatever ID it sends (every 423 reveals the ID), so it admits no write or delete, and
-    /// releasing it is a force-unlock.
-    fn taken_through_gateway(&self) -> bool {
-        !self.only_in_table && self.metadata.contains_key(LOCK_STATE_ETAG_KEY)
-    }
-
-    /// The answer to a write or delete sent under a foreign lock's ID.
-    fn refuse_foreign(&self, nothing: &str) -> Response {
-        text(
-            StatusCode::LOCKED,
-            format!(
-                "the lock held on this state was not taken through the gateway (an S3-backend Terraform's .tflock, or `s3state lock`): {}; sending its ID does not make a gateway client its holder. {nothing}",
-                self.describe()
-            ),
-        )
-    }
-}
-
-/// The lock as the gateway sees it: the `.tflock` object and, when a table is configured, the
-/// table's lock item, which a Terraform without `use_lockfile` takes alone. A lock is the
-/// gateway client's only when both name the same holder.
-async fn read_lock(store: &S3Store) -> Result<Option<HeldLock>, Error> {
-    let object = match store.sibling(LOCK_SUFFIX).get(None).await? {
-        Fetched::Found(object) => Some(HeldLock {
-            info: serde_json::from_slice(&object.body).ok(),
-            metadata: object.metadata,
-            only_in_table: false,
-            item_missing: false,
-        }),
-        Fetched::Absent | Fetched::NotModified => None,
+        _ => return store_failed(error),
     };
-    let Some(table) = store.state_locker().secondary().cloned() else {
-        return Ok(object);
-    };
-    let in_table = |info: LockInfo| HeldLock {
-        info: Some(info),
-        metadata: ObjectMetadata::new(),
-        only_in_table: true,
-        item_missing: false,
-    };
-    Ok(match (object, table.current().await?) {
-        (None, None) => None,
-        (Some(held), Some(item)) if item.id == held.id() => Some(held),
-        // The table's holder decides for the Terraforms that look only there.
-        (_, Some(item)) => Some(in_table(item)),
-        (Some(held), None) => Some(HeldLock {
-            item_missing: true,
-            ..held
-        }),
-    })
+    text(status, format!("{error}. {nothing}"))
 }
 
-/// Sets the state's digest to the MD5 of `body` (what is stored now) when a table is kept and
-/// its digest says otherwise: a write whose digest update failed left it stale.
-async fn repair_digest_of(store: &S3Store, body: &[u8]) {
-    #[cfg(feature = "dynamodb")]
-    if store.dynamodb_table().is_some() {
-        let expected = crate::dynamodb::md5_hex(body);
-        if let Ok(Some(digest)) = store.stored_digest().await
-            && digest != expected
-            && let Err(error) = store.repair_digest().await
-        {
-            tracing::warn!(location = %store.location(), %error, "could not repair the state digest");
-        }
-    }
-    let _ = (store, body);
+/// Whether an error is the library refusing the request (as opposed to the store failing).
+fn is_refusal(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Locked { .. }
+            | Error::LockRefused { .. }
+            | Error::LineageMismatch { .. }
+            | Error::SerialRegression { .. }
+            | Error::SerialCollision { .. }
+            | Error::Conflict { .. }
+            | Error::LockIdMismatch { .. }
+            | Error::Decode { .. }
+            | Error::MissingLineage { .. }
+    )
 }
 
-/// The release gate of `store`'s state, shared with every request (and every library
-/// manager) over that object in this process: a write under a lock holds it open, an UNLOCK
-/// closes it, and it remembers writes that got no answer (see `crate::remote::release_gate`).
-fn state_gate(store: &S3Store) -> Arc<ReleaseGate> {
-    // A gateway given its S3 client cannot tell the endpoint, but all its stores share that
-    // client: the key alone names the object among them.
-    let identity = store
-        .identity()
-        .unwrap_or_else(|| format!("gateway|{}", store.path()));
-    ReleaseGate::for_object(Some(identity))
-}
-
-/// The settle after a write that got no answer, as the library's managers keep it.
-fn unanswered_write_settle() -> std::time::Duration {
-    crate::RemoteStateOptions::default().unanswered_write_settle
-}
-
-/// Releases the gateway's own lock `id` once no write relies on it and none that got no
-/// answer can land under the next holder's lock.
-async fn release_own_lock(
-    gate: &ReleaseGate,
-    locker: &crate::lock::StoreLocker<S3Store>,
-    name: &str,
-    id: &str,
-) {
-    gate.until_releasable().await;
-    if let Err(error) = locker.unlock_patiently(id).await {
-        tracing::warn!(state = %name, %id, error = %error, "could not release the gateway's own lock");
+/// A short outcome for the audit line.
+fn outcome_of(error: &Error) -> String {
+    match error {
+        Error::Locked { .. } => "refused: locked".into(),
+        Error::LockRefused { refusal, .. } => format!("refused: {}", refusal_name(refusal)),
+        Error::LineageMismatch { .. } => "refused: other lineage".into(),
+        Error::SerialRegression { .. } => "refused: older serial".into(),
+        Error::SerialCollision { .. } => "refused: same serial, other content".into(),
+        Error::Conflict { .. } => "refused: changed during the write".into(),
+        Error::LockIdMismatch { .. } => "refused: lock changed".into(),
+        Error::Decode { .. } => "refused: stored object is not a state".into(),
+        Error::MissingLineage { .. } => "refused: no lineage".into(),
+        Error::LockOutcomeUnknown { .. } => "failed: outcome unknown".into(),
+        _ => "failed: store error".into(),
     }
 }
 
-/// Takes a lock for the gateway's own use (a write or delete sent without one), or the
-/// response that refuses the request.
-async fn take_own_lock(
-    locker: &crate::lock::StoreLocker<S3Store>,
-    operation: &str,
-) -> Result<String, Response> {
-    let info = LockInfo::new(operation).with_info("s3state gateway");
-    match crate::statemgr::Locker::lock(locker, &info).await {
-        Ok(id) => Ok(id),
-        Err(Error::Locked { holder, .. }) => Err(locked(holder.as_deref())),
-        Err(error @ Error::LockOutcomeUnknown { .. }) => Err(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{error}; nothing was written, retry the same request"),
-        )),
-        Err(error) => Err(store_failed(&error)),
+fn refusal_name(refusal: &LockRefusal) -> &'static str {
+    match refusal {
+        LockRefusal::NotHeld { .. } => "lock not held",
+        LockRefusal::WrongId { .. } => "wrong lock ID",
+        LockRefusal::Foreign { .. } => "lock not taken through the gateway",
+        LockRefusal::OnlyInTable { .. } => "locked in the lock table",
+        LockRefusal::ItemMissing { .. } => "lock item missing",
+        LockRefusal::NotOwner { .. } => "lock owned by another principal",
+        LockRefusal::ChangedBehind { .. } => "changed behind the gateway's back",
+        LockRefusal::ForceUnlockNeeded { .. } => "force-unlock needs admin",
+        LockRefusal::KeptChanging => "state kept changing",
     }
 }
 
@@ -327,317 +256,31 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
             );
         }
     };
-    if sent.lineage.is_empty() {
-        audit("refused: no lineage", Some(sent.serial), None);
-        return text(
-            StatusCode::BAD_REQUEST,
-            "the state has no lineage; nothing was written",
-        );
-    }
-
-    // The lock: an update while the state is locked must come from the holder.
-    // Held open from the look at the lock to the end of the write: an UNLOCK of that lock
-    // waits for it, so no Terraform can lock and read in between.
-    let gate = state_gate(&store);
-    let relying = gate.relying_on_lock().await;
-    let lock = match read_lock(&store).await {
-        Ok(lock) => lock,
-        Err(error) => return store_failed(&error),
-    };
-    let fence = match (lock, lock_id) {
-        (Some(held), None) => {
-            audit("refused: locked", Some(sent.serial), None);
-            shared.metrics.conflict();
-            return text(
-                StatusCode::LOCKED,
-                format!(
-                    "the state is locked ({}); an update must carry the holder's ID as ?ID=<lock id>. Nothing was written",
-                    held.describe()
-                ),
-            );
-        }
-        (Some(held), Some(id)) if held.id() != id => {
-            audit("refused: wrong lock ID", Some(sent.serial), None);
-            shared.metrics.conflict();
-            return text(
-                StatusCode::CONFLICT,
-                format!(
-                    "lock ID {id:?} does not match the lock held on this state ({}). Nothing was written",
-                    held.describe()
-                ),
-            );
-        }
-        (None, Some(id)) => {
-            audit("refused: lock not held", Some(sent.serial), None);
-            shared.metrics.conflict();
-            return text(
-                StatusCode::CONFLICT,
-                format!(
-                    "lock {id:?} is not held on this state (it was released or force-unlocked); nothing was written"
-                ),
-            );
-        }
-        (Some(held), Some(_)) if held.only_in_table => {
-            audit("refused: locked in the lock table", Some(sent.serial), None);
-            shared.metrics.conflict();
-            return text(
-                StatusCode::LOCKED,
-                format!(
-                    "the state is locked in the DynamoDB table by a Terraform that does not take the .tflock ({}); nothing was written",
-                    held.describe()
-                ),
-            );
-        }
-        (Some(held), Some(_)) if !held.taken_through_gateway() => {
-            audit(
-                "refused: lock not taken through the gateway",
-                Some(sent.serial),
-                None,
-            );
-            shared.metrics.conflict();
-            return held.refuse_foreign("Nothing was written");
-        }
-        (Some(held), Some(id)) if held.item_missing => {
-            audit("refused: lock item missing", Some(sent.serial), None);
-            shared.metrics.conflict();
-            return text(
-                StatusCode::CONFLICT,
-                format!(
-                    "lock {id:?} holds the .tflock but not the DynamoDB table's lock item (it was taken halfway, or the item was removed), so a Terraform locking through the table could write too; LOCK again. Nothing was written"
-                ),
-            );
-        }
-        (Some(held), Some(_)) => Some(held),
-        (None, None) => None,
-    };
-
-    // Without a lock the gateway takes one for the write. Seeing no lock is not enough: a
-    // Terraform could lock and read between that look and our write, then overwrite the
-    // write with its blind PUT.
-    let locker = store.state_locker();
-    let own_lock = match &fence {
-        Some(_) => None,
-        None => match take_own_lock(&locker, "OperationTypeApply").await {
-            Ok(id) => Some(id),
-            Err(refused) => {
-                audit("refused: locked", Some(sent.serial), None);
-                shared.metrics.conflict();
-                return refused;
-            }
-        },
-    };
-    let response = write_checked(&shared, &store, &who, &name, &sent, &body, fence.as_ref()).await;
-    drop(relying);
-    if let Some(id) = own_lock {
-        release_own_lock(&gate, &locker, &name, &id).await;
-    }
-    response
-}
-
-/// The write itself, under the client's lock (`fence`) or the gateway's own: the serial and
-/// lineage rules against what is stored now, then one conditional PUT.
-async fn write_checked(
-    shared: &Shared,
-    store: &S3Store,
-    who: &str,
-    name: &str,
-    sent: &State,
-    body: &Bytes,
-    fence: Option<&HeldLock>,
-) -> Response {
-    let audit = |outcome: &str, serial: Option<u64>, version_id: Option<&str>| {
-        tracing::info!(target: AUDIT, user = %who, state = %name, action = "write",
-            serial = serial.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-            version_id = version_id.unwrap_or("-"), outcome);
-    };
-    // What is stored now. Read without comparing the digest: the write is conditional on what
-    // is read, and sets the digest for what it writes, so a digest another tool left stale
-    // does not stop the write that repairs it.
-    let current = match store.without_digest_check().get(None).await {
-        Ok(Fetched::Found(object)) => Some(object),
-        Ok(_) => None,
-        Err(error) => return store_failed(&error),
-    };
-    let current_state = match &current {
-        Some(object) if !object.body.is_empty() => match State::from_slice(&object.body) {
-            Ok(state) => Some(state),
-            Err(error) => {
-                audit(
-                    "refused: stored object is not a state",
-                    Some(sent.serial),
-                    None,
-                );
-                return text(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "the stored object is not a state this gateway can update ({error}); nothing was written"
-                    ),
-                );
-            }
-        },
-        _ => None,
-    };
-
-    // Under a lock: only onto the snapshot the lock was taken on, or one written under it.
-    if let Some(held) = fence
-        && let Some(bound) = held.metadata.get(LOCK_STATE_ETAG_KEY)
-    {
-        let nonce = held.metadata.get(LOCK_NONCE_KEY);
-        let unchanged = match &current {
-            None => bound == NO_STATE,
-            Some(object) => {
-                object.etag.as_str() == bound
-                    || (nonce.is_some() && object.metadata.get(STATE_LOCK_NONCE_KEY) == nonce)
-            }
-        };
-        if !unchanged {
-            audit(
-                "refused: changed behind the gateway's back",
-                Some(sent.serial),
-                None,
-            );
-            shared.metrics.conflict();
-            let then = match (
-                held.metadata.get(LOCK_STATE_SERIAL_KEY),
-                held.metadata.get(LOCK_STATE_LINEAGE_KEY),
-            ) {
-                (Some(serial), Some(lineage)) => format!("serial {serial} (lineage {lineage})"),
-                _ => "no state".into(),
-            };
-            let by = current
-                .as_ref()
-                .map(|object| format!(", written by {}", writer_of(object)))
-                .unwrap_or_default();
-            return text(
-                StatusCode::CONFLICT,
-                format!(
-                    "the state changed behind the gateway's back while lock {} was held: it was {then} when the lock was taken, it is {} now{by}. Nothing was written; inspect the history before retrying",
-                    held.id(),
-                    describe(current_state.as_ref())
-                ),
-            );
-        }
-    }
-
-    // Terraform's serial and lineage rules.
-    let precondition = match (&current, &current_state) {
-        (None, _) => Precondition::Create,
-        (Some(object), None) => Precondition::Match(object.etag.clone()),
-        (Some(object), Some(stored)) => {
-            let refuse = |outcome: &str, message: String| {
-                audit(outcome, Some(sent.serial), None);
-                shared.metrics.conflict();
-                text(StatusCode::CONFLICT, message)
-            };
-            if stored.lineage != sent.lineage {
-                return refuse(
-                    "refused: other lineage",
-                    format!(
-                        "the state sent has lineage {}, the stored state {} (serial {}): they are unrelated states. Nothing was written",
-                        sent.lineage, stored.lineage, stored.serial
-                    ),
-                );
-            }
-            if sent.serial < stored.serial {
-                return refuse(
-                    "refused: older serial",
-                    format!(
-                        "the state sent has serial {}, older than the stored serial {}: it was made from an out-of-date state. Nothing was written",
-                        sent.serial, stored.serial
-                    ),
-                );
-            }
-            if sent.serial == stored.serial {
-                if object.body == body || stored.same_content(sent) {
-                    // A repeat of a write already applied (go-retryablehttp re-sends on 5xx),
-                    // or a persist with nothing new: success, nothing to write. A digest the
-                    // first attempt failed to set is set now.
-                    repair_digest_of(store, &object.body).await;
-                    audit("unchanged", Some(sent.serial), object.version_id.as_deref());
-                    return text(StatusCode::OK, "unchanged");
-                }
-                return refuse(
-                    "refused: same serial, other content",
-                    format!(
-                        "the state sent has serial {} like the stored state, but other content: one of them was not made from the other. Nothing was written",
-                        sent.serial
-                    ),
-                );
-            }
-            Precondition::Match(object.etag.clone())
-        }
-    };
-
-    let write_id = uuid::Uuid::new_v4().to_string();
-    let mut metadata = ObjectMetadata::from([
-        (metadata_keys::SERIAL.to_owned(), sent.serial.to_string()),
-        (metadata_keys::LINEAGE.to_owned(), sent.lineage.clone()),
-        (
-            metadata_keys::TERRAFORM_VERSION.to_owned(),
-            sent.terraform_version.to_string(),
-        ),
-        (metadata_keys::WRITE_ID.to_owned(), write_id.clone()),
-        (USER_KEY.to_owned(), who.to_owned()),
-    ]);
-    if let Some(parent) = current
-        .as_ref()
-        .and_then(|object| object.metadata.get(metadata_keys::WRITE_ID))
-    {
-        metadata.insert(metadata_keys::PARENT_WRITE_ID.to_owned(), parent.clone());
-    }
-    if let Some(nonce) = fence.and_then(|held| held.metadata.get(LOCK_NONCE_KEY)) {
-        metadata.insert(STATE_LOCK_NONCE_KEY.to_owned(), nonce.clone());
-    }
-    let outcome = store.put(body.clone(), &precondition, &metadata).await;
-    match outcome {
-        Ok(PutOutcome::Written(written)) => {
-            state_gate(store).none_can_land();
+    let serial = sent.serial;
+    let written = manager(&store)
+        .write_sent(SentState {
+            state: sent,
+            body,
+            lock_id: lock_id.as_deref(),
+            author: &who,
+        })
+        .await;
+    match written {
+        Ok(BoundWrite::Done { version_id, .. }) => {
             shared.metrics.write();
-            audit("written", Some(sent.serial), written.version_id.as_deref());
+            audit("written", Some(serial), version_id.as_deref());
             text(StatusCode::OK, "written")
         }
-        Ok(PutOutcome::PreconditionFailed) | Err(_) => {
-            // Refused, or no answer: look at what is there now.
-            let now = store.without_digest_check().get(None).await;
-            if let Ok(Fetched::Found(object)) = &now
-                && object.body == body
-            {
-                // The state is at this body now: no request on an older state can land.
-                state_gate(store).none_can_land();
-                let ours = object.metadata.get(metadata_keys::WRITE_ID) == Some(&write_id);
-                audit(
-                    if ours { "written" } else { "unchanged" },
-                    Some(sent.serial),
-                    object.version_id.as_deref(),
-                );
-                return text(StatusCode::OK, "written");
+        Ok(BoundWrite::Unchanged { version_id }) => {
+            audit("unchanged", Some(serial), version_id.as_deref());
+            text(StatusCode::OK, "unchanged")
+        }
+        Err(error) => {
+            audit(&outcome_of(&error), Some(serial), None);
+            if is_refusal(&error) {
+                shared.metrics.conflict();
             }
-            match outcome {
-                Err(error) => {
-                    audit("failed: store error", Some(sent.serial), None);
-                    state_gate(store).may_land(
-                        &precondition,
-                        tokio::time::Instant::now() + unanswered_write_settle(),
-                    );
-                    store_failed(&error)
-                }
-                Ok(_) => {
-                    audit("refused: changed during the write", Some(sent.serial), None);
-                    shared.metrics.conflict();
-                    let now = match now {
-                        Ok(Fetched::Found(object)) => State::from_slice(&object.body).ok(),
-                        _ => None,
-                    };
-                    text(
-                        StatusCode::CONFLICT,
-                        format!(
-                            "the state changed while it was being written (it was {}, it is {} now). Nothing was written",
-                            describe(current_state.as_ref()),
-                            describe(now.as_ref())
-                        ),
-                    )
-                }
-            }
+            refusal(&error, "Nothing was written")
         }
     }
 }
@@ -667,127 +310,29 @@ pub(crate) async fn lock(
             );
         }
     };
-    if info.id.trim().is_empty() {
-        audit("refused: empty ID", "-");
-        return text(StatusCode::BAD_REQUEST, "the lock info has an empty ID");
-    }
-    for _ in 0..3 {
-        // The state the lock binds to (its digest is not compared: only its tag is bound).
-        let bound = match store.without_digest_check().get(None).await {
-            Ok(Fetched::Found(object)) => Some(object),
-            Ok(_) => None,
-            Err(error) => return store_failed(&error),
-        };
-        let bound_state = bound
-            .as_ref()
-            .and_then(|object| State::from_slice(&object.body).ok());
-        let mut extra = ObjectMetadata::from([
-            (
-                LOCK_STATE_ETAG_KEY.to_owned(),
-                bound.as_ref().map_or(NO_STATE.to_owned(), |object| {
-                    object.etag.as_str().to_owned()
-                }),
-            ),
-            (USER_KEY.to_owned(), who.to_owned()),
-        ]);
-        if let Some(state) = &bound_state {
-            extra.insert(LOCK_STATE_SERIAL_KEY.to_owned(), state.serial.to_string());
-            extra.insert(LOCK_STATE_LINEAGE_KEY.to_owned(), state.lineage.clone());
+    match manager(store).lock_bound(&info, who).await {
+        Ok(BoundLockTaken::Taken(info)) => {
+            audit("locked", &info.id);
+            json_response(
+                StatusCode::OK,
+                serde_json::to_vec(&info).unwrap_or_default(),
+            )
         }
-        let locker = store.state_locker();
-        match locker.lock_with_metadata(&info, &extra).await {
-            Ok(id) => {
-                // A writer that does not lock may have written between our read and the lock:
-                // then the lock is bound to a stale snapshot. Let go and bind again.
-                let after = match &bound {
-                    Some(object) => store.without_digest_check().get(Some(&object.etag)).await,
-                    None => store.without_digest_check().get(None).await,
-                };
-                let unchanged = matches!(
-                    (&after, &bound),
-                    (Ok(Fetched::NotModified), Some(_)) | (Ok(Fetched::Absent), None)
-                );
-                if unchanged {
-                    audit("locked", &id);
-                    return json_response(
-                        StatusCode::OK,
-                        serde_json::to_vec(&info).unwrap_or_default(),
-                    );
-                }
-                if let Err(error) = crate::statemgr::Locker::unlock(&locker, &id).await {
-                    audit("failed: could not rebind", &id);
-                    return store_failed(&error);
-                }
-            }
-            Err(Error::Locked { holder, .. }) => {
-                if holder.as_ref().is_some_and(|holder| holder.id == info.id) {
-                    // Perhaps a retry of a LOCK whose answer was lost. The lock is this
-                    // client's only if the .tflock and (with a table) the table's item both
-                    // are: the same ID in the table alone is someone else's lock.
-                    match read_lock(store).await {
-                        // A lock the gateway's LOCK did not take is never a repeat of one.
-                        Ok(Some(held)) if held.id() == info.id && held.taken_through_gateway() => {
-                            if held.item_missing {
-                                // Taken halfway: take the table's item now, or refuse.
-                                let taken = match (locker.secondary(), held.info.as_ref()) {
-                                    (Some(table), Some(taken)) => table.lock(taken).await,
-                                    _ => Err(Error::Locked {
-                                        location: store.location().to_owned(),
-                                        holder: held.info.clone().map(Box::new),
-                                        waited: None,
-                                    }),
-                                };
-                                match taken {
-                                    Ok(()) => {}
-                                    Err(Error::Locked { holder, .. }) => {
-                                        shared.metrics.lock_wait();
-                                        audit("refused: held in the lock table", &info.id);
-                                        return locked(holder.as_deref());
-                                    }
-                                    Err(error) => {
-                                        audit("failed: store error", &info.id);
-                                        return store_failed(&error);
-                                    }
-                                }
-                            }
-                            audit("locked (repeated request)", &info.id);
-                            return json_response(
-                                StatusCode::OK,
-                                serde_json::to_vec(&held.info).unwrap_or_default(),
-                            );
-                        }
-                        Ok(Some(held)) => {
-                            shared.metrics.lock_wait();
-                            audit("refused: held", &info.id);
-                            return locked(held.info.as_ref());
-                        }
-                        // Released meanwhile: take it again.
-                        Ok(None) => continue,
-                        Err(error) => return store_failed(&error),
-                    }
-                }
+        Ok(BoundLockTaken::Repeated(info)) => {
+            audit("locked (repeated request)", &info.id);
+            json_response(
+                StatusCode::OK,
+                serde_json::to_vec(&info).unwrap_or_default(),
+            )
+        }
+        Err(error) => {
+            audit(&outcome_of(&error), &info.id);
+            if matches!(error, Error::Locked { .. }) {
                 shared.metrics.lock_wait();
-                audit("refused: held", &info.id);
-                return locked(holder.as_deref());
             }
-            Err(error @ Error::LockOutcomeUnknown { .. }) => {
-                audit("failed: outcome unknown", &info.id);
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the lock's outcome is unknown ({error}); retry the same request"),
-                );
-            }
-            Err(error) => {
-                audit("failed: store error", &info.id);
-                return store_failed(&error);
-            }
+            refusal(&error, "Nothing was locked")
         }
     }
-    audit("failed: state kept changing", &info.id);
-    text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the state kept changing while the lock was being taken (a writer that does not lock is active); retry",
-    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -818,94 +363,27 @@ pub(crate) async fn unlock(
         }
     };
     let given_id = given.map(|info| info.id).filter(|id| !id.is_empty());
-    let held = match read_lock(store).await {
-        Ok(Some(held)) => held,
-        Ok(None) => {
-            // Already released: a retried UNLOCK whose first answer was lost, or a
-            // force-unlock of a lock someone else released first.
-            audit("not locked", given_id.as_deref().unwrap_or("-"));
-            return text(StatusCode::OK, "not locked");
+    let shown_id = given_id.as_deref().unwrap_or("-");
+    let may_force = principal.role_on(name) >= Some(Role::Admin);
+    match manager(store)
+        .unlock_bound(given_id.as_deref(), who, may_force)
+        .await
+    {
+        Ok(BoundUnlock::NotLocked) => {
+            audit("not locked", shown_id);
+            text(StatusCode::OK, "not locked")
         }
-        Err(error) => return store_failed(&error),
-    };
-    let force = match &given_id {
-        Some(id) if id == held.id() && held.taken_through_gateway() => false,
-        Some(id) if id != held.id() => {
-            audit("refused: wrong ID", id);
-            return text(
-                StatusCode::CONFLICT,
-                format!(
-                    "lock ID {id:?} does not match the lock held ({}); nothing was unlocked",
-                    held.describe()
-                ),
-            );
-        }
-        _ if principal.role_on(name) >= Some(Role::Admin) => true,
-        _ if held.only_in_table => {
-            // No gateway client holds a lock found only in the table: releasing it is a
-            // force-unlock, whatever ID is sent.
-            audit("refused: force-unlock needs admin", held.id());
-            return text(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "the lock is held in the DynamoDB table by a Terraform that does not take the .tflock ({}); releasing it is a force-unlock, which needs the admin role",
-                    held.describe()
-                ),
-            );
-        }
-        Some(_) => {
-            // The holder's ID, but of a lock no gateway client took: a force-unlock.
-            audit("refused: force-unlock needs admin", held.id());
-            return text(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "the lock was not taken through the gateway ({}; an S3-backend Terraform's .tflock, or `s3state lock`): releasing it is a force-unlock, which needs the admin role; nothing was unlocked",
-                    held.describe()
-                ),
-            );
-        }
-        None => {
-            audit("refused: force-unlock needs admin", held.id());
-            return text(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "an UNLOCK without the holder's lock ID is a force-unlock, which needs the admin role; the lock is {}",
-                    held.describe()
-                ),
-            );
-        }
-    };
-    // Closed while the lock goes: writes under it are done, and none that got no answer
-    // can still land under the next holder's lock.
-    let gate = state_gate(store);
-    let _closed = loop {
-        let left = gate.settle_left();
-        if !left.is_zero() {
-            tracing::warn!(location = %store.location(), wait = ?left,
-                "a write got no answer and may still land; keeping the lock until it cannot");
-            tokio::time::sleep(left).await;
-        }
-        let closed = gate.releasing().await;
-        if gate.settle_left().is_zero() {
-            break closed;
-        }
-    };
-    let locker = store.state_locker();
-    match locker.force_unlock(held.id()).await {
-        Ok(()) | Err(Error::NotLocked { .. }) => {
-            audit(if force { "force-unlocked" } else { "unlocked" }, held.id());
+        Ok(BoundUnlock::ForceReleased) => {
+            audit("force-unlocked", shown_id);
             text(StatusCode::OK, "unlocked")
         }
-        Err(error @ Error::LockIdMismatch { .. }) => {
-            audit("refused: lock changed", held.id());
-            text(
-                StatusCode::CONFLICT,
-                format!("{error}; nothing was unlocked"),
-            )
+        Ok(_) => {
+            audit("unlocked", shown_id);
+            text(StatusCode::OK, "unlocked")
         }
         Err(error) => {
-            audit("failed: store error", held.id());
-            store_failed(&error)
+            audit(&outcome_of(&error), shown_id);
+            refusal(&error, "Nothing was unlocked")
         }
     }
 }
@@ -924,97 +402,21 @@ pub(crate) async fn delete(
         tracing::info!(target: AUDIT, user = %who, state = %name, action = "delete",
             version_id = version_id.unwrap_or("-"), outcome);
     };
-    // Deletion happens under the lock: the caller's (with ?ID=) or one the gateway takes.
-    let gate = state_gate(store);
-    let relying = gate.relying_on_lock().await;
-    let locker = store.state_locker();
-    let own_lock = match read_lock(store).await {
-        Err(error) => return store_failed(&error),
-        Ok(Some(held)) => match lock_id {
-            Some(id) if id == held.id() && !held.only_in_table && !held.taken_through_gateway() => {
-                audit("refused: lock not taken through the gateway", None);
-                shared.metrics.conflict();
-                return held.refuse_foreign("Nothing was deleted");
-            }
-            Some(id) if id == held.id() && held.taken_through_gateway() && !held.item_missing => {
-                None
-            }
-            _ => {
-                audit("refused: locked", None);
-                shared.metrics.conflict();
-                return locked(held.info.as_ref());
-            }
-        },
-        Ok(None) => match take_own_lock(&locker, "OperationTypeInvalid").await {
-            Ok(id) => Some(id),
-            Err(refused) => {
-                audit("refused: locked", None);
-                return refused;
-            }
-        },
-    };
-    let result = delete_under_lock(store).await;
-    drop(relying);
-    if let Some(id) = own_lock {
-        release_own_lock(&gate, &locker, name, &id).await;
-    }
-    match result {
-        Ok(Some(version_id)) => {
+    match manager(store).delete_bound(lock_id, who).await {
+        Ok(BoundWrite::Done { version_id, .. }) => {
             audit("deleted", version_id.as_deref());
             text(StatusCode::OK, "deleted")
         }
-        Ok(None) => {
+        Ok(_) => {
             audit("not found", None);
             text(StatusCode::OK, "no state")
         }
-        Err(DeleteError::Changed) => {
-            audit("refused: changed", None);
-            shared.metrics.conflict();
-            text(
-                StatusCode::CONFLICT,
-                "the state changed while it was being deleted; nothing was deleted",
-            )
-        }
-        Err(DeleteError::Store(error)) => {
-            audit("failed: store error", None);
-            store_failed(&error)
-        }
-    }
-}
-
-enum DeleteError {
-    Changed,
-    Store(Error),
-}
-
-/// Deletes the current snapshot only (If-Match its ETag; where the store cannot delete
-/// conditionally, a re-read under the lock). `Ok(None)`: there was no state.
-async fn delete_under_lock(store: &S3Store) -> Result<Option<Option<String>>, DeleteError> {
-    let unchecked = store.without_digest_check();
-    let current = match unchecked.get(None).await.map_err(DeleteError::Store)? {
-        Fetched::Found(object) => object,
-        _ => return Ok(None),
-    };
-    match store
-        .delete(Some(&current.etag))
-        .await
-        .map_err(DeleteError::Store)?
-    {
-        DeleteOutcome::Deleted => Ok(Some(current.version_id)),
-        DeleteOutcome::Absent => Ok(None),
-        DeleteOutcome::PreconditionFailed => Err(DeleteError::Changed),
-        DeleteOutcome::ConditionalUnsupported => {
-            match unchecked
-                .get(Some(&current.etag))
-                .await
-                .map_err(DeleteError::Store)?
-            {
-                Fetched::NotModified => {}
-                Fetched::Absent => return Ok(None),
-                Fetched::Found(_) => return Err(DeleteError::Changed),
+        Err(error) => {
+            audit(&outcome_of(&error), None);
+            if is_refusal(&error) {
+                shared.metrics.conflict();
             }
-            store.delete(None).await.map_err(DeleteError::Store)?;
-            Ok(Some(current.version_id))
+            refusal(&error, "Nothing was deleted")
         }
     }
 }

@@ -235,6 +235,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn secondary_lock(&self) -> Option<std::sync::Arc<dyn SecondaryLock>> {
         None
     }
+
+    /// Brings what the store keeps beside the object in line with the object as stored now:
+    /// for an S3 state with `dynamodb_table`, Terraform's digest, which a write whose digest
+    /// update failed left stale. Called after a write found its bytes already stored, so a
+    /// repeated write repairs what the first one left undone. Nothing by default.
+    async fn repair_bookkeeping(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A second lock a [`crate::StoreLocker`] takes together with its `.tflock` object: Terraform's

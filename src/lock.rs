@@ -113,6 +113,38 @@ fn taken_now(info: &LockInfo) -> LockInfo {
     }
 }
 
+/// Who holds a lock a [`StoreLocker`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockHolder {
+    /// The caller, through the public API: updates through the manager run under it.
+    Caller,
+    /// A write, for itself (`update`, `restore`, the gateway's write without a lock).
+    OwnWrite,
+}
+
+/// How [`StoreLocker::lock_waiting`] waits for a held lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockWait {
+    /// How long to wait in all.
+    pub(crate) timeout: Duration,
+    /// The schedule of waits between attempts.
+    pub(crate) retry: LockRetry,
+    /// Each wait drawn uniformly from zero to the scheduled wait, so that many waiters do not
+    /// retry in step.
+    pub(crate) jitter: bool,
+    /// Who holds the lock once taken.
+    pub(crate) holder: LockHolder,
+}
+
+/// What [`StoreLocker::lock_waiting`] got.
+#[derive(Debug)]
+pub(crate) struct LockWaited {
+    /// The lock's ID, or why it was not taken.
+    pub(crate) id: Result<String>,
+    /// The lock was found held by someone else at least once: others want the state too.
+    pub(crate) was_refused: bool,
+}
+
 /// A lock this locker took and has not released.
 #[derive(Debug, Clone)]
 struct HeldLock {
@@ -120,8 +152,8 @@ struct HeldLock {
     etag: ETag,
     /// The nonce written in its metadata: the proof that the object there is ours.
     nonce: String,
-    /// Taken through the public API (the caller holds it), not by `update` for itself.
-    explicit: bool,
+    /// Who holds it: the caller, or a write for itself.
+    holder: LockHolder,
 }
 
 impl<S: Store> StoreLocker<S> {
@@ -203,17 +235,17 @@ impl<S: Store> StoreLocker<S> {
     /// itself) and that is still in the store with our nonce, checked with one read. A lock
     /// that is gone (force-unlocked, say) is forgotten, and `None` is the answer.
     pub(crate) async fn caller_lock(&self) -> Result<Option<String>> {
-        let explicit: Vec<(String, HeldLock)> = self
+        let callers: Vec<(String, HeldLock)> = self
             .held()
             .iter()
-            .filter(|(_, held)| held.explicit)
+            .filter(|(_, held)| held.holder == LockHolder::Caller)
             .map(|(id, held)| (id.clone(), held.clone()))
             .collect();
-        if explicit.is_empty() {
+        if callers.is_empty() {
             return Ok(None);
         }
         let there = self.read_object().await?;
-        for (id, held) in explicit {
+        for (id, held) in callers {
             let ours = there.as_ref().is_some_and(|(info, object)| {
                 info.as_ref().is_some_and(|info| info.id == id)
                     && object.metadata.get(LOCK_NONCE_KEY) == Some(&held.nonce)
@@ -335,26 +367,38 @@ impl<S: Store> StoreLocker<S> {
     /// Like [`Locker::lock`], but waits for a held lock, retrying on [`LockRetry`]'s schedule
     /// until `timeout` has passed; then fails with [`Error::Locked`] and the holder's info.
     pub async fn lock_with_timeout(&self, info: &LockInfo, timeout: Duration) -> Result<String> {
-        self.lock_waiting(info, timeout, self.retry, false, true, &mut false)
-            .await
+        let how = LockWait {
+            timeout,
+            retry: self.retry,
+            jitter: false,
+            holder: LockHolder::Caller,
+        };
+        self.lock_waiting(info, &how).await.id
     }
 
-    /// Takes the lock, waiting for a held one on `retry`'s schedule until `timeout`; with
-    /// `jitter`, each wait is drawn uniformly from zero to the scheduled wait, so that many
-    /// waiters do not retry in step.
+    /// Takes the lock, waiting for a held one as `how` says.
     ///
     /// Every attempt carries the same nonce, so an earlier attempt that stalled and created
-    /// the lock late is still recognised as ours rather than waited on. `refused` is set when
-    /// the lock was found held by someone else at least once.
-    pub(crate) async fn lock_waiting(
+    /// the lock late is still recognised as ours rather than waited on. The answer also says
+    /// whether the lock was found held by someone else at least once.
+    pub(crate) async fn lock_waiting(&self, info: &LockInfo, how: &LockWait) -> LockWaited {
+        let mut was_refused = false;
+        let id = self.lock_waiting_noting(info, how, &mut was_refused).await;
+        LockWaited { id, was_refused }
+    }
+
+    async fn lock_waiting_noting(
         &self,
         info: &LockInfo,
-        timeout: Duration,
-        retry: LockRetry,
-        jitter: bool,
-        explicit: bool,
+        how: &LockWait,
         refused: &mut bool,
     ) -> Result<String> {
+        let LockWait {
+            timeout,
+            retry,
+            jitter,
+            holder: lock_holder,
+        } = *how;
         let started = tokio::time::Instant::now();
         let mut wait = retry.initial;
         let nonce = uuid::Uuid::new_v4().to_string();
@@ -383,7 +427,7 @@ impl<S: Store> StoreLocker<S> {
                         &info,
                         &ObjectMetadata::new(),
                         &nonce,
-                        explicit,
+                        lock_holder,
                         &mut refused_by,
                     )
                     .await
@@ -594,8 +638,14 @@ impl<S: Store> StoreLocker<S> {
         extra: &ObjectMetadata,
     ) -> Result<String> {
         let nonce = uuid::Uuid::new_v4().to_string();
-        self.acquire_both(&taken_now(info), extra, &nonce, true, &mut None)
-            .await
+        self.acquire_both(
+            &taken_now(info),
+            extra,
+            &nonce,
+            LockHolder::Caller,
+            &mut None,
+        )
+        .await
     }
 
     /// Takes the lock object, then the secondary lock with the same info; when the second
@@ -605,12 +655,10 @@ impl<S: Store> StoreLocker<S> {
         info: &LockInfo,
         extra: &ObjectMetadata,
         nonce: &str,
-        explicit: bool,
+        holder: LockHolder,
         refused_by: &mut Option<ETag>,
     ) -> Result<String> {
-        let id = self
-            .acquire(info, extra, nonce, explicit, refused_by)
-            .await?;
+        let id = self.acquire(info, extra, nonce, holder, refused_by).await?;
         let Some(secondary) = &self.secondary else {
             return Ok(id);
         };
@@ -640,7 +688,7 @@ impl<S: Store> StoreLocker<S> {
         info: &LockInfo,
         extra: &ObjectMetadata,
         nonce: &str,
-        explicit: bool,
+        holder: LockHolder,
         refused_by: &mut Option<ETag>,
     ) -> Result<String> {
         let mut info = info.clone();
@@ -665,7 +713,7 @@ impl<S: Store> StoreLocker<S> {
                 HeldLock {
                     etag,
                     nonce: nonce.to_owned(),
-                    explicit,
+                    holder,
                 },
             );
         };

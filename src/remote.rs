@@ -1,8 +1,23 @@
 //! Terraform's serial and lineage rules over any [`Store`], plus the locked
 //! compare-and-swap [`RemoteState::update`] loop.
+//!
+//! Every write of every front end (the library's persist, update, push and restore, the CLI's
+//! commands, the gateway's requests) goes through three things here, each in one place:
+//!
+//! - **the verdict** (`verdict`): Terraform's rules on a candidate snapshot against the stored
+//!   one: write (numbered how), unchanged, or refused with a typed reason;
+//! - **the write primitive** (`RemoteState::write_snapshot`): the conditional PUT, the write
+//!   ids and metadata (`metadata`), the lookup of a write whose answer was lost, and the
+//!   marking of a write in doubt;
+//! - **the coordinator** (`coordinator`): turns, the release gate and the writes in doubt of
+//!   one object, with its lock order and its words.
+//!
+//! Around them: `push` (Terraform's `state push`, judged from a HEAD when it can be), and
+//! `bound_lock` (locks a client holds across requests, for front ends that keep nothing
+//! between them). History, diff and restore are in [`crate::history`], on top of these.
 
 use crate::error::{Error, Result};
-use crate::lock::{LockRetry, StoreLocker};
+use crate::lock::{LockHolder, LockRetry, LockWait, StoreLocker};
 use crate::state::{COMPATIBLE_TERRAFORM_VERSION, OutputValue, State};
 use crate::statemgr::{
     LockInfo, Locker, OutputReader, PersistentMeta, Persister, Refresher, SnapshotMeta, Transient,
@@ -15,19 +30,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod bound_lock;
+mod coordinator;
 pub(crate) mod metadata;
-mod per_object;
 mod push;
-pub(crate) mod release_gate;
-mod turnstile;
 pub(crate) mod verdict;
 
 pub use bound_lock::{BoundLockTaken, BoundUnlock, BoundWrite, SentState};
+use coordinator::release_gate::{OnTheWire, ReleaseGate};
+use coordinator::turns::Turnstile;
+pub use coordinator::turns::UpdateTurns;
 pub use metadata::keys as metadata_keys;
 pub use push::Pushed;
-use release_gate::{OnTheWire, ReleaseGate};
-use turnstile::Turnstile;
-pub use turnstile::UpdateTurns;
 pub(crate) use verdict::serial_after;
 use verdict::{Rules, Stored, Verdict};
 
@@ -463,22 +476,17 @@ impl<S: Store> RemoteState<S> {
             tokio::time::sleep(gap).await;
         }
         let info = LockInfo::new("OperationTypeApply").with_info(operation);
-        let mut refused = false;
-        let id = self
-            .locker
-            .lock_waiting(
-                &info,
-                timeout.saturating_sub(started.elapsed()),
-                self.options.update_lock_retry,
-                true,
-                false,
-                &mut refused,
-            )
-            .await;
-        if refused {
+        let how = LockWait {
+            timeout: timeout.saturating_sub(started.elapsed()),
+            retry: self.options.update_lock_retry,
+            jitter: true,
+            holder: LockHolder::OwnWrite,
+        };
+        let waited = self.locker.lock_waiting(&info, &how).await;
+        if waited.was_refused {
             self.turnstile.note_refused();
         }
-        let id = id?;
+        let id = waited.id?;
         // Released in the background if the write's future is dropped (cancelled) or its
         // closure panics.
         let guard = ReleaseOnDrop {
@@ -850,14 +858,14 @@ impl<S: Store> RemoteState<S> {
             let known = self.lock_snapshots().base.clone();
             self.check_not_siblings(&known, seen).await?;
         }
-        self.settle(base);
+        self.apply_read(base);
         Ok(())
     }
 
     /// Remembers what a read found the store holding (`None`: unchanged since the base),
     /// as a refresh does: a `write_state` whose persist failed is discarded, one not yet
     /// persisted is kept, and otherwise the transient snapshot becomes the stored one.
-    fn settle(&self, now: Option<Base>) {
+    fn apply_read(&self, now: Option<Base>) {
         let mut snapshots = self.lock_snapshots();
         if let Some(base) = now {
             snapshots.base = base;

@@ -233,7 +233,7 @@ impl<S: Store> RemoteState<S> {
                     self.locker.unlock(&id).await?;
                 }
                 Err(Error::Locked { holder, waited, .. }) => {
-                    if !holder.as_ref().is_some_and(|holder| holder.id == info.id) {
+                    if holder.as_ref().is_none_or(|holder| holder.id != info.id) {
                         return Err(Error::Locked {
                             location: location.to_owned(),
                             holder,
@@ -280,7 +280,7 @@ impl<S: Store> RemoteState<S> {
     }
 
     /// Stores a state its client numbered, byte for byte, under the client's bound lock or a
-    /// lock of the write's own: Terraform's verdict for such a state ([`Rules::AsSent`]), then
+    /// lock of the write's own: Terraform's verdict for such a state (`Rules::AsSent`), then
     /// the one write primitive. A repeat of a write already applied is
     /// [`BoundWrite::Unchanged`] (and repairs the store's bookkeeping, such as a digest the
     /// first attempt left stale).

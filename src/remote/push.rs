@@ -141,7 +141,7 @@ impl<S: Store> RemoteState<S> {
                 // The stored bytes are these bytes: the stored snapshot is this state, and
                 // the manager now knows it without reading it.
                 let pushed = SnapshotMeta::of(&next);
-                self.settle(Some(Base {
+                self.apply_read(Some(Base {
                     state: Some(Arc::new(next)),
                     ..base
                 }));
@@ -219,7 +219,7 @@ impl<S: Store> RemoteState<S> {
             .await
         {
             Ok(WriteOutcome::Landed { now, .. }) => {
-                self.settle(Some(now));
+                self.apply_read(Some(now));
                 Ok(Pushed {
                     stored: pushed,
                     written: true,

@@ -61,6 +61,7 @@ pub struct S3Store {
     tracks_digest: bool,
     /// Reads compare the body with that digest (as Terraform does). Off for a write path
     /// that reads only to write conditionally on what it read, and sets the digest itself.
+    #[cfg_attr(not(feature = "dynamodb"), allow(dead_code))]
     compares_digest: bool,
 }
 

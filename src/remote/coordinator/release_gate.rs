@@ -15,7 +15,7 @@
 //! that): an unlock waits until none can. Only a write that landed (the object moved on) or
 //! a refusal of a write on the same state (the object is not in that state) ends the doubt.
 
-use super::per_object::PerObject;
+use super::PerObject;
 use crate::store::Precondition;
 use std::sync::Arc;
 

@@ -17,7 +17,7 @@
 //! Neither rule is needed for correctness: the store's lock and the conditional writes
 //! decide every race. They only decide who waits, and how much that costs.
 
-use super::per_object::PerObject;
+use super::PerObject;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;

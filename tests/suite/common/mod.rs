@@ -4,9 +4,9 @@
 #[cfg(feature = "dynamodb")]
 pub mod dynamo;
 pub mod gateway;
+pub mod hooked;
+pub mod memory;
 pub mod proxy;
-pub mod scripted;
-pub mod wire;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{

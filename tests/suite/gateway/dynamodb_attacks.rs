@@ -71,6 +71,8 @@ async fn seed(gateway: &Running, name: &str) -> Vec<u8> {
 /// The gateway crashed (or its `.tflock` release failed 5 times) after the `.tflock` PUT and
 /// before the item PUT. Terraform's http backend retries the LOCK with the same ID: the
 /// "repeated request" path answers 200 from the `.tflock` alone, and never takes the item.
+///
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_lock_over_its_own_orphan_tflock_takes_the_table_item_or_is_refused() {
     let (gateway, plain, table) = gateways().await;
@@ -114,6 +116,8 @@ async fn a_retried_lock_over_its_own_orphan_tflock_takes_the_table_item_or_is_re
 /// Same orphan `.tflock`, but a DynamoDB-only Terraform took the (free) item first. `read_lock`
 /// looks at the table only when there is no `.tflock`, so POST ?ID=<the .tflock's ID> is
 /// accepted while Terraform holds the table lock; Terraform's blind PUT then overwrites it.
+///
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_under_a_tflock_is_refused_while_terraform_holds_the_table_item() {
     let (gateway, plain, table) = gateways().await;
@@ -184,6 +188,8 @@ async fn a_write_under_a_tflock_is_refused_while_terraform_holds_the_table_item(
 /// The 423 answer names Terraform's lock ID to any writer; an UNLOCK carrying that ID is not a
 /// force-unlock, so a non-admin removes a lock that no gateway client can ever hold, and can
 /// then lock and write while Terraform is mid-apply.
+///
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_admin_unlock_with_terraforms_id_cannot_remove_its_table_only_lock() {
     let (gateway, _plain, table) = gateways().await;
@@ -222,6 +228,8 @@ async fn a_non_admin_unlock_with_terraforms_id_cannot_remove_its_table_only_lock
 
 /// DELETE checks only that ?ID= equals the holder's ID; unlike POST it does not refuse a lock
 /// held only in the table, so the state is deleted under a running Terraform's lock.
+///
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_with_terraforms_id_is_refused_under_its_table_only_lock() {
     let (gateway, _plain, table) = gateways().await;
@@ -248,6 +256,8 @@ async fn delete_with_terraforms_id_is_refused_under_its_table_only_lock() {
 
 /// A LOCK carrying the table-only holder's ID takes the `.tflock`, is refused the item, lets
 /// the `.tflock` go, and then answers 200 ("repeated request") for a lock it does not hold.
+///
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_with_the_table_holders_id_is_refused() {
     let (gateway, _plain, table) = gateways().await;
@@ -276,6 +286,8 @@ async fn a_lock_with_the_table_holders_id_is_refused() {
 
 /// A GET of a state whose digest is stale: after the 10 s wait, 502 naming both digests, with
 /// no password or credential in the answer; history still serves versions.
+///
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_digest_get_is_a_502_naming_the_digests_and_no_secret() {
     let (gateway, _plain, table) = gateways().await;
@@ -308,6 +320,8 @@ async fn a_stale_digest_get_is_a_502_naming_the_digests_and_no_secret() {
 /// digest first, so the client's retry of that very write, and every later LOCK/POST, waited
 /// 10 s and failed with 502 until an operator repaired it. Now the write path reads without
 /// the digest (its write is conditional anyway), and a repeated write repairs the digest.
+///
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_write_after_a_lost_digest_update_succeeds_and_repairs_the_digest() {
     let (gateway, _plain, table) = gateways().await;
@@ -345,6 +359,7 @@ async fn a_retried_write_after_a_lost_digest_update_succeeds_and_repairs_the_dig
 // ---------------------------------------------------------------------------------------
 // 4. Config
 
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_table_name_is_refused_at_start() {
     let bucket = common::bucket(true).await;
@@ -361,6 +376,8 @@ async fn an_empty_table_name_is_refused_at_start() {
 
 /// A table that does not exist (a typo) is not noticed at start: every LOCK is then a 503
 /// "outcome unknown; retry", every unlocked POST a 502, and GETs skip the digest silently.
+///
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_table_stops_the_gateway_at_start() {
     let bucket = common::bucket(true).await;
@@ -392,6 +409,8 @@ async fn a_missing_table_stops_the_gateway_at_start() {
 /// UNLOCK of a `.tflock` whose table item is another holder's (an orphan `.tflock` and a
 /// DynamoDB-only Terraform): the `.tflock` is deleted, the item is refused, and the answer is
 /// 409 "nothing was unlocked".
+///
+/// From the adversarial review of the gateway's `[s3] dynamodb_table` support.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlock_naming_the_tflock_while_the_table_is_someone_elses_removes_nothing() {
     let (gateway, plain, table) = gateways().await;

@@ -5,13 +5,9 @@
 //! LocalStack, and moto as a second, unrelated S3 endpoint.
 
 use crate::common;
+use crate::common::hooked::Hooked;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use s3state::store::memory::MemoryStore;
-use s3state::store::{
-    DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store, VersionedStore,
-};
 use s3state::{
     Error, LockInfo, LockRetry, Locker, OutputValue, Refresher, RemoteState, RemoteStateOptions,
     Transient, UpdateLocking, UpdateTurns,
@@ -74,6 +70,7 @@ async fn contend(store: &MemoryStore, manager: Arc<RemoteState<MemoryStore>>) {
 // Timeouts
 // ---------------------------------------------------------------------------------------------
 
+/// From the adversarial review of the update turnstile (63c06f6, issue 16).
 #[tokio::test(start_paused = true)]
 async fn an_update_whose_lock_is_free_returns_within_its_timeout_after_contention() {
     // A caller who polls slowly for a long-held lock (Terraform's own schedule, 1 s doubling
@@ -114,6 +111,7 @@ async fn an_update_whose_lock_is_free_returns_within_its_timeout_after_contentio
 // Honest errors
 // ---------------------------------------------------------------------------------------------
 
+/// From the adversarial review of the update turnstile (63c06f6, issue 16).
 #[tokio::test(start_paused = true)]
 async fn an_update_that_times_out_in_the_queue_does_not_blame_an_unreadable_lock() {
     let store = MemoryStore::new(KEY);
@@ -177,6 +175,7 @@ async fn manager_on(
         .unwrap()
 }
 
+/// From the adversarial review of the update turnstile (63c06f6, issue 16).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_on_one_endpoint_does_not_wait_for_a_lock_on_another_endpoint() {
     // The same bucket name and key, in the same region, on two unrelated S3 services.
@@ -239,6 +238,7 @@ async fn an_update_on_one_endpoint_does_not_wait_for_a_lock_on_another_endpoint(
     );
 }
 
+/// From the adversarial review of the update turnstile (63c06f6, issue 16).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compare_and_swap_update_is_not_held_up_by_a_hung_request_to_another_endpoint() {
     let bucket = common::bucket(true).await;
@@ -288,50 +288,18 @@ async fn a_compare_and_swap_update_is_not_held_up_by_a_hung_request_to_another_e
 // ---------------------------------------------------------------------------------------------
 
 /// A store where every request takes 1 ms (of paused time), so that an update can be
-/// cancelled between any two of its requests.
-#[derive(Debug, Clone)]
-struct Slow(MemoryStore);
-
-#[async_trait]
-impl Store for Slow {
-    async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        self.0.get(if_none_match).await
-    }
-    async fn put(
-        &self,
-        body: Bytes,
-        precondition: &Precondition,
-        metadata: &ObjectMetadata,
-    ) -> s3state::Result<PutOutcome> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        self.0.put(body, precondition, metadata).await
-    }
-    async fn delete(&self, if_match: Option<&ETag>) -> s3state::Result<DeleteOutcome> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        self.0.delete(if_match).await
-    }
-    fn sibling(&self, suffix: &str) -> Self {
-        Slow(self.0.sibling(suffix))
-    }
-    fn location(&self) -> &str {
-        self.0.location()
-    }
-    fn path(&self) -> &str {
-        self.0.path()
-    }
-    fn as_versioned(&self) -> Option<&dyn VersionedStore> {
-        self.0.as_versioned()
-    }
-    fn identity(&self) -> Option<String> {
-        self.0.identity()
-    }
+/// cancelled between any two of its requests. It answers no head.
+fn slow(store: &MemoryStore) -> Hooked {
+    Hooked::over(store.clone())
+        .forwarding_identity()
+        .without_heads()
+        .with_latency(Duration::from_millis(1))
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_update_cancelled_at_any_moment_leaves_no_lock_and_no_turn_behind() {
     let store = MemoryStore::new(KEY);
-    let slow = Slow(store.clone());
+    let slow = slow(&store);
     let manager = |timeout| {
         Arc::new(RemoteState::with_options(
             slow.clone(),
@@ -395,10 +363,11 @@ async fn an_update_cancelled_at_any_moment_leaves_no_lock_and_no_turn_behind() {
 // Explicit lockers beside a busy queue
 // ---------------------------------------------------------------------------------------------
 
+/// From the adversarial review of the update turnstile (63c06f6, issue 16).
 #[tokio::test(start_paused = true)]
 async fn an_explicit_lock_with_timeout_is_not_starved_by_queued_updates_in_its_process() {
     let store = MemoryStore::new(KEY);
-    let slow = Slow(store.clone());
+    let slow = slow(&store);
     let writers: Vec<_> = (0..3)
         .map(|_| {
             Arc::new(RemoteState::with_options(
@@ -450,10 +419,11 @@ async fn an_explicit_lock_with_timeout_is_not_starved_by_queued_updates_in_its_p
 // A process's own abandoned lock is not contention
 // ---------------------------------------------------------------------------------------------
 
+/// From the adversarial review of the update turnstile (63c06f6, issue 16).
 #[tokio::test(start_paused = true)]
 async fn a_lone_writer_leaves_no_courtesy_gaps_after_one_of_its_updates_panicked() {
     let store = MemoryStore::new(KEY);
-    let slow = Slow(store.clone());
+    let slow = slow(&store);
     let panicking = Arc::new(RemoteState::with_options(
         slow.clone(),
         options(UpdateTurns::Process, Duration::from_secs(60)),

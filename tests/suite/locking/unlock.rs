@@ -16,15 +16,15 @@
 use crate::common;
 
 use bytes::Bytes;
-use common::scripted::{Script, Scripted};
+use common::hooked::{Hooked, OnPut};
 use s3state::store::memory::MemoryStore;
 use s3state::{LockInfo, Locker, OutputValue, RemoteState, RemoteStateOptions, State};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-fn seeded(key: &str) -> Scripted {
-    let store = Scripted::new(key);
+fn seeded(key: &str) -> Hooked {
+    let store = Hooked::new(key).forwarding_identity();
     let mut state = State::new(semver::Version::new(1, 15, 5));
     state.lineage = "review-lineage".into();
     state.serial = 1;
@@ -49,14 +49,14 @@ struct TerraformPeer {
 }
 
 impl TerraformPeer {
-    async fn lock_and_read(store: &Scripted) -> s3state::Result<Self> {
+    async fn lock_and_read(store: &Hooked) -> s3state::Result<Self> {
         let manager = RemoteState::new(store.inner.clone());
         let id = manager.lock(&LockInfo::new("OperationTypeApply")).await?;
         let read = store.stored().expect("seeded");
         Ok(TerraformPeer { manager, id, read })
     }
 
-    async fn persist_blindly_and_unlock(self, store: &Scripted) {
+    async fn persist_blindly_and_unlock(self, store: &Hooked) {
         let mut state = self.read;
         state.serial += 1;
         state
@@ -77,6 +77,8 @@ impl TerraformPeer {
 /// program that takes the lock through one and releases it through another (or hands the ID
 /// to another component) gets the pre-fix window back, although both managers share the
 /// process-wide turnstile for this object.
+///
+/// From the adversarial review of 6f32e6d (unlock waits for its writes in flight).
 #[tokio::test]
 async fn unlocking_through_a_second_manager_over_the_same_object_does_not_wait_for_the_write() {
     let store = seeded("two-managers.tfstate");
@@ -88,7 +90,7 @@ async fn unlocking_through_a_second_manager_over_the_same_object_does_not_wait_f
         .unwrap();
 
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(Script::Pause {
+    store.next_write(OnPut::Pause {
         entered: Arc::clone(&entered),
         release: Arc::clone(&release),
     });
@@ -126,6 +128,8 @@ async fn unlocking_through_a_second_manager_over_the_same_object_does_not_wait_f
 /// An update that waits at the store's lock held by this very manager's explicit lock (it
 /// looked at the lock before the caller took it) holds no I/O mutex while it waits, so the
 /// unlock does not deadlock with it, and the update then goes ahead under its own lock.
+///
+/// From the adversarial review of 6f32e6d (unlock waits for its writes in flight).
 #[tokio::test]
 async fn an_update_waiting_for_this_managers_own_explicit_lock_does_not_block_its_unlock() {
     let store = seeded("waits-for-own-lock.tfstate");
@@ -140,7 +144,7 @@ async fn an_update_waiting_for_this_managers_own_explicit_lock_does_not_block_it
     ));
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     // Hold the update's first attempt at the lock object, so the caller locks in between.
-    store.next_lock_write(Script::Pause {
+    store.next_lock_write(OnPut::Pause {
         entered: Arc::clone(&entered),
         release: Arc::clone(&release),
     });
@@ -171,6 +175,8 @@ async fn an_update_waiting_for_this_managers_own_explicit_lock_does_not_block_it
 
 /// A panic in `change` under the caller's lock lets go of the I/O mutex (tokio's mutex does
 /// not poison), so the caller's unlock still goes through and nothing was written.
+///
+/// From the adversarial review of 6f32e6d (unlock waits for its writes in flight).
 #[tokio::test]
 async fn a_panicking_change_under_the_callers_lock_does_not_block_the_unlock() {
     let store = seeded("panicking-change.tfstate");
@@ -203,6 +209,8 @@ async fn a_panicking_change_under_the_callers_lock_does_not_block_the_unlock() {
 /// Updates queued for the I/O mutex before the unlock run under the caller's lock; one that
 /// comes after the unlock finds the lock gone and takes its own. None of them deadlocks with
 /// the unlock, and nothing is left locked.
+///
+/// From the adversarial review of 6f32e6d (unlock waits for its writes in flight).
 #[tokio::test]
 async fn updates_queued_around_an_unlock_all_finish_and_leave_no_lock() {
     let store = seeded("queued-around-unlock.tfstate");
@@ -212,7 +220,7 @@ async fn updates_queued_around_an_unlock_all_finish_and_leave_no_lock() {
         .await
         .unwrap();
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(Script::Pause {
+    store.next_write(OnPut::Pause {
         entered: Arc::clone(&entered),
         release: Arc::clone(&release),
     });
@@ -256,6 +264,8 @@ async fn updates_queued_around_an_unlock_all_finish_and_leave_no_lock() {
 /// Found in the final review: an unlock cancelled while it waited for an update running under
 /// the lock released the lock at once, in the background, with the update's write still on its
 /// way. The background release now waits for such updates too.
+///
+/// From the adversarial review of 6f32e6d (unlock waits for its writes in flight).
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_unlock_releases_only_after_the_update_under_that_lock() {
     let store = seeded("cancelled-unlock.tfstate");
@@ -265,7 +275,7 @@ async fn a_cancelled_unlock_releases_only_after_the_update_under_that_lock() {
         .await
         .unwrap();
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(Script::Pause {
+    store.next_write(OnPut::Pause {
         entered: Arc::clone(&entered),
         release: Arc::clone(&release),
     });

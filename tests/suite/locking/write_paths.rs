@@ -5,7 +5,7 @@
 use crate::common;
 use crate::common::gateway;
 
-use common::wire::{Wire, terraform_lock};
+use common::hooked::{Hooked, terraform_lock};
 
 use bytes::Bytes;
 use s3state::store::memory::MemoryStore;
@@ -37,6 +37,8 @@ fn state_with(n: u64, serial: u64, lineage: &str) -> State {
 /// while a Terraform held `.tflock`, and Terraform's next blind PUT discarded the restore (or,
 /// over a deleted state, Terraform adopted it and dropped its own results). Now it takes the
 /// lock as `update` does: it waits for Terraform's, times out with `Locked`, writes nothing.
+///
+/// From the review of every write path against Terraform's lock.
 #[tokio::test(start_paused = true)]
 async fn library_restore_waits_for_terraforms_lock_and_writes_nothing_under_it() {
     let store = MemoryStore::new("restore/terraform.tfstate");
@@ -72,10 +74,12 @@ async fn library_restore_waits_for_terraforms_lock_and_writes_nothing_under_it()
 /// discards its own results (../shared/notes/terraform-peer.md). Now the lock is kept for
 /// `unanswered_write_settle` after such a write: a create arriving 5 s late lands under the
 /// update's own lock, and the next Terraform reads it from the start.
+///
+/// From the review of every write path against Terraform's lock.
 #[tokio::test(start_paused = true)]
 async fn an_in_doubt_create_lands_under_the_updates_own_lock_not_the_next_terraforms() {
-    let store = Wire::new("new/terraform.tfstate");
-    store.stall(usize::MAX);
+    let store = Hooked::new("new/terraform.tfstate").forwarding_identity();
+    store.every_write(Some(false));
     let manager = Arc::new(RemoteState::new(store.clone()));
     let update = tokio::spawn({
         let manager = Arc::clone(&manager);
@@ -93,7 +97,7 @@ async fn an_in_doubt_create_lands_under_the_updates_own_lock_not_the_next_terraf
         terraform_lock(&store.inner).await.is_none(),
         "update released its lock although its writes were still on the wire"
     );
-    store.stall(0);
+    store.every_write(None);
     let landed = store.land_stalled().await;
     assert!(
         landed
@@ -124,6 +128,8 @@ async fn an_in_doubt_create_lands_under_the_updates_own_lock_not_the_next_terraf
 /// for good, although the delete told the operator "its history is kept in the bucket's
 /// versions". Now delete markers do not count toward `keep`, and the newest snapshot with
 /// content survives any prune: the marker and serial 2 stay, serial 1 goes.
+///
+/// From the review of every write path against Terraform's lock.
 #[tokio::test]
 async fn prune_keep_one_over_a_deleted_state_keeps_its_newest_snapshot() {
     let store = MemoryStore::new("env:/old/app.tfstate");
@@ -164,6 +170,8 @@ async fn prune_keep_one_over_a_deleted_state_keeps_its_newest_snapshot() {
 /// kept the digest but not the lock: `RemoteState::new(store)` built a `StoreLocker` without
 /// the table's lock item, so `update()` ran while a DynamoDB-only Terraform held the lock. Now
 /// the store brings its lock item (`Store::secondary_lock`) and the update is refused.
+///
+/// From the review of every write path against Terraform's lock.
 #[cfg(feature = "dynamodb")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_over_build_store_takes_the_dynamodb_lock_item_too() {
@@ -268,6 +276,8 @@ const LINEAGE: &str = "cdcdcdcd-2222-3333-4444-555555555555";
 /// the gateway's back" check was skipped and the write landed under Terraform's lock. Now a
 /// lock without the gateway's bound ETag is foreign: the POST is refused with 423, naming the
 /// holder, and nothing is written.
+///
+/// From the review of every write path against Terraform's lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_post_carrying_an_s3_backend_terraforms_lock_id_is_refused_with_423() {
     let gateway = seeded_gateway("app").await;
@@ -312,6 +322,8 @@ async fn a_gateway_post_carrying_an_s3_backend_terraforms_lock_id_is_refused_wit
 
 /// The same for DELETE ?ID=. It was wrong: the state was deleted under a running Terraform's
 /// lock. Now the DELETE is refused with 423 and the state stays.
+///
+/// From the review of every write path against Terraform's lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_delete_carrying_an_s3_backend_terraforms_lock_id_is_refused_with_423() {
     let gateway = seeded_gateway("db").await;
@@ -338,6 +350,8 @@ async fn a_gateway_delete_carrying_an_s3_backend_terraforms_lock_id_is_refused_w
 /// released as the writer's own (not a force-unlock), so the writer could then lock and write
 /// mid-apply. Now releasing a lock not taken through the gateway is a force-unlock, whatever
 /// ID is sent: 403 for a writer, and the lock stays.
+///
+/// From the review of every write path against Terraform's lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_admin_unlock_of_an_s3_backend_terraforms_lock_is_a_refused_force_unlock() {
     let gateway = seeded_gateway("net").await;

@@ -2,7 +2,7 @@
 //! exactly once, and the settle that keeps the lock until such a write can no longer land.
 
 mod ambiguous;
-mod attacks;
+mod exactly_once;
 mod faults;
 mod regressions;
 mod settle;

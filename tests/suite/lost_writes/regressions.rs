@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::scripted::{Script, Scripted};
+use common::hooked::{Hooked, OnPut};
 use s3state::store::Store;
 use s3state::store::memory::MemoryStore;
 use s3state::{
@@ -26,7 +26,7 @@ fn output(state: &State, name: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn a_write_state_made_while_another_task_persists_is_persisted_by_the_next_persist() {
-    let store = Scripted::new("shared.tfstate");
+    let store = Hooked::new("shared.tfstate").forwarding_identity();
     let manager = Arc::new(RemoteState::new(store.clone()));
     manager.write_state(with_output(None, "a", 1));
     manager.persist_state().await.unwrap();
@@ -34,7 +34,7 @@ async fn a_write_state_made_while_another_task_persists_is_persisted_by_the_next
     // Task A persists a change; its PUT is held in flight.
     manager.write_state(with_output(manager.state(), "a", 2));
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(Script::Pause {
+    store.next_write(OnPut::Pause {
         entered: Arc::clone(&entered),
         release: Arc::clone(&release),
     });
@@ -63,7 +63,7 @@ async fn a_write_state_made_while_another_task_persists_is_persisted_by_the_next
 
 #[tokio::test]
 async fn an_update_never_discards_a_write_state_another_task_made_during_it() {
-    let store = Scripted::new("shared-update.tfstate");
+    let store = Hooked::new("shared-update.tfstate").forwarding_identity();
     let manager = Arc::new(RemoteState::new(store.clone()));
     manager
         .update(|state| {
@@ -73,7 +73,7 @@ async fn an_update_never_discards_a_write_state_another_task_made_during_it() {
         .unwrap();
 
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(Script::Pause {
+    store.next_write(OnPut::Pause {
         entered: Arc::clone(&entered),
         release: Arc::clone(&release),
     });
@@ -122,7 +122,7 @@ async fn a_refresh_does_not_discard_a_write_state_no_persist_has_tried() {
 
 #[tokio::test]
 async fn a_persist_whose_write_state_was_discarded_by_another_tasks_refresh_says_so() {
-    let store = Scripted::new("discarded.tfstate");
+    let store = Hooked::new("discarded.tfstate").forwarding_identity();
     let manager = RemoteState::new(store.clone());
     manager.write_state(with_output(None, "a", 1));
     manager.persist_state().await.unwrap();
@@ -148,7 +148,7 @@ async fn a_persist_whose_write_state_was_discarded_by_another_tasks_refresh_says
 
 #[tokio::test]
 async fn an_update_whose_answer_was_lost_and_that_terraform_wrote_on_top_of_is_applied_once() {
-    let store = Scripted::new("lost-answer.tfstate");
+    let store = Hooked::new("lost-answer.tfstate").forwarding_identity();
     let manager = RemoteState::new(store.clone());
     manager
         .update(|state| {
@@ -156,7 +156,7 @@ async fn an_update_whose_answer_was_lost_and_that_terraform_wrote_on_top_of_is_a
         })
         .await
         .unwrap();
-    store.next_write(Script::LoseAnswerThenTerraformWrites);
+    store.next_write(OnPut::lose_answer_then_terraform_writes());
     let mut rounds = 0;
     manager
         .update(|state| {
@@ -180,10 +180,10 @@ async fn an_update_whose_answer_was_lost_and_that_terraform_wrote_on_top_of_is_a
 
 #[tokio::test]
 async fn a_persist_whose_answer_was_lost_but_landed_succeeds() {
-    let store = Scripted::new("landed.tfstate");
+    let store = Hooked::new("landed.tfstate").forwarding_identity();
     let manager = RemoteState::new(store.clone());
     manager.write_state(with_output(None, "a", 1));
-    store.next_write(Script::ApplyThenFail);
+    store.next_write(OnPut::apply_then_fail());
     manager.persist_state().await.unwrap();
     assert_eq!(output(&store.stored().unwrap(), "a"), Some(1));
     assert_eq!(store.inner.version_count(), 1);
@@ -191,10 +191,10 @@ async fn a_persist_whose_answer_was_lost_but_landed_succeeds() {
 
 #[tokio::test]
 async fn a_write_that_failed_and_did_not_land_says_it_was_not_applied() {
-    let store = Scripted::new("not-landed.tfstate");
+    let store = Hooked::new("not-landed.tfstate").forwarding_identity();
     let manager = RemoteState::new(store.clone());
     manager.write_state(with_output(None, "a", 1));
-    store.next_write(Script::FailWithoutApplying);
+    store.next_write(OnPut::Fail);
     let error = manager.persist_state().await.unwrap_err();
     assert!(matches!(error, Error::WriteFailed { .. }), "{error}");
     assert!(
@@ -206,9 +206,9 @@ async fn a_write_that_failed_and_did_not_land_says_it_was_not_applied() {
 
 #[tokio::test]
 async fn an_update_whose_write_failed_without_landing_is_retried_and_applied_once() {
-    let store = Scripted::new("retried.tfstate");
+    let store = Hooked::new("retried.tfstate").forwarding_identity();
     let manager = RemoteState::new(store.clone());
-    store.next_write(Script::FailWithoutApplying);
+    store.next_write(OnPut::Fail);
     let mut rounds = 0;
     manager
         .update(|state| {
@@ -362,14 +362,14 @@ async fn unlocking_waits_for_an_update_that_another_task_runs_under_that_lock() 
     // Task A holds the lock through a shared manager; task B's update runs under it rather
     // than waiting for it. If A's unlock went through while B's write was in flight, a
     // Terraform could lock in that gap and later overwrite B's write blindly.
-    let store = Scripted::new("unlock-mid-update.tfstate");
+    let store = Hooked::new("unlock-mid-update.tfstate").forwarding_identity();
     let manager = Arc::new(RemoteState::new(store.clone()));
     let info = LockInfo::new("OperationTypeApply");
     let id = manager.lock(&info).await.unwrap();
 
     let entered = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
-    store.next_write(Script::Pause {
+    store.next_write(OnPut::Pause {
         entered: Arc::clone(&entered),
         release: Arc::clone(&release),
     });
@@ -415,16 +415,23 @@ async fn unlocking_waits_for_an_update_that_another_task_runs_under_that_lock() 
 async fn a_lock_is_kept_until_a_write_that_got_no_answer_can_no_longer_land() {
     // No state yet: a create that arrives after the lock is released would be adopted by a
     // Terraform that locked and read "no state" meanwhile, which would then drop its apply.
-    let store = Scripted::new("late-create.tfstate");
+    let store = Hooked::new("late-create.tfstate").forwarding_identity();
     let manager = RemoteState::new(store.clone());
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
         .unwrap();
+    // The next write fails at once without an answer and lands 5 s later (a request stuck in
+    // the network); whether the lock was still there then is recorded.
     let lock_held_when_it_landed = Arc::new(Mutex::new(None));
-    store.next_write(Script::StallThenLand {
-        after: std::time::Duration::from_secs(5),
-        lock_held_when_it_landed: Arc::clone(&lock_held_when_it_landed),
+    store.next_write(OnPut::Stall);
+    tokio::spawn({
+        let (store, held) = (store.clone(), Arc::clone(&lock_held_when_it_landed));
+        async move {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            *held.lock().unwrap() = Some(store.lock_held());
+            store.land_stalled().await
+        }
     });
     manager.write_state(with_output(None, "late", 1));
     let failed = manager.persist_state().await.unwrap_err();

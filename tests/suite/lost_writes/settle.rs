@@ -9,13 +9,12 @@ use crate::common;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::wire::{Wire, terraform_lock};
+use common::hooked::{Hooked, terraform_lock};
 use s3state::store::PutOutcome;
 use s3state::{
     Error, LockInfo, Locker, OutputReader, OutputValue, Refresher, RemoteState, RemoteStateOptions,
     SecondaryLock, State, Transient, UpdateLocking, VersionSelector,
 };
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -45,7 +44,10 @@ fn set(state: &mut State, name: &str, value: u64) {
 /// A state at serial 1, locked by the caller through `manager`; then an update under that
 /// lock whose three writes (all conditional on serial 1's successor, written first) get no
 /// answer: `WriteOutcomeUnknown`, and the gate's mark is set.
-async fn caller_lock_and_unanswered_update(store: &Wire, manager: &RemoteState<Wire>) -> String {
+async fn caller_lock_and_unanswered_update(
+    store: &Hooked,
+    manager: &RemoteState<Hooked>,
+) -> String {
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
@@ -56,7 +58,7 @@ async fn caller_lock_and_unanswered_update(store: &Wire, manager: &RemoteState<W
         matches!(unknown, Error::WriteOutcomeUnknown { .. }),
         "{unknown}"
     );
-    assert_eq!(store.stalled.lock().unwrap().len(), 3);
+    assert_eq!(store.stalled(), 3);
     id
 }
 
@@ -64,7 +66,7 @@ async fn caller_lock_and_unanswered_update(store: &Wire, manager: &RemoteState<W
 /// land: 5 s in, no Terraform can lock, and the stalled requests land under the caller's
 /// lock; after the settle, the lock is free.
 async fn assert_the_unlock_waits_out_the_settle(
-    store: &Wire,
+    store: &Hooked,
     unlock: tokio::task::JoinHandle<s3state::Result<()>>,
 ) {
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -100,9 +102,11 @@ async fn assert_the_unlock_waits_out_the_settle(
 ///   unlock: releases at once → a Terraform locks and reads serial 2 →
 ///   update b's request arrives: If-Match serial 2 holds, it lands under Terraform's lock
 ///   (and Terraform's next blind PUT throws it away).
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn a_refused_persist_on_an_older_base_keeps_the_mark_of_a_write_still_on_the_wire() {
-    let store = Wire::new("a1/terraform.tfstate");
+    let store = Hooked::new("a1/terraform.tfstate").forwarding_identity();
     store
         .inner
         .put_unconditional(Bytes::from(state_with(1, 1).to_bytes()));
@@ -136,9 +140,11 @@ async fn a_refused_persist_on_an_older_base_keeps_the_mark_of_a_write_still_on_t
 /// Control for the 412 findings next to it: without the refused persist, the same unlock
 /// waits the settle out and the stalled request lands under the caller's lock, before any
 /// Terraform can lock.
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn without_the_refused_persist_the_unlock_waits_the_settle_out() {
-    let store = Wire::new("a0/terraform.tfstate");
+    let store = Hooked::new("a0/terraform.tfstate").forwarding_identity();
     store
         .inner
         .put_unconditional(Bytes::from(state_with(1, 1).to_bytes()));
@@ -159,9 +165,11 @@ async fn without_the_refused_persist_the_unlock_waits_the_settle_out() {
 
 /// The same hole through a second manager over the object (same gate): any stale reader in
 /// the process whose persist is refused clears the mark of the first manager's write.
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn a_stale_managers_refused_persist_keeps_the_mark_of_another_managers_write() {
-    let store = Wire::new("a2/terraform.tfstate");
+    let store = Hooked::new("a2/terraform.tfstate").forwarding_identity();
     store
         .inner
         .put_unconditional(Bytes::from(state_with(1, 1).to_bytes()));
@@ -188,9 +196,11 @@ async fn a_stale_managers_refused_persist_keeps_the_mark_of_another_managers_wri
 /// wait is computed with the unlocking manager's own `unanswered_write_settle`. A manager
 /// built with a short settle (tests, a tool that opted out) releases a lock whose unanswered
 /// write another manager made with the default 10 s.
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn an_unlock_through_a_manager_with_a_short_settle_keeps_the_writers_settle() {
-    let store = Wire::new("a3/terraform.tfstate");
+    let store = Hooked::new("a3/terraform.tfstate").forwarding_identity();
     store
         .inner
         .put_unconditional(Bytes::from(state_with(1, 1).to_bytes()));
@@ -212,9 +222,11 @@ async fn an_unlock_through_a_manager_with_a_short_settle_keeps_the_writers_settl
 
 /// Holds: a later write of the same update that lands on the same base ends the doubt (the
 /// stalled request can only meet a 412), so the lock goes at once.
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn a_later_write_on_the_same_base_ends_the_doubt_and_the_stalled_request_is_refused() {
-    let store = Wire::new("a4/terraform.tfstate");
+    let store = Hooked::new("a4/terraform.tfstate").forwarding_identity();
     store
         .inner
         .put_unconditional(Bytes::from(state_with(1, 1).to_bytes()));
@@ -249,9 +261,11 @@ async fn a_later_write_on_the_same_base_ends_the_doubt_and_the_stalled_request_i
 /// `under_lock`s, both of which see the same SIGINT) leaves the lock in the store for good:
 /// an orphan that needs force-unlock. `release_write_lock` keeps its `ReleaseOnDrop` armed for
 /// exactly this; the caller's unlock has no such guard.
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn an_unlock_cancelled_during_the_settle_still_releases_the_lock_after_it() {
-    let store = Wire::new("b1/terraform.tfstate");
+    let store = Hooked::new("b1/terraform.tfstate").forwarding_identity();
     store
         .inner
         .put_unconditional(Bytes::from(state_with(1, 1).to_bytes()));
@@ -271,9 +285,11 @@ async fn an_unlock_cancelled_during_the_settle_still_releases_the_lock_after_it(
 /// (`root_output_values`, `refresh_state`) stalls for up to 10 s, and so does every
 /// lock-mode `update` over the object in the process (they take the gate first, even those
 /// that go on to take their own lock).
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn a_read_does_not_wait_for_another_tasks_unlock_to_sleep_out_the_settle() {
-    let store = Wire::new("b2/terraform.tfstate");
+    let store = Hooked::new("b2/terraform.tfstate").forwarding_identity();
     store
         .inner
         .put_unconditional(Bytes::from(state_with(1, 1).to_bytes()));
@@ -296,9 +312,11 @@ async fn a_read_does_not_wait_for_another_tasks_unlock_to_sleep_out_the_settle()
 
 /// Holds: a restore cancelled with its write on the wire drops that write's `OnTheWire`
 /// before its `ReleaseOnDrop`, so the background release waits the settle out.
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_restore_keeps_its_lock_until_its_cut_write_can_no_longer_land() {
-    let store = Wire::new("b3/terraform.tfstate");
+    let store = Hooked::new("b3/terraform.tfstate").forwarding_identity();
     store
         .inner
         .put_unconditional(Bytes::from(state_with(1, 1).to_bytes()));
@@ -310,10 +328,10 @@ async fn a_cancelled_restore_keeps_its_lock_until_its_cut_write_can_no_longer_la
         .resolve_version(&VersionSelector::Back(1))
         .await
         .unwrap();
-    store.hang.store(true, Ordering::SeqCst);
+    store.every_write(Some(true));
     let cut = tokio::time::timeout(Duration::from_secs(1), manager.restore(&previous, false)).await;
     assert!(cut.is_err(), "the restore was cancelled");
-    assert_eq!(store.stalled.lock().unwrap().len(), 1, "its write was sent");
+    assert_eq!(store.stalled(), 1, "its write was sent");
     tokio::time::sleep(settle() / 2).await;
     assert!(store.lock_held(), "released while the cut write could land");
     tokio::time::sleep(settle()).await;
@@ -322,9 +340,11 @@ async fn a_cancelled_restore_keeps_its_lock_until_its_cut_write_can_no_longer_la
 
 /// Holds: an update of its own whose writes got no answer releases its lock only after the
 /// settle, and a release cut off during that settle still happens in the background.
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn an_own_locks_release_cut_during_the_settle_still_happens_after_it() {
-    let store = Wire::new("b4/terraform.tfstate");
+    let store = Hooked::new("b4/terraform.tfstate").forwarding_identity();
     let manager = RemoteState::new(store.clone());
     store.stall(3);
     let cut =
@@ -345,9 +365,11 @@ async fn an_own_locks_release_cut_during_the_settle_still_happens_after_it() {
 /// Holds: restore under the lock its caller (the CLI's `under_lock`) took through the same
 /// manager runs under it at once, without waiting for its own; with a Terraform holding the
 /// lock it fails with `Locked` naming that Terraform.
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn restore_runs_under_the_callers_lock_and_names_a_terraform_holder() {
-    let store = Wire::new("c1/terraform.tfstate");
+    let store = Hooked::new("c1/terraform.tfstate").forwarding_identity();
     store
         .inner
         .put_unconditional(Bytes::from(state_with(1, 1).to_bytes()));
@@ -427,6 +449,8 @@ impl SecondaryLock for Recording {
 /// to it. On an S3 state with `dynamodb_table` (whose store now brings the table's lock item),
 /// a caller adding a lock of its own silently stops taking Terraform's DynamoDB item, the very
 /// regression 463451c fixed for `build_store()`; the doc says "takes both".
+///
+/// From the adversarial review of the settle after unanswered writes.
 #[tokio::test(start_paused = true)]
 async fn with_secondary_lock_keeps_the_stores_own_lock_item() {
     let table = Arc::new(Recording {
@@ -437,8 +461,9 @@ async fn with_secondary_lock_keeps_the_stores_own_lock_item() {
         name: "extra",
         ..Recording::default()
     });
-    let mut store = Wire::new("d1/terraform.tfstate");
-    store.secondary = Some(table.clone());
+    let store = Hooked::new("d1/terraform.tfstate")
+        .forwarding_identity()
+        .with_secondary(table.clone());
     let manager = RemoteState::new(store).with_secondary_lock(extra.clone());
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))

@@ -74,6 +74,8 @@ async fn push(store: MemoryStore, pushed: State) -> Outcome {
 /// any JSON that parses as a state and stores the body unchanged), with its identity in the
 /// metadata. A push of the same content under the next serial keeps that serial when the body
 /// is read (same content), but the head path sees other bytes and numbers it one higher.
+///
+/// From the adversarial review of the head-judged push (87e9567).
 #[tokio::test]
 async fn a_push_over_a_state_the_gateway_stored_as_sent_numbers_it_as_a_push_that_reads_it() {
     let stored = state(3, 1);
@@ -102,6 +104,8 @@ async fn a_push_over_a_state_the_gateway_stored_as_sent_numbers_it_as_a_push_tha
 /// An object whose s3state metadata does not describe its body (the body was replaced by a
 /// writer that kept or copied the metadata). The body-reading push refuses an older serial;
 /// the head-judged push trusts the metadata's serial 5 and writes serial 7 over serial 9.
+///
+/// From the adversarial review of the head-judged push (87e9567).
 #[tokio::test]
 async fn a_push_never_overwrites_a_newer_serial_whose_metadata_is_stale() {
     let described = state(5, 1);
@@ -142,6 +146,8 @@ async fn versions_with_the_change(store: &MemoryStore) -> usize {
 /// late), a head-judged push is applied at most once, says it wrote only when it did, and a
 /// second push of the same file (as an operator re-runs `s3state push` after an error) never
 /// applies the change a second time.
+///
+/// From the adversarial review of the head-judged push (87e9567).
 #[tokio::test]
 async fn a_push_under_faults_is_applied_at_most_once_and_reported_as_it_happened() {
     use s3state::store::memory::FaultPlan;
@@ -215,6 +221,8 @@ async fn a_push_under_faults_is_applied_at_most_once_and_reported_as_it_happened
 /// higher: it must be refused, not panic (debug builds) or wrap to serial 0 (release builds,
 /// after which any older state would be accepted over it). Not new in 87e9567: the body path's
 /// `next_snapshot` adds one the same way.
+///
+/// From the adversarial review of the head-judged push (87e9567).
 #[tokio::test]
 async fn a_push_at_the_largest_serial_is_refused_rather_than_numbered_past_it() {
     for store in [

@@ -20,6 +20,8 @@ fn state(lineage: &str, serial: u64, output: i64) -> State {
 /// A lineage with surrounding blanks (Terraform accepts any string) is stored by s3state in
 /// the body exactly, and as a header value in the metadata, which HTTP trims. A push of the
 /// trimmed lineage (another lineage) must be refused, as when the body is read.
+///
+/// From the adversarial review of the head-judged push (87e9567), on LocalStack.
 #[tokio::test]
 async fn a_push_of_another_lineage_is_refused_even_when_the_stored_one_has_blanks() {
     let bucket = common::bucket(true).await;
@@ -49,6 +51,8 @@ async fn a_push_of_another_lineage_is_refused_even_when_the_stored_one_has_blank
 
 /// The same lineage pushed again under a newer serial is accepted, and the stored lineage is
 /// kept; a refusal here would be a wrong "other lineage".
+///
+/// From the adversarial review of the head-judged push (87e9567), on LocalStack.
 #[tokio::test]
 async fn a_newer_push_of_the_same_lineage_with_blanks_is_accepted() {
     let bucket = common::bucket(true).await;

@@ -3,124 +3,11 @@
 //! the stored state does.
 
 use crate::common;
-use async_trait::async_trait;
+use crate::common::hooked::{Hooked, OnPut};
 use bytes::Bytes;
 use s3state::remote::Pushed;
 use s3state::store::memory::MemoryStore;
-use s3state::store::{
-    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, Precondition, PutOutcome, Store,
-    VersionedStore,
-};
 use s3state::{Error, OutputValue, PersistentMeta, RemoteState, State, Transient};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-/// What the next write does besides being written.
-#[derive(Debug, Default)]
-enum OnPut {
-    #[default]
-    Normal,
-    /// Terraform writes its state (unconditionally) just before ours arrives.
-    TerraformWritesFirst,
-    /// Ours lands and its answer is lost: the caller gets an error.
-    LandsAnswerLost,
-}
-
-/// A memory store that counts the requests that read, and can script the next write.
-#[derive(Debug, Clone)]
-struct Counted {
-    inner: MemoryStore,
-    gets: Arc<AtomicUsize>,
-    heads: Arc<AtomicUsize>,
-    on_put: Arc<Mutex<OnPut>>,
-}
-
-impl Counted {
-    fn new(inner: MemoryStore) -> Self {
-        Counted {
-            inner,
-            gets: Arc::default(),
-            heads: Arc::default(),
-            on_put: Arc::default(),
-        }
-    }
-
-    /// The bodies and heads read since the last call.
-    fn reads(&self) -> (usize, usize) {
-        (
-            self.gets.swap(0, Ordering::SeqCst),
-            self.heads.swap(0, Ordering::SeqCst),
-        )
-    }
-
-    fn stored(&self) -> Option<State> {
-        self.inner
-            .current_body()
-            .map(|body| State::from_slice(&body).unwrap())
-    }
-}
-
-#[async_trait]
-impl Store for Counted {
-    async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
-        let fetched = self.inner.get(if_none_match).await?;
-        if matches!(fetched, Fetched::Found(_)) {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(fetched)
-    }
-
-    async fn head(&self) -> s3state::Result<Headed> {
-        self.heads.fetch_add(1, Ordering::SeqCst);
-        self.inner.head().await
-    }
-
-    async fn put(
-        &self,
-        body: Bytes,
-        precondition: &Precondition,
-        metadata: &ObjectMetadata,
-    ) -> s3state::Result<PutOutcome> {
-        let script = std::mem::take(&mut *self.on_put.lock().unwrap());
-        match script {
-            OnPut::Normal => self.inner.put(body, precondition, metadata).await,
-            OnPut::TerraformWritesFirst => {
-                self.inner
-                    .put_unconditional(Bytes::from_static(common::TERRAFORM_STATE));
-                self.inner.put(body, precondition, metadata).await
-            }
-            OnPut::LandsAnswerLost => {
-                self.inner.put(body, precondition, metadata).await?;
-                Err(Error::Store {
-                    operation: "PutObject",
-                    location: self.inner.location().to_owned(),
-                    message: "simulated: the response was lost and the retries gave up".into(),
-                    source: None,
-                })
-            }
-        }
-    }
-
-    async fn delete(&self, if_match: Option<&ETag>) -> s3state::Result<DeleteOutcome> {
-        self.inner.delete(if_match).await
-    }
-
-    fn sibling(&self, suffix: &str) -> Self {
-        Counted::new(self.inner.sibling(suffix))
-    }
-
-    fn location(&self) -> &str {
-        self.inner.location()
-    }
-
-    fn path(&self) -> &str {
-        self.inner.path()
-    }
-
-    fn as_versioned(&self) -> Option<&dyn VersionedStore> {
-        Some(&self.inner)
-    }
-}
 
 fn with_output(mut state: State, name: &str, value: i64) -> State {
     state
@@ -130,8 +17,8 @@ fn with_output(mut state: State, name: &str, value: i64) -> State {
 }
 
 /// A store holding serial 1 of a state s3state wrote, and a manager over it that has not read.
-async fn stored_by_s3state(inner: MemoryStore) -> (Counted, State) {
-    let store = Counted::new(inner);
+async fn stored_by_s3state(inner: MemoryStore) -> (Hooked, State) {
+    let store = Hooked::over(inner);
     let writer = RemoteState::new(store.clone());
     writer
         .update(|state| {
@@ -202,7 +89,7 @@ async fn a_newer_push_over_a_state_s3state_wrote_reads_no_body() {
 
 #[tokio::test]
 async fn a_push_over_a_state_terraform_wrote_reads_its_body() {
-    let store = Counted::new(MemoryStore::new("terraform.tfstate"));
+    let store = Hooked::over(MemoryStore::new("terraform.tfstate"));
     store
         .inner
         .put_unconditional(Bytes::from_static(common::TERRAFORM_STATE));
@@ -274,7 +161,7 @@ async fn a_push_that_loses_a_race_after_the_head_overwrites_nothing() {
     let mut next = with_output(stored, "b", 2);
     next.serial = 2;
 
-    *store.on_put.lock().unwrap() = OnPut::TerraformWritesFirst;
+    store.next_write(OnPut::terraform_writes_first(common::TERRAFORM_STATE));
     let refused = manager.push(next.clone(), false).await.unwrap_err();
     assert!(matches!(refused, Error::Conflict { .. }), "{refused}");
     assert_eq!(store.inner.current_body().unwrap(), common::TERRAFORM_STATE);
@@ -293,7 +180,7 @@ async fn a_push_whose_answer_is_lost_is_found_in_the_store_and_not_written_again
     let mut next = with_output(stored, "b", 2);
     next.serial = 2;
 
-    *store.on_put.lock().unwrap() = OnPut::LandsAnswerLost;
+    store.next_write(OnPut::apply_then_fail());
     let pushed = manager.push(next.clone(), false).await.unwrap();
     assert!(pushed.written);
     assert_eq!(pushed.stored.serial, 3);
@@ -330,7 +217,7 @@ async fn push_on(
     pushed: State,
     force: bool,
 ) -> Outcome {
-    let store = Counted::new(inner);
+    let store = Hooked::over(inner);
     if by_terraform {
         store
             .inner

@@ -28,6 +28,7 @@ fn on_the_state(recorder: &common::Recorder) -> Vec<(String, Option<u16>)> {
         .collect()
 }
 
+/// From the adversarial review of the head-judged push (87e9567), with SSE-C.
 #[tokio::test]
 async fn a_push_under_sse_c_is_judged_from_a_head_that_carries_the_key() {
     let bucket = common::bucket(true).await;

@@ -50,6 +50,7 @@ fn terraform(dir: &Path, args: &[&str]) {
     );
 }
 
+/// From the adversarial review of the head-judged push (87e9567), with a real Terraform.
 #[tokio::test]
 async fn a_push_after_terraform_wrote_over_an_s3state_write_is_judged_on_terraforms_state() {
     let bucket = common::bucket(true).await;

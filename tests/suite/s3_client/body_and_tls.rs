@@ -147,6 +147,7 @@ fn found(fetched: Fetched) -> Bytes {
     }
 }
 
+/// From the review of issue 16's 5dec4c9 (`read_whole_body`).
 #[tokio::test]
 async fn a_body_in_many_chunks_is_returned_whole_and_byte_for_byte() {
     let body = body_of(300_000);
@@ -157,6 +158,7 @@ async fn a_body_in_many_chunks_is_returned_whole_and_byte_for_byte() {
     assert_eq!(s3.gets(), 1);
 }
 
+/// From the review of issue 16's 5dec4c9 (`read_whole_body`).
 #[tokio::test]
 async fn a_corrupted_body_in_many_chunks_fails_its_checksum_and_is_never_returned() {
     let body = body_of(200_000);
@@ -179,6 +181,7 @@ async fn a_corrupted_body_in_many_chunks_fails_its_checksum_and_is_never_returne
     assert_eq!(s3.gets(), 3, "read three times, as a cut-off body is");
 }
 
+/// From the review of issue 16's 5dec4c9 (`read_whole_body`).
 #[tokio::test]
 async fn a_corrupted_body_in_one_chunk_fails_its_checksum_too() {
     let body = body_of(1_000);
@@ -196,6 +199,7 @@ async fn a_corrupted_body_in_one_chunk_fails_its_checksum_too() {
     );
 }
 
+/// From the review of issue 16's 5dec4c9 (`read_whole_body`).
 #[tokio::test]
 async fn a_body_cut_short_of_its_content_length_is_retried_and_the_whole_one_returned() {
     let body = body_of(250_000);
@@ -214,6 +218,7 @@ async fn a_body_cut_short_of_its_content_length_is_retried_and_the_whole_one_ret
     assert_eq!(s3.gets(), 3);
 }
 
+/// From the review of issue 16's 5dec4c9 (`read_whole_body`).
 #[tokio::test]
 async fn a_body_always_cut_short_fails_without_a_partial_result() {
     let body = body_of(250_000);
@@ -230,6 +235,7 @@ async fn a_body_always_cut_short_fails_without_a_partial_result() {
     );
 }
 
+/// From the review of issue 16's 5dec4c9 (`read_whole_body`).
 #[tokio::test]
 async fn an_absurd_content_length_with_a_short_body_is_an_error_not_an_abort() {
     // 2^50 bytes announced: the reservation is capped, and the cut-off body is an error.
@@ -243,6 +249,7 @@ async fn an_absurd_content_length_with_a_short_body_is_an_error_not_an_abort() {
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
 }
 
+/// From the review of issue 16's 5dec4c9 (`read_whole_body`).
 #[tokio::test]
 async fn bytes_past_the_content_length_are_not_part_of_the_body() {
     let body = body_of(100_000);
@@ -348,6 +355,7 @@ async fn list_over(client: aws_sdk_s3::config::SharedHttpClient, port: u16) -> b
         .is_ok()
 }
 
+/// From the review of issue 16's 4181f5a (the empty-trust-store client for http endpoints).
 #[tokio::test]
 async fn the_plain_http_endpoints_client_refuses_any_certificate_when_sent_to_https() {
     let (port, pem, seen) = tls_server().await;
@@ -366,6 +374,7 @@ async fn the_plain_http_endpoints_client_refuses_any_certificate_when_sent_to_ht
     assert_eq!(seen.lock().unwrap().0, 1, "the control handshake completed");
 }
 
+/// From the review of issue 16's 4181f5a (the empty-trust-store client for http endpoints).
 #[tokio::test]
 async fn an_http_endpoint_still_sends_some_bucket_forms_to_https() {
     // Why the client of an `http://` endpoint must fail closed: the bucket setting accepts ARNs

@@ -11,6 +11,7 @@ use predicates::prelude::*;
 
 const KEY: &str = "review-profile/terraform.tfstate";
 
+/// From the review of 4181f5a (environment credentials handed to aws-config).
 #[tokio::test]
 async fn a_profile_in_the_backend_block_is_used_over_keys_in_the_environment_as_terraform_does() {
     let bucket = common::bucket(true).await;

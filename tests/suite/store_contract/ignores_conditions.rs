@@ -4,19 +4,16 @@
 //! faults and all, never trip the checks.
 
 use crate::common;
-use async_trait::async_trait;
+use crate::common::hooked::{Action, Hooked, OnPut, Put, action, timeout_error};
+use crate::common::memory::*;
 use bytes::Bytes;
-use s3state::store::memory::{FaultPlan, MemoryStore};
-use s3state::store::{
-    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, ObjectVersion, Precondition, PutOutcome,
-    StoredObject, VersionedStore,
-};
+use s3state::store::memory::{ETagStyle, FaultPlan, MemoryOptions, MemoryStore};
+use s3state::store::{PutOutcome, VersionedStore};
 use s3state::{
     Error, OutputValue, Persister, Refresher, RemoteState, RemoteStateOptions, State, Store,
     Transient, UpdateLocking,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 const KEY: &str = "app/terraform.tfstate";
 
@@ -115,100 +112,34 @@ async fn a_refused_write_whose_lookup_finds_a_sibling_of_its_base_fails_and_writ
     assert_eq!(store.version_count(), versions_before, "nothing written");
 }
 
-/// A store whose next write lands, has its answer lost, is sent again and accepted again over
-/// itself (a store ignoring If-Match), after which Terraform writes on top; the caller gets
-/// the lost answer's error. Everything else goes to the bucket as is.
-#[derive(Debug, Clone)]
-struct RetriedOverItself {
-    inner: MemoryStore,
-    armed: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl Store for RetriedOverItself {
-    async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
-        self.inner.get(if_none_match).await
-    }
-
-    async fn head(&self) -> s3state::Result<Headed> {
-        self.inner.head().await
-    }
-
-    async fn put(
-        &self,
-        body: Bytes,
-        precondition: &Precondition,
-        metadata: &ObjectMetadata,
-    ) -> s3state::Result<PutOutcome> {
-        if !self.armed.swap(false, Ordering::SeqCst) {
-            return self.inner.put(body, precondition, metadata).await;
-        }
-        let first = self.inner.put(body.clone(), precondition, metadata).await?;
-        assert!(matches!(first, PutOutcome::Written(_)), "{first:?}");
-        let careless = self.inner.clone().ignoring_conditions();
-        let again = careless.put(body, precondition, metadata).await?;
-        assert!(matches!(again, PutOutcome::Written(_)), "{again:?}");
-        self.inner
-            .put_unconditional(Bytes::from_static(common::TERRAFORM_STATE));
-        Err(Error::Store {
-            operation: "PutObject",
-            location: self.inner.location().to_owned(),
-            message: "simulated: the response was lost and the retries gave up".into(),
-            source: None,
+/// The next write lands, has its answer lost, is sent again and accepted again over itself (a
+/// store ignoring If-Match), after which Terraform writes on top; the caller gets the lost
+/// answer's error.
+fn retried_over_itself() -> OnPut {
+    OnPut::Answer(Box::new(|store: Hooked, put: Put| {
+        Box::pin(async move {
+            let (body, precondition, metadata) = (put.body, put.precondition, put.metadata);
+            let first = store
+                .inner
+                .put(body.clone(), &precondition, &metadata)
+                .await?;
+            assert!(matches!(first, PutOutcome::Written(_)), "{first:?}");
+            let careless = store.inner.clone().ignoring_conditions();
+            let again = careless.put(body, &precondition, &metadata).await?;
+            assert!(matches!(again, PutOutcome::Written(_)), "{again:?}");
+            store
+                .inner
+                .put_unconditional(Bytes::from_static(common::TERRAFORM_STATE));
+            Err(timeout_error("PutObject"))
         })
-    }
-
-    async fn delete(&self, if_match: Option<&ETag>) -> s3state::Result<DeleteOutcome> {
-        self.inner.delete(if_match).await
-    }
-
-    fn sibling(&self, suffix: &str) -> Self {
-        RetriedOverItself {
-            inner: self.inner.sibling(suffix),
-            armed: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    fn location(&self) -> &str {
-        self.inner.location()
-    }
-
-    fn path(&self) -> &str {
-        self.inner.path()
-    }
-
-    fn as_versioned(&self) -> Option<&dyn VersionedStore> {
-        Some(self)
-    }
-}
-
-#[async_trait]
-impl VersionedStore for RetriedOverItself {
-    async fn list_versions(&self, page_size: u32) -> s3state::Result<Vec<ObjectVersion>> {
-        self.inner.list_versions(page_size).await
-    }
-
-    async fn get_version(&self, version_id: &str) -> s3state::Result<StoredObject> {
-        self.inner.get_version(version_id).await
-    }
-
-    async fn version_metadata(&self, version_id: &str) -> s3state::Result<ObjectMetadata> {
-        self.inner.version_metadata(version_id).await
-    }
-
-    async fn delete_version(&self, version_id: &str) -> s3state::Result<()> {
-        self.inner.delete_version(version_id).await
-    }
+    }))
 }
 
 #[tokio::test]
 async fn a_lost_write_found_stored_twice_is_a_store_ignoring_conditions_not_a_success() {
     for locked in [false, true] {
         let inner = MemoryStore::new(KEY);
-        let store = RetriedOverItself {
-            inner: inner.clone(),
-            armed: Arc::new(AtomicBool::new(false)),
-        };
+        let store = Hooked::over(inner.clone());
         let options = RemoteStateOptions {
             update_locking: if locked {
                 UpdateLocking::default()
@@ -225,7 +156,7 @@ async fn a_lost_write_found_stored_twice_is_a_store_ignoring_conditions_not_a_su
             .await
             .unwrap();
 
-        store.armed.store(true, Ordering::SeqCst);
+        store.next_write(retried_over_itself());
         let err = manager
             .update(|state| {
                 state.outputs.insert("a".into(), OutputValue::new(&2));
@@ -287,4 +218,112 @@ async fn healthy_stores_with_faults_and_racing_writers_never_trip_the_checks() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// From the review of the store-ignores-conditions check, the waiting lock's conditional poll
+// and the read-only commands (issue 13/16 follow-ups): what is not a broken store.
+// ---------------------------------------------------------------------------------------------
+
+/// Queues `actions` for the next GETs of `key`, in order (a `None` is a GET left alone).
+fn on_gets(store: &Hooked, key: &str, actions: Vec<Option<Action>>) {
+    for what in actions {
+        store.on_get(key, what.unwrap_or_else(|| action(|_| async {})));
+    }
+}
+
+/// An update whose first attempt (on P) timed out and was not found, then another writer
+/// replaced P with X, then its second attempt (on X) timed out too and landed late, with
+/// two more writers on top. The second attempt is found among the versions: it was
+/// conditional on X and replaced X, which is what a healthy store does. The update landed;
+/// nothing ignored a condition.
+///
+/// From the review of the store-ignores-conditions check and the waiting lock's poll (issues 13, 16).
+#[tokio::test(start_paused = true)]
+async fn a_late_write_made_on_a_newer_base_than_the_first_doubt_is_landed_not_a_broken_store() {
+    for etag_style in [ETagStyle::ContentMd5, ETagStyle::Opaque] {
+        let key = "doubt-two-bases.tfstate";
+        let store = Hooked::over(MemoryStore::with_options(
+            key,
+            MemoryOptions {
+                etag_style,
+                conditional_delete: true,
+            },
+        ));
+        cas_update(store.inner.clone(), "seed").await;
+        let manager = RemoteState::with_options(store.clone(), lock_free());
+        store.on_put(key, OnPut::Stall);
+        store.on_put(key, OnPut::Stall);
+        on_gets(
+            &store,
+            key,
+            vec![
+                None, // round 1: refresh
+                None, // round 1: lookup after the timeout (not there)
+                // round 2: refresh; another writer replaced P with X first.
+                Some(action(|s: Hooked| async move {
+                    cas_update(s.inner.clone(), "other").await;
+                })),
+                None, // round 2: lookup of the first attempt (X is built on P: not there)
+                None, // round 2: lookup after the second timeout (not there yet)
+                // round 3: refresh; the stalled requests arrive (the first is refused, the
+                // second lands on X), and two writers build on it.
+                Some(action(|s: Hooked| async move {
+                    let landed = s.land_stalled().await;
+                    assert_eq!(landed[0], PutOutcome::PreconditionFailed);
+                    assert!(matches!(landed[1], PutOutcome::Written(_)));
+                    cas_update(s.inner.clone(), "other").await;
+                    cas_update(s.inner.clone(), "other").await;
+                })),
+            ],
+        );
+        let mut rounds = 0;
+        let answer = manager
+            .update(|state| {
+                rounds += 1;
+                bump(state, "count");
+            })
+            .await;
+        let stored = store.stored().unwrap();
+        assert!(
+            answer.is_ok(),
+            "{etag_style:?}: the update answered {answer:?} though its second attempt landed \
+             on a healthy store"
+        );
+        assert_eq!(
+            (count(&stored, "count"), count(&stored, "other"), rounds),
+            (1, 3, 2),
+            "{etag_style:?}"
+        );
+    }
+}
+
+/// An operator rolls back by deleting the newest version (S3's own way to restore the
+/// previous one), and another tool writes on the restored snapshot. A long-lived manager
+/// that had read the deleted version sees a write made on the same parent as the one it
+/// knew; the store honoured every condition, so its next refresh and update go on.
+///
+/// From the review of the store-ignores-conditions check and the waiting lock's poll (issues 13, 16).
+#[tokio::test]
+async fn a_rollback_by_deleting_the_newest_version_does_not_accuse_the_store() {
+    let store = MemoryStore::new("rollback.tfstate");
+    let long_lived = RemoteState::with_options(store.clone(), lock_free());
+    long_lived.update(|s| set(s, "a", 1)).await.unwrap();
+    long_lived.update(|s| set(s, "a", 2)).await.unwrap();
+    let newest = long_lived.persisted_object().unwrap().version_id.unwrap();
+    store.delete_version(&newest).await.unwrap();
+    cas_update(store.clone(), "other").await;
+
+    let refreshed = long_lived.refresh_state().await;
+    assert!(refreshed.is_ok(), "{refreshed:?}");
+    long_lived.update(|s| set(s, "b", 1)).await.unwrap();
+    let stored = State::from_slice(&store.current_body().unwrap()).unwrap();
+    assert_eq!(
+        (
+            count(&stored, "a"),
+            count(&stored, "other"),
+            count(&stored, "b")
+        ),
+        (1, 1, 1)
+    );
 }

@@ -1,13 +1,13 @@
 //! The in-memory store against the store contract (`s3state::store::conformance`), in every
 //! configuration it offers; and the suite itself, against a store that breaks the contract.
 
-use async_trait::async_trait;
+use crate::common::hooked::Hooked;
 use bytes::Bytes;
 use s3state::store::memory::{ETagStyle, MemoryOptions, MemoryStore};
 use s3state::store::{
-    DeleteOutcome, ETag, Fetched, Headed, ObjectMetadata, Precondition, PutOutcome, Store,
-    conformance,
+    DeleteOutcome, ETag, ObjectMetadata, Precondition, PutOutcome, Store, conformance,
 };
+use std::sync::Arc;
 
 const ANCHOR: &str = "conformance/terraform.tfstate";
 
@@ -82,54 +82,20 @@ async fn a_conditional_delete_is_honoured_or_answered_unsupported_as_configured(
     }
 }
 
-/// A store that answers a conditional delete "unsupported" after deleting anyway: the one
-/// outcome the suite must never accept.
-#[derive(Debug)]
-struct DeletesWhenUnsupported(MemoryStore);
-
-#[async_trait]
-impl Store for DeletesWhenUnsupported {
-    async fn get(&self, if_none_match: Option<&ETag>) -> s3state::Result<Fetched> {
-        self.0.get(if_none_match).await
-    }
-
-    async fn head(&self) -> s3state::Result<Headed> {
-        self.0.head().await
-    }
-
-    async fn put(
-        &self,
-        body: Bytes,
-        precondition: &Precondition,
-        metadata: &ObjectMetadata,
-    ) -> s3state::Result<PutOutcome> {
-        self.0.put(body, precondition, metadata).await
-    }
-
-    async fn delete(&self, if_match: Option<&ETag>) -> s3state::Result<DeleteOutcome> {
-        if if_match.is_some() {
-            self.0.delete(None).await?;
-            return Ok(DeleteOutcome::ConditionalUnsupported);
-        }
-        self.0.delete(None).await
-    }
-
-    fn sibling(&self, suffix: &str) -> Self {
-        DeletesWhenUnsupported(self.0.sibling(suffix))
-    }
-
-    fn location(&self) -> &str {
-        self.0.location()
-    }
-
-    fn path(&self) -> &str {
-        self.0.path()
-    }
-}
-
 #[tokio::test]
 #[should_panic(expected = "get after a delete with an outdated tag answered Absent")]
 async fn the_suite_rejects_a_store_that_deletes_when_it_answers_unsupported() {
-    let lying = DeletesWhenUnsupported(MemoryStore::new(ANCHOR));
+    // A store that answers a conditional delete "unsupported" after deleting anyway: the one
+    // outcome the suite must never accept.
+    let lying = Hooked::new(ANCHOR).unversioned();
+    lying.every_delete(Arc::new(|store: Hooked, if_match: Option<ETag>| {
+        Box::pin(async move {
+            if if_match.is_some() {
+                store.inner.delete(None).await?;
+                return Ok(DeleteOutcome::ConditionalUnsupported);
+            }
+            store.inner.delete(None).await
+        })
+    }));
     conformance::conditional_delete_honours_the_tag_or_deletes_nothing(&lying).await;
 }

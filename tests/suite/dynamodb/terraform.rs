@@ -5,36 +5,18 @@
 
 use crate::common;
 use crate::common::gateway;
+use crate::common::terraform_binary;
 
 use s3state::dynamodb::md5_hex;
 use s3state::{OutputReader, PersistentMeta, Refresher, RemoteState, S3Store};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "demo/terraform.tfstate";
 
 use common::dynamo::{dynamodb, item, table};
 use common::moto_endpoint;
-
-/// The `terraform` launcher, installed once per test process.
-fn terraform_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/terraform/install.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running tests/terraform/install.sh");
-        assert!(
-            output.status.success(),
-            "installing Terraform failed; these tests need it"
-        );
-        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-    })
-}
 
 /// The lock JSON held in the lock item of `bucket`/`KEY`, if it is locked.
 async fn lock_item(table: &str, bucket: &str) -> Option<serde_json::Value> {
@@ -165,17 +147,8 @@ impl Drop for Workdir {
 
 /// `s3state` given everything by flags and variables (no backend block), with the table flags.
 fn s3state_with_flags(bucket: &str, table: &str) -> assert_cmd::Command {
-    let mut command = common::s3state_binary();
+    let mut command = common::s3state_on(bucket, KEY, common::temp_dir("s3state-tf-ddb-cli"));
     command
-        .current_dir(common::temp_dir("s3state-tf-ddb-cli"))
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("S3STATE_ENDPOINT_URL", common::endpoint())
-        .env("S3STATE_PATH_STYLE", "true")
-        .env("S3STATE_BUCKET", bucket)
-        .env("S3STATE_KEY", KEY)
-        .env("NO_COLOR", "1")
         .args(["--dynamodb-table", table])
         .args(["--dynamodb-endpoint-url", moto_endpoint()]);
     command

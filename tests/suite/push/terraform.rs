@@ -6,8 +6,8 @@
 use crate::common;
 
 use s3state::{Error, OutputValue, Refresher, State, Transient};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 const KEY: &str = "review/terraform.tfstate";
 
@@ -25,14 +25,7 @@ output "n" {
 "#;
 
 fn terraform(dir: &Path, args: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/terraform/install.sh");
-    let installed = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running tests/terraform/install.sh");
-    assert!(installed.status.success(), "installing Terraform failed");
-    let binary = PathBuf::from(String::from_utf8(installed.stdout).unwrap().trim());
+    let binary = common::terraform_binary();
     let output = Command::new(&binary)
         .args(args)
         .current_dir(dir)

@@ -404,14 +404,8 @@ async fn an_update_without_the_lock_costs_a_read_and_a_write() {
 /// versioning check every command opens with.
 async fn cli_push_requests(bucket: &str, file: &std::path::Path, args: &[&str]) -> Vec<String> {
     let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
-    let mut command = common::s3state_binary();
+    let mut command = common::s3state_at(proxy.endpoint(), common::temp_dir("s3state-requests"));
     command
-        .current_dir(common::temp_dir("s3state-requests"))
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("S3STATE_ENDPOINT_URL", proxy.endpoint())
-        .env("S3STATE_PATH_STYLE", "true")
         .env("S3STATE_BUCKET", bucket)
         .env("S3STATE_KEY", KEY)
         .arg("push")

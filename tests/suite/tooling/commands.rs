@@ -23,18 +23,7 @@ module.m["k<1>"].terraform_data.inner
 "#;
 
 fn s3state(bucket: &str) -> Command {
-    let mut command = common::s3state_binary();
-    command
-        .current_dir(common::temp_dir("s3state-tooling"))
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("S3STATE_ENDPOINT_URL", common::endpoint())
-        .env("S3STATE_PATH_STYLE", "true")
-        .env("S3STATE_BUCKET", bucket)
-        .env("S3STATE_KEY", KEY)
-        .env("NO_COLOR", "1");
-    command
+    common::s3state_on(bucket, KEY, common::temp_dir("s3state-tooling"))
 }
 
 async fn bucket_with_state() -> String {
@@ -482,15 +471,9 @@ async fn ls_lists_every_state_with_its_workspace_identity_and_lock_holder() {
     let id = stdout(s3state(&bucket).env("S3STATE_KEY", OTHER_KEY).arg("lock"));
 
     let rows: serde_json::Value = serde_json::from_str(&stdout(
-        common::s3state_binary()
+        common::s3state_at(common::endpoint(), common::temp_dir("s3state-tooling"))
             .args(["ls", "--json", "--resources"])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("S3STATE_ENDPOINT_URL", common::endpoint())
-            .env("S3STATE_PATH_STYLE", "true")
-            .env("S3STATE_BUCKET", &bucket)
-            .current_dir(common::temp_dir("s3state-tooling")),
+            .env("S3STATE_BUCKET", &bucket),
     ))
     .unwrap();
     let summary: Vec<(String, String, u64, u64, bool)> = rows

@@ -3,24 +3,10 @@
 //! from `terraform_data` resources and a local module (no provider download).
 
 use crate::common;
+use crate::common::terraform_binary;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-
-fn terraform_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/terraform/install.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running tests/terraform/install.sh");
-        assert!(output.status.success(), "installing Terraform failed");
-        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-    })
-}
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
 const MODULE: &str = r#"
 resource "terraform_data" "inner" {

@@ -5,8 +5,9 @@
 pub mod load;
 
 use crate::common;
+use crate::common::terraform_binary;
 use s3state::server::{Gateway, GatewayConfig, Grant, Limits, Role, S3Settings, UserConfig};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -322,24 +323,6 @@ pub fn state_body(lineage: &str, serial: u64, n: u64) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------------------
 // Terraform
-
-/// The `terraform` launcher, installed once per test process.
-pub fn terraform_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/terraform/install.sh");
-        let output = std::process::Command::new("bash")
-            .arg(&script)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("running tests/terraform/install.sh");
-        assert!(
-            output.status.success(),
-            "installing Terraform failed; the gateway tests need it"
-        );
-        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-    })
-}
 
 /// A Terraform working directory.
 pub struct Workdir {

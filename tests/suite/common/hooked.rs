@@ -235,7 +235,7 @@ impl Hooked {
 
     /// What the next write of this object does.
     pub fn next_write(&self, what: OnPut) {
-        self.on_put(&self.key().to_owned(), what);
+        self.on_put(self.key(), what);
     }
 
     /// What the next write of this object's `.tflock` does.

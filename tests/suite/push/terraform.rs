@@ -26,7 +26,7 @@ output "n" {
 
 fn terraform(dir: &Path, args: &[&str]) {
     let binary = common::terraform_binary();
-    let output = Command::new(&binary)
+    let output = Command::new(binary)
         .args(args)
         .current_dir(dir)
         .env("TF_CLI_CONFIG_FILE", binary.with_file_name("terraformrc"))

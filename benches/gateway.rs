@@ -6,12 +6,12 @@
 //! Every run does 128 rounds in all (LOCK → GET → POST → UNLOCK) on 4 states (fewer when
 //! there are fewer clients).
 
-#[path = "../tests/common/mod.rs"]
+// The integration suite's harness, of which a bench uses a part.
+#[path = "../tests/suite/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
-#[path = "../tests/gateway_support/mod.rs"]
-mod gateway_support;
 
-use gateway_support::load::{through_gateway, through_library};
+use common::gateway::load::{through_gateway, through_library};
 
 const TOTAL_ROUNDS: usize = 128;
 

@@ -19,7 +19,9 @@
 //! `S3STATE_BENCH_EXTRAS=0` skips the `--resources` and `--versions` runs.
 //! It runs only under `cargo bench` (which passes `--bench`), never under `cargo test`.
 
-#[path = "../tests/common/mod.rs"]
+// The integration suite's harness, of which a bench uses a part.
+#[path = "../tests/suite/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use futures::StreamExt;

@@ -24,7 +24,9 @@
 //! the update back-off and update lock waits (ms) for tuning; `S3STATE_BENCH_QUICK=1` runs
 //! fewer repetitions.
 
-#[path = "../tests/common/mod.rs"]
+// The integration suite's harness, of which a bench uses a part.
+#[path = "../tests/suite/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use s3state::{OutputValue, Persister, RawJson, Refresher, State, Transient};

@@ -6,6 +6,9 @@
 //! This test has its own `main` (harness = false): it re-runs its own executable with
 //! `--worker` to get separate processes.
 
+// The suite's harness; soak uses only its LocalStack bucket and manager helpers.
+#[path = "suite/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use s3state::{

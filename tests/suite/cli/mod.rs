@@ -1,0 +1,4 @@
+//! The `s3state` command: every command, happy and failing, and no secret ever printed.
+
+mod commands;
+mod secrets;

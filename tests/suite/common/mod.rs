@@ -1,0 +1,500 @@
+//! The integration-test harness: a real S3 (LocalStack, started on demand), one fresh bucket per
+//! test, and a request recorder that sees every HTTP exchange the SDK makes.
+
+#[cfg(feature = "dynamodb")]
+pub mod dynamo;
+pub mod gateway;
+pub mod hooked;
+pub mod memory;
+pub mod proxy;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
+    interceptors::{
+        BeforeDeserializationInterceptorContextMut, BeforeDeserializationInterceptorContextRef,
+        BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+    },
+};
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use s3state::{RemoteState, S3Builder, S3Store};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The S3 endpoint under test: `S3STATE_TEST_ENDPOINT` if set, else a LocalStack that this
+/// harness installs and starts (once, shared by every test binary) with `localstack/start.sh`.
+///
+/// If LocalStack cannot be started the test fails here, loudly: an integration test that
+/// silently skips is a broken promise.
+pub fn endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        if let Ok(endpoint) = std::env::var("S3STATE_TEST_ENDPOINT") {
+            return endpoint;
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("localstack/start.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+        assert!(
+            status.success(),
+            "LocalStack could not be started by {} ({status}); integration tests need a real S3. \
+             Set S3STATE_TEST_ENDPOINT to use another one.",
+            script.display()
+        );
+        let port = std::env::var("S3STATE_LOCALSTACK_PORT").unwrap_or_else(|_| "4566".into());
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+/// One HTTP exchange seen by the SDK.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub method: String,
+    pub uri: String,
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+    pub status: Option<u16>,
+    pub response_body_bytes: Option<u64>,
+}
+
+/// Records every request made through a client, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Arc<Mutex<Vec<Exchange>>>);
+
+impl Recorder {
+    pub fn take(&self) -> Vec<Exchange> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// The exchanges so far, without taking them.
+    #[allow(dead_code)]
+    pub fn peek(&self) -> Vec<Exchange> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "s3state-test-recorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request();
+        let header = |name: &str| request.headers().get(name).map(str::to_owned);
+        self.0.lock().unwrap().push(Exchange {
+            method: request.method().to_string(),
+            uri: request.uri().to_string(),
+            if_match: header("if-match"),
+            if_none_match: header("if-none-match"),
+            status: None,
+            response_body_bytes: None,
+        });
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let response = context.response();
+        let mut exchanges = self.0.lock().unwrap();
+        // Tests that count requests issue them one at a time, so the newest open exchange is
+        // this response's request.
+        if let Some(open) = exchanges.iter_mut().rev().find(|e| e.status.is_none()) {
+            open.status = Some(response.status().as_u16());
+            open.response_body_bytes = response
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .or(Some(response.body().content_length().unwrap_or(0)));
+        }
+        Ok(())
+    }
+}
+
+/// moto's server (S3, DynamoDB and STS on one port), installed and started once per test
+/// process by `moto/start.sh`; fails loudly if it cannot be. `S3STATE_MOTO_PORT` moves it.
+pub fn moto_endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto/start.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+        assert!(
+            status.success(),
+            "moto could not be started by {} ({status}); this test needs it",
+            script.display()
+        );
+        let port = std::env::var("S3STATE_MOTO_PORT").unwrap_or_else(|_| "4577".into());
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+/// The SDK configuration for `endpoint`, with LocalStack's credentials and path-style.
+pub fn config_for(endpoint: &str) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "s3state-tests",
+        ))
+        .force_path_style(true)
+}
+
+/// Makes LocalStack look like real S3 (which honours `If-Match` on DeleteObject): a
+/// conditional DELETE whose tag matches the current lock is sent without the condition (so
+/// LocalStack performs it), and one whose tag does not match is answered 412.
+#[derive(Debug, Clone, Default)]
+pub struct ConditionalDeletes {
+    pub current_lock_etag: Arc<std::sync::Mutex<Option<String>>>,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Intercept for ConditionalDeletes {
+    fn name(&self) -> &'static str {
+        "conditional-deletes"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request_mut();
+        let mut refuse = false;
+        if request.method() == "DELETE"
+            && let Some(if_match) = request.headers().get("if-match").map(str::to_owned)
+        {
+            let current = self.current_lock_etag.lock().unwrap().clone();
+            refuse = current.as_deref() != Some(if_match.as_str());
+            request.headers_mut().remove("if-match");
+            if refuse {
+                // Point the refused delete at a key that does not exist, so nothing is deleted.
+                let uri = request.uri().replace(".tflock", ".tflock-refused");
+                request.set_uri(uri).unwrap();
+            }
+        }
+        self.refuse
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        if self.refuse.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            *context.response_mut().status_mut() = 412.try_into().unwrap();
+        }
+        Ok(())
+    }
+}
+
+/// A client for the test endpoint, optionally recording its requests.
+pub fn client_with(recorder: Option<&Recorder>) -> Client {
+    let mut config = config_for(endpoint());
+    if let Some(recorder) = recorder {
+        config = config.interceptor(recorder.clone());
+    }
+    Client::from_conf(config.build())
+}
+
+pub fn client() -> Client {
+    client_with(None)
+}
+
+/// A new bucket with a unique name, versioned when asked.
+pub async fn bucket(versioned: bool) -> String {
+    let name = format!(
+        "s3state-test-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let client = client();
+    client
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "creating bucket {name}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(err)
+            )
+        });
+    if versioned {
+        client
+            .put_bucket_versioning()
+            .bucket(&name)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("enabling versioning");
+    }
+    name
+}
+
+/// A builder for `bucket`/`key` on the test endpoint.
+pub fn builder(bucket: &str, key: &str) -> S3Builder {
+    S3Builder::new()
+        .with_client(client())
+        .with_bucket(bucket)
+        .with_key(key)
+}
+
+/// A builder for `bucket`/`key` on `endpoint` from settings alone (endpoint, region,
+/// path style, the test credentials), as an application configures s3state, rather than
+/// with a client of the test's own. Managers built this way over one object share their
+/// update turns in the process (a given client does not tell its endpoint, so those do not).
+#[allow(dead_code)]
+pub fn settings_builder(endpoint: &str, bucket: &str, key: &str) -> S3Builder {
+    S3Builder::new()
+        .with_endpoint_url(endpoint)
+        .with_region("us-east-1")
+        .with_path_style(true)
+        .with_static_credentials("test", "test")
+        .with_bucket(bucket)
+        .with_key(key)
+}
+
+/// A state manager for `bucket`/`key`.
+pub async fn manager(bucket: &str, key: &str) -> RemoteState<S3Store> {
+    builder(bucket, key)
+        .build()
+        .await
+        .expect("opening the state")
+}
+
+/// Number of object versions (delete markers excluded) stored under exactly `key`.
+pub async fn version_count(bucket: &str, key: &str) -> usize {
+    let mut count = 0;
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let page = client()
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(key)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .expect("listing versions");
+        count += page
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(key))
+            .count();
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        version_marker = page.next_version_id_marker().map(str::to_owned);
+    }
+    count
+}
+
+/// Whether an object is at `key` now.
+pub async fn object_exists(bucket: &str, key: &str) -> bool {
+    client()
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+}
+
+/// Writes `body` at `key` with a plain, unconditional PUT, as Terraform or an operator would.
+pub async fn put_raw(bucket: &str, key: &str, body: &[u8]) {
+    client()
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .expect("raw put");
+}
+
+/// The current body at `key`.
+pub async fn get_raw(bucket: &str, key: &str) -> Vec<u8> {
+    let output = client()
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("raw get");
+    output.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// The state Terraform 1.15.5 wrote, from `tests/data`.
+pub const TERRAFORM_STATE: &[u8] =
+    include_bytes!("../../data/terraform-1.15.5/terraform.tfstate.json");
+
+/// The lock info Terraform 1.15.5 wrote into a `.tflock`, from `tests/data`.
+pub const TERRAFORM_LOCK: &[u8] = include_bytes!("../../data/terraform-1.15.5/lock-info.json");
+
+/// A change for `update`: set output `name` to `value`.
+pub fn set_output<T>(name: &'static str, value: T) -> impl FnMut(&mut s3state::State) + Send
+where
+    T: serde::Serialize + Send,
+{
+    move |state| {
+        state
+            .outputs
+            .insert(name.into(), s3state::OutputValue::new(&value));
+    }
+}
+
+/// The attributes of an S3 backend (or `terraform_remote_state` config) on the test endpoint,
+/// as a Terraform user would write them for LocalStack.
+pub fn backend_settings(bucket: &str, key: &str) -> String {
+    format!(
+        r#"    bucket                      = "{bucket}"
+    key                         = "{key}"
+    region                      = "us-east-1"
+    endpoints                   = {{ s3 = "{endpoint}" }}
+    use_path_style              = true
+    skip_credentials_validation = true
+    skip_region_validation      = true
+    skip_metadata_api_check     = true
+    skip_requesting_account_id  = true
+    access_key                  = "test"
+    secret_key                  = "test"
+"#,
+        endpoint = endpoint()
+    )
+}
+
+/// A `terraform { backend "s3" { ... } }` block for `bucket`/`key`, locking with a lock file.
+pub fn terraform_backend_block(bucket: &str, key: &str) -> String {
+    format!(
+        "terraform {{\n  backend \"s3\" {{\n{}    use_lockfile                = true\n  }}\n}}\n",
+        backend_settings(bucket, key)
+    )
+}
+
+/// A fresh, empty directory under the system's temp dir.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `s3state` binary with no `S3STATE_*` or `AWS_*` settings inherited from this process.
+pub fn s3state_binary() -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::cargo_bin("s3state").unwrap();
+    for (name, _) in std::env::vars() {
+        if name.starts_with("S3STATE_") || name.starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Deletes `key` as an operator would (a delete marker in a versioned bucket).
+pub async fn delete_object(bucket: &str, key: &str) {
+    client()
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("delete");
+}
+
+/// A profile whose credentials come from a `credential_process` script that leaves a mark when
+/// it runs, so a test can tell whether the profile's credentials were asked for. Returns the
+/// config file and the mark's path.
+#[allow(dead_code)]
+pub fn profile_with_marked_credential_process(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mark = dir.join("credential-process-ran");
+    let script = dir.join("credentials.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch '{}'\necho '{{\"Version\":1,\"AccessKeyId\":\"test\",\"SecretAccessKey\":\"test\"}}'\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile marked]\ncredential_process = {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    (config, mark)
+}
+
+/// The `s3state` command with LocalStack's test credentials, against `endpoint` (path-style),
+/// run in `dir`.
+pub fn s3state_at(endpoint: &str, dir: PathBuf) -> assert_cmd::Command {
+    let mut command = s3state_binary();
+    command
+        .current_dir(dir)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("S3STATE_ENDPOINT_URL", endpoint)
+        .env("S3STATE_PATH_STYLE", "true");
+    command
+}
+
+/// The `s3state` command on `bucket`/`key` in LocalStack, without colours, run in `dir`.
+pub fn s3state_on(bucket: &str, key: &str, dir: PathBuf) -> assert_cmd::Command {
+    let mut command = s3state_at(endpoint(), dir);
+    command
+        .env("S3STATE_BUCKET", bucket)
+        .env("S3STATE_KEY", key)
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// The `terraform` launcher (a real Terraform 1.15.5, `tests/terraform/install.sh`), installed
+/// once per test process.
+pub fn terraform_binary() -> &'static std::path::Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/terraform/install.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("running tests/terraform/install.sh");
+        assert!(
+            output.status.success(),
+            "installing Terraform failed; the interoperability tests need it"
+        );
+        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    })
+}

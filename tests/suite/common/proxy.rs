@@ -1,0 +1,358 @@
+//! A fault-injecting HTTP proxy between the SDK and LocalStack, on 127.0.0.1.
+//!
+//! Tests script it per request (method, a substring of the path, "after the first N matching
+//! requests", "this many times") to lose responses, reset connections, answer errors S3 gives
+//! and the emulators do not, delay, truncate bodies, or disguise ETags as SSE-KMS does. It can
+//! also strip the conditional headers from writes, as a store that ignores them would. It
+//! records every request it sees.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+/// Something a rule does after forwarding and before faulting, such as another writer acting.
+pub type Hook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What to do to a matching request.
+#[derive(Clone)]
+pub enum Fault {
+    /// Forward it, let the store apply it, then close the connection without answering.
+    DropResponse,
+    /// Close the connection before forwarding: the store never sees it.
+    ResetBeforeForward,
+    /// Wait this long before forwarding.
+    StallBeforeForward(Duration),
+    /// Answer with this status and S3 error code, without forwarding.
+    Status(u16, &'static str),
+    /// Forward, then wait this long before answering.
+    DelayResponse(Duration),
+    /// Forward, then send only this many bytes of the body and close the connection.
+    TruncateBody(usize),
+}
+
+/// When a fault applies.
+#[derive(Clone)]
+pub struct Rule {
+    method: Option<&'static str>,
+    path_contains: Option<String>,
+    skip: usize,
+    times: usize,
+    fault: Fault,
+    then: Option<Hook>,
+}
+
+impl Rule {
+    pub fn new(fault: Fault) -> Rule {
+        Rule {
+            method: None,
+            path_contains: None,
+            skip: 0,
+            times: 1,
+            fault,
+            then: None,
+        }
+    }
+
+    pub fn method(mut self, method: &'static str) -> Rule {
+        self.method = Some(method);
+        self
+    }
+
+    pub fn path(mut self, fragment: impl Into<String>) -> Rule {
+        self.path_contains = Some(fragment.into());
+        self
+    }
+
+    /// Let this many matching requests through untouched first.
+    pub fn after(mut self, skip: usize) -> Rule {
+        self.skip = skip;
+        self
+    }
+
+    /// Apply to this many matching requests (then stop).
+    pub fn times(mut self, times: usize) -> Rule {
+        self.times = times;
+        self
+    }
+
+    /// Run `hook` after forwarding, before the fault.
+    pub fn then(mut self, hook: Hook) -> Rule {
+        self.then = Some(hook);
+        self
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.method.is_none_or(|m| m == method)
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|p| path.contains(p))
+    }
+}
+
+/// One request as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub if_none_match: Option<String>,
+    /// What the client was told: a status, or `None` when the connection was cut.
+    pub status: Option<u16>,
+    pub fault: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct Shared {
+    rules: Vec<Rule>,
+    log: Vec<Recorded>,
+    /// Disguise ETags as SSE-KMS does (not an MD5): prefix them on the way out, strip the
+    /// prefix from conditional headers on the way in.
+    kms_etags: bool,
+    /// Forward PUT and DELETE requests without `If-Match`/`If-None-Match`: a store that
+    /// accepts conditions and ignores them.
+    strip_conditions: bool,
+}
+
+pub struct FaultProxy {
+    endpoint: String,
+    shared: Arc<Mutex<Shared>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const KMS_PREFIX: &str = "kms-";
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let state = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (state, client, upstream) =
+                    (Arc::clone(&state), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        handle(
+                            request,
+                            Arc::clone(&state),
+                            client.clone(),
+                            upstream.clone(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FaultProxy {
+            endpoint,
+            shared,
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn inject(&self, rule: Rule) {
+        self.shared.lock().unwrap().rules.push(rule);
+    }
+
+    pub fn clear_rules(&self) {
+        self.shared.lock().unwrap().rules.clear();
+    }
+
+    pub fn disguise_etags_as_kms(&self) {
+        self.shared.lock().unwrap().kms_etags = true;
+    }
+
+    /// From now on, remove `If-Match` and `If-None-Match` from every PUT and DELETE before
+    /// forwarding it (they are still recorded as sent), simulating a store that ignores them.
+    pub fn strip_conditional_headers(&self) {
+        self.shared.lock().unwrap().strip_conditions = true;
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().unwrap().log.clone()
+    }
+
+    pub fn take_requests(&self) -> Vec<Recorded> {
+        std::mem::take(&mut self.shared.lock().unwrap().log)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// Serves one request in its own task, so that it runs to completion at the store even when
+/// the client hangs up first (as a real server does): a stalled request still arrives late.
+async fn handle(
+    request: Request<Incoming>,
+    shared: Arc<Mutex<Shared>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: String,
+) -> Result<Response<ProxyBody>, BoxError> {
+    tokio::spawn(serve(request, shared, client, upstream)).await?
+}
+
+async fn serve(
+    request: Request<Incoming>,
+    shared: Arc<Mutex<Shared>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: String,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let (mut parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let method = parts.method.to_string();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+
+    // Pick the rule and record the request in one step, so concurrent requests count in order.
+    let (rule, index, kms, strip) = {
+        let mut shared = shared.lock().unwrap();
+        let mut chosen = None;
+        for rule in shared.rules.iter_mut() {
+            if rule.times == 0 || !rule.matches(&method, &path) {
+                continue;
+            }
+            if rule.skip > 0 {
+                rule.skip -= 1;
+                continue;
+            }
+            rule.times -= 1;
+            chosen = Some(rule.clone());
+            break;
+        }
+        shared.log.push(Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            if_none_match: header("if-none-match"),
+            status: None,
+            fault: chosen.as_ref().map(|rule| fault_name(&rule.fault)),
+        });
+        (
+            chosen,
+            shared.log.len() - 1,
+            shared.kms_etags,
+            shared.strip_conditions,
+        )
+    };
+    let record_status = |status: u16| shared.lock().unwrap().log[index].status = Some(status);
+
+    if kms {
+        for name in ["if-match", "if-none-match"] {
+            if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+                let plain = value.replace(&format!("\"{KMS_PREFIX}"), "\"");
+                parts.headers.insert(name, plain.parse().unwrap());
+            }
+        }
+    }
+
+    if strip && matches!(method.as_str(), "PUT" | "DELETE") {
+        parts.headers.remove("if-match");
+        parts.headers.remove("if-none-match");
+    }
+
+    match rule.as_ref().map(|rule| &rule.fault) {
+        Some(Fault::ResetBeforeForward) => return Err("reset before forwarding".into()),
+        Some(Fault::Status(status, code)) => {
+            record_status(*status);
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
+            );
+            return Ok(Response::builder()
+                .status(*status)
+                .header("content-type", "application/xml")
+                .body(full(Bytes::from(xml)))
+                .unwrap());
+        }
+        Some(Fault::StallBeforeForward(wait)) => tokio::time::sleep(*wait).await,
+        _ => {}
+    }
+
+    let uri = format!(
+        "{upstream}{}",
+        parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    parts.uri = uri.parse()?;
+    let response = client
+        .request(Request::from_parts(parts, Full::new(body)))
+        .await?;
+    let (mut parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    if kms && let Some(etag) = parts.headers.get("etag").and_then(|v| v.to_str().ok()) {
+        let disguised = etag.replacen('"', &format!("\"{KMS_PREFIX}"), 1);
+        parts.headers.insert("etag", disguised.parse().unwrap());
+    }
+    if let Some(hook) = rule.as_ref().and_then(|rule| rule.then.clone()) {
+        hook().await;
+    }
+    match rule.map(|rule| rule.fault) {
+        Some(Fault::DropResponse) => Err("response dropped by the test proxy".into()),
+        Some(Fault::DelayResponse(wait)) => {
+            tokio::time::sleep(wait).await;
+            record_status(parts.status.as_u16());
+            Ok(Response::from_parts(parts, full(body)))
+        }
+        Some(Fault::TruncateBody(keep)) => {
+            record_status(parts.status.as_u16());
+            let keep = keep.min(body.len().saturating_sub(1));
+            let chunks: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+                Ok(Frame::data(body.slice(..keep))),
+                Err("body truncated by the test proxy".into()),
+            ];
+            let stream = StreamBody::new(futures::stream::iter(chunks));
+            Ok(Response::from_parts(parts, BodyExt::boxed(stream)))
+        }
+        _ => {
+            record_status(parts.status.as_u16());
+            Ok(Response::from_parts(parts, full(body)))
+        }
+    }
+}
+
+fn fault_name(fault: &Fault) -> &'static str {
+    match fault {
+        Fault::DropResponse => "drop-response",
+        Fault::ResetBeforeForward => "reset-before-forward",
+        Fault::StallBeforeForward(_) => "stall",
+        Fault::Status(..) => "status",
+        Fault::DelayResponse(_) => "delay",
+        Fault::TruncateBody(_) => "truncate",
+    }
+}

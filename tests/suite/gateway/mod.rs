@@ -1,0 +1,6 @@
+//! `s3state serve`: Terraform's `http` backend over S3.
+
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
+mod http;
+mod load;

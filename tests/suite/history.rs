@@ -1,0 +1,422 @@
+//! History through S3 bucket versioning: list, read, diff, restore.
+
+use crate::common;
+
+use s3state::state::ChangeKind;
+use s3state::{
+    Error, HistoryOptions, Locker, OutputValue, PersistentMeta, Persister, Refresher, Transient,
+    VersionSelector,
+};
+
+const KEY: &str = "a/b.tfstate";
+
+use common::set_output as set;
+
+#[tokio::test]
+async fn eleven_hundred_versions_list_whole_and_in_order_across_pages() {
+    const VERSIONS: u64 = 1100;
+    let bucket = common::bucket(true).await;
+    let writer = common::manager(&bucket, KEY).await;
+    writer.refresh_state().await.unwrap();
+    for n in 1..=VERSIONS {
+        let mut state = writer
+            .state()
+            .unwrap_or_else(|| s3state::State::new(semver::Version::new(1, 15, 5)));
+        state.outputs.insert("n".into(), OutputValue::new(&n));
+        writer.write_state(state);
+        writer.persist_state().await.unwrap();
+    }
+
+    for (page_size, expected_requests) in [(1000, 2), (100, 11)] {
+        let recorder = common::Recorder::default();
+        let reader = common::builder(&bucket, KEY)
+            .with_client(common::client_with(Some(&recorder)))
+            .build()
+            .await
+            .unwrap();
+        recorder.take();
+        let history = reader
+            .history(&HistoryOptions {
+                page_size,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(history.len() as u64, VERSIONS);
+        assert!(history[0].version.is_latest && history[1..].iter().all(|e| !e.version.is_latest));
+        assert_eq!(
+            recorder.take().len(),
+            expected_requests,
+            "page size {page_size}"
+        );
+    }
+
+    let reader = common::manager(&bucket, KEY).await;
+    let detailed = reader
+        .history(&HistoryOptions {
+            details: true,
+            concurrency: 16,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let serials: Vec<u64> = detailed
+        .iter()
+        .map(|e| e.meta.as_ref().unwrap().serial)
+        .collect();
+    let expected: Vec<u64> = (1..=VERSIONS).rev().collect();
+    assert_eq!(serials, expected);
+    assert!(detailed.iter().all(|e| e.meta.as_ref().unwrap().lineage == detailed[0].meta.as_ref().unwrap().lineage));
+}
+
+#[tokio::test]
+async fn a_terraform_written_version_shows_its_serial_when_details_are_asked() {
+    let bucket = common::bucket(true).await;
+    common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager.update(set("extra", 1)).await.unwrap();
+
+    let plain = manager.history(&HistoryOptions::default()).await.unwrap();
+    assert!(
+        plain.iter().all(|e| e.meta.is_none()),
+        "no details unless asked"
+    );
+    let detailed = manager
+        .history(&HistoryOptions {
+            details: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let serials: Vec<_> = detailed
+        .iter()
+        .map(|e| e.meta.as_ref().map(|m| m.serial))
+        .collect();
+    assert_eq!(serials, [Some(2), Some(1)]);
+    assert_eq!(
+        detailed[1].meta.as_ref().unwrap().lineage,
+        "17be2140-cb35-fcbf-2b9f-a8e4e43cbc8b"
+    );
+    assert_eq!(
+        detailed[1].version.size,
+        common::TERRAFORM_STATE.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn history_never_includes_keys_that_merely_share_the_prefix() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager.update(set("a", 1)).await.unwrap();
+    let id = manager
+        .lock(&s3state::LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    manager.update(set("a", 2)).await.unwrap();
+    manager.unlock(&id).await.unwrap();
+    for neighbour in ["a/b.tfstate.tflock", "a/b.tfstate2", "a/b.tfstate.backup"] {
+        common::put_raw(&bucket, neighbour, b"{}").await;
+        common::put_raw(&bucket, neighbour, b"{}").await;
+    }
+    let history = manager
+        .history(&HistoryOptions {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+}
+
+#[tokio::test]
+async fn a_past_snapshot_reads_back_and_an_unknown_version_is_a_typed_error() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager.update(set("n", 1)).await.unwrap();
+    manager.update(set("n", 2)).await.unwrap();
+    let history = manager.history(&HistoryOptions::default()).await.unwrap();
+
+    let first = manager
+        .snapshot_at(&history[1].version.version_id)
+        .await
+        .unwrap();
+    assert_eq!(first.meta.serial, 1);
+    assert_eq!(first.state.outputs["n"].to_value(), 1);
+
+    let err = manager.snapshot_at("no-such-version").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::VersionNotFound { version_id, .. } if version_id == "no-such-version"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_diff_reports_exactly_the_changes_made() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager
+        .update(|s| {
+            s.outputs.insert("kept".into(), OutputValue::new(&1));
+            s.outputs
+                .insert("changed".into(), OutputValue::new("before"));
+            s.outputs.insert("removed".into(), OutputValue::new(&true));
+            s.outputs
+                .insert("password".into(), OutputValue::new("old").sensitive());
+        })
+        .await
+        .unwrap();
+    manager
+        .update(|s| {
+            s.outputs.insert("changed".into(), OutputValue::new("after"));
+            s.outputs.remove("removed");
+            s.outputs.insert("added".into(), OutputValue::new(&[1, 2]));
+            s.outputs.insert("password".into(), OutputValue::new("new").sensitive());
+            s.resources = s3state::RawJson::parse(
+                r#"[{"mode":"managed","type":"terraform_data","name":"x","instances":[{"index_key":0}]}]"#,
+            )
+            .unwrap();
+        })
+        .await
+        .unwrap();
+
+    let diff = manager
+        .diff_versions(&VersionSelector::Back(1), &VersionSelector::Current)
+        .await
+        .unwrap();
+    assert_eq!((diff.from.serial, diff.to.serial), (1, 2));
+    assert_eq!(diff.from.lineage, diff.to.lineage);
+    let outputs: Vec<_> = diff
+        .outputs
+        .iter()
+        .map(|c| (c.name.as_str(), c.kind))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            ("added", ChangeKind::Added),
+            ("changed", ChangeKind::Changed),
+            ("password", ChangeKind::Changed),
+            ("removed", ChangeKind::Removed)
+        ]
+    );
+    let password = diff.outputs.iter().find(|c| c.name == "password").unwrap();
+    assert!(password.before.is_none() && password.after.is_none());
+    let changed = diff.outputs.iter().find(|c| c.name == "changed").unwrap();
+    assert_eq!(
+        (changed.before.clone(), changed.after.clone()),
+        (Some("before".into()), Some("after".into()))
+    );
+    let resources: Vec<_> = diff
+        .resources
+        .iter()
+        .map(|c| (c.address.as_str(), c.kind))
+        .collect();
+    assert_eq!(resources, [("terraform_data.x[0]", ChangeKind::Added)]);
+}
+
+#[tokio::test]
+async fn restoring_a_past_version_writes_its_content_as_the_next_serial() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    for n in 1..=4 {
+        manager.update(set("n", n)).await.unwrap();
+    }
+    let history = manager.history(&HistoryOptions::default()).await.unwrap();
+    let version_2 = history[2].version.version_id.clone();
+    let content_2 = manager.snapshot_at(&version_2).await.unwrap().state;
+
+    let restorer = common::manager(&bucket, KEY).await;
+    let restored = restorer.restore(&version_2, false).await.unwrap();
+    assert!(restored.written);
+    assert_eq!(restored.meta.serial, 5);
+    assert_eq!(restored.meta.lineage, content_2.lineage);
+    assert_eq!(common::version_count(&bucket, KEY).await, 5);
+
+    manager.refresh_state().await.unwrap();
+    let now = manager.state().unwrap();
+    assert!(now.same_content(&content_2));
+    assert_eq!(now.serial, 5);
+}
+
+#[tokio::test]
+async fn a_restore_and_a_concurrent_write_cannot_both_succeed() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager.update(set("n", 1)).await.unwrap();
+    manager.update(set("n", 2)).await.unwrap();
+    let old = manager.history(&HistoryOptions::default()).await.unwrap()[1]
+        .version
+        .version_id
+        .clone();
+
+    // The restorer looks at the state, then someone writes, then the restore runs.
+    let restorer = common::manager(&bucket, KEY).await;
+    restorer.refresh_state().await.unwrap();
+    let writer = common::manager(&bucket, KEY).await;
+    writer.update(set("n", 3)).await.unwrap();
+    let err = restorer.restore(&old, false).await.unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+    assert_eq!(common::version_count(&bucket, KEY).await, 3);
+
+    // The other order: the restore lands first, and the writer that read before it loses.
+    restorer.refresh_state().await.unwrap();
+    let late_writer = common::manager(&bucket, KEY).await;
+    late_writer.refresh_state().await.unwrap();
+    restorer.restore(&old, false).await.unwrap();
+    let mut state = late_writer.state().unwrap();
+    state.outputs.insert("n".into(), OutputValue::new(&4));
+    late_writer.write_state(state);
+    assert!(late_writer.persist_state().await.unwrap_err().is_conflict());
+    assert_eq!(common::version_count(&bucket, KEY).await, 4);
+}
+
+#[tokio::test]
+async fn restoring_after_the_state_was_deleted_brings_it_back() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager.update(set("n", 1)).await.unwrap();
+    manager.update(set("n", 2)).await.unwrap();
+    let version_1 = manager.history(&HistoryOptions::default()).await.unwrap()[1]
+        .version
+        .version_id
+        .clone();
+    common::delete_object(&bucket, KEY).await;
+    let history = manager.history(&HistoryOptions::default()).await.unwrap();
+    assert!(history[0].version.is_delete_marker && history[0].version.is_latest);
+
+    let restorer = common::manager(&bucket, KEY).await;
+    let restored = restorer.restore(&version_1, false).await.unwrap();
+    assert_eq!(
+        restored.meta.serial, 3,
+        "numbered after the last serial before the deletion"
+    );
+    restorer.refresh_state().await.unwrap();
+    assert_eq!(restorer.state().unwrap().outputs["n"].to_value(), 1);
+    assert_eq!(common::version_count(&bucket, KEY).await, 3);
+}
+
+#[tokio::test]
+async fn restoring_another_lineage_is_refused_unless_forced() {
+    let bucket = common::bucket(true).await;
+    common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;
+    let terraform_version = common::manager(&bucket, KEY)
+        .await
+        .history(&HistoryOptions::default())
+        .await
+        .unwrap()[0]
+        .version
+        .version_id
+        .clone();
+    // Someone replaced it with an unrelated state.
+    let replacer = common::manager(&bucket, KEY).await;
+    replacer.refresh_state().await.unwrap();
+    let mut unrelated = s3state::State::new(semver::Version::new(1, 15, 5));
+    unrelated.lineage = uuid::Uuid::new_v4().to_string();
+    unrelated
+        .outputs
+        .insert("other".into(), OutputValue::new(&1));
+    replacer.write_state(unrelated);
+    replacer.persist_state_forced().await.unwrap();
+    let current = replacer.state_snapshot_meta().unwrap();
+    assert_ne!(current.lineage, "17be2140-cb35-fcbf-2b9f-a8e4e43cbc8b");
+
+    let restorer = common::manager(&bucket, KEY).await;
+    let err = restorer
+        .restore(&terraform_version, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LineageMismatch { .. }), "{err:?}");
+    assert_eq!(common::version_count(&bucket, KEY).await, 2);
+
+    let restored = restorer.restore(&terraform_version, true).await.unwrap();
+    assert_eq!(
+        restored.meta.lineage,
+        "17be2140-cb35-fcbf-2b9f-a8e4e43cbc8b"
+    );
+    assert_eq!(restored.meta.serial, current.serial + 1);
+    assert_eq!(common::version_count(&bucket, KEY).await, 3);
+}
+
+#[tokio::test]
+async fn prune_keeps_the_newest_snapshot_of_a_deleted_state_whatever_the_rules() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    for n in 1..=3 {
+        manager.update(set("n", n)).await.unwrap();
+    }
+    common::delete_object(&bucket, KEY).await;
+
+    // Every snapshot is older than the age kept, and the marker is the current version.
+    let removed = manager
+        .prune(&s3state::PruneOptions {
+            keep_since: Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
+            ..s3state::PruneOptions::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(removed.iter().all(|v| !v.is_delete_marker));
+    assert_eq!(common::version_count(&bucket, KEY).await, 1);
+
+    let history = manager.history(&HistoryOptions::default()).await.unwrap();
+    assert!(history[0].version.is_delete_marker);
+    let restorer = common::manager(&bucket, KEY).await;
+    let restored = restorer
+        .restore(&history[1].version.version_id, false)
+        .await;
+    assert_eq!(restored.unwrap().meta.serial, 4);
+    restorer.refresh_state().await.unwrap();
+    assert_eq!(restorer.state().unwrap().outputs["n"].to_value(), 3);
+}
+
+#[tokio::test]
+async fn prune_keep_counts_only_snapshots_and_keeps_the_delete_markers_among_them() {
+    let bucket = common::bucket(true).await;
+    let manager = common::manager(&bucket, KEY).await;
+    manager.update(set("n", 1)).await.unwrap();
+    manager.update(set("n", 2)).await.unwrap();
+    // LocalStack's listing times have whole seconds: a delete marker tied with versions is
+    // listed after them.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    common::delete_object(&bucket, KEY).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(set("n", 3))
+        .await
+        .unwrap();
+    common::delete_object(&bucket, KEY).await;
+    // Newest first: marker, n=3, marker, n=2, n=1.
+    let all = manager.history(&HistoryOptions::default()).await.unwrap();
+    let markers: Vec<bool> = all.iter().map(|e| e.version.is_delete_marker).collect();
+    assert_eq!(markers, [true, false, true, false, false]);
+
+    let options = s3state::PruneOptions {
+        keep_newest: Some(2),
+        dry_run: true,
+        ..s3state::PruneOptions::default()
+    };
+    let would = manager.prune(&options).await.unwrap();
+    let removed = manager
+        .prune(&s3state::PruneOptions {
+            dry_run: false,
+            ..options
+        })
+        .await
+        .unwrap();
+    let ids = |versions: &[s3state::store::ObjectVersion]| -> Vec<String> {
+        versions.iter().map(|v| v.version_id.clone()).collect()
+    };
+    assert_eq!(ids(&would), [all[4].version.version_id.clone()]);
+    assert_eq!(ids(&removed), ids(&would));
+    let left = manager.history(&HistoryOptions::default()).await.unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|e| e.version.version_id.clone())
+            .collect::<Vec<_>>(),
+        all[..4]
+            .iter()
+            .map(|e| e.version.version_id.clone())
+            .collect::<Vec<_>>()
+    );
+}

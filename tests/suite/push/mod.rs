@@ -1,0 +1,5 @@
+//! `RemoteState::push` (`s3state push`), judged from the stored head.
+
+mod memory;
+mod s3;
+mod terraform;

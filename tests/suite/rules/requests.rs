@@ -1,0 +1,562 @@
+//! What each operation costs in HTTP requests, counted at the SDK's transport layer.
+
+use crate::common;
+
+use common::Recorder;
+use s3state::{OutputValue, Persister, Refresher, State, Transient};
+
+const KEY: &str = "count/terraform.tfstate";
+
+#[tokio::test]
+async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing() {
+    let bucket = common::bucket(true).await;
+    let recorder = Recorder::default();
+    let manager = common::builder(&bucket, KEY)
+        .with_client(common::client_with(Some(&recorder)))
+        .build()
+        .await
+        .unwrap();
+    let opening = recorder.take();
+    assert_eq!(
+        opening.len(),
+        1,
+        "opening checks versioning once: {opening:?}"
+    );
+    assert!(opening[0].uri.contains("versioning"), "{opening:?}");
+
+    // The first persist creates the object with If-None-Match: *.
+    let mut state = State::new(semver::Version::new(1, 15, 5));
+    state.outputs.insert("a".into(), OutputValue::new(&1));
+    manager.write_state(state);
+    manager.persist_state().await.unwrap();
+    let create = recorder.take();
+    assert_eq!(create.len(), 1, "{create:?}");
+    assert_eq!(create[0].method, "PUT");
+    assert_eq!(create[0].if_none_match.as_deref(), Some("*"));
+    assert_eq!(create[0].status, Some(200));
+
+    // Refreshing what we just wrote: one conditional GET, answered 304 with no body.
+    manager.refresh_state().await.unwrap();
+    let refresh = recorder.take();
+    assert_eq!(refresh.len(), 1, "{refresh:?}");
+    assert_eq!(refresh[0].method, "GET");
+    assert!(refresh[0].if_none_match.is_some());
+    assert_eq!(refresh[0].status, Some(304));
+    assert_eq!(refresh[0].response_body_bytes, Some(0));
+
+    // Persisting the unchanged state: no request at all.
+    manager.persist_state().await.unwrap();
+    assert!(recorder.take().is_empty());
+
+    // A change: exactly one PUT, conditional on the tag we hold.
+    let mut state = manager.state().unwrap();
+    state.outputs.insert("b".into(), OutputValue::new(&2));
+    manager.write_state(state);
+    manager.persist_state().await.unwrap();
+    let update = recorder.take();
+    assert_eq!(update.len(), 1, "{update:?}");
+    assert_eq!(update[0].method, "PUT");
+    assert_eq!(update[0].if_match, create_etag_of(&bucket).await);
+
+    // Someone else writes; our refresh is one GET that downloads the new body.
+    let other = common::manager(&bucket, KEY).await;
+    other.update(common::set_output("c", 3)).await.unwrap();
+    manager.refresh_state().await.unwrap();
+    let changed = recorder.take();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].status, Some(200));
+    assert!(changed[0].response_body_bytes.unwrap() > 0);
+}
+
+/// The ETag of the version before the current one: what an If-Match update must have named.
+async fn create_etag_of(bucket: &str) -> Option<String> {
+    let versions = common::client()
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(KEY)
+        .send()
+        .await
+        .unwrap();
+    versions
+        .versions()
+        .get(1)
+        .and_then(|v| v.e_tag().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn the_versioning_check_is_one_request_per_build_and_none_per_workspace() {
+    let bucket = common::bucket(true).await;
+    let recorder = Recorder::default();
+    for key in [
+        "a/terraform.tfstate",
+        "b/terraform.tfstate",
+        "c/terraform.tfstate",
+    ] {
+        common::builder(&bucket, key)
+            .with_client(common::client_with(Some(&recorder)))
+            .build()
+            .await
+            .unwrap();
+    }
+    let checks = recorder.take();
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    assert!(
+        checks.iter().all(|c| c.uri.contains("versioning")),
+        "{checks:?}"
+    );
+
+    let backend = common::builder(&bucket, "a/terraform.tfstate")
+        .with_client(common::client_with(Some(&recorder)))
+        .build_backend()
+        .await
+        .unwrap();
+    for workspace in ["default", "dev", "prod"] {
+        backend.manager(workspace).unwrap();
+    }
+    assert_eq!(recorder.take().len(), 1);
+}
+
+/// A manager whose client records requests and, like real S3, honours `If-Match` on
+/// DeleteObject (LocalStack answers 501; see `common::ConditionalDeletes`).
+async fn recorded_manager(
+    bucket: &str,
+    recorder: &Recorder,
+    deletes: Option<&common::ConditionalDeletes>,
+) -> s3state::RemoteState<s3state::S3Store> {
+    let mut config = common::client_with(Some(recorder)).config().to_builder();
+    if let Some(deletes) = deletes {
+        config = config.interceptor(deletes.clone());
+    }
+    let manager = common::builder(bucket, KEY)
+        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
+    manager
+}
+
+async fn lock_refresh_persist_unlock(
+    manager: &s3state::RemoteState<s3state::S3Store>,
+    bucket: &str,
+    deletes: Option<&common::ConditionalDeletes>,
+    n: i64,
+) {
+    use s3state::{LockInfo, Locker};
+    let id = manager
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    if let Some(deletes) = deletes {
+        let head = common::client()
+            .head_object()
+            .bucket(bucket)
+            .key(format!("{KEY}.tflock"))
+            .send()
+            .await
+            .unwrap();
+        *deletes.current_lock_etag.lock().unwrap() = head.e_tag().map(str::to_owned);
+    }
+    manager.refresh_state().await.unwrap();
+    let mut state = manager.state().unwrap();
+    state.outputs.insert("n".into(), OutputValue::new(&n));
+    manager.write_state(state);
+    manager.persist_state().await.unwrap();
+    manager.unlock(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_whole_locked_update_costs_four_requests_where_deletes_are_conditional() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(common::set_output("n", 0))
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let deletes = common::ConditionalDeletes::default();
+    let manager = recorded_manager(&bucket, &recorder, Some(&deletes)).await;
+
+    lock_refresh_persist_unlock(&manager, &bucket, Some(&deletes), 1).await;
+    let methods: Vec<_> = recorder.take().into_iter().map(|e| e.method).collect();
+    assert_eq!(
+        methods,
+        ["PUT", "GET", "PUT", "DELETE"],
+        "lock, refresh, persist, unlock"
+    );
+}
+
+#[tokio::test]
+async fn on_localstack_the_same_cycle_costs_six_requests_then_five() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(common::set_output("n", 0))
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let manager = recorded_manager(&bucket, &recorder, None).await;
+
+    lock_refresh_persist_unlock(&manager, &bucket, None, 1).await;
+    let first: Vec<_> = recorder
+        .take()
+        .into_iter()
+        .map(|e| (e.method, e.status))
+        .collect();
+    assert_eq!(
+        first,
+        [
+            ("PUT".into(), Some(200)),
+            ("GET".into(), Some(200)),
+            ("PUT".into(), Some(200)),
+            ("DELETE".into(), Some(501)),
+            ("GET".into(), Some(200)),
+            ("DELETE".into(), Some(204)),
+        ]
+    );
+    lock_refresh_persist_unlock(&manager, &bucket, None, 2).await;
+    let second: Vec<_> = recorder.take().into_iter().map(|e| e.method).collect();
+    assert_eq!(
+        second,
+        ["PUT", "GET", "PUT", "GET", "DELETE"],
+        "the 501 is remembered"
+    );
+}
+
+/// Lets a conditional DELETE of the lock through (as real S3 does) when it names the lock
+/// that was last created: records the ETag of every successful lock PUT for
+/// `common::ConditionalDeletes`, for operations that take the lock themselves, like `update()`.
+/// (Requests are sent one at a time, so a response belongs to the request seen last.)
+#[derive(Debug, Clone, Default)]
+struct TrackLockEtag {
+    deletes: common::ConditionalDeletes,
+    lock_put_in_flight: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl aws_sdk_s3::config::Intercept for TrackLockEtag {
+    fn name(&self) -> &'static str {
+        "track-lock-etag"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request();
+        let lock_put = request.method() == "PUT" && request.uri().contains(".tflock");
+        self.lock_put_in_flight
+            .store(lock_put, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let response = context.response();
+        if self
+            .lock_put_in_flight
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && response.status().as_u16() == 200
+        {
+            *self.deletes.current_lock_etag.lock().unwrap() =
+                response.headers().get("etag").map(str::to_owned);
+        }
+        Ok(())
+    }
+}
+
+/// A manager with `options` whose requests are recorded; deletes are conditional (as on real
+/// S3) when `conditional_deletes` is set, else LocalStack answers them 501.
+async fn recorded_update_manager(
+    bucket: &str,
+    recorder: &Recorder,
+    conditional_deletes: bool,
+    options: s3state::RemoteStateOptions,
+) -> s3state::RemoteState<s3state::S3Store> {
+    let mut config = common::client_with(Some(recorder)).config().to_builder();
+    if conditional_deletes {
+        let tracker = TrackLockEtag::default();
+        config = config
+            .interceptor(tracker.deletes.clone())
+            .interceptor(tracker);
+    }
+    let manager = common::builder(bucket, KEY)
+        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+        .with_options(options)
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
+    manager
+}
+
+fn calls(recorder: &Recorder) -> Vec<(String, bool, Option<u16>)> {
+    recorder
+        .take()
+        .into_iter()
+        .map(|e| (e.method, e.uri.contains(".tflock"), e.status))
+        .collect()
+}
+
+fn call(method: &str, lock: bool, status: u16) -> (String, bool, Option<u16>) {
+    (method.to_owned(), lock, Some(status))
+}
+
+#[tokio::test]
+async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_conditional() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(common::set_output("n", 0))
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let manager = recorded_update_manager(&bucket, &recorder, true, Default::default()).await;
+
+    manager.update(common::set_output("n", 1)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [
+            call("PUT", true, 200),    // lock
+            call("GET", false, 200),   // refresh (first read of this manager)
+            call("PUT", false, 200),   // conditional write
+            call("DELETE", true, 204), // unlock: conditional delete
+        ]
+    );
+    manager.update(common::set_output("n", 2)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [
+            call("PUT", true, 200),
+            call("GET", false, 304), // nobody else wrote: no body
+            call("PUT", false, 200),
+            call("DELETE", true, 204),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn on_localstack_an_update_costs_six_requests_then_five() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(common::set_output("n", 0))
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let manager = recorded_update_manager(&bucket, &recorder, false, Default::default()).await;
+
+    manager.update(common::set_output("n", 1)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [
+            call("PUT", true, 200),
+            call("GET", false, 200),
+            call("PUT", false, 200),
+            call("DELETE", true, 501), // LocalStack: no conditional delete
+            call("GET", true, 200),    // read the lock, check it is ours
+            call("DELETE", true, 204),
+        ]
+    );
+    manager.update(common::set_output("n", 2)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [
+            call("PUT", true, 200),
+            call("GET", false, 304),
+            call("PUT", false, 200),
+            call("GET", true, 200), // the 501 is remembered
+            call("DELETE", true, 204),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_update_without_the_lock_costs_a_read_and_a_write() {
+    let bucket = common::bucket(true).await;
+    common::manager(&bucket, KEY)
+        .await
+        .update(common::set_output("n", 0))
+        .await
+        .unwrap();
+    let recorder = Recorder::default();
+    let options = s3state::RemoteStateOptions {
+        update_locking: s3state::UpdateLocking::Disabled,
+        ..Default::default()
+    };
+    let manager = recorded_update_manager(&bucket, &recorder, false, options).await;
+    manager.update(common::set_output("n", 1)).await.unwrap();
+    assert_eq!(
+        calls(&recorder),
+        [call("GET", false, 200), call("PUT", false, 200)]
+    );
+    // A round that changes nothing writes nothing.
+    manager.update(common::set_output("n", 1)).await.unwrap();
+    assert_eq!(calls(&recorder), [call("GET", false, 304)]);
+}
+
+/// The requests `s3state push` makes, seen by a proxy in front of LocalStack, without the
+/// versioning check every command opens with.
+async fn cli_push_requests(bucket: &str, file: &std::path::Path, args: &[&str]) -> Vec<String> {
+    let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
+    let mut command = common::s3state_at(proxy.endpoint(), common::temp_dir("s3state-requests"));
+    command
+        .env("S3STATE_BUCKET", bucket)
+        .env("S3STATE_KEY", KEY)
+        .arg("push")
+        .args(args)
+        .arg(file);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let requests = proxy.take_requests();
+    assert!(
+        requests[0].query.contains("versioning"),
+        "opens with the versioning check: {requests:?}"
+    );
+    requests[1..]
+        .iter()
+        .map(|r| {
+            let what = if r.path.ends_with(".tflock") {
+                "lock"
+            } else {
+                "state"
+            };
+            format!("{} {what} {}", r.method, r.status.unwrap_or(0))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cli_push_reads_the_body_only_of_a_state_terraform_wrote() {
+    let bucket = common::bucket(true).await;
+    common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;
+    let edited = |serial: u64| {
+        let mut state: serde_json::Value = serde_json::from_slice(common::TERRAFORM_STATE).unwrap();
+        state["serial"] = serial.into();
+        state["outputs"]["pushed"] = serde_json::json!({"value": serial, "type": "number"});
+        let path = common::temp_dir("s3state-requests").join("state.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+        path
+    };
+    // LocalStack has no conditional delete: the unlock's 501 is followed by a read of the lock
+    // and a plain delete (real S3 answers the first DELETE 204, and the other two are not sent).
+    let unlock = ["DELETE lock 501", "GET lock 200", "DELETE lock 204"];
+
+    // Terraform records no serial beside its state: the head says so, and the body is read.
+    assert_eq!(
+        cli_push_requests(&bucket, &edited(2), &[]).await,
+        [
+            &[
+                "PUT lock 200",
+                "HEAD state 200",
+                "GET state 200",
+                "PUT state 200"
+            ][..],
+            &unlock[..],
+        ]
+        .concat()
+    );
+    // s3state's own state is judged from its head: no GET of the state.
+    assert_eq!(
+        cli_push_requests(&bucket, &edited(4), &[]).await,
+        [
+            &["PUT lock 200", "HEAD state 200", "PUT state 200"][..],
+            &unlock[..],
+        ]
+        .concat()
+    );
+    assert_eq!(
+        cli_push_requests(&bucket, &edited(6), &["--lock=false"]).await,
+        ["HEAD state 200", "PUT state 200"]
+    );
+
+    // Pushing what is stored: the checksum says so, and nothing is read or written.
+    let stored = common::temp_dir("s3state-requests").join("stored.json");
+    std::fs::write(&stored, common::get_raw(&bucket, KEY).await).unwrap();
+    assert_eq!(
+        cli_push_requests(&bucket, &stored, &["--lock=false"]).await,
+        ["HEAD state 200"]
+    );
+    assert_eq!(common::version_count(&bucket, KEY).await, 4);
+}
+
+#[tokio::test]
+async fn a_waiting_lock_polls_with_one_conditional_get_and_takes_the_lock_once_it_is_released() {
+    use s3state::{LockInfo, Locker};
+    let bucket = common::bucket(true).await;
+    let holder = common::manager(&bucket, KEY).await;
+    let held = holder.lock(&LockInfo::new("apply")).await.unwrap();
+
+    let recorder = Recorder::default();
+    let waiter = common::builder(&bucket, KEY)
+        .with_client(common::client_with(Some(&recorder)))
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
+    let waiting = tokio::spawn(async move {
+        waiter
+            .locker()
+            .lock_with_timeout(&LockInfo::new("wait"), std::time::Duration::from_secs(120))
+            .await
+    });
+    // Release only after the waiter has polled at least once (a 304), however slow the machine.
+    loop {
+        if recorder.peek().iter().any(|e| e.status == Some(304)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    holder.unlock(&held).await.unwrap();
+    waiting.await.unwrap().expect("the lock, once released");
+
+    let exchanges = recorder.take();
+    let summary: Vec<_> = exchanges
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {:?} inm={}",
+                e.method,
+                e.status,
+                e.if_none_match.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    // The first attempt is refused and the holder is read once...
+    assert_eq!(exchanges[0].method, "PUT", "{summary:?}");
+    assert_eq!(exchanges[0].status, Some(412), "{summary:?}");
+    assert_eq!(exchanges[1].method, "GET", "{summary:?}");
+    assert_eq!(exchanges[1].status, Some(200), "{summary:?}");
+    // ...then each poll is one conditional GET of that lock, answered 304 without a body,
+    // until it is gone; only then is the lock tried again, and taken.
+    let polls = &exchanges[2..exchanges.len() - 2];
+    assert!(!polls.is_empty(), "{summary:?}");
+    for poll in polls {
+        assert_eq!(poll.method, "GET", "{summary:?}");
+        assert_eq!(poll.status, Some(304), "{summary:?}");
+        assert!(poll.if_none_match.is_some(), "{summary:?}");
+    }
+    let gone = &exchanges[exchanges.len() - 2];
+    assert_eq!(
+        (gone.method.as_str(), gone.status),
+        ("GET", Some(404)),
+        "{summary:?}"
+    );
+    let taken = &exchanges[exchanges.len() - 1];
+    assert_eq!(
+        (taken.method.as_str(), taken.status),
+        ("PUT", Some(200)),
+        "{summary:?}"
+    );
+}

@@ -1,0 +1,5 @@
+//! The S3 client s3state builds: whole bodies, TLS for plain-http endpoints, credentials.
+
+mod assume_role;
+mod body_and_tls;
+mod profile;

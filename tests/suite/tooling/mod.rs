@@ -1,0 +1,4 @@
+//! `list`/`show`/`rm`/`mv`/`ls`, alone and checked against a real Terraform.
+
+mod commands;
+mod terraform;

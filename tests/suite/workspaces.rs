@@ -1,0 +1,348 @@
+//! Workspaces in Terraform's S3 layout, on a real S3.
+
+use crate::common;
+
+use s3state::{Error, LockInfo, Locker, PersistentMeta, Refresher, Transient};
+
+const KEY: &str = "demo/terraform.tfstate";
+
+async fn keys(bucket: &str) -> Vec<String> {
+    let listing = common::client()
+        .list_objects_v2()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    listing
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn workspaces_are_created_listed_and_deleted_in_terraforms_layout() {
+    let bucket = common::bucket(true).await;
+    let backend = common::builder(&bucket, KEY).build_backend().await.unwrap();
+    assert!(
+        backend.workspaces().await.unwrap().is_empty(),
+        "nothing exists yet"
+    );
+
+    let dev = backend.create_workspace("dev").await.unwrap();
+    backend.create_workspace("prod").await.unwrap();
+    assert_eq!(
+        keys(&bucket).await,
+        [
+            "env:/dev/demo/terraform.tfstate",
+            "env:/prod/demo/terraform.tfstate"
+        ]
+    );
+    let meta = dev.state_snapshot_meta().unwrap();
+    assert_eq!(meta.serial, 1);
+    assert!(uuid::Uuid::parse_str(&meta.lineage).is_ok());
+
+    backend
+        .manager("default")
+        .unwrap()
+        .update(common::set_output("a", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.workspaces().await.unwrap(),
+        ["default", "dev", "prod"]
+    );
+
+    backend.delete_workspace("dev").await.unwrap();
+    assert_eq!(backend.workspaces().await.unwrap(), ["default", "prod"]);
+    assert_eq!(
+        common::version_count(&bucket, "env:/dev/demo/terraform.tfstate").await,
+        1,
+        "deleting keeps the history"
+    );
+    // Neither the creation nor the deletion left a lock behind.
+    assert!(keys(&bucket).await.iter().all(|k| !k.ends_with(".tflock")));
+}
+
+#[tokio::test]
+async fn keys_that_only_resemble_the_layout_are_not_workspaces() {
+    let bucket = common::bucket(true).await;
+    for key in [
+        "env:/real/demo/terraform.tfstate",
+        "env:/real/demo/terraform.tfstate.tflock",
+        "env:/nested/deeper/demo/terraform.tfstate",
+        "env:/other/demo/other.tfstate",
+        "env:/backup/demo/terraform.tfstate.backup",
+        "env:/demo/terraform.tfstate",
+        "demo/terraform.tfstate.tflock",
+    ] {
+        common::put_raw(&bucket, key, b"").await;
+    }
+    let backend = common::builder(&bucket, KEY).build_backend().await.unwrap();
+    assert_eq!(backend.workspaces().await.unwrap(), ["real"]);
+}
+
+#[tokio::test]
+async fn a_custom_prefix_is_used_for_every_workspace_operation() {
+    let bucket = common::bucket(true).await;
+    let backend = common::builder(&bucket, KEY)
+        .with_workspace_key_prefix("teams/platform")
+        .build_backend()
+        .await
+        .unwrap();
+    backend.create_workspace("staging").await.unwrap();
+    common::put_raw(&bucket, "env:/ignored/demo/terraform.tfstate", b"").await;
+    assert_eq!(
+        keys(&bucket).await[1],
+        "teams/platform/staging/demo/terraform.tfstate"
+    );
+    assert_eq!(backend.workspaces().await.unwrap(), ["staging"]);
+
+    let by_builder = common::builder(&bucket, KEY)
+        .with_workspace_key_prefix("teams/platform")
+        .with_workspace("staging")
+        .build()
+        .await
+        .unwrap();
+    by_builder.refresh_state().await.unwrap();
+    assert!(by_builder.state().is_some());
+}
+
+#[tokio::test]
+async fn creating_an_existing_workspace_is_refused_without_touching_it() {
+    let bucket = common::bucket(true).await;
+    let backend = common::builder(&bucket, KEY).build_backend().await.unwrap();
+    backend.create_workspace("dev").await.unwrap();
+    let err = backend.create_workspace("dev").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::WorkspaceExists { workspace, .. } if workspace == "dev"),
+        "{err:?}"
+    );
+    assert_eq!(
+        common::version_count(&bucket, "env:/dev/demo/terraform.tfstate").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_default_workspace_and_locked_or_missing_workspaces_are_not_deleted() {
+    let bucket = common::bucket(true).await;
+    let backend = common::builder(&bucket, KEY).build_backend().await.unwrap();
+    assert!(matches!(
+        backend.delete_workspace("default").await,
+        Err(Error::DefaultWorkspaceUndeletable)
+    ));
+    assert!(matches!(
+        backend.delete_workspace("ghost").await,
+        Err(Error::WorkspaceNotFound { .. })
+    ));
+
+    let dev = backend.create_workspace("dev").await.unwrap();
+    let id = dev
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    let err = backend.delete_workspace("dev").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Locked { holder: Some(h), .. } if h.id == id),
+        "{err:?}"
+    );
+    assert_eq!(backend.workspaces().await.unwrap(), ["dev"]);
+    dev.unlock(&id).await.unwrap();
+    backend.delete_workspace("dev").await.unwrap();
+    assert!(backend.workspaces().await.unwrap().is_empty());
+}
+
+/// Writes the state of workspace `dev` once, with a plain PUT from another client, just before
+/// the client it is installed on tries to take a lock: another writer that does not lock (an
+/// older tool, an operator) changing the state between the deletion's check and its delete.
+#[derive(Debug, Clone)]
+struct WriteBeforeLocking {
+    bucket: String,
+    body: &'static [u8],
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl aws_sdk_s3::config::Intercept for WriteBeforeLocking {
+    fn name(&self) -> &'static str {
+        "write-before-locking"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request();
+        if request.method() == "PUT"
+            && request.uri().contains(".tflock")
+            && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let (bucket, body) = (self.bucket.clone(), self.body);
+            blocking(async move { common::put_raw(&bucket, DEV_KEY, body).await });
+        }
+        Ok(())
+    }
+}
+
+/// Makes LocalStack (which answers 501 to a conditional DeleteObject) delete as real S3 does:
+/// a DELETE with `If-Match` is performed only when the tag is the object's current one, and is
+/// otherwise answered 412 without deleting anything.
+#[derive(Debug, Clone, Default)]
+struct RealS3ConditionalDeletes {
+    bucket: String,
+    conditional_state_deletes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl aws_sdk_s3::config::Intercept for RealS3ConditionalDeletes {
+    fn name(&self) -> &'static str {
+        "real-s3-conditional-deletes"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request_mut();
+        let Some(if_match) = request.headers().get("if-match").map(str::to_owned) else {
+            return Ok(());
+        };
+        if request.method() != "DELETE" {
+            return Ok(());
+        }
+        let is_lock = request.uri().contains(".tflock");
+        let key = if is_lock {
+            format!("{DEV_KEY}.tflock")
+        } else {
+            self.conditional_state_deletes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            DEV_KEY.to_owned()
+        };
+        let bucket = self.bucket.clone();
+        let current = blocking(async move {
+            common::client()
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .ok()
+                .and_then(|head| head.e_tag)
+        });
+        request.headers_mut().remove("if-match");
+        let refuse = current.as_deref() != Some(if_match.as_str());
+        if refuse {
+            // Point the refused delete at a key that does not exist, so nothing is deleted.
+            let uri = request.uri().replace(".tfstate", ".tfstate-refused");
+            request.set_uri(uri).unwrap();
+        }
+        self.refuse
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
+            '_,
+        >,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        if self.refuse.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            *context.response_mut().status_mut() = 412.try_into().unwrap();
+        }
+        Ok(())
+    }
+}
+
+const DEV_KEY: &str = "env:/dev/demo/terraform.tfstate";
+const WRITTEN_MEANWHILE: &[u8] = b"{\"written\": \"meanwhile\"}";
+
+/// Runs `work` to completion on a runtime of its own, from synchronous code (an interceptor).
+fn blocking<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join()
+    .unwrap()
+}
+
+/// Deletes workspace `dev` through a client with `interceptors`, while another writer changes
+/// its state just before the deletion takes the lock; then checks that the change is kept.
+async fn delete_races_a_writer(
+    bucket: &str,
+    conditional_deletes: Option<&RealS3ConditionalDeletes>,
+) {
+    common::builder(bucket, KEY)
+        .build_backend()
+        .await
+        .unwrap()
+        .create_workspace("dev")
+        .await
+        .unwrap();
+    let mut config = common::config_for(common::endpoint()).interceptor(WriteBeforeLocking {
+        bucket: bucket.to_owned(),
+        body: WRITTEN_MEANWHILE,
+        done: Default::default(),
+    });
+    if let Some(deletes) = conditional_deletes {
+        config = config.interceptor(deletes.clone());
+    }
+    let backend = common::builder(bucket, KEY)
+        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+        .build_backend()
+        .await
+        .unwrap();
+
+    let err = backend.delete_workspace("dev").await.unwrap_err();
+    assert!(matches!(&err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(
+        common::get_raw(bucket, DEV_KEY).await,
+        WRITTEN_MEANWHILE,
+        "the state written after the check is kept"
+    );
+    assert_eq!(backend.workspaces().await.unwrap(), ["dev"]);
+    assert!(
+        keys(bucket).await.iter().all(|k| !k.ends_with(".tflock")),
+        "the lock was released"
+    );
+
+    // Nothing changes it now: the same call deletes it.
+    backend.delete_workspace("dev").await.unwrap();
+    assert!(backend.workspaces().await.unwrap().is_empty());
+    assert_eq!(common::version_count(bucket, DEV_KEY).await, 2);
+}
+
+#[tokio::test]
+async fn a_workspace_written_after_delete_checked_it_is_kept_where_deletes_are_conditional() {
+    let bucket = common::bucket(true).await;
+    let deletes = RealS3ConditionalDeletes {
+        bucket: bucket.clone(),
+        ..Default::default()
+    };
+    delete_races_a_writer(&bucket, Some(&deletes)).await;
+    assert_eq!(
+        deletes
+            .conditional_state_deletes
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "each deletion of the state was conditional on the tag it checked"
+    );
+}
+
+#[tokio::test]
+async fn a_workspace_written_after_delete_checked_it_is_kept_where_deletes_cannot_be_conditional() {
+    // LocalStack answers a conditional DeleteObject with 501: the deletion re-reads the object
+    // under the lock and deletes only the snapshot it checked.
+    let bucket = common::bucket(true).await;
+    delete_races_a_writer(&bucket, None).await;
+}

@@ -186,6 +186,9 @@ mod tests {
         })
     }
 
+    /// Unchanged (`Ok(None)`), written with this serial, or refused with this error kind.
+    type Expected = std::result::Result<Option<u64>, &'static str>;
+
     /// The whole table, one row per (rules, case): what each write path does with each
     /// candidate over a stored snapshot at serial 5.
     #[test]
@@ -199,7 +202,7 @@ mod tests {
         };
         // (rules, candidate, expected: Ok(None) unchanged, Ok(Some(serial)) written, Err(kind))
         let collision = "SerialCollision";
-        let cases: Vec<(Rules, State, std::result::Result<Option<u64>, &str>)> = vec![
+        let cases: Vec<(Rules, State, Expected)> = vec![
             (Persist, state(5, 0), Ok(None)),
             (Push, state(5, 0), Ok(None)),
             (AsSent, state(5, 0), Ok(None)),

@@ -40,6 +40,7 @@ pub use config::{
     ConfigError, GatewayConfig, Grant, Limits, Role, S3Settings, TlsSettings, UserConfig,
 };
 pub use protocol::{
+    GatewayStore, StateMethod, StateRequest, StateResponse, handle_state_request,
     LOCK_STATE_ETAG_KEY, LOCK_STATE_LINEAGE_KEY, LOCK_STATE_SERIAL_KEY, STATE_LOCK_NONCE_KEY,
     USER_KEY,
 };
@@ -347,32 +348,26 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
             );
         }
     };
+    let request = protocol::StateRequest {
+        method: match method.as_str() {
+            "POST" | "PUT" => protocol::StateMethod::Update,
+            "LOCK" => protocol::StateMethod::Lock,
+            "UNLOCK" => protocol::StateMethod::Unlock,
+            _ => protocol::StateMethod::Delete,
+        },
+        admin: principal.role_on(&name) >= Some(Role::Admin),
+        state_name: name,
+        principal: principal.name.clone(),
+        lock_id: query.id,
+        body,
+        content_md5: md5,
+    };
     // Past this point the operation runs to completion even if the client goes away or the
     // request times out, and a graceful shutdown waits for it.
     let task_shared = Arc::clone(&shared);
     let task = shared.writes.spawn(async move {
         let shared = task_shared;
-        match method.as_str() {
-            "POST" | "PUT" => {
-                protocol::update(
-                    Arc::clone(&shared),
-                    protocol::UpdateRequest {
-                        who: principal.name.clone(),
-                        name,
-                        store,
-                        lock_id: query.id,
-                        body,
-                        md5,
-                    },
-                )
-                .await
-            }
-            "LOCK" => protocol::lock(&shared, &principal.name, &name, &store, &body).await,
-            "UNLOCK" => protocol::unlock(&principal, &name, &store, &body).await,
-            _ => {
-                protocol::delete(&shared, &principal.name, &name, &store, query.id.as_deref()).await
-            }
-        }
+        protocol::answer(&shared.metrics, &store, request).await
     });
     match task.await {
         Ok(response) => response,

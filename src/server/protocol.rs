@@ -9,9 +9,7 @@
 //! statuses here: a refusal is 409, 423 or 403 with the library's message, a store failure
 //! 502 (Terraform retries 5xx).
 
-use super::Shared;
-use super::auth::Principal;
-use super::config::Role;
+use super::metrics::Metrics;
 use crate::error::{Error, LockRefusal};
 use crate::remote::{
     BoundLockTaken, BoundUnlock, BoundWrite, RemoteState, RemoteStateOptions, SentState,
@@ -26,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Lock-object metadata: the state's ETag when the lock was taken (`none` when there was no
@@ -85,7 +82,7 @@ fn store_failed(error: &Error) -> Response {
 // ---------------------------------------------------------------------------------------
 // GET
 
-pub(crate) async fn get(store: &S3Store) -> Response {
+pub(crate) async fn get<S: GatewayStore>(store: &S) -> Response {
     match store.get(None).await {
         Ok(Fetched::Found(object)) if !object.body.is_empty() => {
             let md5 = content_md5(&object.body);
@@ -106,14 +103,114 @@ pub(crate) async fn get(store: &S3Store) -> Response {
 }
 
 // ---------------------------------------------------------------------------------------
+// One request about one state
+
+/// A store the gateway serves states from: the handle a request's writes go through.
+pub trait GatewayStore: Store + Clone {
+    /// The same object, as a write path reads it: only to write conditionally on what it read
+    /// (S3 with `dynamodb_table`: without comparing Terraform's digest, which the write sets).
+    fn for_writes(&self) -> Self;
+}
+
+impl GatewayStore for S3Store {
+    fn for_writes(&self) -> Self {
+        self.without_digest_check()
+    }
+}
+
+impl GatewayStore for crate::store::memory::MemoryStore {
+    fn for_writes(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// What a state request asks, in Terraform's `http` backend protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateMethod {
+    /// GET: the state.
+    Get,
+    /// POST: store the body as the new state (under `lock_id` when given).
+    Update,
+    /// LOCK: take the lock, with the body as lock info.
+    Lock,
+    /// UNLOCK: release it (the body names the lock; none, or another's, is a force-unlock).
+    Unlock,
+    /// DELETE: delete the state (under `lock_id` when given).
+    Delete,
+}
+
+/// One request about one state, authenticated and authorised: what the gateway's HTTP layer
+/// hands over after checking credentials and grants, and what [`handle_state_request`]
+/// answers over any store, with no sockets (the simulation drives the gateway this way).
+#[derive(Debug, Clone)]
+pub struct StateRequest {
+    /// What is asked.
+    pub method: StateMethod,
+    /// The state's name (its path in the URL).
+    pub state_name: String,
+    /// Who asks: the lock's owner and the snapshot's author.
+    pub principal: String,
+    /// Whether the principal is an admin on this state (may force-unlock).
+    pub admin: bool,
+    /// `?ID=`: the lock the request is sent under.
+    pub lock_id: Option<String>,
+    /// The body.
+    pub body: Bytes,
+    /// The `Content-MD5` header, if any.
+    pub content_md5: Option<String>,
+}
+
+/// The answer to a [`StateRequest`].
+#[derive(Debug, Clone)]
+pub struct StateResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Answers one state request over `store`, as the gateway does behind its HTTP layer.
+pub async fn handle_state_request<S: GatewayStore>(
+    store: &S,
+    request: StateRequest,
+) -> StateResponse {
+    let response = answer(&Metrics::default(), store, request).await;
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    StateResponse { status, body }
+}
+
+/// The gateway's answer to one state request, counted in `metrics`.
+pub(crate) async fn answer<S: GatewayStore>(
+    metrics: &Metrics,
+    store: &S,
+    request: StateRequest,
+) -> Response {
+    let name = request.state_name.clone();
+    let who = request.principal.clone();
+    match request.method {
+        StateMethod::Get => get(store).await,
+        StateMethod::Update => update(metrics, store, request).await,
+        StateMethod::Lock => lock(metrics, &who, &name, store, &request.body).await,
+        StateMethod::Unlock => unlock(&who, request.admin, &name, store, &request.body).await,
+        StateMethod::Delete => {
+            delete(metrics, &who, &name, store, request.lock_id.as_deref()).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The library's answers, as HTTP
 
 /// The manager a request works through: over the state read without comparing Terraform's
 /// digest (the write path reads only to write conditionally on what it read, and sets the
 /// digest itself), and refusing at once rather than waiting when the state is locked.
-fn manager(store: &S3Store) -> RemoteState<S3Store> {
+fn manager<S: GatewayStore>(store: &S) -> RemoteState<S> {
     RemoteState::with_options(
-        store.without_digest_check(),
+        store.for_writes(),
         RemoteStateOptions {
             update_locking: UpdateLocking::Lock {
                 timeout: Duration::ZERO,
@@ -205,23 +302,18 @@ fn refusal_name(refusal: &LockRefusal) -> &'static str {
 // ---------------------------------------------------------------------------------------
 // POST: update
 
-pub(crate) struct UpdateRequest {
-    pub(crate) who: String,
-    pub(crate) name: String,
-    pub(crate) store: S3Store,
-    pub(crate) lock_id: Option<String>,
-    pub(crate) body: Bytes,
-    pub(crate) md5: Option<String>,
-}
-
-pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Response {
-    let UpdateRequest {
-        who,
-        name,
-        store,
+pub(crate) async fn update<S: GatewayStore>(
+    metrics: &Metrics,
+    store: &S,
+    request: StateRequest,
+) -> Response {
+    let StateRequest {
+        principal: who,
+        state_name: name,
         lock_id,
         body,
-        md5,
+        content_md5: md5,
+        ..
     } = request;
     let audit = |outcome: &str, serial: Option<u64>, version_id: Option<&str>| {
         tracing::info!(target: AUDIT, user = %who, state = %name, action = "write",
@@ -257,7 +349,7 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
         }
     };
     let serial = sent.serial;
-    let written = manager(&store)
+    let written = manager(store)
         .write_sent(SentState {
             state: sent,
             body,
@@ -267,7 +359,7 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
         .await;
     match written {
         Ok(BoundWrite::Done { version_id, .. }) => {
-            shared.metrics.write();
+            metrics.write();
             audit("written", Some(serial), version_id.as_deref());
             text(StatusCode::OK, "written")
         }
@@ -278,7 +370,7 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
         Err(error) => {
             audit(&outcome_of(&error), Some(serial), None);
             if is_refusal(&error) {
-                shared.metrics.conflict();
+                metrics.conflict();
             }
             refusal(&error, "Nothing was written")
         }
@@ -288,11 +380,11 @@ pub(crate) async fn update(shared: Arc<Shared>, request: UpdateRequest) -> Respo
 // ---------------------------------------------------------------------------------------
 // LOCK
 
-pub(crate) async fn lock(
-    shared: &Shared,
+pub(crate) async fn lock<S: GatewayStore>(
+    metrics: &Metrics,
     who: &str,
     name: &str,
-    store: &S3Store,
+    store: &S,
     body: &[u8],
 ) -> Response {
     let audit = |outcome: &str, id: &str| {
@@ -328,7 +420,7 @@ pub(crate) async fn lock(
         Err(error) => {
             audit(&outcome_of(&error), &info.id);
             if matches!(error, Error::Locked { .. }) {
-                shared.metrics.lock_wait();
+                metrics.lock_wait();
             }
             refusal(&error, "Nothing was locked")
         }
@@ -338,13 +430,13 @@ pub(crate) async fn lock(
 // ---------------------------------------------------------------------------------------
 // UNLOCK
 
-pub(crate) async fn unlock(
-    principal: &Principal,
+pub(crate) async fn unlock<S: GatewayStore>(
+    who: &str,
+    may_force: bool,
     name: &str,
-    store: &S3Store,
+    store: &S,
     body: &[u8],
 ) -> Response {
-    let who = &principal.name;
     let audit = |outcome: &str, id: &str| {
         tracing::info!(target: AUDIT, user = %who, state = %name, action = "unlock", lock_id = %id, outcome);
     };
@@ -364,7 +456,6 @@ pub(crate) async fn unlock(
     };
     let given_id = given.map(|info| info.id).filter(|id| !id.is_empty());
     let shown_id = given_id.as_deref().unwrap_or("-");
-    let may_force = principal.role_on(name) >= Some(Role::Admin);
     match manager(store)
         .unlock_bound(given_id.as_deref(), who, may_force)
         .await
@@ -391,11 +482,11 @@ pub(crate) async fn unlock(
 // ---------------------------------------------------------------------------------------
 // DELETE
 
-pub(crate) async fn delete(
-    shared: &Shared,
+pub(crate) async fn delete<S: GatewayStore>(
+    metrics: &Metrics,
     who: &str,
     name: &str,
-    store: &S3Store,
+    store: &S,
     lock_id: Option<&str>,
 ) -> Response {
     let audit = |outcome: &str, version_id: Option<&str>| {
@@ -414,7 +505,7 @@ pub(crate) async fn delete(
         Err(error) => {
             audit(&outcome_of(&error), None);
             if is_refusal(&error) {
-                shared.metrics.conflict();
+                metrics.conflict();
             }
             refusal(&error, "Nothing was deleted")
         }

@@ -53,18 +53,30 @@
 pub(crate) mod release_gate;
 pub(crate) mod turns;
 
-/// A registry of `T`s by object identity, shared by every manager over that object in this
-/// process. Managers are cheap and often made per call (`S3Backend::manager`, the gateway's
-/// requests), so what must be common to them lives here. Entries are weak, so an object's
-/// value goes when its last manager does (swept on the next registration).
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex};
 
-pub(crate) struct PerObject<T> {
-    values: LazyLock<Mutex<HashMap<String, Weak<T>>>>,
+/// What the registry asks of a shared value: whether it must outlive the managers that made
+/// it. A release gate that remembers a write in doubt must: the next request over the object
+/// (a gateway's UNLOCK after the POST whose write got no answer) may come when no manager of
+/// the last one is left, and must still find the mark.
+pub(crate) trait Shared: Default {
+    /// True while the value holds something a later manager must see.
+    fn must_outlive_managers(&self) -> bool {
+        false
+    }
 }
 
-impl<T: Default> PerObject<T> {
+/// A registry of `T`s by object identity, shared by every manager over that object in this
+/// process. Managers are cheap and often made per call (`S3Backend::manager`, the gateway's
+/// requests), so what must be common to them lives here. A value goes when its last manager
+/// does, unless it must outlive them ([`Shared::must_outlive_managers`]); gone values are
+/// swept at the next registration.
+pub(crate) struct PerObject<T> {
+    values: LazyLock<Mutex<HashMap<String, Arc<T>>>>,
+}
+
+impl<T: Shared> PerObject<T> {
     /// An empty registry, for a `static`.
     pub(crate) const fn new() -> Self {
         PerObject {
@@ -79,16 +91,16 @@ impl<T: Default> PerObject<T> {
             return Arc::new(T::default());
         };
         let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = values.get(&identity).and_then(Weak::upgrade) {
-            return existing;
-        }
-        values.retain(|_, value| value.strong_count() > 0);
-        let value = Arc::new(T::default());
-        values.insert(identity, Arc::downgrade(&value));
-        value
+        // Only the registry holds it, and nothing in it is still needed.
+        values.retain(|_, value| Arc::strong_count(value) > 1 || value.must_outlive_managers());
+        Arc::clone(
+            values
+                .entry(identity)
+                .or_insert_with(|| Arc::new(T::default())),
+        )
     }
 }
 
-fn empty<T>() -> Mutex<HashMap<String, Weak<T>>> {
+fn empty<T>() -> Mutex<HashMap<String, Arc<T>>> {
     Mutex::new(HashMap::new())
 }

@@ -40,9 +40,8 @@ pub use config::{
     ConfigError, GatewayConfig, Grant, Limits, Role, S3Settings, TlsSettings, UserConfig,
 };
 pub use protocol::{
-    GatewayStore, StateMethod, StateRequest, StateResponse, handle_state_request,
-    LOCK_STATE_ETAG_KEY, LOCK_STATE_LINEAGE_KEY, LOCK_STATE_SERIAL_KEY, STATE_LOCK_NONCE_KEY,
-    USER_KEY,
+    GatewayStore, LOCK_STATE_ETAG_KEY, LOCK_STATE_LINEAGE_KEY, LOCK_STATE_SERIAL_KEY,
+    STATE_LOCK_NONCE_KEY, StateMethod, StateRequest, StateResponse, USER_KEY, handle_state_request,
 };
 
 use crate::s3::S3Backend;

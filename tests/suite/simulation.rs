@@ -14,7 +14,11 @@
 //!   model one Terraform with its back-off, the others a stream of Terraforms arriving at any
 //!   moment, which try the lock between any two steps of the other actors (this found an
 //!   unlock that released a lock an update was still writing under);
-//! - readers that refresh a shared manager.
+//! - readers that refresh a shared manager;
+//! - in half the seeds, a Terraform on the `http` backend through the gateway's request
+//!   handler (in process, over the same faulty store): LOCK, GET, POST under the lock's ID,
+//!   UNLOCK, re-sending on 5xx as go-retryablehttp does. Its writes are held to the same
+//!   invariants as every other actor's.
 //!
 //! Every change is "append my operation number to my own output". The checker then asserts,
 //! for the mix of actors the seed drew:
@@ -35,6 +39,7 @@
 //! `S3STATE_SIM_SEEDS=n` runs n seeds (default 10,000); `S3STATE_SIM_SEED=s` replays one.
 
 use bytes::Bytes;
+use s3state::server::{StateMethod, StateRequest, handle_state_request};
 use s3state::store::memory::{ETagStyle, FaultPlan, MemoryOptions, MemoryStore};
 use s3state::store::{Fetched, ObjectMetadata, Precondition, PutOutcome, Store};
 use s3state::{
@@ -138,6 +143,13 @@ impl Recorder {
 
             h.events
                 .push(format!("{actor} op {op}: {what} failed: {error}"));
+        });
+    }
+
+    /// Notes a lock whose creation is in doubt: it may appear after its taker gave up.
+    fn lock_in_doubt(&self, id: &str) {
+        self.with(|h| {
+            h.locks_in_doubt.insert(id.to_owned());
         });
     }
 
@@ -410,6 +422,148 @@ async fn terraform(store: MemoryStore, recorder: Recorder, ops: u64, seed: u64) 
     }
 }
 
+/// A Terraform on the `http` backend, through the gateway's request handler (in process, no
+/// sockets) over the same store and its faults: LOCK, GET, POST under the lock's ID, UNLOCK,
+/// with Terraform's retries. go-retryablehttp re-sends a request answered 5xx (twice, as
+/// `retry_max` defaults); a held lock (423) is waited for with `-lock-timeout`'s back-off.
+/// Each apply appends its operation and numbers the state one higher, as Terraform does.
+async fn gateway_client(store: MemoryStore, recorder: Recorder, ops: u64, seed: u64) {
+    let name = GATEWAY_CLIENT;
+    let mut pace = fastrand::Rng::with_seed(seed ^ 0x9a7e_3a11);
+    let request = |method, lock_id: Option<&str>, body: Bytes| StateRequest {
+        method,
+        state_name: "sim".into(),
+        principal: "ci".into(),
+        admin: false,
+        lock_id: lock_id.map(str::to_owned),
+        body,
+        content_md5: None,
+    };
+    // One request with go-retryablehttp's retries on 5xx.
+    let send = |method, lock_id: Option<String>, body: Bytes| {
+        let store = store.clone();
+        async move {
+            let mut answer = None;
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                let got =
+                    handle_state_request(&store, request(method, lock_id.as_deref(), body.clone()))
+                        .await;
+                let retry = got.status >= 500;
+                answer = Some(got);
+                if !retry {
+                    break;
+                }
+            }
+            answer.expect("at least one attempt")
+        }
+    };
+    for _ in 0..ops {
+        let op = recorder.attempt(name);
+        let mut info = LockInfo::new("OperationTypeApply").with_info("terraform http backend");
+        info.path = "sim".into();
+        let lock_body = Bytes::from(serde_json::to_vec(&info).unwrap());
+        let mut wait = Duration::from_secs(1);
+        let mut waited = Duration::ZERO;
+        let locked = loop {
+            let answer = send(StateMethod::Lock, None, lock_body.clone()).await;
+            match answer.status {
+                200 => break true,
+                423 | 409 if waited < Duration::from_secs(600) => {
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    wait = (wait * 2).min(Duration::from_secs(16));
+                }
+                status => {
+                    if status >= 500 {
+                        // The lock may have been taken by an attempt whose answer was lost.
+                        recorder.lock_in_doubt(&info.id);
+                    }
+                    recorder.event(format!("{name} op {op}: LOCK answered {status}"));
+                    break false;
+                }
+            }
+        };
+        if !locked {
+            continue;
+        }
+        recorder.took_lock(name);
+        let read = send(StateMethod::Get, None, Bytes::new()).await;
+        let state = match read.status {
+            200 => Some(State::from_slice(&read.body).expect("the gateway serves a state")),
+            404 => None,
+            status => {
+                recorder.event(format!("{name} op {op}: GET answered {status}"));
+                unlock_through_gateway(name, &send, &info, &lock_body, &recorder).await;
+                continue;
+            }
+        };
+        let mut state = state.unwrap_or_else(|| {
+            let mut fresh = State::new(semver::Version::new(1, 15, 5));
+            fresh.lineage = uuid::Uuid::new_v4().to_string();
+            fresh
+        });
+        append(&mut state, name, op);
+        state.serial += 1;
+        for _ in 0..pace.u8(0..4) {
+            tokio::task::yield_now().await;
+        }
+        let posted = send(
+            StateMethod::Update,
+            Some(info.id.clone()),
+            Bytes::from(state.to_bytes()),
+        )
+        .await;
+        match posted.status {
+            200 => recorder.acknowledge(name, op),
+            status => recorder.event(format!(
+                "{name} op {op}: POST answered {status}: {}",
+                String::from_utf8_lossy(&posted.body).trim()
+            )),
+        }
+        unlock_through_gateway(name, &send, &info, &lock_body, &recorder).await;
+        tokio::time::sleep(Duration::from_millis(pace.u64(1..9))).await;
+    }
+}
+
+/// The gateway client's UNLOCK, tried again while the gateway answers 5xx.
+async fn unlock_through_gateway<F, Fut>(
+    name: &str,
+    send: &F,
+    info: &LockInfo,
+    lock_body: &Bytes,
+    recorder: &Recorder,
+) where
+    F: Fn(StateMethod, Option<String>, Bytes) -> Fut,
+    Fut: std::future::Future<Output = s3state::server::StateResponse>,
+{
+    recorder.releasing_lock(name);
+    for attempt in 0..10 {
+        let answer = send(StateMethod::Unlock, None, lock_body.clone()).await;
+        if answer.status == 200 {
+            return;
+        }
+        recorder.event(format!(
+            "{name}: UNLOCK {} attempt {attempt} answered {}",
+            info.id, answer.status
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The gateway client's name in the history.
+const GATEWAY_CLIENT: &str = "gateway-client";
+
+/// Whether a gateway client joins seed `seed`'s world: in half the seeds, drawn apart from the
+/// world's other choices so that every seed keeps the actors it drew before the gateway
+/// joined; never in the seeds kept as regressions, which replay the world that found their bug.
+fn gateway_joins(seed: u64) -> bool {
+    !SEEDS_THAT_FOUND_BUGS.iter().any(|(kept, _)| *kept == seed)
+        && fastrand::Rng::with_seed(seed ^ 0x6a7e_3a11).bool()
+}
+
 /// Runs one seed; `Err` carries the violations and the tail of the history.
 fn run_seed(seed: u64) -> Result<(), String> {
     // RemoteState's back-off jitter draws from fastrand's thread-local generator: seed it so
@@ -502,6 +656,15 @@ async fn simulate(seed: u64) -> Result<(), String> {
         )));
     }
     tasks.push(tokio::spawn(reader(Arc::clone(&shared), rng.u64(0..4))));
+    if gateway_joins(seed) {
+        recorder.join(GATEWAY_CLIENT, true);
+        tasks.push(tokio::spawn(gateway_client(
+            faulty.clone(),
+            recorder.clone(),
+            fastrand::Rng::with_seed(seed ^ 0x0a75).u64(1..4),
+            seed,
+        )));
+    }
     let with_terraform = mix != Mix::NoTerraform;
     if with_terraform {
         recorder.join(TERRAFORM, true);
@@ -623,7 +786,9 @@ fn check(
 }
 
 fn replay_hint(seed: u64) -> String {
-    format!("replay with: S3STATE_SIM_SEED={seed} cargo test --test suite simulation -- --nocapture")
+    format!(
+        "replay with: S3STATE_SIM_SEED={seed} cargo test --test suite simulation -- --nocapture"
+    )
 }
 
 #[test]
@@ -719,9 +884,24 @@ const SEEDS_THAT_FOUND_BUGS: &[(u64, &str)] = &[
     ),
 ];
 
+/// Seeds in which the gateway client found a bug planted to show that it can (issue 22): the
+/// planted code is named, and each seed fails with it and passes without it.
+const GATEWAY_SEEDS_THAT_FOUND_BUGS: &[(u64, &str)] = &[(
+    171,
+    "planted in RemoteState::lock_bound: a repeated LOCK (its first answer lost, a 503) \
+     refused as held by another, so the gateway client's own lock was left behind \
+     (the OpenTofu #4405 kind); 111 of 10,000 seeds failed with it",
+)];
+
 #[test]
 fn the_seeds_that_found_bugs_now_pass() {
-    for (seed, bug) in SEEDS_THAT_FOUND_BUGS {
+    for (seed, _) in GATEWAY_SEEDS_THAT_FOUND_BUGS {
+        assert!(gateway_joins(*seed), "seed {seed} has a gateway client");
+    }
+    for (seed, bug) in SEEDS_THAT_FOUND_BUGS
+        .iter()
+        .chain(GATEWAY_SEEDS_THAT_FOUND_BUGS)
+    {
         if let Err(report) = run_seed(*seed) {
             panic!(
                 "seed {seed} ({bug}) fails again:\n  {report}\n{}",

@@ -15,7 +15,7 @@
 //! that): an unlock waits until none can. Only a write that landed (the object moved on) or
 //! a refusal of a write on the same state (the object is not in that state) ends the doubt.
 
-use super::PerObject;
+use super::{PerObject, Shared};
 use crate::store::Precondition;
 use std::sync::Arc;
 
@@ -29,6 +29,14 @@ pub(crate) struct ReleaseGate {
 }
 
 static GATES: PerObject<ReleaseGate> = PerObject::new();
+
+impl Shared for ReleaseGate {
+    /// A gate that remembers a write in doubt outlives its managers, so that the next
+    /// release of the object's lock in this process waits it out.
+    fn must_outlive_managers(&self) -> bool {
+        !self.settle_left().is_zero()
+    }
+}
 
 impl ReleaseGate {
     /// The gate for an object: the process-wide one for `identity`, or one of its own for a

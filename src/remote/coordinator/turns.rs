@@ -17,7 +17,7 @@
 //! Neither rule is needed for correctness: the store's lock and the conditional writes
 //! decide every race. They only decide who waits, and how much that costs.
 
-use super::PerObject;
+use super::{PerObject, Shared};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -63,6 +63,8 @@ pub enum UpdateTurns {
     /// the store, as separate processes do. For tests that need that race in one process.
     PerManager,
 }
+
+impl Shared for Turnstile {}
 
 /// Every shared turnstile in the process, by object identity.
 static SHARED: PerObject<Turnstile> = PerObject::new();

@@ -7,8 +7,8 @@
 //! 3. parse and serialise throughput;
 //! 4. contention: aggregate commits per second of N tasks, each with its own manager, doing
 //!    `update()` on one key, with the lock (the default) and without; the counts are asserted.
-//!    Each twice: with the managers queueing in process (`UpdateTurns::Process`, the default)
-//!    and racing each other through the store as separate processes do (`PerManager`).
+//!    Each twice: with the managers queueing in process (the default)
+//!    and racing each other through the store as separate processes do (each manager over a client of its own).
 //! 5. `s3state pull` as a whole command against a minimal process doing one raw GetObject of
 //!    the same object to stdout (this benchmark's own binary, re-run with
 //!    `S3STATE_BENCH_RAW_GET=bucket/key`), wall time and peak RSS, at each size (part `pull`;
@@ -233,19 +233,18 @@ async fn contention_run(
     writers: usize,
     per_writer: usize,
     locking: s3state::UpdateLocking,
-    turns: s3state::UpdateTurns,
+    separate_processes: bool,
 ) -> f64 {
     let mut managers = Vec::new();
     for _ in 0..writers {
         managers.push(Arc::new(
             // From settings, as applications configure s3state (so the managers know their
             // endpoint and can share their update turns).
-            common::settings_builder(common::endpoint(), bucket, key)
+            common::process_builder(common::endpoint(), bucket, key, separate_processes)
                 .with_options({
                     let mut options = s3state::RemoteStateOptions {
                         max_update_attempts: 1000,
                         update_locking: locking,
-                        update_turns: turns,
                         ..Default::default()
                     };
                     // S3STATE_BENCH_TUNE=a,b,c,d (ms) overrides initial_update_backoff,
@@ -740,10 +739,7 @@ async fn main() {
         let lock = s3state::UpdateLocking::Lock {
             timeout: Duration::from_secs(900),
         };
-        let (process, racing) = (
-            s3state::UpdateTurns::Process,
-            s3state::UpdateTurns::PerManager,
-        );
+        let (process, racing) = (false, true);
         let modes = [
             ("lock (default), queued in process (default)", lock, process),
             (
@@ -751,7 +747,7 @@ async fn main() {
                 s3state::UpdateLocking::Disabled,
                 process,
             ),
-            ("lock, racing as processes (`PerManager`)", lock, racing),
+            ("lock, racing as processes", lock, racing),
             (
                 "lock off, racing as processes",
                 s3state::UpdateLocking::Disabled,

@@ -38,7 +38,6 @@ pub(crate) mod verdict;
 pub use bound_lock::{BoundLockTaken, BoundUnlock, BoundWrite, SentState};
 use coordinator::release_gate::{OnTheWire, ReleaseGate};
 use coordinator::turns::Turnstile;
-pub use coordinator::turns::UpdateTurns;
 pub use metadata::keys as metadata_keys;
 pub use push::Pushed;
 pub(crate) use verdict::serial_after;
@@ -75,7 +74,7 @@ pub struct RemoteState<S> {
     /// change together. `write_state` does not wait for it; see [`Pending`].
     io: tokio::sync::Mutex<()>,
     /// Where updates queue before they take the store's lock: shared with every manager over
-    /// the same object in this process (see [`UpdateTurns`]).
+    /// the same object in this process (see [`Store::identity`]).
     turnstile: Arc<Turnstile>,
     /// What a caller's unlock waits for: updates running under the caller's lock, through any
     /// manager over this object in this process.
@@ -177,9 +176,6 @@ pub struct RemoteStateOptions {
     /// over its `max` (at most 120 ms) after releasing, so a waiter polling at that pace finds
     /// the lock free. Default 5 ms doubling to 100 ms.
     pub update_lock_retry: LockRetry,
-    /// Whether updates through different managers over the same object in this process
-    /// queue together (the default) or race each other through the store.
-    pub update_turns: UpdateTurns,
     /// How long a lock is kept after a write of this manager's got no answer (and was not
     /// found in the store), before it is released: the request may still be on its way, and
     /// no client can recall it. Conditional, it can land only while the state is still what
@@ -203,7 +199,6 @@ impl Default for RemoteStateOptions {
                 initial: Duration::from_millis(5),
                 max: Duration::from_millis(100),
             },
-            update_turns: UpdateTurns::default(),
             unanswered_write_settle: Duration::from_secs(10),
         }
     }
@@ -365,7 +360,7 @@ impl<S: Store> RemoteState<S> {
     /// A manager over `store` with the given options.
     pub fn with_options(store: S, options: RemoteStateOptions) -> Self {
         RemoteState {
-            turnstile: Turnstile::for_object(store.identity(), options.update_turns),
+            turnstile: Turnstile::for_object(store.identity()),
             release_gate: ReleaseGate::for_object(store.identity()),
             locker: StoreLocker::for_state(&store).with_retry(options.lock_retry),
             store,

@@ -367,10 +367,10 @@ impl S3Builder {
     }
 
     /// Use this client instead of building one; region, endpoint, path style and profile are
-    /// then the client's own. A client does not tell its endpoint, so managers built this
-    /// way keep their [`crate::RemoteState::update`] turns to themselves
-    /// ([`crate::UpdateTurns::PerManager`]) rather than queueing with other managers of the
-    /// same object in the process.
+    /// then the client's own. A client does not tell its endpoint, so the stores of one build
+    /// (a backend's, a manager's) share their [`crate::RemoteState::update`] turns and
+    /// release gates, but not with those of another build over the same client: each build
+    /// is coordinated as another process would be.
     pub fn with_client(mut self, client: Client) -> Self {
         self.client = Some(client);
         self

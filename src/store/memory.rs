@@ -267,6 +267,9 @@ pub struct MemoryStore {
     /// What [`Store::head`] through this handle answers (see [`MemoryStore::without_checksums`]
     /// and [`MemoryStore::without_heads`]).
     heads: Heads,
+    /// Which process this handle is in (see [`MemoryStore::in_another_process`]): 0 for this
+    /// one.
+    process: u64,
     key: String,
     location: String,
     path: String,
@@ -314,6 +317,7 @@ impl MemoryStore {
             faults: None,
             ignores_conditions: false,
             heads: Heads::WithChecksum,
+            process: 0,
             location: format!("memory://{BUCKET_NAME}/{key}"),
             path: format!("{BUCKET_NAME}/{key}"),
             key,
@@ -329,10 +333,22 @@ impl MemoryStore {
             faults: self.faults.clone(),
             ignores_conditions: self.ignores_conditions,
             heads: self.heads,
+            process: self.process,
             location: format!("memory://{BUCKET_NAME}/{key}"),
             path: format!("{BUCKET_NAME}/{key}"),
             key,
         }
+    }
+
+    /// This handle as another process would have it: the same bucket and objects, but none of
+    /// this process's coordination (update turns, release gates), because its
+    /// [`Store::identity`] is another. Managers over it race this process's managers through
+    /// the store's lock and conditional writes, as separate processes do; for simulations and
+    /// tests of that race in one process.
+    pub fn in_another_process(mut self) -> Self {
+        static PROCESSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        self.process = PROCESSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// This handle, injecting faults from `plan` (other handles are unaffected).
@@ -655,9 +671,10 @@ impl Store for MemoryStore {
         // The bucket's address: separate MemoryStores are separate buckets even when their
         // keys (and so their locations) are the same.
         Some(format!(
-            "memory:{:p}/{}",
+            "memory:{:p}/{}#{}",
             Arc::as_ptr(&self.bucket),
-            self.key
+            self.key,
+            self.process
         ))
     }
 

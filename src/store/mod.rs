@@ -219,7 +219,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// A name that every handle on this very object in this process gives, and no handle on
     /// another object does: the managers over one object queue their
-    /// [`crate::RemoteState::update`]s in one line (see [`crate::UpdateTurns`]) instead of
+    /// [`crate::RemoteState::update`]s in one line instead of
     /// racing each other through the store. Two objects sharing a name would wait for each
     /// other's locks and hung requests, so a store that cannot tell its object apart (an S3
     /// client whose endpoint is unknown) answers `None`, the default: each manager's updates

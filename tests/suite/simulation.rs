@@ -44,7 +44,7 @@ use s3state::store::memory::{ETagStyle, FaultPlan, MemoryOptions, MemoryStore};
 use s3state::store::{Fetched, ObjectMetadata, Precondition, PutOutcome, Store};
 use s3state::{
     LockInfo, Locker, OutputValue, Persister, Refresher, RemoteState, RemoteStateOptions, State,
-    Transient, UpdateLocking, UpdateTurns,
+    Transient, UpdateLocking,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -189,9 +189,8 @@ enum Mix {
     Mixed,
 }
 
-fn options(locking: bool, turns: UpdateTurns) -> RemoteStateOptions {
+fn options(locking: bool) -> RemoteStateOptions {
     RemoteStateOptions {
-        update_turns: turns,
         max_update_attempts: 64,
         update_locking: if locking {
             UpdateLocking::Lock {
@@ -594,11 +593,14 @@ async fn simulate(seed: u64) -> Result<(), String> {
     };
     let fault_percent = [0, 5, 10, 20][rng.usize(0..4)];
     // Managers over one object queue their updates together in one process; half the runs
-    // make them race through the store instead, as separate processes do.
-    let turns = if rng.bool() {
-        UpdateTurns::Process
-    } else {
-        UpdateTurns::PerManager
+    // put each in a process of its own instead, where they race through the store.
+    let separate_processes = rng.bool();
+    let process = |store: &MemoryStore| {
+        if separate_processes {
+            store.clone().in_another_process()
+        } else {
+            store.clone()
+        }
     };
     let plan = Arc::new(FaultPlan::new(seed, fault_percent));
     let healthy = MemoryStore::with_options(KEY, options_store);
@@ -613,8 +615,8 @@ async fn simulate(seed: u64) -> Result<(), String> {
         let locking = !opted_out(&mut rng);
         recorder.join(&name, locking);
         let manager = Arc::new(RemoteState::with_options(
-            faulty.clone(),
-            options(locking, turns),
+            process(&faulty),
+            options(locking),
         ));
         tasks.push(tokio::spawn(updater(
             name,
@@ -626,8 +628,8 @@ async fn simulate(seed: u64) -> Result<(), String> {
     // One manager shared by updaters, transient writers and a reader.
     let shared_locking = !opted_out(&mut rng);
     let shared = Arc::new(RemoteState::with_options(
-        faulty.clone(),
-        options(shared_locking, turns),
+        process(&faulty),
+        options(shared_locking),
     ));
     let edit = Arc::new(tokio::sync::Mutex::new(()));
     for index in 0..rng.usize(0..3) {
@@ -923,10 +925,7 @@ fn a_seed_replays_exactly() {
             .unwrap();
         runtime.block_on(async {
             let store = MemoryStore::new(KEY).with_faults(Arc::new(FaultPlan::new(seed, 20)));
-            let manager = Arc::new(RemoteState::with_options(
-                store.clone(),
-                options(true, UpdateTurns::Process),
-            ));
+            let manager = Arc::new(RemoteState::with_options(store.clone(), options(true)));
             let recorder = Recorder::default();
             recorder.join("a", true);
             recorder.join("b", true);

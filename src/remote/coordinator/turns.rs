@@ -30,7 +30,7 @@ const CONTENTION_MEMORY: Duration = Duration::from_secs(5);
 const LONGEST_GAP_POLL: Duration = Duration::from_millis(100);
 
 /// The queues and contention signals of one object, shared by every manager over it in this
-/// process (or owned by one manager, with [`UpdateTurns::PerManager`]).
+/// process.
 #[derive(Debug, Default)]
 pub(crate) struct Turnstile {
     /// Locked updates queue here, then take the store's lock.
@@ -50,33 +50,16 @@ struct Signals {
     last_released: Option<Instant>,
 }
 
-/// Whether managers over the same object in one process share their turns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum UpdateTurns {
-    /// Updates through every manager over the same object in this process queue in one line,
-    /// first come first served, before taking the store's lock (or racing for the
-    /// compare-and-swap). The default.
-    #[default]
-    Process,
-    /// Only updates through the same manager queue together; managers race each other through
-    /// the store, as separate processes do. For tests that need that race in one process.
-    PerManager,
-}
-
 impl Shared for Turnstile {}
 
 /// Every shared turnstile in the process, by object identity.
 static SHARED: PerObject<Turnstile> = PerObject::new();
 
 impl Turnstile {
-    /// The turnstile for an object: the process-wide one for `identity` with
-    /// [`UpdateTurns::Process`] and an identity, otherwise one of its own.
-    pub(crate) fn for_object(identity: Option<String>, turns: UpdateTurns) -> Arc<Turnstile> {
-        match turns {
-            UpdateTurns::Process => SHARED.for_object(identity),
-            UpdateTurns::PerManager => Arc::new(Turnstile::default()),
-        }
+    /// The turnstile for an object: the process-wide one for `identity`, or one of its own
+    /// for a store without an identity.
+    pub(crate) fn for_object(identity: Option<String>) -> Arc<Turnstile> {
+        SHARED.for_object(identity)
     }
 
     /// Waits for this process's turn to take the store's lock, up to `timeout`. `None` when
@@ -136,23 +119,21 @@ mod tests {
 
     #[test]
     fn managers_over_the_same_object_share_one_turnstile_and_others_do_not() {
-        let a = Turnstile::for_object(Some("object-a".into()), UpdateTurns::Process);
-        let a_again = Turnstile::for_object(Some("object-a".into()), UpdateTurns::Process);
-        let b = Turnstile::for_object(Some("object-b".into()), UpdateTurns::Process);
-        let own = Turnstile::for_object(Some("object-a".into()), UpdateTurns::PerManager);
-        let anonymous = Turnstile::for_object(None, UpdateTurns::Process);
+        let a = Turnstile::for_object(Some("object-a".into()));
+        let a_again = Turnstile::for_object(Some("object-a".into()));
+        let b = Turnstile::for_object(Some("object-b".into()));
+        let anonymous = Turnstile::for_object(None);
         assert!(Arc::ptr_eq(&a, &a_again));
         assert!(!Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &own));
         assert!(!Arc::ptr_eq(&a, &anonymous));
     }
 
     #[test]
     fn an_object_whose_managers_are_all_gone_gets_a_fresh_turnstile() {
-        let first = Turnstile::for_object(Some("object-gone".into()), UpdateTurns::Process);
+        let first = Turnstile::for_object(Some("object-gone".into()));
         first.note_refused();
         drop(first);
-        let second = Turnstile::for_object(Some("object-gone".into()), UpdateTurns::Process);
+        let second = Turnstile::for_object(Some("object-gone".into()));
         assert!(second.signals().last_refused.is_none());
     }
 

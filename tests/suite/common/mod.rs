@@ -223,6 +223,12 @@ pub fn client() -> Client {
     client_with(None)
 }
 
+/// A client of its own for `endpoint`. Managers built each over a client of their own are
+/// coordinated as separate processes are: they race through the store's lock.
+pub fn client_for(endpoint: &str) -> Client {
+    Client::from_conf(config_for(endpoint).build())
+}
+
 /// A new bucket with a unique name, versioned when asked.
 pub async fn bucket(versioned: bool) -> String {
     let name = format!(
@@ -278,6 +284,22 @@ pub fn settings_builder(endpoint: &str, bucket: &str, key: &str) -> S3Builder {
         .with_static_credentials("test", "test")
         .with_bucket(bucket)
         .with_key(key)
+}
+
+/// [`settings_builder`], in a process of its own when `separate_process` (over a client of
+/// its own: see [`client_for`]), or sharing this process's coordination.
+pub fn process_builder(
+    endpoint: &str,
+    bucket: &str,
+    key: &str,
+    separate_process: bool,
+) -> S3Builder {
+    let builder = settings_builder(endpoint, bucket, key);
+    if separate_process {
+        builder.with_client(client_for(endpoint))
+    } else {
+        builder
+    }
 }
 
 /// A state manager for `bucket`/`key`.

@@ -9,15 +9,15 @@ use crate::common::hooked::Hooked;
 use s3state::store::memory::MemoryStore;
 use s3state::{
     Error, LockInfo, LockRetry, Locker, OutputValue, Refresher, RemoteState, RemoteStateOptions,
-    Transient, UpdateLocking, UpdateTurns,
+    Transient, UpdateLocking,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const KEY: &str = "app/terraform.tfstate";
 
-fn manager(store: &MemoryStore, turns: UpdateTurns, timeout: Duration) -> RemoteState<MemoryStore> {
-    RemoteState::with_options(store.clone(), options(turns, timeout))
+fn manager(store: &MemoryStore, timeout: Duration) -> RemoteState<MemoryStore> {
+    RemoteState::with_options(store.clone(), options(timeout))
 }
 
 /// Sets output `name` to one more than it was.
@@ -25,15 +25,13 @@ fn manager(store: &MemoryStore, turns: UpdateTurns, timeout: Duration) -> Remote
 async fn a_process_that_was_refused_the_lock_leaves_a_gap_before_locking_again() {
     let store = MemoryStore::new(KEY);
     // Managers that do not share turns stand for separate processes.
-    let terraform = manager(&store, UpdateTurns::PerManager, Duration::from_secs(60));
+    let terraform = manager(&store.clone().in_another_process(), Duration::from_secs(60));
     let hot = Arc::new(manager(
-        &store,
-        UpdateTurns::PerManager,
+        &store.clone().in_another_process(),
         Duration::from_secs(60),
     ));
     let newcomer = Arc::new(manager(
-        &store,
-        UpdateTurns::PerManager,
+        &store.clone().in_another_process(),
         Duration::from_secs(60),
     ));
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -69,7 +67,7 @@ async fn a_process_that_was_refused_the_lock_leaves_a_gap_before_locking_again()
 #[tokio::test(start_paused = true)]
 async fn a_lone_writer_never_waits_between_its_updates() {
     let store = MemoryStore::new(KEY);
-    let writer = manager(&store, UpdateTurns::Process, Duration::from_secs(60));
+    let writer = manager(&store, Duration::from_secs(60));
     let started = tokio::time::Instant::now();
     for _ in 0..20 {
         writer.update(bump("n")).await.unwrap();
@@ -81,13 +79,9 @@ async fn a_lone_writer_never_waits_between_its_updates() {
 #[tokio::test(start_paused = true)]
 async fn an_update_queued_behind_another_in_this_process_gives_up_at_its_own_timeout() {
     let store = MemoryStore::new(KEY);
-    let terraform = manager(&store, UpdateTurns::PerManager, Duration::from_secs(60));
-    let patient = Arc::new(manager(
-        &store,
-        UpdateTurns::Process,
-        Duration::from_secs(600),
-    ));
-    let hurried = manager(&store, UpdateTurns::Process, Duration::from_secs(5));
+    let terraform = manager(&store.clone().in_another_process(), Duration::from_secs(60));
+    let patient = Arc::new(manager(&store, Duration::from_secs(600)));
+    let hurried = manager(&store, Duration::from_secs(5));
     let id = terraform
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
@@ -131,10 +125,9 @@ async fn an_update_queued_behind_another_in_this_process_gives_up_at_its_own_tim
 // LocalStack, and moto as a second, unrelated S3 endpoint.
 // ---------------------------------------------------------------------------------------------
 
-fn options(turns: UpdateTurns, timeout: Duration) -> RemoteStateOptions {
+fn options(timeout: Duration) -> RemoteStateOptions {
     RemoteStateOptions {
         update_locking: UpdateLocking::Lock { timeout },
-        update_turns: turns,
         ..RemoteStateOptions::default()
     }
 }
@@ -167,8 +160,8 @@ async fn counter(store: &MemoryStore, name: &str) -> u64 {
 /// 100 ms, and then lands.
 async fn contend(store: &MemoryStore, manager: Arc<RemoteState<MemoryStore>>) {
     let other_process = RemoteState::with_options(
-        store.clone(),
-        options(UpdateTurns::PerManager, Duration::from_secs(60)),
+        store.clone().in_another_process(),
+        options(Duration::from_secs(60)),
     );
     let id = other_process
         .lock(&LockInfo::new("OperationTypeApply"))
@@ -198,14 +191,14 @@ async fn an_update_whose_lock_is_free_returns_within_its_timeout_after_contentio
         store.clone(),
         RemoteStateOptions {
             update_lock_retry: slow_poll,
-            ..options(UpdateTurns::Process, Duration::from_secs(60))
+            ..options(Duration::from_secs(60))
         },
     ));
     let hurried = RemoteState::with_options(
         store.clone(),
         RemoteStateOptions {
             update_lock_retry: slow_poll,
-            ..options(UpdateTurns::Process, Duration::from_secs(2))
+            ..options(Duration::from_secs(2))
         },
     );
     contend(&store, Arc::clone(&patient)).await;
@@ -230,17 +223,14 @@ async fn an_update_whose_lock_is_free_returns_within_its_timeout_after_contentio
 async fn an_update_that_times_out_in_the_queue_does_not_blame_an_unreadable_lock() {
     let store = MemoryStore::new(KEY);
     let terraform = RemoteState::with_options(
-        store.clone(),
-        options(UpdateTurns::PerManager, Duration::from_secs(60)),
+        store.clone().in_another_process(),
+        options(Duration::from_secs(60)),
     );
     let patient = Arc::new(RemoteState::with_options(
         store.clone(),
-        options(UpdateTurns::Process, Duration::from_secs(600)),
+        options(Duration::from_secs(600)),
     ));
-    let hurried = RemoteState::with_options(
-        store.clone(),
-        options(UpdateTurns::Process, Duration::from_secs(5)),
-    );
+    let hurried = RemoteState::with_options(store.clone(), options(Duration::from_secs(5)));
     let id = terraform
         .lock(&LockInfo::new("OperationTypeApply").with_info("terraform apply"))
         .await
@@ -311,7 +301,7 @@ async fn an_update_on_one_endpoint_does_not_wait_for_a_lock_on_another_endpoint(
     let terraform_on_moto = manager_on(
         common::moto_endpoint(),
         &bucket,
-        options(UpdateTurns::PerManager, Duration::from_secs(60)),
+        options(Duration::from_secs(60)),
     )
     .await;
     let id = terraform_on_moto
@@ -322,7 +312,7 @@ async fn an_update_on_one_endpoint_does_not_wait_for_a_lock_on_another_endpoint(
         manager_on(
             common::moto_endpoint(),
             &bucket,
-            options(UpdateTurns::Process, Duration::from_secs(60)),
+            options(Duration::from_secs(60)),
         )
         .await,
     );
@@ -333,12 +323,8 @@ async fn an_update_on_one_endpoint_does_not_wait_for_a_lock_on_another_endpoint(
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // On LocalStack nobody holds the lock: an update there has nothing to wait for.
-    let on_localstack = manager_on(
-        common::endpoint(),
-        &bucket,
-        options(UpdateTurns::Process, Duration::from_secs(3)),
-    )
-    .await;
+    let on_localstack =
+        manager_on(common::endpoint(), &bucket, options(Duration::from_secs(3))).await;
     assert!(on_localstack.locker().current().await.unwrap().is_none());
     let outcome = on_localstack.update(bump("localstack")).await;
 
@@ -413,17 +399,11 @@ fn slow(store: &MemoryStore) -> Hooked {
 #[tokio::test(start_paused = true)]
 async fn an_update_cancelled_at_any_moment_leaves_no_lock_and_no_turn_behind() {
     let store = MemoryStore::new(KEY);
+    let in_another_process = slow(&store.clone().in_another_process());
     let slow = slow(&store);
-    let manager = |timeout| {
-        Arc::new(RemoteState::with_options(
-            slow.clone(),
-            options(UpdateTurns::Process, timeout),
-        ))
-    };
-    let other_process = RemoteState::with_options(
-        slow.clone(),
-        options(UpdateTurns::PerManager, Duration::from_secs(60)),
-    );
+    let manager = |timeout| Arc::new(RemoteState::with_options(slow.clone(), options(timeout)));
+    let other_process =
+        RemoteState::with_options(in_another_process, options(Duration::from_secs(60)));
     let mut landed_by_checkers = 0;
     for cancel_after_ms in 0..120 {
         // Another process holds the lock for 20 ms, so the cancelled update is refused, polls,
@@ -486,7 +466,7 @@ async fn an_explicit_lock_with_timeout_is_not_starved_by_queued_updates_in_its_p
         .map(|_| {
             Arc::new(RemoteState::with_options(
                 slow.clone(),
-                options(UpdateTurns::Process, Duration::from_secs(600)),
+                options(Duration::from_secs(600)),
             ))
         })
         .collect();
@@ -503,10 +483,7 @@ async fn an_explicit_lock_with_timeout_is_not_starved_by_queued_updates_in_its_p
     tokio::time::sleep(Duration::from_millis(10)).await;
     // An operator's tool in the same process takes the lock for a manual change, waiting up to
     // 30 s for it, as Terraform's -lock-timeout does.
-    let operator = RemoteState::with_options(
-        slow.clone(),
-        options(UpdateTurns::Process, Duration::from_secs(600)),
-    );
+    let operator = RemoteState::with_options(slow.clone(), options(Duration::from_secs(600)));
     let taken = operator
         .locker()
         .lock_with_timeout(
@@ -540,11 +517,11 @@ async fn a_lone_writer_leaves_no_courtesy_gaps_after_one_of_its_updates_panicked
     let slow = slow(&store);
     let panicking = Arc::new(RemoteState::with_options(
         slow.clone(),
-        options(UpdateTurns::Process, Duration::from_secs(60)),
+        options(Duration::from_secs(60)),
     ));
     let writer = Arc::new(RemoteState::with_options(
         slow.clone(),
-        options(UpdateTurns::Process, Duration::from_secs(60)),
+        options(Duration::from_secs(60)),
     ));
     let crashed = tokio::spawn({
         let panicking = Arc::clone(&panicking);

@@ -85,7 +85,7 @@ const INCREMENTS: usize = 12;
 /// counter. Checks that no increment is lost or applied twice, and returns which writer made
 /// each increment, in the order they landed.
 async fn eight_update_loops(
-    turns: s3state::UpdateTurns,
+    separate_processes: bool,
     timeout: std::time::Duration,
     endpoint: &str,
 ) -> Vec<usize> {
@@ -102,10 +102,9 @@ async fn eight_update_loops(
         managers.push(Arc::new(
             // From settings, as applications configure s3state: the managers know their
             // endpoint, so they can share turns.
-            common::settings_builder(endpoint, &bucket, KEY)
+            common::process_builder(endpoint, &bucket, KEY, separate_processes)
                 .with_options(s3state::RemoteStateOptions {
                     update_locking: s3state::UpdateLocking::Lock { timeout },
-                    update_turns: turns,
                     ..Default::default()
                 })
                 .build()
@@ -163,7 +162,7 @@ async fn eight_update_loops_racing_through_the_store_lose_no_increment() {
     // can wait longer than update()'s default 60 s: what is checked here is that no
     // increment is lost, so the wait is bounded only by the others finishing.
     eight_update_loops(
-        s3state::UpdateTurns::PerManager,
+        true,
         std::time::Duration::from_secs(900),
         common::endpoint(),
     )
@@ -174,12 +173,8 @@ async fn eight_update_loops_racing_through_the_store_lose_no_increment() {
 async fn eight_update_loops_in_one_process_take_turns_in_order_without_being_refused() {
     // Through the recording proxy, to see every answer the store gave.
     let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
-    let order = eight_update_loops(
-        s3state::UpdateTurns::Process,
-        std::time::Duration::from_secs(60),
-        proxy.endpoint(),
-    )
-    .await;
+    let order =
+        eight_update_loops(false, std::time::Duration::from_secs(60), proxy.endpoint()).await;
     // First come, first served: after its increment a writer queues behind the seven others,
     // so the writers take turns in a fixed order.
     for (i, writer) in order.iter().enumerate().skip(WRITERS) {

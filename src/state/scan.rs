@@ -9,7 +9,7 @@
 //! no leading zeros, no control characters in strings, only the standard escapes, `\u` with four
 //! hex digits and, as serde_json's `RawValue`, unpaired surrogates allowed), plus a nesting
 //! limit. Its errors only say where and what; callers that owe the user serde_json's exact
-//! wording re-read the (rare) invalid input with serde_json. `tests/codec_props.rs` compares the
+//! wording re-read the (rare) invalid input with serde_json. `tests/suite/codec/props.rs` compares the
 //! two on valid and mutated input.
 //!
 //! The input is a `&str`, so UTF-8 was checked once up front; every place where output and

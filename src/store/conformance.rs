@@ -5,7 +5,8 @@
 //! store, checks one behaviour on fresh objects beside it, and panics with a message naming the
 //! object and what was expected when the store breaks the contract. A store's own tests call
 //! [`run_all`] (or single functions) against a live instance: the in-memory store in
-//! `tests/suite/store_contract/memory.rs`, [`crate::s3::S3Store`] against LocalStack in `tests/suite/rules/conformance.rs`.
+//! `tests/suite/store_contract/memory.rs`, [`crate::s3::S3Store`] against LocalStack in
+//! `tests/suite/rules/conformance.rs`.
 //!
 //! The store passed in is only an anchor: every function writes to new objects named after it
 //! (its key plus `.conformance-<behaviour>-<uuid>`, through [`Store::sibling`]), so it never

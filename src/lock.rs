@@ -658,12 +658,41 @@ impl<S: Store> StoreLocker<S> {
         holder: LockHolder,
         refused_by: &mut Option<ETag>,
     ) -> Result<String> {
+        // Armed until this acquisition returns: if its future is dropped while a request is
+        // on the wire (a caller's timeout, Ctrl-C), the request may have been applied with
+        // its answer not back yet, and nobody would hold that lock. It is then released in
+        // the background.
+        let mut abandoned = AbandonedAcquisition {
+            lock_object: self.lock_object.sibling(""),
+            secondary: None,
+            id: info.id.clone(),
+            nonce: nonce.to_owned(),
+            armed: true,
+        };
+        let acquired = self
+            .acquire_both_armed(info, extra, nonce, holder, refused_by, &mut abandoned)
+            .await;
+        abandoned.armed = false;
+        acquired
+    }
+
+    async fn acquire_both_armed(
+        &self,
+        info: &LockInfo,
+        extra: &ObjectMetadata,
+        nonce: &str,
+        holder: LockHolder,
+        refused_by: &mut Option<ETag>,
+        abandoned: &mut AbandonedAcquisition<S>,
+    ) -> Result<String> {
         let id = self.acquire(info, extra, nonce, holder, refused_by).await?;
         let Some(secondary) = &self.secondary else {
             return Ok(id);
         };
         let mut taken = info.clone();
         taken.path = self.state_path.clone();
+        // From here a dropped acquisition also leaves the secondary lock to release.
+        abandoned.secondary = Some(Arc::clone(secondary));
         let Err(error) = secondary.lock(&taken).await else {
             return Ok(id);
         };
@@ -798,6 +827,65 @@ impl<S: Store> StoreLocker<S> {
             }
         }
         self.unlock_by_reading(id).await
+    }
+}
+
+/// A lock acquisition whose future may be dropped while a request is on the wire: its drop,
+/// while armed, releases in the background whatever of the lock the request may have taken.
+struct AbandonedAcquisition<S: Store> {
+    /// The lock object (a handle of its own, for the background task).
+    lock_object: S,
+    /// The secondary lock, once the acquisition got as far as taking it.
+    secondary: Option<Arc<dyn SecondaryLock>>,
+    id: String,
+    /// The acquisition's nonce: only an object carrying it is ours to delete.
+    nonce: String,
+    armed: bool,
+}
+
+impl<S: Store> Drop for AbandonedAcquisition<S> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let object = self.lock_object.sibling("");
+        let secondary = self.secondary.take();
+        let (id, nonce) = (self.id.clone(), self.nonce.clone());
+        tracing::warn!(%id, "a lock acquisition was dropped mid-request; releasing what it may have taken");
+        runtime.spawn(async move {
+            if let Some(secondary) = secondary
+                && let Err(error) = secondary.unlock(&id).await
+                && !matches!(error, Error::NotLocked { .. })
+            {
+                tracing::warn!(%id, %error, "could not release an abandoned lock; clear it with force-unlock");
+            }
+            // Delete only the very object this acquisition wrote (its nonce), never another's.
+            for _ in 0..5 {
+                let found = match object.get(None).await {
+                    Ok(Fetched::Found(found)) => found,
+                    Ok(_) => return,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if found.metadata.get(LOCK_NONCE_KEY) != Some(&nonce) {
+                    return;
+                }
+                match object.delete(Some(&found.etag)).await {
+                    Ok(DeleteOutcome::ConditionalUnsupported) => {
+                        let _ = object.delete(None).await;
+                        return;
+                    }
+                    Ok(_) => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            tracing::warn!(%id, "could not release an abandoned lock; clear it with force-unlock");
+        });
     }
 }
 

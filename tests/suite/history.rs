@@ -150,6 +150,22 @@ async fn a_past_snapshot_reads_back_and_an_unknown_version_is_a_typed_error() {
     );
 }
 
+/// Each changed output's name and kind of change, in the diff's order.
+fn output_kinds(diff: &s3state::state::StateDiff) -> Vec<(&str, ChangeKind)> {
+    diff.outputs
+        .iter()
+        .map(|c| (c.name.as_str(), c.kind))
+        .collect()
+}
+
+/// Each changed resource instance's address and kind of change, in the diff's order.
+fn resource_kinds(diff: &s3state::state::StateDiff) -> Vec<(&str, ChangeKind)> {
+    diff.resources
+        .iter()
+        .map(|c| (c.address.as_str(), c.kind))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_diff_reports_exactly_the_changes_made() {
     let bucket = common::bucket(true).await;
@@ -185,13 +201,8 @@ async fn a_diff_reports_exactly_the_changes_made() {
         .unwrap();
     assert_eq!((diff.from.serial, diff.to.serial), (1, 2));
     assert_eq!(diff.from.lineage, diff.to.lineage);
-    let outputs: Vec<_> = diff
-        .outputs
-        .iter()
-        .map(|c| (c.name.as_str(), c.kind))
-        .collect();
     assert_eq!(
-        outputs,
+        output_kinds(&diff),
         [
             ("added", ChangeKind::Added),
             ("changed", ChangeKind::Changed),
@@ -206,12 +217,10 @@ async fn a_diff_reports_exactly_the_changes_made() {
         (changed.before.clone(), changed.after.clone()),
         (Some("before".into()), Some("after".into()))
     );
-    let resources: Vec<_> = diff
-        .resources
-        .iter()
-        .map(|c| (c.address.as_str(), c.kind))
-        .collect();
-    assert_eq!(resources, [("terraform_data.x[0]", ChangeKind::Added)]);
+    assert_eq!(
+        resource_kinds(&diff),
+        [("terraform_data.x[0]", ChangeKind::Added)]
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,6 @@ use s3state::{
     State, Transient, UpdateLocking,
 };
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
 
 fn with_output(state: Option<State>, name: &str, value: u64) -> State {
     let mut state = state.unwrap_or_else(|| State::new(semver::Version::new(1, 15, 5)));
@@ -33,11 +32,7 @@ async fn a_write_state_made_while_another_task_persists_is_persisted_by_the_next
 
     // Task A persists a change; its PUT is held in flight.
     manager.write_state(with_output(manager.state(), "a", 2));
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_write();
     let task_a = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move { manager.persist_state().await }
@@ -72,11 +67,7 @@ async fn an_update_never_discards_a_write_state_another_task_made_during_it() {
         .await
         .unwrap();
 
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_write();
     let updating = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move {
@@ -367,12 +358,7 @@ async fn unlocking_waits_for_an_update_that_another_task_runs_under_that_lock() 
     let info = LockInfo::new("OperationTypeApply");
     let id = manager.lock(&info).await.unwrap();
 
-    let entered = Arc::new(Notify::new());
-    let release = Arc::new(Notify::new());
-    store.next_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_write();
     let update = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move {

@@ -597,3 +597,39 @@ pub async fn head(bucket: &str, key: &str) -> aws_sdk_s3::operation::head_object
         .await
         .expect("head")
 }
+
+/// A Terraform 1.15.5 state of `lineage` at `serial` whose one output, `answer`, is `output`:
+/// what the push tests send.
+pub fn answer_state(lineage: &str, serial: u64, output: i64) -> s3state::State {
+    let mut state = s3state::State::new(semver::Version::new(1, 15, 5));
+    state.lineage = lineage.into();
+    state.serial = serial;
+    set_output("answer", output)(&mut state);
+    state
+}
+
+/// Asserts that `manager` refuses a lock whose ID is empty, as invalid lock info.
+pub async fn assert_empty_lock_id_refused<S: s3state::Store>(manager: &RemoteState<S>) {
+    use s3state::Locker as _;
+    let mut info = s3state::LockInfo::new("OperationTypeApply");
+    info.id = String::new();
+    let refused = manager.lock(&info).await.unwrap_err();
+    assert!(
+        matches!(refused, s3state::Error::InvalidLockInfo { .. }),
+        "{refused}"
+    );
+}
+
+/// Asserts that `manager`'s snapshot is a first one: serial 1, under a fresh UUID lineage.
+/// Returns its identity for the test's further checks.
+pub fn assert_first_snapshot<S: s3state::Store>(manager: &RemoteState<S>) -> s3state::SnapshotMeta {
+    use s3state::PersistentMeta as _;
+    let meta = manager.state_snapshot_meta().unwrap();
+    assert_eq!(meta.serial, 1);
+    assert!(
+        uuid::Uuid::parse_str(&meta.lineage).is_ok(),
+        "{}",
+        meta.lineage
+    );
+    meta
+}

@@ -253,13 +253,7 @@ async fn pushing_a_different_state_with_the_same_serial_is_refused_and_writes_no
 async fn a_lock_with_an_empty_id_is_refused_and_nothing_is_written() {
     let store = MemoryStore::new("lock-empty.tfstate");
     let manager = RemoteState::new(store.clone());
-    let mut info = LockInfo::new("OperationTypeApply");
-    info.id = String::new();
-    let refused = manager.lock(&info).await.unwrap_err();
-    assert!(
-        matches!(refused, Error::InvalidLockInfo { .. }),
-        "{refused}"
-    );
+    common::assert_empty_lock_id_refused(&manager).await;
     assert_eq!(store.sibling(".tflock").current_body(), None);
 }
 

@@ -254,7 +254,7 @@ impl Hooked {
 
     /// [`Hooked::pause_put`] for the next write of this object.
     pub fn pause_next_write(&self) -> (Arc<Notify>, Arc<Notify>) {
-        self.pause_put(&self.key().to_owned())
+        self.pause_put(self.key())
     }
 
     /// [`Hooked::pause_put`] for the next write of this object's `.tflock`.

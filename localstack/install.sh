@@ -6,14 +6,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 marker="$LOCALSTACK_VENV/.s3state-installed"
 want="localstack-core==$LOCALSTACK_VERSION $(sha256sum "$LOCALSTACK_DIR/constraints.txt" | cut -c1-16)"
-if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then
-  exit 0
-fi
+emulator_installed "$marker" "$want" && exit 0
 
-command -v "$LOCALSTACK_PYTHON" >/dev/null || {
-  echo "install.sh: $LOCALSTACK_PYTHON not found; set S3STATE_LOCALSTACK_PYTHON to a Python 3.11 interpreter" >&2
-  exit 1
-}
+emulator_need_python "$LOCALSTACK_PYTHON" S3STATE_LOCALSTACK_PYTHON "a Python 3.11 interpreter"
 echo "install.sh: installing LocalStack $LOCALSTACK_VERSION into $LOCALSTACK_VENV (about a minute the first time)" >&2
 rm -rf "$LOCALSTACK_VENV"
 "$LOCALSTACK_PYTHON" -m venv "$LOCALSTACK_VENV"

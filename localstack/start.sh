@@ -45,18 +45,4 @@ else
   echo $! > "$pidfile"
 fi
 
-for _ in $(seq 1 240); do
-  if healthy; then
-    echo "LocalStack is up at $LOCALSTACK_ENDPOINT (pid $(cat "$pidfile"))" >&2
-    exit 0
-  fi
-  if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "start.sh: LocalStack exited during startup; last lines of its log:" >&2
-    tail -n 30 "$LOCALSTACK_RUN/localstack.log" >&2 || true
-    rm -f "$pidfile"
-    exit 1
-  fi
-  sleep 0.5
-done
-echo "start.sh: LocalStack did not become healthy within 120 s; see $LOCALSTACK_RUN/localstack.log" >&2
-exit 1
+emulator_wait LocalStack "$LOCALSTACK_ENDPOINT" "$pidfile" "$LOCALSTACK_RUN/localstack.log" 240

@@ -6,13 +6,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 marker="$MOTO_VENV/.s3state-installed"
 want="moto==$MOTO_VERSION"
-if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then
-  exit 0
-fi
-command -v "$MOTO_PYTHON" >/dev/null || {
-  echo "install.sh: $MOTO_PYTHON not found; set S3STATE_MOTO_PYTHON to a Python 3 interpreter" >&2
-  exit 1
-}
+emulator_installed "$marker" "$want" && exit 0
+emulator_need_python "$MOTO_PYTHON" S3STATE_MOTO_PYTHON "a Python 3 interpreter"
 echo "install.sh: installing moto $MOTO_VERSION into $MOTO_VENV" >&2
 rm -rf "$MOTO_VENV"
 "$MOTO_PYTHON" -m venv "$MOTO_VENV"

@@ -20,18 +20,4 @@ if ! { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }; then
   setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$log" 2>&1 < /dev/null 9>&- &
   echo $! > "$pidfile"
 fi
-for _ in $(seq 1 120); do
-  if healthy; then
-    echo "moto is up at $MOTO_ENDPOINT (pid $(cat "$pidfile"))" >&2
-    exit 0
-  fi
-  if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "start.sh: moto exited during startup; last lines of its log:" >&2
-    tail -n 30 "$MOTO_RUN/moto.log" >&2 || true
-    rm -f "$pidfile"
-    exit 1
-  fi
-  sleep 0.5
-done
-echo "start.sh: moto did not answer within 60 s; see $MOTO_RUN/moto.log" >&2
-exit 1
+emulator_wait moto "$MOTO_ENDPOINT" "$pidfile" "$MOTO_RUN/moto.log" 120

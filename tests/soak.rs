@@ -12,8 +12,7 @@
 mod common;
 
 use s3state::{
-    HistoryOptions, LockInfo, LockRetry, Locker, OutputValue, Persister, Refresher,
-    RemoteStateOptions, Transient,
+    LockRetry, Locker, OutputValue, Persister, Refresher, RemoteStateOptions, Transient,
 };
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,13 +20,7 @@ use std::time::{Duration, Instant};
 const PROCESSES: u64 = 4;
 const INCREMENTS: u64 = 50;
 
-fn counter(state: &s3state::State) -> u64 {
-    state
-        .outputs
-        .get("counter")
-        .and_then(|o| o.to_value().as_u64())
-        .unwrap_or(0)
-}
+use common::counter;
 
 fn options() -> RemoteStateOptions {
     RemoteStateOptions {
@@ -65,14 +58,10 @@ async fn worker(bucket: &str, key: &str, mode: &str) {
                     .expect("update");
             }
             "lock" => {
-                let id = manager
-                    .locker()
-                    .lock_with_timeout(
-                        &LockInfo::new("OperationTypeApply"),
-                        Duration::from_secs(300),
-                    )
-                    .await
-                    .expect("lock");
+                let id =
+                    common::lock_within(&manager, "OperationTypeApply", Duration::from_secs(300))
+                        .await
+                        .expect("lock");
                 manager.refresh_state().await.expect("refresh");
                 let mut state = manager.state().expect("seeded");
                 let next = counter(&state) + 1;
@@ -118,14 +107,7 @@ async fn scenario(mode: &str) -> Result<String, String> {
     seed.refresh_state().await.unwrap();
     let total = PROCESSES * INCREMENTS;
     let final_counter = counter(&seed.state().unwrap());
-    let history = seed
-        .history(&HistoryOptions {
-            details: true,
-            concurrency: 16,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let history = common::detailed_history(&seed, Some(16)).await;
     let mut serials: Vec<u64> = history
         .iter()
         .map(|e| e.meta.as_ref().unwrap().serial)

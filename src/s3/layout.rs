@@ -22,12 +22,17 @@ pub(super) fn state_key(key: &str, prefix: &str, workspace: &str) -> Result<Stri
     Ok(format!("{prefix}/{workspace}/{key}"))
 }
 
-pub(super) fn validate_bucket(bucket: &str) -> Result<()> {
-    let invalid = |message: String| Error::InvalidConfig {
-        field: "bucket",
-        env: "S3STATE_BUCKET",
+/// The error for an unusable value of the setting `field` (environment variable `env`).
+fn invalid_setting(field: &'static str, env: &'static str) -> impl Fn(String) -> Error {
+    move |message| Error::InvalidConfig {
+        field,
+        env,
         message,
-    };
+    }
+}
+
+pub(super) fn validate_bucket(bucket: &str) -> Result<()> {
+    let invalid = invalid_setting("bucket", "S3STATE_BUCKET");
     if bucket.is_empty() {
         return Err(invalid("the bucket name is empty".into()));
     }
@@ -88,11 +93,7 @@ pub(super) fn validate_prefix(prefix: &str) -> Result<()> {
 }
 
 pub(super) fn validate_key(key: &str) -> Result<()> {
-    let invalid = |message: String| Error::InvalidConfig {
-        field: "key",
-        env: "S3STATE_KEY",
-        message,
-    };
+    let invalid = invalid_setting("key", "S3STATE_KEY");
     if key.is_empty() {
         return Err(invalid("the key is empty".into()));
     }

@@ -80,6 +80,12 @@ macro_rules! with_customer_key {
 }
 pub(crate) use with_customer_key;
 
+/// An object's user metadata as S3 answered it (GetObject, HeadObject), as the store's map;
+/// none is an empty map.
+fn user_metadata(metadata: Option<&std::collections::HashMap<String, String>>) -> ObjectMetadata {
+    metadata.cloned().unwrap_or_default().into_iter().collect()
+}
+
 /// How many times a GET is tried when its body is cut off midway.
 const BODY_READ_ATTEMPTS: u32 = 3;
 
@@ -178,12 +184,7 @@ impl S3Store {
         };
         let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
         let version_id = output.version_id.clone();
-        let metadata = output
-            .metadata
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let metadata = user_metadata(output.metadata.as_ref());
         let body = read_whole_body(output.body, output.content_length)
             .await
             .map_err(GetError::Body)?;

@@ -1,10 +1,49 @@
 //! An object's versions through S3 bucket versioning.
 
 use super::errors::{sdk_error, version_error};
-use super::{S3Store, with_customer_key};
+use super::{S3Store, user_metadata, with_customer_key};
 use crate::error::{Error, Result};
 use crate::store::{ETag, ObjectMetadata, ObjectVersion, StoredObject, VersionedStore};
 use async_trait::async_trait;
+
+/// A `$operation` (`get_object`, `head_object`) request for one version of `$store`'s object,
+/// with the SSE-C headers when the store uses a customer key. (The request builders share
+/// these methods but no trait, hence a macro.)
+macro_rules! version_request {
+    ($store:expr, $operation:ident, $version_id:expr) => {{
+        let request = $store
+            .client()
+            .$operation()
+            .bucket(&$store.config.bucket)
+            .key(&$store.key)
+            .version_id($version_id);
+        with_customer_key!(request, &$store.config.sse)
+    }};
+}
+
+/// A listed version of the object, as the store's entry.
+fn version_entry(version: &aws_sdk_s3::types::ObjectVersion) -> ObjectVersion {
+    ObjectVersion {
+        version_id: version.version_id().unwrap_or("null").to_owned(),
+        last_modified: to_time(version.last_modified()),
+        size: version.size().unwrap_or(0).max(0) as u64,
+        etag: version.e_tag().map(ETag::new),
+        is_latest: version.is_latest().unwrap_or(false),
+        is_delete_marker: false,
+    }
+}
+
+/// A listed delete marker of the object, as the store's entry (no body, no tag).
+fn marker_entry(marker: &aws_sdk_s3::types::DeleteMarkerEntry) -> ObjectVersion {
+    ObjectVersion {
+        version_id: marker.version_id().unwrap_or("null").to_owned(),
+        last_modified: to_time(marker.last_modified()),
+        size: 0,
+        etag: None,
+        is_latest: marker.is_latest().unwrap_or(false),
+        is_delete_marker: true,
+    }
+}
 
 fn to_time(at: Option<&aws_sdk_s3::primitives::DateTime>) -> time::OffsetDateTime {
     at.and_then(|at| time::OffsetDateTime::from_unix_timestamp_nanos(at.as_nanos()).ok())
@@ -75,35 +114,21 @@ impl VersionedStore for S3Store {
                 .send()
                 .await
                 .map_err(|err| sdk_error("ListObjectVersions", &self.location, err))?;
-            let mut other_key_seen = false;
-            for version in page.versions() {
-                if version.key() != Some(self.key.as_str()) {
-                    other_key_seen = true;
-                    continue;
-                }
-                versions.push(ObjectVersion {
-                    version_id: version.version_id().unwrap_or("null").to_owned(),
-                    last_modified: to_time(version.last_modified()),
-                    size: version.size().unwrap_or(0).max(0) as u64,
-                    etag: version.e_tag().map(ETag::new),
-                    is_latest: version.is_latest().unwrap_or(false),
-                    is_delete_marker: false,
-                });
-            }
-            for marker in page.delete_markers() {
-                if marker.key() != Some(self.key.as_str()) {
-                    other_key_seen = true;
-                    continue;
-                }
-                markers.push(ObjectVersion {
-                    version_id: marker.version_id().unwrap_or("null").to_owned(),
-                    last_modified: to_time(marker.last_modified()),
-                    size: 0,
-                    etag: None,
-                    is_latest: marker.is_latest().unwrap_or(false),
-                    is_delete_marker: true,
-                });
-            }
+            let own = |key: Option<&str>| key == Some(self.key.as_str());
+            let other_key_seen = !page.versions().iter().all(|v| own(v.key()))
+                || !page.delete_markers().iter().all(|m| own(m.key()));
+            versions.extend(
+                page.versions()
+                    .iter()
+                    .filter(|v| own(v.key()))
+                    .map(version_entry),
+            );
+            markers.extend(
+                page.delete_markers()
+                    .iter()
+                    .filter(|m| own(m.key()))
+                    .map(marker_entry),
+            );
             if other_key_seen || page.is_truncated() != Some(true) {
                 break;
             }
@@ -114,23 +139,12 @@ impl VersionedStore for S3Store {
     }
 
     async fn get_version(&self, version_id: &str) -> Result<StoredObject> {
-        let request = self
-            .client()
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(&self.key)
-            .version_id(version_id);
-        let output = with_customer_key!(request, &self.config.sse)
+        let output = version_request!(self, get_object, version_id)
             .send()
             .await
             .map_err(|err| self.version_error("GetObject", version_id, err))?;
         let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
-        let metadata = output
-            .metadata
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let metadata = user_metadata(output.metadata.as_ref());
         let version = output.version_id.clone();
         let body = output.body.collect().await.map_err(|err| Error::Store {
             operation: "GetObject",
@@ -165,17 +179,11 @@ impl VersionedStore for S3Store {
     }
 
     async fn version_metadata(&self, version_id: &str) -> Result<ObjectMetadata> {
-        let request = self
-            .client()
-            .head_object()
-            .bucket(&self.config.bucket)
-            .key(&self.key)
-            .version_id(version_id);
-        let output = with_customer_key!(request, &self.config.sse)
+        let output = version_request!(self, head_object, version_id)
             .send()
             .await
             .map_err(|err| self.version_error("HeadObject", version_id, err))?;
-        Ok(output.metadata.unwrap_or_default().into_iter().collect())
+        Ok(user_metadata(output.metadata.as_ref()))
     }
 }
 

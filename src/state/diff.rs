@@ -189,6 +189,20 @@ mod tests {
         state
     }
 
+    fn output_kinds(diff: &StateDiff) -> Vec<(&str, ChangeKind)> {
+        diff.outputs
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind))
+            .collect()
+    }
+
+    fn resource_kinds(diff: &StateDiff) -> Vec<(&str, ChangeKind)> {
+        diff.resources
+            .iter()
+            .map(|c| (c.address.as_str(), c.kind))
+            .collect()
+    }
+
     #[test]
     fn resource_instances_are_addressed_as_terraform_addresses_them() {
         let state = with_resources(
@@ -231,13 +245,8 @@ mod tests {
         after.outputs.insert("fresh".into(), OutputValue::new("x"));
 
         let diff = StateDiff::between(&before, &after);
-        let outputs: Vec<_> = diff
-            .outputs
-            .iter()
-            .map(|c| (c.name.as_str(), c.kind))
-            .collect();
         assert_eq!(
-            outputs,
+            output_kinds(&diff),
             [
                 ("fresh", ChangeKind::Added),
                 ("old", ChangeKind::Removed),
@@ -247,13 +256,8 @@ mod tests {
         let secret = &diff.outputs[2];
         assert!(secret.sensitive && secret.before.is_none() && secret.after.is_none());
         assert_eq!(diff.outputs[0].after, Some(serde_json::json!("x")));
-        let resources: Vec<_> = diff
-            .resources
-            .iter()
-            .map(|c| (c.address.as_str(), c.kind))
-            .collect();
         assert_eq!(
-            resources,
+            resource_kinds(&diff),
             [
                 ("t.gone", ChangeKind::Removed),
                 ("t.kept", ChangeKind::Changed),

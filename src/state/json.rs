@@ -163,9 +163,10 @@ impl RawJson {
     }
 }
 
+/// The JSON text itself, as [`Display`](fmt::Display) writes it.
 impl fmt::Debug for RawJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        fmt::Display::fmt(self, f)
     }
 }
 

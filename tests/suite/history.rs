@@ -28,13 +28,7 @@ async fn eleven_hundred_versions_list_whole_and_in_order_across_pages() {
     }
 
     for (page_size, expected_requests) in [(1000, 2), (100, 11)] {
-        let recorder = common::Recorder::default();
-        let reader = common::builder(&bucket, KEY)
-            .with_client(common::client_with(Some(&recorder)))
-            .build()
-            .await
-            .unwrap();
-        recorder.take();
+        let (reader, recorder) = common::recorded_manager(&bucket, KEY).await;
         let history = reader
             .history(&HistoryOptions {
                 page_size,
@@ -52,14 +46,7 @@ async fn eleven_hundred_versions_list_whole_and_in_order_across_pages() {
     }
 
     let reader = common::manager(&bucket, KEY).await;
-    let detailed = reader
-        .history(&HistoryOptions {
-            details: true,
-            concurrency: 16,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let detailed = common::detailed_history(&reader, Some(16)).await;
     let serials: Vec<u64> = detailed
         .iter()
         .map(|e| e.meta.as_ref().unwrap().serial)
@@ -81,13 +68,7 @@ async fn a_terraform_written_version_shows_its_serial_when_details_are_asked() {
         plain.iter().all(|e| e.meta.is_none()),
         "no details unless asked"
     );
-    let detailed = manager
-        .history(&HistoryOptions {
-            details: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let detailed = common::detailed_history(&manager, None).await;
     let serials: Vec<_> = detailed
         .iter()
         .map(|e| e.meta.as_ref().map(|m| m.serial))
@@ -150,6 +131,22 @@ async fn a_past_snapshot_reads_back_and_an_unknown_version_is_a_typed_error() {
     );
 }
 
+/// Each changed output's name and kind of change, in the diff's order.
+fn output_kinds(diff: &s3state::state::StateDiff) -> Vec<(&str, ChangeKind)> {
+    diff.outputs
+        .iter()
+        .map(|c| (c.name.as_str(), c.kind))
+        .collect()
+}
+
+/// Each changed resource instance's address and kind of change, in the diff's order.
+fn resource_kinds(diff: &s3state::state::StateDiff) -> Vec<(&str, ChangeKind)> {
+    diff.resources
+        .iter()
+        .map(|c| (c.address.as_str(), c.kind))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_diff_reports_exactly_the_changes_made() {
     let bucket = common::bucket(true).await;
@@ -185,13 +182,8 @@ async fn a_diff_reports_exactly_the_changes_made() {
         .unwrap();
     assert_eq!((diff.from.serial, diff.to.serial), (1, 2));
     assert_eq!(diff.from.lineage, diff.to.lineage);
-    let outputs: Vec<_> = diff
-        .outputs
-        .iter()
-        .map(|c| (c.name.as_str(), c.kind))
-        .collect();
     assert_eq!(
-        outputs,
+        output_kinds(&diff),
         [
             ("added", ChangeKind::Added),
             ("changed", ChangeKind::Changed),
@@ -206,12 +198,10 @@ async fn a_diff_reports_exactly_the_changes_made() {
         (changed.before.clone(), changed.after.clone()),
         (Some("before".into()), Some("after".into()))
     );
-    let resources: Vec<_> = diff
-        .resources
-        .iter()
-        .map(|c| (c.address.as_str(), c.kind))
-        .collect();
-    assert_eq!(resources, [("terraform_data.x[0]", ChangeKind::Added)]);
+    assert_eq!(
+        resource_kinds(&diff),
+        [("terraform_data.x[0]", ChangeKind::Added)]
+    );
 }
 
 #[tokio::test]
@@ -263,10 +253,7 @@ async fn a_restore_and_a_concurrent_write_cannot_both_succeed() {
     let late_writer = common::manager(&bucket, KEY).await;
     late_writer.refresh_state().await.unwrap();
     restorer.restore(&old, false).await.unwrap();
-    let mut state = late_writer.state().unwrap();
-    state.outputs.insert("n".into(), OutputValue::new(&4));
-    late_writer.write_state(state);
-    assert!(late_writer.persist_state().await.unwrap_err().is_conflict());
+    common::assert_stale_write_refused(&late_writer, "n", 4).await;
     assert_eq!(common::version_count(&bucket, KEY).await, 4);
 }
 

@@ -5,8 +5,7 @@ use crate::common;
 use crate::common::terraform_binary;
 
 use s3state::{
-    Error, HistoryOptions, LockInfo, Locker, OutputReader, OutputValue, PersistentMeta, Persister,
-    Transient,
+    Error, LockInfo, Locker, OutputReader, OutputValue, PersistentMeta, Persister, Transient,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -373,13 +372,7 @@ async fn terraforms_applies_appear_in_history_and_a_restore_is_what_terraform_pu
     }
 
     let manager = common::manager(&bucket, KEY).await;
-    let history = manager
-        .history(&HistoryOptions {
-            details: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let history = common::detailed_history(&manager, None).await;
     let listed: Vec<u64> = history
         .iter()
         .map(|e| e.meta.as_ref().expect("read from the body").serial)

@@ -2,7 +2,7 @@
 //! on stdout (or JSON with --json); diagnostics go to stderr.
 
 use crate::error::CliError;
-use crate::ui::{self, Style};
+use crate::ui::{self, Style, print_stdout};
 use crate::{Cli, Command, LockFlags, WorkspaceCommand, settings};
 use futures::StreamExt;
 use s3state::state::{ChangeKind, StateDiff};
@@ -11,7 +11,7 @@ use s3state::{
     RemoteState, S3Store, State, Store, Transient, VersionSelector,
     s3::{Copied, S3Backend},
 };
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 
 type Result<T = ()> = std::result::Result<T, CliError>;
 
@@ -108,14 +108,6 @@ fn reads_only(command: &Command) -> bool {
             | Command::Workspace(WorkspaceCommand::List)
             | Command::Digest(crate::digest::DigestCommand::Show)
     )
-}
-
-fn print_stdout(bytes: &[u8]) -> Result {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(bytes)
-        .and_then(|()| stdout.flush())
-        .map_err(|err| CliError::Other(format!("cannot write to stdout: {err}")))
 }
 
 fn json_line(value: &impl serde::Serialize) -> Result {

@@ -3,7 +3,7 @@
 //! passes the command definition in, so this file needs nothing from the rest of the CLI.
 
 use crate::error::CliError;
-use std::io::Write;
+use crate::ui::print_stdout;
 use std::path::{Path, PathBuf};
 
 type Result<T = ()> = std::result::Result<T, CliError>;
@@ -17,7 +17,7 @@ pub fn completions(shell: clap_complete::Shell, mut command: clap::Command) -> R
     // error to report, not a crash.
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, BIN_NAME, &mut script);
-    write_stdout(&script)
+    print_stdout(&script)
 }
 
 /// Prints the main man page (roff) to stdout, or with `dir` writes one page per command and
@@ -32,7 +32,7 @@ pub fn man(command: clap::Command, dir: Option<&Path>) -> Result {
         clap_mangen::Man::new(command)
             .render(&mut page)
             .map_err(|err| CliError::Other(format!("cannot render the man page: {err}")))?;
-        return write_stdout(&page);
+        return print_stdout(&page);
     };
     std::fs::create_dir_all(dir)
         .map_err(|err| CliError::Other(format!("cannot create {}: {err}", dir.display())))?;
@@ -43,7 +43,7 @@ pub fn man(command: clap::Command, dir: Option<&Path>) -> Result {
         .iter()
         .map(|path| format!("{}\n", path.display()))
         .collect();
-    write_stdout(listing.as_bytes())
+    print_stdout(listing.as_bytes())
 }
 
 /// Writes the page of `command` and, depth first, of each of its visible subcommands.
@@ -57,12 +57,4 @@ fn write_pages(command: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -
         .map_err(|err| CliError::Other(format!("cannot write {}: {err}", path.display())))?;
     written.push(path);
     Ok(())
-}
-
-fn write_stdout(bytes: &[u8]) -> Result {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(bytes)
-        .and_then(|()| stdout.flush())
-        .map_err(|err| CliError::Other(format!("cannot write to stdout: {err}")))
 }

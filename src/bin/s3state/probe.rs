@@ -76,6 +76,14 @@ pub fn exit_code(verdict: &Verdict) -> u8 {
 }
 
 /// The table of checks, one line each with its explanation below, then the verdict.
+/// A verdict line (`label`, then what it means) and the list of what led to it, one item a line.
+fn verdict_with_list(out: &mut String, label: &str, meaning: &str, items: &[String]) {
+    out.push_str(&format!("Verdict: {label}: {meaning}\n"));
+    for line in items {
+        out.push_str(&format!("  - {line}\n"));
+    }
+}
+
 fn render(report: &ProbeReport, style: Style) -> String {
     let mut out = format!(
         "Probed s3://{} (scratch prefix {}, removed afterwards)\n\n",
@@ -105,24 +113,18 @@ fn render(report: &ProbeReport, style: Style) -> String {
             "Verdict: {}: every guarantee s3state relies on holds.\n",
             style.green("safe for s3state")
         )),
-        Verdict::SafeOnlyUnderLock { missing } => {
-            out.push_str(&format!(
-                "Verdict: {}: keep the lock on for every write (s3state's default; Terraform always locks). Missing:\n",
-                style.yellow("safe only under the lock")
-            ));
-            for line in missing {
-                out.push_str(&format!("  - {line}\n"));
-            }
-        }
-        Verdict::Unsafe { reasons } => {
-            out.push_str(&format!(
-                "Verdict: {}: do not keep Terraform state here with s3state. What fails:\n",
-                style.red("UNSAFE")
-            ));
-            for line in reasons {
-                out.push_str(&format!("  - {line}\n"));
-            }
-        }
+        Verdict::SafeOnlyUnderLock { missing } => verdict_with_list(
+            &mut out,
+            &style.yellow("safe only under the lock"),
+            "keep the lock on for every write (s3state's default; Terraform always locks). Missing:",
+            missing,
+        ),
+        Verdict::Unsafe { reasons } => verdict_with_list(
+            &mut out,
+            &style.red("UNSAFE"),
+            "do not keep Terraform state here with s3state. What fails:",
+            reasons,
+        ),
         other => out.push_str(&format!("Verdict: {other:?}\n")),
     }
     out.push_str(&format!(

@@ -5,6 +5,7 @@ use crate::LockFlags;
 use crate::commands::under_lock;
 use crate::error::CliError;
 use crate::settings;
+use crate::ui::print_stdout;
 use s3state::state::{
     Address, AddressError, Inserted, InstanceAddress, PathStep, SENSITIVE_PLACEHOLDER as SENSITIVE,
 };
@@ -12,7 +13,6 @@ use s3state::{
     Error, LockInfo, Persister, Refresher, RemoteState, S3Store, SnapshotMeta, State, Store,
     Transient,
 };
-use std::io::Write;
 
 type Result<T = ()> = std::result::Result<T, CliError>;
 
@@ -144,7 +144,7 @@ pub async fn run(flags: &settings::Flags, command: ToolCommand) -> Result {
                     text.push_str(&format!("{instance}\n"));
                 }
             }
-            print(text.as_bytes())
+            print_stdout(text.as_bytes())
         }
         ToolCommand::Show {
             address,
@@ -189,14 +189,6 @@ pub async fn run(flags: &settings::Flags, command: ToolCommand) -> Result {
         }
         ToolCommand::Ls(_) => unreachable!("run above"),
     }
-}
-
-fn print(bytes: &[u8]) -> Result {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(bytes)
-        .and_then(|()| stdout.flush())
-        .map_err(|err| CliError::Other(format!("cannot write to stdout: {err}")))
 }
 
 /// The stored state, read now; no state is an error, as in Terraform.
@@ -285,7 +277,7 @@ fn show(state: &State, target: &Target, show_sensitive: bool) -> Result {
             serde_json::to_string_pretty(&value).expect("a Value serialises")
         ),
     };
-    print(text.as_bytes())
+    print_stdout(text.as_bytes())
 }
 
 /// `changed` with `base`'s identity: the persist numbers it after `base` (one more serial)
@@ -352,7 +344,7 @@ async fn rm(
                 "Dry run: {} instance(s) would be removed; nothing was written.\n",
                 removed.len()
             ));
-            return print(text.as_bytes());
+            return print_stdout(text.as_bytes());
         }
         let meta = write(manager, next(&base, changed)).await?;
         text.push_str(&format!(
@@ -360,7 +352,7 @@ async fn rm(
             removed.len(),
             meta.serial
         ));
-        print(text.as_bytes())?;
+        print_stdout(text.as_bytes())?;
         eprintln!("{}", version_note(before.and_then(|b| b.version_id)));
         Ok(())
     })
@@ -391,7 +383,7 @@ async fn mv_within(
         if dry_run {
             let mut text = plan_text(&moved.pairs, "Would move", "");
             text.push_str("Dry run: nothing was written.\n");
-            return print(text.as_bytes());
+            return print_stdout(text.as_bytes());
         }
         let meta = write(manager, next(&base, changed)).await?;
         let mut text = plan_text(&moved.pairs, "Move", "");
@@ -400,7 +392,7 @@ async fn mv_within(
             moved.pairs.len(),
             meta.serial
         ));
-        print(text.as_bytes())?;
+        print_stdout(text.as_bytes())?;
         eprintln!("{}", version_note(before.and_then(|b| b.version_id)));
         Ok(())
     })
@@ -492,7 +484,7 @@ async fn mv_across_locked(
             );
         }
         text.push_str("Dry run: nothing was written.\n");
-        return print(text.as_bytes());
+        return print_stdout(text.as_bytes());
     }
     match (inserted, &dst_base) {
         (Inserted::AlreadyPresent, _) => eprintln!(
@@ -528,7 +520,7 @@ async fn mv_across_locked(
         moved.pairs.len(),
         meta.serial
     ));
-    print(text.as_bytes())?;
+    print_stdout(text.as_bytes())?;
     eprintln!("{}", version_note(src_version.and_then(|b| b.version_id)));
     Ok(())
 }

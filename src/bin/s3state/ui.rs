@@ -29,6 +29,16 @@ pub fn init_logging(verbose: u8) {
 }
 
 /// The exit code for an error: the one place errors are mapped to codes.
+/// Writes `bytes` to stdout and flushes it: a command's whole answer, at once. A closed or
+/// failing stdout is an error the command reports (not a panic, as `print!` would).
+pub fn print_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|err| CliError::Other(format!("cannot write to stdout: {err}")))
+}
+
 pub fn exit_code(err: &CliError) -> u8 {
     match err {
         CliError::Usage(_) => EXIT_USAGE,

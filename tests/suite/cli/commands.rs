@@ -982,13 +982,7 @@ async fn ctrl_c_during_a_push_releases_the_lock_before_exiting() {
 }
 
 async fn lock_present(bucket: &str) -> bool {
-    common::client()
-        .head_object()
-        .bucket(bucket)
-        .key(LOCK_KEY)
-        .send()
-        .await
-        .is_ok()
+    common::object_exists(bucket, LOCK_KEY).await
 }
 
 /// A state body of `len` bytes that is not a repetition of one short pattern, so a dropped or

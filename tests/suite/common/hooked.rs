@@ -238,9 +238,28 @@ impl Hooked {
         self.on_put(self.key(), what);
     }
 
-    /// What the next write of this object's `.tflock` does.
-    pub fn next_lock_write(&self, what: OnPut) {
-        self.on_put(&self.lock_key(), what);
+    /// Holds the next PUT of `key` (see [`OnPut::Pause`]); returns the notices it gives when
+    /// it is held (`entered`) and that let it go on (`release`).
+    pub fn pause_put(&self, key: &str) -> (Arc<Notify>, Arc<Notify>) {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        self.on_put(
+            key,
+            OnPut::Pause {
+                entered: Arc::clone(&entered),
+                release: Arc::clone(&release),
+            },
+        );
+        (entered, release)
+    }
+
+    /// [`Hooked::pause_put`] for the next write of this object.
+    pub fn pause_next_write(&self) -> (Arc<Notify>, Arc<Notify>) {
+        self.pause_put(self.key())
+    }
+
+    /// [`Hooked::pause_put`] for the next write of this object's `.tflock`.
+    pub fn pause_next_lock_write(&self) -> (Arc<Notify>, Arc<Notify>) {
+        self.pause_put(&self.lock_key())
     }
 
     /// The next `n` writes of this object stall (see [`OnPut::Stall`]), instead of what was

@@ -520,3 +520,116 @@ pub fn terraform_binary() -> &'static std::path::Path {
         PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
     })
 }
+
+/// A state manager for `bucket`/`key` whose requests `Recorder` records; what opening it asked
+/// is already taken, so the recorder holds only what the test does next.
+pub async fn recorded_manager(bucket: &str, key: &str) -> (RemoteState<S3Store>, Recorder) {
+    let recorder = Recorder::default();
+    let manager = builder(bucket, key)
+        .with_client(client_with(Some(&recorder)))
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
+    (manager, recorder)
+}
+
+/// The history of `manager` with each version's serial and lineage read from its body, at
+/// most `concurrency` bodies at a time (`None`: the default).
+pub async fn detailed_history<S: s3state::VersionedStore>(
+    manager: &RemoteState<S>,
+    concurrency: Option<usize>,
+) -> Vec<s3state::HistoryEntry> {
+    let mut options = s3state::HistoryOptions {
+        details: true,
+        ..Default::default()
+    };
+    options.concurrency = concurrency.unwrap_or(options.concurrency);
+    manager.history(&options).await.unwrap()
+}
+
+/// The `counter` output of `state` (0 when there is none): what the contention tests increment.
+pub fn counter(state: &s3state::State) -> u64 {
+    state
+        .outputs
+        .get("counter")
+        .and_then(|o| o.to_value().as_u64())
+        .unwrap_or(0)
+}
+
+/// The lock on `manager`, as Terraform takes it for `operation`, waiting at most `timeout`.
+pub async fn lock_within<S: s3state::Store>(
+    manager: &RemoteState<S>,
+    operation: &str,
+    timeout: std::time::Duration,
+) -> s3state::Result<String> {
+    manager
+        .locker()
+        .lock_with_timeout(&s3state::LockInfo::new(operation), timeout)
+        .await
+}
+
+/// Writes a copy of `manager`'s snapshot with output `name` set to `value`, and asserts the
+/// write is refused as a conflict: the snapshot is stale, and a stale write must never
+/// overwrite.
+pub async fn assert_stale_write_refused<S: s3state::Store, T: serde::Serialize>(
+    manager: &RemoteState<S>,
+    name: &str,
+    value: T,
+) {
+    use s3state::{Persister as _, Transient as _};
+    let mut state = manager.state().unwrap();
+    state
+        .outputs
+        .insert(name.into(), s3state::OutputValue::new(&value));
+    manager.write_state(state);
+    let refused = manager.persist_state().await.unwrap_err();
+    assert!(refused.is_conflict(), "{refused}");
+}
+
+/// The object at `key` now, as HeadObject answers (panics if there is none).
+pub async fn head(bucket: &str, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    client()
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("head")
+}
+
+/// A Terraform 1.15.5 state of `lineage` at `serial` whose one output, `answer`, is `output`:
+/// what the push tests send.
+pub fn answer_state(lineage: &str, serial: u64, output: i64) -> s3state::State {
+    let mut state = s3state::State::new(semver::Version::new(1, 15, 5));
+    state.lineage = lineage.into();
+    state.serial = serial;
+    set_output("answer", output)(&mut state);
+    state
+}
+
+/// Asserts that `manager` refuses a lock whose ID is empty, as invalid lock info.
+pub async fn assert_empty_lock_id_refused<S: s3state::Store>(manager: &RemoteState<S>) {
+    use s3state::Locker as _;
+    let mut info = s3state::LockInfo::new("OperationTypeApply");
+    info.id = String::new();
+    let refused = manager.lock(&info).await.unwrap_err();
+    assert!(
+        matches!(refused, s3state::Error::InvalidLockInfo { .. }),
+        "{refused}"
+    );
+}
+
+/// Asserts that `manager`'s snapshot is a first one: serial 1, under a fresh UUID lineage.
+/// Returns its identity for the test's further checks.
+pub fn assert_first_snapshot<S: s3state::Store>(manager: &RemoteState<S>) -> s3state::SnapshotMeta {
+    use s3state::PersistentMeta as _;
+    let meta = manager.state_snapshot_meta().unwrap();
+    assert_eq!(meta.serial, 1);
+    assert!(
+        uuid::Uuid::parse_str(&meta.lineage).is_ok(),
+        "{}",
+        meta.lineage
+    );
+    meta
+}

@@ -72,14 +72,10 @@ async fn under_eight_contending_lockers_at_most_one_holds_at_any_time() {
         let (holders, most) = (Arc::clone(&holders), Arc::clone(&most));
         tasks.push(tokio::spawn(async move {
             for _ in 0..3 {
-                let id = manager
-                    .locker()
-                    .lock_with_timeout(
-                        &LockInfo::new("OperationTypeApply"),
-                        Duration::from_secs(60),
-                    )
-                    .await
-                    .expect("lock within a minute");
+                let id =
+                    common::lock_within(&manager, "OperationTypeApply", Duration::from_secs(60))
+                        .await
+                        .expect("lock within a minute");
                 let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -110,9 +106,7 @@ async fn lock_with_timeout_waits_for_a_holder_that_releases() {
 
     let waiter = common::manager(&bucket, KEY).await;
     let started = std::time::Instant::now();
-    let id = waiter
-        .locker()
-        .lock_with_timeout(&LockInfo::new("OperationTypePlan"), Duration::from_secs(30))
+    let id = common::lock_within(&waiter, "OperationTypePlan", Duration::from_secs(30))
         .await
         .expect("acquired after the holder released");
     assert!(
@@ -136,12 +130,7 @@ async fn lock_with_timeout_gives_up_with_the_holders_info() {
         .build()
         .await
         .unwrap();
-    let err = waiter
-        .locker()
-        .lock_with_timeout(
-            &LockInfo::new("OperationTypePlan"),
-            Duration::from_millis(300),
-        )
+    let err = common::lock_within(&waiter, "OperationTypePlan", Duration::from_millis(300))
         .await
         .unwrap_err();
     match &err {
@@ -266,13 +255,7 @@ async fn unlock_with_a_wrong_id_names_both_ids_and_leaves_the_lock() {
 #[tokio::test]
 async fn unlock_on_localstack_falls_back_once_then_reads_and_deletes() {
     let bucket = common::bucket(true).await;
-    let recorder = common::Recorder::default();
-    let manager = common::builder(&bucket, KEY)
-        .with_client(common::client_with(Some(&recorder)))
-        .build()
-        .await
-        .unwrap();
-    recorder.take();
+    let (manager, recorder) = common::recorded_manager(&bucket, KEY).await;
 
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))

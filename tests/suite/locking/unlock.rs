@@ -16,12 +16,11 @@
 use crate::common;
 
 use bytes::Bytes;
-use common::hooked::{Hooked, OnPut};
+use common::hooked::Hooked;
 use s3state::store::memory::MemoryStore;
 use s3state::{LockInfo, Locker, OutputValue, RemoteState, RemoteStateOptions, State};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 fn seeded(key: &str) -> Hooked {
     let store = Hooked::new(key).forwarding_identity();
@@ -89,11 +88,7 @@ async fn unlocking_through_a_second_manager_over_the_same_object_does_not_wait_f
         .await
         .unwrap();
 
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_write();
     let update = tokio::spawn({
         let first = Arc::clone(&first);
         async move { first.update(set_b).await }
@@ -142,12 +137,8 @@ async fn an_update_waiting_for_this_managers_own_explicit_lock_does_not_block_it
             ..RemoteStateOptions::default()
         },
     ));
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     // Hold the update's first attempt at the lock object, so the caller locks in between.
-    store.next_lock_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_lock_write();
     let update = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move { manager.update(set_b).await }
@@ -219,11 +210,7 @@ async fn updates_queued_around_an_unlock_all_finish_and_leave_no_lock() {
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
         .unwrap();
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_write();
     let bump = |state: &mut State| {
         let next = output(state, "n").unwrap_or(0) + 1;
         state.outputs.insert("n".into(), OutputValue::new(&next));
@@ -274,11 +261,7 @@ async fn a_cancelled_unlock_releases_only_after_the_update_under_that_lock() {
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
         .unwrap();
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_write();
     let update = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move { manager.update(set_b).await }

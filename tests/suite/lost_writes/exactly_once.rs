@@ -181,14 +181,7 @@ async fn an_unlock_whose_answer_was_lost_is_released_and_forgotten() {
 async fn updates_through_separate_managers_take_turns_at_the_lock() {
     let store = Hooked::new("turns.tfstate");
     seed_terraform_state(&store.inner);
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.on_put(
-        "turns.tfstate",
-        OnPut::Pause {
-            entered: Arc::clone(&entered),
-            release: Arc::clone(&release),
-        },
-    );
+    let (entered, release) = store.pause_put("turns.tfstate");
     let first = Arc::new(RemoteState::with_options(
         store.clone(),
         locking(Duration::from_secs(5)),
@@ -380,14 +373,7 @@ async fn concurrent_updates_on_a_shared_manager_each_take_the_lock() {
     manager.update(|s| set(s, "a", 0)).await.unwrap();
 
     // Task A's update holds the lock; its PUT is in flight.
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.on_put(
-        "shared.tfstate",
-        OnPut::Pause {
-            entered: Arc::clone(&entered),
-            release: Arc::clone(&release),
-        },
-    );
+    let (entered, release) = store.pause_put("shared.tfstate");
     let a = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move { manager.update(|s| set(s, "a", 1)).await }

@@ -233,10 +233,7 @@ async fn a_truncated_body_is_read_again_and_never_yields_a_partial_state() {
 
     // A write based on the old snapshot is refused, not an overwrite of the newer one.
     proxy.clear_rules();
-    let mut state = manager.state().unwrap();
-    state.outputs.insert("mine".into(), OutputValue::new(&1));
-    manager.write_state(state);
-    assert!(manager.persist_state().await.unwrap_err().is_conflict());
+    common::assert_stale_write_refused(&manager, "mine", 1).await;
     assert_eq!(common::version_count(&bucket, KEY).await, 2);
 }
 

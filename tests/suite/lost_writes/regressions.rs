@@ -12,7 +12,6 @@ use s3state::{
     State, Transient, UpdateLocking,
 };
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
 
 fn with_output(state: Option<State>, name: &str, value: u64) -> State {
     let mut state = state.unwrap_or_else(|| State::new(semver::Version::new(1, 15, 5)));
@@ -33,11 +32,7 @@ async fn a_write_state_made_while_another_task_persists_is_persisted_by_the_next
 
     // Task A persists a change; its PUT is held in flight.
     manager.write_state(with_output(manager.state(), "a", 2));
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_write();
     let task_a = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move { manager.persist_state().await }
@@ -72,11 +67,7 @@ async fn an_update_never_discards_a_write_state_another_task_made_during_it() {
         .await
         .unwrap();
 
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    store.next_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_write();
     let updating = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move {
@@ -262,13 +253,7 @@ async fn pushing_a_different_state_with_the_same_serial_is_refused_and_writes_no
 async fn a_lock_with_an_empty_id_is_refused_and_nothing_is_written() {
     let store = MemoryStore::new("lock-empty.tfstate");
     let manager = RemoteState::new(store.clone());
-    let mut info = LockInfo::new("OperationTypeApply");
-    info.id = String::new();
-    let refused = manager.lock(&info).await.unwrap_err();
-    assert!(
-        matches!(refused, Error::InvalidLockInfo { .. }),
-        "{refused}"
-    );
+    common::assert_empty_lock_id_refused(&manager).await;
     assert_eq!(store.sibling(".tflock").current_body(), None);
 }
 
@@ -367,12 +352,7 @@ async fn unlocking_waits_for_an_update_that_another_task_runs_under_that_lock() 
     let info = LockInfo::new("OperationTypeApply");
     let id = manager.lock(&info).await.unwrap();
 
-    let entered = Arc::new(Notify::new());
-    let release = Arc::new(Notify::new());
-    store.next_write(OnPut::Pause {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    });
+    let (entered, release) = store.pause_next_write();
     let update = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move {

@@ -319,13 +319,7 @@ async fn every_push_decides_as_a_push_that_reads_the_stored_state() {
 const LINEAGE: &str = "3d1c3a77-6f0e-4d5e-9a0b-3f8b2a1c9e42";
 
 fn state(serial: u64, output: i64) -> State {
-    let mut state = State::new(semver::Version::new(1, 15, 5));
-    state.lineage = LINEAGE.into();
-    state.serial = serial;
-    state
-        .outputs
-        .insert("answer".into(), OutputValue::new(&output));
-    state
+    common::answer_state(LINEAGE, serial, output)
 }
 
 /// The metadata s3state's gateway (src/server/protocol.rs) writes beside a body it stores as

@@ -6,17 +6,9 @@
 
 use crate::common;
 use base64::Engine as _;
-use s3state::{Error, OutputValue, State};
+use s3state::{Error, State};
 
-fn state(lineage: &str, serial: u64, output: i64) -> State {
-    let mut state = State::new(semver::Version::new(1, 15, 5));
-    state.lineage = lineage.into();
-    state.serial = serial;
-    state
-        .outputs
-        .insert("answer".into(), OutputValue::new(&output));
-    state
-}
+use common::answer_state as state;
 
 /// A lineage with surrounding blanks (Terraform accepts any string) is stored by s3state in
 /// the body exactly, and as a header value in the metadata, which HTTP trims. A push of the

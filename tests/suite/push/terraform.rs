@@ -90,13 +90,7 @@ async fn a_push_after_terraform_wrote_over_an_s3state_write_is_judged_on_terrafo
             "n=3",
         ],
     );
-    let head = common::client()
-        .head_object()
-        .bucket(&bucket)
-        .key(KEY)
-        .send()
-        .await
-        .unwrap();
+    let head = common::head(&bucket, KEY).await;
     let left: Vec<_> = head
         .metadata()
         .into_iter()

@@ -7,13 +7,7 @@ use std::sync::Arc;
 
 const KEY: &str = "race/terraform.tfstate";
 
-fn counter(state: &s3state::State) -> u64 {
-    state
-        .outputs
-        .get("counter")
-        .and_then(|o| o.to_value().as_u64())
-        .unwrap_or(0)
-}
+use common::counter;
 
 #[tokio::test]
 async fn of_two_racing_writers_exactly_one_wins_and_the_loser_gets_conflict() {

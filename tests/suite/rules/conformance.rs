@@ -24,13 +24,7 @@ async fn a_fresh_state_gets_a_lineage_and_serial_one_on_first_persist() {
     manager.write_state(state);
     manager.persist_state().await.unwrap();
 
-    let meta = manager.state_snapshot_meta().unwrap();
-    assert_eq!(meta.serial, 1);
-    assert!(
-        uuid::Uuid::parse_str(&meta.lineage).is_ok(),
-        "{}",
-        meta.lineage
-    );
+    common::assert_first_snapshot(&manager);
     assert_eq!(common::version_count(&bucket, KEY).await, 1);
 }
 

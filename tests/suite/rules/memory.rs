@@ -1,6 +1,7 @@
 //! `RemoteState`'s rules, locking, history and restore on the in-memory store: the same
 //! behaviour the LocalStack suites check, in milliseconds.
 
+use crate::common;
 use s3state::lock::LOCK_SUFFIX;
 use s3state::state::ChangeKind;
 use s3state::store::Store;
@@ -51,13 +52,7 @@ async fn a_fresh_state_gets_a_lineage_and_serial_one_on_first_persist() {
     manager.write_state(State::new(terraform()));
     manager.persist_state().await.unwrap();
 
-    let meta = manager.state_snapshot_meta().unwrap();
-    assert_eq!(meta.serial, 1);
-    assert!(
-        uuid::Uuid::parse_str(&meta.lineage).is_ok(),
-        "{}",
-        meta.lineage
-    );
+    let meta = common::assert_first_snapshot(&manager);
     assert_eq!(store.version_count(), 1);
     let stored = State::from_slice(&store.current_body().unwrap()).unwrap();
     assert_eq!((stored.serial, stored.lineage), (1, meta.lineage));
@@ -320,15 +315,7 @@ async fn force_unlock_removes_a_lock_another_manager_holds() {
 async fn a_lock_with_an_empty_id_is_refused_and_writes_nothing() {
     let store = MemoryStore::new(KEY);
     let manager = manager(&store);
-    let mut info = LockInfo::new("OperationTypeApply");
-    info.id = String::new();
-
-    let refused = manager.lock(&info).await.unwrap_err();
-
-    assert!(
-        matches!(refused, Error::InvalidLockInfo { .. }),
-        "{refused}"
-    );
+    common::assert_empty_lock_id_refused(&manager).await;
     assert_eq!(store.sibling(LOCK_SUFFIX).version_count(), 0);
 }
 

@@ -498,13 +498,7 @@ async fn a_waiting_lock_polls_with_one_conditional_get_and_takes_the_lock_once_i
     let holder = common::manager(&bucket, KEY).await;
     let held = holder.lock(&LockInfo::new("apply")).await.unwrap();
 
-    let recorder = Recorder::default();
-    let waiter = common::builder(&bucket, KEY)
-        .with_client(common::client_with(Some(&recorder)))
-        .build()
-        .await
-        .unwrap();
-    recorder.take();
+    let (waiter, recorder) = common::recorded_manager(&bucket, KEY).await;
     let waiting = tokio::spawn(async move {
         waiter
             .locker()

@@ -46,15 +46,7 @@ fn state_at(body: &[u8]) -> s3state::State {
     s3state::State::from_slice(body).unwrap()
 }
 
-async fn exists(bucket: &str, key: &str) -> bool {
-    common::client()
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .is_ok()
-}
+use common::object_exists as exists;
 
 #[tokio::test]
 async fn list_prints_addresses_as_terraform_state_list_does_and_filters_them() {
@@ -133,13 +125,8 @@ async fn rm_removes_under_the_lock_and_names_the_version_that_still_has_the_cont
         "a dry run writes nothing"
     );
 
-    let old_version = common::client()
-        .head_object()
-        .bucket(&bucket)
-        .key(KEY)
-        .send()
+    let old_version = common::head(&bucket, KEY)
         .await
-        .unwrap()
         .version_id()
         .unwrap()
         .to_owned();

@@ -30,7 +30,7 @@ fn applied_then_hangs() -> OnPut {
 #[tokio::test(start_paused = true)]
 async fn a_lock_given_up_after_its_put_was_applied_is_released_in_the_background() {
     let store = Hooked::new(KEY);
-    store.next_lock_write(applied_then_hangs());
+    store.on_put(&store.lock_key(), applied_then_hangs());
     let manager = RemoteState::new(store.clone());
     let gave_up =
         tokio::time::timeout(Duration::from_secs(5), manager.lock(&LockInfo::new("apply"))).await;
@@ -49,7 +49,7 @@ async fn a_lock_given_up_after_its_put_was_applied_is_released_in_the_background
 #[tokio::test(start_paused = true)]
 async fn an_update_given_up_while_taking_its_lock_leaves_no_lock_behind() {
     let store = Hooked::new(KEY);
-    store.next_lock_write(applied_then_hangs());
+    store.on_put(&store.lock_key(), applied_then_hangs());
     let manager = RemoteState::new(store.clone());
     let gave_up = tokio::time::timeout(
         Duration::from_secs(5),

@@ -334,11 +334,15 @@ async fn outputs(
         let object: serde_json::Map<String, serde_json::Value> = outputs
             .iter()
             .map(|(name, output)| {
-                let entry = serde_json::json!({
+                let mut entry = serde_json::json!({
                     "sensitive": output.sensitive,
                     "type": output.value_type.to_value(),
                     "value": shown(output),
                 });
+                // A withheld value is told apart from an output whose value is null.
+                if output.sensitive && !show_sensitive {
+                    entry["withheld"] = serde_json::Value::Bool(true);
+                }
                 (name.clone(), entry)
             })
             .collect();

@@ -94,7 +94,8 @@ pub enum Command {
     Outputs {
         /// One output only.
         name: Option<String>,
-        /// JSON, as `terraform output -json`.
+        /// JSON, in `terraform output -json`'s shape. Unlike Terraform, a sensitive value is
+        /// withheld (`"value": null, "withheld": true`) unless --show-sensitive is given.
         #[arg(long, conflicts_with = "raw")]
         json: bool,
         /// Print a string, number or bool output bare, for shell scripts.

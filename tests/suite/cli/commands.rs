@@ -125,6 +125,12 @@ async fn outputs_mask_sensitive_values_unless_asked_and_raw_prints_bare_strings(
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(json["secret"]["value"], serde_json::Value::Null);
     assert_eq!(json["secret"]["sensitive"], true);
+    // Issue 23, item 13: a withheld value is marked, so it is not mistaken for a null output,
+    // and the help says so rather than promising Terraform's output.
+    assert_eq!(json["secret"]["withheld"], true);
+    assert_eq!(json["numbers"].get("withheld"), None);
+    let help = s3state(&bucket).args(["outputs", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("withheld"));
     assert_eq!(json["numbers"]["value"], serde_json::json!([1, 2, 3]));
     s3state(&bucket)
         .args(["outputs", "greeting", "--raw"])

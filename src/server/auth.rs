@@ -1,5 +1,12 @@
 //! HTTP basic authentication against argon2 hashes (or passwords from the environment) and
 //! per-prefix roles. Comparisons are constant-time; nothing here logs a password or a hash.
+//!
+//! argon2 is slow by design, so a password check runs on a blocking thread, at most
+//! `limits.max_concurrent_logins` at once; an unknown user name costs a check against a decoy
+//! hash, as long as a wrong password; and a client address with more than
+//! `limits.failed_logins_per_minute` failures is answered 429 without a check until its minute
+//! is over. Credentials verified once are remembered (a keyed SHA-256), so a client that has
+//! logged in is served at once, even from an address being throttled.
 
 use super::config::{ConfigError, GatewayConfig, Grant, Role};
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
@@ -7,7 +14,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// Hashes `password` with argon2id and a random salt, in the PHC format the configuration's
@@ -21,6 +30,9 @@ pub fn hash_password(password: &str) -> String {
         .expect("argon2 with default parameters hashes any password")
         .to_string()
 }
+
+/// The window failed logins are counted in, per client address.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 enum Secret {
     /// A PHC argon2 hash.
@@ -65,8 +77,12 @@ fn covers(prefix: &str, name: &str) -> bool {
 /// The outcome of authenticating one request.
 pub(crate) enum AuthOutcome {
     Ok(Principal),
-    /// No or unusable credentials, or wrong ones: 401.
+    /// No or unusable credentials: 401.
+    Missing,
+    /// Wrong credentials (an unknown user or a wrong password): 401.
     Unauthenticated,
+    /// Too many failed logins from this client address: 429, retry after this many seconds.
+    Throttled(u64),
 }
 
 pub(crate) struct Authenticator {
@@ -80,6 +96,11 @@ pub(crate) struct Authenticator {
     /// A hash verified when the user is unknown, so that a wrong user name costs as much as
     /// a wrong password.
     decoy: String,
+    /// Password checks running at once.
+    checks: Arc<tokio::sync::Semaphore>,
+    /// Failed logins by client address: when the window started, and how many.
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    failures_allowed: u32,
 }
 
 impl Authenticator {
@@ -114,11 +135,20 @@ impl Authenticator {
             verified: Mutex::new(HashMap::new()),
             cache_key: std::array::from_fn(|_| fastrand::u8(..)),
             decoy: hash_password("decoy password that matches nothing"),
+            checks: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_concurrent_logins.max(1),
+            )),
+            failures: Mutex::new(HashMap::new()),
+            failures_allowed: config.limits.failed_logins_per_minute,
         })
     }
 
-    /// Authenticates an `Authorization` header value.
-    pub(crate) fn authenticate(&self, header: Option<&str>) -> AuthOutcome {
+    /// Authenticates an `Authorization` header value from `client`.
+    pub(crate) async fn authenticate(
+        &self,
+        header: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> AuthOutcome {
         if self.disabled {
             return AuthOutcome::Ok(Principal {
                 name: "anonymous".into(),
@@ -126,7 +156,7 @@ impl Authenticator {
             });
         }
         let Some((user, password)) = header.and_then(parse_basic) else {
-            return AuthOutcome::Unauthenticated;
+            return AuthOutcome::Missing;
         };
         // Look at every user, comparing names in constant time, so the time taken does not
         // say which names exist.
@@ -136,46 +166,90 @@ impl Authenticator {
                 found = Some(candidate);
             }
         }
-        let Some(found) = found else {
-            let _ = verify_hash(&self.decoy, &password);
-            return AuthOutcome::Unauthenticated;
-        };
-        let ok = match &found.secret {
-            Secret::Plain(expected) => {
+        // Credentials verified before: at once, even from a throttled address.
+        let fingerprint = found.map(|found| self.fingerprint(&found.name, &password));
+        if let (Some(found), Some(fingerprint)) = (found, fingerprint) {
+            let cached = self
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&found.name)
+                .copied();
+            if cached.is_some_and(|known| bool::from(known.ct_eq(&fingerprint))) {
+                return self.ok(found);
+            }
+        }
+        if let Some(retry_after) = client.and_then(|client| self.throttled(client)) {
+            return AuthOutcome::Throttled(retry_after);
+        }
+        let ok = match found.map(|found| &found.secret) {
+            Some(Secret::Plain(expected)) => {
                 let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
                 bool::from(given.ct_eq(expected))
             }
-            Secret::Hash(hash) => {
-                let fingerprint = self.fingerprint(&found.name, &password);
-                let cached = self
-                    .verified
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&found.name)
-                    .copied();
-                match cached {
-                    Some(known) if bool::from(known.ct_eq(&fingerprint)) => true,
-                    _ => {
-                        let ok = verify_hash(hash, &password);
-                        if ok {
-                            self.verified
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(found.name.clone(), fingerprint);
-                        }
-                        ok
-                    }
-                }
+            // An unknown user is checked against the decoy, as long as a wrong password.
+            Some(Secret::Hash(hash)) => self.check(hash.clone(), password).await,
+            None => {
+                let _ = self.check(self.decoy.clone(), password).await;
+                false
             }
         };
-        if ok {
-            AuthOutcome::Ok(Principal {
-                name: found.name.clone(),
-                grants: Some(found.grants.clone()),
-            })
-        } else {
-            AuthOutcome::Unauthenticated
+        match (ok, found, fingerprint) {
+            (true, Some(found), Some(fingerprint)) => {
+                if matches!(found.secret, Secret::Hash(_)) {
+                    self.verified
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(found.name.clone(), fingerprint);
+                }
+                self.ok(found)
+            }
+            _ => {
+                if let Some(client) = client {
+                    self.failed(client);
+                }
+                AuthOutcome::Unauthenticated
+            }
         }
+    }
+
+    fn ok(&self, found: &User) -> AuthOutcome {
+        AuthOutcome::Ok(Principal {
+            name: found.name.clone(),
+            grants: Some(found.grants.clone()),
+        })
+    }
+
+    /// One argon2 check, on a blocking thread, when a check slot is free.
+    async fn check(&self, hash: String, password: String) -> bool {
+        let Ok(_slot) = Arc::clone(&self.checks).acquire_owned().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || verify_hash(&hash, &password))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Seconds until `client` may try again, when it has used up its failed logins.
+    fn throttled(&self, client: IpAddr) -> Option<u64> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, count) = failures.get(&client)?;
+        let elapsed = since.elapsed();
+        (*count >= self.failures_allowed && elapsed < FAILURE_WINDOW)
+            .then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
+    }
+
+    fn failed(&self, client: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget addresses whose window is over, so that the table stays small.
+        if failures.len() > 10_000 {
+            failures.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = failures.entry(client).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= FAILURE_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
     }
 
     fn fingerprint(&self, user: &str, password: &str) -> [u8; 32] {

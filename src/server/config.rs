@@ -197,8 +197,20 @@ pub struct Limits {
     /// How long a client may take to send a request's headers, and the TLS handshake
     /// (default 10 s): slow-loris clients are disconnected.
     pub header_timeout_secs: u64,
-    /// Connections served at once (default 256); more wait to be accepted.
+    /// How long a client may take to accept the next 64 KiB of an answer (default 30 s). A
+    /// client that stops reading, or reads slower than that, is disconnected and its
+    /// connection slot freed.
+    pub write_timeout_secs: u64,
+    /// Connections served at once (default 256); more wait to be accepted. A connection idle
+    /// between requests is closed after `header_timeout_secs`.
     pub max_connections: usize,
+    /// Failed logins (wrong or unknown credentials) one client address may make per minute
+    /// (default 10); past that, requests needing a password check are answered 429 with
+    /// `Retry-After` until the minute is over. Credentials already verified keep working.
+    pub failed_logins_per_minute: u32,
+    /// Password checks (argon2, deliberately slow) run at once, on blocking threads
+    /// (default: the number of CPUs). More wait their turn.
+    pub max_concurrent_logins: usize,
     /// How long a graceful shutdown waits for requests in flight (default 30 s).
     pub shutdown_grace_secs: u64,
 }
@@ -209,7 +221,12 @@ impl Default for Limits {
             max_body_bytes: 32 * 1024 * 1024,
             request_timeout_secs: 60,
             header_timeout_secs: 10,
+            write_timeout_secs: 30,
             max_connections: 256,
+            failed_logins_per_minute: 10,
+            max_concurrent_logins: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2),
             shutdown_grace_secs: 30,
         }
     }
@@ -222,6 +239,10 @@ impl Limits {
 
     pub(crate) fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_secs)
+    }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
     }
 }
 
@@ -272,6 +293,16 @@ pub struct GatewayConfig {
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Where audit lines go: one JSON object per line (time, principal, client address,
+    /// method, state, serial, version id, lock id, outcome) for every state request and every
+    /// refused login or grant. Standard error when unset (or `-`); otherwise this file,
+    /// appended to. Never a password, a hash or state content.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// Users who may read `/metrics` besides admins (users with the admin role on every
+    /// state: a grant with an empty prefix). For a Prometheus scraper's credential.
+    #[serde(default)]
+    pub metrics_users: Vec<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -288,6 +319,8 @@ impl Default for GatewayConfig {
             users: Vec::new(),
             auth_disabled: false,
             limits: Limits::default(),
+            audit_log: None,
+            metrics_users: Vec::new(),
         }
     }
 }
@@ -393,10 +426,27 @@ impl GatewayConfig {
                 "limits.header_timeout_secs",
                 limits.header_timeout_secs == 0,
             ),
+            ("limits.write_timeout_secs", limits.write_timeout_secs == 0),
             ("limits.max_connections", limits.max_connections == 0),
+            (
+                "limits.failed_logins_per_minute",
+                limits.failed_logins_per_minute == 0,
+            ),
+            (
+                "limits.max_concurrent_logins",
+                limits.max_concurrent_logins == 0,
+            ),
         ] {
             if zero {
                 return Err(invalid(field, "must be greater than zero".into()));
+            }
+        }
+        for (index, name) in self.metrics_users.iter().enumerate() {
+            if !self.users.iter().any(|user| &user.name == name) {
+                return Err(invalid(
+                    &format!("metrics_users[{index}]"),
+                    format!("{name:?} is not a configured user"),
+                ));
             }
         }
         let mut seen = std::collections::HashSet::new();

@@ -1,12 +1,21 @@
 //! Accepting connections: a connection limit, TLS (rustls) with a handshake timeout, HTTP/1.1
-//! with a header-read timeout (slow-loris clients are dropped), and graceful shutdown.
+//! with a header-read timeout (slow-loris clients are dropped, and so are connections idle
+//! between requests for as long), a write timeout (clients that do not read their answers are
+//! dropped), and graceful shutdown. A connection's slot is released when it closes, whatever
+//! closed it.
 
 use super::config::Limits;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
@@ -47,7 +56,13 @@ pub(crate) async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Under TLS too: the deadline is on the bytes the client accepts.
+        let stream = WriteDeadline::new(stream, limits.write_timeout());
+        // The client's address, for the audit log and the failed-login limit.
+        let service = TowerToHyperService::new(tower_http::add_extension::AddExtension::new(
+            router.clone(),
+            axum::extract::ConnectInfo(peer),
+        ));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -56,6 +71,8 @@ pub(crate) async fn run(
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            // Held for the connection's life; dropped (the slot freed) when this task ends,
+            // which it does when the connection closes or fails.
             let _permit = permit;
             match acceptor {
                 None => {
@@ -100,4 +117,143 @@ pub(crate) async fn run(
     writes.close();
     writes.wait().await;
     tracing::info!("gateway stopped");
+}
+
+/// The bytes a client must accept, within `timeout`, once a write has had to wait: a write
+/// that waited starts the clock, and the clock stops when everything hyper had to send was
+/// accepted (a flush completed) or another [`MIN_PROGRESS`] bytes were. A client that never
+/// reads, or reads slower than that, gets `TimedOut`: hyper closes the connection.
+pub(crate) struct WriteDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    clock: Option<Pin<Box<Sleep>>>,
+    /// Bytes accepted since the clock started.
+    progress: usize,
+}
+
+/// How much of an answer a slow client must accept per `write_timeout`.
+const MIN_PROGRESS: usize = 64 * 1024;
+
+impl<S> WriteDeadline<S> {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            timeout,
+            clock: None,
+            progress: 0,
+        }
+    }
+
+    /// The inner write is pending: start the clock if it is not running, and fail if it ran
+    /// out.
+    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.timeout;
+        let progress = &mut self.progress;
+        let clock = self.clock.get_or_insert_with(|| {
+            *progress = 0;
+            Box::pin(tokio::time::sleep(timeout))
+        });
+        match clock.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not accept the answer within limits.write_timeout_secs",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn wrote(&mut self, written: usize) {
+        if self.clock.is_some() {
+            self.progress += written;
+            if self.progress >= MIN_PROGRESS {
+                self.clock = None;
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.waiting(cx),
+            Poll::Ready(result) => {
+                if let Ok(written) = result {
+                    self.wrote(written);
+                }
+                Poll::Ready(result)
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.waiting(cx),
+            Poll::Ready(result) => {
+                if let Ok(written) = result {
+                    self.wrote(written);
+                }
+                Poll::Ready(result)
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.waiting(cx),
+            Poll::Ready(result) => {
+                // Everything there was to send was accepted.
+                self.clock = None;
+                Poll::Ready(result)
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Pending => self.waiting(cx),
+            Poll::Ready(result) => Poll::Ready(result),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt as _;
+
+    #[tokio::test]
+    async fn a_write_the_peer_never_accepts_fails_after_the_timeout() {
+        // A peer that never reads: a duplex pipe with a small buffer.
+        let (client, _peer) = tokio::io::duplex(1024);
+        let mut guarded = WriteDeadline::new(client, Duration::from_millis(100));
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            guarded.write_all(&[0u8; 64 * 1024]),
+        )
+        .await
+        .expect("the write timeout fired");
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
 }

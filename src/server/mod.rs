@@ -12,7 +12,7 @@
 //! | `DELETE /<name>` | deletes the current snapshot (history keeps it) |
 //! | `GET /_history/<name>[?limit=N]` | versions, newest first, with serials (JSON) |
 //! | `GET /_history/<name>?version=<id>` | one past snapshot |
-//! | `GET /healthz`, `GET /metrics` | liveness; Prometheus metrics |
+//! | `GET /healthz`, `GET /metrics` | liveness; Prometheus metrics (admins and `metrics_users`) |
 //!
 //! `/<name>` is the object `<key_prefix>/<name>` of the configured bucket, so the same state
 //! is reachable with Terraform's S3 backend (`key = "<key_prefix>/<name>"`, `use_lockfile =
@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod audit;
 mod auth;
 mod config;
 mod listener;
@@ -45,17 +46,20 @@ pub use protocol::{
 };
 
 use crate::s3::S3Backend;
+use audit::{Audit, AuditLog, Event};
 use auth::{AuthOutcome, Authenticator};
-use axum::extract::{Request, State as AxumState};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::Metrics;
 use protocol::{HeaderQuery, text};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Why the gateway could not start.
@@ -87,7 +91,16 @@ pub(crate) struct Shared {
     /// when their client disconnects or times out).
     writes: tokio_util::task::TaskTracker,
     limits: Limits,
+    audit: Arc<AuditLog>,
+    /// Users who may read `/metrics` besides admins.
+    metrics_users: Vec<String>,
+    /// Writes in progress by what they ask (see [`in_flight_key`]): a retry of one gets its
+    /// answer rather than racing it.
+    in_flight: Mutex<HashMap<[u8; 32], Pending>>,
 }
+
+/// The answer of a write in progress, once it has one.
+type Pending = tokio::sync::watch::Receiver<Option<Arc<Answer>>>;
 
 /// A gateway bound to its address, ready to [`Gateway::run`].
 pub struct Gateway {
@@ -113,6 +126,7 @@ impl Gateway {
         config.validate()?;
         let tls = config.tls.as_ref().map(config::load_tls).transpose()?;
         let auth = Authenticator::new(&config)?;
+        let audit = Arc::new(AuditLog::open(config.audit_log.as_deref())?);
         let s3 = &config.s3;
         let mut builder = crate::S3Builder::new()
             .with_bucket(&s3.bucket)
@@ -174,6 +188,9 @@ impl Gateway {
                 metrics: Metrics::default(),
                 writes: tokio_util::task::TaskTracker::new(),
                 limits: config.limits.clone(),
+                audit,
+                metrics_users: config.metrics_users.clone(),
+                in_flight: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -224,15 +241,61 @@ fn router(shared: Arc<Shared>) -> axum::Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             limits.max_body_bytes,
         ))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout(),
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            deadline,
         ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
             observe,
         ))
         .with_state(shared)
+}
+
+/// Set by [`dispatch`] once a request's work has started (its body received): past that, a
+/// timeout answers 503 and the work goes on.
+#[derive(Clone, Default)]
+struct Started(Arc<AtomicBool>);
+
+impl Started {
+    fn set(request_extensions: &axum::http::Extensions) {
+        if let Some(started) = request_extensions.get::<Started>() {
+            started.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// `limits.request_timeout_secs`. A request whose body is still arriving is 408: nothing was
+/// done. One whose work has started is 503 with `Retry-After`, which Terraform's client
+/// (go-retryablehttp) retries, whereas it gives up on 408: the work runs to completion (LOCK,
+/// POST, UNLOCK and DELETE in a task of their own), and the retry either gets its answer
+/// (still running: see [`in_flight_key`]) or meets the idempotent path (a repeated LOCK of the
+/// same lock info by the same principal is 200, a repeated POST of the same state "unchanged").
+async fn deadline(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Started::default();
+    request.extensions_mut().insert(started.clone());
+    match tokio::time::timeout(shared.limits.request_timeout(), next.run(request)).await {
+        Ok(response) => response,
+        Err(_) if started.0.load(Ordering::SeqCst) => {
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the state store is slow: this request is still being carried out; \
+                 retry the same request for its outcome",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            response
+        }
+        Err(_) => text(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request took longer than limits.request_timeout_secs to arrive; nothing was done",
+        ),
+    }
 }
 
 /// Counts every request (method, status, latency) for `/metrics`. Logs no body.
@@ -263,6 +326,17 @@ fn unauthorized() -> Response {
     response
 }
 
+fn too_many_failed_logins(retry_after: u64) -> Response {
+    let mut response = text(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many failed logins from this address; retry later",
+    );
+    if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 fn forbidden(role: Role, name: &str) -> Response {
     text(
         StatusCode::FORBIDDEN,
@@ -274,13 +348,38 @@ fn forbidden(role: Role, name: &str) -> Response {
 }
 
 async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    let audit = Audit::new(Arc::clone(&shared.audit), client, request.method());
+    let refused = |principal: Option<&str>, state: Option<&str>, outcome: &str| {
+        audit.record(Event {
+            principal,
+            state,
+            outcome,
+            ..Event::default()
+        });
+    };
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let principal = match shared.auth.authenticate(authorization) {
+    let principal = match shared
+        .auth
+        .authenticate(authorization, client.map(|addr| addr.ip()))
+        .await
+    {
         AuthOutcome::Ok(principal) => principal,
-        AuthOutcome::Unauthenticated => return unauthorized(),
+        AuthOutcome::Missing => return unauthorized(),
+        AuthOutcome::Unauthenticated => {
+            refused(None, None, "refused: unauthenticated");
+            return unauthorized();
+        }
+        AuthOutcome::Throttled(retry_after) => {
+            refused(None, None, "refused: too many failed logins");
+            return too_many_failed_logins(retry_after);
+        }
     };
     let path = request.uri().path().to_owned();
     let query: HeaderQuery = match request.uri().query() {
@@ -291,6 +390,16 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
         },
     };
     if path == "/metrics" && request.method() == Method::GET {
+        // Request counts over every state: admins (on every state) and metrics_users only.
+        if principal.role_on("") < Some(Role::Admin)
+            && !shared.metrics_users.contains(&principal.name)
+        {
+            refused(Some(&principal.name), None, "refused: metrics");
+            return text(
+                StatusCode::FORBIDDEN,
+                "/metrics is for admins and the configuration's metrics_users",
+            );
+        }
         return (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             shared.metrics.render(),
@@ -322,18 +431,25 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
         }
     };
     if principal.role_on(&name) < Some(needed) {
+        refused(
+            Some(&principal.name),
+            Some(&name),
+            &format!("refused: no {} role", needed.as_str()),
+        );
         return forbidden(needed, &name);
     }
     let store = shared
         .backend
         .store_at_key(names::state_key(&shared.key_prefix, &name));
-    if history {
-        return protocol::history(store, &query).await;
-    }
     let method = request.method().clone();
-    if method == Method::GET || method == Method::HEAD {
+    if history || method == Method::GET || method == Method::HEAD {
+        Started::set(request.extensions());
+        if history {
+            return protocol::history(store, &query).await;
+        }
         return protocol::get(&store).await;
     }
+    let started = request.extensions().clone();
     let md5 = protocol::md5_header(request.headers());
     let body = match axum::body::to_bytes(request.into_body(), shared.limits.max_body_bytes).await {
         Ok(body) => body,
@@ -362,19 +478,96 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
         content_md5: md5,
     };
     // Past this point the operation runs to completion even if the client goes away or the
-    // request times out, and a graceful shutdown waits for it.
-    let task_shared = Arc::clone(&shared);
-    let task = shared.writes.spawn(async move {
-        let shared = task_shared;
-        protocol::answer(&shared.metrics, &store, request).await
-    });
-    match task.await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::error!(error = %error, "a request handler failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    // request times out, and a graceful shutdown waits for it. The same request sent again
+    // while it runs (a client's retry after a timeout) waits for its answer.
+    Started::set(&started);
+    let key = in_flight_key(&request);
+    let mut answer = {
+        let mut in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        match in_flight.get(&key) {
+            Some(running) => running.clone(),
+            None => {
+                let (sender, receiver) = tokio::sync::watch::channel(None);
+                in_flight.insert(key, receiver.clone());
+                let task_shared = Arc::clone(&shared);
+                shared.writes.spawn(async move {
+                    let shared = task_shared;
+                    let _done = Forget(&shared, key);
+                    let response = protocol::answer(&shared.metrics, &audit, &store, request).await;
+                    let _ = sender.send(Some(Arc::new(Answer::of(response).await)));
+                });
+                receiver
+            }
+        }
+    };
+    match answer.wait_for(Option::is_some).await {
+        Ok(answer) => answer
+            .as_ref()
+            .map_or_else(internal_error, |a| a.response()),
+        Err(_) => internal_error(),
+    }
+}
+
+fn internal_error() -> Response {
+    tracing::error!("a request handler failed");
+    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+/// A write's answer, kept for the retries that arrive while it runs.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Answer {
+    async fn of(response: Response) -> Answer {
+        let (parts, body) = response.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default(),
         }
     }
+
+    fn response(&self) -> Response {
+        let mut response = (self.status, self.body.clone()).into_response();
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
+}
+
+/// Takes a finished write out of [`Shared::in_flight`], however its task ends.
+struct Forget<'a>(&'a Shared, [u8; 32]);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
+/// What makes two write requests the same request: principal, state, method, lock ID and body
+/// (a SHA-256 over them).
+fn in_flight_key(request: &protocol::StateRequest) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for part in [
+        request.principal.as_bytes(),
+        request.state_name.as_bytes(),
+        format!("{:?}", request.method).as_bytes(),
+        request.lock_id.as_deref().unwrap_or("").as_bytes(),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.update(&request.body);
+    hasher.finalize().into()
 }
 
 fn serde_urlencoded_query(query: &str) -> Result<HeaderQuery, String> {
@@ -409,6 +602,10 @@ pub struct ServeArgs {
     /// The key prefix states live under: `/<name>` is the object `<prefix>/<name>`.
     #[cfg_attr(feature = "cli", arg(long, value_name = "PREFIX"))]
     pub key_prefix: Option<String>,
+    /// Where audit lines go (JSON, one per line): this file, appended to, or `-` for
+    /// standard error (the default).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+    pub audit_log: Option<PathBuf>,
     /// Read a password on standard input, print its argon2 hash for the configuration's
     /// password_hash, and exit.
     #[cfg_attr(feature = "cli", arg(long))]
@@ -455,6 +652,9 @@ impl ServeArgs {
         }
         if let Some(prefix) = &self.key_prefix {
             config.s3.key_prefix = prefix.clone();
+        }
+        if let Some(audit_log) = &self.audit_log {
+            config.audit_log = Some(audit_log.clone());
         }
         if let Some(bucket) = &s3.bucket {
             config.s3.bucket = bucket.clone();

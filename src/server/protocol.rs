@@ -9,6 +9,7 @@
 //! statuses here: a refusal is 409, 423 or 403 with the library's message, a store failure
 //! 502 (Terraform retries 5xx).
 
+use super::audit::{Audit, Event};
 use super::metrics::Metrics;
 use crate::error::{Error, LockRefusal};
 use crate::remote::{
@@ -37,8 +38,6 @@ pub const LOCK_STATE_LINEAGE_KEY: &str = metadata_keys::LOCK_STATE_LINEAGE;
 pub const USER_KEY: &str = metadata_keys::AUTHOR;
 /// State-object metadata: the nonce of the lock a state was written under.
 pub const STATE_LOCK_NONCE_KEY: &str = metadata_keys::LOCK_NONCE;
-
-const AUDIT: &str = "s3state::audit";
 
 pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response {
     let mut message = message.into();
@@ -70,12 +69,32 @@ fn content_md5(body: &[u8]) -> String {
     BASE64.encode(md5::Md5::digest(body))
 }
 
-/// A store failure, as the client sees it: 502 (Terraform retries 5xx).
+/// A store failure, as the client sees it: 502 (Terraform retries 5xx) with a short message
+/// and a request id; the SDK's error chain (endpoints, bucket, keys) goes only to the log,
+/// under that id.
 fn store_failed(error: &Error) -> Response {
-    tracing::warn!(error = %error, "the store failed");
+    let request_id = uuid::Uuid::new_v4();
+    tracing::warn!(%request_id, error = %error, "the store failed");
+    // The one failure the client can act on (as Terraform's S3 backend reports it): digests
+    // only, no bucket, table or key.
+    if let Error::DigestMismatch {
+        expected, actual, ..
+    } = error
+    {
+        let actual = actual.as_deref().unwrap_or("(no state)");
+        return text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the state's MD5 is {actual} but the digest in the lock table is {expected}; \
+                 an operator must check the state and repair the digest (request id {request_id})"
+            ),
+        );
+    }
     text(
         StatusCode::BAD_GATEWAY,
-        format!("the gateway could not reach the state store: {error}"),
+        format!(
+            "the gateway could not complete this with the state store; retry (request id {request_id})"
+        ),
     )
 }
 
@@ -175,7 +194,7 @@ pub async fn handle_state_request<S: GatewayStore>(
     store: &S,
     request: StateRequest,
 ) -> StateResponse {
-    let response = answer(&Metrics::default(), store, request).await;
+    let response = answer(&Metrics::default(), &Audit::default(), store, request).await;
     let status = response.status().as_u16();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -186,6 +205,7 @@ pub async fn handle_state_request<S: GatewayStore>(
 /// The gateway's answer to one state request, counted in `metrics`.
 pub(crate) async fn answer<S: GatewayStore>(
     metrics: &Metrics,
+    log: &Audit,
     store: &S,
     request: StateRequest,
 ) -> Response {
@@ -193,11 +213,11 @@ pub(crate) async fn answer<S: GatewayStore>(
     let who = request.principal.clone();
     match request.method {
         StateMethod::Get => get(store).await,
-        StateMethod::Update => update(metrics, store, request).await,
-        StateMethod::Lock => lock(metrics, &who, &name, store, &request.body).await,
-        StateMethod::Unlock => unlock(&who, request.admin, &name, store, &request.body).await,
+        StateMethod::Update => update(metrics, log, store, request).await,
+        StateMethod::Lock => lock(metrics, log, &who, &name, store, &request.body).await,
+        StateMethod::Unlock => unlock(log, &who, request.admin, &name, store, &request.body).await,
         StateMethod::Delete => {
-            delete(metrics, &who, &name, store, request.lock_id.as_deref()).await
+            delete(metrics, log, &who, &name, store, request.lock_id.as_deref()).await
         }
     }
 }
@@ -304,6 +324,7 @@ fn refusal_name(refusal: &LockRefusal) -> &'static str {
 
 pub(crate) async fn update<S: GatewayStore>(
     metrics: &Metrics,
+    log: &Audit,
     store: &S,
     request: StateRequest,
 ) -> Response {
@@ -316,9 +337,14 @@ pub(crate) async fn update<S: GatewayStore>(
         ..
     } = request;
     let audit = |outcome: &str, serial: Option<u64>, version_id: Option<&str>| {
-        tracing::info!(target: AUDIT, user = %who, state = %name, action = "write",
-            serial = serial.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-            version_id = version_id.unwrap_or("-"), outcome);
+        log.record(Event {
+            principal: Some(&who),
+            state: Some(&name),
+            serial,
+            version_id,
+            lock_id: lock_id.as_deref(),
+            outcome,
+        });
     };
     if let Some(md5) = md5
         && md5.trim() != content_md5(&body)
@@ -382,13 +408,20 @@ pub(crate) async fn update<S: GatewayStore>(
 
 pub(crate) async fn lock<S: GatewayStore>(
     metrics: &Metrics,
+    log: &Audit,
     who: &str,
     name: &str,
     store: &S,
     body: &[u8],
 ) -> Response {
     let audit = |outcome: &str, id: &str| {
-        tracing::info!(target: AUDIT, user = %who, state = %name, action = "lock", lock_id = %id, outcome);
+        log.record(Event {
+            principal: Some(who),
+            state: Some(name),
+            lock_id: (id != "-").then_some(id),
+            outcome,
+            ..Event::default()
+        });
     };
     let info: LockInfo = match serde_json::from_slice(body) {
         Ok(info) => info,
@@ -431,6 +464,7 @@ pub(crate) async fn lock<S: GatewayStore>(
 // UNLOCK
 
 pub(crate) async fn unlock<S: GatewayStore>(
+    log: &Audit,
     who: &str,
     may_force: bool,
     name: &str,
@@ -438,7 +472,13 @@ pub(crate) async fn unlock<S: GatewayStore>(
     body: &[u8],
 ) -> Response {
     let audit = |outcome: &str, id: &str| {
-        tracing::info!(target: AUDIT, user = %who, state = %name, action = "unlock", lock_id = %id, outcome);
+        log.record(Event {
+            principal: Some(who),
+            state: Some(name),
+            lock_id: (id != "-").then_some(id),
+            outcome,
+            ..Event::default()
+        });
     };
     let given: Option<LockInfo> = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -484,14 +524,21 @@ pub(crate) async fn unlock<S: GatewayStore>(
 
 pub(crate) async fn delete<S: GatewayStore>(
     metrics: &Metrics,
+    log: &Audit,
     who: &str,
     name: &str,
     store: &S,
     lock_id: Option<&str>,
 ) -> Response {
     let audit = |outcome: &str, version_id: Option<&str>| {
-        tracing::info!(target: AUDIT, user = %who, state = %name, action = "delete",
-            version_id = version_id.unwrap_or("-"), outcome);
+        log.record(Event {
+            principal: Some(who),
+            state: Some(name),
+            version_id,
+            lock_id,
+            outcome,
+            ..Event::default()
+        });
     };
     match manager(store).delete_bound(lock_id, who).await {
         Ok(BoundWrite::Done { version_id, .. }) => {

@@ -856,7 +856,7 @@ async fn health_and_metrics_report_requests_conflicts_and_lock_waits() {
     send(addr, "POST", "/m", Some(WRITER), &state_body(lineage, 1, 1)).await;
     send(addr, "LOCK", "/m", Some(WRITER), &lock_body("one", "a@b")).await;
     send(addr, "LOCK", "/m", Some(WRITER), &lock_body("two", "a@b")).await;
-    let metrics = send(addr, "GET", "/metrics", Some(READER), b"").await;
+    let metrics = send(addr, "GET", "/metrics", Some(ADMIN), b"").await;
     assert_eq!(metrics.status, 200);
     let text = metrics.text();
     assert!(

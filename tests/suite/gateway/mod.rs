@@ -2,5 +2,6 @@
 
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
+mod hardening;
 mod http;
 mod load;

@@ -76,6 +76,9 @@ pub fn config(bucket: &str) -> GatewayConfig {
             max_body_bytes: 1024 * 1024,
             ..Limits::default()
         },
+        // Audit lines default to standard error, which the test harness does not capture;
+        // tests that read them set a file.
+        audit_log: Some(PathBuf::from("/dev/null")),
         ..GatewayConfig::default()
     }
 }

@@ -34,6 +34,9 @@ pub(crate) fn check_segments(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The suffix of a digest item's ID in Terraform's DynamoDB table (`<bucket>/<key>-md5`).
+const DIGEST_SUFFIX: &str = "-md5";
+
 /// The state name in a raw request path (`/team/app.tfstate` → `team/app.tfstate`), or why it
 /// is refused.
 pub(crate) fn state_name(raw_path: &str) -> Result<&str, String> {
@@ -45,6 +48,15 @@ pub(crate) fn state_name(raw_path: &str) -> Result<&str, String> {
     if name.ends_with(LOCK_SUFFIX) {
         return Err(format!(
             "names ending in {LOCK_SUFFIX} are lock objects, not states"
+        ));
+    }
+    if name.ends_with(DIGEST_SUFFIX) {
+        // Terraform's DynamoDB table keys a state's digest item `<bucket>/<key>-md5`: a state
+        // named `X-md5` would have its lock item there, so a user granted only `X-md5` could
+        // lock or disturb `X`'s digest (issue 23, item 17).
+        return Err(format!(
+            "names ending in {DIGEST_SUFFIX} are refused: with a DynamoDB table, their lock \
+             item would be another state's digest item"
         ));
     }
     let first = name.split('/').next().unwrap_or_default();
@@ -93,6 +105,8 @@ mod tests {
             "/a b",
             "/a\\b",
             "/x.tflock",
+            "/x-md5",
+            "/team/app.tfstate-md5",
             "/_history/x",
             "/healthz",
             "/metrics/x",

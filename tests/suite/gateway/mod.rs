@@ -1,6 +1,9 @@
 //! `s3state serve`: Terraform's `http` backend over S3.
 
+mod delete;
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
 mod http;
+mod in_memory;
 mod load;
+mod retries;

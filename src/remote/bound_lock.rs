@@ -385,6 +385,7 @@ impl<S: Store> RemoteState<S> {
         if let Some(nonce) = fence.and_then(|held| held.metadata.get(LOCK_NONCE_KEY)) {
             extra.insert(keys::LOCK_NONCE.to_owned(), nonce.clone());
         }
+        let sent_body = body.clone();
         let outgoing = Outgoing {
             state: next,
             body,
@@ -402,7 +403,23 @@ impl<S: Store> RemoteState<S> {
             }
             Ok(WriteOutcome::Unchanged) => unreachable!("write_snapshot always writes"),
             Err(PersistError::NotWritten { current, error, .. }) => {
+                // Refused, or no answer, and not ours: but the store may hold this very state
+                // already, written by an earlier attempt of the same request (a POST re-sent
+                // after a 5xx whose first attempt landed between our read and our write).
+                // Then it is written, as a repeat that finds it stored is.
+                let stored_already = current
+                    .state
+                    .as_deref()
+                    .is_some_and(|stored| holds_sent(stored, &sent_body, &location));
+                let version_id = current.version_id.clone();
                 self.remember_base(*current);
+                if stored_already {
+                    // The state moved on from our base: nothing conditional on it can land.
+                    self.release_gate.cannot_land(&base.precondition());
+                    tracing::info!(location = %self.store.location(),
+                        "the state sent is stored already (an earlier attempt of the same request)");
+                    return Ok(BoundWrite::Unchanged { version_id });
+                }
                 Err(error)
             }
             Err(PersistError::Other(error)) => Err(error),
@@ -605,6 +622,23 @@ impl<S: Store> RemoteState<S> {
             }),
         })
     }
+}
+
+/// Whether `stored` is the state sent as `body`: Terraform's verdict finds nothing to write.
+fn holds_sent(stored: &State, body: &[u8], location: &dyn Fn() -> String) -> bool {
+    let Ok(sent) = State::from_slice(body) else {
+        return false;
+    };
+    matches!(
+        verdict::judge(
+            sent,
+            Some(Stored::of(stored)),
+            |sent| Some(sent.same_content(stored)),
+            Rules::AsSent,
+            location,
+        ),
+        Ok(Verdict::Unchanged(_))
+    )
 }
 
 /// A refusal of a request under a client's lock.

@@ -517,12 +517,16 @@ impl<S: Store> RemoteState<S> {
 
     /// Deletes the stored snapshot (only the one it checked) under the client's bound lock
     /// `id`, or a lock of its own. `Unchanged`: there was no state.
+    ///
+    /// Under a bound lock the delete is fenced as a write is: only the snapshot the lock was
+    /// bound to, or one written under it, is deleted. A lock `id` that is not held is refused
+    /// ([`LockRefusal::NotHeld`]), as a write under it is.
     pub async fn delete_bound(&self, id: Option<&str>, requester: &str) -> Result<BoundWrite> {
         let location = self.store.location();
         let _relying = self.release_gate.relying_on_lock().await;
         let held = self.read_held_lock().await?;
-        match held {
-            Some(held) if id == Some(held.id()) && !held.only_in_table => {
+        match (held, id) {
+            (Some(held), Some(id)) if id == held.id() && !held.only_in_table => {
                 if !held.is_bound() {
                     return Err(refused(
                         location,
@@ -540,17 +544,21 @@ impl<S: Store> RemoteState<S> {
                     });
                 }
                 let _io = self.io.lock().await;
-                self.delete_current().await
+                self.delete_current(Some(&held)).await
             }
-            Some(held) => Err(Error::Locked {
+            (Some(held), _) => Err(Error::Locked {
                 location: location.to_owned(),
                 holder: held.holder(),
                 waited: None,
             }),
-            None => {
+            (None, Some(id)) => Err(refused(
+                location,
+                LockRefusal::NotHeld { id: id.to_owned() },
+            )),
+            (None, None) => {
                 drop(_relying);
                 let (lock, io) = self.take_write_lock("s3state gateway delete").await?;
-                let deleted = self.delete_current().await;
+                let deleted = self.delete_current(None).await;
                 drop(io);
                 self.release_write_lock(lock).await;
                 deleted
@@ -559,8 +567,9 @@ impl<S: Store> RemoteState<S> {
     }
 
     /// Deletes the current snapshot only (If-Match its ETag; where the store cannot delete
-    /// conditionally, a re-read under the lock first).
-    async fn delete_current(&self) -> Result<BoundWrite> {
+    /// conditionally, a re-read under the lock first). Under a client's bound lock (`fence`),
+    /// only a snapshot the fence admits.
+    async fn delete_current(&self, fence: Option<&HeldLock>) -> Result<BoundWrite> {
         let changed = || Error::Conflict {
             location: self.store.location().to_owned(),
             remote: None,
@@ -569,6 +578,15 @@ impl<S: Store> RemoteState<S> {
             Fetched::Found(object) => object,
             _ => return Ok(BoundWrite::Unchanged { version_id: None }),
         };
+        if let Some(held) = fence {
+            let seen = Base {
+                etag: Some(current.etag.clone()),
+                state: State::from_slice(&current.body).ok().map(Into::into),
+                metadata: current.metadata.clone(),
+                ..Base::default()
+            };
+            self.check_fence(held, &seen)?;
+        }
         let done = BoundWrite::Done {
             version_id: current.version_id.clone(),
             serial: None,

@@ -418,6 +418,11 @@ impl<S: Store> RemoteState<S> {
                     self.release_gate.cannot_land(&base.precondition());
                     tracing::info!(location = %self.store.location(),
                         "the state sent is stored already (an earlier attempt of the same request)");
+                    // That attempt got no answer, so it set no digest: set it now.
+                    if let Err(error) = self.store.repair_bookkeeping().await {
+                        tracing::warn!(location = %self.store.location(), %error,
+                            "could not repair the store's bookkeeping of a state stored already");
+                    }
                     return Ok(BoundWrite::Unchanged { version_id });
                 }
                 Err(error)

@@ -40,3 +40,41 @@ async fn a_retried_post_whose_first_attempt_lands_first_is_a_success() {
     assert_eq!(store.inner.version_count(), 2, "one version per write");
     ci.unlock("lock-1").await.expect(200, "UNLOCK");
 }
+
+/// From the adversarial review of the one write path (issue 22): a write in doubt is
+/// conditional, so once another write lands the release gate forgets every doubt
+/// (`none_can_land`): "the object moved on". A create (`If-None-Match: *`) is the exception:
+/// it can land again as soon as the object is gone. Here the first POST of a new state stalls
+/// (502), its retry lands, the client deletes the state under its lock and unlocks at once;
+/// the stalled create may then still land under the next holder's lock, bringing the deleted
+/// state back (a Terraform on the S3 backend would read "no state" and then find one, or
+/// overwrite it). The UNLOCK should wait out the create's settle time, as it does for any
+/// write in doubt.
+#[tokio::test(start_paused = true)]
+async fn an_unlock_after_a_delete_waits_for_a_create_still_in_doubt() {
+    let store = Hooked::new("review/create-in-doubt.tfstate").forwarding_identity();
+    let ci = Client::new(&store, "ci");
+    ci.lock("lock-1").await.expect(200, "LOCK");
+    store.next_write(OnPut::Stall);
+    ci.post(Some("lock-1"), LINEAGE, 1, 1)
+        .await
+        .expect(502, "the create that got no answer");
+    ci.post(Some("lock-1"), LINEAGE, 1, 1)
+        .await
+        .expect(200, "its retry");
+    ci.delete(Some("lock-1"))
+        .await
+        .expect(200, "DELETE under the lock");
+    assert_eq!(store.stalled(), 1, "the first create is still on its way");
+
+    let unlocking = tokio::spawn({
+        let ci = ci.clone();
+        async move { ci.unlock("lock-1").await.status() }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(
+        !unlocking.is_finished() && store.lock_held(),
+        "the lock is released while a create it was sent under may still land"
+    );
+    assert_eq!(unlocking.await.unwrap(), 200);
+}

@@ -385,6 +385,7 @@ impl<S: Store> RemoteState<S> {
         if let Some(nonce) = fence.and_then(|held| held.metadata.get(LOCK_NONCE_KEY)) {
             extra.insert(keys::LOCK_NONCE.to_owned(), nonce.clone());
         }
+        let sent_body = body.clone();
         let outgoing = Outgoing {
             state: next,
             body,
@@ -402,7 +403,28 @@ impl<S: Store> RemoteState<S> {
             }
             Ok(WriteOutcome::Unchanged) => unreachable!("write_snapshot always writes"),
             Err(PersistError::NotWritten { current, error, .. }) => {
+                // Refused, or no answer, and not ours: but the store may hold this very state
+                // already, written by an earlier attempt of the same request (a POST re-sent
+                // after a 5xx whose first attempt landed between our read and our write).
+                // Then it is written, as a repeat that finds it stored is.
+                let stored_already = current
+                    .state
+                    .as_deref()
+                    .is_some_and(|stored| holds_sent(stored, &sent_body, &location));
+                let version_id = current.version_id.clone();
                 self.remember_base(*current);
+                if stored_already {
+                    // The state moved on from our base: nothing conditional on it can land.
+                    self.release_gate.cannot_land(&base.precondition());
+                    tracing::info!(location = %self.store.location(),
+                        "the state sent is stored already (an earlier attempt of the same request)");
+                    // That attempt got no answer, so it set no digest: set it now.
+                    if let Err(error) = self.store.repair_bookkeeping().await {
+                        tracing::warn!(location = %self.store.location(), %error,
+                            "could not repair the store's bookkeeping of a state stored already");
+                    }
+                    return Ok(BoundWrite::Unchanged { version_id });
+                }
                 Err(error)
             }
             Err(PersistError::Other(error)) => Err(error),
@@ -500,12 +522,16 @@ impl<S: Store> RemoteState<S> {
 
     /// Deletes the stored snapshot (only the one it checked) under the client's bound lock
     /// `id`, or a lock of its own. `Unchanged`: there was no state.
+    ///
+    /// Under a bound lock the delete is fenced as a write is: only the snapshot the lock was
+    /// bound to, or one written under it, is deleted. A lock `id` that is not held is refused
+    /// ([`LockRefusal::NotHeld`]), as a write under it is.
     pub async fn delete_bound(&self, id: Option<&str>, requester: &str) -> Result<BoundWrite> {
         let location = self.store.location();
         let _relying = self.release_gate.relying_on_lock().await;
         let held = self.read_held_lock().await?;
-        match held {
-            Some(held) if id == Some(held.id()) && !held.only_in_table => {
+        match (held, id) {
+            (Some(held), Some(id)) if id == held.id() && !held.only_in_table => {
                 if !held.is_bound() {
                     return Err(refused(
                         location,
@@ -523,17 +549,21 @@ impl<S: Store> RemoteState<S> {
                     });
                 }
                 let _io = self.io.lock().await;
-                self.delete_current().await
+                self.delete_current(Some(&held)).await
             }
-            Some(held) => Err(Error::Locked {
+            (Some(held), _) => Err(Error::Locked {
                 location: location.to_owned(),
                 holder: held.holder(),
                 waited: None,
             }),
-            None => {
+            (None, Some(id)) => Err(refused(
+                location,
+                LockRefusal::NotHeld { id: id.to_owned() },
+            )),
+            (None, None) => {
                 drop(_relying);
                 let (lock, io) = self.take_write_lock("s3state gateway delete").await?;
-                let deleted = self.delete_current().await;
+                let deleted = self.delete_current(None).await;
                 drop(io);
                 self.release_write_lock(lock).await;
                 deleted
@@ -542,8 +572,9 @@ impl<S: Store> RemoteState<S> {
     }
 
     /// Deletes the current snapshot only (If-Match its ETag; where the store cannot delete
-    /// conditionally, a re-read under the lock first).
-    async fn delete_current(&self) -> Result<BoundWrite> {
+    /// conditionally, a re-read under the lock first). Under a client's bound lock (`fence`),
+    /// only a snapshot the fence admits.
+    async fn delete_current(&self, fence: Option<&HeldLock>) -> Result<BoundWrite> {
         let changed = || Error::Conflict {
             location: self.store.location().to_owned(),
             remote: None,
@@ -552,6 +583,15 @@ impl<S: Store> RemoteState<S> {
             Fetched::Found(object) => object,
             _ => return Ok(BoundWrite::Unchanged { version_id: None }),
         };
+        if let Some(held) = fence {
+            let seen = Base {
+                etag: Some(current.etag.clone()),
+                state: State::from_slice(&current.body).ok().map(Into::into),
+                metadata: current.metadata.clone(),
+                ..Base::default()
+            };
+            self.check_fence(held, &seen)?;
+        }
         let done = BoundWrite::Done {
             version_id: current.version_id.clone(),
             serial: None,
@@ -605,6 +645,23 @@ impl<S: Store> RemoteState<S> {
             }),
         })
     }
+}
+
+/// Whether `stored` is the state sent as `body`: Terraform's verdict finds nothing to write.
+fn holds_sent(stored: &State, body: &[u8], location: &dyn Fn() -> String) -> bool {
+    let Ok(sent) = State::from_slice(body) else {
+        return false;
+    };
+    matches!(
+        verdict::judge(
+            sent,
+            Some(Stored::of(stored)),
+            |sent| Some(sent.same_content(stored)),
+            Rules::AsSent,
+            location,
+        ),
+        Ok(Verdict::Unchanged(_))
+    )
 }
 
 /// A refusal of a request under a client's lock.

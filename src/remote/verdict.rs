@@ -5,7 +5,8 @@
 //! persist), `push`, `restore`, and the gateway's POST. It decides whether the candidate is
 //! written (and with which serial), is already stored, or is refused, and why:
 //!
-//! - another lineage: [`Error::LineageMismatch`] (unrelated states);
+//! - another lineage (for a push, none counts as another): [`Error::LineageMismatch`]
+//!   (unrelated states);
 //! - an older serial: [`Error::SerialRegression`] (made from an out-of-date snapshot);
 //! - the stored serial with other content, where the writer numbered it itself:
 //!   [`Error::SerialCollision`] (one of them was not made from the other);
@@ -27,7 +28,8 @@ pub(crate) enum Rules {
     /// writes nothing unless its serial is newer.
     Persist,
     /// Terraform's `state push`: as [`Rules::Persist`], except that the stored serial with
-    /// other content is refused: the pushed state was not made from the stored snapshot.
+    /// other content is refused (the pushed state was not made from the stored snapshot), and
+    /// so is a state without a lineage over a stored one (its lineage is not the stored one).
     Push,
     /// A snapshot its writer numbered itself and that is stored byte for byte (the state a
     /// Terraform `http` backend sends): a newer serial is written as sent, never renumbered,
@@ -103,6 +105,15 @@ pub(crate) fn judge(
         return Ok(Verdict::Write(candidate));
     };
     if candidate.lineage.is_empty() {
+        if rules == Rules::Push {
+            // Terraform's import check compares the lineage as sent: a state without one is
+            // not the stored state's descendant.
+            return Err(Error::LineageMismatch {
+                location: location(),
+                local: candidate.lineage,
+                remote: stored.lineage.to_owned(),
+            });
+        }
         candidate.lineage = stored.lineage.to_owned();
     }
     let related = candidate.lineage == stored.lineage;
@@ -268,6 +279,15 @@ mod tests {
             );
             assert!(matches!(verdict, Err(Error::MissingLineage { .. })));
         }
+        // A push over a stored state compares the lineage as sent.
+        let pushed = judge(
+            sent.clone(),
+            Some(Stored::of(&state(1, 0))),
+            |_| Some(false),
+            Rules::Push,
+            &location,
+        );
+        assert!(matches!(pushed, Err(Error::LineageMismatch { .. })));
         // The other paths fill it in.
         let Ok(Verdict::Write(filled)) =
             judge(sent, None, |_| Some(false), Rules::Persist, &location)

@@ -545,3 +545,29 @@ async fn a_push_at_the_largest_serial_is_refused_rather_than_numbered_past_it() 
         assert_eq!(stored.serial, u64::MAX - 1);
     }
 }
+
+/// From the adversarial review of the one write path (issue 22): Terraform's `state push`
+/// (`statemgr.CheckValidImport`) refuses a state whose lineage is not the stored one, and a
+/// state without a lineage has another lineage than any stored state. The push rules used to
+/// compare the lineage as sent; the one verdict fills an empty lineage in from the stored
+/// snapshot first (as a persist does), so a lineage-less state was pushed over an unrelated
+/// stored state, whether the stored snapshot was judged from its head or from its body.
+#[tokio::test]
+async fn a_push_without_a_lineage_over_a_stored_state_is_refused() {
+    for heads in [true, false] {
+        let (store, stored) = stored_by_s3state(MemoryStore::new("no-lineage.tfstate")).await;
+        let store = if heads { store } else { store.without_heads() };
+        let versions = store.inner.version_count();
+        let mut pushed = with_output(stored.clone(), "unrelated", 1);
+        pushed.lineage.clear();
+        pushed.serial = stored.serial + 5;
+
+        let refused = RemoteState::new(store.clone()).push(pushed, false).await;
+        assert!(
+            matches!(refused, Err(Error::LineageMismatch { .. })),
+            "heads {heads}: {refused:?}"
+        );
+        assert_eq!(store.inner.version_count(), versions, "heads {heads}");
+        assert_eq!(store.stored().unwrap(), stored, "heads {heads}");
+    }
+}

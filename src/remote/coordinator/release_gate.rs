@@ -68,10 +68,15 @@ impl ReleaseGate {
         self.in_doubt().remove(&condition_key(condition));
     }
 
-    /// Records that a write landed: the object moved on from every state that a write still
-    /// on the wire was conditional on, so none of them can land.
+    /// Records that a write landed: the object moved on from every snapshot that a write
+    /// still on the wire was conditional on (`If-Match`), so none of them can land. A create
+    /// (`If-None-Match: *`) stays in doubt for its settle time: it needs only the object to be
+    /// absent, which a delete makes it again (from the adversarial review of the one write
+    /// path: LOCK, a create in doubt, its retry lands, DELETE, UNLOCK released at once, and
+    /// the late create brought the deleted state back under the next holder's lock).
     pub(crate) fn none_can_land(&self) {
-        self.in_doubt().clear();
+        let create = condition_key(&Precondition::Create);
+        self.in_doubt().retain(|condition, _| *condition == create);
     }
 
     /// Waits until a lock on the object can be let go: no write relies on it (the gate is

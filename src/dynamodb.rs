@@ -105,6 +105,15 @@ impl LockTable {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
+        if let Some((setting, after)) = crate::timeouts::sdk_timed_out(&err) {
+            return Error::Timeout {
+                operation,
+                location: self.location(lock_id),
+                setting,
+                after,
+                source: Some(Box::new(err) as BoxError),
+            };
+        }
         let message = match err.as_service_error() {
             Some(service) => format!(
                 "{}: {}",

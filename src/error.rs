@@ -396,6 +396,33 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A request to S3, DynamoDB or STS was given up on because one of its [`Timeouts`] ran
+    /// out: the store (or something between, such as a proxy) did not answer in time. For a
+    /// read nothing changed. For a write this is *no answer*, not a refusal: the write may
+    /// still land, so the state manager looks it up and reports [`Error::WriteFailed`] or
+    /// [`Error::WriteOutcomeUnknown`] (and taking a lock, [`Error::LockOutcomeUnknown`]), with
+    /// this as the source.
+    ///
+    /// [`Timeouts`]: crate::Timeouts
+    #[error(
+        "{operation} {location} timed out: no answer within the {setting}{} (after the SDK's \
+         retries); if the store is only slow, raise it with {} or {}",
+        describe_after(.after), .setting.flag(), .setting.env()
+    )]
+    Timeout {
+        /// The operation, such as `GetObject` or `PutObject`.
+        operation: &'static str,
+        /// The object, bucket, table item or role addressed.
+        location: String,
+        /// The bound that ran out.
+        setting: crate::TimeoutSetting,
+        /// Its value, when the SDK said.
+        after: Option<Duration>,
+        /// The SDK's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// The store failed in a way not covered above (network, permissions, throttling after
     /// retries). The source carries the store's own error code and message.
     #[error("{operation} {location} failed: {message}")]
@@ -526,6 +553,10 @@ fn describe_wait(waited: &Option<Duration>) -> String {
     })
 }
 
+fn describe_after(after: &Option<Duration>) -> String {
+    after.map_or(String::new(), |after| format!(" of {after:?}"))
+}
+
 fn describe_holder(holder: &Option<Box<LockInfo>>) -> String {
     match holder {
         Some(info) => info.to_string(),
@@ -537,5 +568,18 @@ impl Error {
     /// True for [`Error::Conflict`]: the write lost a race and may be retried after a refresh.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
+    }
+
+    /// True for [`Error::Timeout`], or an error caused by one (a write or lock whose request
+    /// timed out: [`Error::WriteFailed`], [`Error::WriteOutcomeUnknown`],
+    /// [`Error::LockOutcomeUnknown`]).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Timeout { .. } => true,
+            Error::WriteFailed { source, .. }
+            | Error::WriteOutcomeUnknown { source, .. }
+            | Error::LockOutcomeUnknown { source, .. } => source.is_timeout(),
+            _ => false,
+        }
     }
 }

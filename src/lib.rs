@@ -80,6 +80,7 @@ pub mod server;
 pub mod state;
 pub mod statemgr;
 pub mod store;
+mod timeouts;
 
 pub use error::{Error, LockRefusal, Result};
 pub use history::{
@@ -94,6 +95,7 @@ pub use statemgr::{
     SnapshotOrdering, Transient,
 };
 pub use store::{ETag, Store, VersionedStore};
+pub use timeouts::{TimeoutSetting, Timeouts};
 
 /// Compiles the README's example as a doctest, so the README cannot drift from the API.
 #[doc = include_str!("../README.md")]

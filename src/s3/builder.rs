@@ -12,6 +12,7 @@ use super::sse::{CustomerKey, ServerSideEncryption};
 use super::{S3Backend, S3Store};
 use crate::error::{Error, Result};
 use crate::remote::{RemoteState, RemoteStateOptions};
+use crate::timeouts::{TimeoutOverrides, Timeouts};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::BucketVersioningStatus;
 use std::fmt;
@@ -87,6 +88,8 @@ pub struct S3Builder {
     require_versioning: Option<bool>,
     conflict_retries: Option<u32>,
     max_attempts: Option<u32>,
+    /// How long a request may take ([`Timeouts`]); each unset one takes its default.
+    timeouts: TimeoutOverrides,
     client: Option<Client>,
     static_credentials: Option<(String, Redacted)>,
     session_token: Option<Redacted>,
@@ -155,6 +158,10 @@ impl S3Builder {
     /// | `S3STATE_ROLE_TAGS` | session tags, as `key=value,key=value` |
     /// | `S3STATE_STS_ENDPOINT_URL` | STS endpoint (else `AWS_ENDPOINT_URL_STS`) |
     /// | `S3STATE_STS_REGION` | STS region (else the region) |
+    /// | `S3STATE_CONNECT_TIMEOUT` | [`Timeouts::connect`], such as `5s` |
+    /// | `S3STATE_READ_TIMEOUT` | [`Timeouts::read`], such as `30s` |
+    /// | `S3STATE_OPERATION_ATTEMPT_TIMEOUT` | [`Timeouts::operation_attempt`], such as `60s` |
+    /// | `S3STATE_OPERATION_TIMEOUT` | [`Timeouts::operation`], such as `2m` |
     ///
     /// The `S3STATE_ROLE_*` settings other than the ARN need `S3STATE_ROLE_ARN` (or a role
     /// given with [`S3Builder::with_assume_role`], which replaces them all).
@@ -210,6 +217,12 @@ impl S3Builder {
         }
         if let Some(error) = super::lock_table::from_env(&mut builder.dynamodb) {
             builder.env_error.get_or_insert(error);
+        }
+        match TimeoutOverrides::from_env(&var) {
+            Ok(timeouts) => builder.timeouts = timeouts,
+            Err(error) => {
+                builder.env_error.get_or_insert(error);
+            }
         }
         builder.sts_endpoint_url = var("S3STATE_STS_ENDPOINT_URL");
         builder.sts_region = var("S3STATE_STS_REGION");
@@ -305,6 +318,22 @@ impl S3Builder {
         self
     }
 
+    /// How long a request to S3, DynamoDB or STS may take before it is given up on with
+    /// [`Error::Timeout`]: see [`Timeouts`] for each bound, its default and why. Replaces
+    /// every `S3STATE_*_TIMEOUT` variable read by [`S3Builder::from_env`]; applies to the
+    /// clients `build` makes, and overrides a client's own given with
+    /// [`S3Builder::with_client`] or [`S3Builder::with_dynamodb_client`].
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = TimeoutOverrides::all(timeouts);
+        self
+    }
+
+    /// The timeouts in effect for the clients `build` makes: those given (in code or in
+    /// `S3STATE_*_TIMEOUT`), else the defaults.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts.resolved()
+    }
+
     /// Use these credentials instead of `aws-config`'s chain (Terraform's `access_key` and
     /// `secret_key`). The secret is never printed.
     pub fn with_static_credentials(
@@ -367,7 +396,10 @@ impl S3Builder {
     }
 
     /// Use this client instead of building one; region, endpoint, path style and profile are
-    /// then the client's own. A client does not tell its endpoint, so the stores of one build
+    /// then the client's own. Its timeouts are its own too, but for those given with
+    /// [`S3Builder::with_timeouts`] (or `S3STATE_*_TIMEOUT`), which replace them, and those it
+    /// leaves unset, which take the defaults of [`Timeouts`], so that no request waits
+    /// forever. (A timeout the client disables explicitly stays disabled.) A client does not tell its endpoint, so the stores of one build
     /// (a backend's, a manager's) share their [`crate::RemoteState::update`] turns and
     /// release gates, but not with those of another build over the same client: each build
     /// is coordinated as another process would be.
@@ -431,6 +463,7 @@ impl S3Builder {
         validate_bucket(&bucket)?;
         self.state_key()?;
         self.validate_credentials()?;
+        self.timeouts.validate()?;
         let sse = match &self.sse {
             None => None,
             Some(SseSetting::Ready(sse)) => Some(sse.clone()),
@@ -439,7 +472,7 @@ impl S3Builder {
             ),
         };
         let (client, shared) = match self.client.clone() {
-            Some(client) => (client, None),
+            Some(client) => (self.bounded(client), None),
             None => {
                 let (client, shared) = self.make_client().await?;
                 (client, Some(shared))
@@ -452,7 +485,7 @@ impl S3Builder {
                 .clone()
                 .or_else(|| shared.endpoint_url().map(str::to_owned))
         });
-        let lock_table = super::lock_table::open(&self.dynamodb, shared).await;
+        let lock_table = super::lock_table::open(&self.dynamodb, shared, &self.timeouts).await;
         let backend = S3Backend {
             config: Arc::new(S3Config {
                 bucket,
@@ -528,7 +561,8 @@ impl S3Builder {
         Ok(())
     }
 
-    /// aws-config's loader with this builder's region, profile, credentials and retries. The
+    /// aws-config's loader with this builder's region, profile, credentials, retries and
+    /// timeouts (so that the STS and DynamoDB clients made from it are bounded too). The
     /// S3 endpoint is not set here but on the S3 client alone, so that STS and DynamoDB keep
     /// their own.
     fn loader(&self) -> aws_config::ConfigLoader {
@@ -573,6 +607,7 @@ impl S3Builder {
         } else if let Some(environment) = answering_environment_credentials() {
             loader = loader.credentials_provider(environment);
         }
+        loader = loader.timeout_config(self.timeouts.applied_to(None));
         if let Some(attempts) = self.max_attempts {
             loader = loader.retry_config(
                 aws_config::retry::RetryConfig::standard().with_max_attempts(attempts),
@@ -598,6 +633,17 @@ impl S3Builder {
             files = files.with_file(ProfileFileKind::Credentials, path);
         }
         files.build()
+    }
+
+    /// A client given with `with_client`, with the timeouts it leaves unset (and those given
+    /// here) applied.
+    fn bounded(&self, client: Client) -> Client {
+        let config = client.config();
+        let timeouts = self.timeouts.applied_to(config.timeout_config());
+        if config.timeout_config() == Some(&timeouts) {
+            return client;
+        }
+        Client::from_conf(config.to_builder().timeout_config(timeouts).build())
     }
 
     async fn make_client(&self) -> Result<(Client, aws_config::SdkConfig)> {

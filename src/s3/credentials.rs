@@ -215,10 +215,20 @@ pub(super) async fn assume_role(
     provider
         .provide_credentials()
         .await
-        .map_err(|err| Error::AssumeRole {
-            role_arn: role.role_arn.clone(),
-            message: DisplayErrorContext(&err).to_string(),
-            source: Some(Box::new(err)),
+        .map_err(|err| match crate::timeouts::timed_out(&err) {
+            // STS did not answer in time: say which bound ran out, as for S3.
+            Some((setting, after)) => Error::Timeout {
+                operation: "AssumeRole",
+                location: role.role_arn.clone(),
+                setting,
+                after,
+                source: Some(Box::new(err)),
+            },
+            None => Error::AssumeRole {
+                role_arn: role.role_arn.clone(),
+                message: DisplayErrorContext(&err).to_string(),
+                source: Some(Box::new(err)),
+            },
         })?;
     Ok(shared
         .into_builder()
@@ -278,7 +288,7 @@ fn check_chars(
 }
 
 /// Go's `time.ParseDuration`, for non-negative durations.
-fn parse_go_duration(text: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_go_duration(text: &str) -> std::result::Result<Duration, String> {
     let invalid = || {
         format!("{text:?} is not a duration; write it as Terraform does, such as 1h, 90m or 1h30m")
     };

@@ -90,7 +90,8 @@ pub(super) fn is_not_found<E: ProvideErrorMetadata>(
 }
 
 /// An error from the SDK, turned into [`Error::Store`] (or a more specific variant when the
-/// code says so), with the code and message in the text.
+/// code says so), with the code and message in the text. A request the SDK gave up on because
+/// a timeout ran out is [`Error::Timeout`], naming the timeout.
 pub(super) fn sdk_error<E>(
     operation: &'static str,
     location: &str,
@@ -99,6 +100,15 @@ pub(super) fn sdk_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    if let Some((setting, after)) = crate::timeouts::sdk_timed_out(&err) {
+        return Error::Timeout {
+            operation,
+            location: location.to_owned(),
+            setting,
+            after,
+            source: Some(Box::new(err)),
+        };
+    }
     if err.code() == Some("NoSuchBucket") {
         return Error::BucketNotFound {
             bucket: bucket_of(location),

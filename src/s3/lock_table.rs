@@ -101,17 +101,33 @@ impl S3Builder {
 pub(super) async fn open(
     settings: &DynamoSettings,
     shared: Option<aws_config::SdkConfig>,
+    timeouts: &crate::timeouts::TimeoutOverrides,
 ) -> SharedTable {
     let Some(table) = &settings.table else {
         return SharedTable::default();
     };
     let client = match &settings.client {
-        Some(client) => client.clone(),
+        // A given client keeps its own timeouts, but for those given to the builder and
+        // those it leaves unset, as the S3 client given with `with_client` does.
+        Some(client) => {
+            let config = client.config();
+            let bounded = timeouts.applied_to(config.timeout_config());
+            if config.timeout_config() == Some(&bounded) {
+                client.clone()
+            } else {
+                aws_sdk_dynamodb::Client::from_conf(
+                    config.to_builder().timeout_config(bounded).build(),
+                )
+            }
+        }
         None => {
+            // The S3 client's configuration carries the timeouts already; one loaded here
+            // (the S3 client was given) is given them.
             let shared = match shared {
                 Some(shared) => shared,
                 None => {
                     aws_config::defaults(aws_config::BehaviorVersion::latest())
+                        .timeout_config(timeouts.applied_to(None))
                         .load()
                         .await
                 }
@@ -139,6 +155,7 @@ pub(super) async fn open(
 pub(super) async fn open(
     _settings: &DynamoSettings,
     _shared: Option<aws_config::SdkConfig>,
+    _timeouts: &crate::timeouts::TimeoutOverrides,
 ) -> SharedTable {
     SharedTable::default()
 }

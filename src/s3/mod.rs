@@ -24,6 +24,8 @@ pub use sse::{CustomerKey, ServerSideEncryption};
 pub use stream::Copied;
 pub use workspace::S3Backend;
 
+pub(crate) use credentials::parse_go_duration;
+
 use crate::error::{Error, Result};
 use crate::store::{
     DeleteOutcome, ETag, Fetched, Headed, ObjectHead, ObjectMetadata, Precondition, PutOutcome,
@@ -90,8 +92,33 @@ fn user_metadata(metadata: Option<&std::collections::HashMap<String, String>>) -
 const BODY_READ_ATTEMPTS: u32 = 3;
 
 enum GetError {
-    Body(aws_sdk_s3::primitives::ByteStreamError),
+    Body(BodyError),
     Other(Error),
+}
+
+/// Why reading a body stopped short.
+enum BodyError {
+    /// The stream failed (cut off, or its checksum did not match).
+    Stream(aws_sdk_s3::primitives::ByteStreamError),
+    /// No chunk came within the read timeout.
+    Stalled(Duration),
+}
+
+/// The next chunk of `body`, waiting for it at most `read` (the client's read timeout). The
+/// SDK bounds the wait for a response's headers, not for its body: a server (or proxy) that
+/// sends the headers and then stops would otherwise be waited for forever.
+async fn next_chunk(
+    body: &mut ByteStream,
+    read: Option<Duration>,
+) -> std::result::Result<Option<Bytes>, BodyError> {
+    let next = body.try_next();
+    match read {
+        None => next.await.map_err(BodyError::Stream),
+        Some(limit) => match tokio::time::timeout(limit, next).await {
+            Ok(chunk) => chunk.map_err(BodyError::Stream),
+            Err(_) => Err(BodyError::Stalled(limit)),
+        },
+    }
 }
 
 /// The most a body's announced length reserves up front. A larger state still reads whole (the
@@ -109,11 +136,12 @@ const MAX_BODY_RESERVATION: usize = 1 << 30;
 async fn read_whole_body(
     mut body: aws_sdk_s3::primitives::ByteStream,
     content_length: Option<i64>,
-) -> std::result::Result<Bytes, aws_sdk_s3::primitives::ByteStreamError> {
-    let Some(first) = body.try_next().await? else {
+    read: Option<Duration>,
+) -> std::result::Result<Bytes, BodyError> {
+    let Some(first) = next_chunk(&mut body, read).await? else {
         return Ok(Bytes::new());
     };
-    let Some(second) = body.try_next().await? else {
+    let Some(second) = next_chunk(&mut body, read).await? else {
         return Ok(first);
     };
     let announced = content_length
@@ -131,7 +159,7 @@ async fn read_whole_body(
     whole.extend_from_slice(&first);
     whole.extend_from_slice(&second);
     drop((first, second));
-    while let Some(chunk) = body.try_next().await? {
+    while let Some(chunk) = next_chunk(&mut body, read).await? {
         whole.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(whole))
@@ -169,6 +197,25 @@ impl S3Store {
         &self.config.client
     }
 
+    /// How long to wait for each chunk of a body: the client's read timeout.
+    fn body_read_timeout(&self) -> Option<Duration> {
+        self.client()
+            .config()
+            .timeout_config()
+            .and_then(|timeouts| timeouts.read_timeout())
+    }
+
+    /// A body that stopped coming: [`Error::Timeout`] on the read timeout.
+    fn body_stalled(&self, operation: &'static str, after: Duration) -> Error {
+        Error::Timeout {
+            operation,
+            location: self.location.clone(),
+            setting: crate::TimeoutSetting::Read,
+            after: Some(after),
+            source: None,
+        }
+    }
+
     async fn get_once(&self, if_none_match: Option<&ETag>) -> Result<Fetched, GetError> {
         let request = self
             .client()
@@ -185,7 +232,7 @@ impl S3Store {
         let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
         let version_id = output.version_id.clone();
         let metadata = user_metadata(output.metadata.as_ref());
-        let body = read_whole_body(output.body, output.content_length)
+        let body = read_whole_body(output.body, output.content_length, self.body_read_timeout())
             .await
             .map_err(GetError::Body)?;
         Ok(Fetched::Found(StoredObject {
@@ -327,11 +374,16 @@ impl Store for S3Store {
         let mut attempt = 1;
         loop {
             match self.get_once(if_none_match).await {
-                Err(GetError::Body(err)) if attempt < BODY_READ_ATTEMPTS => {
+                // A body that stopped coming was already waited for as long as the read
+                // timeout allows; trying again would only multiply the wait.
+                Err(GetError::Body(BodyError::Stalled(after))) => {
+                    return Err(self.body_stalled("GetObject", after));
+                }
+                Err(GetError::Body(BodyError::Stream(err))) if attempt < BODY_READ_ATTEMPTS => {
                     tracing::debug!(attempt, location = %self.location, error = %err, "reading the body failed; retrying");
                     attempt += 1;
                 }
-                Err(GetError::Body(err)) => {
+                Err(GetError::Body(BodyError::Stream(err))) => {
                     return Err(Error::Store {
                         operation: "GetObject",
                         location: self.location.clone(),

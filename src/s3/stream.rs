@@ -91,8 +91,9 @@ impl S3Store {
             };
             let mut body = output.body;
             let mut written: u64 = 0;
+            let read = self.body_read_timeout();
             loop {
-                match body.try_next().await {
+                match super::next_chunk(&mut body, read).await {
                     Ok(Some(chunk)) => {
                         self.write_out(out, &chunk)?;
                         written += chunk.len() as u64;
@@ -101,13 +102,19 @@ impl S3Store {
                         self.flush_out(out)?;
                         return Ok(Copied::Body { bytes: written });
                     }
+                    // Waited for as long as the read timeout allows: not tried again.
+                    Err(super::BodyError::Stalled(after)) => {
+                        return Err(self.body_stalled("GetObject", after));
+                    }
                     // Nothing reached `out` yet: the request can simply be made again.
-                    Err(err) if written == 0 && attempt < super::BODY_READ_ATTEMPTS => {
+                    Err(super::BodyError::Stream(err))
+                        if written == 0 && attempt < super::BODY_READ_ATTEMPTS =>
+                    {
                         tracing::debug!(attempt, location = %self.location, error = %err, "reading the body failed before its first byte; retrying");
                         attempt += 1;
                         break;
                     }
-                    Err(err) => {
+                    Err(super::BodyError::Stream(err)) => {
                         return Err(Error::Store {
                             operation: "GetObject",
                             location: self.location.clone(),

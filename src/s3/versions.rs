@@ -146,14 +146,20 @@ impl VersionedStore for S3Store {
         let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
         let metadata = user_metadata(output.metadata.as_ref());
         let version = output.version_id.clone();
-        let body = output.body.collect().await.map_err(|err| Error::Store {
-            operation: "GetObject",
-            location: self.location.clone(),
-            message: format!("reading version {version_id} failed: {err}"),
-            source: Some(Box::new(err)),
-        })?;
+        let body =
+            super::read_whole_body(output.body, output.content_length, self.body_read_timeout())
+                .await
+                .map_err(|err| match err {
+                    super::BodyError::Stalled(after) => self.body_stalled("GetObject", after),
+                    super::BodyError::Stream(err) => Error::Store {
+                        operation: "GetObject",
+                        location: self.location.clone(),
+                        message: format!("reading version {version_id} failed: {err}"),
+                        source: Some(Box::new(err)),
+                    },
+                })?;
         Ok(StoredObject {
-            body: body.into_bytes(),
+            body,
             etag,
             version_id: version,
             metadata,

@@ -164,6 +164,24 @@ pub struct S3Settings {
     /// The DynamoDB endpoint (else `AWS_ENDPOINT_URL_DYNAMODB`, else AWS's).
     #[serde(default)]
     pub dynamodb_endpoint_url: Option<String>,
+    /// How long opening a connection to S3, DynamoDB or STS may take, such as `"5s"`
+    /// ([`crate::Timeouts::connect`]; default 5 s).
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<Duration>,
+    /// How long a request may wait for the start of its answer, and a body between two
+    /// chunks, such as `"30s"` ([`crate::Timeouts::read`]; default 30 s).
+    #[serde(default, deserialize_with = "duration")]
+    pub read_timeout: Option<Duration>,
+    /// How long one attempt of a request may take, such as `"60s"`
+    /// ([`crate::Timeouts::operation_attempt`]; default 60 s).
+    #[serde(default, deserialize_with = "duration")]
+    pub operation_attempt_timeout: Option<Duration>,
+    /// How long a request may take with its retries, such as `"2m"`
+    /// ([`crate::Timeouts::operation`]; default 120 s). A gateway request waiting on S3
+    /// longer than `limits.request_timeout_secs` is answered 408 first; a write that has
+    /// started still finishes, or fails, within this bound.
+    #[serde(default, deserialize_with = "duration")]
+    pub operation_timeout: Option<Duration>,
     /// Use this client instead of building one from the settings above (for embedding and
     /// tests). Not read from files.
     #[serde(skip)]
@@ -173,6 +191,39 @@ pub struct S3Settings {
     #[cfg(feature = "dynamodb")]
     #[serde(skip)]
     pub dynamodb_client: Option<aws_sdk_dynamodb::Client>,
+}
+
+/// A timeout written as the `S3STATE_*_TIMEOUT` variables take it: `"30s"`, `"2m"`, `"1m30s"`.
+fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    crate::Timeouts::parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+impl S3Settings {
+    /// The [`crate::Timeouts`] these settings give, each unset one taking its default.
+    pub fn timeouts(&self) -> crate::Timeouts {
+        let defaults = crate::Timeouts::default();
+        crate::Timeouts {
+            connect: self.connect_timeout.unwrap_or(defaults.connect),
+            read: self.read_timeout.unwrap_or(defaults.read),
+            operation_attempt: self
+                .operation_attempt_timeout
+                .unwrap_or(defaults.operation_attempt),
+            operation: self.operation_timeout.unwrap_or(defaults.operation),
+        }
+    }
+
+    /// Whether any timeout is set (else a client given in `client` keeps its own).
+    pub(crate) fn sets_timeouts(&self) -> bool {
+        self.connect_timeout.is_some()
+            || self.read_timeout.is_some()
+            || self.operation_attempt_timeout.is_some()
+            || self.operation_timeout.is_some()
+    }
 }
 
 /// TLS from PEM files (rustls).

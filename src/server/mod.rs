@@ -148,6 +148,11 @@ impl Gateway {
         if let Some(profile) = &s3.profile {
             builder = builder.with_profile(profile);
         }
+        // Bounds on every S3, DynamoDB and STS request: without them a request that gets no
+        // answer would hold its state's lock, and the gateway request, forever.
+        if s3.sets_timeouts() {
+            builder = builder.with_timeouts(s3.timeouts());
+        }
         #[cfg(feature = "dynamodb")]
         {
             if let Some(table) = &s3.dynamodb_table {
@@ -629,6 +634,14 @@ pub struct S3Flags {
     pub dynamodb_table: Option<String>,
     /// `--dynamodb-endpoint-url`.
     pub dynamodb_endpoint_url: Option<String>,
+    /// `--connect-timeout`.
+    pub connect_timeout: Option<std::time::Duration>,
+    /// `--read-timeout`.
+    pub read_timeout: Option<std::time::Duration>,
+    /// `--operation-attempt-timeout`.
+    pub operation_attempt_timeout: Option<std::time::Duration>,
+    /// `--operation-timeout`.
+    pub operation_timeout: Option<std::time::Duration>,
 }
 
 impl ServeArgs {
@@ -676,6 +689,18 @@ impl ServeArgs {
         }
         if s3.dynamodb_endpoint_url.is_some() {
             config.s3.dynamodb_endpoint_url = s3.dynamodb_endpoint_url.clone();
+        }
+        if s3.connect_timeout.is_some() {
+            config.s3.connect_timeout = s3.connect_timeout;
+        }
+        if s3.read_timeout.is_some() {
+            config.s3.read_timeout = s3.read_timeout;
+        }
+        if s3.operation_attempt_timeout.is_some() {
+            config.s3.operation_attempt_timeout = s3.operation_attempt_timeout;
+        }
+        if s3.operation_timeout.is_some() {
+            config.s3.operation_timeout = s3.operation_timeout;
         }
         Ok(config)
     }

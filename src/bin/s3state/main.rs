@@ -326,6 +326,10 @@ fn main() -> ExitCode {
             profile: s.profile,
             dynamodb_table: s.dynamodb_table,
             dynamodb_endpoint_url: s.dynamodb_endpoint_url,
+            connect_timeout: s.connect_timeout,
+            read_timeout: s.read_timeout,
+            operation_attempt_timeout: s.operation_attempt_timeout,
+            operation_timeout: s.operation_timeout,
         };
         return runtime.block_on(s3state::server::run_cli(args, s3));
     }

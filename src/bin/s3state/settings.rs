@@ -97,6 +97,19 @@ pub struct Flags {
         value_name = "URL"
     )]
     pub sts_endpoint_url: Option<String>,
+    /// How long opening a connection to S3, DynamoDB or STS may take (default 5s).
+    #[arg(long, env = "S3STATE_CONNECT_TIMEOUT", global = true, value_name = "DURATION", value_parser = timeout)]
+    pub connect_timeout: Option<Duration>,
+    /// How long a request may wait for the start of its answer, and a download between two
+    /// chunks (default 30s). Raise it for large states over slow links.
+    #[arg(long, env = "S3STATE_READ_TIMEOUT", global = true, value_name = "DURATION", value_parser = timeout)]
+    pub read_timeout: Option<Duration>,
+    /// How long one attempt of a request may take (default 60s).
+    #[arg(long, env = "S3STATE_OPERATION_ATTEMPT_TIMEOUT", global = true, value_name = "DURATION", value_parser = timeout)]
+    pub operation_attempt_timeout: Option<Duration>,
+    /// How long a request may take with all its retries (default 2m).
+    #[arg(long, env = "S3STATE_OPERATION_TIMEOUT", global = true, value_name = "DURATION", value_parser = timeout)]
+    pub operation_timeout: Option<Duration>,
     /// The workspace (default `default`).
     #[arg(short = 'w', long, env = "S3STATE_WORKSPACE", global = true, value_parser = workspace_name)]
     pub workspace: Option<String>,
@@ -122,6 +135,29 @@ fn role_duration(text: &str) -> Result<Duration, String> {
         s3state::Error::InvalidConfig { message, .. } => message,
         other => other.to_string(),
     })
+}
+
+/// A `--*-timeout`, written as the `S3STATE_*_TIMEOUT` variables take it (`30s`, `2m`).
+fn timeout(text: &str) -> Result<Duration, String> {
+    s3state::Timeouts::parse_duration(text)
+}
+
+/// The timeouts given as flags (or their variables), over the builder's (the defaults).
+fn timeouts(flags: &Flags, builder: &S3Builder) -> s3state::Timeouts {
+    let mut timeouts = builder.timeouts();
+    if let Some(value) = flags.connect_timeout {
+        timeouts.connect = value;
+    }
+    if let Some(value) = flags.read_timeout {
+        timeouts.read = value;
+    }
+    if let Some(value) = flags.operation_attempt_timeout {
+        timeouts.operation_attempt = value;
+    }
+    if let Some(value) = flags.operation_timeout {
+        timeouts.operation = value;
+    }
+    timeouts
 }
 
 /// One `--role-tags` pair.
@@ -193,8 +229,8 @@ pub fn serve_takes_these(flags: &Flags) -> Result<(), CliError> {
     Err(CliError::usage(format!(
         "`s3state serve` does not apply {}: it would serve without them. The gateway takes \
          --bucket, --region, --endpoint-url, --path-style, --profile (a profile may assume a \
-         role: role_arn in ~/.aws/config) and --dynamodb-table/--dynamodb-endpoint-url. Unset \
-         the others to serve",
+         role: role_arn in ~/.aws/config), --dynamodb-table/--dynamodb-endpoint-url and the \
+         --*-timeout flags. Unset the others to serve",
         given.join(", ")
     )))
 }
@@ -327,6 +363,9 @@ fn resolve_with(flags: &Flags, key_needed: KeyNeeded) -> Result<Resolved, CliErr
     if let Some(attempts) = block.max_retries.filter(|attempts| *attempts > 0) {
         builder = builder.with_max_attempts(attempts);
     }
+    // Terraform's backend block has no timeouts: a flag, else its variable, else the default.
+    let timeouts = timeouts(flags, &builder);
+    builder = builder.with_timeouts(timeouts);
     Ok(Resolved {
         builder,
         workspace: flags.workspace.clone().unwrap_or_else(|| "default".into()),

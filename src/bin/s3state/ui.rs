@@ -104,6 +104,12 @@ fn hint(err: &CliError) -> Option<String> {
         Error::VersionNotFound { .. } => "list versions with: s3state history".into(),
         Error::LockIdMismatch { .. } | Error::NotLocked { .. } => "see who holds the lock with: s3state lock-info".into(),
         Error::BucketNotFound { .. } => "check --bucket, --region and --endpoint-url".into(),
+        Error::Timeout { setting, .. } => format!(
+            "the store (or a proxy in between) did not answer in time: check --endpoint-url and \
+             the network; if it is only slow, raise {} (or {})",
+            setting.flag(),
+            setting.env()
+        ),
         _ => return None,
     })
 }

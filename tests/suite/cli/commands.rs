@@ -129,7 +129,10 @@ async fn outputs_mask_sensitive_values_unless_asked_and_raw_prints_bare_strings(
     // and the help says so rather than promising Terraform's output.
     assert_eq!(json["secret"]["withheld"], true);
     assert_eq!(json["numbers"].get("withheld"), None);
-    let help = s3state(&bucket).args(["outputs", "--help"]).output().unwrap();
+    let help = s3state(&bucket)
+        .args(["outputs", "--help"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("withheld"));
     assert_eq!(json["numbers"]["value"], serde_json::json!([1, 2, 3]));
     s3state(&bucket)

@@ -38,6 +38,11 @@ pub enum Fault {
     DelayResponse(Duration),
     /// Forward, then send only this many bytes of the body and close the connection.
     TruncateBody(usize),
+    /// Accept the request and never answer, nor forward it: a proxy or load balancer that
+    /// swallows requests. The connection stays open until the client gives up.
+    Stall,
+    /// Forward, send the answer's status and headers, then never send its body.
+    StallBody,
 }
 
 /// When a fault applies.
@@ -45,6 +50,7 @@ pub enum Fault {
 pub struct Rule {
     method: Option<&'static str>,
     path_contains: Option<String>,
+    path_suffix: Option<String>,
     skip: usize,
     times: usize,
     fault: Fault,
@@ -56,6 +62,7 @@ impl Rule {
         Rule {
             method: None,
             path_contains: None,
+            path_suffix: None,
             skip: 0,
             times: 1,
             fault,
@@ -70,6 +77,14 @@ impl Rule {
 
     pub fn path(mut self, fragment: impl Into<String>) -> Rule {
         self.path_contains = Some(fragment.into());
+        self
+    }
+
+    /// Only requests whose path ends with `suffix` (the state `…/terraform.tfstate`, not its
+    /// `….tflock`).
+    #[allow(dead_code)]
+    pub fn path_ending(mut self, suffix: impl Into<String>) -> Rule {
+        self.path_suffix = Some(suffix.into());
         self
     }
 
@@ -97,6 +112,10 @@ impl Rule {
                 .path_contains
                 .as_deref()
                 .is_none_or(|p| path.contains(p))
+            && self
+                .path_suffix
+                .as_deref()
+                .is_none_or(|suffix| path.ends_with(suffix))
     }
 }
 
@@ -302,6 +321,7 @@ async fn serve(
                 .unwrap());
         }
         Some(Fault::StallBeforeForward(wait)) => tokio::time::sleep(*wait).await,
+        Some(Fault::Stall) => std::future::pending::<()>().await,
         _ => {}
     }
 
@@ -329,6 +349,14 @@ async fn serve(
             record_status(parts.status.as_u16());
             Ok(Response::from_parts(parts, full(body)))
         }
+        Some(Fault::StallBody) => {
+            record_status(parts.status.as_u16());
+            let never = futures::stream::pending::<Result<Frame<Bytes>, BoxError>>();
+            Ok(Response::from_parts(
+                parts,
+                BodyExt::boxed(StreamBody::new(never)),
+            ))
+        }
         Some(Fault::TruncateBody(keep)) => {
             record_status(parts.status.as_u16());
             let keep = keep.min(body.len().saturating_sub(1));
@@ -354,5 +382,7 @@ fn fault_name(fault: &Fault) -> &'static str {
         Fault::Status(..) => "status",
         Fault::DelayResponse(_) => "delay",
         Fault::TruncateBody(_) => "truncate",
+        Fault::Stall => "stall-forever",
+        Fault::StallBody => "stall-body",
     }
 }

@@ -302,6 +302,11 @@ pub enum WorkspaceCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     ui::init_logging(cli.verbose);
+    // Notes about backend-block settings s3state does not apply matter where the store's
+    // setup is the question (`meta`, `probe`) or when asked (-v); not on every read.
+    settings::show_backend_notes(
+        cli.verbose > 0 || matches!(cli.command, Command::Meta { .. } | Command::Probe(_)),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

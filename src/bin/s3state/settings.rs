@@ -171,6 +171,14 @@ fn role_tag(text: &str) -> Result<(String, String), String> {
 }
 
 /// A builder for the configured state, plus the workspace to use.
+/// Whether the backend block's notes (settings s3state does not apply) are printed.
+static SHOW_BACKEND_NOTES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Prints the backend block's notes (settings s3state does not apply), or keeps them quiet.
+pub fn show_backend_notes(show: bool) {
+    SHOW_BACKEND_NOTES.store(show, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub struct Resolved {
     pub builder: S3Builder,
     pub workspace: String,
@@ -260,8 +268,10 @@ fn resolve_with(flags: &Flags, key_needed: KeyNeeded) -> Result<Resolved, CliErr
         Err(_) => None,
     }
     .unwrap_or_default();
-    for note in &block.notes {
-        eprintln!("note: {note}");
+    if SHOW_BACKEND_NOTES.load(std::sync::atomic::Ordering::Relaxed) {
+        for note in &block.notes {
+            eprintln!("note: {note}");
+        }
     }
 
     let bucket = pick(&flags.bucket, &block.bucket)

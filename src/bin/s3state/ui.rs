@@ -11,8 +11,10 @@ pub const EXIT_LOCKED: u8 = 4;
 
 pub fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // By default only s3state's own warnings: the SDK's (a region not found in IMDS, say)
+    // are dumps of its internals, and s3state reports what matters as its own error.
     let default = match verbose {
-        0 => "warn",
+        0 => "s3state=warn",
         1 => "s3state=debug,aws_smithy_runtime=debug",
         _ => "debug",
     };
@@ -25,6 +27,8 @@ pub fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(verbose > 0)
+        // Escape codes only for a terminal, never in a log file or a CI log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

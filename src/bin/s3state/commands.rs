@@ -190,35 +190,89 @@ pub(crate) async fn under_lock<T>(
     what: &str,
     step: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
+    under_locks(&[manager], flags, info, what, step).await
+}
+
+/// Runs `step` under the locks of several states, taken in the order given and released in
+/// the reverse order, whatever happened. One interrupt handler covers it all: Ctrl-C while
+/// waiting for a lock, or during the step, releases every lock taken (and a lock whose
+/// request may have landed) before exiting, as Terraform does, instead of leaving one for
+/// someone to force-unlock. A write already sent is conditional, so stopping is safe.
+pub(crate) async fn under_locks<T>(
+    managers: &[&RemoteState<S3Store>],
+    flags: &LockFlags,
+    info: LockInfo,
+    what: &str,
+    step: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     if !flags.lock {
         return step.await;
     }
-    // Ctrl-C releases the lock before exiting, as Terraform does, instead of leaving it for
-    // someone to force-unlock. A write already sent is conditional, so stopping is safe. The
-    // handler is in place before the lock is taken, so no interrupt can slip between the two.
-    let interrupt = interrupt_signal();
-    let id = take_lock(manager, &info, Some(flags.lock_timeout)).await?;
-    let result = tokio::select! {
-        result = step => result,
-        _ = interrupt => Err(CliError::Other(format!(
-            "interrupted; the {what} may or may not have been written (check with: s3state meta)"
-        ))),
-    };
-    match (release_lock(manager, &id).await, result) {
-        (Ok(()), result) => result,
-        (Err(err), Ok(_)) => Err(CliError::Other(format!(
-            "the {what} succeeded, but releasing the lock {} failed: {err}\n\
-             hint: nobody holds that lock now; remove it with: s3state force-unlock {id}",
-            manager.locker().location()
-        ))),
-        (Err(err), Err(failed)) => {
-            ui::report(&CliError::Other(format!(
-                "releasing the lock {} failed: {err}; nobody holds it now, remove it with: \
-                 s3state force-unlock {id}",
-                manager.locker().location()
-            )));
-            Err(failed)
+    // Installed before the first lock is taken, so no interrupt can slip in between.
+    let mut interrupt = std::pin::pin!(interrupt_signal());
+    let mut taken: Vec<(&RemoteState<S3Store>, String)> = Vec::new();
+    let mut result = None;
+    for manager in managers {
+        tokio::select! {
+            id = take_lock(manager, &info, Some(flags.lock_timeout)) => match id {
+                Ok(id) => taken.push((manager, id)),
+                Err(err) => {
+                    result = Some(Err(err));
+                    break;
+                }
+            },
+            _ = &mut interrupt => {
+                // The wait is dropped mid-request: a lock with our ID may have landed.
+                release_if_ours(manager, &info.id).await;
+                result = Some(Err(CliError::Other(format!(
+                    "interrupted while waiting for the lock; the {what} was not started"
+                ))));
+                break;
+            }
         }
+    }
+    let result = match result {
+        Some(failed) => failed,
+        None => tokio::select! {
+            result = step => result,
+            _ = &mut interrupt => Err(CliError::Other(format!(
+                "interrupted; the {what} may or may not have been written (check with: s3state meta)"
+            ))),
+        },
+    };
+    let mut outcome = result;
+    for (manager, id) in taken.into_iter().rev() {
+        outcome = match (release_lock(manager, &id).await, outcome) {
+            (Ok(()), outcome) => outcome,
+            (Err(err), Ok(_)) => Err(CliError::Other(format!(
+                "the {what} succeeded, but releasing the lock {} failed: {err}\n\
+                 hint: nobody holds that lock now; remove it with: s3state force-unlock {id}",
+                manager.locker().location()
+            ))),
+            (Err(err), Err(failed)) => {
+                ui::report(&CliError::Other(format!(
+                    "releasing the lock {} failed: {err}; nobody holds it now, remove it with: \
+                     s3state force-unlock {id}",
+                    manager.locker().location()
+                )));
+                Err(failed)
+            }
+        };
+    }
+    outcome
+}
+
+/// Releases the lock with ID `id` if it is there: after a lock request was dropped, it may
+/// have landed with nobody to hold it.
+async fn release_if_ours(manager: &RemoteState<S3Store>, id: &str) {
+    if let Ok(Some(holder)) = manager.locker().current().await
+        && holder.id == id
+        && let Err(err) = manager.locker().force_unlock(id).await
+    {
+        ui::report(&CliError::Other(format!(
+            "releasing the lock {} failed: {err}; remove it with: s3state force-unlock {id}",
+            manager.locker().location()
+        )));
     }
 }
 

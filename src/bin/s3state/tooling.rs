@@ -2,7 +2,7 @@
 //! another), as `terraform state list/show/rm/mv` but straight on S3, locked and conditional.
 
 use crate::LockFlags;
-use crate::commands::under_lock;
+use crate::commands::{under_lock, under_locks};
 use crate::error::CliError;
 use crate::settings;
 use crate::ui::print_stdout;
@@ -419,11 +419,8 @@ async fn mv_across(
     } else {
         (destination, source)
     };
-    under_lock(first, &flags, info.clone(), "mv", async {
-        under_lock(second, &flags, info.clone(), "mv", async {
-            mv_across_locked(source, destination, from, to, dry_run).await
-        })
-        .await
+    under_locks(&[first, second], &flags, info, "mv", async {
+        mv_across_locked(source, destination, from, to, dry_run).await
     })
     .await
 }

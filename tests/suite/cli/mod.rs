@@ -1,5 +1,6 @@
 //! The `s3state` command: every command, happy and failing, and no secret ever printed.
 
 mod commands;
+mod interrupt;
 mod secrets;
 mod stderr;

@@ -256,6 +256,22 @@ pub enum Error {
         refusal: LockRefusal,
     },
 
+    /// A workspace whose state still tracks resources was not deleted: they would be left
+    /// with no state to manage them. Delete it with force (`workspace delete --force`) if that
+    /// is meant; the bucket's versions keep the snapshot either way.
+    #[error(
+        "workspace {workspace:?} ({location}) is not empty: its state tracks {resources} \
+         resource instance(s); destroy them first, or delete it with --force"
+    )]
+    WorkspaceNotEmpty {
+        /// The workspace.
+        workspace: String,
+        /// Its state.
+        location: String,
+        /// How many managed resource instances the state tracks.
+        resources: usize,
+    },
+
     /// A state that must be stored exactly as sent (a Terraform `http` backend's POST) has no
     /// lineage: filling one in would store other bytes than were sent, and a state without a
     /// lineage cannot be told apart from an unrelated one.

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::remote::{RemoteState, RemoteStateOptions};
 use crate::state::State;
 use crate::statemgr::{LockInfo, Locker, Persister, Refresher, Transient};
-use crate::store::{DeleteOutcome, ETag, Store};
+use crate::store::{DeleteOutcome, ETag, Fetched, Store};
 use std::sync::Arc;
 
 /// A bucket, a state key and a workspace prefix: every workspace's state, and the operations
@@ -169,14 +169,49 @@ impl S3Backend {
     /// is kept and the call fails with [`Error::Conflict`]. Where the store cannot delete
     /// conditionally, the object is re-read under the lock and deleted only if it still has
     /// that ETag.
+    ///
+    /// As Terraform's `workspace delete`, a state that still tracks managed resources is
+    /// refused ([`Error::WorkspaceNotEmpty`]): they would be left with no state to manage
+    /// them. [`S3Backend::delete_workspace_forced`] deletes it anyway.
     pub async fn delete_workspace(&self, workspace: &str) -> Result<()> {
+        self.delete_workspace_checked(workspace, false).await
+    }
+
+    /// [`S3Backend::delete_workspace`], whatever the state holds (Terraform's
+    /// `workspace delete -force`): its resources are no longer tracked by any state, though
+    /// the bucket's versions keep the snapshot.
+    pub async fn delete_workspace_forced(&self, workspace: &str) -> Result<()> {
+        self.delete_workspace_checked(workspace, true).await
+    }
+
+    async fn delete_workspace_checked(&self, workspace: &str, force: bool) -> Result<()> {
         validate_workspace(workspace)?;
         if workspace == DEFAULT_WORKSPACE {
             return Err(Error::DefaultWorkspaceUndeletable);
         }
         let manager = self.manager(workspace)?;
         let store = manager.store();
-        let Some(checked) = current_etag(store).await? else {
+        let checked = if force {
+            current_etag(store).await?
+        } else {
+            // As Terraform: a state that still tracks resources is not deleted without force,
+            // or those resources would be left running with no state to manage them.
+            match store.get(None).await? {
+                Fetched::Found(object) => {
+                    let resources = managed_resources(&object.body);
+                    if resources > 0 {
+                        return Err(Error::WorkspaceNotEmpty {
+                            workspace: workspace.to_owned(),
+                            location: store.location().to_owned(),
+                            resources,
+                        });
+                    }
+                    Some(object.etag)
+                }
+                _ => None,
+            }
+        };
+        let Some(checked) = checked else {
             return Err(not_found(workspace, store));
         };
         let lock_id = manager.lock(&LockInfo::new("workspace delete")).await?;
@@ -185,6 +220,25 @@ impl S3Backend {
         deleted?;
         unlocked
     }
+}
+
+/// How many managed resource instances the state in `body` tracks (data sources aside). An
+/// object that is not a state tracks none that any Terraform could manage (its snapshot stays
+/// in the bucket's versions); a state whose resource list cannot be read counts as one, so it
+/// is never taken for empty.
+fn managed_resources(body: &[u8]) -> usize {
+    let Ok(state) = crate::state::State::from_slice(body) else {
+        return 0;
+    };
+    state
+        .instances()
+        .map(|instances| {
+            instances
+                .iter()
+                .filter(|i| i.resource.mode == crate::state::ResourceMode::Managed)
+                .count()
+        })
+        .unwrap_or(1)
 }
 
 fn not_found(workspace: &str, store: &S3Store) -> Error {

@@ -346,3 +346,36 @@ async fn a_workspace_written_after_delete_checked_it_is_kept_where_deletes_canno
     let bucket = common::bucket(true).await;
     delete_races_a_writer(&bucket, None).await;
 }
+
+/// From issue 23, item 12: `workspace delete` removed a state that still tracked resources
+/// without `--force`, which Terraform refuses (the resources would be left with no state).
+#[tokio::test]
+async fn a_workspace_whose_state_tracks_resources_is_deleted_only_with_force() {
+    let bucket = common::bucket(true).await;
+    let backend = common::builder(&bucket, KEY).build_backend().await.unwrap();
+    backend.create_workspace("dev").await.unwrap();
+    common::put_raw(&bucket, DEV_KEY, common::TERRAFORM_STATE).await;
+    let err = backend.delete_workspace("dev").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::WorkspaceNotEmpty { resources, .. } if *resources > 0),
+        "{err:?}"
+    );
+    assert_eq!(
+        backend.workspaces().await.unwrap(),
+        ["dev"],
+        "nothing deleted"
+    );
+    common::s3state_on(&bucket, KEY, common::temp_dir("s3state-ws"))
+        .args(["workspace", "delete", "dev"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--force"));
+    common::s3state_on(&bucket, KEY, common::temp_dir("s3state-ws"))
+        .args(["workspace", "delete", "--force", "dev"])
+        .assert()
+        .success();
+    assert!(backend.workspaces().await.unwrap().is_empty());
+    // An empty state needs no force.
+    backend.create_workspace("empty").await.unwrap();
+    backend.delete_workspace("empty").await.unwrap();
+}

@@ -814,8 +814,12 @@ async fn workspace(context: &Context, command: WorkspaceCommand) -> Result {
             );
             Ok(())
         }
-        WorkspaceCommand::Delete { name } => {
-            context.backend.delete_workspace(&name).await?;
+        WorkspaceCommand::Delete { name, force } => {
+            if force {
+                context.backend.delete_workspace_forced(&name).await?;
+            } else {
+                context.backend.delete_workspace(&name).await?;
+            }
             eprintln!("Deleted workspace {name:?}; its history is kept in the bucket's versions.");
             Ok(())
         }

@@ -290,12 +290,16 @@ pub enum WorkspaceCommand {
         #[arg(value_parser = settings::workspace_name)]
         name: String,
     },
-    /// Delete a workspace's state (its history is kept).
+    /// Delete a workspace's state (its history is kept). A state that still tracks resources
+    /// is refused, as Terraform refuses it, unless --force.
     #[command(after_help = "Example:\n  s3state workspace delete staging")]
     Delete {
         /// The workspace name.
         #[arg(value_parser = settings::workspace_name)]
         name: String,
+        /// Delete it even though its state still tracks resources.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -31,7 +31,7 @@ use crate::error::{Error, LockRefusal, Result};
 use crate::lock::LOCK_NONCE_KEY;
 use crate::state::State;
 use crate::statemgr::{LockInfo, Locker};
-use crate::store::{DeleteOutcome, Fetched, ObjectMetadata, Store};
+use crate::store::{DeleteOutcome, ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store};
 use bytes::Bytes;
 
 /// The ETag recorded for a lock taken while no state existed.
@@ -99,6 +99,9 @@ struct HeldLock {
     /// `None` when the lock object is not lock info.
     info: Option<LockInfo>,
     metadata: ObjectMetadata,
+    /// The lock object's tag and body (`None` and empty for a lock held only in the table).
+    etag: Option<ETag>,
+    body: Bytes,
     /// Held in the secondary lock (DynamoDB) by someone the `.tflock` object does not name (a
     /// Terraform that does not take the `.tflock`): never a client's bound lock.
     only_in_table: bool,
@@ -149,6 +152,19 @@ impl HeldLock {
                 holder: self.describe(),
             },
         ))
+    }
+
+    /// How long until a write under this lock that got no answer can no longer land, as
+    /// recorded in the lock ([`RemoteState::mark_lock_in_doubt`]); `None` when none may.
+    fn in_doubt_left(&self) -> Option<std::time::Duration> {
+        let until = self.metadata.get(keys::LOCK_WRITE_IN_DOUBT_UNTIL)?;
+        let until =
+            time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+        let left = until - time::OffsetDateTime::now_utc();
+        std::time::Duration::try_from(left)
+            .ok()
+            .filter(|left| !left.is_zero())
     }
 
     /// The snapshot the lock was taken on, for messages.
@@ -402,7 +418,11 @@ impl<S: Store> RemoteState<S> {
                 })
             }
             Ok(WriteOutcome::Unchanged) => unreachable!("write_snapshot always writes"),
-            Err(PersistError::NotWritten { current, error, .. }) => {
+            Err(PersistError::NotWritten {
+                current,
+                error,
+                in_doubt,
+            }) => {
                 // Refused, or no answer, and not ours: but the store may hold this very state
                 // already, written by an earlier attempt of the same request (a POST re-sent
                 // after a 5xx whose first attempt landed between our read and our write).
@@ -425,9 +445,49 @@ impl<S: Store> RemoteState<S> {
                     }
                     return Ok(BoundWrite::Unchanged { version_id });
                 }
+                if in_doubt && let Some(held) = fence {
+                    self.mark_lock_in_doubt(held).await;
+                }
                 Err(error)
             }
-            Err(PersistError::Other(error)) => Err(error),
+            Err(PersistError::Other(error)) => {
+                if matches!(error, Error::WriteOutcomeUnknown { .. })
+                    && let Some(held) = fence
+                {
+                    self.mark_lock_in_doubt(held).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Records in the lock object that a write under it got no answer and may still land
+    /// until the settle time has passed. The mark in this process's release gate is not
+    /// enough for a front end whose replicas share nothing but the store: the UNLOCK may come
+    /// to another replica, which reads the mark here and waits it out
+    /// ([`RemoteState::unlock_bound`]). Best effort: a lock object that changed meanwhile, or
+    /// a store that fails, leaves the in-process mark only, and is logged.
+    async fn mark_lock_in_doubt(&self, held: &HeldLock) {
+        let Some(etag) = &held.etag else { return };
+        let until = time::OffsetDateTime::now_utc()
+            + time::Duration::try_from(self.options.unanswered_write_settle).unwrap_or_default();
+        let Ok(until) = until.format(&time::format_description::well_known::Rfc3339) else {
+            return;
+        };
+        let mut metadata = held.metadata.clone();
+        metadata.insert(keys::LOCK_WRITE_IN_DOUBT_UNTIL.to_owned(), until);
+        let marked = self
+            .locker
+            .lock_object()
+            .put(
+                held.body.clone(),
+                &Precondition::Match(etag.clone()),
+                &metadata,
+            )
+            .await;
+        if !matches!(marked, Ok(PutOutcome::Written(_))) {
+            tracing::warn!(location = %self.store.location(), id = %held.id(), outcome = ?marked.map(|_| ()),
+                "could not record in the lock that a write under it may still land");
         }
     }
 
@@ -498,6 +558,15 @@ impl<S: Store> RemoteState<S> {
                     holder: held.describe(),
                 },
             ));
+        }
+        // A write under the lock that got no answer, on whichever replica sent it, may still
+        // land until the time recorded in the lock: wait it out (bounded by twice the settle
+        // time, against a clock far ahead).
+        if let Some(left) = held.in_doubt_left() {
+            let left = left.min(self.options.unanswered_write_settle * 2);
+            tracing::warn!(location = %location, wait = ?left,
+                "a write under this lock got no answer and may still land; keeping the lock until it cannot");
+            tokio::time::sleep(left).await;
         }
         // Closed while the lock goes: writes under it are done, and none that got no answer
         // can still land under the next holder's lock.
@@ -620,6 +689,8 @@ impl<S: Store> RemoteState<S> {
             Fetched::Found(object) => Some(HeldLock {
                 info: serde_json::from_slice(&object.body).ok(),
                 metadata: object.metadata,
+                etag: Some(object.etag),
+                body: object.body,
                 only_in_table: false,
                 item_missing: false,
             }),
@@ -631,6 +702,8 @@ impl<S: Store> RemoteState<S> {
         let in_table = |info: LockInfo| HeldLock {
             info: Some(info),
             metadata: ObjectMetadata::new(),
+            etag: None,
+            body: Bytes::new(),
             only_in_table: true,
             item_missing: false,
         };

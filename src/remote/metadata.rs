@@ -39,6 +39,10 @@ pub mod keys {
     pub const AUTHOR: &str = "s3state-gateway-user";
     /// State-object metadata: the nonce of the bound lock a snapshot was written under.
     pub const LOCK_NONCE: &str = "s3state-gateway-lock-nonce";
+    /// Lock-object metadata of a bound lock: until when (RFC 3339, UTC) a write under it that
+    /// got no answer may still land. Whoever releases the lock, on whichever replica, waits
+    /// until then.
+    pub const LOCK_WRITE_IN_DOUBT_UNTIL: &str = "s3state-gateway-write-in-doubt-until";
 }
 
 /// Whether `value` comes back from an HTTP header exactly as it was sent: printable ASCII,

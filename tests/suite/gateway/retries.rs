@@ -78,3 +78,33 @@ async fn an_unlock_after_a_delete_waits_for_a_create_still_in_doubt() {
     );
     assert_eq!(unlocking.await.unwrap(), 200);
 }
+
+/// From issue 23, item 4: the "may still land" mark of a write that got no answer lived only
+/// in the replica that sent it, and the next UNLOCK (perhaps to another replica behind the
+/// load balancer) released the lock at once, so the late write could land under the next
+/// holder's lock. The mark is now recorded in the lock object, which every replica reads.
+#[tokio::test(start_paused = true)]
+async fn an_unlock_on_another_replica_waits_for_a_write_still_in_doubt() {
+    let bucket = s3state::store::memory::MemoryStore::new("review/replicas.tfstate");
+    // Two replicas share nothing but the store.
+    let replica_a = Hooked::over(bucket.clone().in_another_process()).forwarding_identity();
+    let replica_b = Hooked::over(bucket.clone().in_another_process()).forwarding_identity();
+    let (ci_a, ci_b) = (Client::new(&replica_a, "ci"), Client::new(&replica_b, "ci"));
+    ci_a.lock("lock-1").await.expect(200, "LOCK");
+    ci_a.post(Some("lock-1"), LINEAGE, 1, 1)
+        .await
+        .expect(200, "the first state");
+    replica_a.next_write(OnPut::Stall);
+    ci_a.post(Some("lock-1"), LINEAGE, 2, 2)
+        .await
+        .expect(502, "a write that got no answer");
+
+    let unlocking = tokio::spawn(async move { ci_b.unlock("lock-1").await.status() });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(
+        !unlocking.is_finished() && replica_b.lock_held(),
+        "another replica released the lock while a write under it may still land"
+    );
+    assert_eq!(unlocking.await.unwrap(), 200);
+    assert!(!replica_b.lock_held());
+}

@@ -41,7 +41,7 @@ use coordinator::turns::Turnstile;
 pub use metadata::keys as metadata_keys;
 pub use push::Pushed;
 pub(crate) use verdict::serial_after;
-use verdict::{Rules, Stored, Verdict};
+use verdict::{Rules, Verdict};
 
 /// A Terraform state manager over one object in a [`Store`].
 ///
@@ -1248,13 +1248,7 @@ impl<S: Store> RemoteState<S> {
     ) -> Result<Option<State>> {
         let rules = if force { Rules::Forced } else { Rules::Persist };
         let location = || self.store.location().to_owned();
-        let verdict = verdict::judge(
-            next,
-            base.map(Stored::of),
-            |next| Some(base.is_some_and(|base| next.same_content(base))),
-            rules,
-            &location,
-        )?;
+        let verdict = verdict::judge_whole(next, base, rules, &location)?;
         Ok(match verdict {
             Verdict::Unchanged(_) => None,
             Verdict::Write(next) => Some(next),

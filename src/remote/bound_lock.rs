@@ -25,7 +25,7 @@
 //! coordinator's release gate like any write under a caller's lock.
 
 use super::metadata::keys;
-use super::verdict::{self, Rules, Stored, Verdict};
+use super::verdict::{self, Rules, Verdict};
 use super::{Base, Outgoing, PersistError, RemoteState, WriteOutcome};
 use crate::error::{Error, LockRefusal, Result};
 use crate::lock::LOCK_NONCE_KEY;
@@ -374,13 +374,7 @@ impl<S: Store> RemoteState<S> {
         }
         let location = || self.store.location().to_owned();
         let stored = base.state.as_deref();
-        let verdict = verdict::judge(
-            state,
-            stored.map(Stored::of),
-            |sent| Some(stored.is_some_and(|stored| sent.same_content(stored))),
-            Rules::AsSent,
-            &location,
-        )?;
+        let verdict = verdict::judge_whole(state, stored, Rules::AsSent, &location)?;
         let next = match verdict {
             Verdict::Unchanged(_) => {
                 // A repeat of a write already applied (go-retryablehttp re-sends on 5xx), or
@@ -726,13 +720,7 @@ fn holds_sent(stored: &State, body: &[u8], location: &dyn Fn() -> String) -> boo
         return false;
     };
     matches!(
-        verdict::judge(
-            sent,
-            Some(Stored::of(stored)),
-            |sent| Some(sent.same_content(stored)),
-            Rules::AsSent,
-            location,
-        ),
+        verdict::judge_whole(sent, Some(stored), Rules::AsSent, location),
         Ok(Verdict::Unchanged(_))
     )
 }

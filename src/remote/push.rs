@@ -186,13 +186,7 @@ impl<S: Store> RemoteState<S> {
     async fn push_on(&self, base: Base, state: State, force: bool) -> Result<Pushed> {
         let location = || self.store.location().to_owned();
         let current = base.state.as_deref();
-        let verdict = verdict::judge(
-            state,
-            current.map(Stored::of),
-            |state| Some(current.is_some_and(|current| state.same_content(current))),
-            push_rules(force),
-            &location,
-        )?;
+        let verdict = verdict::judge_whole(state, current, push_rules(force), &location)?;
         match verdict {
             Verdict::Unchanged(next) => Ok(Pushed {
                 stored: SnapshotMeta::of(&next),

@@ -156,6 +156,23 @@ pub(crate) fn judge(
     }
 }
 
+/// [`judge`] against a stored state read whole (`None`: nothing stored), comparing contents
+/// directly: the verdict is never [`Verdict::Undecided`].
+pub(crate) fn judge_whole(
+    candidate: State,
+    stored: Option<&State>,
+    rules: Rules,
+    location: &dyn Fn() -> String,
+) -> Result<Verdict> {
+    judge(
+        candidate,
+        stored.map(Stored::of),
+        |candidate| Some(stored.is_some_and(|stored| candidate.same_content(stored))),
+        rules,
+        location,
+    )
+}
+
 /// The serial after `serial`; the largest serial has none, and wrapping to 0 would let any
 /// older state replace it.
 pub(crate) fn serial_after(serial: u64, location: &dyn Fn() -> String) -> Result<u64> {

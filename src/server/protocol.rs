@@ -101,21 +101,24 @@ fn store_failed(error: &Error) -> Response {
 // ---------------------------------------------------------------------------------------
 // GET
 
+/// A state's bytes as Terraform's `http` backend reads them: JSON, with its `Content-MD5`.
+fn state_response(body: Bytes) -> Response {
+    let md5 = content_md5(&body);
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&md5) {
+        response.headers_mut().insert("content-md5", value);
+    }
+    response
+}
+
 pub(crate) async fn get<S: GatewayStore>(store: &S) -> Response {
     match store.get(None).await {
-        Ok(Fetched::Found(object)) if !object.body.is_empty() => {
-            let md5 = content_md5(&object.body);
-            let mut response = (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                object.body,
-            )
-                .into_response();
-            if let Ok(value) = HeaderValue::from_str(&md5) {
-                response.headers_mut().insert("content-md5", value);
-            }
-            response
-        }
+        Ok(Fetched::Found(object)) if !object.body.is_empty() => state_response(object.body),
         Ok(_) => text(StatusCode::NOT_FOUND, "no state"),
         Err(error) => store_failed(&error),
     }
@@ -589,19 +592,7 @@ pub(crate) async fn history(store: S3Store, query: &HeaderQuery) -> Response {
             return text(StatusCode::BAD_REQUEST, "not a version id");
         }
         return match store.get_version(version_id).await {
-            Ok(object) => {
-                let md5 = content_md5(&object.body);
-                let mut response = (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    object.body,
-                )
-                    .into_response();
-                if let Ok(value) = HeaderValue::from_str(&md5) {
-                    response.headers_mut().insert("content-md5", value);
-                }
-                response
-            }
+            Ok(object) => state_response(object.body),
             Err(Error::VersionNotFound { .. }) => {
                 text(StatusCode::NOT_FOUND, "no such version of this state")
             }

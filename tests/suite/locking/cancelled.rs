@@ -27,17 +27,23 @@ fn applied_then_hangs() -> OnPut {
     }))
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_lock_given_up_after_its_put_was_applied_is_released_in_the_background() {
+/// A store whose next lock PUT is applied and never answered, a manager over it, and what
+/// the caller got when it gave up on `work` after 5 s.
+async fn given_up<T: std::fmt::Debug>(
+    work: impl AsyncFnOnce(&RemoteState<Hooked>) -> T,
+) -> (Hooked, RemoteState<Hooked>) {
     let store = Hooked::new(KEY);
     store.on_put(&store.lock_key(), applied_then_hangs());
     let manager = RemoteState::new(store.clone());
-    let gave_up = tokio::time::timeout(
-        Duration::from_secs(5),
-        manager.lock(&LockInfo::new("apply")),
-    )
-    .await;
+    let gave_up = tokio::time::timeout(Duration::from_secs(5), work(&manager)).await;
     assert!(gave_up.is_err(), "the caller gave up: {gave_up:?}");
+    (store, manager)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_given_up_after_its_put_was_applied_is_released_in_the_background() {
+    let (store, manager) =
+        given_up(async |manager| manager.lock(&LockInfo::new("apply")).await).await;
     assert!(
         store.lock_held(),
         "the PUT was applied before the caller gave up"
@@ -54,19 +60,16 @@ async fn a_lock_given_up_after_its_put_was_applied_is_released_in_the_background
 
 #[tokio::test(start_paused = true)]
 async fn an_update_given_up_while_taking_its_lock_leaves_no_lock_behind() {
-    let store = Hooked::new(KEY);
-    store.on_put(&store.lock_key(), applied_then_hangs());
-    let manager = RemoteState::new(store.clone());
-    let gave_up = tokio::time::timeout(
-        Duration::from_secs(5),
-        manager.update(|state| {
-            state
-                .outputs
-                .insert("never".into(), OutputValue::new(&"written"));
-        }),
-    )
+    let (store, _manager) = given_up(async |manager| {
+        manager
+            .update(|state| {
+                state
+                    .outputs
+                    .insert("never".into(), OutputValue::new(&"written"));
+            })
+            .await
+    })
     .await;
-    assert!(gave_up.is_err(), "the caller gave up: {gave_up:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!store.lock_held(), "no lock is left behind");
     assert!(store.stored().is_none(), "nothing was written");

@@ -27,16 +27,7 @@ async fn ctrl_c_while_waiting_for_a_lock_stops_the_wait() {
     // waiting longer, rather than guess how long start-up takes on a loaded machine.
     let mut interrupted = None;
     for wait in [2, 5, 10] {
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("s3state"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("S3STATE_ENDPOINT_URL", common::endpoint())
-            .env("S3STATE_PATH_STYLE", "true")
-            .env("S3STATE_BUCKET", &bucket)
-            .env("S3STATE_KEY", KEY)
+        let mut child = common::s3state_process(&bucket, KEY)
             .args(["push", "--force", "--lock-timeout", "10m"])
             .arg(&file)
             .stderr(std::process::Stdio::piped())

@@ -502,6 +502,26 @@ pub fn s3state_on(bucket: &str, key: &str, dir: PathBuf) -> assert_cmd::Command 
     command
 }
 
+/// The `s3state` command on `bucket`/`key` in LocalStack as a process to spawn and signal
+/// (what [`s3state_on`] runs, with only `PATH` inherited).
+pub fn s3state_process(bucket: &str, key: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("s3state"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs([
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("S3STATE_ENDPOINT_URL", endpoint()),
+            ("S3STATE_PATH_STYLE", "true"),
+            ("S3STATE_BUCKET", bucket),
+            ("S3STATE_KEY", key),
+            ("NO_COLOR", "1"),
+        ]);
+    command
+}
+
 /// The `terraform` launcher (a real Terraform 1.15.5, `tests/terraform/install.sh`), installed
 /// once per test process.
 pub fn terraform_binary() -> &'static std::path::Path {

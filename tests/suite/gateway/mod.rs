@@ -1,5 +1,6 @@
 //! `s3state serve`: Terraform's `http` backend over S3.
 
+mod attacks;
 mod delete;
 #[cfg(feature = "dynamodb")]
 mod dynamodb;

@@ -9,3 +9,4 @@ mod http;
 mod in_memory;
 mod load;
 mod retries;
+mod shutdown;

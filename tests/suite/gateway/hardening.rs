@@ -8,44 +8,14 @@
 
 use crate::common;
 use crate::common::gateway;
-use crate::common::proxy::{Fault, FaultProxy, Rule};
+use crate::common::proxy::{Fault, Rule};
 
-use gateway::{ADMIN, READER, WRITER, key, lock_body, send, state_body};
+use gateway::{
+    ADMIN, READER, WRITER, dribble_headers, flood_without_reading, key, lock_body, send,
+    small_window_connection, start_configured as start, state_body,
+};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A gateway over a fresh bucket, with `adjust` applied to its configuration; and, when
-/// `proxied`, its S3 requests through a fault proxy.
-async fn start(
-    proxied: bool,
-    adjust: impl FnOnce(&mut s3state::server::GatewayConfig),
-) -> (gateway::Running, Option<FaultProxy>) {
-    let bucket = common::bucket(true).await;
-    let mut config = gateway::config(&bucket);
-    let proxy = if proxied {
-        let proxy = FaultProxy::start(common::endpoint()).await;
-        config.s3.client = Some(aws_sdk_s3::Client::from_conf(
-            common::config_for(proxy.endpoint()).build(),
-        ));
-        Some(proxy)
-    } else {
-        None
-    };
-    adjust(&mut config);
-    (gateway::start_with(config).await, proxy)
-}
-
-/// Pipelines `GET /healthz` on `stream` and never reads an answer, until the gateway closes
-/// the connection (true) or a few hundred megabytes were sent (false).
-async fn flood_without_reading(mut stream: tokio::net::TcpStream) -> bool {
-    let chunk = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n".repeat(1000);
-    for _ in 0..10_000 {
-        if stream.write_all(chunk.as_bytes()).await.is_err() {
-            return true;
-        }
-    }
-    false
-}
 
 /// Sends a request as Terraform's client (go-retryablehttp) does: again after a 5xx, waiting
 /// the `Retry-After` it was given, at most four more times. The replies, last one last.
@@ -70,13 +40,6 @@ async fn send_retrying(
         tokio::time::sleep(Duration::from_secs(wait)).await;
     }
     replies
-}
-
-/// A connection to `addr` whose receive buffer is small, so that a few answers fill it.
-async fn small_window_connection(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    socket.connect(addr).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -122,21 +85,8 @@ async fn clients_dribbling_their_headers_do_not_hold_every_connection_slot() {
     .await;
     let mut attackers = Vec::new();
     for _ in 0..4 {
-        let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
-        attackers.push(tokio::spawn(async move {
-            // One byte of a never-ending header at a time, each well within the timeout.
-            for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: "
-                .iter()
-                .cycle()
-                .take(600)
-            {
-                if stream.write_all(&[*byte]).await.is_err() {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            false
-        }));
+        let stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        attackers.push(tokio::spawn(dribble_headers(stream)));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let healthy = tokio::time::timeout(

@@ -7,8 +7,8 @@ use crate::common;
 use crate::common::gateway;
 
 use gateway::{
-    ADMIN, PAUSING_CONFIG, READER, Running, TEAM_A, WRITER, Workdir, http_backend, key, lock_body,
-    send, state_body,
+    ADMIN, PAUSING_CONFIG, READER, Running, TEAM_A, WRITER, Workdir, http_backend, key, list_keys,
+    lock_body, send, state_body,
 };
 use std::time::Duration;
 
@@ -660,22 +660,6 @@ async fn bad_requests_get_the_right_status_write_nothing_and_leak_nothing() {
             400,
         ),
         (
-            "a name with ..",
-            "GET",
-            "/a/../table".into(),
-            Some(READER),
-            vec![],
-            400,
-        ),
-        (
-            "a name with an encoded ..",
-            "GET",
-            "/a/%2e%2e/table".into(),
-            Some(READER),
-            vec![],
-            400,
-        ),
-        (
             "a name with %2F",
             "POST",
             "/gw%2Ftable".into(),
@@ -690,22 +674,6 @@ async fn bad_requests_get_the_right_status_write_nothing_and_leak_nothing() {
             Some(READER),
             vec![],
             400,
-        ),
-        (
-            "a lock object's name",
-            "GET",
-            "/table.tflock".into(),
-            Some(READER),
-            vec![],
-            400,
-        ),
-        (
-            "a reserved name",
-            "POST",
-            "/_history/table".into(),
-            Some(WRITER),
-            state_body(lineage, 6, 6),
-            405,
         ),
         (
             "an unknown method",
@@ -796,20 +764,6 @@ type Row<'a> = (
     Vec<u8>,
     u16,
 );
-
-async fn list_keys(bucket: &str) -> Vec<String> {
-    let listed = common::client()
-        .list_objects_v2()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap();
-    listed
-        .contents()
-        .iter()
-        .filter_map(|object| object.key().map(str::to_owned))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_loris_client_is_disconnected_and_others_are_still_served() {

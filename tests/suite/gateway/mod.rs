@@ -1,5 +1,6 @@
 //! `s3state serve`: Terraform's `http` backend over S3.
 
+mod attacks;
 mod delete;
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
@@ -8,3 +9,4 @@ mod http;
 mod in_memory;
 mod load;
 mod retries;
+mod shutdown;

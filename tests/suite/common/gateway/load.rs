@@ -54,7 +54,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-fn counter(body: &[u8]) -> (State, u64) {
+/// A state body and its `counter` output (0 when it has none).
+pub fn counter(body: &[u8]) -> (State, u64) {
     let state = State::from_slice(body).unwrap();
     let n = state
         .outputs
@@ -62,6 +63,17 @@ fn counter(body: &[u8]) -> (State, u64) {
         .map(|o| o.to_value().as_u64().unwrap())
         .unwrap_or(0);
     (state, n)
+}
+
+/// The state a GET answered, with its counter + 1 and the next serial.
+pub fn incremented(got: &super::Reply) -> State {
+    assert_eq!(got.status, 200, "{}", got.text());
+    let (mut state, n) = counter(&got.body);
+    state.serial += 1;
+    state
+        .outputs
+        .insert("counter".into(), OutputValue::new(&(n + 1)));
+    state
 }
 
 /// How many rounds land on state `index` when client `c` works on state `c % states`.
@@ -93,13 +105,7 @@ async fn round(addr: std::net::SocketAddr, name: &str, client: usize) -> usize {
             other => panic!("LOCK answered {other}: {}", reply.text()),
         }
     }
-    let got = send(addr, "GET", &path, Some(WRITER), b"").await;
-    assert_eq!(got.status, 200, "{}", got.text());
-    let (mut state, n) = counter(&got.body);
-    state.serial += 1;
-    state
-        .outputs
-        .insert("counter".into(), OutputValue::new(&(n + 1)));
+    let state = incremented(&send(addr, "GET", &path, Some(WRITER), b"").await);
     let posted = send(
         addr,
         "POST",
@@ -121,17 +127,9 @@ async fn round(addr: std::net::SocketAddr, name: &str, client: usize) -> usize {
     waits
 }
 
-/// Runs the load through a fresh gateway and checks the counters and locks afterwards.
-pub async fn through_gateway(
-    clients: usize,
-    states: usize,
-    rounds_per_client: usize,
-) -> LoadReport {
-    let gateway = super::start().await;
-    let addr = gateway.addr;
-    let names: Vec<String> = (0..states).map(|i| format!("load/state-{i}")).collect();
-    // Each state starts at counter 0, serial 1.
-    for name in &names {
+/// Creates each of `names` through the gateway at `addr`: counter 0, serial 1.
+pub async fn create_counters(addr: std::net::SocketAddr, names: &[String]) {
+    for name in names {
         let mut state = State::new(s3state::state::COMPATIBLE_TERRAFORM_VERSION);
         state.lineage = uuid::Uuid::new_v4().to_string();
         state.serial = 1;
@@ -146,6 +144,18 @@ pub async fn through_gateway(
         .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
+}
+
+/// Runs the load through a fresh gateway and checks the counters and locks afterwards.
+pub async fn through_gateway(
+    clients: usize,
+    states: usize,
+    rounds_per_client: usize,
+) -> LoadReport {
+    let gateway = super::start().await;
+    let addr = gateway.addr;
+    let names: Vec<String> = (0..states).map(|i| format!("load/state-{i}")).collect();
+    create_counters(addr, &names).await;
 
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let waits = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -159,6 +159,77 @@ pub async fn start_through_proxy() -> (Running, common::proxy::FaultProxy) {
     (start_with(config).await, proxy)
 }
 
+/// A gateway over a fresh bucket, with `adjust` applied to its configuration; and, when
+/// `proxied`, its S3 requests through a fault proxy.
+pub async fn start_configured(
+    proxied: bool,
+    adjust: impl FnOnce(&mut s3state::server::GatewayConfig),
+) -> (Running, Option<common::proxy::FaultProxy>) {
+    let bucket = common::bucket(true).await;
+    let mut config = config(&bucket);
+    let proxy = if proxied {
+        let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
+        config.s3.client = Some(aws_sdk_s3::Client::from_conf(
+            common::config_for(proxy.endpoint()).build(),
+        ));
+        Some(proxy)
+    } else {
+        None
+    };
+    adjust(&mut config);
+    (start_with(config).await, proxy)
+}
+
+/// Pipelines `GET /healthz` on `stream` and never reads an answer, until the gateway closes
+/// the connection (true) or a few hundred megabytes were sent (false).
+pub async fn flood_without_reading(mut stream: tokio::net::TcpStream) -> bool {
+    let chunk = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n".repeat(1000);
+    for _ in 0..10_000 {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Sends a never-ending header on `stream`, one byte every 100 ms (each well within any
+/// header timeout), until the gateway closes the connection (true) or a minute passed (false).
+pub async fn dribble_headers(mut stream: tokio::net::TcpStream) -> bool {
+    for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(600)
+    {
+        if stream.write_all(&[*byte]).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Every key in `bucket`.
+pub async fn list_keys(bucket: &str) -> Vec<String> {
+    let listed = common::client()
+        .list_objects_v2()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    listed
+        .contents()
+        .iter()
+        .filter_map(|object| object.key().map(str::to_owned))
+        .collect()
+}
+
+/// A connection to `addr` whose receive buffer is small, so that a few answers fill it.
+pub async fn small_window_connection(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
 /// The S3 key of state `name`.
 pub fn key(name: &str) -> String {
     format!("{PREFIX}/{name}")
@@ -219,6 +290,39 @@ pub async fn send_with(
     body: &[u8],
 ) -> Reply {
     let mut stream = TcpStream::connect(addr).await.expect("connecting");
+    write_request(&mut stream, method, path, auth, extra_headers, body).await;
+    read_reply(&mut stream).await
+}
+
+/// Sends one request; `None` when the connection is refused or closed without a complete
+/// reply (a gateway stopping, or not started yet).
+pub async fn try_send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: &[u8],
+) -> Option<Reply> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    write_request(&mut stream, method, path, auth, &[], body).await;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(120), stream.read_to_end(&mut raw))
+        .await
+        .expect("the gateway answered within two minutes");
+    raw.windows(4)
+        .any(|w| w == b"\r\n\r\n")
+        .then(|| parse_reply(&raw))
+}
+
+async fn write_request(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) {
+    let addr = stream.peer_addr().expect("a connected stream");
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -234,7 +338,6 @@ pub async fn send_with(
     request.extend_from_slice(body);
     // The server may answer (413, 401) and close before reading the whole body.
     let _ = stream.write_all(&request).await;
-    read_reply(&mut stream).await
 }
 
 pub async fn read_reply(stream: &mut TcpStream) -> Reply {

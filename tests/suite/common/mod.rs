@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod hooked;
 pub mod memory;
 pub mod proxy;
+pub mod terraform;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
@@ -425,6 +426,30 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The holder an `Error::Locked` names; panics on any other error.
+#[track_caller]
+pub fn locked_holder(err: &s3state::Error) -> &s3state::LockInfo {
+    match err {
+        s3state::Error::Locked {
+            holder: Some(holder),
+            ..
+        } => holder,
+        _ => panic!("expected Locked, got {err:?}"),
+    }
+}
+
+/// Asserts that a finished process (`what`, for the message) succeeded; if not, the message
+/// carries its stdout and stderr.
+#[track_caller]
+pub fn assert_success(what: &str, output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The `s3state` binary with no `S3STATE_*` or `AWS_*` settings inherited from this process.

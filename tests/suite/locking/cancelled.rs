@@ -32,10 +32,16 @@ async fn a_lock_given_up_after_its_put_was_applied_is_released_in_the_background
     let store = Hooked::new(KEY);
     store.on_put(&store.lock_key(), applied_then_hangs());
     let manager = RemoteState::new(store.clone());
-    let gave_up =
-        tokio::time::timeout(Duration::from_secs(5), manager.lock(&LockInfo::new("apply"))).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_secs(5),
+        manager.lock(&LockInfo::new("apply")),
+    )
+    .await;
     assert!(gave_up.is_err(), "the caller gave up: {gave_up:?}");
-    assert!(store.lock_held(), "the PUT was applied before the caller gave up");
+    assert!(
+        store.lock_held(),
+        "the PUT was applied before the caller gave up"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !store.lock_held(),

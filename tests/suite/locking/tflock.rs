@@ -158,13 +158,7 @@ async fn a_terraform_lock_is_reported_with_its_holder_operation_and_time() {
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
         .unwrap_err();
-    let Error::Locked {
-        holder: Some(holder),
-        ..
-    } = &err
-    else {
-        panic!("expected Locked, got {err:?}");
-    };
+    let holder = common::locked_holder(&err);
     assert_eq!(holder.id, "91731845-4e72-fefa-2c11-97277aabd814");
     assert_eq!(holder.operation, "OperationTypeApply");
     assert_eq!(holder.who, "root@vm");

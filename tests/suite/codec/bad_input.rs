@@ -88,8 +88,7 @@ async fn an_empty_object_reads_as_no_state_and_is_replaced_only_conditionally() 
 
 #[tokio::test]
 async fn a_state_of_an_unrelated_lineage_is_refused() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.update(common::set_output("a", 1)).await.unwrap();
     let before = common::get_raw(&bucket, KEY).await;
 
@@ -108,8 +107,7 @@ async fn a_state_of_an_unrelated_lineage_is_refused() {
 
 #[tokio::test]
 async fn a_state_with_an_older_serial_is_refused() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     for n in 0..3 {
         manager.update(common::set_output("n", n)).await.unwrap();
     }
@@ -134,8 +132,7 @@ async fn a_state_with_an_older_serial_is_refused() {
 
 #[tokio::test]
 async fn a_state_deleted_meanwhile_is_a_conflict_not_a_resurrection() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.update(common::set_output("a", 1)).await.unwrap();
     common::delete_object(&bucket, KEY).await;
 

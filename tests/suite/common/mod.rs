@@ -311,6 +311,13 @@ pub async fn manager(bucket: &str, key: &str) -> RemoteState<S3Store> {
         .expect("opening the state")
 }
 
+/// A fresh versioned bucket and a manager for `key` in it.
+pub async fn bucket_and_manager(key: &str) -> (String, RemoteState<S3Store>) {
+    let bucket = bucket(true).await;
+    let manager = manager(&bucket, key).await;
+    (bucket, manager)
+}
+
 /// Number of object versions (delete markers excluded) stored under exactly `key`.
 pub async fn version_count(bucket: &str, key: &str) -> usize {
     let mut count = 0;

@@ -32,8 +32,7 @@ async fn lock_exists(bucket: &str) -> bool {
 
 #[tokio::test]
 async fn of_two_lockers_exactly_one_acquires_and_the_other_sees_the_holder() {
-    let bucket = common::bucket(true).await;
-    let first = common::manager(&bucket, KEY).await;
+    let (bucket, first) = common::bucket_and_manager(KEY).await;
     let second = common::manager(&bucket, KEY).await;
     let mine = LockInfo::new("OperationTypeApply").with_info("first");
     let theirs = LockInfo::new("OperationTypePlan");
@@ -93,8 +92,7 @@ async fn under_eight_contending_lockers_at_most_one_holds_at_any_time() {
 
 #[tokio::test]
 async fn lock_with_timeout_waits_for_a_holder_that_releases() {
-    let bucket = common::bucket(true).await;
-    let holder = common::manager(&bucket, KEY).await;
+    let (bucket, holder) = common::bucket_and_manager(KEY).await;
     let held = holder
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
@@ -119,8 +117,7 @@ async fn lock_with_timeout_waits_for_a_holder_that_releases() {
 
 #[tokio::test]
 async fn lock_with_timeout_gives_up_with_the_holders_info() {
-    let bucket = common::bucket(true).await;
-    let holder = common::manager(&bucket, KEY).await;
+    let (bucket, holder) = common::bucket_and_manager(KEY).await;
     let held = holder
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
@@ -178,8 +175,7 @@ async fn a_terraform_lock_is_reported_with_its_holder_operation_and_time() {
 
 #[tokio::test]
 async fn our_lock_body_is_compact_json_with_terraforms_field_names_in_order() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     let info = LockInfo::new("OperationTypeApply").with_info("<deploy & test>");
     manager.lock(&info).await.unwrap();
 
@@ -226,8 +222,7 @@ async fn our_lock_body_is_compact_json_with_terraforms_field_names_in_order() {
 
 #[tokio::test]
 async fn unlock_with_a_wrong_id_names_both_ids_and_leaves_the_lock() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
@@ -348,8 +343,7 @@ async fn a_lock_with_our_id_that_this_call_did_not_write_belongs_to_someone_else
     // Two callers that reuse one LockInfo must not both hold the lock: a lock body equal to
     // ours is not ours unless this very call wrote it (its nonce). The genuine case, our own
     // retried acquire, is covered with a real lost response in the fault suite.
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     let mut info = LockInfo::new("OperationTypeApply");
     info.path = format!("{bucket}/{KEY}");
     common::put_raw(
@@ -369,8 +363,7 @@ async fn a_lock_with_our_id_that_this_call_did_not_write_belongs_to_someone_else
 
 #[tokio::test]
 async fn a_retried_unlock_whose_first_response_was_lost_reports_success() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))
         .await

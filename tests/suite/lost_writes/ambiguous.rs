@@ -117,8 +117,7 @@ async fn a_retried_create_that_meets_its_own_write_succeeds_with_one_version() {
 
 #[tokio::test]
 async fn a_retried_update_that_meets_its_own_write_succeeds_and_the_next_write_chains_on_it() {
-    let bucket = common::bucket(true).await;
-    let seed = common::manager(&bucket, KEY).await;
+    let (bucket, seed) = common::bucket_and_manager(KEY).await;
     seed.update(common::set_output("n", 0)).await.unwrap();
 
     let recorder = common::Recorder::default();

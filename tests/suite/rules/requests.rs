@@ -494,8 +494,7 @@ async fn a_cli_push_reads_the_body_only_of_a_state_terraform_wrote() {
 #[tokio::test]
 async fn a_waiting_lock_polls_with_one_conditional_get_and_takes_the_lock_once_it_is_released() {
     use s3state::{LockInfo, Locker};
-    let bucket = common::bucket(true).await;
-    let holder = common::manager(&bucket, KEY).await;
+    let (bucket, holder) = common::bucket_and_manager(KEY).await;
     let held = holder.lock(&LockInfo::new("apply")).await.unwrap();
 
     let (waiter, recorder) = common::recorded_manager(&bucket, KEY).await;

@@ -207,10 +207,7 @@ async fn locks_exclude_both_ways_and_either_side_can_force_unlock_the_other() {
     // Terraform holds the lock (paused inside apply): our lock is refused, naming its operation.
     std::fs::remove_file(terraform.dir.join("release")).unwrap();
     let mut apply = start_paused_apply(&terraform, &bucket).await;
-    let err = manager
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap_err();
+    let err = common::refused_apply_lock(&manager).await;
     let holder = common::locked_holder(&err);
     assert_eq!(holder.operation, "OperationTypeApply");
     assert_eq!(holder.version, "1.15.5");

@@ -463,26 +463,17 @@ async fn keys_with_dot_segments_or_control_characters_are_refused() {
     );
 }
 
-async fn set_versioning(bucket: &str, status: aws_sdk_s3::types::BucketVersioningStatus) {
-    common::client()
-        .put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(status)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("setting the bucket's versioning");
-}
-
 #[tokio::test]
 async fn a_bucket_whose_versioning_is_suspended_later_is_refused_by_the_next_build() {
     use aws_sdk_s3::types::BucketVersioningStatus;
     let bucket = common::bucket(true).await;
     common::builder(&bucket, KEY).build().await.unwrap();
-    set_versioning(&bucket, BucketVersioningStatus::Suspended).await;
+    common::set_versioning(
+        &common::client(),
+        &bucket,
+        BucketVersioningStatus::Suspended,
+    )
+    .await;
     let Err(err) = common::builder(&bucket, KEY).build().await else {
         panic!("the bucket was accepted after its versioning was suspended");
     };
@@ -491,6 +482,6 @@ async fn a_bucket_whose_versioning_is_suspended_later_is_refused_by_the_next_bui
         "{err:?}"
     );
     // Once versioning is back on, the bucket is accepted again.
-    set_versioning(&bucket, BucketVersioningStatus::Enabled).await;
+    common::set_versioning(&common::client(), &bucket, BucketVersioningStatus::Enabled).await;
     common::builder(&bucket, KEY).build().await.unwrap();
 }

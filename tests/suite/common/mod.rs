@@ -236,10 +236,15 @@ pub async fn bucket(versioned: bool) -> String {
         "s3state-test-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..16]
     );
-    let client = client();
+    create_bucket_on(&client(), &name, versioned).await;
+    name
+}
+
+/// Creates the bucket `name` through `client`, versioned when asked.
+pub async fn create_bucket_on(client: &Client, name: &str, versioned: bool) {
     client
         .create_bucket()
-        .bucket(&name)
+        .bucket(name)
         .send()
         .await
         .unwrap_or_else(|err| {
@@ -249,19 +254,19 @@ pub async fn bucket(versioned: bool) -> String {
             )
         });
     if versioned {
-        client
-            .put_bucket_versioning()
-            .bucket(&name)
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("enabling versioning");
+        set_versioning(client, name, BucketVersioningStatus::Enabled).await;
     }
-    name
+}
+
+/// Sets the versioning of `bucket` (through `client`) to `status`.
+pub async fn set_versioning(client: &Client, bucket: &str, status: BucketVersioningStatus) {
+    client
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(VersioningConfiguration::builder().status(status).build())
+        .send()
+        .await
+        .expect("setting the bucket's versioning");
 }
 
 /// A builder for `bucket`/`key` on the test endpoint.
@@ -433,6 +438,36 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// `manager` asking for an apply's lock, which must be refused: the error.
+pub async fn refused_apply_lock<S: s3state::Store>(manager: &RemoteState<S>) -> s3state::Error {
+    use s3state::Locker as _;
+    manager
+        .lock(&s3state::LockInfo::new("OperationTypeApply"))
+        .await
+        .expect_err("the lock is held elsewhere")
+}
+
+/// Asserts that `text` contains each of `parts`.
+#[track_caller]
+pub fn assert_contains_all(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part} missing from: {text}");
+    }
+}
+
+/// A manager for `bucket`/`key` whose client is built from `config` (with interceptors, say).
+pub async fn manager_with_config(
+    bucket: &str,
+    key: &str,
+    config: aws_sdk_s3::Config,
+) -> RemoteState<S3Store> {
+    builder(bucket, key)
+        .with_client(Client::from_conf(config))
+        .build()
+        .await
+        .unwrap()
 }
 
 /// The holder an `Error::Locked` names; panics on any other error.

@@ -151,10 +151,7 @@ async fn a_terraform_lock_is_reported_with_its_holder_operation_and_time() {
     common::put_raw(&bucket, LOCK_KEY, terraform_lock).await;
     let manager = common::manager(&bucket, KEY).await;
 
-    let err = manager
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap_err();
+    let err = common::refused_apply_lock(&manager).await;
     let holder = common::locked_holder(&err);
     assert_eq!(holder.id, "91731845-4e72-fefa-2c11-97277aabd814");
     assert_eq!(holder.operation, "OperationTypeApply");
@@ -163,14 +160,15 @@ async fn a_terraform_lock_is_reported_with_its_holder_operation_and_time() {
     assert_eq!(holder.created.unix_timestamp(), 1_795_544_665);
     assert_eq!(holder.created.nanosecond(), 54_307_943);
     let message = err.to_string();
-    for part in [
-        "root@vm",
-        "OperationTypeApply",
-        "2026-11-24T18:24:25.054307943Z",
-        "91731845",
-    ] {
-        assert!(message.contains(part), "{part} missing from: {message}");
-    }
+    common::assert_contains_all(
+        &message,
+        &[
+            "root@vm",
+            "OperationTypeApply",
+            "2026-11-24T18:24:25.054307943Z",
+            "91731845",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -289,11 +287,7 @@ async fn unlock_on_a_store_with_conditional_delete_is_one_request_and_never_dele
         .to_builder()
         .interceptor(deletes.clone())
         .build();
-    let manager = common::builder(&bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config))
-        .build()
-        .await
-        .unwrap();
+    let manager = common::manager_with_config(&bucket, KEY, config).await;
     let current_etag = || async {
         let head = common::client()
             .head_object()

@@ -285,17 +285,7 @@ async fn an_update_on_one_endpoint_does_not_wait_for_a_lock_on_another_endpoint(
     // The same bucket name and key, in the same region, on two unrelated S3 services.
     let bucket = common::bucket(true).await;
     let moto = aws_sdk_s3::Client::from_conf(common::config_for(common::moto_endpoint()).build());
-    moto.create_bucket().bucket(&bucket).send().await.unwrap();
-    moto.put_bucket_versioning()
-        .bucket(&bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    common::create_bucket_on(&moto, &bucket, true).await;
 
     // On moto, Terraform holds the lock, and an update there waits for it.
     let terraform_on_moto = manager_on(

@@ -77,11 +77,7 @@ async fn manager_losing_first_put_responses(
             ..Default::default()
         })
         .build();
-    common::builder(bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config))
-        .build()
-        .await
-        .unwrap()
+    common::manager_with_config(bucket, KEY, config).await
 }
 
 #[tokio::test]
@@ -193,11 +189,7 @@ async fn conditional_request_conflicts_from_s3_are_retried_until_the_write_lands
             Default::default(),
         ))
         .build();
-    let manager = common::builder(&bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config))
-        .build()
-        .await
-        .unwrap();
+    let manager = common::manager_with_config(&bucket, KEY, config).await;
     recorder.take();
 
     manager.update(common::set_output("a", 1)).await.unwrap();

@@ -228,16 +228,17 @@ async fn the_library_assumes_the_role_and_signs_every_s3_request_with_its_creden
     let calls = assume_role_calls(&sts);
     assert!(!calls.is_empty());
     for call in &calls {
-        for expected in [
-            "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fterraform-state",
-            "RoleSessionName=s3state-library",
-            "ExternalId=tenant-42",
-            "DurationSeconds=3600",
-            "Tags.member.1.Key=team",
-            "Tags.member.1.Value=network",
-        ] {
-            assert!(call.contains(expected), "{expected} missing from {call}");
-        }
+        common::assert_contains_all(
+            call,
+            &[
+                "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fterraform-state",
+                "RoleSessionName=s3state-library",
+                "ExternalId=tenant-42",
+                "DurationSeconds=3600",
+                "Tags.member.1.Key=team",
+                "Tags.member.1.Value=network",
+            ],
+        );
     }
     assert_signed_with_the_assumed_role(&sts, &s3);
     let stored = State::from_slice(&common::get_raw(&bucket, key).await).unwrap();
@@ -405,15 +406,16 @@ async fn a_backend_block_with_assume_role_is_honoured_by_push_and_pull() {
     let calls = assume_role_calls(&sts);
     assert!(calls.len() >= 2, "one per command at least: {calls:?}");
     for call in &calls {
-        for expected in [
-            "RoleSessionName=s3state-block",
-            "ExternalId=tenant-7",
-            "DurationSeconds=3600",
-            "Tags.member.1.Key=team",
-            "Tags.member.1.Value=platform",
-        ] {
-            assert!(call.contains(expected), "{expected} missing from {call}");
-        }
+        common::assert_contains_all(
+            call,
+            &[
+                "RoleSessionName=s3state-block",
+                "ExternalId=tenant-7",
+                "DurationSeconds=3600",
+                "Tags.member.1.Key=team",
+                "Tags.member.1.Value=platform",
+            ],
+        );
     }
     assert_signed_with_the_assumed_role(&sts, &s3);
 }
@@ -453,14 +455,15 @@ async fn the_role_can_come_from_the_environment_with_stss_endpoint_from_aws_endp
         "STS was not asked through AWS_ENDPOINT_URL_STS"
     );
     for call in &calls {
-        for expected in [
-            "RoleSessionName=s3state-env",
-            "DurationSeconds=2700",
-            "Tags.member.1.Key=stage",
-            "Tags.member.2.Key=team",
-        ] {
-            assert!(call.contains(expected), "{expected} missing from {call}");
-        }
+        common::assert_contains_all(
+            call,
+            &[
+                "RoleSessionName=s3state-env",
+                "DurationSeconds=2700",
+                "Tags.member.1.Key=stage",
+                "Tags.member.2.Key=team",
+            ],
+        );
     }
     assert_signed_with_the_assumed_role(&sts, &s3);
     assert!(common::object_exists(&bucket, key).await);

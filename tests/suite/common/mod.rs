@@ -5,18 +5,13 @@
 pub mod dynamo;
 pub mod gateway;
 pub mod hooked;
+pub mod hooks;
 pub mod memory;
 pub mod proxy;
 pub mod terraform;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
-    interceptors::{
-        BeforeDeserializationInterceptorContextMut, BeforeDeserializationInterceptorContextRef,
-        BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
-    },
-};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use s3state::{RemoteState, S3Builder, S3Store};
 use std::path::PathBuf;
@@ -34,11 +29,7 @@ pub fn endpoint() -> &'static str {
         if let Ok(endpoint) = std::env::var("S3STATE_TEST_ENDPOINT") {
             return endpoint;
         }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("localstack/start.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+        let (script, status) = run_start_script("localstack/start.sh");
         assert!(
             status.success(),
             "LocalStack could not be started by {} ({status}); integration tests need a real S3. \
@@ -77,50 +68,46 @@ impl Recorder {
     }
 }
 
-impl Intercept for Recorder {
-    fn name(&self) -> &'static str {
-        "s3state-test-recorder"
+impl Recorder {
+    /// The interceptor that records into `self`.
+    pub fn hooks(&self) -> hooks::Hooks {
+        let (requests, responses) = (self.0.clone(), self.0.clone());
+        hooks::Hooks::new("s3state-test-recorder")
+            .read_request(move |request| {
+                let header = |name: &str| request.headers().get(name).map(str::to_owned);
+                requests.lock().unwrap().push(Exchange {
+                    method: request.method().to_string(),
+                    uri: request.uri().to_string(),
+                    if_match: header("if-match"),
+                    if_none_match: header("if-none-match"),
+                    status: None,
+                    response_body_bytes: None,
+                });
+            })
+            .read_response(move |response| {
+                let mut exchanges = responses.lock().unwrap();
+                // Tests that count requests issue them one at a time, so the newest open
+                // exchange is this response's request.
+                if let Some(open) = exchanges.iter_mut().rev().find(|e| e.status.is_none()) {
+                    open.status = Some(response.status().as_u16());
+                    open.response_body_bytes = response
+                        .headers()
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .or(Some(response.body().content_length().unwrap_or(0)));
+                }
+            })
     }
+}
 
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request();
-        let header = |name: &str| request.headers().get(name).map(str::to_owned);
-        self.0.lock().unwrap().push(Exchange {
-            method: request.method().to_string(),
-            uri: request.uri().to_string(),
-            if_match: header("if-match"),
-            if_none_match: header("if-none-match"),
-            status: None,
-            response_body_bytes: None,
-        });
-        Ok(())
-    }
-
-    fn read_after_transmit(
-        &self,
-        context: &BeforeDeserializationInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let response = context.response();
-        let mut exchanges = self.0.lock().unwrap();
-        // Tests that count requests issue them one at a time, so the newest open exchange is
-        // this response's request.
-        if let Some(open) = exchanges.iter_mut().rev().find(|e| e.status.is_none()) {
-            open.status = Some(response.status().as_u16());
-            open.response_body_bytes = response
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.parse().ok())
-                .or(Some(response.body().content_length().unwrap_or(0)));
-        }
-        Ok(())
-    }
+/// Runs the start script at `path` (from the crate's root) with bash: the script and its exit.
+fn run_start_script(path: &str) -> (PathBuf, std::process::ExitStatus) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
+    let status = Command::new("bash")
+        .arg(&script)
+        .status()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+    (script, status)
 }
 
 /// moto's server (S3, DynamoDB and STS on one port), installed and started once per test
@@ -128,11 +115,7 @@ impl Intercept for Recorder {
 pub fn moto_endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto/start.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+        let (script, status) = run_start_script("moto/start.sh");
         assert!(
             status.success(),
             "moto could not be started by {} ({status}); this test needs it",
@@ -168,46 +151,34 @@ pub struct ConditionalDeletes {
     refuse: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Intercept for ConditionalDeletes {
-    fn name(&self) -> &'static str {
-        "conditional-deletes"
-    }
-
-    fn modify_before_transmit(
-        &self,
-        context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request_mut();
-        let mut refuse = false;
-        if request.method() == "DELETE"
-            && let Some(if_match) = request.headers().get("if-match").map(str::to_owned)
-        {
-            let current = self.current_lock_etag.lock().unwrap().clone();
-            refuse = current.as_deref() != Some(if_match.as_str());
-            request.headers_mut().remove("if-match");
-            if refuse {
-                // Point the refused delete at a key that does not exist, so nothing is deleted.
-                let uri = request.uri().replace(".tflock", ".tflock-refused");
-                request.set_uri(uri).unwrap();
-            }
-        }
-        self.refuse
-            .store(refuse, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        if self.refuse.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            *context.response_mut().status_mut() = 412.try_into().unwrap();
-        }
-        Ok(())
+impl ConditionalDeletes {
+    /// The interceptor; every clone of `self` shares its state.
+    pub fn hooks(&self) -> hooks::Hooks {
+        let (etag, refuse) = (self.current_lock_etag.clone(), self.refuse.clone());
+        let refused = self.refuse.clone();
+        hooks::Hooks::new("conditional-deletes")
+            .modify_request(move |request| {
+                let mut refusing = false;
+                if request.method() == "DELETE"
+                    && let Some(if_match) = request.headers().get("if-match").map(str::to_owned)
+                {
+                    let current = etag.lock().unwrap().clone();
+                    refusing = current.as_deref() != Some(if_match.as_str());
+                    request.headers_mut().remove("if-match");
+                    if refusing {
+                        // Point the refused delete at a key that does not exist, so nothing
+                        // is deleted.
+                        let uri = request.uri().replace(".tflock", ".tflock-refused");
+                        request.set_uri(uri).unwrap();
+                    }
+                }
+                refuse.store(refusing, std::sync::atomic::Ordering::SeqCst);
+            })
+            .modify_response(move |response| {
+                if refused.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    *response.status_mut() = 412.try_into().unwrap();
+                }
+            })
     }
 }
 
@@ -215,7 +186,7 @@ impl Intercept for ConditionalDeletes {
 pub fn client_with(recorder: Option<&Recorder>) -> Client {
     let mut config = config_for(endpoint());
     if let Some(recorder) = recorder {
-        config = config.interceptor(recorder.clone());
+        config = config.interceptor(recorder.hooks());
     }
     Client::from_conf(config.build())
 }
@@ -463,11 +434,15 @@ pub async fn manager_with_config(
     key: &str,
     config: aws_sdk_s3::Config,
 ) -> RemoteState<S3Store> {
-    builder(bucket, key)
-        .with_client(Client::from_conf(config))
+    builder_with_config(bucket, key, config)
         .build()
         .await
         .unwrap()
+}
+
+/// A builder for `bucket`/`key` whose client is built from `config`.
+pub fn builder_with_config(bucket: &str, key: &str, config: aws_sdk_s3::Config) -> S3Builder {
+    builder(bucket, key).with_client(Client::from_conf(config))
 }
 
 /// The holder an `Error::Locked` names; panics on any other error.

@@ -285,7 +285,7 @@ async fn unlock_on_a_store_with_conditional_delete_is_one_request_and_never_dele
     let config = common::client_with(Some(&recorder))
         .config()
         .to_builder()
-        .interceptor(deletes.clone())
+        .interceptor(deletes.hooks())
         .build();
     let manager = common::manager_with_config(&bucket, KEY, config).await;
     let current_etag = || async {

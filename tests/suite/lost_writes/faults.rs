@@ -33,8 +33,7 @@ async fn manager_via(proxy: &FaultProxy, bucket: &str, max_attempts: u32) -> Rem
                 .build(),
         )
         .build();
-    let manager = common::builder(bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config))
+    let manager = common::builder_with_config(bucket, KEY, config)
         .with_options(s3state::RemoteStateOptions {
             update_locking: s3state::UpdateLocking::Disabled,
             ..Default::default()

@@ -125,10 +125,9 @@ async fn recorded_manager(
 ) -> s3state::RemoteState<s3state::S3Store> {
     let mut config = common::client_with(Some(recorder)).config().to_builder();
     if let Some(deletes) = deletes {
-        config = config.interceptor(deletes.clone());
+        config = config.interceptor(deletes.hooks());
     }
-    let manager = common::builder(bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+    let manager = common::builder_with_config(bucket, KEY, config.build())
         .build()
         .await
         .unwrap();
@@ -227,47 +226,21 @@ async fn on_localstack_the_same_cycle_costs_six_requests_then_five() {
 /// that was last created: records the ETag of every successful lock PUT for
 /// `common::ConditionalDeletes`, for operations that take the lock themselves, like `update()`.
 /// (Requests are sent one at a time, so a response belongs to the request seen last.)
-#[derive(Debug, Clone, Default)]
-struct TrackLockEtag {
-    deletes: common::ConditionalDeletes,
-    lock_put_in_flight: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl aws_sdk_s3::config::Intercept for TrackLockEtag {
-    fn name(&self) -> &'static str {
-        "track-lock-etag"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _: &aws_sdk_s3::config::RuntimeComponents,
-        _: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request();
-        let lock_put = request.method() == "PUT" && request.uri().contains(".tflock");
-        self.lock_put_in_flight
-            .store(lock_put, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn read_after_transmit(
-        &self,
-        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
-        _: &aws_sdk_s3::config::RuntimeComponents,
-        _: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let response = context.response();
-        if self
-            .lock_put_in_flight
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-            && response.status().as_u16() == 200
-        {
-            *self.deletes.current_lock_etag.lock().unwrap() =
-                response.headers().get("etag").map(str::to_owned);
-        }
-        Ok(())
-    }
+fn track_lock_etag(deletes: &common::ConditionalDeletes) -> common::hooks::Hooks {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let etag = deletes.current_lock_etag.clone();
+    let lock_put_in_flight = std::sync::Arc::new(AtomicBool::new(false));
+    let in_flight = lock_put_in_flight.clone();
+    common::hooks::Hooks::new("track-lock-etag")
+        .read_request(move |request| {
+            let lock_put = request.method() == "PUT" && request.uri().contains(".tflock");
+            lock_put_in_flight.store(lock_put, Ordering::SeqCst);
+        })
+        .read_response(move |response| {
+            if in_flight.swap(false, Ordering::SeqCst) && response.status().as_u16() == 200 {
+                *etag.lock().unwrap() = response.headers().get("etag").map(str::to_owned);
+            }
+        })
 }
 
 /// A manager with `options` whose requests are recorded; deletes are conditional (as on real
@@ -280,13 +253,12 @@ async fn recorded_update_manager(
 ) -> s3state::RemoteState<s3state::S3Store> {
     let mut config = common::client_with(Some(recorder)).config().to_builder();
     if conditional_deletes {
-        let tracker = TrackLockEtag::default();
+        let deletes = common::ConditionalDeletes::default();
         config = config
-            .interceptor(tracker.deletes.clone())
-            .interceptor(tracker);
+            .interceptor(deletes.hooks())
+            .interceptor(track_lock_etag(&deletes));
     }
-    let manager = common::builder(bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+    let manager = common::builder_with_config(bucket, KEY, config.build())
         .with_options(options)
         .build()
         .await

@@ -255,11 +255,11 @@ async fn delete_races_a_writer(
         .create_workspace("dev")
         .await
         .unwrap();
-    let mut config = common::config_for(common::endpoint())
-        .interceptor(write_before_locking(bucket, WRITTEN_MEANWHILE));
-    if let Some(deletes) = conditional_deletes {
-        config = config.interceptor(deletes.hooks());
-    }
+    let config = common::with_interceptor(
+        common::config_for(common::endpoint())
+            .interceptor(write_before_locking(bucket, WRITTEN_MEANWHILE)),
+        conditional_deletes.map(RealS3ConditionalDeletes::hooks),
+    );
     let backend = common::builder_with_config(bucket, KEY, config.build())
         .build_backend()
         .await

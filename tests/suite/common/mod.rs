@@ -182,6 +182,17 @@ impl ConditionalDeletes {
     }
 }
 
+/// `config` with `interceptor` added, when there is one.
+pub fn with_interceptor(
+    config: aws_sdk_s3::config::Builder,
+    interceptor: Option<hooks::Hooks>,
+) -> aws_sdk_s3::config::Builder {
+    match interceptor {
+        Some(interceptor) => config.interceptor(interceptor),
+        None => config,
+    }
+}
+
 /// A client for the test endpoint, optionally recording its requests.
 pub fn client_with(recorder: Option<&Recorder>) -> Client {
     let mut config = config_for(endpoint());
@@ -324,13 +335,26 @@ pub async fn version_count(bucket: &str, key: &str) -> usize {
 
 /// Whether an object is at `key` now.
 pub async fn object_exists(bucket: &str, key: &str) -> bool {
-    client()
-        .head_object()
+    head_object(bucket, key).send().await.is_ok()
+}
+
+fn head_object(
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::builders::HeadObjectFluentBuilder {
+    client().head_object().bucket(bucket).key(key)
+}
+
+/// The first page of the versions (and delete markers) in `bucket` under `prefix`.
+pub async fn versions_under(
+    bucket: &str,
+    prefix: &str,
+) -> aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput {
+    let listing = client()
+        .list_object_versions()
         .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .is_ok()
+        .prefix(prefix);
+    listing.send().await.expect("listing versions")
 }
 
 /// Writes `body` at `key` with a plain, unconditional PUT, as Terraform or an operator would.
@@ -631,13 +655,7 @@ pub async fn assert_stale_write_refused<S: s3state::Store, T: serde::Serialize>(
 
 /// The object at `key` now, as HeadObject answers (panics if there is none).
 pub async fn head(bucket: &str, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
-    client()
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .expect("head")
+    head_object(bucket, key).send().await.expect("head")
 }
 
 /// A Terraform 1.15.5 state of `lineage` at `serial` whose one output, `answer`, is `output`:

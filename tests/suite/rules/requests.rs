@@ -70,14 +70,8 @@ async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing
 
 /// The ETag of the version before the current one: what an If-Match update must have named.
 async fn create_etag_of(bucket: &str) -> Option<String> {
-    let versions = common::client()
-        .list_object_versions()
-        .bucket(bucket)
-        .prefix(KEY)
-        .send()
+    common::versions_under(bucket, KEY)
         .await
-        .unwrap();
-    versions
         .versions()
         .get(1)
         .and_then(|v| v.e_tag().map(str::to_owned))
@@ -123,16 +117,23 @@ async fn recorded_manager(
     recorder: &Recorder,
     deletes: Option<&common::ConditionalDeletes>,
 ) -> s3state::RemoteState<s3state::S3Store> {
-    let mut config = common::client_with(Some(recorder)).config().to_builder();
-    if let Some(deletes) = deletes {
-        config = config.interceptor(deletes.hooks());
-    }
+    let config = common::with_interceptor(
+        common::client_with(Some(recorder)).config().to_builder(),
+        deletes.map(common::ConditionalDeletes::hooks),
+    );
     let manager = common::builder_with_config(bucket, KEY, config.build())
         .build()
         .await
         .unwrap();
     recorder.take();
     manager
+}
+
+/// A fresh bucket whose state (at `KEY`) has the output `n` = 0.
+async fn bucket_with_n_0() -> String {
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
+    manager.update(common::set_output("n", 0)).await.unwrap();
+    bucket
 }
 
 async fn lock_refresh_persist_unlock(
@@ -147,13 +148,7 @@ async fn lock_refresh_persist_unlock(
         .await
         .unwrap();
     if let Some(deletes) = deletes {
-        let head = common::client()
-            .head_object()
-            .bucket(bucket)
-            .key(format!("{KEY}.tflock"))
-            .send()
-            .await
-            .unwrap();
+        let head = common::head(bucket, &format!("{KEY}.tflock")).await;
         *deletes.current_lock_etag.lock().unwrap() = head.e_tag().map(str::to_owned);
     }
     manager.refresh_state().await.unwrap();
@@ -166,13 +161,7 @@ async fn lock_refresh_persist_unlock(
 
 #[tokio::test]
 async fn a_whole_locked_update_costs_four_requests_where_deletes_are_conditional() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
     let deletes = common::ConditionalDeletes::default();
     let manager = recorded_manager(&bucket, &recorder, Some(&deletes)).await;
 
@@ -187,13 +176,7 @@ async fn a_whole_locked_update_costs_four_requests_where_deletes_are_conditional
 
 #[tokio::test]
 async fn on_localstack_the_same_cycle_costs_six_requests_then_five() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
     let manager = recorded_manager(&bucket, &recorder, None).await;
 
     lock_refresh_persist_unlock(&manager, &bucket, None, 1).await;
@@ -275,24 +258,27 @@ fn calls(recorder: &Recorder) -> Vec<(String, bool, Option<u16>)> {
         .collect()
 }
 
+/// The calls one `update()` setting `n` makes.
+async fn update_calls(
+    manager: &s3state::RemoteState<s3state::S3Store>,
+    recorder: &Recorder,
+    n: i64,
+) -> Vec<(String, bool, Option<u16>)> {
+    manager.update(common::set_output("n", n)).await.unwrap();
+    calls(recorder)
+}
+
 fn call(method: &str, lock: bool, status: u16) -> (String, bool, Option<u16>) {
     (method.to_owned(), lock, Some(status))
 }
 
 #[tokio::test]
 async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_conditional() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
     let manager = recorded_update_manager(&bucket, &recorder, true, Default::default()).await;
 
-    manager.update(common::set_output("n", 1)).await.unwrap();
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 1).await,
         [
             call("PUT", true, 200),    // lock
             call("GET", false, 200),   // refresh (first read of this manager)
@@ -300,9 +286,8 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
             call("DELETE", true, 204), // unlock: conditional delete
         ]
     );
-    manager.update(common::set_output("n", 2)).await.unwrap();
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 2).await,
         [
             call("PUT", true, 200),
             call("GET", false, 304), // nobody else wrote: no body
@@ -314,18 +299,11 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
 
 #[tokio::test]
 async fn on_localstack_an_update_costs_six_requests_then_five() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
     let manager = recorded_update_manager(&bucket, &recorder, false, Default::default()).await;
 
-    manager.update(common::set_output("n", 1)).await.unwrap();
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 1).await,
         [
             call("PUT", true, 200),
             call("GET", false, 200),
@@ -335,9 +313,8 @@ async fn on_localstack_an_update_costs_six_requests_then_five() {
             call("DELETE", true, 204),
         ]
     );
-    manager.update(common::set_output("n", 2)).await.unwrap();
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 2).await,
         [
             call("PUT", true, 200),
             call("GET", false, 304),
@@ -350,26 +327,21 @@ async fn on_localstack_an_update_costs_six_requests_then_five() {
 
 #[tokio::test]
 async fn an_update_without_the_lock_costs_a_read_and_a_write() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
     let options = s3state::RemoteStateOptions {
         update_locking: s3state::UpdateLocking::Disabled,
         ..Default::default()
     };
     let manager = recorded_update_manager(&bucket, &recorder, false, options).await;
-    manager.update(common::set_output("n", 1)).await.unwrap();
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 1).await,
         [call("GET", false, 200), call("PUT", false, 200)]
     );
     // A round that changes nothing writes nothing.
-    manager.update(common::set_output("n", 1)).await.unwrap();
-    assert_eq!(calls(&recorder), [call("GET", false, 304)]);
+    assert_eq!(
+        update_calls(&manager, &recorder, 1).await,
+        [call("GET", false, 304)]
+    );
 }
 
 /// The requests `s3state push` makes, seen by a proxy in front of LocalStack, without the

@@ -533,14 +533,11 @@ pub fn profile_with_marked_credential_process(dir: &std::path::Path) -> (PathBuf
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = dir.join("config");
-    std::fs::write(
-        &config,
-        format!(
-            "[profile marked]\ncredential_process = {}\n",
-            script.display()
-        ),
-    )
-    .unwrap();
+    let profile = format!(
+        "[profile marked]\ncredential_process = {}\n",
+        script.display()
+    );
+    std::fs::write(&config, profile).unwrap();
     (config, mark)
 }
 

@@ -226,28 +226,28 @@ fn track_lock_etag(deletes: &common::ConditionalDeletes) -> common::hooks::Hooks
         })
 }
 
-/// A manager with `options` whose requests are recorded; deletes are conditional (as on real
-/// S3) when `conditional_deletes` is set, else LocalStack answers them 501.
+/// A manager with `options` of a fresh state (`n` = 0), and the recorder of its requests;
+/// deletes are conditional (as on real S3) when `conditional_deletes` is set, else LocalStack
+/// answers them 501.
 async fn recorded_update_manager(
-    bucket: &str,
-    recorder: &Recorder,
     conditional_deletes: bool,
     options: s3state::RemoteStateOptions,
-) -> s3state::RemoteState<s3state::S3Store> {
-    let mut config = common::client_with(Some(recorder)).config().to_builder();
+) -> (s3state::RemoteState<s3state::S3Store>, Recorder) {
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
+    let mut config = common::client_with(Some(&recorder)).config().to_builder();
     if conditional_deletes {
         let deletes = common::ConditionalDeletes::default();
         config = config
             .interceptor(deletes.hooks())
             .interceptor(track_lock_etag(&deletes));
     }
-    let manager = common::builder_with_config(bucket, KEY, config.build())
+    let manager = common::builder_with_config(&bucket, KEY, config.build())
         .with_options(options)
         .build()
         .await
         .unwrap();
     recorder.take();
-    manager
+    (manager, recorder)
 }
 
 fn calls(recorder: &Recorder) -> Vec<(String, bool, Option<u16>)> {
@@ -274,8 +274,7 @@ fn call(method: &str, lock: bool, status: u16) -> (String, bool, Option<u16>) {
 
 #[tokio::test]
 async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_conditional() {
-    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
-    let manager = recorded_update_manager(&bucket, &recorder, true, Default::default()).await;
+    let (manager, recorder) = recorded_update_manager(true, Default::default()).await;
 
     assert_eq!(
         update_calls(&manager, &recorder, 1).await,
@@ -299,8 +298,7 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
 
 #[tokio::test]
 async fn on_localstack_an_update_costs_six_requests_then_five() {
-    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
-    let manager = recorded_update_manager(&bucket, &recorder, false, Default::default()).await;
+    let (manager, recorder) = recorded_update_manager(false, Default::default()).await;
 
     assert_eq!(
         update_calls(&manager, &recorder, 1).await,
@@ -327,12 +325,11 @@ async fn on_localstack_an_update_costs_six_requests_then_five() {
 
 #[tokio::test]
 async fn an_update_without_the_lock_costs_a_read_and_a_write() {
-    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
     let options = s3state::RemoteStateOptions {
         update_locking: s3state::UpdateLocking::Disabled,
         ..Default::default()
     };
-    let manager = recorded_update_manager(&bucket, &recorder, false, options).await;
+    let (manager, recorder) = recorded_update_manager(false, options).await;
     assert_eq!(
         update_calls(&manager, &recorder, 1).await,
         [call("GET", false, 200), call("PUT", false, 200)]

@@ -223,15 +223,20 @@ async fn restoring_a_past_version_writes_its_content_as_the_next_serial() {
     assert_eq!(now.serial, 5);
 }
 
-#[tokio::test]
-async fn a_restore_and_a_concurrent_write_cannot_both_succeed() {
+/// A fresh state written twice (`n` = 1, then 2): the bucket, the manager and the version id
+/// of the first write.
+async fn n_1_then_2() -> (String, s3state::RemoteState<s3state::S3Store>, String) {
     let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.update(set("n", 1)).await.unwrap();
     manager.update(set("n", 2)).await.unwrap();
-    let old = manager.history(&HistoryOptions::default()).await.unwrap()[1]
-        .version
-        .version_id
-        .clone();
+    let history = manager.history(&HistoryOptions::default()).await.unwrap();
+    let first = history[1].version.version_id.clone();
+    (bucket, manager, first)
+}
+
+#[tokio::test]
+async fn a_restore_and_a_concurrent_write_cannot_both_succeed() {
+    let (bucket, _manager, old) = n_1_then_2().await;
 
     // The restorer looks at the state, then someone writes, then the restore runs.
     let restorer = common::manager(&bucket, KEY).await;
@@ -253,13 +258,7 @@ async fn a_restore_and_a_concurrent_write_cannot_both_succeed() {
 
 #[tokio::test]
 async fn restoring_after_the_state_was_deleted_brings_it_back() {
-    let (bucket, manager) = common::bucket_and_manager(KEY).await;
-    manager.update(set("n", 1)).await.unwrap();
-    manager.update(set("n", 2)).await.unwrap();
-    let version_1 = manager.history(&HistoryOptions::default()).await.unwrap()[1]
-        .version
-        .version_id
-        .clone();
+    let (bucket, manager, version_1) = n_1_then_2().await;
     common::delete_object(&bucket, KEY).await;
     let history = manager.history(&HistoryOptions::default()).await.unwrap();
     assert!(history[0].version.is_delete_marker && history[0].version.is_latest);

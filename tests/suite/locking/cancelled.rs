@@ -27,11 +27,17 @@ fn applied_then_hangs() -> OnPut {
     }))
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_lock_given_up_after_its_put_was_applied_is_released_in_the_background() {
+/// A store whose next lock PUT is applied and never answered, and a manager of it.
+fn lock_put_applied_then_hangs() -> (Hooked, RemoteState<Hooked>) {
     let store = Hooked::new(KEY);
     store.on_put(&store.lock_key(), applied_then_hangs());
     let manager = RemoteState::new(store.clone());
+    (store, manager)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_given_up_after_its_put_was_applied_is_released_in_the_background() {
+    let (store, manager) = lock_put_applied_then_hangs();
     let gave_up = tokio::time::timeout(
         Duration::from_secs(5),
         manager.lock(&LockInfo::new("apply")),
@@ -54,9 +60,7 @@ async fn a_lock_given_up_after_its_put_was_applied_is_released_in_the_background
 
 #[tokio::test(start_paused = true)]
 async fn an_update_given_up_while_taking_its_lock_leaves_no_lock_behind() {
-    let store = Hooked::new(KEY);
-    store.on_put(&store.lock_key(), applied_then_hangs());
-    let manager = RemoteState::new(store.clone());
+    let (store, manager) = lock_put_applied_then_hangs();
     let gave_up = tokio::time::timeout(
         Duration::from_secs(5),
         manager.update(|state| {

@@ -87,10 +87,7 @@ async fn an_update_queued_behind_another_in_this_process_gives_up_at_its_own_tim
         .await
         .unwrap();
     // The patient update holds this process's turn while it waits for Terraform's lock.
-    let waiting = tokio::spawn({
-        let patient = Arc::clone(&patient);
-        async move { patient.update(bump("patient")).await }
-    });
+    let waiting = spawn_bump(&patient, "patient");
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let started = tokio::time::Instant::now();
@@ -133,6 +130,15 @@ fn options(timeout: Duration) -> RemoteStateOptions {
 }
 
 /// Sets output `name` to one more than it was, and returns the new value.
+/// `bump(name)` run by `manager` in a task of its own.
+fn spawn_bump<S: s3state::Store + 'static>(
+    manager: &Arc<RemoteState<S>>,
+    name: &'static str,
+) -> tokio::task::JoinHandle<s3state::Result<u64>> {
+    let manager = Arc::clone(manager);
+    tokio::spawn(async move { manager.update(bump(name)).await })
+}
+
 fn bump(name: &'static str) -> impl FnMut(&mut s3state::State) -> u64 + Send {
     move |state| {
         let next = state
@@ -235,10 +241,7 @@ async fn an_update_that_times_out_in_the_queue_does_not_blame_an_unreadable_lock
         .lock(&LockInfo::new("OperationTypeApply").with_info("terraform apply"))
         .await
         .unwrap();
-    let waiting = tokio::spawn({
-        let patient = Arc::clone(&patient);
-        async move { patient.update(bump("patient")).await }
-    });
+    let waiting = spawn_bump(&patient, "patient");
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let error = hurried.update(bump("hurried")).await.unwrap_err();
@@ -306,10 +309,7 @@ async fn an_update_on_one_endpoint_does_not_wait_for_a_lock_on_another_endpoint(
         )
         .await,
     );
-    let waiting = tokio::spawn({
-        let waiter = Arc::clone(&waiter_on_moto);
-        async move { waiter.update(bump("moto")).await }
-    });
+    let waiting = spawn_bump(&waiter_on_moto, "moto");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // On LocalStack nobody holds the lock: an update there has nothing to wait for.
@@ -355,10 +355,7 @@ async fn a_compare_and_swap_update_is_not_held_up_by_a_hung_request_to_another_e
             .await
             .unwrap(),
     );
-    let stuck = tokio::spawn({
-        let hung = Arc::clone(&hung);
-        async move { hung.update(bump("hung")).await }
-    });
+    let stuck = spawn_bump(&hung, "hung");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let healthy = manager_on(common::endpoint(), &bucket, cas_only).await;
@@ -415,10 +412,7 @@ async fn an_update_cancelled_at_any_moment_leaves_no_lock_and_no_turn_behind() {
             }
         });
         tokio::task::yield_now().await;
-        let second = tokio::spawn({
-            let queued_behind = Arc::clone(&queued_behind);
-            async move { queued_behind.update(bump("n")).await }
-        });
+        let second = spawn_bump(&queued_behind, "n");
         tokio::time::sleep(Duration::from_millis(20)).await;
         other_process.unlock(&id).await.unwrap();
         let _ = first.await.unwrap();
@@ -523,10 +517,7 @@ async fn a_lone_writer_leaves_no_courtesy_gaps_after_one_of_its_updates_panicked
     });
     tokio::task::yield_now().await;
     // Queued behind the update that is about to panic.
-    let queued = tokio::spawn({
-        let writer = Arc::clone(&writer);
-        async move { writer.update(bump("n")).await }
-    });
+    let queued = spawn_bump(&writer, "n");
     assert!(crashed.await.unwrap_err().is_panic());
     queued.await.unwrap().unwrap();
 

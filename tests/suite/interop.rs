@@ -220,11 +220,8 @@ async fn locks_exclude_both_ways_and_either_side_can_force_unlock_the_other() {
     let mut apply = start_paused_apply(&terraform, &bucket).await;
     apply.kill().unwrap();
     apply.wait().unwrap();
-    let stale = manager
-        .locker()
-        .current()
+    let stale = common::current_lock(&manager)
         .await
-        .unwrap()
         .expect("the dead apply's lock");
     manager.locker().force_unlock(&stale.id).await.unwrap();
     std::fs::write(terraform.dir.join("release"), "").unwrap();

@@ -116,17 +116,7 @@ async fn a_state_with_an_older_serial_is_refused() {
     stale.outputs.insert("n".into(), OutputValue::new(&99));
     manager.write_state(stale);
     let err = manager.persist_state().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::SerialRegression {
-                local: 2,
-                remote: 3,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    common::assert_serial_regression(&err, 2, 3);
     assert_eq!(common::version_count(&bucket, KEY).await, 3);
 }
 

@@ -469,6 +469,37 @@ pub fn builder_with_config(bucket: &str, key: &str, config: aws_sdk_s3::Config) 
     builder(bucket, key).with_client(Client::from_conf(config))
 }
 
+/// Asserts that `err` is a `SerialRegression` from `local` to `remote`.
+#[track_caller]
+pub fn assert_serial_regression(err: &s3state::Error, local: u64, remote: u64) {
+    let found = match err {
+        s3state::Error::SerialRegression {
+            local: l,
+            remote: r,
+            ..
+        } => Some((*l, *r)),
+        _ => None,
+    };
+    assert_eq!(found, Some((local, remote)), "{err:?}");
+}
+
+/// The lock `manager`'s locker sees now, if any.
+pub async fn current_lock<S: s3state::Store>(
+    manager: &RemoteState<S>,
+) -> Option<s3state::LockInfo> {
+    manager.locker().current().await.unwrap()
+}
+
+/// `manager` takes the lock for `operation` and releases it again.
+pub async fn lock_and_unlock<S: s3state::Store>(manager: &RemoteState<S>, operation: &str) {
+    use s3state::Locker as _;
+    let id = manager
+        .lock(&s3state::LockInfo::new(operation))
+        .await
+        .unwrap();
+    manager.unlock(&id).await.unwrap();
+}
+
 /// The holder an `Error::Locked` names; panics on any other error.
 #[track_caller]
 pub fn locked_holder(err: &s3state::Error) -> &s3state::LockInfo {

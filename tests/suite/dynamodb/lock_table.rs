@@ -56,11 +56,7 @@ async fn a_lock_takes_the_lock_item_with_the_lock_object_and_excludes_another_ho
     ours.unlock(&id).await.unwrap();
     assert_eq!(item(&table, &format!("{bucket}/{key}"), "Info").await, None);
     assert!(!lock_object_exists(&bucket, key).await);
-    let next = theirs
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap();
-    theirs.unlock(&next).await.unwrap();
+    common::lock_and_unlock(&theirs, "OperationTypeApply").await;
 }
 
 #[tokio::test]
@@ -100,11 +96,7 @@ async fn a_lock_item_held_by_terraform_alone_leaves_no_orphaned_lock_object() {
 
     ours.locker().force_unlock(&held.id).await.unwrap();
     assert_eq!(item(&table, &held.path, "Info").await, None);
-    let id = ours
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap();
-    ours.unlock(&id).await.unwrap();
+    common::lock_and_unlock(&ours, "OperationTypeApply").await;
 }
 
 #[tokio::test]

@@ -328,11 +328,8 @@ async fn a_lost_unlock_response_is_success_and_spares_a_newer_lock() {
         .unlock(&mine)
         .await
         .expect("our lock is gone, which is what unlock wanted");
-    let current = manager
-        .locker()
-        .current()
+    let current = common::current_lock(&manager)
         .await
-        .unwrap()
         .expect("the newcomer's lock stays");
     assert_eq!(current.id, theirs);
     let deletes = proxy

@@ -34,11 +34,7 @@ async fn a_push_after_terraform_wrote_over_an_s3state_write_is_judged_on_terrafo
     // s3state writes (its serial and lineage go into the metadata)...
     let manager = common::manager(&bucket, KEY).await;
     manager
-        .update(|state| {
-            state
-                .outputs
-                .insert("by_s3state".into(), OutputValue::new(&true));
-        })
+        .update(common::set_output("by_s3state", true))
         .await
         .unwrap();
     let ours = manager.state().unwrap();

@@ -25,11 +25,8 @@ async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing
     assert!(opening[0].uri.contains("versioning"), "{opening:?}");
 
     // The first persist creates the object with If-None-Match: *.
-    let mut state = State::new(semver::Version::new(1, 15, 5));
-    state.outputs.insert("a".into(), OutputValue::new(&1));
-    manager.write_state(state);
-    manager.persist_state().await.unwrap();
-    let create = recorder.take();
+    let fresh = State::new(semver::Version::new(1, 15, 5));
+    let create = persist_recorded(&manager, &recorder, fresh, "a", 1).await;
     assert_eq!(create.len(), 1, "{create:?}");
     assert_eq!(create[0].method, "PUT");
     assert_eq!(create[0].if_none_match.as_deref(), Some("*"));
@@ -49,11 +46,8 @@ async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing
     assert!(recorder.take().is_empty());
 
     // A change: exactly one PUT, conditional on the tag we hold.
-    let mut state = manager.state().unwrap();
-    state.outputs.insert("b".into(), OutputValue::new(&2));
-    manager.write_state(state);
-    manager.persist_state().await.unwrap();
-    let update = recorder.take();
+    let held = manager.state().unwrap();
+    let update = persist_recorded(&manager, &recorder, held, "b", 2).await;
     assert_eq!(update.len(), 1, "{update:?}");
     assert_eq!(update[0].method, "PUT");
     assert_eq!(update[0].if_match, create_etag_of(&bucket).await);
@@ -66,6 +60,20 @@ async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!(changed[0].status, Some(200));
     assert!(changed[0].response_body_bytes.unwrap() > 0);
+}
+
+/// Persists `state` with the output `name` = `value`: the requests that made.
+async fn persist_recorded(
+    manager: &s3state::RemoteState<s3state::S3Store>,
+    recorder: &Recorder,
+    mut state: State,
+    name: &str,
+    value: i64,
+) -> Vec<common::Exchange> {
+    state.outputs.insert(name.into(), OutputValue::new(&value));
+    manager.write_state(state);
+    manager.persist_state().await.unwrap();
+    recorder.take()
 }
 
 /// The ETag of the version before the current one: what an If-Match update must have named.

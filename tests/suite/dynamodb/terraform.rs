@@ -5,7 +5,7 @@
 
 use crate::common;
 use crate::common::gateway;
-use crate::common::terraform::{PAUSING_CONFIG, Workdir};
+use crate::common::terraform::{self, PAUSING_CONFIG, Workdir};
 
 use s3state::dynamodb::md5_hex;
 use s3state::{OutputReader, PersistentMeta, Refresher, RemoteState, S3Store};
@@ -151,14 +151,7 @@ fn derived_from(terraform_wrote: &[u8], output: &str) -> Vec<u8> {
 /// A push while Terraform's apply holds the lock item: exit 4, naming Terraform's lock.
 fn assert_push_refused(mut s3state: assert_cmd::Command, file: &Path, holder: &serde_json::Value) {
     let output = s3state.arg("push").arg(file).output().unwrap();
-    let stderr = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(4), "{stderr}");
-    assert!(
-        stderr.contains(holder["ID"].as_str().unwrap())
-            && stderr.contains("OperationTypeApply")
-            && stderr.contains("1.15.5"),
-        "names Terraform's lock: {stderr}"
-    );
+    terraform::assert_push_names_the_lock(&output, holder, "1.15.5");
 }
 
 #[tokio::test]

@@ -236,13 +236,7 @@ async fn push_on(
     let answer = manager
         .push(pushed, force)
         .await
-        .map_err(|error| match error {
-            // The error's kind and numbers, not its wording.
-            Error::LineageMismatch { .. } => "lineage".to_owned(),
-            Error::SerialRegression { local, remote, .. } => format!("older {local} {remote}"),
-            Error::SerialCollision { serial, .. } => format!("collision {serial}"),
-            other => panic!("unexpected error: {other}"),
-        });
+        .map_err(|error| refusal(&error).unwrap_or_else(|| panic!("unexpected error: {error}")));
     Outcome {
         answer,
         body: store.inner.current_body(),
@@ -351,16 +345,21 @@ struct Judged {
     stored_serial: Option<u64>,
 }
 
+/// A push's refusal by its kind and numbers, not its wording; `None` for any other error.
+fn refusal(error: &Error) -> Option<String> {
+    match error {
+        Error::LineageMismatch { .. } => Some("lineage".to_owned()),
+        Error::SerialRegression { local, remote, .. } => Some(format!("older {local} {remote}")),
+        Error::SerialCollision { serial, .. } => Some(format!("collision {serial}")),
+        _ => None,
+    }
+}
+
 async fn push(store: MemoryStore, pushed: State) -> Judged {
     let answer = RemoteState::new(store.clone())
         .push(pushed, false)
         .await
-        .map_err(|error| match error {
-            Error::LineageMismatch { .. } => "lineage".to_owned(),
-            Error::SerialRegression { local, remote, .. } => format!("older {local} {remote}"),
-            Error::SerialCollision { serial, .. } => format!("collision {serial}"),
-            other => format!("other: {other}"),
-        });
+        .map_err(|error| refusal(&error).unwrap_or_else(|| format!("other: {error}")));
     Judged {
         answer,
         stored_serial: store

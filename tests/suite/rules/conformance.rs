@@ -132,16 +132,7 @@ async fn a_change_and_its_reversal_reproduce_terraforms_bytes_apart_from_the_ser
     common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;
     let manager = common::manager(&bucket, KEY).await;
 
-    manager
-        .update(common::set_output("extra", 1))
-        .await
-        .unwrap();
-    manager
-        .update(|s| {
-            s.outputs.remove("extra");
-        })
-        .await
-        .unwrap();
+    common::add_and_remove_output(&manager, "extra").await;
 
     let ours = String::from_utf8(common::get_raw(&bucket, KEY).await).unwrap();
     let theirs = std::str::from_utf8(common::TERRAFORM_STATE).unwrap();

@@ -378,12 +378,7 @@ async fn s3state_push_is_refused_while_a_terraform_apply_holds_the_lock_and_work
         "the second apply replaced the resource"
     );
     std::fs::write(&file, derived_from(&terraform_wrote, "after_apply")).unwrap();
-    s3state_cli(&bucket)
-        .arg("push")
-        .arg(&file)
-        .assert()
-        .success()
-        .stderr(predicates::str::contains("Pushed serial"));
+    terraform::assert_pushes(s3state_cli(&bucket), &file);
     let pulled = terraform.pull();
     assert_eq!(resource_names(&pulled), ["terraform_data.pause"]);
     assert_eq!(

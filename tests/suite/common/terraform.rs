@@ -134,3 +134,9 @@ pub fn assert_push_names_the_lock(output: &Output, holder: &serde_json::Value, v
         "names Terraform's lock: {stderr}"
     );
 }
+
+/// Runs `s3state push file` and asserts that it pushed.
+pub fn assert_pushes(mut s3state: assert_cmd::Command, file: &std::path::Path) {
+    let pushed = s3state.arg("push").arg(file).assert().success();
+    pushed.stderr(predicates::str::contains("Pushed serial"));
+}

@@ -265,12 +265,7 @@ async fn terraform_plan_succeeds_after_s3state_push_and_library_update_because_t
         derived_from(&common::get_raw(&bucket, KEY).await, "pushed"),
     )
     .unwrap();
-    s3state_in(&terraform)
-        .arg("push")
-        .arg(&file)
-        .assert()
-        .success()
-        .stderr(predicates::str::contains("Pushed serial"));
+    terraform::assert_pushes(s3state_in(&terraform), &file);
     let body = common::get_raw(&bucket, KEY).await;
     assert_eq!(digest_item(&table, &bucket).await, Some(md5_hex(&body)));
     assert_plan_does_not_wait(&terraform);

@@ -355,17 +355,12 @@ fn refusal(error: &Error) -> Option<String> {
     }
 }
 
-/// `pushed` pushed over `body` stored with `metadata` at `key`: judged by a store with heads
-/// (first) and by one without (second).
-async fn judged_with_and_without_heads(
-    key: &str,
-    body: Vec<u8>,
-    metadata: &ObjectMetadata,
-    pushed: State,
-) -> Vec<Judged> {
+/// `pushed` pushed over `body` stored at `key` with the gateway's metadata `described`:
+/// judged by a store with heads (first) and by one without (second).
+async fn judged_both(key: &str, body: Vec<u8>, described: &State, pushed: State) -> Vec<Judged> {
     let mut results = Vec::new();
     for store in [MemoryStore::new(key), MemoryStore::new(key).without_heads()] {
-        put_with(&store, body.clone(), metadata).await;
+        put_with(&store, body.clone(), &gateway_metadata(described)).await;
         results.push(push(store, pushed.clone()).await);
     }
     results
@@ -400,13 +395,7 @@ async fn a_push_over_a_state_the_gateway_stored_as_sent_numbers_it_as_a_push_tha
     assert_ne!(compact, canonical);
     assert_eq!(State::from_slice(&compact).unwrap(), stored);
 
-    let results = judged_with_and_without_heads(
-        "gateway.tfstate",
-        compact.clone(),
-        &gateway_metadata(&stored),
-        state(4, 1),
-    )
-    .await;
+    let results = judged_both("gateway.tfstate", compact.clone(), &stored, state(4, 1)).await;
     assert_eq!(
         results[0], results[1],
         "head-judged push (left) and body-judged push (right) disagree"
@@ -423,13 +412,7 @@ async fn a_push_over_a_state_the_gateway_stored_as_sent_numbers_it_as_a_push_tha
 async fn a_push_never_overwrites_a_newer_serial_whose_metadata_is_stale() {
     let described = state(5, 1);
     let actual = state(9, 2);
-    let results = judged_with_and_without_heads(
-        "stale.tfstate",
-        actual.to_bytes(),
-        &gateway_metadata(&described),
-        state(6, 3),
-    )
-    .await;
+    let results = judged_both("stale.tfstate", actual.to_bytes(), &described, state(6, 3)).await;
     assert_eq!(results[1].answer, Err("older 6 9".to_owned()));
     assert_eq!(
         results[0], results[1],

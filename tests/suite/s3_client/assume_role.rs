@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use s3state::{AssumeRole, Error, Persister, Refresher, S3Builder, State, Transient};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,18 +52,11 @@ impl RecordingProxy {
             Client::builder(TokioExecutor::new()).build_http();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let log = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (log, client, upstream) = (Arc::clone(&log), client.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        forward(request, Arc::clone(&log), client.clone(), upstream.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = common::proxy::serve_http1(listener, move || {
+            let (log, client, upstream) = (Arc::clone(&log), client.clone(), upstream.clone());
+            hyper::service::service_fn(move |request| {
+                forward(request, Arc::clone(&log), client.clone(), upstream.clone())
+            })
         });
         RecordingProxy {
             endpoint,

@@ -497,6 +497,14 @@ pub async fn add_and_remove_output<S: s3state::Store>(
         .unwrap();
 }
 
+/// A manager of `store` with `options`, to share between tasks.
+pub fn shared<S: s3state::Store>(
+    store: S,
+    options: s3state::RemoteStateOptions,
+) -> Arc<RemoteState<S>> {
+    Arc::new(RemoteState::with_options(store, options))
+}
+
 /// The lock `manager`'s locker sees now, if any.
 pub async fn current_lock<S: s3state::Store>(
     manager: &RemoteState<S>,

@@ -226,6 +226,12 @@ where
     })
 }
 
+/// The header `name` of a request, when it is there and text.
+pub fn header_value(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
+    let value = headers.get(name)?.to_str().ok()?;
+    Some(value.to_owned())
+}
+
 fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
@@ -241,13 +247,7 @@ async fn serve(
     let method = parts.method.to_string();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: &str| header_value(&parts.headers, name);
 
     // Pick the rule and record the request in one step, so concurrent requests count in order.
     let (rule, index, kms, strip) = {

@@ -232,10 +232,7 @@ async fn an_update_that_times_out_in_the_queue_does_not_blame_an_unreadable_lock
         store.clone().in_another_process(),
         options(Duration::from_secs(60)),
     );
-    let patient = Arc::new(RemoteState::with_options(
-        store.clone(),
-        options(Duration::from_secs(600)),
-    ));
+    let patient = common::shared(store.clone(), options(Duration::from_secs(600)));
     let hurried = RemoteState::with_options(store.clone(), options(Duration::from_secs(5)));
     let id = terraform
         .lock(&LockInfo::new("OperationTypeApply").with_info("terraform apply"))
@@ -447,12 +444,7 @@ async fn an_explicit_lock_with_timeout_is_not_starved_by_queued_updates_in_its_p
     let store = MemoryStore::new(KEY);
     let slow = slow(&store);
     let writers: Vec<_> = (0..3)
-        .map(|_| {
-            Arc::new(RemoteState::with_options(
-                slow.clone(),
-                options(Duration::from_secs(600)),
-            ))
-        })
+        .map(|_| common::shared(slow.clone(), options(Duration::from_secs(600))))
         .collect();
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut loops = Vec::new();
@@ -499,14 +491,8 @@ async fn an_explicit_lock_with_timeout_is_not_starved_by_queued_updates_in_its_p
 async fn a_lone_writer_leaves_no_courtesy_gaps_after_one_of_its_updates_panicked() {
     let store = MemoryStore::new(KEY);
     let slow = slow(&store);
-    let panicking = Arc::new(RemoteState::with_options(
-        slow.clone(),
-        options(Duration::from_secs(60)),
-    ));
-    let writer = Arc::new(RemoteState::with_options(
-        slow.clone(),
-        options(Duration::from_secs(60)),
-    ));
+    let panicking = common::shared(slow.clone(), options(Duration::from_secs(60)));
+    let writer = common::shared(slow.clone(), options(Duration::from_secs(60)));
     let crashed = tokio::spawn({
         let panicking = Arc::clone(&panicking);
         async move {

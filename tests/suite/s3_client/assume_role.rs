@@ -84,13 +84,7 @@ async fn forward(
 ) -> Result<Response<Full<bytes::Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
     let (mut parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: &str| common::proxy::header_value(&parts.headers, name);
     let access_key = header("authorization").and_then(|auth| {
         let credential = auth.split("Credential=").nth(1)?;
         Some(credential.split('/').next()?.to_owned())

@@ -83,13 +83,7 @@ async fn an_in_doubt_create_lands_under_the_updates_own_lock_not_the_next_terraf
     let manager = Arc::new(RemoteState::new(store.clone()));
     let update = tokio::spawn({
         let manager = Arc::clone(&manager);
-        async move {
-            manager
-                .update(|state| {
-                    state.outputs.insert("s3state".into(), OutputValue::new(&1));
-                })
-                .await
-        }
+        async move { manager.update(common::set_output("s3state", 1)).await }
     });
     // The stalled creates arrive 5 s later.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -220,11 +214,7 @@ async fn a_manager_over_build_store_takes_the_dynamodb_lock_item_too() {
     // The same object through build_store(): written under Terraform's lock.
     let store = builder().build_store().await.unwrap();
     let manager = RemoteState::with_options(store, options);
-    let result = manager
-        .update(|s| {
-            s.outputs.insert("s3state".into(), OutputValue::new(&1));
-        })
-        .await;
+    let result = manager.update(common::set_output("s3state", 1)).await;
     assert!(
         matches!(result, Err(Error::Locked { .. })),
         "update through RemoteState::new(build_store()) answered {result:?} while Terraform {} held \

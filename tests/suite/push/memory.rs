@@ -23,12 +23,7 @@ fn with_output(mut state: State, name: &str, value: i64) -> State {
 async fn stored_by_s3state(inner: MemoryStore) -> (Hooked, State) {
     let store = Hooked::over(inner);
     let writer = RemoteState::new(store.clone());
-    writer
-        .update(|state| {
-            state.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
+    writer.update(common::set_output("a", 1)).await.unwrap();
     let stored = writer.state().unwrap();
     store.reads();
     (store, stored)
@@ -48,12 +43,7 @@ async fn a_push_of_the_stored_state_reads_no_body_and_writes_nothing() {
     // The manager knows the stored snapshot now, so its next read is a conditional one.
     assert_eq!(manager.state(), Some(stored.clone()));
     assert_eq!(manager.state_snapshot_meta().unwrap().serial, 1);
-    manager
-        .update(|state| {
-            state.outputs.insert("b".into(), OutputValue::new(&2));
-        })
-        .await
-        .unwrap();
+    manager.update(common::set_output("b", 2)).await.unwrap();
     assert_eq!(store.reads(), (0, 0), "the update's read was answered 304");
     assert_eq!(store.stored().unwrap().serial, 2);
 }

@@ -143,12 +143,7 @@ async fn a_change_and_its_reversal_reproduce_terraforms_bytes_apart_from_the_ser
 #[tokio::test]
 async fn persisted_objects_carry_identity_metadata_checksum_and_content_type() {
     let (bucket, manager) = common::bucket_and_manager(KEY).await;
-    manager
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new("b"));
-        })
-        .await
-        .unwrap();
+    manager.update(common::set_output("a", "b")).await.unwrap();
     let meta = manager.state_snapshot_meta().unwrap();
 
     let head = common::client()

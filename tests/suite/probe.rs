@@ -32,26 +32,7 @@ async fn bucket_on(endpoint: &str, versioned: bool) -> String {
         "s3state-probe-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    let client = client_for(endpoint);
-    client
-        .create_bucket()
-        .bucket(&name)
-        .send()
-        .await
-        .expect("creating the bucket");
-    if versioned {
-        client
-            .put_bucket_versioning()
-            .bucket(&name)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("enabling versioning");
-    }
+    common::create_bucket_on(&client_for(endpoint), &name, versioned).await;
     name
 }
 

@@ -1,23 +1,17 @@
 //! Workspaces in Terraform's S3 layout, on a real S3.
 
 use crate::common;
+use crate::common::hooks::Hooks;
 
 use s3state::{Error, LockInfo, Locker, PersistentMeta, Refresher, Transient};
 
 const KEY: &str = "demo/terraform.tfstate";
 
 async fn keys(bucket: &str) -> Vec<String> {
-    let listing = common::client()
-        .list_objects_v2()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap();
-    listing
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect()
+    let request = common::client().list_objects_v2().bucket(bucket);
+    let listing = request.send().await.unwrap();
+    let objects = listing.contents.unwrap_or_default().into_iter();
+    objects.filter_map(|o| o.key).collect()
 }
 
 #[tokio::test]
@@ -156,34 +150,18 @@ async fn the_default_workspace_and_locked_or_missing_workspaces_are_not_deleted(
 /// Writes the state of workspace `dev` once, with a plain PUT from another client, just before
 /// the client it is installed on tries to take a lock: another writer that does not lock (an
 /// older tool, an operator) changing the state between the deletion's check and its delete.
-#[derive(Debug, Clone)]
-struct WriteBeforeLocking {
-    bucket: String,
-    body: &'static [u8],
-    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl aws_sdk_s3::config::Intercept for WriteBeforeLocking {
-    fn name(&self) -> &'static str {
-        "write-before-locking"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _: &aws_sdk_s3::config::RuntimeComponents,
-        _: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request();
+fn write_before_locking(bucket: &str, body: &'static [u8]) -> Hooks {
+    let bucket = bucket.to_owned();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    Hooks::new("write-before-locking").read_request(move |request| {
         if request.method() == "PUT"
             && request.uri().contains(".tflock")
-            && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && !done.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            let (bucket, body) = (self.bucket.clone(), self.body);
+            let bucket = bucket.clone();
             blocking(async move { common::put_raw(&bucket, DEV_KEY, body).await });
         }
-        Ok(())
-    }
+    })
 }
 
 /// Makes LocalStack (which answers 501 to a conditional DeleteObject) delete as real S3 does:
@@ -196,23 +174,26 @@ struct RealS3ConditionalDeletes {
     refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl aws_sdk_s3::config::Intercept for RealS3ConditionalDeletes {
-    fn name(&self) -> &'static str {
-        "real-s3-conditional-deletes"
+impl RealS3ConditionalDeletes {
+    /// The interceptor; it shares `self`'s state.
+    fn hooks(&self) -> Hooks {
+        let this = self.clone();
+        let refused = self.refuse.clone();
+        Hooks::new("real-s3-conditional-deletes")
+            .modify_request(move |request| this.make_conditional(request))
+            .modify_response(move |response| {
+                if refused.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    *response.status_mut() = 412.try_into().unwrap();
+                }
+            })
     }
 
-    fn modify_before_transmit(
-        &self,
-        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
-        _: &aws_sdk_s3::config::RuntimeComponents,
-        _: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request_mut();
+    fn make_conditional(&self, request: &mut aws_sdk_s3::config::http::HttpRequest) {
         let Some(if_match) = request.headers().get("if-match").map(str::to_owned) else {
-            return Ok(());
+            return;
         };
         if request.method() != "DELETE" {
-            return Ok(());
+            return;
         }
         let is_lock = request.uri().contains(".tflock");
         let key = if is_lock {
@@ -242,21 +223,6 @@ impl aws_sdk_s3::config::Intercept for RealS3ConditionalDeletes {
         }
         self.refuse
             .store(refuse, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
-            '_,
-        >,
-        _: &aws_sdk_s3::config::RuntimeComponents,
-        _: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        if self.refuse.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            *context.response_mut().status_mut() = 412.try_into().unwrap();
-        }
-        Ok(())
     }
 }
 
@@ -289,16 +255,12 @@ async fn delete_races_a_writer(
         .create_workspace("dev")
         .await
         .unwrap();
-    let mut config = common::config_for(common::endpoint()).interceptor(WriteBeforeLocking {
-        bucket: bucket.to_owned(),
-        body: WRITTEN_MEANWHILE,
-        done: Default::default(),
-    });
-    if let Some(deletes) = conditional_deletes {
-        config = config.interceptor(deletes.clone());
-    }
-    let backend = common::builder(bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+    let config = common::with_interceptor(
+        common::config_for(common::endpoint())
+            .interceptor(write_before_locking(bucket, WRITTEN_MEANWHILE)),
+        conditional_deletes.map(RealS3ConditionalDeletes::hooks),
+    );
+    let backend = common::builder_with_config(bucket, KEY, config.build())
         .build_backend()
         .await
         .unwrap();

@@ -628,12 +628,7 @@ async fn workspace_names_terraform_refuses_are_usage_errors_and_nothing_is_writt
         .assert()
         .code(2)
         .stderr(contains("is not a valid workspace name"));
-    let listing = common::client()
-        .list_object_versions()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
+    let listing = common::versions_under(&bucket, "").await;
     assert!(
         listing.versions().is_empty() && listing.delete_markers().is_empty(),
         "nothing was written: {listing:?}"
@@ -651,13 +646,7 @@ async fn terraform_holds_the_lock(bucket: &str) {
 /// How often the lock object was created and deleted (the bucket is versioned, so every lock
 /// taken and released leaves a version and a delete marker).
 async fn lock_history(bucket: &str) -> (usize, usize) {
-    let listing = common::client()
-        .list_object_versions()
-        .bucket(bucket)
-        .prefix(LOCK_KEY)
-        .send()
-        .await
-        .unwrap();
+    let listing = common::versions_under(bucket, LOCK_KEY).await;
     (listing.versions().len(), listing.delete_markers().len())
 }
 

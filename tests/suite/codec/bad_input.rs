@@ -88,8 +88,7 @@ async fn an_empty_object_reads_as_no_state_and_is_replaced_only_conditionally() 
 
 #[tokio::test]
 async fn a_state_of_an_unrelated_lineage_is_refused() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.update(common::set_output("a", 1)).await.unwrap();
     let before = common::get_raw(&bucket, KEY).await;
 
@@ -108,8 +107,7 @@ async fn a_state_of_an_unrelated_lineage_is_refused() {
 
 #[tokio::test]
 async fn a_state_with_an_older_serial_is_refused() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     for n in 0..3 {
         manager.update(common::set_output("n", n)).await.unwrap();
     }
@@ -118,24 +116,13 @@ async fn a_state_with_an_older_serial_is_refused() {
     stale.outputs.insert("n".into(), OutputValue::new(&99));
     manager.write_state(stale);
     let err = manager.persist_state().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::SerialRegression {
-                local: 2,
-                remote: 3,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    common::assert_serial_regression(&err, 2, 3);
     assert_eq!(common::version_count(&bucket, KEY).await, 3);
 }
 
 #[tokio::test]
 async fn a_state_deleted_meanwhile_is_a_conflict_not_a_resurrection() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.update(common::set_output("a", 1)).await.unwrap();
     common::delete_object(&bucket, KEY).await;
 
@@ -466,26 +453,17 @@ async fn keys_with_dot_segments_or_control_characters_are_refused() {
     );
 }
 
-async fn set_versioning(bucket: &str, status: aws_sdk_s3::types::BucketVersioningStatus) {
-    common::client()
-        .put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(status)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("setting the bucket's versioning");
-}
-
 #[tokio::test]
 async fn a_bucket_whose_versioning_is_suspended_later_is_refused_by_the_next_build() {
     use aws_sdk_s3::types::BucketVersioningStatus;
     let bucket = common::bucket(true).await;
     common::builder(&bucket, KEY).build().await.unwrap();
-    set_versioning(&bucket, BucketVersioningStatus::Suspended).await;
+    common::set_versioning(
+        &common::client(),
+        &bucket,
+        BucketVersioningStatus::Suspended,
+    )
+    .await;
     let Err(err) = common::builder(&bucket, KEY).build().await else {
         panic!("the bucket was accepted after its versioning was suspended");
     };
@@ -494,6 +472,6 @@ async fn a_bucket_whose_versioning_is_suspended_later_is_refused_by_the_next_bui
         "{err:?}"
     );
     // Once versioning is back on, the bucket is accepted again.
-    set_versioning(&bucket, BucketVersioningStatus::Enabled).await;
+    common::set_versioning(&common::client(), &bucket, BucketVersioningStatus::Enabled).await;
     common::builder(&bucket, KEY).build().await.unwrap();
 }

@@ -5,17 +5,13 @@
 pub mod dynamo;
 pub mod gateway;
 pub mod hooked;
+pub mod hooks;
 pub mod memory;
 pub mod proxy;
+pub mod terraform;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
-    interceptors::{
-        BeforeDeserializationInterceptorContextMut, BeforeDeserializationInterceptorContextRef,
-        BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
-    },
-};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use s3state::{RemoteState, S3Builder, S3Store};
 use std::path::PathBuf;
@@ -33,11 +29,7 @@ pub fn endpoint() -> &'static str {
         if let Ok(endpoint) = std::env::var("S3STATE_TEST_ENDPOINT") {
             return endpoint;
         }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("localstack/start.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+        let (script, status) = run_start_script("localstack/start.sh");
         assert!(
             status.success(),
             "LocalStack could not be started by {} ({status}); integration tests need a real S3. \
@@ -76,50 +68,46 @@ impl Recorder {
     }
 }
 
-impl Intercept for Recorder {
-    fn name(&self) -> &'static str {
-        "s3state-test-recorder"
+impl Recorder {
+    /// The interceptor that records into `self`.
+    pub fn hooks(&self) -> hooks::Hooks {
+        let (requests, responses) = (self.0.clone(), self.0.clone());
+        hooks::Hooks::new("s3state-test-recorder")
+            .read_request(move |request| {
+                let header = |name: &str| request.headers().get(name).map(str::to_owned);
+                requests.lock().unwrap().push(Exchange {
+                    method: request.method().to_string(),
+                    uri: request.uri().to_string(),
+                    if_match: header("if-match"),
+                    if_none_match: header("if-none-match"),
+                    status: None,
+                    response_body_bytes: None,
+                });
+            })
+            .read_response(move |response| {
+                let mut exchanges = responses.lock().unwrap();
+                // Tests that count requests issue them one at a time, so the newest open
+                // exchange is this response's request.
+                if let Some(open) = exchanges.iter_mut().rev().find(|e| e.status.is_none()) {
+                    open.status = Some(response.status().as_u16());
+                    open.response_body_bytes = response
+                        .headers()
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .or(Some(response.body().content_length().unwrap_or(0)));
+                }
+            })
     }
+}
 
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request();
-        let header = |name: &str| request.headers().get(name).map(str::to_owned);
-        self.0.lock().unwrap().push(Exchange {
-            method: request.method().to_string(),
-            uri: request.uri().to_string(),
-            if_match: header("if-match"),
-            if_none_match: header("if-none-match"),
-            status: None,
-            response_body_bytes: None,
-        });
-        Ok(())
-    }
-
-    fn read_after_transmit(
-        &self,
-        context: &BeforeDeserializationInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let response = context.response();
-        let mut exchanges = self.0.lock().unwrap();
-        // Tests that count requests issue them one at a time, so the newest open exchange is
-        // this response's request.
-        if let Some(open) = exchanges.iter_mut().rev().find(|e| e.status.is_none()) {
-            open.status = Some(response.status().as_u16());
-            open.response_body_bytes = response
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.parse().ok())
-                .or(Some(response.body().content_length().unwrap_or(0)));
-        }
-        Ok(())
-    }
+/// Runs the start script at `path` (from the crate's root) with bash: the script and its exit.
+fn run_start_script(path: &str) -> (PathBuf, std::process::ExitStatus) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
+    let status = Command::new("bash")
+        .arg(&script)
+        .status()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+    (script, status)
 }
 
 /// moto's server (S3, DynamoDB and STS on one port), installed and started once per test
@@ -127,11 +115,7 @@ impl Intercept for Recorder {
 pub fn moto_endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto/start.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+        let (script, status) = run_start_script("moto/start.sh");
         assert!(
             status.success(),
             "moto could not be started by {} ({status}); this test needs it",
@@ -167,46 +151,45 @@ pub struct ConditionalDeletes {
     refuse: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Intercept for ConditionalDeletes {
-    fn name(&self) -> &'static str {
-        "conditional-deletes"
+impl ConditionalDeletes {
+    /// The interceptor; every clone of `self` shares its state.
+    pub fn hooks(&self) -> hooks::Hooks {
+        let (etag, refuse) = (self.current_lock_etag.clone(), self.refuse.clone());
+        let refused = self.refuse.clone();
+        hooks::Hooks::new("conditional-deletes")
+            .modify_request(move |request| {
+                let mut refusing = false;
+                if request.method() == "DELETE"
+                    && let Some(if_match) = request.headers().get("if-match").map(str::to_owned)
+                {
+                    let current = etag.lock().unwrap().clone();
+                    refusing = current.as_deref() != Some(if_match.as_str());
+                    request.headers_mut().remove("if-match");
+                    if refusing {
+                        // Point the refused delete at a key that does not exist, so nothing
+                        // is deleted.
+                        let uri = request.uri().replace(".tflock", ".tflock-refused");
+                        request.set_uri(uri).unwrap();
+                    }
+                }
+                refuse.store(refusing, std::sync::atomic::Ordering::SeqCst);
+            })
+            .modify_response(move |response| {
+                if refused.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    *response.status_mut() = 412.try_into().unwrap();
+                }
+            })
     }
+}
 
-    fn modify_before_transmit(
-        &self,
-        context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request_mut();
-        let mut refuse = false;
-        if request.method() == "DELETE"
-            && let Some(if_match) = request.headers().get("if-match").map(str::to_owned)
-        {
-            let current = self.current_lock_etag.lock().unwrap().clone();
-            refuse = current.as_deref() != Some(if_match.as_str());
-            request.headers_mut().remove("if-match");
-            if refuse {
-                // Point the refused delete at a key that does not exist, so nothing is deleted.
-                let uri = request.uri().replace(".tflock", ".tflock-refused");
-                request.set_uri(uri).unwrap();
-            }
-        }
-        self.refuse
-            .store(refuse, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        if self.refuse.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            *context.response_mut().status_mut() = 412.try_into().unwrap();
-        }
-        Ok(())
+/// `config` with `interceptor` added, when there is one.
+pub fn with_interceptor(
+    config: aws_sdk_s3::config::Builder,
+    interceptor: Option<hooks::Hooks>,
+) -> aws_sdk_s3::config::Builder {
+    match interceptor {
+        Some(interceptor) => config.interceptor(interceptor),
+        None => config,
     }
 }
 
@@ -214,7 +197,7 @@ impl Intercept for ConditionalDeletes {
 pub fn client_with(recorder: Option<&Recorder>) -> Client {
     let mut config = config_for(endpoint());
     if let Some(recorder) = recorder {
-        config = config.interceptor(recorder.clone());
+        config = config.interceptor(recorder.hooks());
     }
     Client::from_conf(config.build())
 }
@@ -235,10 +218,15 @@ pub async fn bucket(versioned: bool) -> String {
         "s3state-test-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..16]
     );
-    let client = client();
+    create_bucket_on(&client(), &name, versioned).await;
+    name
+}
+
+/// Creates the bucket `name` through `client`, versioned when asked.
+pub async fn create_bucket_on(client: &Client, name: &str, versioned: bool) {
     client
         .create_bucket()
-        .bucket(&name)
+        .bucket(name)
         .send()
         .await
         .unwrap_or_else(|err| {
@@ -248,19 +236,19 @@ pub async fn bucket(versioned: bool) -> String {
             )
         });
     if versioned {
-        client
-            .put_bucket_versioning()
-            .bucket(&name)
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("enabling versioning");
+        set_versioning(client, name, BucketVersioningStatus::Enabled).await;
     }
-    name
+}
+
+/// Sets the versioning of `bucket` (through `client`) to `status`.
+pub async fn set_versioning(client: &Client, bucket: &str, status: BucketVersioningStatus) {
+    client
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(VersioningConfiguration::builder().status(status).build())
+        .send()
+        .await
+        .expect("setting the bucket's versioning");
 }
 
 /// A builder for `bucket`/`key` on the test endpoint.
@@ -310,6 +298,13 @@ pub async fn manager(bucket: &str, key: &str) -> RemoteState<S3Store> {
         .expect("opening the state")
 }
 
+/// A fresh versioned bucket and a manager for `key` in it.
+pub async fn bucket_and_manager(key: &str) -> (String, RemoteState<S3Store>) {
+    let bucket = bucket(true).await;
+    let manager = manager(&bucket, key).await;
+    (bucket, manager)
+}
+
 /// Number of object versions (delete markers excluded) stored under exactly `key`.
 pub async fn version_count(bucket: &str, key: &str) -> usize {
     let mut count = 0;
@@ -340,13 +335,26 @@ pub async fn version_count(bucket: &str, key: &str) -> usize {
 
 /// Whether an object is at `key` now.
 pub async fn object_exists(bucket: &str, key: &str) -> bool {
-    client()
-        .head_object()
+    head_object(bucket, key).send().await.is_ok()
+}
+
+fn head_object(
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::builders::HeadObjectFluentBuilder {
+    client().head_object().bucket(bucket).key(key)
+}
+
+/// The first page of the versions (and delete markers) in `bucket` under `prefix`.
+pub async fn versions_under(
+    bucket: &str,
+    prefix: &str,
+) -> aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput {
+    let listing = client()
+        .list_object_versions()
         .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .is_ok()
+        .prefix(prefix);
+    listing.send().await.expect("listing versions")
 }
 
 /// Writes `body` at `key` with a plain, unconditional PUT, as Terraform or an operator would.
@@ -427,6 +435,117 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     dir
 }
 
+/// `manager` asking for an apply's lock, which must be refused: the error.
+pub async fn refused_apply_lock<S: s3state::Store>(manager: &RemoteState<S>) -> s3state::Error {
+    use s3state::Locker as _;
+    manager
+        .lock(&s3state::LockInfo::new("OperationTypeApply"))
+        .await
+        .expect_err("the lock is held elsewhere")
+}
+
+/// Asserts that `text` contains each of `parts`.
+#[track_caller]
+pub fn assert_contains_all(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part} missing from: {text}");
+    }
+}
+
+/// A manager for `bucket`/`key` whose client is built from `config` (with interceptors, say).
+pub async fn manager_with_config(
+    bucket: &str,
+    key: &str,
+    config: aws_sdk_s3::Config,
+) -> RemoteState<S3Store> {
+    builder_with_config(bucket, key, config)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A builder for `bucket`/`key` whose client is built from `config`.
+pub fn builder_with_config(bucket: &str, key: &str, config: aws_sdk_s3::Config) -> S3Builder {
+    builder(bucket, key).with_client(Client::from_conf(config))
+}
+
+/// Asserts that `err` is a `SerialRegression` from `local` to `remote`.
+#[track_caller]
+pub fn assert_serial_regression(err: &s3state::Error, local: u64, remote: u64) {
+    let found = match err {
+        s3state::Error::SerialRegression {
+            local: l,
+            remote: r,
+            ..
+        } => Some((*l, *r)),
+        _ => None,
+    };
+    assert_eq!(found, Some((local, remote)), "{err:?}");
+}
+
+/// Two updates: one adds the output `name` (= 1), the next removes it again.
+pub async fn add_and_remove_output<S: s3state::Store>(
+    manager: &RemoteState<S>,
+    name: &'static str,
+) {
+    manager.update(set_output(name, 1)).await.unwrap();
+    manager
+        .update(|s| {
+            s.outputs.remove(name);
+        })
+        .await
+        .unwrap();
+}
+
+/// A manager of `store` with `options`, to share between tasks.
+pub fn shared<S: s3state::Store>(
+    store: S,
+    options: s3state::RemoteStateOptions,
+) -> Arc<RemoteState<S>> {
+    Arc::new(RemoteState::with_options(store, options))
+}
+
+/// The lock `manager`'s locker sees now, if any.
+pub async fn current_lock<S: s3state::Store>(
+    manager: &RemoteState<S>,
+) -> Option<s3state::LockInfo> {
+    manager.locker().current().await.unwrap()
+}
+
+/// `manager` takes the lock for `operation` and releases it again.
+pub async fn lock_and_unlock<S: s3state::Store>(manager: &RemoteState<S>, operation: &str) {
+    use s3state::Locker as _;
+    let id = manager
+        .lock(&s3state::LockInfo::new(operation))
+        .await
+        .unwrap();
+    manager.unlock(&id).await.unwrap();
+}
+
+/// The holder an `Error::Locked` names; panics on any other error.
+#[track_caller]
+pub fn locked_holder(err: &s3state::Error) -> &s3state::LockInfo {
+    match err {
+        s3state::Error::Locked {
+            holder: Some(holder),
+            ..
+        } => holder,
+        _ => panic!("expected Locked, got {err:?}"),
+    }
+}
+
+/// Asserts that a finished process (`what`, for the message) succeeded; if not, the message
+/// carries its stdout and stderr.
+#[track_caller]
+pub fn assert_success(what: &str, output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The `s3state` binary with no `S3STATE_*` or `AWS_*` settings inherited from this process.
 pub fn s3state_binary() -> assert_cmd::Command {
     let mut command = assert_cmd::Command::cargo_bin("s3state").unwrap();
@@ -467,14 +586,11 @@ pub fn profile_with_marked_credential_process(dir: &std::path::Path) -> (PathBuf
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = dir.join("config");
-    std::fs::write(
-        &config,
-        format!(
-            "[profile marked]\ncredential_process = {}\n",
-            script.display()
-        ),
-    )
-    .unwrap();
+    let profile = format!(
+        "[profile marked]\ncredential_process = {}\n",
+        script.display()
+    );
+    std::fs::write(&config, profile).unwrap();
     (config, mark)
 }
 
@@ -609,13 +725,7 @@ pub async fn assert_stale_write_refused<S: s3state::Store, T: serde::Serialize>(
 
 /// The object at `key` now, as HeadObject answers (panics if there is none).
 pub async fn head(bucket: &str, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
-    client()
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .expect("head")
+    head_object(bucket, key).send().await.expect("head")
 }
 
 /// A Terraform 1.15.5 state of `lineage` at `serial` whose one output, `answer`, is `output`:

@@ -160,27 +160,20 @@ impl FaultProxy {
             Client::builder(TokioExecutor::new()).build_http();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let state = Arc::clone(&shared);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (state, client, upstream) =
-                    (Arc::clone(&state), client.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        handle(
-                            request,
-                            Arc::clone(&state),
-                            client.clone(),
-                            upstream.clone(),
-                        )
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = serve_http1(listener, move || {
+            let (state, client, upstream) = (Arc::clone(&state), client.clone(), upstream.clone());
+            hyper::service::service_fn(move |request| {
+                // Each request in a task of its own, so that it runs to completion at the store
+                // even when the client hangs up first (as a real server does): a stalled
+                // request still arrives late.
+                let served = tokio::spawn(serve(
+                    request,
+                    Arc::clone(&state),
+                    client.clone(),
+                    upstream.clone(),
+                ));
+                async move { served.await? }
+            })
         });
         FaultProxy {
             endpoint,
@@ -226,19 +219,40 @@ impl Drop for FaultProxy {
     }
 }
 
-fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
+/// Accepts connections on `listener` until the task is aborted, each served over HTTP/1 in a
+/// task of its own by the service `make_service` makes for it.
+pub fn serve_http1<S, B>(
+    listener: tokio::net::TcpListener,
+    make_service: impl Fn() -> S + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = make_service();
+            tokio::spawn(async move {
+                let connection = hyper::server::conn::http1::Builder::new();
+                let _ = connection
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
 }
 
-/// Serves one request in its own task, so that it runs to completion at the store even when
-/// the client hangs up first (as a real server does): a stalled request still arrives late.
-async fn handle(
-    request: Request<Incoming>,
-    shared: Arc<Mutex<Shared>>,
-    client: Client<HttpConnector, Full<Bytes>>,
-    upstream: String,
-) -> Result<Response<ProxyBody>, BoxError> {
-    tokio::spawn(serve(request, shared, client, upstream)).await?
+/// The header `name` of a request, when it is there and text.
+pub fn header_value(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
+    let value = headers.get(name)?.to_str().ok()?;
+    Some(value.to_owned())
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 async fn serve(
@@ -252,13 +266,7 @@ async fn serve(
     let method = parts.method.to_string();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: &str| header_value(&parts.headers, name);
 
     // Pick the rule and record the request in one step, so concurrent requests count in order.
     let (rule, index, kms, strip) = {

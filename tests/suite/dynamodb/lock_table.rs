@@ -56,11 +56,7 @@ async fn a_lock_takes_the_lock_item_with_the_lock_object_and_excludes_another_ho
     ours.unlock(&id).await.unwrap();
     assert_eq!(item(&table, &format!("{bucket}/{key}"), "Info").await, None);
     assert!(!lock_object_exists(&bucket, key).await);
-    let next = theirs
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap();
-    theirs.unlock(&next).await.unwrap();
+    common::lock_and_unlock(&theirs, "OperationTypeApply").await;
 }
 
 #[tokio::test]
@@ -100,11 +96,7 @@ async fn a_lock_item_held_by_terraform_alone_leaves_no_orphaned_lock_object() {
 
     ours.locker().force_unlock(&held.id).await.unwrap();
     assert_eq!(item(&table, &held.path, "Info").await, None);
-    let id = ours
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap();
-    ours.unlock(&id).await.unwrap();
+    common::lock_and_unlock(&ours, "OperationTypeApply").await;
 }
 
 #[tokio::test]
@@ -126,12 +118,20 @@ async fn force_unlock_removes_both_the_lock_object_and_the_lock_item() {
     ));
 }
 
+const APP_KEY: &str = "app/terraform.tfstate";
+
+/// A fresh bucket and lock table, and a manager of `APP_KEY` that wrote its state once.
+async fn written_with_a_digest() -> (String, String, RemoteState<S3Store>) {
+    let (bucket, table) = (common::bucket(true).await, table().await);
+    let ours = manager(&bucket, APP_KEY, &table).await;
+    ours.update(common::set_output("a", 1)).await.unwrap();
+    (bucket, table, ours)
+}
+
 #[tokio::test]
 async fn every_state_write_keeps_the_digest_and_deleting_a_workspace_removes_it() {
-    let (bucket, table) = (common::bucket(true).await, table().await);
-    let key = "app/terraform.tfstate";
-    let ours = manager(&bucket, key, &table).await;
-    ours.update(common::set_output("a", 1)).await.unwrap();
+    let (bucket, table, ours) = written_with_a_digest().await;
+    let key = APP_KEY;
     let digest = |key: String| {
         let (table, bucket) = (table.clone(), bucket.clone());
         async move { item(&table, &format!("{bucket}/{key}-md5"), "Digest").await }
@@ -156,10 +156,8 @@ async fn every_state_write_keeps_the_digest_and_deleting_a_workspace_removes_it(
 
 #[tokio::test]
 async fn a_stale_digest_is_a_typed_error_naming_both_and_repair_fixes_it() {
-    let (bucket, table) = (common::bucket(true).await, table().await);
-    let key = "app/terraform.tfstate";
-    let ours = manager(&bucket, key, &table).await;
-    ours.update(common::set_output("a", 1)).await.unwrap();
+    let (bucket, table, _ours) = written_with_a_digest().await;
+    let key = APP_KEY;
     let body = common::get_raw(&bucket, key).await;
     let stale = "0123456789abcdef0123456789abcdef";
     put_item(&table, &format!("{bucket}/{key}-md5"), "Digest", stale).await;
@@ -188,10 +186,8 @@ async fn a_stale_digest_is_a_typed_error_naming_both_and_repair_fixes_it() {
 
 #[tokio::test]
 async fn a_push_compares_the_digest_as_a_read_does_and_writes_nothing_when_it_is_stale() {
-    let (bucket, table) = (common::bucket(true).await, table().await);
-    let key = "app/terraform.tfstate";
-    let ours = manager(&bucket, key, &table).await;
-    ours.update(common::set_output("a", 1)).await.unwrap();
+    let (bucket, table, ours) = written_with_a_digest().await;
+    let key = APP_KEY;
     let mut next = s3state::Transient::state(&ours).unwrap();
     next.serial += 1;
     next.outputs

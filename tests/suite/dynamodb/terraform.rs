@@ -5,12 +5,12 @@
 
 use crate::common;
 use crate::common::gateway;
-use crate::common::terraform_binary;
+use crate::common::terraform::{self, PAUSING_CONFIG, Workdir};
 
 use s3state::dynamodb::md5_hex;
 use s3state::{OutputReader, PersistentMeta, Refresher, RemoteState, S3Store};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "demo/terraform.tfstate";
@@ -73,76 +73,36 @@ fn backend_block(bucket: &str, table: &str, locks: Locks) -> String {
 }
 
 /// A Terraform working directory using that backend block.
-struct Workdir {
-    dir: PathBuf,
+fn workdir(bucket: &str, table: &str, locks: Locks, body: &str) -> Workdir {
+    Workdir::new("s3state-tf-ddb", &backend_block(bucket, table, locks), body)
 }
 
-impl Workdir {
-    fn new(bucket: &str, table: &str, locks: Locks, body: &str) -> Workdir {
-        let dir = common::temp_dir("s3state-tf-ddb");
-        let backend = backend_block(bucket, table, locks);
-        std::fs::write(dir.join("main.tf"), format!("{backend}\n{body}")).unwrap();
-        let workdir = Workdir { dir };
-        workdir.ok(&["init", "-input=false", "-no-color"]);
-        workdir
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let binary = terraform_binary();
-        let mut command = Command::new(binary);
-        command
-            .args(args)
-            .current_dir(&self.dir)
-            .env("TF_CLI_CONFIG_FILE", binary.with_file_name("terraformrc"))
-            .env("TF_IN_AUTOMATION", "1")
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("running terraform")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "terraform {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    fn apply(&self) -> String {
-        self.ok(&["apply", "-auto-approve", "-input=false", "-no-color"])
-    }
-
-    fn plan(&self) -> Output {
-        self.run(&["plan", "-input=false", "-no-color", "-lock-timeout=0s"])
-    }
-
-    fn pull(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["state", "pull"])).unwrap()
-    }
-
-    /// `s3state` reading this directory's backend block (`--chdir`), with no other settings.
-    fn s3state(&self) -> assert_cmd::Command {
-        let mut command = common::s3state_binary();
-        command
-            .current_dir(common::temp_dir("s3state-tf-ddb-cli"))
-            .arg("--chdir")
-            .arg(&self.dir)
-            .env("NO_COLOR", "1");
-        command
-    }
+/// A plan that does not wait for a lock.
+fn plan_unlocked(terraform: &Workdir) -> Output {
+    terraform.run(&["plan", "-input=false", "-no-color", "-lock-timeout=0s"])
 }
 
-impl Drop for Workdir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A plan succeeds without waiting for the digest: the table's digest matches the state.
+#[track_caller]
+fn assert_plan_does_not_wait(terraform: &Workdir) {
+    let started = Instant::now();
+    let plan = plan_unlocked(terraform);
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    assert!(
+        started.elapsed() < DIGEST_WAIT,
+        "the plan waited for the digest"
+    );
+}
+
+/// `s3state` reading `terraform`'s backend block (`--chdir`), with no other settings.
+fn s3state_in(terraform: &Workdir) -> assert_cmd::Command {
+    let mut command = common::s3state_binary();
+    command
+        .current_dir(common::temp_dir("s3state-tf-ddb-cli"))
+        .arg("--chdir")
+        .arg(&terraform.dir)
+        .env("NO_COLOR", "1");
+    command
 }
 
 /// `s3state` given everything by flags and variables (no backend block), with the table flags.
@@ -171,37 +131,13 @@ output "greeting" {
 }
 "#;
 
-/// An apply that stops inside its resource's provisioner until the file `release` appears.
-const PAUSING_CONFIG: &str = r#"
-resource "terraform_data" "pause" {
-  triggers_replace = timestamp()
-  provisioner "local-exec" {
-    command = "while [ ! -f release ]; do sleep 0.1; done"
-  }
-}
-"#;
-
 /// Starts `terraform apply` and returns once Terraform's lock item is in the table.
 async fn start_paused_apply(terraform: &Workdir, bucket: &str, table: &str) -> Child {
-    let mut apply = terraform
-        .command(&["apply", "-auto-approve", "-input=false", "-no-color"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lock_item(table, bucket).await.is_none() {
-        assert!(
-            apply.try_wait().unwrap().is_none(),
-            "terraform exited before locking"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "terraform did not take the lock item within a minute"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    apply
+    terraform
+        .spawn_apply_until("lock item", || async {
+            lock_item(table, bucket).await.is_some()
+        })
+        .await
 }
 
 /// The state Terraform wrote with an output added and the serial bumped, for a push.
@@ -215,24 +151,17 @@ fn derived_from(terraform_wrote: &[u8], output: &str) -> Vec<u8> {
 /// A push while Terraform's apply holds the lock item: exit 4, naming Terraform's lock.
 fn assert_push_refused(mut s3state: assert_cmd::Command, file: &Path, holder: &serde_json::Value) {
     let output = s3state.arg("push").arg(file).output().unwrap();
-    let stderr = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(4), "{stderr}");
-    assert!(
-        stderr.contains(holder["ID"].as_str().unwrap())
-            && stderr.contains("OperationTypeApply")
-            && stderr.contains("1.15.5"),
-        "names Terraform's lock: {stderr}"
-    );
+    terraform::assert_push_names_the_lock(&output, holder, "1.15.5");
 }
 
 #[tokio::test]
 async fn s3state_push_exits_4_naming_terraform_while_a_terraform_apply_holds_the_lock_item() {
     let (bucket, table) = (common::bucket(true).await, table().await);
     // dynamodb_table alone: Terraform's lock is only the DynamoDB item, no .tflock object.
-    let terraform = Workdir::new(&bucket, &table, Locks::TableOnly, PAUSING_CONFIG);
+    let terraform = workdir(&bucket, &table, Locks::TableOnly, PAUSING_CONFIG);
     let release = terraform.dir.join("release");
     std::fs::write(&release, "").unwrap();
-    terraform.apply();
+    terraform.apply(&[]);
     std::fs::remove_file(&release).unwrap();
     let terraform_wrote = common::get_raw(&bucket, KEY).await;
     let digest = digest_item(&table, &bucket).await;
@@ -243,20 +172,14 @@ async fn s3state_push_exits_4_naming_terraform_while_a_terraform_apply_holds_the
     let holder = lock_item(&table, &bucket).await.unwrap();
     assert_eq!(holder["Operation"], "OperationTypeApply");
     assert!(
-        common::client()
-            .head_object()
-            .bucket(&bucket)
-            .key(format!("{KEY}.tflock"))
-            .send()
-            .await
-            .is_err(),
+        !common::object_exists(&bucket, &format!("{KEY}.tflock")).await,
         "Terraform took no lock object: only the table can exclude us"
     );
     let file = common::temp_dir("s3state-tf-ddb-push").join("state.json");
     std::fs::write(&file, derived_from(&terraform_wrote, "during_apply")).unwrap();
 
     // Through the backend block (--chdir) and through the table flags.
-    assert_push_refused(terraform.s3state(), &file, &holder);
+    assert_push_refused(s3state_in(&terraform), &file, &holder);
     assert_push_refused(s3state_with_flags(&bucket, &table), &file, &holder);
 
     // Nothing was written, and our failed attempts left no lock object behind.
@@ -264,13 +187,7 @@ async fn s3state_push_exits_4_naming_terraform_while_a_terraform_apply_holds_the
     assert_eq!(common::version_count(&bucket, KEY).await, versions);
     assert_eq!(digest_item(&table, &bucket).await, digest);
     assert!(
-        common::client()
-            .head_object()
-            .bucket(&bucket)
-            .key(format!("{KEY}.tflock"))
-            .send()
-            .await
-            .is_err(),
+        !common::object_exists(&bucket, &format!("{KEY}.tflock")).await,
         "the refused push left its .tflock behind"
     );
     assert_eq!(lock_item(&table, &bucket).await, Some(holder));
@@ -286,11 +203,10 @@ async fn s3state_push_exits_4_naming_terraform_while_a_terraform_apply_holds_the
 async fn terraform_plan_fails_showing_our_lock_while_s3state_lock_holds_it_and_works_after_unlock()
 {
     let (bucket, table) = (common::bucket(true).await, table().await);
-    let terraform = Workdir::new(&bucket, &table, Locks::TableOnly, CONFIG);
-    terraform.apply();
+    let terraform = workdir(&bucket, &table, Locks::TableOnly, CONFIG);
+    terraform.apply(&[]);
 
-    let locked = terraform
-        .s3state()
+    let locked = s3state_in(&terraform)
         .args([
             "lock",
             "--operation",
@@ -309,7 +225,7 @@ async fn terraform_plan_fails_showing_our_lock_while_s3state_lock_holds_it_and_w
     let who = ours["Who"].as_str().unwrap().to_owned();
     assert!(!who.is_empty());
 
-    let refused = terraform.plan();
+    let refused = plan_unlocked(&terraform);
     let output = format!("{}{}", text(&refused.stdout), text(&refused.stderr));
     assert!(!refused.status.success(), "{output}");
     assert!(
@@ -325,14 +241,13 @@ async fn terraform_plan_fails_showing_our_lock_while_s3state_lock_holds_it_and_w
         "Terraform left our lock alone"
     );
 
-    terraform
-        .s3state()
+    s3state_in(&terraform)
         .args(["unlock", &id])
         .assert()
         .success()
         .stderr(predicates::str::contains("Released lock"));
     assert!(lock_item(&table, &bucket).await.is_none());
-    let plan = terraform.plan();
+    let plan = plan_unlocked(&terraform);
     assert!(plan.status.success(), "{}", text(&plan.stderr));
 }
 
@@ -340,8 +255,8 @@ async fn terraform_plan_fails_showing_our_lock_while_s3state_lock_holds_it_and_w
 async fn terraform_plan_succeeds_after_s3state_push_and_library_update_because_the_digest_matches()
 {
     let (bucket, table) = (common::bucket(true).await, table().await);
-    let terraform = Workdir::new(&bucket, &table, Locks::TableAndLockfile, CONFIG);
-    terraform.apply();
+    let terraform = workdir(&bucket, &table, Locks::TableAndLockfile, CONFIG);
+    terraform.apply(&[]);
 
     // A push through the backend block.
     let file = common::temp_dir("s3state-tf-ddb-push").join("state.json");
@@ -350,22 +265,10 @@ async fn terraform_plan_succeeds_after_s3state_push_and_library_update_because_t
         derived_from(&common::get_raw(&bucket, KEY).await, "pushed"),
     )
     .unwrap();
-    terraform
-        .s3state()
-        .arg("push")
-        .arg(&file)
-        .assert()
-        .success()
-        .stderr(predicates::str::contains("Pushed serial"));
+    terraform::assert_pushes(s3state_in(&terraform), &file);
     let body = common::get_raw(&bucket, KEY).await;
     assert_eq!(digest_item(&table, &bucket).await, Some(md5_hex(&body)));
-    let started = Instant::now();
-    let plan = terraform.plan();
-    assert!(plan.status.success(), "{}", text(&plan.stderr));
-    assert!(
-        started.elapsed() < DIGEST_WAIT,
-        "the plan waited for the digest"
-    );
+    assert_plan_does_not_wait(&terraform);
     assert_eq!(
         terraform.pull()["outputs"]["pushed"]["value"],
         "pushed by s3state"
@@ -379,13 +282,7 @@ async fn terraform_plan_succeeds_after_s3state_push_and_library_update_because_t
         .unwrap();
     let body = common::get_raw(&bucket, KEY).await;
     assert_eq!(digest_item(&table, &bucket).await, Some(md5_hex(&body)));
-    let started = Instant::now();
-    let plan = terraform.plan();
-    assert!(plan.status.success(), "{}", text(&plan.stderr));
-    assert!(
-        started.elapsed() < DIGEST_WAIT,
-        "the plan waited for the digest"
-    );
+    assert_plan_does_not_wait(&terraform);
     let pulled = terraform.pull();
     assert_eq!(pulled["outputs"]["updated"]["value"], "by the library");
     assert_eq!(
@@ -397,23 +294,22 @@ async fn terraform_plan_succeeds_after_s3state_push_and_library_update_because_t
     // record, and `s3state digest repair` mends it.
     common::put_raw(&bucket, KEY, &derived_from(&body, "raw")).await;
     let broken = common::get_raw(&bucket, KEY).await;
-    let refused = terraform.plan();
+    let refused = plan_unlocked(&terraform);
     let output = format!("{}{}", text(&refused.stdout), text(&refused.stderr));
     assert!(!refused.status.success(), "{output}");
     assert!(
         output.contains("does not have the expected content") && output.contains(&md5_hex(&broken)),
         "{output}"
     );
-    terraform
-        .s3state()
+    s3state_in(&terraform)
         .args(["digest", "repair"])
         .assert()
         .success()
         .stderr(predicates::str::contains(md5_hex(&broken)));
-    let plan = terraform.plan();
+    let plan = plan_unlocked(&terraform);
     assert!(plan.status.success(), "{}", text(&plan.stderr));
     // Terraform can write again, and keeps the digest itself.
-    terraform.apply();
+    terraform.apply(&[]);
     let body = common::get_raw(&bucket, KEY).await;
     assert_eq!(digest_item(&table, &bucket).await, Some(md5_hex(&body)));
 }
@@ -421,19 +317,19 @@ async fn terraform_plan_succeeds_after_s3state_push_and_library_update_because_t
 #[tokio::test]
 async fn after_terraform_applies_s3state_pull_digest_show_and_refresh_see_a_matching_digest() {
     let (bucket, table) = (common::bucket(true).await, table().await);
-    let terraform = Workdir::new(&bucket, &table, Locks::TableAndLockfile, CONFIG);
-    terraform.apply();
+    let terraform = workdir(&bucket, &table, Locks::TableAndLockfile, CONFIG);
+    terraform.apply(&[]);
     let body = common::get_raw(&bucket, KEY).await;
     let md5 = md5_hex(&body);
     assert_eq!(digest_item(&table, &bucket).await, Some(md5.clone()));
 
     // `s3state pull` through the backend block (--chdir with dynamodb_table): the exact body.
-    let pulled = terraform.s3state().arg("pull").output().unwrap();
+    let pulled = s3state_in(&terraform).arg("pull").output().unwrap();
     assert!(pulled.status.success(), "{}", text(&pulled.stderr));
     assert_eq!(pulled.stdout, body);
 
     // `s3state digest show`, through the block and through the flags.
-    for mut s3state in [terraform.s3state(), s3state_with_flags(&bucket, &table)] {
+    for mut s3state in [s3state_in(&terraform), s3state_with_flags(&bucket, &table)] {
         let shown = s3state.args(["digest", "show"]).output().unwrap();
         assert!(shown.status.success(), "{}", text(&shown.stderr));
         let stdout = text(&shown.stdout);
@@ -468,7 +364,7 @@ async fn a_gateway_with_the_table_is_excluded_by_terraforms_lock_item_and_terraf
     let name = "/terraform.tfstate";
     let writer = gateway::WRITER;
 
-    let terraform = Workdir::new(&bucket, &table, Locks::TableOnly, PAUSING_CONFIG);
+    let terraform = workdir(&bucket, &table, Locks::TableOnly, PAUSING_CONFIG);
     let mut apply = start_paused_apply(&terraform, &bucket, &table).await;
     let holder = lock_item(&table, &bucket).await.unwrap();
     let lock = gateway::send(

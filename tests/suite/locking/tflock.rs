@@ -32,8 +32,7 @@ async fn lock_exists(bucket: &str) -> bool {
 
 #[tokio::test]
 async fn of_two_lockers_exactly_one_acquires_and_the_other_sees_the_holder() {
-    let bucket = common::bucket(true).await;
-    let first = common::manager(&bucket, KEY).await;
+    let (bucket, first) = common::bucket_and_manager(KEY).await;
     let second = common::manager(&bucket, KEY).await;
     let mine = LockInfo::new("OperationTypeApply").with_info("first");
     let theirs = LockInfo::new("OperationTypePlan");
@@ -93,8 +92,7 @@ async fn under_eight_contending_lockers_at_most_one_holds_at_any_time() {
 
 #[tokio::test]
 async fn lock_with_timeout_waits_for_a_holder_that_releases() {
-    let bucket = common::bucket(true).await;
-    let holder = common::manager(&bucket, KEY).await;
+    let (bucket, holder) = common::bucket_and_manager(KEY).await;
     let held = holder
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
@@ -119,8 +117,7 @@ async fn lock_with_timeout_waits_for_a_holder_that_releases() {
 
 #[tokio::test]
 async fn lock_with_timeout_gives_up_with_the_holders_info() {
-    let bucket = common::bucket(true).await;
-    let holder = common::manager(&bucket, KEY).await;
+    let (bucket, holder) = common::bucket_and_manager(KEY).await;
     let held = holder
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
@@ -154,17 +151,8 @@ async fn a_terraform_lock_is_reported_with_its_holder_operation_and_time() {
     common::put_raw(&bucket, LOCK_KEY, terraform_lock).await;
     let manager = common::manager(&bucket, KEY).await;
 
-    let err = manager
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap_err();
-    let Error::Locked {
-        holder: Some(holder),
-        ..
-    } = &err
-    else {
-        panic!("expected Locked, got {err:?}");
-    };
+    let err = common::refused_apply_lock(&manager).await;
+    let holder = common::locked_holder(&err);
     assert_eq!(holder.id, "91731845-4e72-fefa-2c11-97277aabd814");
     assert_eq!(holder.operation, "OperationTypeApply");
     assert_eq!(holder.who, "root@vm");
@@ -172,20 +160,20 @@ async fn a_terraform_lock_is_reported_with_its_holder_operation_and_time() {
     assert_eq!(holder.created.unix_timestamp(), 1_795_544_665);
     assert_eq!(holder.created.nanosecond(), 54_307_943);
     let message = err.to_string();
-    for part in [
-        "root@vm",
-        "OperationTypeApply",
-        "2026-11-24T18:24:25.054307943Z",
-        "91731845",
-    ] {
-        assert!(message.contains(part), "{part} missing from: {message}");
-    }
+    common::assert_contains_all(
+        &message,
+        &[
+            "root@vm",
+            "OperationTypeApply",
+            "2026-11-24T18:24:25.054307943Z",
+            "91731845",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn our_lock_body_is_compact_json_with_terraforms_field_names_in_order() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     let info = LockInfo::new("OperationTypeApply").with_info("<deploy & test>");
     manager.lock(&info).await.unwrap();
 
@@ -232,8 +220,7 @@ async fn our_lock_body_is_compact_json_with_terraforms_field_names_in_order() {
 
 #[tokio::test]
 async fn unlock_with_a_wrong_id_names_both_ids_and_leaves_the_lock() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))
         .await
@@ -298,13 +285,9 @@ async fn unlock_on_a_store_with_conditional_delete_is_one_request_and_never_dele
     let config = common::client_with(Some(&recorder))
         .config()
         .to_builder()
-        .interceptor(deletes.clone())
+        .interceptor(deletes.hooks())
         .build();
-    let manager = common::builder(&bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config))
-        .build()
-        .await
-        .unwrap();
+    let manager = common::manager_with_config(&bucket, KEY, config).await;
     let current_etag = || async {
         let head = common::client()
             .head_object()
@@ -354,8 +337,7 @@ async fn a_lock_with_our_id_that_this_call_did_not_write_belongs_to_someone_else
     // Two callers that reuse one LockInfo must not both hold the lock: a lock body equal to
     // ours is not ours unless this very call wrote it (its nonce). The genuine case, our own
     // retried acquire, is covered with a real lost response in the fault suite.
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     let mut info = LockInfo::new("OperationTypeApply");
     info.path = format!("{bucket}/{KEY}");
     common::put_raw(
@@ -375,8 +357,7 @@ async fn a_lock_with_our_id_that_this_call_did_not_write_belongs_to_someone_else
 
 #[tokio::test]
 async fn a_retried_unlock_whose_first_response_was_lost_reports_success() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))
         .await

@@ -87,10 +87,7 @@ async fn an_update_queued_behind_another_in_this_process_gives_up_at_its_own_tim
         .await
         .unwrap();
     // The patient update holds this process's turn while it waits for Terraform's lock.
-    let waiting = tokio::spawn({
-        let patient = Arc::clone(&patient);
-        async move { patient.update(bump("patient")).await }
-    });
+    let waiting = spawn_bump(&patient, "patient");
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let started = tokio::time::Instant::now();
@@ -133,6 +130,15 @@ fn options(timeout: Duration) -> RemoteStateOptions {
 }
 
 /// Sets output `name` to one more than it was, and returns the new value.
+/// `bump(name)` run by `manager` in a task of its own.
+fn spawn_bump<S: s3state::Store + 'static>(
+    manager: &Arc<RemoteState<S>>,
+    name: &'static str,
+) -> tokio::task::JoinHandle<s3state::Result<u64>> {
+    let manager = Arc::clone(manager);
+    tokio::spawn(async move { manager.update(bump(name)).await })
+}
+
 fn bump(name: &'static str) -> impl FnMut(&mut s3state::State) -> u64 + Send {
     move |state| {
         let next = state
@@ -226,19 +232,13 @@ async fn an_update_that_times_out_in_the_queue_does_not_blame_an_unreadable_lock
         store.clone().in_another_process(),
         options(Duration::from_secs(60)),
     );
-    let patient = Arc::new(RemoteState::with_options(
-        store.clone(),
-        options(Duration::from_secs(600)),
-    ));
+    let patient = common::shared(store.clone(), options(Duration::from_secs(600)));
     let hurried = RemoteState::with_options(store.clone(), options(Duration::from_secs(5)));
     let id = terraform
         .lock(&LockInfo::new("OperationTypeApply").with_info("terraform apply"))
         .await
         .unwrap();
-    let waiting = tokio::spawn({
-        let patient = Arc::clone(&patient);
-        async move { patient.update(bump("patient")).await }
-    });
+    let waiting = spawn_bump(&patient, "patient");
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let error = hurried.update(bump("hurried")).await.unwrap_err();
@@ -285,17 +285,7 @@ async fn an_update_on_one_endpoint_does_not_wait_for_a_lock_on_another_endpoint(
     // The same bucket name and key, in the same region, on two unrelated S3 services.
     let bucket = common::bucket(true).await;
     let moto = aws_sdk_s3::Client::from_conf(common::config_for(common::moto_endpoint()).build());
-    moto.create_bucket().bucket(&bucket).send().await.unwrap();
-    moto.put_bucket_versioning()
-        .bucket(&bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    common::create_bucket_on(&moto, &bucket, true).await;
 
     // On moto, Terraform holds the lock, and an update there waits for it.
     let terraform_on_moto = manager_on(
@@ -316,10 +306,7 @@ async fn an_update_on_one_endpoint_does_not_wait_for_a_lock_on_another_endpoint(
         )
         .await,
     );
-    let waiting = tokio::spawn({
-        let waiter = Arc::clone(&waiter_on_moto);
-        async move { waiter.update(bump("moto")).await }
-    });
+    let waiting = spawn_bump(&waiter_on_moto, "moto");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // On LocalStack nobody holds the lock: an update there has nothing to wait for.
@@ -365,10 +352,7 @@ async fn a_compare_and_swap_update_is_not_held_up_by_a_hung_request_to_another_e
             .await
             .unwrap(),
     );
-    let stuck = tokio::spawn({
-        let hung = Arc::clone(&hung);
-        async move { hung.update(bump("hung")).await }
-    });
+    let stuck = spawn_bump(&hung, "hung");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let healthy = manager_on(common::endpoint(), &bucket, cas_only).await;
@@ -425,10 +409,7 @@ async fn an_update_cancelled_at_any_moment_leaves_no_lock_and_no_turn_behind() {
             }
         });
         tokio::task::yield_now().await;
-        let second = tokio::spawn({
-            let queued_behind = Arc::clone(&queued_behind);
-            async move { queued_behind.update(bump("n")).await }
-        });
+        let second = spawn_bump(&queued_behind, "n");
         tokio::time::sleep(Duration::from_millis(20)).await;
         other_process.unlock(&id).await.unwrap();
         let _ = first.await.unwrap();
@@ -463,12 +444,7 @@ async fn an_explicit_lock_with_timeout_is_not_starved_by_queued_updates_in_its_p
     let store = MemoryStore::new(KEY);
     let slow = slow(&store);
     let writers: Vec<_> = (0..3)
-        .map(|_| {
-            Arc::new(RemoteState::with_options(
-                slow.clone(),
-                options(Duration::from_secs(600)),
-            ))
-        })
+        .map(|_| common::shared(slow.clone(), options(Duration::from_secs(600))))
         .collect();
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut loops = Vec::new();
@@ -515,14 +491,8 @@ async fn an_explicit_lock_with_timeout_is_not_starved_by_queued_updates_in_its_p
 async fn a_lone_writer_leaves_no_courtesy_gaps_after_one_of_its_updates_panicked() {
     let store = MemoryStore::new(KEY);
     let slow = slow(&store);
-    let panicking = Arc::new(RemoteState::with_options(
-        slow.clone(),
-        options(Duration::from_secs(60)),
-    ));
-    let writer = Arc::new(RemoteState::with_options(
-        slow.clone(),
-        options(Duration::from_secs(60)),
-    ));
+    let panicking = common::shared(slow.clone(), options(Duration::from_secs(60)));
+    let writer = common::shared(slow.clone(), options(Duration::from_secs(60)));
     let crashed = tokio::spawn({
         let panicking = Arc::clone(&panicking);
         async move {
@@ -533,10 +503,7 @@ async fn a_lone_writer_leaves_no_courtesy_gaps_after_one_of_its_updates_panicked
     });
     tokio::task::yield_now().await;
     // Queued behind the update that is about to panic.
-    let queued = tokio::spawn({
-        let writer = Arc::clone(&writer);
-        async move { writer.update(bump("n")).await }
-    });
+    let queued = spawn_bump(&writer, "n");
     assert!(crashed.await.unwrap_err().is_panic());
     queued.await.unwrap().unwrap();
 

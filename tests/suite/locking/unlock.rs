@@ -35,6 +35,30 @@ fn output(state: &State, name: &str) -> Option<u64> {
     state.outputs.get(name).and_then(|o| o.to_value().as_u64())
 }
 
+/// `manager` takes the apply lock, then starts an update with `change` and waits until its
+/// write is paused: the lock's ID, the update's task, and the notice that releases the write.
+async fn lock_then_pause_an_update(
+    store: &Hooked,
+    manager: &Arc<RemoteState<Hooked>>,
+    change: impl FnMut(&mut State) + Send + 'static,
+) -> (
+    String,
+    tokio::task::JoinHandle<s3state::Result<()>>,
+    Arc<tokio::sync::Notify>,
+) {
+    let id = manager
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    let (entered, release) = store.pause_next_write();
+    let update = tokio::spawn({
+        let manager = Arc::clone(manager);
+        async move { manager.update(change).await }
+    });
+    entered.notified().await;
+    (id, update, release)
+}
+
 fn set_b(state: &mut State) {
     state.outputs.insert("b".into(), OutputValue::new(&1u64));
 }
@@ -83,17 +107,7 @@ async fn unlocking_through_a_second_manager_over_the_same_object_does_not_wait_f
     let store = seeded("two-managers.tfstate");
     let first = Arc::new(RemoteState::new(store.clone()));
     let second = RemoteState::new(store.clone());
-    let id = first
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap();
-
-    let (entered, release) = store.pause_next_write();
-    let update = tokio::spawn({
-        let first = Arc::clone(&first);
-        async move { first.update(set_b).await }
-    });
-    entered.notified().await;
+    let (id, update, release) = lock_then_pause_an_update(&store, &first, set_b).await;
 
     // The lock's ID is all `unlock` needs; the second manager's unlock does not wait.
     let unlocked = tokio::time::timeout(Duration::from_millis(300), second.unlock(&id)).await;
@@ -206,20 +220,11 @@ async fn a_panicking_change_under_the_callers_lock_does_not_block_the_unlock() {
 async fn updates_queued_around_an_unlock_all_finish_and_leave_no_lock() {
     let store = seeded("queued-around-unlock.tfstate");
     let manager = Arc::new(RemoteState::new(store.clone()));
-    let id = manager
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap();
-    let (entered, release) = store.pause_next_write();
     let bump = |state: &mut State| {
         let next = output(state, "n").unwrap_or(0) + 1;
         state.outputs.insert("n".into(), OutputValue::new(&next));
     };
-    let first = tokio::spawn({
-        let manager = Arc::clone(&manager);
-        async move { manager.update(bump).await }
-    });
-    entered.notified().await;
+    let (id, first, release) = lock_then_pause_an_update(&store, &manager, bump).await;
     let second = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move { manager.update(bump).await }
@@ -257,16 +262,7 @@ async fn updates_queued_around_an_unlock_all_finish_and_leave_no_lock() {
 async fn a_cancelled_unlock_releases_only_after_the_update_under_that_lock() {
     let store = seeded("cancelled-unlock.tfstate");
     let manager = Arc::new(RemoteState::new(store.clone()));
-    let id = manager
-        .lock(&LockInfo::new("OperationTypeApply"))
-        .await
-        .unwrap();
-    let (entered, release) = store.pause_next_write();
-    let update = tokio::spawn({
-        let manager = Arc::clone(&manager);
-        async move { manager.update(set_b).await }
-    });
-    entered.notified().await;
+    let (id, update, release) = lock_then_pause_an_update(&store, &manager, set_b).await;
     let cancelled = tokio::time::timeout(Duration::from_millis(100), manager.unlock(&id)).await;
     assert!(cancelled.is_err(), "the unlock waits for the update");
     tokio::time::sleep(Duration::from_secs(1)).await;

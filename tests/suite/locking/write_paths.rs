@@ -83,13 +83,7 @@ async fn an_in_doubt_create_lands_under_the_updates_own_lock_not_the_next_terraf
     let manager = Arc::new(RemoteState::new(store.clone()));
     let update = tokio::spawn({
         let manager = Arc::clone(&manager);
-        async move {
-            manager
-                .update(|state| {
-                    state.outputs.insert("s3state".into(), OutputValue::new(&1));
-                })
-                .await
-        }
+        async move { manager.update(common::set_output("s3state", 1)).await }
     });
     // The stalled creates arrive 5 s later.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -220,11 +214,7 @@ async fn a_manager_over_build_store_takes_the_dynamodb_lock_item_too() {
     // The same object through build_store(): written under Terraform's lock.
     let store = builder().build_store().await.unwrap();
     let manager = RemoteState::with_options(store, options);
-    let result = manager
-        .update(|s| {
-            s.outputs.insert("s3state".into(), OutputValue::new(&1));
-        })
-        .await;
+    let result = manager.update(common::set_output("s3state", 1)).await;
     assert!(
         matches!(result, Err(Error::Locked { .. })),
         "update through RemoteState::new(build_store()) answered {result:?} while Terraform {} held \
@@ -254,13 +244,29 @@ async fn s3_backend_terraform_locks(bucket: &str, name: &str) -> LockInfo {
     info
 }
 
+/// `method path` with `body`, sent to `gateway` as its writer.
+async fn as_writer(
+    gateway: &gateway::Running,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> gateway::Reply {
+    gateway::send(gateway.addr, method, path, Some(gateway::WRITER), body).await
+}
+
+/// A gateway with state `name` seeded, whose lock Terraform's S3 backend then holds.
+async fn seeded_and_locked_by_terraform(name: &str) -> (gateway::Running, LockInfo) {
+    let gateway = seeded_gateway(name).await;
+    let terraform = s3_backend_terraform_locks(&gateway.bucket, name).await;
+    (gateway, terraform)
+}
+
 async fn seeded_gateway(name: &str) -> gateway::Running {
     let gateway = gateway::start().await;
-    let seeded = gateway::send(
-        gateway.addr,
+    let seeded = as_writer(
+        &gateway,
         "POST",
         &format!("/{name}"),
-        Some(gateway::WRITER),
         &gateway::state_body(LINEAGE, 1, 1),
     )
     .await;
@@ -280,14 +286,12 @@ const LINEAGE: &str = "cdcdcdcd-2222-3333-4444-555555555555";
 /// From the review of every write path against Terraform's lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_post_carrying_an_s3_backend_terraforms_lock_id_is_refused_with_423() {
-    let gateway = seeded_gateway("app").await;
-    let terraform = s3_backend_terraform_locks(&gateway.bucket, "app").await;
+    let (gateway, terraform) = seeded_and_locked_by_terraform("app").await;
 
-    let refused = gateway::send(
-        gateway.addr,
+    let refused = as_writer(
+        &gateway,
         "POST",
         "/app",
-        Some(gateway::WRITER),
         &gateway::state_body(LINEAGE, 2, 2),
     )
     .await;
@@ -298,11 +302,10 @@ async fn a_gateway_post_carrying_an_s3_backend_terraforms_lock_id_is_refused_wit
     );
 
     let mine = gateway::state_body(LINEAGE, 2, 2);
-    let post = gateway::send(
-        gateway.addr,
+    let post = as_writer(
+        &gateway,
         "POST",
         &format!("/app?ID={}", terraform.id),
-        Some(gateway::WRITER),
         &mine,
     )
     .await;
@@ -326,16 +329,8 @@ async fn a_gateway_post_carrying_an_s3_backend_terraforms_lock_id_is_refused_wit
 /// From the review of every write path against Terraform's lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_delete_carrying_an_s3_backend_terraforms_lock_id_is_refused_with_423() {
-    let gateway = seeded_gateway("db").await;
-    let terraform = s3_backend_terraform_locks(&gateway.bucket, "db").await;
-    let deleted = gateway::send(
-        gateway.addr,
-        "DELETE",
-        &format!("/db?ID={}", terraform.id),
-        Some(gateway::WRITER),
-        b"",
-    )
-    .await;
+    let (gateway, terraform) = seeded_and_locked_by_terraform("db").await;
+    let deleted = as_writer(&gateway, "DELETE", &format!("/db?ID={}", terraform.id), b"").await;
     let exists = common::object_exists(&gateway.bucket, &gateway::key("db")).await;
     assert!(
         deleted.status == 423 && deleted.text().contains("not taken through the gateway") && exists,
@@ -354,13 +349,11 @@ async fn a_gateway_delete_carrying_an_s3_backend_terraforms_lock_id_is_refused_w
 /// From the review of every write path against Terraform's lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_admin_unlock_of_an_s3_backend_terraforms_lock_is_a_refused_force_unlock() {
-    let gateway = seeded_gateway("net").await;
-    let terraform = s3_backend_terraform_locks(&gateway.bucket, "net").await;
-    let unlock = gateway::send(
-        gateway.addr,
+    let (gateway, terraform) = seeded_and_locked_by_terraform("net").await;
+    let unlock = as_writer(
+        &gateway,
         "UNLOCK",
         "/net",
-        Some(gateway::WRITER),
         &gateway::lock_body(&terraform.id, "ci"),
     )
     .await;

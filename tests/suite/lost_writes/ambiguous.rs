@@ -7,61 +7,32 @@
 
 use crate::common;
 
-use aws_sdk_s3::config::{
-    ConfigBag, Intercept, RuntimeComponents,
-    interceptors::{
-        BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
-    },
-};
+use common::hooks::Hooks;
 use s3state::{OutputValue, PersistentMeta, Persister, State, Transient};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const KEY: &str = "ambiguous/terraform.tfstate";
 
-/// Replaces the status of the first `remaining` successful PUT responses with 500. The tests
+/// Replaces the status of the first `lost` successful PUT responses with 500. The tests
 /// issue one request at a time, so the request in flight is the last one transmitted.
-#[derive(Debug, Clone, Default)]
-struct LoseFirstPutResponses {
-    remaining: Arc<AtomicUsize>,
-    in_flight_is_put: Arc<AtomicBool>,
-}
-
-impl Intercept for LoseFirstPutResponses {
-    fn name(&self) -> &'static str {
-        "lose-first-put-responses"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let is_put = context.request().method() == "PUT";
-        self.in_flight_is_put.store(is_put, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let response = context.response_mut();
-        let is_put_success =
-            response.status().as_u16() == 200 && self.in_flight_is_put.load(Ordering::SeqCst);
-        if is_put_success
-            && self
-                .remaining
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            *response.status_mut() = 500.try_into().unwrap();
-        }
-        Ok(())
-    }
+fn lose_first_put_responses(lost: usize) -> Hooks {
+    let remaining = Arc::new(AtomicUsize::new(lost));
+    let in_flight_is_put = Arc::new(AtomicBool::new(false));
+    let is_put = in_flight_is_put.clone();
+    Hooks::new("lose-first-put-responses")
+        .read_request(move |request| is_put.store(request.method() == "PUT", Ordering::SeqCst))
+        .modify_response(move |response| {
+            let is_put_success =
+                response.status().as_u16() == 200 && in_flight_is_put.load(Ordering::SeqCst);
+            if is_put_success
+                && remaining
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                *response.status_mut() = 500.try_into().unwrap();
+            }
+        })
 }
 
 async fn manager_losing_first_put_responses(
@@ -72,16 +43,9 @@ async fn manager_losing_first_put_responses(
     let config = common::client_with(Some(recorder))
         .config()
         .to_builder()
-        .interceptor(LoseFirstPutResponses {
-            remaining: Arc::new(AtomicUsize::new(lost)),
-            ..Default::default()
-        })
+        .interceptor(lose_first_put_responses(lost))
         .build();
-    common::builder(bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config))
-        .build()
-        .await
-        .unwrap()
+    common::manager_with_config(bucket, KEY, config).await
 }
 
 #[tokio::test]
@@ -117,8 +81,7 @@ async fn a_retried_create_that_meets_its_own_write_succeeds_with_one_version() {
 
 #[tokio::test]
 async fn a_retried_update_that_meets_its_own_write_succeeds_and_the_next_write_chains_on_it() {
-    let bucket = common::bucket(true).await;
-    let seed = common::manager(&bucket, KEY).await;
+    let (bucket, seed) = common::bucket_and_manager(KEY).await;
     seed.update(common::set_output("n", 0)).await.unwrap();
 
     let recorder = common::Recorder::default();
@@ -136,50 +99,32 @@ async fn a_retried_update_that_meets_its_own_write_succeeds_and_the_next_write_c
     );
 }
 
-/// Makes the first `remaining` PUTs fail the way real S3 fails overlapping conditional writes:
-/// the write is not applied (its If-Match is spoiled, so S3 refuses it) and the answer is
-/// `409 ConditionalRequestConflict`. No emulator produces this status.
-#[derive(Debug, Clone)]
-struct ConflictFirstPuts(Arc<AtomicUsize>, Arc<AtomicBool>);
-
-impl Intercept for ConflictFirstPuts {
-    fn name(&self) -> &'static str {
-        "conflict-first-puts"
-    }
-
-    fn modify_before_transmit(
-        &self,
-        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request_mut();
-        // The state's PUTs only: the lock that update() takes first is left alone.
-        let spoil = request.method() == "PUT"
-            && !request.uri().contains(".tflock")
-            && self
-                .0
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        if spoil {
-            request.headers_mut().remove("if-none-match");
-            request.headers_mut().insert("if-match", "\"spoiled\"");
-        }
-        self.1.store(spoil, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        if self.1.load(Ordering::SeqCst) {
-            *context.response_mut().status_mut() = 409.try_into().unwrap();
-        }
-        Ok(())
-    }
+/// Makes the first `conflicts` PUTs fail the way real S3 fails overlapping conditional
+/// writes: the write is not applied (its If-Match is spoiled, so S3 refuses it) and the answer
+/// is `409 ConditionalRequestConflict`. No emulator produces this status.
+fn conflict_first_puts(conflicts: usize) -> Hooks {
+    let remaining = Arc::new(AtomicUsize::new(conflicts));
+    let spoiled = Arc::new(AtomicBool::new(false));
+    let spoiling = spoiled.clone();
+    Hooks::new("conflict-first-puts")
+        .modify_request(move |request| {
+            // The state's PUTs only: the lock that update() takes first is left alone.
+            let spoil = request.method() == "PUT"
+                && !request.uri().contains(".tflock")
+                && remaining
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if spoil {
+                request.headers_mut().remove("if-none-match");
+                request.headers_mut().insert("if-match", "\"spoiled\"");
+            }
+            spoiling.store(spoil, Ordering::SeqCst);
+        })
+        .modify_response(move |response| {
+            if spoiled.load(Ordering::SeqCst) {
+                *response.status_mut() = 409.try_into().unwrap();
+            }
+        })
 }
 
 #[tokio::test]
@@ -189,16 +134,9 @@ async fn conditional_request_conflicts_from_s3_are_retried_until_the_write_lands
     let config = common::client_with(Some(&recorder))
         .config()
         .to_builder()
-        .interceptor(ConflictFirstPuts(
-            Arc::new(AtomicUsize::new(3)),
-            Default::default(),
-        ))
+        .interceptor(conflict_first_puts(3))
         .build();
-    let manager = common::builder(&bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config))
-        .build()
-        .await
-        .unwrap();
+    let manager = common::manager_with_config(&bucket, KEY, config).await;
     recorder.take();
 
     manager.update(common::set_output("a", 1)).await.unwrap();
@@ -218,13 +156,9 @@ async fn conflicts_beyond_the_retry_budget_fail_clearly_and_write_nothing() {
     let config = common::client()
         .config()
         .to_builder()
-        .interceptor(ConflictFirstPuts(
-            Arc::new(AtomicUsize::new(100)),
-            Default::default(),
-        ))
+        .interceptor(conflict_first_puts(100))
         .build();
-    let manager = common::builder(&bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config))
+    let manager = common::builder_with_config(&bucket, KEY, config)
         .with_conflict_retries(2)
         .build()
         .await

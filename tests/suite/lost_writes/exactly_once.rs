@@ -3,6 +3,7 @@
 //! matters: lost answers under other writers, delete markers, creates, stalled requests, and
 //! the lock around `update`. From the adversarial review of issue 11's fixes.
 
+use crate::common;
 use crate::common::hooked::*;
 use crate::common::memory::*;
 use s3state::store::memory::{ETagStyle, MemoryOptions, MemoryStore};
@@ -182,14 +183,8 @@ async fn updates_through_separate_managers_take_turns_at_the_lock() {
     let store = Hooked::new("turns.tfstate");
     seed_terraform_state(&store.inner);
     let (entered, release) = store.pause_put("turns.tfstate");
-    let first = Arc::new(RemoteState::with_options(
-        store.clone(),
-        locking(Duration::from_secs(5)),
-    ));
-    let second = Arc::new(RemoteState::with_options(
-        store.clone(),
-        locking(Duration::from_secs(5)),
-    ));
+    let first = common::shared(store.clone(), locking(Duration::from_secs(5)));
+    let second = common::shared(store.clone(), locking(Duration::from_secs(5)));
     let a = tokio::spawn({
         let first = Arc::clone(&first);
         async move { first.update(|s| bump(s, "a")).await }
@@ -486,10 +481,7 @@ async fn a_late_first_lock_attempt_is_not_left_orphaned() {
         .unwrap();
     store.on_put(&store.lock_key(), OnPut::StallThenRetry);
 
-    let manager = Arc::new(RemoteState::with_options(
-        store.clone(),
-        locking(Duration::from_secs(5)),
-    ));
+    let manager = common::shared(store.clone(), locking(Duration::from_secs(5)));
     let task = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move { manager.update(|s| bump(s, "count")).await }
@@ -592,10 +584,7 @@ async fn a_failed_unlock_does_not_make_later_updates_lock_free() {
 async fn a_panicking_change_does_not_orphan_the_lock() {
     let store = MemoryStore::new("panic.tfstate");
     seed_terraform_state(&store);
-    let manager = Arc::new(RemoteState::with_options(
-        store.clone(),
-        locking(Duration::from_millis(200)),
-    ));
+    let manager = common::shared(store.clone(), locking(Duration::from_millis(200)));
     let panicked = tokio::spawn({
         let manager = Arc::clone(&manager);
         async move {

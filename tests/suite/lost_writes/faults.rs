@@ -33,8 +33,7 @@ async fn manager_via(proxy: &FaultProxy, bucket: &str, max_attempts: u32) -> Rem
                 .build(),
         )
         .build();
-    let manager = common::builder(bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config))
+    let manager = common::builder_with_config(bucket, KEY, config)
         .with_options(s3state::RemoteStateOptions {
             update_locking: s3state::UpdateLocking::Disabled,
             ..Default::default()
@@ -329,11 +328,8 @@ async fn a_lost_unlock_response_is_success_and_spares_a_newer_lock() {
         .unlock(&mine)
         .await
         .expect("our lock is gone, which is what unlock wanted");
-    let current = manager
-        .locker()
-        .current()
+    let current = common::current_lock(&manager)
         .await
-        .unwrap()
         .expect("the newcomer's lock stays");
     assert_eq!(current.id, theirs);
     let deletes = proxy

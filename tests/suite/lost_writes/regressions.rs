@@ -60,23 +60,12 @@ async fn a_write_state_made_while_another_task_persists_is_persisted_by_the_next
 async fn an_update_never_discards_a_write_state_another_task_made_during_it() {
     let store = Hooked::new("shared-update.tfstate").forwarding_identity();
     let manager = Arc::new(RemoteState::new(store.clone()));
-    manager
-        .update(|state| {
-            state.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
+    manager.update(common::set_output("a", 1)).await.unwrap();
 
     let (entered, release) = store.pause_next_write();
     let updating = tokio::spawn({
         let manager = Arc::clone(&manager);
-        async move {
-            manager
-                .update(|state| {
-                    state.outputs.insert("u".into(), OutputValue::new(&5));
-                })
-                .await
-        }
+        async move { manager.update(common::set_output("u", 5)).await }
     });
     entered.notified().await;
     manager.write_state(with_output(manager.state(), "b", 9));
@@ -119,12 +108,7 @@ async fn a_persist_whose_write_state_was_discarded_by_another_tasks_refresh_says
     manager.persist_state().await.unwrap();
     // Another manager moves the state on, so this manager's next persist conflicts.
     let other = RemoteState::new(store.clone());
-    other
-        .update(|state| {
-            state.outputs.insert("other".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
+    other.update(common::set_output("other", 1)).await.unwrap();
     manager.write_state(with_output(manager.state(), "mine", 1));
     assert!(manager.persist_state().await.unwrap_err().is_conflict());
     // A second task had nothing to add but calls persist after the first task's refresh.
@@ -142,9 +126,7 @@ async fn an_update_whose_answer_was_lost_and_that_terraform_wrote_on_top_of_is_a
     let store = Hooked::new("lost-answer.tfstate").forwarding_identity();
     let manager = RemoteState::new(store.clone());
     manager
-        .update(|state| {
-            state.outputs.insert("count".into(), OutputValue::new(&0));
-        })
+        .update(common::set_output("count", 0))
         .await
         .unwrap();
     store.next_write(OnPut::lose_answer_then_terraform_writes());
@@ -217,12 +199,7 @@ async fn an_update_whose_write_failed_without_landing_is_retried_and_applied_onc
 async fn pushing_a_different_state_with_the_same_serial_is_refused_and_writes_nothing() {
     let store = MemoryStore::new("push.tfstate");
     let manager = RemoteState::new(store.clone());
-    manager
-        .update(|state| {
-            state.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
+    manager.update(common::set_output("a", 1)).await.unwrap();
     let stored = manager.state().unwrap();
     let mut diverged = stored.clone();
     diverged
@@ -290,9 +267,7 @@ async fn update_takes_the_lock_by_default_and_waits_for_its_holder() {
         },
     ));
     let refused = updater
-        .update(|state| {
-            state.outputs.insert("x".into(), OutputValue::new(&1));
-        })
+        .update(common::set_output("x", 1))
         .await
         .unwrap_err();
     assert!(
@@ -308,13 +283,7 @@ async fn update_takes_the_lock_by_default_and_waits_for_its_holder() {
     // Released meanwhile: the update waits for it and goes ahead.
     let waiting = tokio::spawn({
         let updater = Arc::clone(&updater);
-        async move {
-            updater
-                .update(|state| {
-                    state.outputs.insert("x".into(), OutputValue::new(&1));
-                })
-                .await
-        }
+        async move { updater.update(common::set_output("x", 1)).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     holder.unlock(&info.id).await.unwrap();
@@ -334,12 +303,7 @@ async fn update_takes_the_lock_by_default_and_waits_for_its_holder() {
             ..RemoteStateOptions::default()
         },
     );
-    unlocked
-        .update(|state| {
-            state.outputs.insert("y".into(), OutputValue::new(&2));
-        })
-        .await
-        .unwrap();
+    unlocked.update(common::set_output("y", 2)).await.unwrap();
 }
 
 #[tokio::test]
@@ -355,13 +319,7 @@ async fn unlocking_waits_for_an_update_that_another_task_runs_under_that_lock() 
     let (entered, release) = store.pause_next_write();
     let update = tokio::spawn({
         let manager = Arc::clone(&manager);
-        async move {
-            manager
-                .update(|state| {
-                    state.outputs.insert("b".into(), OutputValue::new(&1));
-                })
-                .await
-        }
+        async move { manager.update(common::set_output("b", 1)).await }
     });
     entered.notified().await;
 

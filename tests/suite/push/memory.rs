@@ -23,12 +23,7 @@ fn with_output(mut state: State, name: &str, value: i64) -> State {
 async fn stored_by_s3state(inner: MemoryStore) -> (Hooked, State) {
     let store = Hooked::over(inner);
     let writer = RemoteState::new(store.clone());
-    writer
-        .update(|state| {
-            state.outputs.insert("a".into(), OutputValue::new(&1));
-        })
-        .await
-        .unwrap();
+    writer.update(common::set_output("a", 1)).await.unwrap();
     let stored = writer.state().unwrap();
     store.reads();
     (store, stored)
@@ -48,12 +43,7 @@ async fn a_push_of_the_stored_state_reads_no_body_and_writes_nothing() {
     // The manager knows the stored snapshot now, so its next read is a conditional one.
     assert_eq!(manager.state(), Some(stored.clone()));
     assert_eq!(manager.state_snapshot_meta().unwrap().serial, 1);
-    manager
-        .update(|state| {
-            state.outputs.insert("b".into(), OutputValue::new(&2));
-        })
-        .await
-        .unwrap();
+    manager.update(common::set_output("b", 2)).await.unwrap();
     assert_eq!(store.reads(), (0, 0), "the update's read was answered 304");
     assert_eq!(store.stored().unwrap().serial, 2);
 }
@@ -236,13 +226,7 @@ async fn push_on(
     let answer = manager
         .push(pushed, force)
         .await
-        .map_err(|error| match error {
-            // The error's kind and numbers, not its wording.
-            Error::LineageMismatch { .. } => "lineage".to_owned(),
-            Error::SerialRegression { local, remote, .. } => format!("older {local} {remote}"),
-            Error::SerialCollision { serial, .. } => format!("collision {serial}"),
-            other => panic!("unexpected error: {other}"),
-        });
+        .map_err(|error| refusal(&error).unwrap_or_else(|| panic!("unexpected error: {error}")));
     Outcome {
         answer,
         body: store.inner.current_body(),
@@ -351,16 +335,32 @@ struct Judged {
     stored_serial: Option<u64>,
 }
 
+/// A push's refusal by its kind and numbers, not its wording; `None` for any other error.
+fn refusal(error: &Error) -> Option<String> {
+    match error {
+        Error::LineageMismatch { .. } => Some("lineage".to_owned()),
+        Error::SerialRegression { local, remote, .. } => Some(format!("older {local} {remote}")),
+        Error::SerialCollision { serial, .. } => Some(format!("collision {serial}")),
+        _ => None,
+    }
+}
+
+/// `pushed` pushed over `body` stored at `key` with the gateway's metadata `described`:
+/// judged by a store with heads (first) and by one without (second).
+async fn judged_both(key: &str, body: Vec<u8>, described: &State, pushed: State) -> Vec<Judged> {
+    let mut results = Vec::new();
+    for store in [MemoryStore::new(key), MemoryStore::new(key).without_heads()] {
+        put_with(&store, body.clone(), &gateway_metadata(described)).await;
+        results.push(push(store, pushed.clone()).await);
+    }
+    results
+}
+
 async fn push(store: MemoryStore, pushed: State) -> Judged {
     let answer = RemoteState::new(store.clone())
         .push(pushed, false)
         .await
-        .map_err(|error| match error {
-            Error::LineageMismatch { .. } => "lineage".to_owned(),
-            Error::SerialRegression { local, remote, .. } => format!("older {local} {remote}"),
-            Error::SerialCollision { serial, .. } => format!("collision {serial}"),
-            other => format!("other: {other}"),
-        });
+        .map_err(|error| refusal(&error).unwrap_or_else(|| format!("other: {error}")));
     Judged {
         answer,
         stored_serial: store
@@ -385,14 +385,7 @@ async fn a_push_over_a_state_the_gateway_stored_as_sent_numbers_it_as_a_push_tha
     assert_ne!(compact, canonical);
     assert_eq!(State::from_slice(&compact).unwrap(), stored);
 
-    let mut results = Vec::new();
-    for store in [
-        MemoryStore::new("gateway.tfstate"),
-        MemoryStore::new("gateway.tfstate").without_heads(),
-    ] {
-        put_with(&store, compact.clone(), &gateway_metadata(&stored)).await;
-        results.push(push(store, state(4, 1)).await);
-    }
+    let results = judged_both("gateway.tfstate", compact.clone(), &stored, state(4, 1)).await;
     assert_eq!(
         results[0], results[1],
         "head-judged push (left) and body-judged push (right) disagree"
@@ -409,14 +402,7 @@ async fn a_push_over_a_state_the_gateway_stored_as_sent_numbers_it_as_a_push_tha
 async fn a_push_never_overwrites_a_newer_serial_whose_metadata_is_stale() {
     let described = state(5, 1);
     let actual = state(9, 2);
-    let mut results = Vec::new();
-    for store in [
-        MemoryStore::new("stale.tfstate"),
-        MemoryStore::new("stale.tfstate").without_heads(),
-    ] {
-        put_with(&store, actual.to_bytes(), &gateway_metadata(&described)).await;
-        results.push(push(store, state(6, 3)).await);
-    }
+    let results = judged_both("stale.tfstate", actual.to_bytes(), &described, state(6, 3)).await;
     assert_eq!(results[1].answer, Err("older 6 9".to_owned()));
     assert_eq!(
         results[0], results[1],

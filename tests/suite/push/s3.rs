@@ -99,12 +99,14 @@ async fn a_push_under_sse_c_is_judged_from_a_head_that_carries_the_key() {
             .with_sse_customer_key(sse_key.clone())
             .build()
     };
-    let first = manager()
-        .await
-        .unwrap()
-        .push(state(SSE_C_LINEAGE, 3, 1), false)
-        .await
-        .unwrap();
+    let push = |serial| async move {
+        let manager = manager().await.unwrap();
+        manager
+            .push(state(SSE_C_LINEAGE, serial, 1), false)
+            .await
+            .unwrap()
+    };
+    let first = push(3).await;
     assert!(first.written);
     recorder.take();
     let without_key = common::client()
@@ -122,12 +124,7 @@ async fn a_push_under_sse_c_is_judged_from_a_head_that_carries_the_key() {
         "the store enforces SSE-C, so a head that works carries the key"
     );
 
-    let again = manager()
-        .await
-        .unwrap()
-        .push(state(SSE_C_LINEAGE, 3, 1), false)
-        .await
-        .unwrap();
+    let again = push(3).await;
     assert!(!again.written, "the stored state again: nothing to push");
     assert_eq!(
         on_the_state(&recorder),
@@ -135,12 +132,7 @@ async fn a_push_under_sse_c_is_judged_from_a_head_that_carries_the_key() {
         "one head, no body"
     );
 
-    let newer = manager()
-        .await
-        .unwrap()
-        .push(state(SSE_C_LINEAGE, 4, 1), false)
-        .await
-        .unwrap();
+    let newer = push(4).await;
     assert!(newer.written);
     assert_eq!(
         newer.stored.serial, 4,

@@ -4,10 +4,9 @@
 //! serial s3state recorded before.
 
 use crate::common;
+use crate::common::terraform::Workdir;
 
 use s3state::{Error, OutputValue, Refresher, State, Transient};
-use std::path::Path;
-use std::process::Command;
 
 const KEY: &str = "review/terraform.tfstate";
 
@@ -24,72 +23,24 @@ output "n" {
 }
 "#;
 
-fn terraform(dir: &Path, args: &[&str]) {
-    let binary = common::terraform_binary();
-    let output = Command::new(binary)
-        .args(args)
-        .current_dir(dir)
-        .env("TF_CLI_CONFIG_FILE", binary.with_file_name("terraformrc"))
-        .env("TF_IN_AUTOMATION", "1")
-        .env("CHECKPOINT_DISABLE", "1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("running terraform");
-    assert!(
-        output.status.success(),
-        "terraform {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// From the adversarial review of the head-judged push (87e9567), with a real Terraform.
 #[tokio::test]
 async fn a_push_after_terraform_wrote_over_an_s3state_write_is_judged_on_terraforms_state() {
     let bucket = common::bucket(true).await;
-    let dir = common::temp_dir("s3state-review-push-tf");
     let backend = common::terraform_backend_block(&bucket, KEY);
-    std::fs::write(dir.join("main.tf"), format!("{backend}\n{CONFIG}")).unwrap();
-    terraform(&dir, &["init", "-input=false", "-no-color"]);
-    terraform(
-        &dir,
-        &["apply", "-auto-approve", "-input=false", "-no-color"],
-    );
+    let terraform = Workdir::new("s3state-review-push-tf", &backend, CONFIG);
+    terraform.apply(&[]);
 
     // s3state writes (its serial and lineage go into the metadata)...
     let manager = common::manager(&bucket, KEY).await;
     manager
-        .update(|state| {
-            state
-                .outputs
-                .insert("by_s3state".into(), OutputValue::new(&true));
-        })
+        .update(common::set_output("by_s3state", true))
         .await
         .unwrap();
     let ours = manager.state().unwrap();
     // ...then Terraform writes over it, twice (two applies, two serials).
-    terraform(
-        &dir,
-        &[
-            "apply",
-            "-auto-approve",
-            "-input=false",
-            "-no-color",
-            "-var",
-            "n=2",
-        ],
-    );
-    terraform(
-        &dir,
-        &[
-            "apply",
-            "-auto-approve",
-            "-input=false",
-            "-no-color",
-            "-var",
-            "n=3",
-        ],
-    );
+    terraform.apply(&["-var", "n=2"]);
+    terraform.apply(&["-var", "n=3"]);
     let head = common::head(&bucket, KEY).await;
     let left: Vec<_> = head
         .metadata()
@@ -131,9 +82,8 @@ async fn a_push_after_terraform_wrote_over_an_s3state_write_is_judged_on_terrafo
         .await
         .unwrap();
     assert!(pushed.written);
-    terraform(&dir, &["state", "pull"]);
+    terraform.pull();
     let manager = common::manager(&bucket, KEY).await;
     manager.refresh_state().await.unwrap();
     assert!(manager.state().unwrap().outputs.contains_key("pushed"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,8 +11,7 @@ use common::counter;
 
 #[tokio::test]
 async fn of_two_racing_writers_exactly_one_wins_and_the_loser_gets_conflict() {
-    let bucket = common::bucket(true).await;
-    let setup = common::manager(&bucket, KEY).await;
+    let (bucket, setup) = common::bucket_and_manager(KEY).await;
     setup.update(common::set_output("base", 0)).await.unwrap();
 
     let alice = common::manager(&bucket, KEY).await;
@@ -83,8 +82,7 @@ async fn eight_update_loops(
     timeout: std::time::Duration,
     endpoint: &str,
 ) -> Vec<usize> {
-    let bucket = common::bucket(true).await;
-    let setup = common::manager(&bucket, KEY).await;
+    let (bucket, setup) = common::bucket_and_manager(KEY).await;
     setup
         .update(common::set_output("counter", 0))
         .await

@@ -11,8 +11,7 @@ const KEY: &str = "demo/terraform.tfstate";
 
 #[tokio::test]
 async fn a_fresh_state_gets_a_lineage_and_serial_one_on_first_persist() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.refresh_state().await.unwrap();
     assert!(manager.state().is_none(), "no object yet, so no state");
     assert!(manager.state_snapshot_meta().is_none());
@@ -30,8 +29,7 @@ async fn a_fresh_state_gets_a_lineage_and_serial_one_on_first_persist() {
 
 #[tokio::test]
 async fn serial_moves_by_one_per_change_and_never_on_a_no_op() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.write_state(State::new(semver::Version::new(1, 15, 5)));
     manager.persist_state().await.unwrap();
     let first = manager.state_snapshot_meta().unwrap();
@@ -67,8 +65,7 @@ async fn serial_moves_by_one_per_change_and_never_on_a_no_op() {
 
 #[tokio::test]
 async fn refresh_picks_up_other_writers_but_never_discards_an_unsaved_write_state() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager
         .update(common::set_output("kept", true))
         .await
@@ -135,16 +132,7 @@ async fn a_change_and_its_reversal_reproduce_terraforms_bytes_apart_from_the_ser
     common::put_raw(&bucket, KEY, common::TERRAFORM_STATE).await;
     let manager = common::manager(&bucket, KEY).await;
 
-    manager
-        .update(common::set_output("extra", 1))
-        .await
-        .unwrap();
-    manager
-        .update(|s| {
-            s.outputs.remove("extra");
-        })
-        .await
-        .unwrap();
+    common::add_and_remove_output(&manager, "extra").await;
 
     let ours = String::from_utf8(common::get_raw(&bucket, KEY).await).unwrap();
     let theirs = std::str::from_utf8(common::TERRAFORM_STATE).unwrap();
@@ -154,14 +142,8 @@ async fn a_change_and_its_reversal_reproduce_terraforms_bytes_apart_from_the_ser
 
 #[tokio::test]
 async fn persisted_objects_carry_identity_metadata_checksum_and_content_type() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
-    manager
-        .update(|s| {
-            s.outputs.insert("a".into(), OutputValue::new("b"));
-        })
-        .await
-        .unwrap();
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
+    manager.update(common::set_output("a", "b")).await.unwrap();
     let meta = manager.state_snapshot_meta().unwrap();
 
     let head = common::client()
@@ -187,8 +169,7 @@ async fn persisted_objects_carry_identity_metadata_checksum_and_content_type() {
 
 #[tokio::test]
 async fn a_deleted_state_can_be_created_again() {
-    let bucket = common::bucket(true).await;
-    let manager = common::manager(&bucket, KEY).await;
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
     manager.update(common::set_output("a", 1)).await.unwrap();
     common::delete_object(&bucket, KEY).await;
 

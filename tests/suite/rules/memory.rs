@@ -120,17 +120,7 @@ async fn a_state_with_an_older_serial_is_refused_and_nothing_is_written() {
     manager.write_state(with_output(old, "n", 4));
     let refused = manager.persist_state().await.unwrap_err();
 
-    assert!(
-        matches!(
-            refused,
-            Error::SerialRegression {
-                local: 1,
-                remote: 3,
-                ..
-            }
-        ),
-        "{refused}"
-    );
+    common::assert_serial_regression(&refused, 1, 3);
     assert_eq!(store.version_count(), 3);
 }
 
@@ -259,11 +249,7 @@ async fn a_lock_excludes_a_second_manager_until_it_is_released() {
 
         first.unlock(&id).await.unwrap();
         assert_eq!(store.sibling(LOCK_SUFFIX).current_body(), None);
-        let taken = second
-            .lock(&LockInfo::new("OperationTypePlan"))
-            .await
-            .unwrap();
-        second.unlock(&taken).await.unwrap();
+        common::lock_and_unlock(&second, "OperationTypePlan").await;
     }
 }
 

@@ -25,11 +25,8 @@ async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing
     assert!(opening[0].uri.contains("versioning"), "{opening:?}");
 
     // The first persist creates the object with If-None-Match: *.
-    let mut state = State::new(semver::Version::new(1, 15, 5));
-    state.outputs.insert("a".into(), OutputValue::new(&1));
-    manager.write_state(state);
-    manager.persist_state().await.unwrap();
-    let create = recorder.take();
+    let fresh = State::new(semver::Version::new(1, 15, 5));
+    let create = persist_recorded(&manager, &recorder, fresh, "a", 1).await;
     assert_eq!(create.len(), 1, "{create:?}");
     assert_eq!(create[0].method, "PUT");
     assert_eq!(create[0].if_none_match.as_deref(), Some("*"));
@@ -49,11 +46,8 @@ async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing
     assert!(recorder.take().is_empty());
 
     // A change: exactly one PUT, conditional on the tag we hold.
-    let mut state = manager.state().unwrap();
-    state.outputs.insert("b".into(), OutputValue::new(&2));
-    manager.write_state(state);
-    manager.persist_state().await.unwrap();
-    let update = recorder.take();
+    let held = manager.state().unwrap();
+    let update = persist_recorded(&manager, &recorder, held, "b", 2).await;
     assert_eq!(update.len(), 1, "{update:?}");
     assert_eq!(update[0].method, "PUT");
     assert_eq!(update[0].if_match, create_etag_of(&bucket).await);
@@ -68,16 +62,24 @@ async fn every_request_is_conditional_and_an_unchanged_refresh_downloads_nothing
     assert!(changed[0].response_body_bytes.unwrap() > 0);
 }
 
+/// Persists `state` with the output `name` = `value`: the requests that made.
+async fn persist_recorded(
+    manager: &s3state::RemoteState<s3state::S3Store>,
+    recorder: &Recorder,
+    mut state: State,
+    name: &str,
+    value: i64,
+) -> Vec<common::Exchange> {
+    state.outputs.insert(name.into(), OutputValue::new(&value));
+    manager.write_state(state);
+    manager.persist_state().await.unwrap();
+    recorder.take()
+}
+
 /// The ETag of the version before the current one: what an If-Match update must have named.
 async fn create_etag_of(bucket: &str) -> Option<String> {
-    let versions = common::client()
-        .list_object_versions()
-        .bucket(bucket)
-        .prefix(KEY)
-        .send()
+    common::versions_under(bucket, KEY)
         .await
-        .unwrap();
-    versions
         .versions()
         .get(1)
         .and_then(|v| v.e_tag().map(str::to_owned))
@@ -123,17 +125,23 @@ async fn recorded_manager(
     recorder: &Recorder,
     deletes: Option<&common::ConditionalDeletes>,
 ) -> s3state::RemoteState<s3state::S3Store> {
-    let mut config = common::client_with(Some(recorder)).config().to_builder();
-    if let Some(deletes) = deletes {
-        config = config.interceptor(deletes.clone());
-    }
-    let manager = common::builder(bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+    let config = common::with_interceptor(
+        common::client_with(Some(recorder)).config().to_builder(),
+        deletes.map(common::ConditionalDeletes::hooks),
+    );
+    let manager = common::builder_with_config(bucket, KEY, config.build())
         .build()
         .await
         .unwrap();
     recorder.take();
     manager
+}
+
+/// A fresh bucket whose state (at `KEY`) has the output `n` = 0.
+async fn bucket_with_n_0() -> String {
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
+    manager.update(common::set_output("n", 0)).await.unwrap();
+    bucket
 }
 
 async fn lock_refresh_persist_unlock(
@@ -148,13 +156,7 @@ async fn lock_refresh_persist_unlock(
         .await
         .unwrap();
     if let Some(deletes) = deletes {
-        let head = common::client()
-            .head_object()
-            .bucket(bucket)
-            .key(format!("{KEY}.tflock"))
-            .send()
-            .await
-            .unwrap();
+        let head = common::head(bucket, &format!("{KEY}.tflock")).await;
         *deletes.current_lock_etag.lock().unwrap() = head.e_tag().map(str::to_owned);
     }
     manager.refresh_state().await.unwrap();
@@ -167,13 +169,7 @@ async fn lock_refresh_persist_unlock(
 
 #[tokio::test]
 async fn a_whole_locked_update_costs_four_requests_where_deletes_are_conditional() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
     let deletes = common::ConditionalDeletes::default();
     let manager = recorded_manager(&bucket, &recorder, Some(&deletes)).await;
 
@@ -188,13 +184,7 @@ async fn a_whole_locked_update_costs_four_requests_where_deletes_are_conditional
 
 #[tokio::test]
 async fn on_localstack_the_same_cycle_costs_six_requests_then_five() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
     let manager = recorded_manager(&bucket, &recorder, None).await;
 
     lock_refresh_persist_unlock(&manager, &bucket, None, 1).await;
@@ -227,72 +217,45 @@ async fn on_localstack_the_same_cycle_costs_six_requests_then_five() {
 /// that was last created: records the ETag of every successful lock PUT for
 /// `common::ConditionalDeletes`, for operations that take the lock themselves, like `update()`.
 /// (Requests are sent one at a time, so a response belongs to the request seen last.)
-#[derive(Debug, Clone, Default)]
-struct TrackLockEtag {
-    deletes: common::ConditionalDeletes,
-    lock_put_in_flight: std::sync::Arc<std::sync::atomic::AtomicBool>,
+fn track_lock_etag(deletes: &common::ConditionalDeletes) -> common::hooks::Hooks {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let etag = deletes.current_lock_etag.clone();
+    let lock_put_in_flight = std::sync::Arc::new(AtomicBool::new(false));
+    let in_flight = lock_put_in_flight.clone();
+    common::hooks::Hooks::new("track-lock-etag")
+        .read_request(move |request| {
+            let lock_put = request.method() == "PUT" && request.uri().contains(".tflock");
+            lock_put_in_flight.store(lock_put, Ordering::SeqCst);
+        })
+        .read_response(move |response| {
+            if in_flight.swap(false, Ordering::SeqCst) && response.status().as_u16() == 200 {
+                *etag.lock().unwrap() = response.headers().get("etag").map(str::to_owned);
+            }
+        })
 }
 
-impl aws_sdk_s3::config::Intercept for TrackLockEtag {
-    fn name(&self) -> &'static str {
-        "track-lock-etag"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _: &aws_sdk_s3::config::RuntimeComponents,
-        _: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let request = context.request();
-        let lock_put = request.method() == "PUT" && request.uri().contains(".tflock");
-        self.lock_put_in_flight
-            .store(lock_put, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn read_after_transmit(
-        &self,
-        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
-        _: &aws_sdk_s3::config::RuntimeComponents,
-        _: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let response = context.response();
-        if self
-            .lock_put_in_flight
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-            && response.status().as_u16() == 200
-        {
-            *self.deletes.current_lock_etag.lock().unwrap() =
-                response.headers().get("etag").map(str::to_owned);
-        }
-        Ok(())
-    }
-}
-
-/// A manager with `options` whose requests are recorded; deletes are conditional (as on real
-/// S3) when `conditional_deletes` is set, else LocalStack answers them 501.
+/// A manager with `options` of a fresh state (`n` = 0), and the recorder of its requests;
+/// deletes are conditional (as on real S3) when `conditional_deletes` is set, else LocalStack
+/// answers them 501.
 async fn recorded_update_manager(
-    bucket: &str,
-    recorder: &Recorder,
     conditional_deletes: bool,
     options: s3state::RemoteStateOptions,
-) -> s3state::RemoteState<s3state::S3Store> {
-    let mut config = common::client_with(Some(recorder)).config().to_builder();
+) -> (s3state::RemoteState<s3state::S3Store>, Recorder) {
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
+    let mut config = common::client_with(Some(&recorder)).config().to_builder();
     if conditional_deletes {
-        let tracker = TrackLockEtag::default();
+        let deletes = common::ConditionalDeletes::default();
         config = config
-            .interceptor(tracker.deletes.clone())
-            .interceptor(tracker);
+            .interceptor(deletes.hooks())
+            .interceptor(track_lock_etag(&deletes));
     }
-    let manager = common::builder(bucket, KEY)
-        .with_client(aws_sdk_s3::Client::from_conf(config.build()))
+    let manager = common::builder_with_config(&bucket, KEY, config.build())
         .with_options(options)
         .build()
         .await
         .unwrap();
     recorder.take();
-    manager
+    (manager, recorder)
 }
 
 fn calls(recorder: &Recorder) -> Vec<(String, bool, Option<u16>)> {
@@ -303,24 +266,26 @@ fn calls(recorder: &Recorder) -> Vec<(String, bool, Option<u16>)> {
         .collect()
 }
 
+/// The calls one `update()` setting `n` makes.
+async fn update_calls(
+    manager: &s3state::RemoteState<s3state::S3Store>,
+    recorder: &Recorder,
+    n: i64,
+) -> Vec<(String, bool, Option<u16>)> {
+    manager.update(common::set_output("n", n)).await.unwrap();
+    calls(recorder)
+}
+
 fn call(method: &str, lock: bool, status: u16) -> (String, bool, Option<u16>) {
     (method.to_owned(), lock, Some(status))
 }
 
 #[tokio::test]
 async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_conditional() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
-    let manager = recorded_update_manager(&bucket, &recorder, true, Default::default()).await;
+    let (manager, recorder) = recorded_update_manager(true, Default::default()).await;
 
-    manager.update(common::set_output("n", 1)).await.unwrap();
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 1).await,
         [
             call("PUT", true, 200),    // lock
             call("GET", false, 200),   // refresh (first read of this manager)
@@ -328,9 +293,8 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
             call("DELETE", true, 204), // unlock: conditional delete
         ]
     );
-    manager.update(common::set_output("n", 2)).await.unwrap();
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 2).await,
         [
             call("PUT", true, 200),
             call("GET", false, 304), // nobody else wrote: no body
@@ -342,18 +306,10 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
 
 #[tokio::test]
 async fn on_localstack_an_update_costs_six_requests_then_five() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
-    let manager = recorded_update_manager(&bucket, &recorder, false, Default::default()).await;
+    let (manager, recorder) = recorded_update_manager(false, Default::default()).await;
 
-    manager.update(common::set_output("n", 1)).await.unwrap();
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 1).await,
         [
             call("PUT", true, 200),
             call("GET", false, 200),
@@ -363,9 +319,8 @@ async fn on_localstack_an_update_costs_six_requests_then_five() {
             call("DELETE", true, 204),
         ]
     );
-    manager.update(common::set_output("n", 2)).await.unwrap();
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 2).await,
         [
             call("PUT", true, 200),
             call("GET", false, 304),
@@ -378,26 +333,20 @@ async fn on_localstack_an_update_costs_six_requests_then_five() {
 
 #[tokio::test]
 async fn an_update_without_the_lock_costs_a_read_and_a_write() {
-    let bucket = common::bucket(true).await;
-    common::manager(&bucket, KEY)
-        .await
-        .update(common::set_output("n", 0))
-        .await
-        .unwrap();
-    let recorder = Recorder::default();
     let options = s3state::RemoteStateOptions {
         update_locking: s3state::UpdateLocking::Disabled,
         ..Default::default()
     };
-    let manager = recorded_update_manager(&bucket, &recorder, false, options).await;
-    manager.update(common::set_output("n", 1)).await.unwrap();
+    let (manager, recorder) = recorded_update_manager(false, options).await;
     assert_eq!(
-        calls(&recorder),
+        update_calls(&manager, &recorder, 1).await,
         [call("GET", false, 200), call("PUT", false, 200)]
     );
     // A round that changes nothing writes nothing.
-    manager.update(common::set_output("n", 1)).await.unwrap();
-    assert_eq!(calls(&recorder), [call("GET", false, 304)]);
+    assert_eq!(
+        update_calls(&manager, &recorder, 1).await,
+        [call("GET", false, 304)]
+    );
 }
 
 /// The requests `s3state push` makes, seen by a proxy in front of LocalStack, without the
@@ -494,8 +443,7 @@ async fn a_cli_push_reads_the_body_only_of_a_state_terraform_wrote() {
 #[tokio::test]
 async fn a_waiting_lock_polls_with_one_conditional_get_and_takes_the_lock_once_it_is_released() {
     use s3state::{LockInfo, Locker};
-    let bucket = common::bucket(true).await;
-    let holder = common::manager(&bucket, KEY).await;
+    let (bucket, holder) = common::bucket_and_manager(KEY).await;
     let held = holder.lock(&LockInfo::new("apply")).await.unwrap();
 
     let (waiter, recorder) = common::recorded_manager(&bucket, KEY).await;

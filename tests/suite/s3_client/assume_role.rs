@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use s3state::{AssumeRole, Error, Persister, Refresher, S3Builder, State, Transient};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,18 +52,11 @@ impl RecordingProxy {
             Client::builder(TokioExecutor::new()).build_http();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let log = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (log, client, upstream) = (Arc::clone(&log), client.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        forward(request, Arc::clone(&log), client.clone(), upstream.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = common::proxy::serve_http1(listener, move || {
+            let (log, client, upstream) = (Arc::clone(&log), client.clone(), upstream.clone());
+            hyper::service::service_fn(move |request| {
+                forward(request, Arc::clone(&log), client.clone(), upstream.clone())
+            })
         });
         RecordingProxy {
             endpoint,
@@ -91,13 +84,7 @@ async fn forward(
 ) -> Result<Response<Full<bytes::Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
     let (mut parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: &str| common::proxy::header_value(&parts.headers, name);
     let access_key = header("authorization").and_then(|auth| {
         let credential = auth.split("Credential=").nth(1)?;
         Some(credential.split('/').next()?.to_owned())
@@ -228,16 +215,17 @@ async fn the_library_assumes_the_role_and_signs_every_s3_request_with_its_creden
     let calls = assume_role_calls(&sts);
     assert!(!calls.is_empty());
     for call in &calls {
-        for expected in [
-            "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fterraform-state",
-            "RoleSessionName=s3state-library",
-            "ExternalId=tenant-42",
-            "DurationSeconds=3600",
-            "Tags.member.1.Key=team",
-            "Tags.member.1.Value=network",
-        ] {
-            assert!(call.contains(expected), "{expected} missing from {call}");
-        }
+        common::assert_contains_all(
+            call,
+            &[
+                "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fterraform-state",
+                "RoleSessionName=s3state-library",
+                "ExternalId=tenant-42",
+                "DurationSeconds=3600",
+                "Tags.member.1.Key=team",
+                "Tags.member.1.Value=network",
+            ],
+        );
     }
     assert_signed_with_the_assumed_role(&sts, &s3);
     let stored = State::from_slice(&common::get_raw(&bucket, key).await).unwrap();
@@ -405,15 +393,16 @@ async fn a_backend_block_with_assume_role_is_honoured_by_push_and_pull() {
     let calls = assume_role_calls(&sts);
     assert!(calls.len() >= 2, "one per command at least: {calls:?}");
     for call in &calls {
-        for expected in [
-            "RoleSessionName=s3state-block",
-            "ExternalId=tenant-7",
-            "DurationSeconds=3600",
-            "Tags.member.1.Key=team",
-            "Tags.member.1.Value=platform",
-        ] {
-            assert!(call.contains(expected), "{expected} missing from {call}");
-        }
+        common::assert_contains_all(
+            call,
+            &[
+                "RoleSessionName=s3state-block",
+                "ExternalId=tenant-7",
+                "DurationSeconds=3600",
+                "Tags.member.1.Key=team",
+                "Tags.member.1.Value=platform",
+            ],
+        );
     }
     assert_signed_with_the_assumed_role(&sts, &s3);
 }
@@ -453,14 +442,15 @@ async fn the_role_can_come_from_the_environment_with_stss_endpoint_from_aws_endp
         "STS was not asked through AWS_ENDPOINT_URL_STS"
     );
     for call in &calls {
-        for expected in [
-            "RoleSessionName=s3state-env",
-            "DurationSeconds=2700",
-            "Tags.member.1.Key=stage",
-            "Tags.member.2.Key=team",
-        ] {
-            assert!(call.contains(expected), "{expected} missing from {call}");
-        }
+        common::assert_contains_all(
+            call,
+            &[
+                "RoleSessionName=s3state-env",
+                "DurationSeconds=2700",
+                "Tags.member.1.Key=stage",
+                "Tags.member.2.Key=team",
+            ],
+        );
     }
     assert_signed_with_the_assumed_role(&sts, &s3);
     assert!(common::object_exists(&bucket, key).await);

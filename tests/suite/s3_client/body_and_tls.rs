@@ -42,6 +42,19 @@ fn sha256_base64(body: &[u8]) -> String {
     BASE64.encode(sha2::Sha256::digest(body))
 }
 
+/// A body of `size` bytes with one bit flipped at `at`, in `pieces` chunks, under the
+/// checksum of the body as it was.
+fn corrupted_answer(size: usize, at: usize, pieces: usize) -> Answer {
+    let body = body_of(size);
+    let mut corrupted = body.clone();
+    corrupted[at] ^= 1;
+    Answer {
+        content_length: body.len() as u64,
+        checksum: Some(sha256_base64(&body)),
+        chunks: split(&corrupted, pieces),
+    }
+}
+
 fn split(body: &[u8], pieces: usize) -> Vec<Vec<u8>> {
     let size = body.len().div_ceil(pieces.max(1)).max(1);
     body.chunks(size).map(<[u8]>::to_vec).collect()
@@ -161,14 +174,7 @@ async fn a_body_in_many_chunks_is_returned_whole_and_byte_for_byte() {
 /// From the review of issue 16's 5dec4c9 (`read_whole_body`).
 #[tokio::test]
 async fn a_corrupted_body_in_many_chunks_fails_its_checksum_and_is_never_returned() {
-    let body = body_of(200_000);
-    let mut corrupted = body.clone();
-    corrupted[150_000] ^= 1;
-    let answer = Answer {
-        content_length: body.len() as u64,
-        checksum: Some(sha256_base64(&body)),
-        chunks: split(&corrupted, 25),
-    };
+    let answer = corrupted_answer(200_000, 150_000, 25);
     let s3 = ScriptedS3::start(vec![answer]).await;
     let result = s3.store().await.get(None).await;
     let Err(err) = result else {
@@ -184,14 +190,7 @@ async fn a_corrupted_body_in_many_chunks_fails_its_checksum_and_is_never_returne
 /// From the review of issue 16's 5dec4c9 (`read_whole_body`).
 #[tokio::test]
 async fn a_corrupted_body_in_one_chunk_fails_its_checksum_too() {
-    let body = body_of(1_000);
-    let mut corrupted = body.clone();
-    corrupted[10] ^= 1;
-    let answer = Answer {
-        content_length: body.len() as u64,
-        checksum: Some(sha256_base64(&body)),
-        chunks: vec![corrupted],
-    };
+    let answer = corrupted_answer(1_000, 10, 1);
     let s3 = ScriptedS3::start(vec![answer]).await;
     assert!(
         s3.store().await.get(None).await.is_err(),

@@ -149,18 +149,11 @@ async fn a_lost_write_found_stored_twice_is_a_store_ignoring_conditions_not_a_su
             ..RemoteStateOptions::default()
         };
         let manager = RemoteState::with_options(store.clone(), options);
-        manager
-            .update(|state| {
-                state.outputs.insert("a".into(), OutputValue::new(&1));
-            })
-            .await
-            .unwrap();
+        manager.update(common::set_output("a", 1)).await.unwrap();
 
         store.next_write(retried_over_itself());
         let err = manager
-            .update(|state| {
-                state.outputs.insert("a".into(), OutputValue::new(&2));
-            })
+            .update(common::set_output("a", 2))
             .await
             .unwrap_err();
         let Error::StoreIgnoresConditions { evidence, .. } = &err else {

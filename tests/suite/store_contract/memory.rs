@@ -21,24 +21,22 @@ fn store(etag_style: ETagStyle, conditional_delete: bool) -> MemoryStore {
     )
 }
 
-#[tokio::test]
-async fn content_md5_tags_with_conditional_deletes_keep_the_store_contract() {
-    conformance::run_all(&store(ETagStyle::ContentMd5, true)).await;
+/// One test per configuration: the store built with `$style` and `$conditional_delete`
+/// passes the whole contract.
+macro_rules! keeps_the_store_contract {
+    ($($name:ident: $style:expr, $conditional_delete:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            conformance::run_all(&store($style, $conditional_delete)).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn opaque_tags_with_conditional_deletes_keep_the_store_contract() {
-    conformance::run_all(&store(ETagStyle::Opaque, true)).await;
-}
-
-#[tokio::test]
-async fn content_md5_tags_without_conditional_deletes_keep_the_store_contract() {
-    conformance::run_all(&store(ETagStyle::ContentMd5, false)).await;
-}
-
-#[tokio::test]
-async fn opaque_tags_without_conditional_deletes_keep_the_store_contract() {
-    conformance::run_all(&store(ETagStyle::Opaque, false)).await;
+keeps_the_store_contract! {
+    content_md5_tags_with_conditional_deletes_keep_the_store_contract: ETagStyle::ContentMd5, true;
+    opaque_tags_with_conditional_deletes_keep_the_store_contract: ETagStyle::Opaque, true;
+    content_md5_tags_without_conditional_deletes_keep_the_store_contract: ETagStyle::ContentMd5, false;
+    opaque_tags_without_conditional_deletes_keep_the_store_contract: ETagStyle::Opaque, false;
 }
 
 #[tokio::test]

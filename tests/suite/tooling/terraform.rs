@@ -3,10 +3,7 @@
 //! from `terraform_data` resources and a local module (no provider download).
 
 use crate::common;
-use crate::common::terraform_binary;
-
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use crate::common::terraform;
 
 const MODULE: &str = r#"
 resource "terraform_data" "inner" {
@@ -41,15 +38,26 @@ module "c" {
 }
 "#;
 
+/// A Terraform working directory with the local module and an empty local state, whose
+/// backend is `key` in `bucket`.
 struct Workdir {
-    dir: PathBuf,
+    terraform: terraform::Workdir,
     bucket: String,
     key: String,
 }
 
+impl std::ops::Deref for Workdir {
+    type Target = terraform::Workdir;
+
+    fn deref(&self) -> &terraform::Workdir {
+        &self.terraform
+    }
+}
+
 impl Workdir {
     fn new(bucket: &str, key: &str, body: &str) -> Workdir {
-        let dir = common::temp_dir("s3state-tooling-tf");
+        let terraform = terraform::Workdir::empty("s3state-tooling-tf");
+        let dir = &terraform.dir;
         std::fs::create_dir_all(dir.join("mod")).unwrap();
         std::fs::write(dir.join("mod/main.tf"), MODULE).unwrap();
         std::fs::write(
@@ -58,42 +66,18 @@ impl Workdir {
         )
         .unwrap();
         let workdir = Workdir {
-            dir,
+            terraform,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
         };
         workdir.configure(body);
-        workdir.ok(&["init", "-input=false", "-no-color"]);
+        workdir.init();
         workdir
     }
 
     fn configure(&self, body: &str) {
         let backend = common::terraform_backend_block(&self.bucket, &self.key);
-        std::fs::write(self.dir.join("main.tf"), format!("{backend}\n{body}")).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let binary = terraform_binary();
-        Command::new(binary)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("TF_CLI_CONFIG_FILE", binary.with_file_name("terraformrc"))
-            .env("TF_IN_AUTOMATION", "1")
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .expect("running terraform")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "terraform {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        self.terraform.configure(&backend, body);
     }
 
     fn state_list(&self) -> String {
@@ -109,18 +93,8 @@ impl Workdir {
             .env("NO_COLOR", "1")
             .output()
             .unwrap();
-        assert!(
-            output.status.success(),
-            "s3state {args:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        common::assert_success(&format!("s3state {args:?}"), &output);
         String::from_utf8(output.stdout).unwrap()
-    }
-}
-
-impl Drop for Workdir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -129,7 +103,7 @@ async fn s3state_list_and_show_match_terraform_and_terraform_no_longer_lists_wha
 {
     let bucket = common::bucket(true).await;
     let terraform = Workdir::new(&bucket, "a/terraform.tfstate", FULL);
-    terraform.ok(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    terraform.apply(&[]);
     let listed = terraform.state_list();
     assert_eq!(listed.lines().count(), 9, "{listed}");
     // s3state reads the backend block of the same directory.
@@ -203,7 +177,7 @@ async fn s3state_list_and_show_match_terraform_and_terraform_no_longer_lists_wha
 async fn after_mv_across_two_states_terraform_lists_the_move_in_both_and_plans_no_changes() {
     let bucket = common::bucket(true).await;
     let source = Workdir::new(&bucket, "source/terraform.tfstate", FULL);
-    source.ok(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    source.apply(&[]);
     let destination = Workdir::new(&bucket, "destination/terraform.tfstate", "");
     let before = source.state_list();
 
@@ -253,7 +227,7 @@ module "c" {
 "#,
     );
     for workdir in [&source, &destination] {
-        workdir.ok(&["init", "-input=false", "-no-color"]);
+        workdir.init();
         let plan = workdir.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
         assert_eq!(
             plan.status.code(),

@@ -182,13 +182,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+impl<S: AsyncWrite + Unpin> WriteDeadline<S> {
+    /// What a write's poll becomes: a write that must wait starts (or checks) the deadline,
+    /// and one that wrote counts its bytes.
+    fn after_write(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &[u8],
+        polled: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+        match polled {
             Poll::Pending => self.waiting(cx),
             Poll::Ready(result) => {
                 if let Ok(written) = result {
@@ -198,21 +200,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
             }
         }
     }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after_write(cx, polled)
+    }
 
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.waiting(cx),
-            Poll::Ready(result) => {
-                if let Ok(written) = result {
-                    self.wrote(written);
-                }
-                Poll::Ready(result)
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

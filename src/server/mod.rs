@@ -672,37 +672,31 @@ impl ServeArgs {
         if let Some(bucket) = &s3.bucket {
             config.s3.bucket = bucket.clone();
         }
-        if s3.region.is_some() {
-            config.s3.region = s3.region.clone();
-        }
-        if s3.endpoint_url.is_some() {
-            config.s3.endpoint_url = s3.endpoint_url.clone();
-        }
-        if s3.path_style.is_some() {
-            config.s3.path_style = s3.path_style;
-        }
-        if s3.profile.is_some() {
-            config.s3.profile = s3.profile.clone();
-        }
-        if s3.dynamodb_table.is_some() {
-            config.s3.dynamodb_table = s3.dynamodb_table.clone();
-        }
-        if s3.dynamodb_endpoint_url.is_some() {
-            config.s3.dynamodb_endpoint_url = s3.dynamodb_endpoint_url.clone();
-        }
-        if s3.connect_timeout.is_some() {
-            config.s3.connect_timeout = s3.connect_timeout;
-        }
-        if s3.read_timeout.is_some() {
-            config.s3.read_timeout = s3.read_timeout;
-        }
-        if s3.operation_attempt_timeout.is_some() {
-            config.s3.operation_attempt_timeout = s3.operation_attempt_timeout;
-        }
-        if s3.operation_timeout.is_some() {
-            config.s3.operation_timeout = s3.operation_timeout;
-        }
+        // A flag given overrides the file's setting; one not given keeps it.
+        override_with(&mut config.s3.region, &s3.region);
+        override_with(&mut config.s3.endpoint_url, &s3.endpoint_url);
+        override_with(&mut config.s3.path_style, &s3.path_style);
+        override_with(&mut config.s3.profile, &s3.profile);
+        override_with(&mut config.s3.dynamodb_table, &s3.dynamodb_table);
+        override_with(
+            &mut config.s3.dynamodb_endpoint_url,
+            &s3.dynamodb_endpoint_url,
+        );
+        override_with(&mut config.s3.connect_timeout, &s3.connect_timeout);
+        override_with(&mut config.s3.read_timeout, &s3.read_timeout);
+        override_with(
+            &mut config.s3.operation_attempt_timeout,
+            &s3.operation_attempt_timeout,
+        );
+        override_with(&mut config.s3.operation_timeout, &s3.operation_timeout);
         Ok(config)
+    }
+}
+
+/// Sets `setting` to `flag` when the flag was given.
+fn override_with<T: Clone>(setting: &mut Option<T>, flag: &Option<T>) {
+    if flag.is_some() {
+        setting.clone_from(flag);
     }
 }
 

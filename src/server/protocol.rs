@@ -409,6 +409,19 @@ pub(crate) async fn update<S: GatewayStore>(
 // ---------------------------------------------------------------------------------------
 // LOCK
 
+/// The audit line of a LOCK or UNLOCK: its outcome and the lock ID (`-` for none).
+fn lock_audit<'a>(log: &'a Audit, who: &'a str, name: &'a str) -> impl Fn(&str, &str) + 'a {
+    move |outcome, id| {
+        log.record(Event {
+            principal: Some(who),
+            state: Some(name),
+            lock_id: (id != "-").then_some(id),
+            outcome,
+            ..Event::default()
+        });
+    }
+}
+
 pub(crate) async fn lock<S: GatewayStore>(
     metrics: &Metrics,
     log: &Audit,
@@ -417,15 +430,7 @@ pub(crate) async fn lock<S: GatewayStore>(
     store: &S,
     body: &[u8],
 ) -> Response {
-    let audit = |outcome: &str, id: &str| {
-        log.record(Event {
-            principal: Some(who),
-            state: Some(name),
-            lock_id: (id != "-").then_some(id),
-            outcome,
-            ..Event::default()
-        });
-    };
+    let audit = lock_audit(log, who, name);
     let info: LockInfo = match serde_json::from_slice(body) {
         Ok(info) => info,
         Err(error) => {
@@ -474,15 +479,7 @@ pub(crate) async fn unlock<S: GatewayStore>(
     store: &S,
     body: &[u8],
 ) -> Response {
-    let audit = |outcome: &str, id: &str| {
-        log.record(Event {
-            principal: Some(who),
-            state: Some(name),
-            lock_id: (id != "-").then_some(id),
-            outcome,
-            ..Event::default()
-        });
-    };
+    let audit = lock_audit(log, who, name);
     let given: Option<LockInfo> = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {

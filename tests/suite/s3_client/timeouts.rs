@@ -89,6 +89,17 @@ fn assert_timeout(err: &Error, operation: &str, setting: TimeoutSetting) {
     assert!(message.contains(setting.env()), "{message}");
 }
 
+/// Every `method` request to a path ending in `path_ending` gets `fault` (the proxy accepts
+/// it and never answers, or answers its headers and never its body).
+fn stall(proxy: &FaultProxy, fault: Fault, method: &'static str, path_ending: &str) {
+    proxy.inject(
+        Rule::new(fault)
+            .method(method)
+            .path_ending(path_ending)
+            .times(100),
+    );
+}
+
 #[tokio::test]
 async fn a_refresh_over_a_store_that_never_answers_fails_with_the_read_timeout() {
     let (_bucket, proxy, manager) = seeded(short()).await;
@@ -125,12 +136,7 @@ async fn a_body_that_stops_after_its_headers_fails_with_the_read_timeout() {
     let (bucket, proxy, _writer) = seeded(short()).await;
     // A manager that has not read the state yet, so its refresh downloads the body.
     let manager = manager_via(&proxy, &bucket, short()).await;
-    proxy.inject(
-        Rule::new(Fault::StallBody)
-            .method("GET")
-            .path_ending(KEY)
-            .times(100),
-    );
+    stall(&proxy, Fault::StallBody, "GET", KEY);
     let err = bounded(manager.refresh_state()).await.unwrap_err();
     assert_timeout(&err, "GetObject", TimeoutSetting::Read);
 }
@@ -138,12 +144,7 @@ async fn a_body_that_stops_after_its_headers_fails_with_the_read_timeout() {
 #[tokio::test]
 async fn an_update_whose_read_never_answers_fails_and_releases_its_lock() {
     let (bucket, proxy, manager) = seeded(short()).await;
-    proxy.inject(
-        Rule::new(Fault::Stall)
-            .method("GET")
-            .path_ending(KEY)
-            .times(100),
-    );
+    stall(&proxy, Fault::Stall, "GET", KEY);
     let err = bounded(manager.update(common::set_output("n", 2)))
         .await
         .unwrap_err();
@@ -159,12 +160,7 @@ async fn an_update_whose_write_never_answers_is_in_doubt_not_unwritten() {
     let (bucket, proxy, manager) = seeded(short()).await;
     // Only the state's PUT is swallowed; the lock's PUT and every read go through, so the
     // write can be looked up (and is not there: the proxy never forwarded it).
-    proxy.inject(
-        Rule::new(Fault::Stall)
-            .method("PUT")
-            .path_ending(KEY)
-            .times(100),
-    );
+    stall(&proxy, Fault::Stall, "PUT", KEY);
     let err = bounded(manager.update(common::set_output("n", 2)))
         .await
         .unwrap_err();
@@ -201,12 +197,7 @@ async fn an_update_whose_write_never_answers_is_in_doubt_not_unwritten() {
 #[tokio::test]
 async fn a_lock_whose_put_never_answers_is_reported_with_its_id() {
     let (_bucket, proxy, manager) = seeded(short()).await;
-    proxy.inject(
-        Rule::new(Fault::Stall)
-            .method("PUT")
-            .path_ending(".tflock")
-            .times(100),
-    );
+    stall(&proxy, Fault::Stall, "PUT", ".tflock");
     let info = LockInfo::new("OperationTypeApply");
     let err = bounded(manager.lock(&info)).await.unwrap_err();
     match &err {
@@ -250,12 +241,7 @@ async fn pull_via(
 #[tokio::test]
 async fn pull_through_a_proxy_that_never_answers_exits_naming_the_timeout() {
     let (bucket, proxy, _manager) = seeded(short()).await;
-    proxy.inject(
-        Rule::new(Fault::Stall)
-            .method("GET")
-            .path_ending(KEY)
-            .times(100),
-    );
+    stall(&proxy, Fault::Stall, "GET", KEY);
     let output = pull_via(&proxy, &bucket, &["--read-timeout", "1s"], &[]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -271,12 +257,7 @@ async fn pull_through_a_proxy_that_never_answers_exits_naming_the_timeout() {
 #[tokio::test]
 async fn pull_takes_its_timeouts_from_the_environment_and_a_flag_wins() {
     let (bucket, proxy, _manager) = seeded(short()).await;
-    proxy.inject(
-        Rule::new(Fault::Stall)
-            .method("GET")
-            .path_ending(KEY)
-            .times(100),
-    );
+    stall(&proxy, Fault::Stall, "GET", KEY);
     // From the variables: the operation bound (1s) runs out before the read bound (30s).
     let env = [
         ("S3STATE_READ_TIMEOUT", "30s"),

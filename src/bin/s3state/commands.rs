@@ -183,8 +183,8 @@ async fn push(context: &Context, file: &std::path::Path, force: bool, lock: &Loc
 /// Runs `step` under the state's lock, as Terraform runs `state push`: lock (waiting up to
 /// `--lock-timeout`), the step, unlock, also when the step failed. With `--lock=false` the
 /// step runs alone.
-pub(crate) async fn under_lock<T>(
-    manager: &RemoteState<S3Store>,
+pub(crate) async fn under_lock<T, S: Store>(
+    manager: &RemoteState<S>,
     flags: &LockFlags,
     info: LockInfo,
     what: &str,
@@ -198,8 +198,8 @@ pub(crate) async fn under_lock<T>(
 /// waiting for a lock, or during the step, releases every lock taken (and a lock whose
 /// request may have landed) before exiting, as Terraform does, instead of leaving one for
 /// someone to force-unlock. A write already sent is conditional, so stopping is safe.
-pub(crate) async fn under_locks<T>(
-    managers: &[&RemoteState<S3Store>],
+pub(crate) async fn under_locks<T, S: Store>(
+    managers: &[&RemoteState<S>],
     flags: &LockFlags,
     info: LockInfo,
     what: &str,
@@ -210,7 +210,7 @@ pub(crate) async fn under_locks<T>(
     }
     // Installed before the first lock is taken, so no interrupt can slip in between.
     let mut interrupt = std::pin::pin!(interrupt_signal());
-    let mut taken: Vec<(&RemoteState<S3Store>, String)> = Vec::new();
+    let mut taken: Vec<(&RemoteState<S>, String)> = Vec::new();
     let mut result = None;
     for manager in managers {
         tokio::select! {
@@ -264,7 +264,7 @@ pub(crate) async fn under_locks<T>(
 
 /// Releases the lock with ID `id` if it is there: after a lock request was dropped, it may
 /// have landed with nobody to hold it.
-async fn release_if_ours(manager: &RemoteState<S3Store>, id: &str) {
+async fn release_if_ours<S: Store>(manager: &RemoteState<S>, id: &str) {
     if let Ok(Some(holder)) = manager.locker().current().await
         && holder.id == id
         && let Err(err) = manager.locker().force_unlock(id).await
@@ -301,8 +301,8 @@ fn interrupt_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// Takes the lock at once, or waiting up to `timeout` on Terraform's back-off.
-async fn take_lock(
-    manager: &RemoteState<S3Store>,
+async fn take_lock<S: Store>(
+    manager: &RemoteState<S>,
     info: &LockInfo,
     timeout: Option<std::time::Duration>,
 ) -> Result<String> {
@@ -319,7 +319,10 @@ async fn take_lock(
 
 /// Releases a lock this process took, trying again a few times when the store fails, so that
 /// a passing fault does not leave it behind.
-async fn release_lock(manager: &RemoteState<S3Store>, id: &str) -> std::result::Result<(), Error> {
+async fn release_lock<S: Store>(
+    manager: &RemoteState<S>,
+    id: &str,
+) -> std::result::Result<(), Error> {
     let mut wait = std::time::Duration::from_millis(100);
     for _ in 0..3 {
         match manager.unlock(id).await {
@@ -837,5 +840,98 @@ mod tests {
         assert_eq!(selector("~3").unwrap(), VersionSelector::Back(3));
         assert_eq!(selector("abc").unwrap(), VersionSelector::Id("abc".into()));
         assert!(matches!(selector("~x"), Err(CliError::Usage(_))));
+    }
+
+    /// The in-memory store, whose deletes take 50 ms.
+    #[derive(Debug, Clone)]
+    struct SlowDeletes(s3state::store::memory::MemoryStore);
+
+    #[async_trait::async_trait]
+    impl Store for SlowDeletes {
+        async fn get(
+            &self,
+            if_none_match: Option<&s3state::ETag>,
+        ) -> s3state::Result<s3state::store::Fetched> {
+            self.0.get(if_none_match).await
+        }
+        async fn put(
+            &self,
+            body: bytes::Bytes,
+            precondition: &s3state::store::Precondition,
+            metadata: &s3state::store::ObjectMetadata,
+        ) -> s3state::Result<s3state::store::PutOutcome> {
+            self.0.put(body, precondition, metadata).await
+        }
+        async fn delete(
+            &self,
+            if_match: Option<&s3state::ETag>,
+        ) -> s3state::Result<s3state::store::DeleteOutcome> {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            self.0.delete(if_match).await
+        }
+        fn sibling(&self, suffix: &str) -> Self {
+            SlowDeletes(self.0.sibling(suffix))
+        }
+        fn location(&self) -> &str {
+            self.0.location()
+        }
+        fn path(&self) -> &str {
+            self.0.path()
+        }
+    }
+
+    /// From issue 23, item 7: a cross-state `mv` nested two interrupt handlers (one per
+    /// lock); both saw the first Ctrl-C, and the outer one dropped the inner one while it
+    /// released the destination's lock, which was left behind. One handler now covers every
+    /// lock taken, and releases each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ctrl_c_during_a_step_under_two_locks_releases_both() {
+        use s3state::store::memory::MemoryStore;
+        let stores = [MemoryStore::new("a.tfstate"), MemoryStore::new("b.tfstate")];
+        // Releasing takes a moment, as over a network: long enough for a second handler to
+        // drop a release in progress.
+        let managers = stores
+            .clone()
+            .map(|store| RemoteState::new(SlowDeletes(store)));
+        let flags = LockFlags {
+            lock: true,
+            lock_timeout: std::time::Duration::ZERO,
+        };
+        // Ctrl-C once both locks are taken and the step runs (it never ends by itself).
+        let interrupt = tokio::spawn(async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            std::process::Command::new("kill")
+                .args(["-INT", &std::process::id().to_string()])
+                .status()
+                .unwrap();
+        });
+        let step = async {
+            assert!(
+                stores
+                    .iter()
+                    .all(|s| s.sibling(".tflock").current_body().is_some())
+            );
+            std::future::pending::<Result<()>>().await
+        };
+        let result = under_locks(
+            &[&managers[0], &managers[1]],
+            &flags,
+            LockInfo::new("state-mv"),
+            "mv",
+            step,
+        )
+        .await;
+        interrupt.await.unwrap();
+        assert!(
+            matches!(&result, Err(CliError::Other(message)) if message.contains("interrupted")),
+            "{result:?}"
+        );
+        for store in &stores {
+            assert!(
+                store.sibling(".tflock").current_body().is_none(),
+                "{} still locked",
+                store.location()
+            );
+        }
     }
 }

@@ -98,6 +98,9 @@ pub(crate) struct Authenticator {
     decoy: String,
     /// Password checks running at once.
     checks: Arc<tokio::sync::Semaphore>,
+    /// Argon2 verifications made: every login not already verified makes exactly one, so
+    /// the time taken tells nothing about which user names exist.
+    argon2_checks: std::sync::atomic::AtomicU64,
     /// Failed logins by client address: when the window started, and how many.
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     failures_allowed: u32,
@@ -140,6 +143,7 @@ impl Authenticator {
             )),
             failures: Mutex::new(HashMap::new()),
             failures_allowed: config.limits.failed_logins_per_minute,
+            argon2_checks: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -184,6 +188,10 @@ impl Authenticator {
         }
         let ok = match found.map(|found| &found.secret) {
             Some(Secret::Plain(expected)) => {
+                // A password from the environment is compared in microseconds; without this
+                // check against the decoy, a wrong password for such a user would answer far
+                // sooner than an unknown user (argon2), telling which names exist.
+                let _ = self.check(self.decoy.clone(), password.clone()).await;
                 let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
                 bool::from(given.ct_eq(expected))
             }
@@ -196,12 +204,10 @@ impl Authenticator {
         };
         match (ok, found, fingerprint) {
             (true, Some(found), Some(fingerprint)) => {
-                if matches!(found.secret, Secret::Hash(_)) {
-                    self.verified
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(found.name.clone(), fingerprint);
-                }
+                self.verified
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(found.name.clone(), fingerprint);
                 self.ok(found)
             }
             _ => {
@@ -225,6 +231,8 @@ impl Authenticator {
         let Ok(_slot) = Arc::clone(&self.checks).acquire_owned().await else {
             return false;
         };
+        self.argon2_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || verify_hash(&hash, &password))
             .await
             .unwrap_or(false)
@@ -311,6 +319,56 @@ mod tests {
         assert_eq!(principal.role_on("team-a/dev"), Some(Role::Write));
         assert_eq!(principal.role_on("team-ab"), Some(Role::Read));
         assert_eq!(principal.role_on("team-a/prod/db"), Some(Role::Read));
+    }
+
+    /// From issue 23, item 10: a wrong password for a user whose password comes from the
+    /// environment was answered in about 1 ms, an unknown user in about 35 ms (argon2 on the
+    /// decoy), so user names could be told by timing. Every login not already verified now
+    /// makes exactly one argon2 verification, whoever it names. (Counted, not timed.)
+    #[tokio::test]
+    async fn every_unverified_login_costs_one_argon2_check_whoever_it_names() {
+        use crate::server::config::UserConfig;
+        let var = "S3STATE_TEST_AUTH_PASSWORD_ITEM_10";
+        // SAFETY: set once, before any thread reads it; no other test uses this variable.
+        unsafe { std::env::set_var(var, "the right password, long enough") };
+        let config = GatewayConfig {
+            users: vec![UserConfig {
+                name: "env-user".into(),
+                password_hash: None,
+                password_env: Some(var.into()),
+                grants: vec![],
+            }],
+            ..GatewayConfig::default()
+        };
+        let auth = Authenticator::new(&config).unwrap();
+        let checks = || {
+            auth.argon2_checks
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let basic = |user: &str, password: &str| {
+            format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
+        };
+        for (user, password) in [("env-user", "wrong"), ("nobody", "wrong")] {
+            let before = checks();
+            let outcome = auth.authenticate(Some(&basic(user, password)), None).await;
+            assert!(matches!(outcome, AuthOutcome::Unauthenticated), "{user}");
+            assert_eq!(checks() - before, 1, "{user}: one argon2 check");
+        }
+        let right = basic("env-user", "the right password, long enough");
+        assert!(matches!(
+            auth.authenticate(Some(&right), None).await,
+            AuthOutcome::Ok(_)
+        ));
+        let before = checks();
+        assert!(matches!(
+            auth.authenticate(Some(&right), None).await,
+            AuthOutcome::Ok(_)
+        ));
+        assert_eq!(
+            checks(),
+            before,
+            "verified credentials are not checked again"
+        );
     }
 
     #[test]

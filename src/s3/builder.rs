@@ -2,7 +2,7 @@
 //! `AmazonS3Builder`: start from [`S3Builder::new`] or [`S3Builder::from_env`], override with
 //! `with_*`, and [`S3Builder::build`]. Validation happens in `build`, before any request.
 
-use super::config::{ConditionalDelete, S3Config};
+use super::config::{ChecksumMode, Checksums, ConditionalDelete, S3Config};
 use super::credentials::{self, AssumeRole};
 use super::errors::sdk_error;
 use super::layout::{
@@ -88,6 +88,7 @@ pub struct S3Builder {
     require_versioning: Option<bool>,
     conflict_retries: Option<u32>,
     max_attempts: Option<u32>,
+    checksums: Option<ChecksumMode>,
     /// How long a request may take ([`Timeouts`]); each unset one takes its default.
     timeouts: TimeoutOverrides,
     client: Option<Client>,
@@ -147,6 +148,7 @@ impl S3Builder {
     /// | `S3STATE_SSE_KMS_KEY_ID` | KMS key for `aws:kms` |
     /// | `S3STATE_SSE_CUSTOMER_KEY` | base64 SSE-C key (32 bytes) |
     /// | `S3STATE_REQUIRE_VERSIONING` | `false` to allow unversioned buckets |
+    /// | `S3STATE_CHECKSUMS` | [`ChecksumMode`]: `auto` (default), `always` or `compatible` |
     /// | `S3STATE_DYNAMODB_TABLE` | Terraform's `dynamodb_table` (feature `dynamodb`) |
     /// | `S3STATE_DYNAMODB_ENDPOINT_URL` | DynamoDB endpoint (else `AWS_ENDPOINT_URL_DYNAMODB`) |
     /// | `S3STATE_ROLE_ARN` | a role to assume ([`AssumeRole`]) |
@@ -194,6 +196,16 @@ impl S3Builder {
         let require_versioning = flag("require_versioning", "S3STATE_REQUIRE_VERSIONING");
         builder.force_path_style = path_style;
         builder.require_versioning = require_versioning;
+        if let Some(text) = var("S3STATE_CHECKSUMS") {
+            match text.parse::<ChecksumMode>() {
+                Ok(mode) => builder.checksums = Some(mode),
+                Err(message) => {
+                    builder
+                        .env_error
+                        .get_or_insert(("checksums", "S3STATE_CHECKSUMS", message));
+                }
+            }
+        }
         match var("S3STATE_SSE").as_deref() {
             None => {}
             Some("AES256") => {
@@ -308,6 +320,16 @@ impl S3Builder {
     /// Default 5.
     pub fn with_conflict_retries(mut self, retries: u32) -> Self {
         self.conflict_retries = Some(retries);
+        self
+    }
+
+    /// Which checksums writes carry and reads ask for: see [`ChecksumMode`]. Default
+    /// [`ChecksumMode::Auto`]: the SDK's flexible checksums (`x-amz-checksum-sha256`,
+    /// `x-amz-checksum-mode`), and Content-MD5 with a signed payload on a store that refuses
+    /// them. [`ChecksumMode::Compatible`] is Terraform's `skip_s3_checksum = true` (and the
+    /// SDK's `when_required`); the backend block's `skip_s3_checksum` sets it in the CLI.
+    pub fn with_checksums(mut self, mode: ChecksumMode) -> Self {
+        self.checksums = Some(mode);
         self
     }
 
@@ -492,6 +514,7 @@ impl S3Builder {
                 sse,
                 conflict_retries: self.conflict_retries.unwrap_or(5),
                 conditional_delete: ConditionalDelete::default(),
+                checksums: Checksums::new(self.checksums.unwrap_or_default()),
                 lock_table,
                 endpoint,
                 client,
@@ -666,6 +689,14 @@ impl S3Builder {
         }
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(self.force_path_style.unwrap_or(false));
+        if self.checksums == Some(ChecksumMode::Compatible) {
+            // On the client itself, so that requests made with `S3Store::client` (the CLI's
+            // inventory) go out the compatible way too.
+            use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+            config = config
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
         if let Some(endpoint) = &self.endpoint_url {
             config = config.endpoint_url(endpoint);
             if let Some(http_client) = plain_http_client(endpoint) {

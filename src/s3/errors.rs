@@ -53,6 +53,39 @@ pub(super) fn is_not_implemented<E>(err: &SdkError<E, HttpResponse>) -> bool {
     status_of(err) == Some(501)
 }
 
+/// Whether the store refused a request because of its checksum headers (the SDK's flexible
+/// checksums, `x-amz-checksum-mode`, aws-chunked trailers) rather than because of its body:
+/// a `400` or `501` whose code is `XAmzContentSHA256Mismatch`, or whose code or message names a
+/// checksum, `x-amz-content-sha256`, `aws-chunked` or a trailer. `bodiless` is for a HEAD,
+/// whose error has no code to read: there any `400` counts (the request is then tried once
+/// more without the header, which settles it).
+///
+/// `BadDigest` and `InvalidDigest` never count: the store checked the digest and it was wrong,
+/// which is corruption on the way, not a store that cannot read the header.
+pub(super) fn is_checksum_refused<E: ProvideErrorMetadata>(
+    err: &SdkError<E, HttpResponse>,
+    bodiless: bool,
+) -> bool {
+    let status = status_of(err);
+    if !matches!(status, Some(400 | 501)) {
+        return false;
+    }
+    let code = err.code().unwrap_or_default();
+    if matches!(code, "BadDigest" | "InvalidDigest") {
+        return false;
+    }
+    if code == "XAmzContentSHA256Mismatch" {
+        return true;
+    }
+    if code.is_empty() && bodiless && status == Some(400) {
+        return true;
+    }
+    let text = format!("{code} {}", err.message().unwrap_or_default()).to_ascii_lowercase();
+    ["checksum", "x-amz-content-sha256", "aws-chunked", "trailer"]
+        .iter()
+        .any(|word| text.contains(word))
+}
+
 /// `403 Forbidden`: these credentials may not do this.
 pub(super) fn is_access_denied<E>(err: &SdkError<E, HttpResponse>) -> bool {
     status_of(err) == Some(403)

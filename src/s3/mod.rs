@@ -17,6 +17,7 @@ mod versions;
 mod workspace;
 
 pub use builder::S3Builder;
+pub use config::ChecksumMode;
 pub use credentials::AssumeRole;
 pub use layout::{DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_KEY_PREFIX};
 pub use probe::{CheckLevel, PROBE_PREFIX, ProbeCheck, ProbeCleanup, ProbeReport, Verdict};
@@ -39,8 +40,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use config::{DeleteSupport, S3Config};
 use errors::{
-    is_conditional_conflict, is_missing, is_not_found, is_not_implemented, is_not_modified,
-    is_precondition_failed, sdk_error,
+    is_checksum_refused, is_conditional_conflict, is_missing, is_not_found, is_not_implemented,
+    is_not_modified, is_precondition_failed, sdk_error,
 };
 use sha2::Digest as _;
 use std::sync::Arc;
@@ -81,6 +82,43 @@ macro_rules! with_customer_key {
     };
 }
 pub(crate) use with_customer_key;
+
+/// Sends a read request (`GetObject`, `HeadObject`) as the backend's [`ChecksumMode`] says:
+/// the `Compatible` way once that is configured or learnt; else as built, and, under `Auto`,
+/// once more the `Compatible` way when the store refused it naming a checksum (learnt only if
+/// that second try is answered). `$bodiless` is true for a HEAD, whose errors have no code.
+macro_rules! send_read {
+    ($request:expr, $config:expr, $operation:expr, $location:expr, $bodiless:expr) => {{
+        let request = $request;
+        let config: &$crate::s3::config::S3Config = $config;
+        if config.checksums.compatible() {
+            request
+                .customize()
+                .config_override($crate::s3::config::compatible_requests())
+                .send()
+                .await
+        } else {
+            match request.clone().send().await {
+                Err(err)
+                    if config.checksums.may_fall_back()
+                        && $crate::s3::errors::is_checksum_refused(&err, $bodiless) =>
+                {
+                    let retried = request
+                        .customize()
+                        .config_override($crate::s3::config::compatible_requests())
+                        .send()
+                        .await;
+                    if retried.is_ok() {
+                        config.checksums.fall_back($operation, $location);
+                    }
+                    retried
+                }
+                other => other,
+            }
+        }
+    }};
+}
+pub(crate) use send_read;
 
 /// An object's user metadata as S3 answered it (GetObject, HeadObject), as the store's map;
 /// none is an empty map.
@@ -165,6 +203,22 @@ async fn read_whole_body(
     Ok(Bytes::from(whole))
 }
 
+/// A body's digests, computed once per write however often it is sent: SHA-256 for
+/// `x-amz-checksum-sha256`, MD5 for `Content-MD5` (the compatible way), both base64.
+struct Digests {
+    sha256: String,
+    md5: String,
+}
+
+impl Digests {
+    fn of(body: &[u8]) -> Digests {
+        Digests {
+            sha256: BASE64.encode(sha2::Sha256::digest(body)),
+            md5: BASE64.encode(md5::Md5::digest(body)),
+        }
+    }
+}
+
 /// How long to wait before retrying after S3's `409 ConditionalRequestConflict`, doubled on
 /// each further conflict.
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
@@ -223,7 +277,8 @@ impl S3Store {
             .bucket(&self.config.bucket)
             .key(&self.key)
             .set_if_none_match(if_none_match.map(|etag| etag.as_str().to_owned()));
-        let output = match with_customer_key!(request, &self.config.sse).send().await {
+        let request = with_customer_key!(request, &self.config.sse);
+        let output = match send_read!(request, &self.config, "GetObject", &self.location, false) {
             Ok(output) => output,
             Err(err) if is_not_modified(&err) => return Ok(Fetched::NotModified),
             Err(err) if is_not_found(&err) => return Ok(Fetched::Absent),
@@ -271,9 +326,16 @@ impl S3Store {
             .client()
             .head_object()
             .bucket(&self.config.bucket)
-            .key(&self.key)
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
-        let output = match with_customer_key!(request, &self.config.sse).send().await {
+            .key(&self.key);
+        // The stored checksum is asked for only where the store takes the header; without it
+        // the head has no SHA-256 and callers read the body instead.
+        let request = if self.config.checksums.compatible() {
+            request
+        } else {
+            request.checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        };
+        let request = with_customer_key!(request, &self.config.sse);
+        let output = match send_read!(request, &self.config, "HeadObject", &self.location, true) {
             Ok(output) => output,
             Err(err) if is_missing(&err) => return Ok(Headed::Absent),
             Err(err) => return Err(sdk_error("HeadObject", &self.location, err)),
@@ -321,9 +383,10 @@ impl S3Store {
     async fn put_once(
         &self,
         body: &Bytes,
-        checksum: &str,
+        checksum: &Digests,
         precondition: &Precondition,
         metadata: &ObjectMetadata,
+        compatible_now: bool,
     ) -> Result<
         PutOutcome,
         aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::put_object::PutObjectError>,
@@ -335,16 +398,32 @@ impl S3Store {
             .key(&self.key)
             .body(ByteStream::from(body.clone()))
             .content_type("application/json")
-            .checksum_sha256(checksum)
             .set_metadata(Some(metadata.clone().into_iter().collect()));
         request = match precondition {
             Precondition::Create => request.if_none_match("*"),
             Precondition::Match(etag) => request.if_match(etag.as_str()),
         };
         request = self.apply_sse_to_put(request);
-        // S3 verifies the x-amz-checksum-sha256 we send, so signing the payload as well would
-        // only hash the whole body a second time.
-        match request.customize().disable_payload_signing().send().await {
+        let sent = if compatible_now || self.config.checksums.compatible() {
+            // No x-amz-checksum-* header: Content-MD5, and the payload signed, so the store
+            // checks the body's SHA-256 (x-amz-content-sha256) before storing it.
+            request
+                .content_md5(&checksum.md5)
+                .customize()
+                .config_override(config::compatible_requests())
+                .send()
+                .await
+        } else {
+            // S3 verifies the x-amz-checksum-sha256 we send, so signing the payload as well
+            // would only hash the whole body a second time.
+            request
+                .checksum_sha256(&checksum.sha256)
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await
+        };
+        match sent {
             Ok(output) => Ok(PutOutcome::Written(Written {
                 etag: ETag::new(output.e_tag.unwrap_or_default()),
                 version_id: output.version_id,
@@ -419,15 +498,47 @@ impl Store for S3Store {
         if let Some(put) = lock_table::checked_put(self, &body, precondition, metadata).await {
             return put;
         }
-        let checksum = BASE64.encode(sha2::Sha256::digest(&body));
+        let checksum = Digests::of(&body);
         let mut backoff = CONFLICT_BACKOFF;
         let mut conflicts = 0;
+        // Whether this write already tried the compatible way after a refused checksum.
+        let mut fell_back = false;
         loop {
             match self
-                .put_once(&body, &checksum, precondition, metadata)
+                .put_once(&body, &checksum, precondition, metadata, fell_back)
                 .await
             {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => {
+                    if fell_back {
+                        self.config.checksums.fall_back("PutObject", &self.location);
+                    }
+                    return Ok(outcome);
+                }
+                // A store that cannot read the checksum header refused the request before
+                // applying it: sent once more (still conditional) without it, under `Auto`.
+                Err(err)
+                    if !fell_back
+                        && self.config.checksums.may_fall_back()
+                        && is_checksum_refused(&err, false) =>
+                {
+                    tracing::debug!(location = %self.location, error = %aws_sdk_s3::error::DisplayErrorContext(&err), "checksum headers refused; trying the compatible way");
+                    fell_back = true;
+                }
+                Err(err) if is_checksum_refused(&err, false) => {
+                    let mut error = sdk_error("PutObject", &self.location, err);
+                    if let Error::Store { message, .. } = &mut error {
+                        message.push_str(&format!(
+                            "; the store refuses the checksum headers (checksums = {}): set \
+                             S3STATE_CHECKSUMS=compatible (Terraform's skip_s3_checksum)",
+                            if fell_back {
+                                "auto, after trying both ways"
+                            } else {
+                                self.config.checksums.mode.as_str()
+                            }
+                        ));
+                    }
+                    return Err(error);
+                }
                 // Real S3 answers 409 ConditionalRequestConflict when conditional writes to one
                 // key overlap; the write was not applied and may be retried.
                 Err(err) if is_conditional_conflict(&err) => {

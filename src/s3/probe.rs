@@ -31,7 +31,7 @@ use std::sync::Arc;
 /// The prefix under which every probe writes, followed by a random id per run.
 pub const PROBE_PREFIX: &str = ".s3state-probe/";
 
-/// How many rounds of two racing conditional writes the probe sends.
+/// How many rounds of racing conditional writes the probe sends.
 const RACE_ROUNDS: usize = 3;
 
 /// A tag no object has: the "wrong ETag" of the checks that must be refused.
@@ -47,8 +47,11 @@ pub struct ProbeReport {
     pub prefix: String,
     /// The checks, in the order they ran.
     pub checks: Vec<ProbeCheck>,
-    /// Safe, safe only under the lock, or unsafe, with the reasons.
+    /// Safe, safe with limits, safe only under the lock, or unsafe, with the reasons.
     pub verdict: Verdict,
+    /// What the store did, typed, for programs and test harnesses that adapt to a store (a
+    /// field is `None` when its check did not run).
+    pub findings: ProbeFindings,
     /// What the cleanup removed and what it could not.
     pub cleanup: ProbeCleanup,
 }
@@ -57,9 +60,12 @@ pub struct ProbeReport {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct ProbeCheck {
-    /// A stable identifier, for scripts: `if_none_match`, `if_match`, `race`,
-    /// `conditional_get`, `conditional_delete`, `versioning`, `list_object_versions`,
-    /// `checksum_sha256`, `etag_shape`, `dynamodb`.
+    /// A stable identifier, for scripts, in the order the checks run: `versioning`,
+    /// `checksum_sha256`, `checksum_trailer`, `checksum_mode_get`, `etag_shape`,
+    /// `if_none_match`, `if_match`, `if_match_absent`, `race`, `cas_versioned`,
+    /// `conditional_get`, `conditional_delete`, `conditional_delete_absent`,
+    /// `list_object_versions`, `paged_listing`, then `sse_lock` (when encryption is configured)
+    /// and `dynamodb` (when a lock table is).
     pub id: &'static str,
     /// What was tested, for people.
     pub title: &'static str,
@@ -83,6 +89,10 @@ pub enum CheckLevel {
     Pass,
     /// Worth knowing; no guarantee depends on it (an ETag's shape, a missing `304`).
     Info,
+    /// No guarantee is broken, but a feature fails here with an error rather than working
+    /// (history of a state with more versions than one listing page, on a store that pages
+    /// wrongly). Never silently wrong.
+    Limited,
     /// A guarantee is missing that holding the state's lock makes up for.
     UnderLock,
     /// The store breaks a guarantee s3state relies on, or refuses requests s3state must send.
@@ -96,6 +106,11 @@ pub enum CheckLevel {
 pub enum Verdict {
     /// Every guarantee s3state relies on holds.
     Safe,
+    /// Every guarantee holds, but some features fail here with an error: `limits` names them.
+    SafeWithLimits {
+        /// What fails, one line each.
+        limits: Vec<String>,
+    },
     /// s3state is safe here only while every writer holds the state's lock (Terraform always
     /// does; `s3state push`/`restore` and `update` do by default). `missing` names what the
     /// store does not give.
@@ -112,7 +127,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The verdict for these checks: unsafe if any is, else safe only under the lock if any
-    /// check needs it, else safe.
+    /// check needs it, else safe with limits if any check found one, else safe.
     fn of(checks: &[ProbeCheck]) -> Verdict {
         let lines = |level| {
             checks
@@ -129,6 +144,10 @@ impl Verdict {
         if !missing.is_empty() {
             return Verdict::SafeOnlyUnderLock { missing };
         }
+        let limits = lines(CheckLevel::Limited);
+        if !limits.is_empty() {
+            return Verdict::SafeWithLimits { limits };
+        }
         Verdict::Safe
     }
 }
@@ -144,11 +163,85 @@ pub struct ProbeCleanup {
     pub left_behind: Vec<String>,
 }
 
+/// What the store did with a condition s3state relies on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Enforcement {
+    /// Refused when it did not hold (`412`), applied when it did.
+    Enforced,
+    /// Accepted and ignored: the write or delete went through although it did not hold.
+    Ignored,
+    /// The request was refused whatever the condition (`400`, `501`, …): this status.
+    Refused {
+        /// The status the store answered.
+        status: u16,
+    },
+}
+
+/// The probe's findings as typed values: what a program (or a test suite run against many
+/// stores) asks instead of assuming one store's quirks. Every field is `None` when its check
+/// did not run (an unversioned bucket has no paged listing to check; no encryption is
+/// configured).
+///
+/// ```
+/// # fn demo(report: &s3state::s3::ProbeReport) {
+/// if report.findings.conditional_delete_on_absent == Some(412) {
+///     // SeaweedFS: a conditional DELETE of an object that is not there answers 412, not 404.
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct ProbeFindings {
+    /// The bucket's versioning is `Enabled`.
+    pub versioning_enabled: Option<bool>,
+    /// A PUT with `x-amz-checksum-sha256` (the SDK's flexible checksums) was accepted.
+    pub checksum_header_accepted: Option<bool>,
+    /// A PUT with a wrong digest was refused: `x-amz-checksum-sha256`, or `Content-MD5` where
+    /// the probe wrote the compatible way.
+    pub wrong_digest_refused: Option<bool>,
+    /// A PUT the SDK's default way for a streamed body (`aws-chunked`, with an
+    /// `x-amz-checksum-crc32` trailer) was accepted and stored as sent.
+    pub checksum_trailer_accepted: Option<bool>,
+    /// A GET with `x-amz-checksum-mode: ENABLED` was answered.
+    pub checksum_mode_accepted: Option<bool>,
+    /// The probe wrote the compatible way (Content-MD5, signed payload), as s3state then does:
+    /// configured, or because the store refused the checksum header.
+    pub writes_compatible: bool,
+    /// `If-None-Match: *` on a PUT over an existing object.
+    pub if_none_match: Option<Enforcement>,
+    /// `If-Match` with a wrong tag on a PUT.
+    pub if_match: Option<Enforcement>,
+    /// The status of a PUT with `If-Match` on a key that was never written (AWS: `404`).
+    pub if_match_on_absent: Option<u16>,
+    /// In every round of racing conditional writers, at most one won.
+    pub race_single_winner: Option<bool>,
+    /// If-Match compare-and-swap on a versioned bucket: a tag of an older version was refused
+    /// and the versions hold exactly the writes that won.
+    pub cas_versioned: Option<bool>,
+    /// The store answered a conditional GET with `304`.
+    pub conditional_get_304: Option<bool>,
+    /// `If-Match` with a wrong tag on DeleteObject.
+    pub conditional_delete: Option<Enforcement>,
+    /// The status of a DeleteObject with `If-Match` on a key that was never written (AWS: `404`
+    /// or `204`; SeaweedFS `412`; LocalStack `501`).
+    pub conditional_delete_on_absent: Option<u16>,
+    /// A paged ListObjectVersions (one entry a page, by key and version-id markers) returned
+    /// every version and delete marker of the exact key exactly once, with siblings sharing
+    /// its prefix.
+    pub paged_listing_exact: Option<bool>,
+    /// The lock object, written with the configured encryption, reads back as encrypted.
+    pub sse_on_lock: Option<bool>,
+}
+
 /// A store's answer that was not a success: its status and error code.
 #[derive(Debug, Clone)]
 struct Refusal {
     status: u16,
     code: Option<String>,
+    /// The store's message, when it sent one.
+    message: Option<String>,
 }
 
 impl Refusal {
@@ -179,10 +272,12 @@ where
             Some(status @ 200..=299) => Ok(Err(Refusal {
                 status,
                 code: Some("unreadable answer".into()),
+                message: None,
             })),
             Some(status) => Ok(Err(Refusal {
                 status,
                 code: err.code().map(str::to_owned),
+                message: err.message().map(str::to_owned),
             })),
             None => Err(sdk_error(operation, location, err)),
         },
@@ -209,6 +304,29 @@ fn is_refused(refusal: &Refusal) -> bool {
     matches!(refusal.status, 400 | 501)
 }
 
+/// Whether a refusal names the checksum headers (the same reading as s3state's own requests
+/// make, `errors::is_checksum_refused`, on what the probe kept of the answer).
+fn names_checksum(refusal: &Refusal, bodiless: bool) -> bool {
+    if !matches!(refusal.status, 400 | 501) {
+        return false;
+    }
+    let code = refusal.code.as_deref().unwrap_or_default();
+    if matches!(code, "BadDigest" | "InvalidDigest") {
+        return false;
+    }
+    if code == "XAmzContentSHA256Mismatch" || (code.is_empty() && bodiless) {
+        return true;
+    }
+    let text =
+        format!("{code} {}", refusal.message.as_deref().unwrap_or_default()).to_ascii_lowercase();
+    ["checksum", "x-amz-content-sha256", "aws-chunked", "trailer"]
+        .iter()
+        .any(|word| text.contains(word))
+}
+
+/// How many writers race one `If-Match` in each round of the race check.
+const RACERS: usize = 8;
+
 struct Probe<'a> {
     backend: &'a S3Backend,
     /// The scratch object's store, for its SSE settings.
@@ -219,6 +337,9 @@ struct Probe<'a> {
     /// Every `(key, version id)` an answer named.
     versions: Vec<(String, String)>,
     checks: Vec<ProbeCheck>,
+    findings: ProbeFindings,
+    /// Writes go out the compatible way (Content-MD5, signed payload, no checksum header).
+    compatible: bool,
 }
 
 fn check(
@@ -241,6 +362,10 @@ fn check(
 
 fn sha256_base64(body: &[u8]) -> String {
     BASE64.encode(sha2::Sha256::digest(body))
+}
+
+fn md5_base64(body: &[u8]) -> String {
+    BASE64.encode(md5::Md5::digest(body))
 }
 
 fn no_retries() -> aws_sdk_s3::config::Builder {
@@ -278,6 +403,8 @@ impl S3Backend {
             keys: BTreeSet::new(),
             versions: Vec::new(),
             checks: Vec::new(),
+            findings: ProbeFindings::default(),
+            compatible: self.config.checksums.mode == super::ChecksumMode::Compatible,
         };
         let checked = probe.run().await;
         let cleanup = probe.cleanup().await;
@@ -297,6 +424,7 @@ impl S3Backend {
             prefix: probe.prefix,
             verdict: Verdict::of(&probe.checks),
             checks: probe.checks,
+            findings: probe.findings,
             cleanup,
         })
     }
@@ -339,20 +467,33 @@ impl<'a> Probe<'a> {
             .bucket(self.bucket())
             .key(key)
             .body(ByteStream::from(body.to_vec()))
-            .content_type("text/plain")
-            .checksum_sha256(checksum.unwrap_or_else(|| sha256_base64(body)));
+            .content_type("text/plain");
         request = match condition {
             Condition::None => request,
             Condition::IfNoneMatch(tag) => request.if_none_match(tag),
             Condition::IfMatch(tag) => request.if_match(tag),
         };
         request = self.store.apply_sse_to_put(request);
-        let sent = request
-            .customize()
-            .config_override(no_retries())
-            .disable_payload_signing()
-            .send()
-            .await;
+        let sent = if self.compatible {
+            // As s3state writes the compatible way: Content-MD5 and a signed payload.
+            request
+                .content_md5(checksum.unwrap_or_else(|| md5_base64(body)))
+                .customize()
+                .config_override(
+                    super::config::compatible_requests()
+                        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+                )
+                .send()
+                .await
+        } else {
+            request
+                .checksum_sha256(checksum.unwrap_or_else(|| sha256_base64(body)))
+                .customize()
+                .config_override(no_retries())
+                .disable_payload_signing()
+                .send()
+                .await
+        };
         let answered = answer(sent, "PutObject", &self.location(key))?;
         Ok(answered.map(|output| {
             self.remember(key, output.version_id());
@@ -364,12 +505,19 @@ impl<'a> Probe<'a> {
 
     async fn run(&mut self) -> Result<()> {
         self.check_versioning().await?;
+        self.check_checksums().await?;
+        self.check_checksum_trailer().await?;
+        self.check_checksum_mode().await?;
         let current = self.check_conditional_puts().await?;
+        self.check_if_match_absent().await?;
         let current = self.check_race(current).await?;
+        self.check_cas_versioned().await?;
         self.check_conditional_get(&current).await?;
         self.check_conditional_delete(&current).await?;
-        self.check_checksums().await?;
+        self.check_conditional_delete_absent().await?;
         self.check_listing().await?;
+        self.check_paged_listing().await?;
+        self.check_sse_lock().await?;
         self.check_dynamodb().await;
         Ok(())
     }
@@ -431,8 +579,15 @@ impl<'a> Probe<'a> {
                  without versions a lost write's outcome is exact only while nobody else writes",
             ),
         };
+        self.findings.versioning_enabled = Some(found.result == "enabled");
         self.checks.push(found);
         Ok(())
+    }
+
+    /// Whether the store gave the probe's writes version ids (moto's GetBucketVersioning
+    /// answer cannot be read, but its writes are versioned).
+    fn keeps_versions(&self) -> bool {
+        self.versions.iter().any(|(_, id)| id != "null")
     }
 
     /// If-None-Match and If-Match on PUT, and the ETag's shape. Returns the scratch object's
@@ -482,16 +637,22 @@ impl<'a> Probe<'a> {
             )
             .await?;
         let found = match over {
-            _ if create_refused => check(
-                "if_none_match",
-                "If-None-Match: * on PUT",
-                format!("refused ({})", statuses[0]),
-                statuses.clone(),
-                CheckLevel::Unsafe,
-                "s3state creates its lock (<key>.tflock) and new states with If-None-Match: *; every such write would fail",
-            ),
+            _ if create_refused => {
+                self.findings.if_none_match = Some(Enforcement::Refused {
+                    status: statuses[0],
+                });
+                check(
+                    "if_none_match",
+                    "If-None-Match: * on PUT",
+                    format!("refused ({})", statuses[0]),
+                    statuses.clone(),
+                    CheckLevel::Unsafe,
+                    "s3state creates its lock (<key>.tflock) and new states with If-None-Match: *; every such write would fail",
+                )
+            }
             Ok(put) => {
                 current = put;
+                self.findings.if_none_match = Some(Enforcement::Ignored);
                 check(
                     "if_none_match",
                     "If-None-Match: * on PUT",
@@ -501,26 +662,34 @@ impl<'a> Probe<'a> {
                     "a lock could be taken while someone holds it, and a new state could replace an existing one",
                 )
             }
-            Err(refusal) if refusal.status == 412 => check(
-                "if_none_match",
-                "If-None-Match: * on PUT",
-                "enforced (412)",
-                vec![200, 412],
-                CheckLevel::Pass,
-                "locks and new states are created only where nothing exists",
-            ),
-            Err(refusal) => check(
-                "if_none_match",
-                "If-None-Match: * on PUT",
-                if is_refused(&refusal) {
-                    format!("refused ({})", refusal.describe())
-                } else {
-                    format!("unexpected answer ({})", refusal.describe())
-                },
-                vec![200, refusal.status],
-                CheckLevel::Unsafe,
-                "s3state creates its lock and new states with If-None-Match: *; over an existing object it must get 412",
-            ),
+            Err(refusal) if refusal.status == 412 => {
+                self.findings.if_none_match = Some(Enforcement::Enforced);
+                check(
+                    "if_none_match",
+                    "If-None-Match: * on PUT",
+                    "enforced (412)",
+                    vec![200, 412],
+                    CheckLevel::Pass,
+                    "locks and new states are created only where nothing exists",
+                )
+            }
+            Err(refusal) => {
+                self.findings.if_none_match = Some(Enforcement::Refused {
+                    status: refusal.status,
+                });
+                check(
+                    "if_none_match",
+                    "If-None-Match: * on PUT",
+                    if is_refused(&refusal) {
+                        format!("refused ({})", refusal.describe())
+                    } else {
+                        format!("unexpected answer ({})", refusal.describe())
+                    },
+                    vec![200, refusal.status],
+                    CheckLevel::Unsafe,
+                    "s3state creates its lock and new states with If-None-Match: *; over an existing object it must get 412",
+                )
+            }
         };
         self.checks.push(found);
 
@@ -588,6 +757,14 @@ impl<'a> Probe<'a> {
                 )
             }
         };
+        self.findings.if_match = Some(match (statuses.first(), level) {
+            (Some(200), _) => Enforcement::Ignored,
+            (_, CheckLevel::Pass) => Enforcement::Enforced,
+            (Some(412), _) => Enforcement::Enforced,
+            (status, _) => Enforcement::Refused {
+                status: status.copied().unwrap_or_default(),
+            },
+        });
         self.checks.push(check(
             "if_match",
             "If-Match on PUT (wrong tag)",
@@ -599,33 +776,30 @@ impl<'a> Probe<'a> {
         Ok(current.etag)
     }
 
-    /// Two PUTs with the same `If-Match` at once, a few rounds: one may win, the other must
-    /// lose with 412 or 409. Returns the object's tag afterwards.
+    /// `RACERS` PUTs with the same `If-Match` at once, a few rounds: at most one may win, the
+    /// others must lose with 412 or 409. Returns the object's tag afterwards.
     async fn check_race(&mut self, mut current: String) -> Result<String> {
         let key = self.store.key.clone();
         let mut statuses = Vec::new();
-        let mut both_won = 0;
+        let mut several_won = 0;
         let mut lost = std::collections::BTreeMap::<u16, usize>::new();
         for round in 0..RACE_ROUNDS {
-            let (a, b) = (
-                format!("s3state probe: race {round}, writer a\n"),
-                format!("s3state probe: race {round}, writer b\n"),
-            );
+            let bodies: Vec<String> = (0..RACERS)
+                .map(|writer| format!("s3state probe: race {round}, writer {writer}\n"))
+                .collect();
             let tag = current.clone();
-            let (left, right) = {
-                let mut left = self.clone_for_race();
-                let mut right = self.clone_for_race();
-                let (l, r) = tokio::join!(
-                    left.put(&key, a.as_bytes(), Condition::IfMatch(&tag), None),
-                    right.put(&key, b.as_bytes(), Condition::IfMatch(&tag), None)
-                );
-                self.versions.extend(left.versions);
-                self.versions.extend(right.versions);
-                (l?, r?)
-            };
+            let mut racers: Vec<Probe<'a>> = (0..RACERS).map(|_| self.clone_for_race()).collect();
+            let outcomes =
+                futures::future::join_all(racers.iter_mut().zip(&bodies).map(|(racer, body)| {
+                    racer.put(&key, body.as_bytes(), Condition::IfMatch(&tag), None)
+                }))
+                .await;
+            for racer in racers {
+                self.versions.extend(racer.versions);
+            }
             let mut winners = 0;
-            for outcome in [left, right] {
-                match outcome {
+            for outcome in outcomes {
+                match outcome? {
                     Ok(put) => {
                         winners += 1;
                         statuses.push(200);
@@ -637,12 +811,12 @@ impl<'a> Probe<'a> {
                     }
                 }
             }
-            if winners == 2 {
-                both_won += 1;
+            if winners > 1 {
+                several_won += 1;
             }
         }
-        if both_won > 0 {
-            // When both writes went through, which one is current is the store's call, not
+        if several_won > 0 {
+            // When several writes went through, which one is current is the store's call, not
             // the order of our answers: ask, so the checks that follow use the right tag.
             let request = self.client().head_object().bucket(self.bucket()).key(&key);
             if let Ok(head) = super::with_customer_key!(request, &self.backend.config.sse)
@@ -658,20 +832,24 @@ impl<'a> Probe<'a> {
             .map(|(status, count)| format!("{status} ×{count}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let found = if both_won > 0 {
+        self.findings.race_single_winner = Some(several_won == 0);
+        const TITLE: &str = "8 writers racing one If-Match";
+        let found = if several_won > 0 {
             check(
                 "race",
-                "412 vs 409 on a race",
-                format!("both writes went through in {both_won} of {RACE_ROUNDS} rounds"),
+                TITLE,
+                format!(
+                    "more than one write went through in {several_won} of {RACE_ROUNDS} rounds"
+                ),
                 statuses,
                 CheckLevel::Unsafe,
-                "two writers made on the same snapshot both succeeded: one silently replaced the other",
+                "writers made on the same snapshot both succeeded: one silently replaced the other",
             )
         } else if lost.keys().all(|status| matches!(status, 409 | 412)) {
             check(
                 "race",
-                "412 vs 409 on a race",
-                format!("the loser got {losers}"),
+                TITLE,
+                format!("at most one winner a round; the losers got {losers}"),
                 statuses,
                 CheckLevel::Pass,
                 "a lost race is refused: 412 is reported as a conflict, 409 is retried by s3state",
@@ -679,7 +857,7 @@ impl<'a> Probe<'a> {
         } else {
             check(
                 "race",
-                "412 vs 409 on a race",
+                TITLE,
                 format!("unexpected answers ({losers})"),
                 statuses,
                 CheckLevel::Unsafe,
@@ -700,6 +878,8 @@ impl<'a> Probe<'a> {
             keys: BTreeSet::new(),
             versions: Vec::new(),
             checks: Vec::new(),
+            findings: ProbeFindings::default(),
+            compatible: self.compatible,
         }
     }
 
@@ -742,6 +922,7 @@ impl<'a> Probe<'a> {
                 "every refresh of an unchanged state sends this request; it must get 304 or the object",
             ),
         };
+        self.findings.conditional_get_304 = Some(found.statuses == [304]);
         self.checks.push(found);
         Ok(())
     }
@@ -810,53 +991,805 @@ impl<'a> Probe<'a> {
                 "s3state falls back to reading the object then deleting it unconditionally, which is exact only while nobody else writes",
             ),
         };
+        self.findings.conditional_delete = Some(match found.statuses.as_slice() {
+            [204] => Enforcement::Ignored,
+            [412, 204] => Enforcement::Enforced,
+            [first, ..] => Enforcement::Refused { status: *first },
+            [] => Enforcement::Refused { status: 0 },
+        });
         self.checks.push(found);
         Ok(())
     }
 
+    /// Checksums on PUT: whether the store takes `x-amz-checksum-sha256` (else, under
+    /// `ChecksumMode::Auto`, the probe goes on the compatible way, as s3state would), and
+    /// whether it refuses a wrong digest.
     async fn check_checksums(&mut self) -> Result<()> {
         let key = format!("{}checksum", self.prefix);
         let body = b"s3state probe: checksum\n";
-        let right = self.put(&key, body, Condition::None, None).await?;
-        let found = match right {
-            Err(refusal) => check(
-                "checksum_sha256",
-                "SHA-256 checksum on PUT",
-                format!("refused ({})", refusal.describe()),
-                vec![refusal.status],
-                CheckLevel::Unsafe,
-                "every s3state write carries x-amz-checksum-sha256; every one would fail",
-            ),
-            Ok(_) => {
-                let wrong = sha256_base64(b"not the body");
-                match self.put(&key, body, Condition::None, Some(wrong)).await? {
-                    Ok(_) => check(
+        let mode = self.backend.config.checksums.mode;
+        let mut statuses = Vec::new();
+        let mut header = String::new();
+        let mut level = CheckLevel::Pass;
+        let mut explanation = "a body corrupted on the way is refused, never stored".to_owned();
+        if self.compatible {
+            header.push_str("not sent (checksums = compatible); ");
+        } else {
+            match self.put(&key, body, Condition::None, None).await? {
+                Ok(_) => {
+                    statuses.push(200);
+                    self.findings.checksum_header_accepted = Some(true);
+                }
+                Err(refusal) => {
+                    statuses.push(refusal.status);
+                    self.findings.checksum_header_accepted = Some(false);
+                    let named = names_checksum(&refusal, false);
+                    if named && mode == super::ChecksumMode::Auto {
+                        self.compatible = true;
+                        header = format!(
+                            "x-amz-checksum-sha256 refused ({}), so s3state writes with Content-MD5 and a signed payload here; ",
+                            refusal.describe()
+                        );
+                        level = CheckLevel::Info;
+                        explanation = "checksums = auto: s3state learns this on its first refused write, sends it again the compatible way (nothing was applied) and keeps to that way; set S3STATE_CHECKSUMS=compatible to skip the first try".into();
+                    } else {
+                        let why = if named {
+                            "every s3state write carries x-amz-checksum-sha256 with checksums = always; every one would fail: use checksums = auto or compatible (Terraform's skip_s3_checksum)"
+                        } else {
+                            "every s3state write carries x-amz-checksum-sha256; every one would fail"
+                        };
+                        self.checks.push(check(
+                            "checksum_sha256",
+                            "checksums on PUT",
+                            format!("x-amz-checksum-sha256 refused ({})", refusal.describe()),
+                            statuses,
+                            CheckLevel::Unsafe,
+                            why,
+                        ));
+                        // The checks that follow write the compatible way, to measure the rest.
+                        self.compatible = true;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let what = if self.compatible {
+            "Content-MD5"
+        } else {
+            "SHA-256 checksum"
+        };
+        let wrong = if self.compatible {
+            md5_base64(b"not the body")
+        } else {
+            sha256_base64(b"not the body")
+        };
+        if self.compatible {
+            // The right digest first: the object must be writable the compatible way at all.
+            match self.put(&key, body, Condition::None, None).await? {
+                Ok(_) => statuses.push(200),
+                Err(refusal) => {
+                    statuses.push(refusal.status);
+                    self.checks.push(check(
                         "checksum_sha256",
-                        "SHA-256 checksum on PUT",
-                        "not verified (a wrong checksum was accepted)",
-                        vec![200, 200],
-                        CheckLevel::Unsafe,
-                        "s3state sends the body unsigned and relies on the store verifying its checksum; a body corrupted on the way would be stored as the state",
-                    ),
-                    Err(refusal) if matches!(refusal.status, 400 | 422) => check(
-                        "checksum_sha256",
-                        "SHA-256 checksum on PUT",
-                        format!("verified ({} on a wrong checksum)", refusal.describe()),
-                        vec![200, refusal.status],
-                        CheckLevel::Pass,
-                        "a body corrupted on the way is refused, never stored",
-                    ),
-                    Err(refusal) => check(
-                        "checksum_sha256",
-                        "SHA-256 checksum on PUT",
+                        "checksums on PUT",
                         format!(
-                            "unexpected answer to a wrong checksum ({})",
+                            "{header}and a Content-MD5 write refused too ({})",
                             refusal.describe()
                         ),
-                        vec![200, refusal.status],
+                        statuses,
                         CheckLevel::Unsafe,
-                        "a wrong checksum must be refused with 400",
+                        "every s3state write would fail",
+                    ));
+                    return Ok(());
+                }
+            }
+        }
+        let (result, verdict_level) = match self
+            .put(&key, body, Condition::None, Some(wrong))
+            .await?
+        {
+            Ok(_) => {
+                statuses.push(200);
+                self.findings.wrong_digest_refused = Some(false);
+                explanation = "s3state relies on the store verifying the digest it sends; a body corrupted on the way would be stored as the state".into();
+                (
+                    format!("{header}a wrong {what} is not verified (accepted)"),
+                    CheckLevel::Unsafe,
+                )
+            }
+            Err(refusal) if matches!(refusal.status, 400 | 422) => {
+                statuses.push(refusal.status);
+                self.findings.wrong_digest_refused = Some(true);
+                (
+                    format!("{header}a wrong {what} is refused ({})", refusal.describe()),
+                    level,
+                )
+            }
+            Err(refusal) => {
+                statuses.push(refusal.status);
+                explanation = "a wrong digest must be refused with 400".into();
+                (
+                    format!(
+                        "{header}unexpected answer to a wrong {what} ({})",
+                        refusal.describe()
                     ),
+                    CheckLevel::Unsafe,
+                )
+            }
+        };
+        self.findings.writes_compatible = self.compatible;
+        self.checks.push(check(
+            "checksum_sha256",
+            "checksums on PUT",
+            result,
+            statuses,
+            verdict_level,
+            explanation,
+        ));
+        Ok(())
+    }
+
+    /// A PUT as the AWS SDKs send a streamed body by default: `aws-chunked`, with an
+    /// `x-amz-checksum-crc32` trailer. s3state never sends one; Terraform does.
+    async fn check_checksum_trailer(&mut self) -> Result<()> {
+        use aws_sdk_s3::config::RequestChecksumCalculation;
+        let key = format!("{}trailer", self.prefix);
+        let body = b"s3state probe: a body sent aws-chunked with a trailing checksum\n";
+        let scratch = std::env::temp_dir().join(format!("s3state-probe-{}", uuid::Uuid::new_v4()));
+        let output = |error: std::io::Error| Error::Store {
+            operation: "PutObject",
+            location: self.location(&key),
+            message: format!(
+                "the probe cannot stage its streamed body in {}: {error}",
+                scratch.display()
+            ),
+            source: None,
+        };
+        std::fs::write(&scratch, body).map_err(output)?;
+        // A file is a streamed body to the SDK (an in-memory one gets a header, not a trailer).
+        let streamed = ByteStream::from_path(&scratch).await;
+        let _ = std::fs::remove_file(&scratch);
+        let streamed = streamed.map_err(|error| Error::Store {
+            operation: "PutObject",
+            location: self.location(&key),
+            message: format!("the probe cannot stream its body: {error}"),
+            source: None,
+        })?;
+        self.keys.insert(key.clone());
+        let request = self
+            .client()
+            .put_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .body(streamed)
+            .content_length(body.len() as i64)
+            .content_type("text/plain");
+        let sent = self
+            .store
+            .apply_sse_to_put(request)
+            .customize()
+            .config_override(
+                no_retries()
+                    .request_checksum_calculation(RequestChecksumCalculation::WhenSupported),
+            )
+            .send()
+            .await;
+        let found = match answer(sent, "PutObject", &self.location(&key))? {
+            Ok(output) => {
+                self.remember(&key, output.version_id());
+                let stored = self.read_back(&key).await?;
+                let exact = stored.as_deref() == Some(&body[..]);
+                self.findings.checksum_trailer_accepted = Some(exact);
+                if exact {
+                    check(
+                        "checksum_trailer",
+                        "aws-chunked PUT with a CRC32 trailer (the SDKs' default)",
+                        "accepted, stored as sent",
+                        vec![200],
+                        CheckLevel::Pass,
+                        "Terraform's own writes (aws-sdk-go-v2's default checksums) work here too",
+                    )
+                } else {
+                    check(
+                        "checksum_trailer",
+                        "aws-chunked PUT with a CRC32 trailer (the SDKs' default)",
+                        "accepted, but stored with the chunk framing in the body",
+                        vec![200],
+                        CheckLevel::Info,
+                        "s3state never sends trailers, but Terraform does: its states written here would be stored corrupted (s3state then refuses to read them); give Terraform AWS_REQUEST_CHECKSUM_CALCULATION=when_required",
+                    )
+                }
+            }
+            Err(refusal) => {
+                self.findings.checksum_trailer_accepted = Some(false);
+                check(
+                    "checksum_trailer",
+                    "aws-chunked PUT with a CRC32 trailer (the SDKs' default)",
+                    format!("refused ({})", refusal.describe()),
+                    vec![refusal.status],
+                    CheckLevel::Info,
+                    "s3state never sends trailers; Terraform does, and needs AWS_REQUEST_CHECKSUM_CALCULATION=when_required (or skip_s3_checksum) here",
+                )
+            }
+        };
+        self.checks.push(found);
+        Ok(())
+    }
+
+    /// The object's body, read without asking for its checksum; `None` when it is not there.
+    async fn read_back(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let request = self.client().get_object().bucket(self.bucket()).key(key);
+        let sent = super::with_customer_key!(request, &self.backend.config.sse)
+            .customize()
+            .config_override(
+                super::config::compatible_requests()
+                    .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+            )
+            .send()
+            .await;
+        match answer(sent, "GetObject", &self.location(key))? {
+            Ok(output) => {
+                let body = output.body.collect().await.map_err(|error| Error::Store {
+                    operation: "GetObject",
+                    location: self.location(key),
+                    message: format!("reading the probe's object failed: {error}"),
+                    source: None,
+                })?;
+                Ok(Some(body.to_vec()))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// GET with `x-amz-checksum-mode: ENABLED`, which the SDK sends on every read by default.
+    async fn check_checksum_mode(&mut self) -> Result<()> {
+        let key = format!("{}checksum", self.prefix);
+        let mode = self.backend.config.checksums.mode;
+        let request = self
+            .client()
+            .get_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
+        let sent = super::with_customer_key!(request, &self.backend.config.sse)
+            .customize()
+            .config_override(no_retries())
+            .send()
+            .await;
+        const TITLE: &str = "GET with x-amz-checksum-mode: ENABLED";
+        let found = match answer(sent, "GetObject", &self.location(&key))? {
+            Ok(_) => {
+                self.findings.checksum_mode_accepted = Some(true);
+                check(
+                    "checksum_mode_get",
+                    TITLE,
+                    "answered (200)",
+                    vec![200],
+                    CheckLevel::Pass,
+                    "reads check the stored checksum of what they receive",
+                )
+            }
+            Err(refusal) => {
+                self.findings.checksum_mode_accepted = Some(false);
+                let named = names_checksum(&refusal, false);
+                let (level, explanation) = match mode {
+                    super::ChecksumMode::Always => (
+                        CheckLevel::Unsafe,
+                        "with checksums = always every read sends this header and would fail: use auto or compatible",
+                    ),
+                    _ if named => (
+                        CheckLevel::Info,
+                        "s3state reads without the header here (auto learns it on the first refused read; compatible never sends it)",
+                    ),
+                    _ => (
+                        CheckLevel::Unsafe,
+                        "every s3state read sends this header; the store's answer does not say it refused the header, so s3state does not drop it",
+                    ),
+                };
+                check(
+                    "checksum_mode_get",
+                    TITLE,
+                    format!("refused ({})", refusal.describe()),
+                    vec![refusal.status],
+                    level,
+                    explanation,
+                )
+            }
+        };
+        self.checks.push(found);
+        Ok(())
+    }
+
+    /// `If-Match` on a key that was never written: AWS answers 404. A store that writes the
+    /// object anyway would let a write meant for a state deleted meanwhile recreate it.
+    async fn check_if_match_absent(&mut self) -> Result<()> {
+        let key = format!("{}never-written-put", self.prefix);
+        let found = match self
+            .put(
+                &key,
+                b"s3state probe: if-match on nothing\n",
+                Condition::IfMatch(WRONG_ETAG),
+                None,
+            )
+            .await?
+        {
+            Ok(_) => {
+                self.findings.if_match_on_absent = Some(200);
+                check(
+                    "if_match_absent",
+                    "If-Match on PUT, key absent",
+                    "ignored (200, created the object)",
+                    vec![200],
+                    CheckLevel::Unsafe,
+                    "a write conditional on a state that was deleted meanwhile (a workspace deleted, a lock released) recreates it instead of failing",
+                )
+            }
+            Err(refusal) if matches!(refusal.status, 404 | 412) => {
+                self.findings.if_match_on_absent = Some(refusal.status);
+                check(
+                    "if_match_absent",
+                    "If-Match on PUT, key absent",
+                    format!("refused ({})", refusal.describe()),
+                    vec![refusal.status],
+                    CheckLevel::Pass,
+                    "a write on a state deleted meanwhile fails as a conflict, as on AWS",
+                )
+            }
+            Err(refusal) => {
+                self.findings.if_match_on_absent = Some(refusal.status);
+                check(
+                    "if_match_absent",
+                    "If-Match on PUT, key absent",
+                    format!("unexpected answer ({})", refusal.describe()),
+                    vec![refusal.status],
+                    CheckLevel::Unsafe,
+                    "a write on a state deleted meanwhile must get 404 or 412",
+                )
+            }
+        };
+        self.checks.push(found);
+        Ok(())
+    }
+
+    /// If-Match compare-and-swap on a versioned bucket: a write on the tag of the version
+    /// just replaced must be refused, and the versions must hold exactly the writes that won.
+    async fn check_cas_versioned(&mut self) -> Result<()> {
+        const TITLE: &str = "If-Match compare-and-swap on a versioned bucket";
+        if !self.keeps_versions() {
+            self.checks.push(check(
+                "cas_versioned",
+                TITLE,
+                "not run (the bucket keeps no versions)",
+                Vec::new(),
+                CheckLevel::Info,
+                "the bucket keeps no versions to compare",
+            ));
+            return Ok(());
+        }
+        let key = format!("{}cas", self.prefix);
+        let mut statuses = Vec::new();
+        let first = self
+            .put(&key, b"s3state probe: cas 1\n", Condition::None, None)
+            .await?;
+        let (result, level) = match first {
+            Err(refusal) => {
+                statuses.push(refusal.status);
+                (
+                    format!("the first write was refused ({})", refusal.describe()),
+                    CheckLevel::Unsafe,
+                )
+            }
+            Ok(first) => {
+                statuses.push(200);
+                let second = self
+                    .put(
+                        &key,
+                        b"s3state probe: cas 2\n",
+                        Condition::IfMatch(&first.etag),
+                        None,
+                    )
+                    .await?;
+                match second {
+                    Err(refusal) => {
+                        statuses.push(refusal.status);
+                        (
+                            format!(
+                                "a write on the current tag was refused ({})",
+                                refusal.describe()
+                            ),
+                            CheckLevel::Unsafe,
+                        )
+                    }
+                    Ok(second) => {
+                        statuses.push(200);
+                        let stale = self
+                            .put(
+                                &key,
+                                b"s3state probe: cas 3, on an older version\n",
+                                Condition::IfMatch(&first.etag),
+                                None,
+                            )
+                            .await?;
+                        let listed: Vec<String> = match self.list_versions().await? {
+                            Ok(listed) => listed
+                                .into_iter()
+                                .filter(|(k, _)| *k == key)
+                                .map(|(_, id)| id)
+                                .collect(),
+                            Err(_) => Vec::new(),
+                        };
+                        let written: Vec<&String> = self
+                            .versions
+                            .iter()
+                            .filter(|(k, _)| *k == key)
+                            .map(|(_, id)| id)
+                            .collect();
+                        match stale {
+                            Ok(_) => {
+                                statuses.push(200);
+                                (
+                                    "a write on the previous version's tag went through".into(),
+                                    CheckLevel::Unsafe,
+                                )
+                            }
+                            Err(refusal) if matches!(refusal.status, 409 | 412) => {
+                                statuses.push(refusal.status);
+                                let exact = listed.len() == 2
+                                    && written.len() == 2
+                                    && written.iter().all(|id| listed.contains(id));
+                                if exact && second.etag != first.etag {
+                                    (
+                                        format!(
+                                            "enforced ({} on the previous version's tag; the versions hold the two winning writes)",
+                                            refusal.status
+                                        ),
+                                        CheckLevel::Pass,
+                                    )
+                                } else {
+                                    (
+                                        format!(
+                                            "refused the stale write, but the versions do not match the winning writes (listed {}, written {})",
+                                            listed.len(),
+                                            written.len()
+                                        ),
+                                        CheckLevel::Unsafe,
+                                    )
+                                }
+                            }
+                            Err(refusal) => {
+                                statuses.push(refusal.status);
+                                (
+                                    format!(
+                                        "unexpected answer to a stale tag ({})",
+                                        refusal.describe()
+                                    ),
+                                    CheckLevel::Unsafe,
+                                )
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.findings.cas_versioned = Some(level == CheckLevel::Pass);
+        self.checks.push(check(
+            "cas_versioned",
+            TITLE,
+            result,
+            statuses,
+            level,
+            if level == CheckLevel::Pass {
+                "a write made on a snapshot that was replaced meanwhile is refused, and history holds only what was written"
+            } else {
+                "compare-and-swap on a versioned bucket is what every s3state write relies on"
+            },
+        ));
+        Ok(())
+    }
+
+    /// A conditional DELETE of a key that was never written: AWS answers 404 (or 204),
+    /// SeaweedFS 412, LocalStack 501.
+    async fn check_conditional_delete_absent(&mut self) -> Result<()> {
+        const TITLE: &str = "conditional DELETE (If-Match), key absent";
+        let key = format!("{}never-written-delete", self.prefix);
+        self.keys.insert(key.clone());
+        let found = match self.delete(&key, Some(WRONG_ETAG)).await? {
+            Ok(()) => {
+                self.findings.conditional_delete_on_absent = Some(204);
+                check(
+                    "conditional_delete_absent",
+                    TITLE,
+                    "204 (nothing to delete)",
+                    vec![204],
+                    CheckLevel::Pass,
+                    "releasing a lock that is already gone succeeds",
+                )
+            }
+            Err(refusal) => {
+                self.findings.conditional_delete_on_absent = Some(refusal.status);
+                match refusal.status {
+                    404 => check(
+                        "conditional_delete_absent",
+                        TITLE,
+                        format!("{} (as AWS)", refusal.describe()),
+                        vec![404],
+                        CheckLevel::Pass,
+                        "s3state reads it as absent",
+                    ),
+                    412 => check(
+                        "conditional_delete_absent",
+                        TITLE,
+                        "412, the same answer as a wrong tag",
+                        vec![412],
+                        CheckLevel::Info,
+                        "the status does not tell an absent object from a changed one; s3state looks at the object before calling it changed",
+                    ),
+                    400 | 501 => check(
+                        "conditional_delete_absent",
+                        TITLE,
+                        format!("refused ({})", refusal.describe()),
+                        vec![refusal.status],
+                        CheckLevel::Info,
+                        "conditional DELETE is not supported at all (see the check above)",
+                    ),
+                    _ => check(
+                        "conditional_delete_absent",
+                        TITLE,
+                        format!("unexpected answer ({})", refusal.describe()),
+                        vec![refusal.status],
+                        CheckLevel::Unsafe,
+                        "releasing a lock that is already gone must not fail in an unknown way",
+                    ),
+                }
+            }
+        };
+        self.checks.push(found);
+        Ok(())
+    }
+
+    /// A paged ListObjectVersions as s3state's history lists an object (prefix = the key,
+    /// key and version-id markers), one entry a page, over versions and delete markers of the
+    /// key and siblings sharing its prefix (`.backup`, `.tflock`).
+    async fn check_paged_listing(&mut self) -> Result<()> {
+        const TITLE: &str = "paged ListObjectVersions (1 a page, siblings sharing the prefix)";
+        if !self.keeps_versions() {
+            self.checks.push(check(
+                "paged_listing",
+                TITLE,
+                "not run (the bucket keeps no versions)",
+                Vec::new(),
+                CheckLevel::Info,
+                "the bucket keeps no versions to list",
+            ));
+            return Ok(());
+        }
+        let base = format!("{}paged/x.tfstate", self.prefix);
+        let backup = format!("{base}.backup");
+        let lock = format!("{base}.tflock");
+        let put = |n: usize| format!("s3state probe: paged {n}\n").into_bytes();
+        let mut refused = None;
+        for (key, action) in [
+            (&base, 'p'),
+            (&backup, 'p'),
+            (&base, 'p'),
+            (&lock, 'p'),
+            (&base, 'd'),
+            (&lock, 'd'),
+            (&base, 'p'),
+        ] {
+            let outcome = if action == 'p' {
+                self.put(key, &put(self.versions.len()), Condition::None, None)
+                    .await?
+                    .map(|_| ())
+            } else {
+                self.delete(key, None).await?
+            };
+            if let Err(refusal) = outcome {
+                refused.get_or_insert(refusal);
+            }
+        }
+        if let Some(refusal) = refused {
+            self.checks.push(check(
+                "paged_listing",
+                TITLE,
+                format!("could not set up ({})", refusal.describe()),
+                vec![refusal.status],
+                CheckLevel::Info,
+                "the probe could not write the versions to list",
+            ));
+            return Ok(());
+        }
+        let expected: BTreeSet<String> = self
+            .versions
+            .iter()
+            .filter(|(key, _)| *key == base)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut seen: Vec<String> = Vec::new();
+        let mut first_key = None;
+        let mut broken = None;
+        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            let sent = self
+                .client()
+                .list_object_versions()
+                .bucket(self.bucket())
+                .prefix(&base)
+                .max_keys(1)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .send()
+                .await;
+            let page = match answer(sent, "ListObjectVersions", &self.location(&base))? {
+                Ok(page) => page,
+                Err(refusal) => {
+                    broken = Some(format!("page {pages} refused ({})", refusal.describe()));
+                    break;
+                }
+            };
+            let entries = versions_under(&base, &page);
+            if first_key.is_none() {
+                first_key = entries.first().map(|(key, _)| key.clone());
+            }
+            seen.extend(
+                entries
+                    .into_iter()
+                    .filter(|(key, _)| *key == base)
+                    .map(|(_, id)| id),
+            );
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            if pages >= 40 {
+                broken = Some("more than 40 pages for 9 entries".into());
+                break;
+            }
+            match next_markers(&(key_marker.clone(), version_marker.clone()), &page) {
+                Some((key, version)) => (key_marker, version_marker) = (key, version),
+                None => {
+                    broken = Some(format!("page {pages} is truncated without a new marker"));
+                    break;
+                }
+            }
+        }
+        let distinct: BTreeSet<String> = seen.iter().cloned().collect();
+        let missing = expected.difference(&distinct).count();
+        let repeated = seen.len() - distinct.len();
+        let foreign = distinct.difference(&expected).count();
+        let exact = broken.is_none() && missing == 0 && repeated == 0 && foreign == 0;
+        self.findings.paged_listing_exact = Some(exact);
+        let found = if exact {
+            check(
+                "paged_listing",
+                TITLE,
+                format!(
+                    "every one of the key's {} versions and delete markers, once each",
+                    expected.len()
+                ),
+                vec![200],
+                CheckLevel::Pass,
+                "history, restore, prune and the lookup of a lost write see every version of a state, however many pages it takes",
+            )
+        } else {
+            let mut what = Vec::new();
+            if let Some(broken) = broken {
+                what.push(broken);
+            }
+            if missing > 0 {
+                what.push(format!(
+                    "missed {missing} of the key's {} entries",
+                    expected.len()
+                ));
+            }
+            if repeated > 0 {
+                what.push(format!("listed {repeated} twice"));
+            }
+            if foreign > 0 {
+                what.push(format!("listed {foreign} unknown versions"));
+            }
+            if let Some(first) = first_key.filter(|first| *first != base) {
+                let shown = first
+                    .strip_prefix(&format!("{}paged/", self.prefix))
+                    .unwrap_or(&first)
+                    .to_owned();
+                what.push(format!("the first page began at {shown}"));
+            }
+            check(
+                "paged_listing",
+                TITLE,
+                what.join("; "),
+                vec![200],
+                CheckLevel::Limited,
+                "a state whose versions and siblings (.tflock, .backup) fill more than one listing page (1000 entries) cannot be listed whole here: its history, restore, prune and the lookup of a lost write cannot rely on the listing, and s3state refuses a listing that contradicts itself rather than show a short history",
+            )
+        };
+        self.checks.push(found);
+        Ok(())
+    }
+
+    /// The lock object written with the configured encryption, as s3state writes it, and read
+    /// back: the store must say it is encrypted as configured.
+    async fn check_sse_lock(&mut self) -> Result<()> {
+        use super::ServerSideEncryption as Sse;
+        let Some(sse) = self.backend.config.sse.clone() else {
+            return Ok(());
+        };
+        const TITLE: &str = "encryption headers on the lock object";
+        let key = format!("{}x.tfstate.tflock", self.prefix);
+        let found = match self
+            .put(
+                &key,
+                b"{\"ID\":\"probe\"}",
+                Condition::IfNoneMatch("*"),
+                None,
+            )
+            .await?
+        {
+            Err(refusal) => {
+                self.findings.sse_on_lock = Some(false);
+                check(
+                    "sse_lock",
+                    TITLE,
+                    format!("refused ({})", refusal.describe()),
+                    vec![refusal.status],
+                    CheckLevel::Unsafe,
+                    "every lock and every state write carries the configured encryption; every one would fail",
+                )
+            }
+            Ok(_) => {
+                let request = self.client().head_object().bucket(self.bucket()).key(&key);
+                let head = super::with_customer_key!(request, &self.backend.config.sse)
+                    .customize()
+                    .config_override(no_retries())
+                    .send()
+                    .await;
+                let (said, expected) =
+                    match (answer(head, "HeadObject", &self.location(&key))?, &sse) {
+                        (Ok(head), Sse::CustomerKey(_)) => (
+                            head.sse_customer_algorithm().map(str::to_owned),
+                            "SSE-C AES256",
+                        ),
+                        (Ok(head), Sse::S3Managed) => (
+                            head.server_side_encryption().map(|s| s.as_str().to_owned()),
+                            "AES256",
+                        ),
+                        (Ok(head), Sse::Kms { .. }) => (
+                            head.server_side_encryption().map(|s| s.as_str().to_owned()),
+                            "aws:kms",
+                        ),
+                        (Err(refusal), _) => {
+                            (Some(format!("HEAD refused ({})", refusal.describe())), "—")
+                        }
+                    };
+                let holds = match &sse {
+                    Sse::CustomerKey(_) => said.as_deref() == Some("AES256"),
+                    Sse::S3Managed => said.as_deref() == Some("AES256"),
+                    Sse::Kms { .. } => said.as_deref() == Some("aws:kms"),
+                };
+                self.findings.sse_on_lock = Some(holds);
+                if holds {
+                    check(
+                        "sse_lock",
+                        TITLE,
+                        format!("stored encrypted ({expected})"),
+                        vec![200, 200],
+                        CheckLevel::Pass,
+                        "locks and states are stored encrypted as configured",
+                    )
+                } else {
+                    check(
+                        "sse_lock",
+                        TITLE,
+                        format!(
+                            "accepted, but reads back as {} (configured: {expected})",
+                            said.as_deref().unwrap_or("not encrypted")
+                        ),
+                        vec![200, 200],
+                        CheckLevel::Unsafe,
+                        "the store takes the encryption headers and does not say it applied them: states would be stored without the encryption configured for them",
+                    )
                 }
             }
         };

@@ -76,10 +76,14 @@ impl S3Store {
                 .bucket(&self.config.bucket)
                 .key(&self.key)
                 .set_version_id(version_id.map(str::to_owned));
-            let output = match super::with_customer_key!(request, &self.config.sse)
-                .send()
-                .await
-            {
+            let request = super::with_customer_key!(request, &self.config.sse);
+            let output = match super::send_read!(
+                request,
+                &self.config,
+                "GetObject",
+                &self.location,
+                false
+            ) {
                 Ok(output) => output,
                 Err(err) => {
                     return match version_id {

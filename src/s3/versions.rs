@@ -139,9 +139,8 @@ impl VersionedStore for S3Store {
     }
 
     async fn get_version(&self, version_id: &str) -> Result<StoredObject> {
-        let output = version_request!(self, get_object, version_id)
-            .send()
-            .await
+        let request = version_request!(self, get_object, version_id);
+        let output = super::send_read!(request, &self.config, "GetObject", &self.location, false)
             .map_err(|err| self.version_error("GetObject", version_id, err))?;
         let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
         let metadata = user_metadata(output.metadata.as_ref());

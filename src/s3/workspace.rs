@@ -321,6 +321,7 @@ mod tests {
                 sse: None,
                 conflict_retries: 0,
                 conditional_delete: Default::default(),
+                checksums: Default::default(),
                 lock_table: Default::default(),
                 endpoint: None,
             }),

@@ -40,6 +40,8 @@ pub struct BackendBlock {
     pub shared_credentials_files: Vec<String>,
     /// `max_retries`: Terraform passes it to the AWS SDK as the maximum number of attempts.
     pub max_retries: Option<u32>,
+    /// `skip_s3_checksum`: no flexible checksums (s3state's `checksums = compatible`).
+    pub skip_s3_checksum: Option<bool>,
     /// Terraform's DynamoDB lock table.
     pub dynamodb_table: Option<String>,
     /// `endpoints.dynamodb` (or the older `dynamodb_endpoint`).
@@ -65,10 +67,6 @@ const NO_EFFECT: &[(&str, &str)] = &[
     (
         "skip_requesting_account_id",
         "s3state never asks for the account ID",
-    ),
-    (
-        "skip_s3_checksum",
-        "s3state always sends a checksum with each state it writes",
     ),
     (
         "use_lockfile",
@@ -219,6 +217,7 @@ fn parse_block(file: &str, body: &Body) -> Result<BackendBlock> {
             }
             "shared_credentials_file" => block.shared_credentials_files = vec![text()?],
             "max_retries" => block.max_retries = Some(max_retries(file, expr)?),
+            "skip_s3_checksum" => block.skip_s3_checksum = Some(boolean(file, name, expr)?),
             "use_fips_endpoint" => {
                 if boolean(file, name, expr)? {
                     bail!(
@@ -653,7 +652,9 @@ token = "t0k3n""#,
             "skip_credentials_validation = true\n skip_region_validation = true\n skip_metadata_api_check = true\n skip_requesting_account_id = true\n skip_s3_checksum = true\n retry_mode = \"adaptive\"\n endpoints = { iam = \"http://iam\" }",
         )
         .unwrap();
-        assert_eq!(block.notes.len(), 7, "{:?}", block.notes);
+        // skip_s3_checksum is a setting of s3state's own (checksums = compatible), not a note.
+        assert_eq!(block.notes.len(), 6, "{:?}", block.notes);
+        assert_eq!(block.skip_s3_checksum, Some(true));
         assert!(
             block
                 .notes

@@ -24,6 +24,7 @@ Exit codes:
   4  locked: someone else holds the state's lock
   5  probe: the store is safe only under the lock
   6  probe: the store is unsafe for s3state
+  7  probe: the store is safe, with limits (some features fail with an error)
 
 Settings come from flags, then S3STATE_* variables, then the `backend \"s3\"` block of the
 .tf files in --chdir (default: the current directory). Credentials and region also come from
@@ -225,7 +226,7 @@ pub enum Command {
     /// Check whether the endpoint and bucket honour what s3state relies on (conditional
     /// writes, versions, checksums), with scratch objects it removes afterwards.
     #[command(
-        after_help = "Exit codes: 0 safe, 5 safe only under the lock, 6 unsafe (1, 2 errors).\n\nExample:\n  s3state --bucket tfstate --endpoint-url https://s3.example.net --path-style probe\n  s3state --chdir infra probe --json"
+        after_help = "Exit codes: 0 safe, 7 safe with limits, 5 safe only under the lock, 6 unsafe (1, 2 errors).\n\nExample:\n  s3state --bucket tfstate --endpoint-url https://s3.example.net --path-style probe\n  s3state --chdir infra probe --json"
     )]
     Probe(probe::ProbeArgs),
     /// Print a shell completion script to stdout (see the README for where it goes).

@@ -11,6 +11,8 @@ use std::io::Write;
 pub const EXIT_SAFE_ONLY_UNDER_LOCK: u8 = 5;
 /// The verdict "unsafe".
 pub const EXIT_UNSAFE: u8 = 6;
+/// The verdict "safe, with limits": every guarantee holds, some features fail with an error.
+pub const EXIT_SAFE_WITH_LIMITS: u8 = 7;
 
 /// `s3state probe`'s flags.
 #[derive(Debug, clap::Args)]
@@ -66,10 +68,12 @@ pub async fn run(mut flags: settings::Flags, args: ProbeArgs) -> Result<u8, CliE
     Ok(exit_code(&report.verdict))
 }
 
-/// The exit code of a verdict: 0 safe, 5 safe only under the lock, 6 unsafe.
+/// The exit code of a verdict: 0 safe, 7 safe with limits, 5 safe only under the lock,
+/// 6 unsafe.
 pub fn exit_code(verdict: &Verdict) -> u8 {
     match verdict {
         Verdict::Safe => 0,
+        Verdict::SafeWithLimits { .. } => EXIT_SAFE_WITH_LIMITS,
         Verdict::SafeOnlyUnderLock { .. } => EXIT_SAFE_ONLY_UNDER_LOCK,
         _ => EXIT_UNSAFE,
     }
@@ -99,6 +103,7 @@ fn render(report: &ProbeReport, style: Style) -> String {
         let mark = match check.level {
             CheckLevel::Pass => style.green("ok    "),
             CheckLevel::Info => "info  ".to_owned(),
+            CheckLevel::Limited => style.yellow("limit "),
             CheckLevel::UnderLock => style.yellow("lock  "),
             _ => style.red("UNSAFE"),
         };
@@ -113,6 +118,12 @@ fn render(report: &ProbeReport, style: Style) -> String {
             "Verdict: {}: every guarantee s3state relies on holds.\n",
             style.green("safe for s3state")
         )),
+        Verdict::SafeWithLimits { limits } => verdict_with_list(
+            &mut out,
+            &style.green("safe, with limits"),
+            "every guarantee holds; these fail here with an error instead of working:",
+            limits,
+        ),
         Verdict::SafeOnlyUnderLock { missing } => verdict_with_list(
             &mut out,
             &style.yellow("safe only under the lock"),
@@ -149,8 +160,17 @@ mod tests {
             exit_code(&Verdict::Safe),
             exit_code(&Verdict::SafeOnlyUnderLock { missing: vec![] }),
             exit_code(&Verdict::Unsafe { reasons: vec![] }),
+            exit_code(&Verdict::SafeWithLimits { limits: vec![] }),
         ];
-        assert_eq!(codes, [0, EXIT_SAFE_ONLY_UNDER_LOCK, EXIT_UNSAFE]);
+        assert_eq!(
+            codes,
+            [
+                0,
+                EXIT_SAFE_ONLY_UNDER_LOCK,
+                EXIT_UNSAFE,
+                EXIT_SAFE_WITH_LIMITS
+            ]
+        );
         for error_code in [
             ui::EXIT_ERROR,
             ui::EXIT_USAGE,

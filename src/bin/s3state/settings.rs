@@ -110,6 +110,12 @@ pub struct Flags {
     /// How long a request may take with all its retries (default 2m).
     #[arg(long, env = "S3STATE_OPERATION_TIMEOUT", global = true, value_name = "DURATION", value_parser = timeout)]
     pub operation_timeout: Option<Duration>,
+    /// Which checksums writes carry and reads ask for: `auto` (default: the SDK's
+    /// `x-amz-checksum-sha256`, and Content-MD5 with a signed payload on a store that refuses
+    /// it), `always`, or `compatible` (Terraform's `skip_s3_checksum = true`, which the backend
+    /// block may set).
+    #[arg(long, env = "S3STATE_CHECKSUMS", global = true, value_name = "MODE", value_parser = checksum_mode)]
+    pub checksums: Option<s3state::s3::ChecksumMode>,
     /// The workspace (default `default`).
     #[arg(short = 'w', long, env = "S3STATE_WORKSPACE", global = true, value_parser = workspace_name)]
     pub workspace: Option<String>,
@@ -138,6 +144,10 @@ fn role_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A `--*-timeout`, written as the `S3STATE_*_TIMEOUT` variables take it (`30s`, `2m`).
+fn checksum_mode(text: &str) -> Result<s3state::s3::ChecksumMode, String> {
+    text.parse()
+}
+
 fn timeout(text: &str) -> Result<Duration, String> {
     s3state::Timeouts::parse_duration(text)
 }
@@ -372,6 +382,13 @@ fn resolve_with(flags: &Flags, key_needed: KeyNeeded) -> Result<Resolved, CliErr
     // Terraform treats 0 as unset.
     if let Some(attempts) = block.max_retries.filter(|attempts| *attempts > 0) {
         builder = builder.with_max_attempts(attempts);
+    }
+    let skip_checksum = block
+        .skip_s3_checksum
+        .filter(|skip| *skip)
+        .map(|_| s3state::s3::ChecksumMode::Compatible);
+    if let Some(mode) = pick(&flags.checksums, &skip_checksum) {
+        builder = builder.with_checksums(mode);
     }
     // Terraform's backend block has no timeouts: a flag, else its variable, else the default.
     let timeouts = timeouts(flags, &builder);

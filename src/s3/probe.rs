@@ -1147,13 +1147,16 @@ impl<'a> Probe<'a> {
         };
         std::fs::write(&scratch, body).map_err(output)?;
         // A file is a streamed body to the SDK (an in-memory one gets a header, not a trailer).
+        // Opened as it is sent: the file is removed once the request is answered.
         let streamed = ByteStream::from_path(&scratch).await;
-        let _ = std::fs::remove_file(&scratch);
-        let streamed = streamed.map_err(|error| Error::Store {
-            operation: "PutObject",
-            location: self.location(&key),
-            message: format!("the probe cannot stream its body: {error}"),
-            source: None,
+        let streamed = streamed.map_err(|error| {
+            let _ = std::fs::remove_file(&scratch);
+            Error::Store {
+                operation: "PutObject",
+                location: self.location(&key),
+                message: format!("the probe cannot stream its body: {error}"),
+                source: None,
+            }
         })?;
         self.keys.insert(key.clone());
         let request = self
@@ -1174,6 +1177,7 @@ impl<'a> Probe<'a> {
             )
             .send()
             .await;
+        let _ = std::fs::remove_file(&scratch);
         let found = match answer(sent, "PutObject", &self.location(&key))? {
             Ok(output) => {
                 self.remember(&key, output.version_id());

@@ -371,6 +371,21 @@ pub enum Error {
         evidence: String,
     },
 
+    /// The store refused a conditional write as not implemented (`501 NotImplemented` to
+    /// `If-Match` or `If-None-Match` on PutObject, as Backblaze B2 answered). Nothing was
+    /// written. Without conditional writes neither the lock nor compare-and-swap can be
+    /// enforced, and s3state does not fall back to unconditional writes: that would be the
+    /// silent loss of updates it exists to prevent. Check the store with `s3state probe`.
+    #[error(
+        "the store holding {location} does not implement conditional writes ({answer}); nothing was          written. s3state needs If-None-Match and If-Match on PutObject for its lock and its          compare-and-swap and does not write without them; check the store with `s3state probe`"
+    )]
+    ConditionalWritesUnsupported {
+        /// The object that was to be written.
+        location: String,
+        /// The store's answer, such as `501 NotImplemented`.
+        answer: String,
+    },
+
     /// The state's body does not match the MD5 digest Terraform keeps in the DynamoDB lock table
     /// (`dynamodb_table`), after waiting for them to agree as Terraform does. Another tool wrote
     /// the state without updating the digest, or a write is still settling. Check the state,

@@ -785,6 +785,9 @@ impl<S: Store> StoreLocker<S> {
                         });
                     }
                 },
+                // The store refused the condition itself: it applied nothing, and no lock can
+                // be taken there.
+                Err(error @ Error::ConditionalWritesUnsupported { .. }) => return Err(error),
                 Err(error) => {
                     // No answer: the lock may have been created. Look, so that it is neither
                     // left orphaned nor believed taken when it is not.

@@ -20,7 +20,10 @@ pub use builder::S3Builder;
 pub use config::ChecksumMode;
 pub use credentials::AssumeRole;
 pub use layout::{DEFAULT_WORKSPACE, DEFAULT_WORKSPACE_KEY_PREFIX};
-pub use probe::{CheckLevel, PROBE_PREFIX, ProbeCheck, ProbeCleanup, ProbeReport, Verdict};
+pub use probe::{
+    CheckLevel, Enforcement, PROBE_PREFIX, ProbeCheck, ProbeCleanup, ProbeFindings, ProbeReport,
+    Verdict,
+};
 pub use sse::{CustomerKey, ServerSideEncryption};
 pub use stream::Copied;
 pub use workspace::S3Backend;
@@ -538,6 +541,15 @@ impl Store for S3Store {
                         ));
                     }
                     return Err(error);
+                }
+                // Every PUT of the store is conditional: a 501 is the store refusing the
+                // condition itself, never to be answered by writing without it.
+                Err(err) if is_not_implemented(&err) => {
+                    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+                    return Err(Error::ConditionalWritesUnsupported {
+                        location: self.location.clone(),
+                        answer: format!("501 {}", err.code().unwrap_or("NotImplemented")),
+                    });
                 }
                 // Real S3 answers 409 ConditionalRequestConflict when conditional writes to one
                 // key overlap; the write was not applied and may be retried.

@@ -340,6 +340,8 @@ struct Probe<'a> {
     findings: ProbeFindings,
     /// Writes go out the compatible way (Content-MD5, signed payload, no checksum header).
     compatible: bool,
+    /// Reads go out without `x-amz-checksum-mode`, as s3state's then do.
+    reads_compatible: bool,
 }
 
 fn check(
@@ -405,6 +407,7 @@ impl S3Backend {
             checks: Vec::new(),
             findings: ProbeFindings::default(),
             compatible: self.config.checksums.mode == super::ChecksumMode::Compatible,
+            reads_compatible: self.config.checksums.mode == super::ChecksumMode::Compatible,
         };
         let checked = probe.run().await;
         let cleanup = probe.cleanup().await;
@@ -880,6 +883,7 @@ impl<'a> Probe<'a> {
             checks: Vec::new(),
             findings: ProbeFindings::default(),
             compatible: self.compatible,
+            reads_compatible: self.reads_compatible,
         }
     }
 
@@ -891,9 +895,15 @@ impl<'a> Probe<'a> {
             .bucket(self.bucket())
             .key(&key)
             .if_none_match(current);
+        let settings = if self.reads_compatible {
+            super::config::compatible_requests()
+                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        } else {
+            no_retries()
+        };
         let sent = super::with_customer_key!(request, &self.backend.config.sse)
             .customize()
-            .config_override(no_retries())
+            .config_override(settings)
             .send()
             .await;
         let found = match answer(sent, "GetObject", &self.location(&key))? {
@@ -1281,10 +1291,13 @@ impl<'a> Probe<'a> {
                         CheckLevel::Unsafe,
                         "with checksums = always every read sends this header and would fail: use auto or compatible",
                     ),
-                    _ if named => (
-                        CheckLevel::Info,
-                        "s3state reads without the header here (auto learns it on the first refused read; compatible never sends it)",
-                    ),
+                    _ if named => {
+                        self.reads_compatible = true;
+                        (
+                            CheckLevel::Info,
+                            "s3state reads without the header here (auto learns it on the first refused read; compatible never sends it)",
+                        )
+                    }
                     _ => (
                         CheckLevel::Unsafe,
                         "every s3state read sends this header; the store's answer does not say it refused the header, so s3state does not drop it",

@@ -21,5 +21,6 @@ mod rules;
 mod s3_client;
 mod simulation;
 mod store_contract;
+mod stores;
 mod tooling;
 mod workspaces;

@@ -8,16 +8,22 @@ use common::proxy::FaultProxy;
 use s3state::s3::{CheckLevel, PROBE_PREFIX, ProbeReport, Verdict};
 
 /// Every check the probe runs without a DynamoDB table, by id.
-const CHECK_IDS: [&str; 9] = [
+const CHECK_IDS: [&str; 15] = [
     "versioning",
+    "checksum_sha256",
+    "checksum_trailer",
+    "checksum_mode_get",
     "etag_shape",
     "if_none_match",
     "if_match",
+    "if_match_absent",
     "race",
+    "cas_versioned",
     "conditional_get",
     "conditional_delete",
-    "checksum_sha256",
+    "conditional_delete_absent",
     "list_object_versions",
+    "paged_listing",
 ];
 
 use common::moto_endpoint;
@@ -129,6 +135,20 @@ async fn localstack_is_safe_only_under_the_lock_because_it_refuses_conditional_d
         result_of(&report, "list_object_versions").1,
         CheckLevel::Pass
     );
+    for id in [
+        "checksum_trailer",
+        "checksum_mode_get",
+        "if_match_absent",
+        "cas_versioned",
+        "paged_listing",
+    ] {
+        assert_eq!(result_of(&report, id).1, CheckLevel::Pass, "{id}");
+    }
+    let (absent, level) = result_of(&report, "conditional_delete_absent");
+    assert!(absent.starts_with("refused (501"), "{absent}");
+    assert_eq!(level, CheckLevel::Info);
+    assert_eq!(report.findings.conditional_delete_on_absent, Some(501));
+    assert_eq!(report.findings.if_match_on_absent, Some(404));
     assert_eq!(
         result_of(&report, "etag_shape"),
         ("quoted hex MD5 of the body", CheckLevel::Info)
@@ -211,7 +231,8 @@ async fn moto_enforces_every_condition_but_accepts_a_wrong_checksum_so_it_is_uns
     let (race, level) = result_of(&report, "race");
     assert!(
         level == CheckLevel::Pass
-            || (level == CheckLevel::Unsafe && race.starts_with("both writes went through")),
+            || (level == CheckLevel::Unsafe
+                && race.starts_with("more than one write went through")),
         "{race}"
     );
     assert_eq!(
@@ -219,7 +240,7 @@ async fn moto_enforces_every_condition_but_accepts_a_wrong_checksum_so_it_is_uns
         CheckLevel::Pass
     );
     let (checksum, level) = result_of(&report, "checksum_sha256");
-    assert!(checksum.starts_with("not verified"), "{checksum}");
+    assert!(checksum.contains("is not verified"), "{checksum}");
     assert_eq!(level, CheckLevel::Unsafe);
     // moto answers GetBucketVersioning with an XML root the SDK does not accept.
     let (versioning, _) = result_of(&report, "versioning");
@@ -269,18 +290,30 @@ async fn a_store_that_ignores_conditional_headers_is_unsafe_and_the_cli_exits_6(
         ("ignored (200, overwrote)", CheckLevel::Unsafe)
     );
     let (race, level) = result_of(&report, "race");
-    assert!(race.starts_with("both writes went through"), "{race}");
+    assert!(
+        race.starts_with("more than one write went through"),
+        "{race}"
+    );
     assert_eq!(level, CheckLevel::Unsafe);
     assert_eq!(
         result_of(&report, "conditional_delete"),
         ("ignored (deleted)", CheckLevel::Unsafe)
     );
+    assert_eq!(
+        result_of(&report, "if_match_absent"),
+        ("ignored (200, created the object)", CheckLevel::Unsafe)
+    );
+    let (cas, level) = result_of(&report, "cas_versioned");
+    assert!(cas.contains("previous version's tag went through"), "{cas}");
+    assert_eq!(level, CheckLevel::Unsafe);
     // GETs keep their headers: only writes are stripped.
     assert_eq!(result_of(&report, "conditional_get").1, CheckLevel::Pass);
     let Verdict::Unsafe { reasons } = &report.verdict else {
         panic!("expected unsafe, got {:?}", report.verdict);
     };
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    // If-None-Match, If-Match, If-Match on an absent key, the race, compare-and-swap, and
+    // conditional DELETE: every check of a condition.
+    assert_eq!(reasons.len(), 6, "{reasons:?}");
     let sent = proxy.take_requests();
     assert!(
         sent.iter()

@@ -119,6 +119,61 @@ impl Rule {
     }
 }
 
+/// A way real S3-compatible stores refuse what the AWS SDKs send, emulated in front of the
+/// store (their answers as the stores' users reported them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quirk {
+    /// `400 XAmzContentSHA256Mismatch` to any request carrying a flexible checksum
+    /// (`x-amz-checksum-*` other than `-mode`, `x-amz-sdk-checksum-algorithm`, an aws-chunked
+    /// body or its trailer), as Ceph RGW releases do (hashicorp/terraform 34086, 37130).
+    RefuseChecksumHeaders,
+    /// `400 InvalidArgument` naming the header to a GET or HEAD with `x-amz-checksum-mode`
+    /// (hashicorp/terraform 36704).
+    RefuseChecksumMode,
+    /// `501 NotImplemented` to a PUT or DELETE with `If-Match` or `If-None-Match`, as Backblaze
+    /// B2 answered conditional writes.
+    ConditionsNotImplemented,
+}
+
+impl Quirk {
+    /// The refusal this quirk gives `method` with these headers, if any: status, code, message.
+    fn refusal(
+        self,
+        method: &str,
+        headers: &hyper::HeaderMap,
+    ) -> Option<(u16, &'static str, &'static str)> {
+        match self {
+            Quirk::RefuseChecksumHeaders => {
+                let flexible = headers.keys().any(|name| {
+                    let name = name.as_str();
+                    (name.starts_with("x-amz-checksum-") && name != "x-amz-checksum-mode")
+                        || name == "x-amz-sdk-checksum-algorithm"
+                        || name == "x-amz-trailer"
+                });
+                let chunked = header_value(headers, "content-encoding")
+                    .is_some_and(|value| value.contains("aws-chunked"))
+                    || header_value(headers, "x-amz-content-sha256")
+                        .is_some_and(|value| value.starts_with("STREAMING"));
+                (flexible || chunked).then_some((400, "XAmzContentSHA256Mismatch", ""))
+            }
+            Quirk::RefuseChecksumMode => (matches!(method, "GET" | "HEAD")
+                && headers.contains_key("x-amz-checksum-mode"))
+            .then_some((
+                400,
+                "InvalidArgument",
+                "the header x-amz-checksum-mode is not supported",
+            )),
+            Quirk::ConditionsNotImplemented => (matches!(method, "PUT" | "DELETE")
+                && (headers.contains_key("if-match") || headers.contains_key("if-none-match")))
+            .then_some((
+                501,
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented",
+            )),
+        }
+    }
+}
+
 /// One request as the proxy saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -126,6 +181,9 @@ pub struct Recorded {
     pub path: String,
     pub query: String,
     pub if_none_match: Option<String>,
+    /// The request's `x-amz-*`, `content-md5` and `content-encoding` headers, names in lower
+    /// case (what tells how a checksum was sent).
+    pub headers: Vec<(String, String)>,
     /// What the client was told: a status, or `None` when the connection was cut.
     pub status: Option<u16>,
     pub fault: Option<&'static str>,
@@ -141,6 +199,8 @@ struct Shared {
     /// Forward PUT and DELETE requests without `If-Match`/`If-None-Match`: a store that
     /// accepts conditions and ignores them.
     strip_conditions: bool,
+    /// Refusals of real stores, applied before forwarding.
+    quirks: Vec<Quirk>,
 }
 
 pub struct FaultProxy {
@@ -202,6 +262,11 @@ impl FaultProxy {
     /// forwarding it (they are still recorded as sent), simulating a store that ignores them.
     pub fn strip_conditional_headers(&self) {
         self.shared.lock().unwrap().strip_conditions = true;
+    }
+
+    /// From now on, refuse what `quirk` refuses, as that store would.
+    pub fn emulate(&self, quirk: Quirk) {
+        self.shared.lock().unwrap().quirks.push(quirk);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -269,7 +334,7 @@ async fn serve(
     let header = |name: &str| header_value(&parts.headers, name);
 
     // Pick the rule and record the request in one step, so concurrent requests count in order.
-    let (rule, index, kms, strip) = {
+    let (rule, index, kms, strip, quirk) = {
         let mut shared = shared.lock().unwrap();
         let mut chosen = None;
         for rule in shared.rules.iter_mut() {
@@ -289,6 +354,22 @@ async fn serve(
             path: path.clone(),
             query: query.clone(),
             if_none_match: header("if-none-match"),
+            headers: parts
+                .headers
+                .iter()
+                .filter(|(name, _)| {
+                    let name = name.as_str();
+                    name.starts_with("x-amz-")
+                        || name == "content-md5"
+                        || name == "content-encoding"
+                })
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        value.to_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect(),
             status: None,
             fault: chosen.as_ref().map(|rule| fault_name(&rule.fault)),
         });
@@ -297,9 +378,29 @@ async fn serve(
             shared.log.len() - 1,
             shared.kms_etags,
             shared.strip_conditions,
+            shared
+                .quirks
+                .iter()
+                .find_map(|quirk| quirk.refusal(&method, &parts.headers)),
         )
     };
     let record_status = |status: u16| shared.lock().unwrap().log[index].status = Some(status);
+
+    if let Some((status, code, message)) = quirk {
+        record_status(status);
+        let body = if method == "HEAD" {
+            Bytes::new()
+        } else {
+            Bytes::from(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            ))
+        };
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/xml")
+            .body(full(body))
+            .unwrap());
+    }
 
     if kms {
         for name in ["if-match", "if-none-match"] {

@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::proxy::FaultProxy;
-use s3state::s3::{CheckLevel, PROBE_PREFIX, ProbeReport, Verdict};
+use s3state::s3::{CheckLevel, Enforcement, PROBE_PREFIX, ProbeReport, Verdict};
 
 /// Every check the probe runs without a DynamoDB table, by id.
 const CHECK_IDS: [&str; 15] = [
@@ -106,8 +106,12 @@ fn ids(report: &ProbeReport) -> Vec<&'static str> {
     report.checks.iter().map(|check| check.id).collect()
 }
 
+/// The store under test enforces every condition. Its verdict then depends on what the store
+/// says of conditional DELETE (asked, not assumed): LocalStack answers 501, so it is safe only
+/// under the lock; a store that enforces it (SeaweedFS, AWS) is safe, with limits where its
+/// paged listing is wrong.
 #[tokio::test]
-async fn localstack_is_safe_only_under_the_lock_because_it_refuses_conditional_deletes() {
+async fn the_store_under_test_enforces_conditions_and_its_verdict_follows_conditional_delete() {
     let endpoint = common::endpoint();
     let bucket = bucket_on(endpoint, true).await;
     let report = probe_on(endpoint, &bucket).await;
@@ -124,8 +128,11 @@ async fn localstack_is_safe_only_under_the_lock_because_it_refuses_conditional_d
         ("supported (304)", CheckLevel::Pass)
     );
     let (delete, level) = result_of(&report, "conditional_delete");
-    assert!(delete.starts_with("refused (501"), "{delete}");
-    assert_eq!(level, CheckLevel::UnderLock);
+    assert!(
+        (delete.starts_with("refused (501") && level == CheckLevel::UnderLock)
+            || (delete.starts_with("enforced") && level == CheckLevel::Pass),
+        "{delete}"
+    );
     assert_eq!(result_of(&report, "checksum_sha256").1, CheckLevel::Pass);
     assert_eq!(
         result_of(&report, "versioning"),
@@ -140,25 +147,45 @@ async fn localstack_is_safe_only_under_the_lock_because_it_refuses_conditional_d
         "checksum_mode_get",
         "if_match_absent",
         "cas_versioned",
-        "paged_listing",
     ] {
         assert_eq!(result_of(&report, id).1, CheckLevel::Pass, "{id}");
     }
-    let (absent, level) = result_of(&report, "conditional_delete_absent");
-    assert!(absent.starts_with("refused (501"), "{absent}");
-    assert_eq!(level, CheckLevel::Info);
-    assert_eq!(report.findings.conditional_delete_on_absent, Some(501));
-    assert_eq!(report.findings.if_match_on_absent, Some(404));
     assert_eq!(
         result_of(&report, "etag_shape"),
         ("quoted hex MD5 of the body", CheckLevel::Info)
     );
-    match &report.verdict {
-        Verdict::SafeOnlyUnderLock { missing } => {
-            assert_eq!(missing.len(), 1, "{missing:?}");
-            assert!(missing[0].contains("conditional DELETE"), "{missing:?}");
+    let (absent, absent_level) = result_of(&report, "conditional_delete_absent");
+    if report.findings.conditional_delete == Some(Enforcement::Refused { status: 501 }) {
+        // LocalStack.
+        assert!(absent.starts_with("refused (501"), "{absent}");
+        assert_eq!(absent_level, CheckLevel::Info);
+        assert_eq!(report.findings.conditional_delete_on_absent, Some(501));
+        assert_eq!(report.findings.if_match_on_absent, Some(404));
+        assert_eq!(result_of(&report, "paged_listing").1, CheckLevel::Pass);
+        match &report.verdict {
+            Verdict::SafeOnlyUnderLock { missing } => {
+                assert_eq!(missing.len(), 1, "{missing:?}");
+                assert!(missing[0].contains("conditional DELETE"), "{missing:?}");
+            }
+            other => panic!("expected safe only under the lock, got {other:?}"),
         }
-        other => panic!("expected safe only under the lock, got {other:?}"),
+    } else {
+        assert_eq!(
+            report.findings.conditional_delete,
+            Some(Enforcement::Enforced)
+        );
+        assert!(
+            matches!(absent_level, CheckLevel::Pass | CheckLevel::Info),
+            "{absent}"
+        );
+        match (&report.verdict, report.findings.paged_listing_exact) {
+            (Verdict::Safe, Some(true)) => {}
+            (Verdict::SafeWithLimits { limits }, Some(false)) => {
+                assert_eq!(limits.len(), 1, "{limits:?}");
+                assert!(limits[0].contains("paged ListObjectVersions"), "{limits:?}");
+            }
+            (other, paged) => panic!("{other:?} with exact paging {paged:?}"),
+        }
     }
     assert!(report.cleanup.removed > 0);
     assert!(
@@ -362,7 +389,7 @@ async fn a_store_that_ignores_conditional_headers_is_unsafe_and_the_cli_exits_6(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_json_names_every_check_and_the_verdict_and_exits_5_on_localstack() {
+async fn probe_json_names_every_check_and_exits_with_the_verdicts_code() {
     let endpoint = common::endpoint();
     let bucket = bucket_on(endpoint, true).await;
     let cli_bucket = bucket.clone();
@@ -384,7 +411,10 @@ async fn probe_json_names_every_check_and_the_verdict_and_exits_5_on_localstack(
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(5), "{stdout}\n{stderr}");
+    assert!(
+        matches!(output.status.code(), Some(0 | 5 | 7)),
+        "the store under test is not unsafe: {stdout}\n{stderr}"
+    );
     assert!(
         !stdout.contains("secret-that-must-not-show")
             && !stderr.contains("secret-that-must-not-show")
@@ -398,7 +428,17 @@ async fn probe_json_names_every_check_and_the_verdict_and_exits_5_on_localstack(
             assert!(check[field].is_string(), "{field} in {check}");
         }
     }
-    assert_eq!(json["verdict"]["level"], "safe_only_under_lock");
+    let code = match json["verdict"]["level"].as_str() {
+        Some("safe") => 0,
+        Some("safe_with_limits") => 7,
+        Some("safe_only_under_lock") => 5,
+        other => panic!("verdict {other:?}"),
+    };
+    assert_eq!(output.status.code(), Some(code), "{stdout}");
+    assert!(
+        json["findings"]["if_none_match"]["kind"] == "enforced",
+        "{stdout}"
+    );
     assert_eq!(json["bucket"], bucket.as_str());
     assert_eq!(json["cleanup"]["left_behind"], serde_json::json!([]));
     assert_eq!(
@@ -426,9 +466,8 @@ async fn probe_needs_no_state_key_and_reads_the_backend_block() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(5),
+    assert!(
+        matches!(output.status.code(), Some(0 | 5 | 7)),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
@@ -454,7 +493,7 @@ async fn probe_needs_no_state_key_and_reads_the_backend_block() {
     .unwrap();
     assert_eq!(
         without_key.status.code(),
-        Some(5),
+        output.status.code(),
         "{}",
         String::from_utf8_lossy(&without_key.stderr)
     );
@@ -530,4 +569,37 @@ mod lock_table {
             Vec::<String>::new()
         );
     }
+}
+
+/// With encryption configured, the probe writes the lock object with it, as s3state does, and
+/// reads back that it is stored encrypted; without encryption the check does not run.
+#[tokio::test]
+async fn the_lock_object_is_checked_for_the_configured_encryption() {
+    let endpoint = common::endpoint();
+    let bucket = bucket_on(endpoint, true).await;
+    let report = s3state::S3Builder::new()
+        .with_client(client_for(endpoint))
+        .with_bucket(&bucket)
+        .with_key("unused.tfstate")
+        .with_server_side_encryption(s3state::ServerSideEncryption::S3Managed)
+        .build_backend()
+        .await
+        .expect("opening the bucket")
+        .probe()
+        .await
+        .expect("the probe runs");
+    assert_eq!(
+        result_of(&report, "sse_lock"),
+        ("stored encrypted (AES256)", CheckLevel::Pass)
+    );
+    assert_eq!(report.findings.sse_on_lock, Some(true));
+    assert_eq!(ids(&report).last(), Some(&"sse_lock"));
+
+    let plain = probe_on(endpoint, &bucket).await;
+    assert!(!ids(&plain).contains(&"sse_lock"));
+    assert_eq!(plain.findings.sse_on_lock, None);
+    assert_eq!(
+        left_under_probe_prefix(endpoint, &bucket).await,
+        Vec::<String>::new()
+    );
 }

@@ -64,8 +64,9 @@ pub struct ProbeCheck {
     /// `checksum_sha256`, `checksum_trailer`, `checksum_mode_get`, `etag_shape`,
     /// `if_none_match`, `if_match`, `if_match_absent`, `race`, `cas_versioned`,
     /// `conditional_get`, `conditional_delete`, `conditional_delete_absent`,
-    /// `list_object_versions`, `paged_listing`, then `sse_lock` (when encryption is configured)
-    /// and `dynamodb` (when a lock table is).
+    /// `list_object_versions`, `paged_listing`, and `dynamodb` when a lock table is configured.
+    /// When encryption is configured, `sse_lock` runs right after `versioning`; if the store
+    /// refuses the encryption, the probe stops there.
     pub id: &'static str,
     /// What was tested, for people.
     pub title: &'static str,
@@ -508,6 +509,11 @@ impl<'a> Probe<'a> {
 
     async fn run(&mut self) -> Result<()> {
         self.check_versioning().await?;
+        // First: when the store refuses the configured encryption, every other write would be
+        // refused the same way, and that is the finding.
+        if !self.check_sse_lock().await? {
+            return Ok(());
+        }
         self.check_checksums().await?;
         self.check_checksum_trailer().await?;
         self.check_checksum_mode().await?;
@@ -520,7 +526,6 @@ impl<'a> Probe<'a> {
         self.check_conditional_delete_absent().await?;
         self.check_listing().await?;
         self.check_paged_listing().await?;
-        self.check_sse_lock().await?;
         self.check_dynamodb().await;
         Ok(())
     }
@@ -1727,12 +1732,14 @@ impl<'a> Probe<'a> {
     }
 
     /// The lock object written with the configured encryption, as s3state writes it, and read
-    /// back: the store must say it is encrypted as configured.
-    async fn check_sse_lock(&mut self) -> Result<()> {
+    /// back: the store must say it is encrypted as configured. Returns whether the store took
+    /// the write at all (without encryption configured, true).
+    async fn check_sse_lock(&mut self) -> Result<bool> {
         use super::ServerSideEncryption as Sse;
         let Some(sse) = self.backend.config.sse.clone() else {
-            return Ok(());
+            return Ok(true);
         };
+        let mut accepted = true;
         const TITLE: &str = "encryption headers on the lock object";
         let key = format!("{}x.tfstate.tflock", self.prefix);
         let found = match self
@@ -1746,13 +1753,14 @@ impl<'a> Probe<'a> {
         {
             Err(refusal) => {
                 self.findings.sse_on_lock = Some(false);
+                accepted = false;
                 check(
                     "sse_lock",
                     TITLE,
                     format!("refused ({})", refusal.describe()),
                     vec![refusal.status],
                     CheckLevel::Unsafe,
-                    "every lock and every state write carries the configured encryption; every one would fail",
+                    "every lock and every state write carries the configured encryption; every one would fail (the probe stops here)",
                 )
             }
             Ok(_) => {
@@ -1811,7 +1819,7 @@ impl<'a> Probe<'a> {
             }
         };
         self.checks.push(found);
-        Ok(())
+        Ok(accepted)
     }
 
     /// Every version and delete marker under the probe's prefix, as `(key, version id)`;

@@ -86,6 +86,28 @@ pub(super) fn is_checksum_refused<E: ProvideErrorMetadata>(
         .any(|word| text.contains(word))
 }
 
+/// A `200` answer to GetBucketVersioning that the SDK could not read (moto's XML root is
+/// `GetBucketVersioningResponse`): the `Status` it names, read from the raw body. `None` when
+/// the answer was not a `200` or its body has no readable status; `Some(None)` for a bucket
+/// whose versioning was never set (no `Status` element in a readable body).
+pub(super) fn versioning_status_of_unreadable_success<E>(
+    err: &SdkError<E, HttpResponse>,
+) -> Option<Option<aws_sdk_s3::types::BucketVersioningStatus>> {
+    let response = err.raw_response()?;
+    if response.status().as_u16() != 200 {
+        return None;
+    }
+    let body = std::str::from_utf8(response.body().bytes()?).ok()?;
+    if !body.contains("VersioningConfiguration") && !body.contains("GetBucketVersioningResponse") {
+        return None;
+    }
+    let status = body
+        .split_once("<Status>")
+        .and_then(|(_, rest)| rest.split_once("</Status>"))
+        .map(|(status, _)| aws_sdk_s3::types::BucketVersioningStatus::from(status.trim()));
+    Some(status)
+}
+
 /// `403 Forbidden`: these credentials may not do this.
 pub(super) fn is_access_denied<E>(err: &SdkError<E, HttpResponse>) -> bool {
     status_of(err) == Some(403)

@@ -371,6 +371,23 @@ pub enum Error {
         evidence: String,
     },
 
+    /// The store's listing of the state's versions contradicts itself or the object: the
+    /// current object exists but no listed version is it, or a truncated listing gave no
+    /// marker to go on from, or a marker that does not move. s3state refuses to report such a
+    /// listing as the history (an empty history would read as "no versions"); nothing was
+    /// changed. SeaweedFS does this when ListObjectVersions pages under a prefix that other
+    /// keys share; `s3state probe` checks the store for it.
+    #[error(
+        "the version listing of {location} cannot be trusted: {evidence}. Nothing was changed; \
+         check the store with `s3state probe` (paged ListObjectVersions)"
+    )]
+    InconsistentListing {
+        /// The object whose versions were listed.
+        location: String,
+        /// What contradicted what.
+        evidence: String,
+    },
+
     /// The state's body does not match the MD5 digest Terraform keeps in the DynamoDB lock table
     /// (`dynamodb_table`), after waiting for them to agree as Terraform does. Another tool wrote
     /// the state without updating the digest, or a write is still settling. Check the state,

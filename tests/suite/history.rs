@@ -107,6 +107,74 @@ async fn history_never_includes_keys_that_merely_share_the_prefix() {
     assert_eq!(history.len(), 2, "{history:?}");
 }
 
+/// A state with two versions, in the hookable store, whose listings lose every version in
+/// pages smaller than `lose_below`.
+async fn hooked_state_whose_listing_loses_versions(
+    lose_below: u32,
+) -> s3state::RemoteState<common::hooked::Hooked> {
+    let store = common::hooked::Hooked::new(KEY);
+    let manager = s3state::RemoteState::new(store.clone());
+    manager.update(set("a", 1)).await.unwrap();
+    manager.update(set("a", 2)).await.unwrap();
+    store.lose_listed_versions_below(lose_below);
+    manager
+}
+
+/// From issue 25: SeaweedFS's paged ListObjectVersions (prefix = the key, small max-keys)
+/// never listed the key's own versions, and `history` showed an empty history with no error.
+/// A listing that lists nothing of a state that exists is never an empty history: it is taken
+/// again in whole pages, and where that still lists nothing, it is a typed error (history,
+/// restore and prune alike: prune deletes nothing).
+#[tokio::test]
+async fn a_listing_that_loses_an_existing_states_versions_is_an_error_not_an_empty_history() {
+    let manager = hooked_state_whose_listing_loses_versions(u32::MAX).await;
+    let page_of_one = HistoryOptions {
+        page_size: 1,
+        ..Default::default()
+    };
+    let refused = manager.history(&page_of_one).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::InconsistentListing { .. }),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("s3state probe"), "{refused}");
+    let restore = manager
+        .resolve_version(&VersionSelector::Back(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(restore, Error::InconsistentListing { .. }),
+        "{restore:?}"
+    );
+    let prune = manager
+        .prune(&s3state::PruneOptions {
+            keep_newest: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(prune, Error::InconsistentListing { .. }),
+        "{prune:?}"
+    );
+}
+
+/// The same store where only small pages lose versions (as SeaweedFS's do, while one page of
+/// 1,000 lists everything): the history is listed whole, from the second listing.
+#[tokio::test]
+async fn a_paged_listing_that_loses_versions_is_taken_again_in_whole_pages() {
+    let manager = hooked_state_whose_listing_loses_versions(1000).await;
+    let history = manager
+        .history(&HistoryOptions {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(history[0].version.is_latest);
+}
+
 #[tokio::test]
 async fn a_past_snapshot_reads_back_and_an_unknown_version_is_a_typed_error() {
     let (_, manager) = common::bucket_and_manager(KEY).await;

@@ -135,9 +135,6 @@ pub struct Recorded {
 struct Shared {
     rules: Vec<Rule>,
     log: Vec<Recorded>,
-    /// Disguise ETags as SSE-KMS does (not an MD5): prefix them on the way out, strip the
-    /// prefix from conditional headers on the way in.
-    kms_etags: bool,
     /// Forward PUT and DELETE requests without `If-Match`/`If-None-Match`: a store that
     /// accepts conditions and ignores them.
     strip_conditions: bool,
@@ -148,8 +145,6 @@ pub struct FaultProxy {
     shared: Arc<Mutex<Shared>>,
     task: tokio::task::JoinHandle<()>,
 }
-
-const KMS_PREFIX: &str = "kms-";
 
 impl FaultProxy {
     pub async fn start(upstream: &str) -> FaultProxy {
@@ -192,10 +187,6 @@ impl FaultProxy {
 
     pub fn clear_rules(&self) {
         self.shared.lock().unwrap().rules.clear();
-    }
-
-    pub fn disguise_etags_as_kms(&self) {
-        self.shared.lock().unwrap().kms_etags = true;
     }
 
     /// From now on, remove `If-Match` and `If-None-Match` from every PUT and DELETE before
@@ -269,7 +260,7 @@ async fn serve(
     let header = |name: &str| header_value(&parts.headers, name);
 
     // Pick the rule and record the request in one step, so concurrent requests count in order.
-    let (rule, index, kms, strip) = {
+    let (rule, index, strip) = {
         let mut shared = shared.lock().unwrap();
         let mut chosen = None;
         for rule in shared.rules.iter_mut() {
@@ -292,23 +283,9 @@ async fn serve(
             status: None,
             fault: chosen.as_ref().map(|rule| fault_name(&rule.fault)),
         });
-        (
-            chosen,
-            shared.log.len() - 1,
-            shared.kms_etags,
-            shared.strip_conditions,
-        )
+        (chosen, shared.log.len() - 1, shared.strip_conditions)
     };
     let record_status = |status: u16| shared.lock().unwrap().log[index].status = Some(status);
-
-    if kms {
-        for name in ["if-match", "if-none-match"] {
-            if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
-                let plain = value.replace(&format!("\"{KMS_PREFIX}"), "\"");
-                parts.headers.insert(name, plain.parse().unwrap());
-            }
-        }
-    }
 
     if strip && matches!(method.as_str(), "PUT" | "DELETE") {
         parts.headers.remove("if-match");
@@ -341,12 +318,8 @@ async fn serve(
     let response = client
         .request(Request::from_parts(parts, Full::new(body)))
         .await?;
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let body = body.collect().await?.to_bytes();
-    if kms && let Some(etag) = parts.headers.get("etag").and_then(|v| v.to_str().ok()) {
-        let disguised = etag.replacen('"', &format!("\"{KMS_PREFIX}"), 1);
-        parts.headers.insert("etag", disguised.parse().unwrap());
-    }
     if let Some(hook) = rule.as_ref().and_then(|rule| rule.then.clone()) {
         hook().await;
     }

@@ -239,10 +239,21 @@ async fn unlock_with_a_wrong_id_names_both_ids_and_leaves_the_lock() {
     assert_eq!(other.locker().current().await.unwrap().unwrap().id, id);
 }
 
+/// Where the store refuses conditional deletes with 501 (LocalStack does; on a store that
+/// enforces them, the fault proxy answers the first one so), the unlock falls back to reading
+/// the lock and deleting it, and remembers the refusal.
 #[tokio::test]
-async fn unlock_on_localstack_falls_back_once_then_reads_and_deletes() {
+async fn unlock_where_conditional_deletes_are_refused_falls_back_once_then_reads_and_deletes() {
     let bucket = common::bucket(true).await;
-    let (manager, recorder) = common::recorded_manager(&bucket, KEY).await;
+    let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
+    common::refuse_next_conditional_delete(&proxy, LOCK_KEY);
+    let recorder = common::Recorder::default();
+    let manager = common::builder(&bucket, KEY)
+        .with_client(common::recorded_client_for(proxy.endpoint(), &recorder))
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
 
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))

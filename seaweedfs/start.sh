@@ -10,20 +10,7 @@ mkdir -p "$SEAWEEDFS_RUN"
 exec 9>"$SEAWEEDFS_RUN/start.lock"
 flock 9
 
-# Healthy means a real write succeeds: the port opens seconds before the filer is ready, and
-# until then bucket creation fails. So: create the readiness bucket (200, or 409 once it
-# exists) and put an object in it (200), signed with the test credentials.
-healthy() {
-  local code
-  code="$(curl -sS --max-time 2 -o /dev/null -w '%{http_code}' -X PUT \
-    --aws-sigv4 "aws:amz:us-east-1:s3" --user test:test \
-    "$SEAWEEDFS_ENDPOINT/s3state-ready" 2>/dev/null)" || return 1
-  [[ "$code" == 200 || "$code" == 409 ]] || return 1
-  # SeaweedFS checks the payload hash, which curl's signer leaves to the caller.
-  curl -fsS --max-time 2 -o /dev/null -X PUT --data-binary ready \
-    -H "x-amz-content-sha256: $(printf ready | sha256sum | cut -d' ' -f1)" --aws-sigv4 "aws:amz:us-east-1:s3" --user test:test \
-    "$SEAWEEDFS_ENDPOINT/s3state-ready/ready" 2>/dev/null
-}
+healthy() { seaweedfs_healthy "$SEAWEEDFS_ENDPOINT"; }
 
 pidfile="$SEAWEEDFS_RUN/seaweedfs.pid"
 log="$SEAWEEDFS_RUN/seaweedfs.log"
@@ -38,15 +25,7 @@ else
   data="$SEAWEEDFS_RUN/data"
   rm -rf "$data"
   mkdir -p "$data"
-  # The test identities, with every action: LocalStack's credentials, and the ones the
-  # secret-hiding tests sign with (tests/suite/cli/secrets.rs), whose secret must be a
-  # recognisable text.
-  cat > "$SEAWEEDFS_RUN/s3.json" <<'JSON'
-{"identities":[
- {"name":"s3state-tests","credentials":[{"accessKey":"test","secretKey":"test"}],"actions":["Admin","Read","List","Tagging","Write"]},
- {"name":"s3state-secrets","credentials":[{"accessKey":"s3state-secrets","secretKey":"supersecret-access-key-value"}],"actions":["Admin","Read","List","Tagging","Write"]}
-]}
-JSON
+  seaweedfs_identities "$SEAWEEDFS_RUN/s3.json"
   echo "start.sh: starting SeaweedFS $SEAWEEDFS_VERSION on $SEAWEEDFS_ENDPOINT (log: $log)" >&2
   # Every bucket is a collection with volumes of its own, so the volume count is raised and
   # the volume size lowered, or creating the suite's many buckets fails with InternalError

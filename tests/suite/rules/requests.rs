@@ -443,7 +443,7 @@ async fn a_cli_push_reads_the_body_only_of_a_state_terraform_wrote() {
                 "GET state 200",
                 "PUT state 200"
             ][..],
-            &unlock[..],
+            unlock,
         ]
         .concat()
     );
@@ -452,7 +452,7 @@ async fn a_cli_push_reads_the_body_only_of_a_state_terraform_wrote() {
         cli_push_requests(&bucket, &edited(4), &[]).await,
         [
             &["PUT lock 200", "HEAD state 200", "PUT state 200"][..],
-            &unlock[..],
+            unlock,
         ]
         .concat()
     );

@@ -377,13 +377,32 @@ pub enum Error {
     /// enforced, and s3state does not fall back to unconditional writes: that would be the
     /// silent loss of updates it exists to prevent. Check the store with `s3state probe`.
     #[error(
-        "the store holding {location} does not implement conditional writes ({answer}); nothing was          written. s3state needs If-None-Match and If-Match on PutObject for its lock and its          compare-and-swap and does not write without them; check the store with `s3state probe`"
+        "the store holding {location} does not implement conditional writes ({answer}); nothing was \
+         written. s3state needs If-None-Match and If-Match on PutObject for its lock and its \
+         compare-and-swap and does not write without them; check the store with `s3state probe`"
     )]
     ConditionalWritesUnsupported {
         /// The object that was to be written.
         location: String,
         /// The store's answer, such as `501 NotImplemented`.
         answer: String,
+    },
+
+    /// The store's listing of the state's versions contradicts itself or the object: the
+    /// current object exists but no listed version is it, or a truncated listing gave no
+    /// marker to go on from, or a marker that does not move. s3state refuses to report such a
+    /// listing as the history (an empty history would read as "no versions"); nothing was
+    /// changed. SeaweedFS does this when ListObjectVersions pages under a prefix that other
+    /// keys share; `s3state probe` checks the store for it.
+    #[error(
+        "the version listing of {location} cannot be trusted: {evidence}. Nothing was changed; \
+         check the store with `s3state probe` (paged ListObjectVersions)"
+    )]
+    InconsistentListing {
+        /// The object whose versions were listed.
+        location: String,
+        /// What contradicted what.
+        evidence: String,
     },
 
     /// The state's body does not match the MD5 digest Terraform keeps in the DynamoDB lock table

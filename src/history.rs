@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::remote::RemoteState;
 use crate::state::{State, StateDiff};
 use crate::statemgr::SnapshotMeta;
-use crate::store::{ObjectVersion, VersionedStore};
+use crate::store::{MAX_LISTING_PAGE, ObjectVersion, VersionedStore, list_versions_checked};
 use futures::{StreamExt, TryStreamExt};
 
 pub use crate::remote::metadata::meta_from_metadata;
@@ -119,7 +119,7 @@ impl<S: VersionedStore> RemoteState<S> {
     /// # Ok(()) }
     /// ```
     pub async fn history(&self, options: &HistoryOptions) -> Result<Vec<HistoryEntry>> {
-        let versions = self.store().list_versions(options.page_size).await?;
+        let versions = list_versions_checked(self.store(), options.page_size).await?;
         if !options.details {
             return Ok(versions
                 .into_iter()
@@ -163,7 +163,7 @@ impl<S: VersionedStore> RemoteState<S> {
             VersionSelector::Current => 0,
             VersionSelector::Back(n) => *n,
         };
-        let versions = self.store().list_versions(1000).await?;
+        let versions = list_versions_checked(self.store(), MAX_LISTING_PAGE).await?;
         let location = self.store().location().to_owned();
         if back == 0 {
             // The newest entry is the current one; a delete marker there means no state.
@@ -331,7 +331,7 @@ impl<S: VersionedStore> RemoteState<S> {
         if options.keep_newest.is_none() && options.keep_since.is_none() {
             return Ok(Vec::new());
         }
-        let versions = self.store().list_versions(1000).await?;
+        let versions = list_versions_checked(self.store(), MAX_LISTING_PAGE).await?;
         // Newest first: how many versions with content are newer than each version. A delete
         // marker is not a snapshot, so it never takes the place of one in `keep_newest`.
         let mut with_content_before = 0;
@@ -364,7 +364,7 @@ impl<S: VersionedStore> RemoteState<S> {
 
     /// The serial of the newest version with content, or 0.
     async fn last_serial(&self) -> Result<u64> {
-        let versions = self.store().list_versions(1000).await?;
+        let versions = list_versions_checked(self.store(), MAX_LISTING_PAGE).await?;
         match versions.iter().find(|v| !v.is_delete_marker) {
             Some(version) => Ok(self
                 .version_meta(version)

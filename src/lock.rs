@@ -806,12 +806,12 @@ impl<S: Store> StoreLocker<S> {
                 }
             }
         }
-        Err(Error::Store {
-            operation: "PutObject",
-            location: self.location().to_owned(),
-            message: "the lock was taken and released by others three times while we tried to take it; try again".into(),
-            source: None,
-        })
+        // Taken and released by others three times while we tried: to the caller that is a
+        // lock held by others (holder unknown, it changed each time), so a caller that waits
+        // (`lock_with_timeout`, `update`) waits on, and Terraform retries under
+        // `-lock-timeout`. It was a store error, which ended such waits at once; 8 lockers
+        // contending on SeaweedFS met it.
+        Err(self.locked(None, None))
     }
 
     async fn unlock_held(&self, id: &str) -> Result<()> {

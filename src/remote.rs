@@ -1097,7 +1097,8 @@ impl<S: Store> RemoteState<S> {
         let Some(versions) = self.store.as_versioned().filter(|_| !built_on_our_base) else {
             return Ok(Lookup::NotLanded { current });
         };
-        let listing = versions.list_versions(1000).await?;
+        let listing =
+            crate::store::list_versions_checked(versions, crate::store::MAX_LISTING_PAGE).await?;
         let unanswerable = || Error::Store {
             operation: "ListObjectVersions",
             location: self.store.location().to_owned(),

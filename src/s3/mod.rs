@@ -622,7 +622,16 @@ impl Store for S3Store {
                 Ok(DeleteOutcome::ConditionalUnsupported)
             }
             Err(err) if conditional && is_precondition_failed(&err) => {
-                Ok(DeleteOutcome::PreconditionFailed)
+                // A 412 says "not the tag you named", but some stores (SeaweedFS) also answer
+                // 412 when there is no object at all, where S3 answers 404. A lost race and
+                // an absent object mean different things to the caller (a replaced lock or
+                // workspace, against one already gone), so a HEAD tells them apart.
+                if self.exists().await? {
+                    Ok(DeleteOutcome::PreconditionFailed)
+                } else {
+                    tracing::debug!(location = %self.location, "conditional DeleteObject answered 412 for an absent object");
+                    Ok(DeleteOutcome::Absent)
+                }
             }
             Err(err) if conditional && is_missing(&err) => Ok(DeleteOutcome::Absent),
             Err(err) => Err(sdk_error("DeleteObject", &self.location, err)),

@@ -92,6 +92,32 @@ fn merge_newest_first(
     merged
 }
 
+impl S3Store {
+    /// `err`, told more precisely when it says a version was not found: S3 answers a request
+    /// for a delete marker's id with 405, but some stores (SeaweedFS) with a plain 404, so
+    /// there the listing is asked whether the id is one of this object's delete markers.
+    async fn name_delete_marker(&self, err: Error) -> Error {
+        let Error::VersionNotFound {
+            location,
+            version_id,
+            is_delete_marker: false,
+        } = err
+        else {
+            return err;
+        };
+        let is_delete_marker = self.list_versions(1000).await.is_ok_and(|versions| {
+            versions
+                .iter()
+                .any(|v| v.is_delete_marker && v.version_id == version_id)
+        });
+        Error::VersionNotFound {
+            location,
+            version_id,
+            is_delete_marker,
+        }
+    }
+}
+
 #[async_trait]
 impl VersionedStore for S3Store {
     async fn list_versions(&self, page_size: u32) -> Result<Vec<ObjectVersion>> {
@@ -109,8 +135,8 @@ impl VersionedStore for S3Store {
                 // seen ends the listing.
                 .prefix(&self.key)
                 .max_keys(page_size)
-                .set_key_marker(key_marker)
-                .set_version_id_marker(version_marker)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
                 .send()
                 .await
                 .map_err(|err| sdk_error("ListObjectVersions", &self.location, err))?;
@@ -132,16 +158,44 @@ impl VersionedStore for S3Store {
             if other_key_seen || page.is_truncated() != Some(true) {
                 break;
             }
-            key_marker = page.next_key_marker().map(str::to_owned);
-            version_marker = page.next_version_id_marker().map(str::to_owned);
+            // A truncated page must say where the next one starts, and that must be past where
+            // this one started: without a marker the next request would start over (forever),
+            // and a marker that does not move would list the same page forever.
+            let next = (
+                page.next_key_marker().map(str::to_owned),
+                page.next_version_id_marker().map(str::to_owned),
+            );
+            let inconsistent = |evidence: String| Error::InconsistentListing {
+                location: self.location.clone(),
+                evidence,
+            };
+            if next.0.is_none() {
+                return Err(inconsistent(
+                    "a ListObjectVersions page was truncated but gave no NextKeyMarker".into(),
+                ));
+            }
+            if next == (key_marker.clone(), version_marker.clone()) {
+                return Err(inconsistent(format!(
+                    "a truncated ListObjectVersions page gave the marker it was asked from ({}), \
+                     so the listing would never advance",
+                    next.0.as_deref().unwrap_or_default()
+                )));
+            }
+            (key_marker, version_marker) = next;
         }
         Ok(merge_newest_first(versions, markers))
     }
 
     async fn get_version(&self, version_id: &str) -> Result<StoredObject> {
         let request = version_request!(self, get_object, version_id);
-        let output = super::send_read!(request, &self.config, "GetObject", &self.location, false)
-            .map_err(|err| self.version_error("GetObject", version_id, err))?;
+        let output =
+            match super::send_read!(request, &self.config, "GetObject", &self.location, false) {
+                Ok(output) => output,
+                Err(err) => {
+                    let err = self.version_error("GetObject", version_id, err);
+                    return Err(self.name_delete_marker(err).await);
+                }
+            };
         let etag = ETag::new(output.e_tag.clone().unwrap_or_default());
         let metadata = user_metadata(output.metadata.as_ref());
         let version = output.version_id.clone();
@@ -184,10 +238,13 @@ impl VersionedStore for S3Store {
     }
 
     async fn version_metadata(&self, version_id: &str) -> Result<ObjectMetadata> {
-        let output = version_request!(self, head_object, version_id)
-            .send()
-            .await
-            .map_err(|err| self.version_error("HeadObject", version_id, err))?;
+        let output = match version_request!(self, head_object, version_id).send().await {
+            Ok(output) => output,
+            Err(err) => {
+                let err = self.version_error("HeadObject", version_id, err);
+                return Err(self.name_delete_marker(err).await);
+            }
+        };
         Ok(user_metadata(output.metadata.as_ref()))
     }
 }

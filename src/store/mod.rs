@@ -287,6 +287,65 @@ pub struct ObjectVersion {
     pub is_delete_marker: bool,
 }
 
+/// Every version of `store`'s object, as [`VersionedStore::list_versions`] lists them, but
+/// never a listing that contradicts the object: when the listing shows no current content (no
+/// entry at all, or a delete marker on top), the object itself is asked (one HEAD). If it
+/// exists and its version is not listed, the listing is taken again in pages as large as
+/// stores allow (a concurrent first write explains the difference; a store that pages wrongly
+/// under a shared prefix, as SeaweedFS does, lists everything in one page), and if the
+/// version is still missing the answer is [`Error::InconsistentListing`](crate::Error).
+///
+/// The callers that report or act on a history (history, restore, prune, the lookup of a
+/// lost write) list through this, so an empty or self-contradicting listing is never shown
+/// as an empty history.
+pub async fn list_versions_checked<S: VersionedStore + ?Sized>(
+    store: &S,
+    page_size: u32,
+) -> Result<Vec<ObjectVersion>> {
+    let listed = store.list_versions(page_size).await?;
+    if listed
+        .first()
+        .is_some_and(|newest| newest.is_latest && !newest.is_delete_marker)
+    {
+        return Ok(listed);
+    }
+    let current = match store.head().await? {
+        Headed::Found(head) => Some(head.version_id),
+        Headed::Absent => None,
+        Headed::Unsupported => match store.get(None).await? {
+            Fetched::Found(object) => Some(object.version_id),
+            Fetched::Absent | Fetched::NotModified => None,
+        },
+    };
+    // No current object: a listing without current content agrees with it.
+    let Some(current) = current else {
+        return Ok(listed);
+    };
+    let lists_current = |versions: &[ObjectVersion]| match &current {
+        Some(id) => versions.iter().any(|v| &v.version_id == id),
+        None => versions.iter().any(|v| !v.is_delete_marker),
+    };
+    if lists_current(&listed) {
+        return Ok(listed);
+    }
+    let relisted = store.list_versions(MAX_LISTING_PAGE).await?;
+    if lists_current(&relisted) {
+        return Ok(relisted);
+    }
+    Err(crate::Error::InconsistentListing {
+        location: store.location().to_owned(),
+        evidence: format!(
+            "the object exists (version {}) but the listing (pages of {page_size}, then of \
+             {MAX_LISTING_PAGE}) has {} entries and not that version",
+            current.as_deref().unwrap_or("unknown"),
+            relisted.len()
+        ),
+    })
+}
+
+/// The largest page a version listing asks for (S3's maximum).
+pub const MAX_LISTING_PAGE: u32 = 1000;
+
 /// A [`Store`] that keeps every version of its object.
 #[async_trait]
 pub trait VersionedStore: Store {

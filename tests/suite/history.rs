@@ -107,6 +107,132 @@ async fn history_never_includes_keys_that_merely_share_the_prefix() {
     assert_eq!(history.len(), 2, "{history:?}");
 }
 
+/// A state with two versions, in the hookable store, whose listings lose every version in
+/// pages smaller than `lose_below`.
+async fn hooked_state_whose_listing_loses_versions(
+    lose_below: u32,
+) -> s3state::RemoteState<common::hooked::Hooked> {
+    let store = common::hooked::Hooked::new(KEY);
+    let manager = s3state::RemoteState::new(store.clone());
+    manager.update(set("a", 1)).await.unwrap();
+    manager.update(set("a", 2)).await.unwrap();
+    store.lose_listed_versions_below(lose_below);
+    manager
+}
+
+/// From issue 25: SeaweedFS's paged ListObjectVersions (prefix = the key, small max-keys)
+/// never listed the key's own versions, and `history` showed an empty history with no error.
+/// A listing that lists nothing of a state that exists is never an empty history: it is taken
+/// again in whole pages, and where that still lists nothing, it is a typed error (history,
+/// restore and prune alike: prune deletes nothing).
+#[tokio::test]
+async fn a_listing_that_loses_an_existing_states_versions_is_an_error_not_an_empty_history() {
+    let manager = hooked_state_whose_listing_loses_versions(u32::MAX).await;
+    let page_of_one = HistoryOptions {
+        page_size: 1,
+        ..Default::default()
+    };
+    let refused = manager.history(&page_of_one).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::InconsistentListing { .. }),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("s3state probe"), "{refused}");
+    let restore = manager
+        .resolve_version(&VersionSelector::Back(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(restore, Error::InconsistentListing { .. }),
+        "{restore:?}"
+    );
+    let prune = manager
+        .prune(&s3state::PruneOptions {
+            keep_newest: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(prune, Error::InconsistentListing { .. }),
+        "{prune:?}"
+    );
+}
+
+/// The same store where only small pages lose versions (as SeaweedFS's do, while one page of
+/// 1,000 lists everything): the history is listed whole, from the second listing.
+#[tokio::test]
+async fn a_paged_listing_that_loses_versions_is_taken_again_in_whole_pages() {
+    let manager = hooked_state_whose_listing_loses_versions(1000).await;
+    let history = manager
+        .history(&HistoryOptions {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(history[0].version.is_latest);
+}
+
+/// A manager of `KEY` in a fresh bucket whose every ListObjectVersions answer is replaced by
+/// one truncated page listing one version of `KEY`, with these next markers.
+async fn manager_whose_listing_pages_say(
+    next_key_marker: Option<&str>,
+) -> s3state::RemoteState<s3state::S3Store> {
+    let bucket = common::bucket(true).await;
+    let marker = next_key_marker
+        .map(|key| {
+            format!(
+                "<NextKeyMarker>{key}</NextKeyMarker><NextVersionIdMarker>v1</NextVersionIdMarker>"
+            )
+        })
+        .unwrap_or_default();
+    let page = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListVersionsResult><Name>{bucket}</Name>\
+         <Prefix>{KEY}</Prefix><MaxKeys>1</MaxKeys><IsTruncated>true</IsTruncated>{marker}\
+         <Version><Key>{KEY}</Key><VersionId>v1</VersionId><IsLatest>true</IsLatest>\
+         <LastModified>2026-12-06T00:00:00.000Z</LastModified><ETag>\"0\"</ETag><Size>2</Size>\
+         </Version></ListVersionsResult>"
+    );
+    let listing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = listing.clone();
+    let hooks = common::hooks::Hooks::new("truncated-listing")
+        .read_request(move |request| {
+            seen.store(
+                request.uri().contains("versions"),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        })
+        .modify_response(move |response| {
+            if listing.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                *response.body_mut() = aws_sdk_s3::primitives::SdkBody::from(page.clone());
+            }
+        });
+    let config = common::config_for(common::endpoint()).interceptor(hooks);
+    common::manager_with_config(&bucket, KEY, config.build()).await
+}
+
+/// From issue 25: a truncated ListObjectVersions page must say where the next one starts, and
+/// that must move. Without a marker the listing started over (for ever); a marker that does
+/// not move would list the same page for ever. Both are a typed error.
+#[tokio::test]
+async fn a_truncated_listing_without_a_marker_or_with_one_that_does_not_move_is_an_error() {
+    let one_page = HistoryOptions {
+        page_size: 1,
+        ..Default::default()
+    };
+    for next_key_marker in [None, Some(KEY)] {
+        let manager = manager_whose_listing_pages_say(next_key_marker).await;
+        let refused = manager.history(&one_page).await.unwrap_err();
+        assert!(
+            matches!(&refused, Error::InconsistentListing { evidence, .. }
+                if evidence.contains("truncated")),
+            "{next_key_marker:?}: {refused:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_past_snapshot_reads_back_and_an_unknown_version_is_a_typed_error() {
     let (_, manager) = common::bucket_and_manager(KEY).await;

@@ -164,7 +164,8 @@ fn write_before_locking(bucket: &str, body: &'static [u8]) -> Hooks {
     })
 }
 
-/// Makes LocalStack (which answers 501 to a conditional DeleteObject) delete as real S3 does:
+/// Makes LocalStack (which answers 501 to a conditional DeleteObject) delete as real S3 does,
+/// on stores that do not themselves (`common::store_facts`):
 /// a DELETE with `If-Match` is performed only when the tag is the object's current one, and is
 /// otherwise answered 412 without deleting anything.
 #[derive(Debug, Clone, Default)]
@@ -196,11 +197,18 @@ impl RealS3ConditionalDeletes {
             return;
         }
         let is_lock = request.uri().contains(".tflock");
+        if !is_lock {
+            self.conditional_state_deletes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if common::store_facts().conditional_delete {
+            // The store enforces the condition itself (and checks the request's signature,
+            // which a rewrite here would break).
+            return;
+        }
         let key = if is_lock {
             format!("{DEV_KEY}.tflock")
         } else {
-            self.conditional_state_deletes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             DEV_KEY.to_owned()
         };
         let bucket = self.bucket.clone();

@@ -134,6 +134,9 @@ struct Script {
     reads: HashMap<String, (usize, usize)>,
     /// (key, version id) shown as S3's `"null"`: an object written before versioning was on.
     null_version: Option<(String, String)>,
+    /// Listings in pages smaller than this answer no versions at all, as SeaweedFS's paged
+    /// ListObjectVersions did under a prefix other keys share.
+    lose_versions_below: Option<u32>,
 }
 
 /// How the store presents itself; shared by siblings.
@@ -221,6 +224,13 @@ impl Hooked {
 
     pub fn key(&self) -> &str {
         self.inner.key()
+    }
+
+    /// Every listing in pages smaller than `page_size` (with `u32::MAX`, every listing) answers
+    /// no versions, though the object has them: the listing SeaweedFS gave when it paged under
+    /// a prefix that other keys share.
+    pub fn lose_listed_versions_below(&self, page_size: u32) {
+        self.script.lock().unwrap().lose_versions_below = Some(page_size);
     }
 
     pub fn lock_key(&self) -> String {
@@ -574,6 +584,10 @@ impl Store for Hooked {
 #[async_trait]
 impl VersionedStore for Hooked {
     async fn list_versions(&self, page_size: u32) -> s3state::Result<Vec<ObjectVersion>> {
+        let lost = self.script.lock().unwrap().lose_versions_below;
+        if lost.is_some_and(|below| page_size < below) {
+            return Ok(Vec::new());
+        }
         let versions = self.inner.list_versions(page_size).await?;
         Ok(versions
             .into_iter()

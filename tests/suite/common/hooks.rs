@@ -16,12 +16,14 @@ type ReadResponse = Arc<dyn Fn(&HttpResponse) + Send + Sync>;
 type ModifyResponse = Arc<dyn Fn(&mut HttpResponse) + Send + Sync>;
 
 /// The interceptor: a name and the closures set, each run at the SDK hook it is named after
-/// (`modify_request` at `modify_before_transmit`, `read_request` at `read_before_transmit`,
+/// (`modify_unsigned_request` at `modify_before_signing`, `modify_request` at
+/// `modify_before_transmit`, `read_request` at `read_before_transmit`,
 /// `read_response` at `read_after_transmit`, `modify_response` at
 /// `modify_before_deserialization`).
 #[derive(Clone)]
 pub struct Hooks {
     name: &'static str,
+    modify_unsigned_request: Option<ModifyRequest>,
     modify_request: Option<ModifyRequest>,
     read_request: Option<ReadRequest>,
     read_response: Option<ReadResponse>,
@@ -48,6 +50,7 @@ impl Hooks {
     pub fn new(name: &'static str) -> Hooks {
         Hooks {
             name,
+            modify_unsigned_request: None,
             modify_request: None,
             read_request: None,
             read_response: None,
@@ -55,6 +58,9 @@ impl Hooks {
         }
     }
 
+    // A change before signing is signed with the request: stores that check signatures
+    // (SeaweedFS, real S3) accept it, where a change at `modify_request` is refused there.
+    setter!(modify_unsigned_request, &mut HttpRequest);
     setter!(modify_request, &mut HttpRequest);
     setter!(read_request, &HttpRequest);
     setter!(read_response, &HttpResponse);
@@ -83,6 +89,12 @@ impl Intercept for Hooks {
         self.name
     }
 
+    hook!(
+        modify_before_signing,
+        &mut BeforeTransmitInterceptorContextMut<'_>,
+        modify_unsigned_request,
+        request_mut
+    );
     hook!(
         modify_before_transmit,
         &mut BeforeTransmitInterceptorContextMut<'_>,

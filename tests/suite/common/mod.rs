@@ -18,10 +18,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The S3 endpoint under test: `S3STATE_TEST_ENDPOINT` if set, else a LocalStack that this
-/// harness installs and starts (once, shared by every test binary) with `localstack/start.sh`.
+/// The S3 endpoint under test: `S3STATE_TEST_ENDPOINT` if set, else the store that
+/// `S3STATE_TEST_STORE` names (`localstack`, the default, or `seaweedfs`), which this harness
+/// installs and starts (once, shared by every test binary) with that store's `start.sh`.
 ///
-/// If LocalStack cannot be started the test fails here, loudly: an integration test that
+/// If the store cannot be started the test fails here, loudly: an integration test that
 /// silently skips is a broken promise.
 pub fn endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
@@ -29,16 +30,186 @@ pub fn endpoint() -> &'static str {
         if let Ok(endpoint) = std::env::var("S3STATE_TEST_ENDPOINT") {
             return endpoint;
         }
-        let (script, status) = run_start_script("localstack/start.sh");
+        let store = test_store();
+        let (script, status) = run_start_script(store.start_script());
         assert!(
             status.success(),
-            "LocalStack could not be started by {} ({status}); integration tests need a real S3. \
+            "{} could not be started by {} ({status}); integration tests need a real S3. \
              Set S3STATE_TEST_ENDPOINT to use another one.",
+            store.name(),
             script.display()
         );
-        let port = std::env::var("S3STATE_LOCALSTACK_PORT").unwrap_or_else(|_| "4566".into());
+        let port = std::env::var(store.port_setting()).unwrap_or_else(|_| store.default_port());
         format!("http://127.0.0.1:{port}")
     })
+}
+
+/// The S3-compatible stores the suite runs against (`S3STATE_TEST_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestStore {
+    /// LocalStack's S3 in host mode (`localstack/`): the default.
+    LocalStack,
+    /// SeaweedFS, a real distributed S3-compatible store (`seaweedfs/`).
+    SeaweedFs,
+}
+
+impl TestStore {
+    fn name(self) -> &'static str {
+        match self {
+            TestStore::LocalStack => "LocalStack",
+            TestStore::SeaweedFs => "SeaweedFS",
+        }
+    }
+
+    fn start_script(self) -> &'static str {
+        match self {
+            TestStore::LocalStack => "localstack/start.sh",
+            TestStore::SeaweedFs => "seaweedfs/start.sh",
+        }
+    }
+
+    fn port_setting(self) -> &'static str {
+        match self {
+            TestStore::LocalStack => "S3STATE_LOCALSTACK_PORT",
+            TestStore::SeaweedFs => "S3STATE_SEAWEEDFS_PORT",
+        }
+    }
+
+    fn default_port(self) -> String {
+        match self {
+            TestStore::LocalStack => "4566".into(),
+            TestStore::SeaweedFs => "8333".into(),
+        }
+    }
+}
+
+/// The store `S3STATE_TEST_STORE` names; panics on a name it does not know, rather than
+/// running the suite against another store than the one asked for.
+pub fn test_store() -> TestStore {
+    match std::env::var("S3STATE_TEST_STORE").as_deref() {
+        Err(_) | Ok("" | "localstack") => TestStore::LocalStack,
+        Ok("seaweedfs") => TestStore::SeaweedFs,
+        Ok(other) => panic!("S3STATE_TEST_STORE={other}: expected `localstack` or `seaweedfs`"),
+    }
+}
+
+/// What the store under test does where S3-compatible stores differ, as `s3state probe`
+/// finds it. A test that depends on a store's quirk asks here, never assumes LocalStack.
+#[derive(Debug, Clone)]
+pub struct StoreFacts {
+    /// The probe's `conditional_delete` check passed: DeleteObject with `If-Match` is enforced
+    /// (412 on a wrong tag, 204 on the right one), as on real S3 and SeaweedFS. LocalStack
+    /// answers 501, and s3state falls back to reading the object, then deleting it.
+    pub conditional_delete: bool,
+    /// HeadObject under SSE-C answers what the SDK can read. SeaweedFS 4.48 sends the
+    /// customer key's MD5 header twice, which the SDK refuses to parse (so s3state reports a
+    /// `Store` error on HeadObject rather than go on).
+    pub sse_c_head: bool,
+    /// Requests signed with a session token the store never issued are accepted (LocalStack
+    /// accepts any credentials; SeaweedFS checks a token against its own STS).
+    pub any_session_token: bool,
+}
+
+/// The [`StoreFacts`] of the store under test: the probe runs once per test process, in a
+/// bucket of its own, and its findings are kept.
+pub fn store_facts() -> &'static StoreFacts {
+    static FACTS: OnceLock<StoreFacts> = OnceLock::new();
+    FACTS.get_or_init(|| {
+        let endpoint = endpoint().to_owned();
+        // Tests run on runtimes of their own; the probe gets one too, so that what it leaves
+        // behind (the client's connections) dies with it rather than with some test.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(probe_store(&endpoint))
+        })
+        .join()
+        .expect("probing the store under test")
+    })
+}
+
+async fn probe_store(endpoint: &str) -> StoreFacts {
+    let client = client_for(endpoint);
+    let bucket = format!(
+        "s3state-facts-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    create_bucket_on(&client, &bucket, true).await;
+    let report = S3Builder::new()
+        .with_client(client)
+        .with_bucket(&bucket)
+        .with_key("facts.tfstate")
+        .build_backend()
+        .await
+        .expect("opening the facts bucket")
+        .probe()
+        .await
+        .expect("the probe of the store under test ran");
+    let passed = |id: &str| {
+        report
+            .checks
+            .iter()
+            .find(|check| check.id == id)
+            .unwrap_or_else(|| panic!("the probe has no `{id}` check: {report:?}"))
+            .level
+            == s3state::s3::CheckLevel::Pass
+    };
+    StoreFacts {
+        conditional_delete: passed("conditional_delete"),
+        sse_c_head: sse_c_head_is_readable(endpoint, &bucket).await,
+        any_session_token: an_unissued_session_token_is_accepted(endpoint, &bucket).await,
+    }
+}
+
+/// Whether a HeadObject of an SSE-C object, with its key, gives an answer the SDK reads.
+async fn sse_c_head_is_readable(endpoint: &str, bucket: &str) -> bool {
+    use base64::Engine as _;
+    let key = [3u8; 32];
+    let (key_b64, md5_b64) = (
+        base64::engine::general_purpose::STANDARD.encode(key),
+        base64::engine::general_purpose::STANDARD.encode(<md5::Md5 as md5::Digest>::digest(key)),
+    );
+    let client = client_for(endpoint);
+    client
+        .put_object()
+        .bucket(bucket)
+        .key("facts-sse-c")
+        .body(b"{}".to_vec().into())
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&key_b64)
+        .sse_customer_key_md5(&md5_b64)
+        .send()
+        .await
+        .expect("an SSE-C write to the store under test");
+    client
+        .head_object()
+        .bucket(bucket)
+        .key("facts-sse-c")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&key_b64)
+        .sse_customer_key_md5(&md5_b64)
+        .send()
+        .await
+        .is_ok()
+}
+
+/// Whether a request signed with the test keys and a made-up session token is accepted.
+async fn an_unissued_session_token_is_accepted(endpoint: &str, bucket: &str) -> bool {
+    let config = config_for(endpoint).credentials_provider(Credentials::new(
+        "test",
+        "test",
+        Some("s3state-made-up-session-token".into()),
+        None,
+        "s3state-tests",
+    ));
+    Client::from_conf(config.build())
+        .get_bucket_versioning()
+        .bucket(bucket)
+        .send()
+        .await
+        .is_ok()
 }
 
 /// One HTTP exchange seen by the SDK.
@@ -142,7 +313,8 @@ pub fn config_for(endpoint: &str) -> aws_sdk_s3::config::Builder {
         .force_path_style(true)
 }
 
-/// Makes LocalStack look like real S3 (which honours `If-Match` on DeleteObject): a
+/// Makes LocalStack look like real S3 (which honours `If-Match` on DeleteObject), on stores
+/// that do not ([`StoreFacts::conditional_delete`]): a
 /// conditional DELETE whose tag matches the current lock is sent without the condition (so
 /// LocalStack performs it), and one whose tag does not match is answered 412.
 #[derive(Debug, Clone, Default)]
@@ -152,8 +324,13 @@ pub struct ConditionalDeletes {
 }
 
 impl ConditionalDeletes {
-    /// The interceptor; every clone of `self` shares its state.
+    /// The interceptor; every clone of `self` shares its state. On a store that enforces
+    /// conditional deletes itself ([`store_facts`]) it changes nothing: the store is already
+    /// what this emulates (and rewriting a signed request would break its signature there).
     pub fn hooks(&self) -> hooks::Hooks {
+        if store_facts().conditional_delete {
+            return hooks::Hooks::new("conditional-deletes-by-the-store");
+        }
         let (etag, refuse) = (self.current_lock_etag.clone(), self.refuse.clone());
         let refused = self.refuse.clone();
         hooks::Hooks::new("conditional-deletes")
@@ -182,6 +359,48 @@ impl ConditionalDeletes {
     }
 }
 
+/// Disguises ETags as SSE-KMS makes them (not an MD5 of the body): each ETag the store
+/// answers gets a `kms-` prefix on its way to s3state, and the prefix is taken off the
+/// conditional headers s3state sends before they are signed, so that the store (which checks
+/// signatures, as SeaweedFS and real S3 do) sees its own tags.
+pub fn kms_style_etags() -> hooks::Hooks {
+    const PREFIX: &str = "\"kms-";
+    hooks::Hooks::new("kms-style-etags")
+        .modify_unsigned_request(|request| {
+            for name in ["if-match", "if-none-match"] {
+                if let Some(value) = request.headers().get(name).map(str::to_owned) {
+                    request
+                        .headers_mut()
+                        .insert(name, value.replace(PREFIX, "\""));
+                }
+            }
+        })
+        .modify_response(|response| {
+            if let Some(etag) = response.headers().get("etag").map(str::to_owned) {
+                response
+                    .headers_mut()
+                    .insert("etag", etag.replacen('"', PREFIX, 1));
+            }
+        })
+}
+
+/// On a store that enforces conditional deletes ([`StoreFacts::conditional_delete`]), makes
+/// `proxy` answer the next DELETE of a path containing `path` with LocalStack's `501
+/// NotImplemented`, so that a test of s3state's fallback (read the object, then delete it
+/// unconditionally) runs the same way on every store. Returns whether it did.
+pub fn refuse_next_conditional_delete(proxy: &proxy::FaultProxy, path: &str) -> bool {
+    let enforced = store_facts().conditional_delete;
+    if enforced {
+        proxy.inject(
+            proxy::Rule::new(proxy::Fault::Status(501, "NotImplemented"))
+                .method("DELETE")
+                .path(path.to_owned())
+                .times(1),
+        );
+    }
+    enforced
+}
+
 /// `config` with `interceptor` added, when there is one.
 pub fn with_interceptor(
     config: aws_sdk_s3::config::Builder,
@@ -200,6 +419,11 @@ pub fn client_with(recorder: Option<&Recorder>) -> Client {
         config = config.interceptor(recorder.hooks());
     }
     Client::from_conf(config.build())
+}
+
+/// A client for `endpoint` (a fault proxy's, say) whose requests `recorder` records.
+pub fn recorded_client_for(endpoint: &str, recorder: &Recorder) -> Client {
+    Client::from_conf(config_for(endpoint).interceptor(recorder.hooks()).build())
 }
 
 pub fn client() -> Client {

@@ -2,7 +2,7 @@
 //!
 //! Tests script it per request (method, a substring of the path, "after the first N matching
 //! requests", "this many times") to lose responses, reset connections, answer errors S3 gives
-//! and the emulators do not, delay, truncate bodies, or disguise ETags as SSE-KMS does. It can
+//! and the emulators do not, delay or truncate bodies. It can
 //! also strip the conditional headers from writes, as a store that ignores them would. It
 //! records every request it sees.
 
@@ -193,9 +193,6 @@ pub struct Recorded {
 struct Shared {
     rules: Vec<Rule>,
     log: Vec<Recorded>,
-    /// Disguise ETags as SSE-KMS does (not an MD5): prefix them on the way out, strip the
-    /// prefix from conditional headers on the way in.
-    kms_etags: bool,
     /// Forward PUT and DELETE requests without `If-Match`/`If-None-Match`: a store that
     /// accepts conditions and ignores them.
     strip_conditions: bool,
@@ -208,8 +205,6 @@ pub struct FaultProxy {
     shared: Arc<Mutex<Shared>>,
     task: tokio::task::JoinHandle<()>,
 }
-
-const KMS_PREFIX: &str = "kms-";
 
 impl FaultProxy {
     pub async fn start(upstream: &str) -> FaultProxy {
@@ -252,10 +247,6 @@ impl FaultProxy {
 
     pub fn clear_rules(&self) {
         self.shared.lock().unwrap().rules.clear();
-    }
-
-    pub fn disguise_etags_as_kms(&self) {
-        self.shared.lock().unwrap().kms_etags = true;
     }
 
     /// From now on, remove `If-Match` and `If-None-Match` from every PUT and DELETE before
@@ -334,7 +325,7 @@ async fn serve(
     let header = |name: &str| header_value(&parts.headers, name);
 
     // Pick the rule and record the request in one step, so concurrent requests count in order.
-    let (rule, index, kms, strip, quirk) = {
+    let (rule, index, strip, quirk) = {
         let mut shared = shared.lock().unwrap();
         let mut chosen = None;
         for rule in shared.rules.iter_mut() {
@@ -376,7 +367,6 @@ async fn serve(
         (
             chosen,
             shared.log.len() - 1,
-            shared.kms_etags,
             shared.strip_conditions,
             shared
                 .quirks
@@ -400,15 +390,6 @@ async fn serve(
             .header("content-type", "application/xml")
             .body(full(body))
             .unwrap());
-    }
-
-    if kms {
-        for name in ["if-match", "if-none-match"] {
-            if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
-                let plain = value.replace(&format!("\"{KMS_PREFIX}"), "\"");
-                parts.headers.insert(name, plain.parse().unwrap());
-            }
-        }
     }
 
     if strip && matches!(method.as_str(), "PUT" | "DELETE") {
@@ -442,12 +423,8 @@ async fn serve(
     let response = client
         .request(Request::from_parts(parts, Full::new(body)))
         .await?;
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let body = body.collect().await?.to_bytes();
-    if kms && let Some(etag) = parts.headers.get("etag").and_then(|v| v.to_str().ok()) {
-        let disguised = etag.replacen('"', &format!("\"{KMS_PREFIX}"), 1);
-        parts.headers.insert("etag", disguised.parse().unwrap());
-    }
     if let Some(hook) = rule.as_ref().and_then(|rule| rule.then.clone()) {
         hook().await;
     }

@@ -239,10 +239,21 @@ async fn unlock_with_a_wrong_id_names_both_ids_and_leaves_the_lock() {
     assert_eq!(other.locker().current().await.unwrap().unwrap().id, id);
 }
 
+/// Where the store refuses conditional deletes with 501 (LocalStack does; on a store that
+/// enforces them, the fault proxy answers the first one so), the unlock falls back to reading
+/// the lock and deleting it, and remembers the refusal.
 #[tokio::test]
-async fn unlock_on_localstack_falls_back_once_then_reads_and_deletes() {
+async fn unlock_where_conditional_deletes_are_refused_falls_back_once_then_reads_and_deletes() {
     let bucket = common::bucket(true).await;
-    let (manager, recorder) = common::recorded_manager(&bucket, KEY).await;
+    let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
+    common::refuse_next_conditional_delete(&proxy, LOCK_KEY);
+    let recorder = common::Recorder::default();
+    let manager = common::builder(&bucket, KEY)
+        .with_client(common::recorded_client_for(proxy.endpoint(), &recorder))
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
 
     let id = manager
         .lock(&LockInfo::new("OperationTypeApply"))
@@ -415,4 +426,43 @@ async fn lock_disabled_never_touches_the_store() {
     assert_eq!(manager.lock(&info).await.unwrap(), info.id);
     manager.unlock(&info.id).await.unwrap();
     assert!(recorder.take().is_empty());
+}
+
+/// From issue 25: eight lockers contending on SeaweedFS met a lock that was taken and released
+/// by others three times in a row while one of them tried (refused, then gone when read), and
+/// that ended its `lock_with_timeout` at once with a store error. Such a lock is held by others
+/// as far as the caller is concerned: `lock` says `Locked` (holder unknown), and a waiting
+/// caller waits on and gets the lock once it stops changing hands.
+#[tokio::test]
+async fn a_lock_that_keeps_changing_hands_is_waited_on_like_a_held_one() {
+    use common::hooked::{Hooked, OnPut};
+    let store = Hooked::new("flapping/terraform.tfstate");
+    let refuse_three_times = || {
+        for _ in 0..3 {
+            store.on_put(
+                &store.lock_key(),
+                OnPut::Answer(Box::new(|_, _| {
+                    Box::pin(async { Ok(s3state::store::PutOutcome::PreconditionFailed) })
+                })),
+            );
+        }
+    };
+    let manager = s3state::RemoteState::new(store.clone());
+
+    refuse_three_times();
+    let refused = manager
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::Locked { holder: None, .. }),
+        "{refused:?}"
+    );
+    assert!(!store.lock_held());
+
+    refuse_three_times();
+    common::lock_within(&manager, "OperationTypeApply", Duration::from_secs(10))
+        .await
+        .expect("the wait goes on until the lock is free");
+    assert!(store.lock_held());
 }

@@ -193,3 +193,42 @@ async fn s3_store_keeps_the_whole_store_contract() {
         "the suite wrote its anchor object"
     );
 }
+
+/// A conditional DELETE answered 412 for an object that was never written is "absent", not a
+/// lost race: SeaweedFS answers 412 there where S3 answers 404 (issue 25). The store asks the
+/// object (a HEAD) before calling it a mismatch. Here the fault proxy gives the 412 on any
+/// store; on SeaweedFS the store contract above meets the real answer. The 412 of a real
+/// mismatch stays one.
+#[tokio::test]
+async fn a_conditional_delete_answered_412_for_an_absent_object_is_absent() {
+    use s3state::Store as _;
+    use s3state::store::DeleteOutcome;
+    let bucket = common::bucket(true).await;
+    let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
+    let store = common::builder(&bucket, KEY)
+        .with_client(common::client_for(proxy.endpoint()))
+        .build_store()
+        .await
+        .unwrap();
+    let etag = s3state::ETag::new("\"00000000000000000000000000000000\"");
+    let precondition_failed = || {
+        common::proxy::Rule::new(common::proxy::Fault::Status(412, "PreconditionFailed"))
+            .method("DELETE")
+            .times(1)
+    };
+
+    proxy.inject(precondition_failed());
+    assert_eq!(
+        store.delete(Some(&etag)).await.unwrap(),
+        DeleteOutcome::Absent
+    );
+
+    common::put_raw(&bucket, KEY, b"{}").await;
+    proxy.inject(precondition_failed());
+    assert_eq!(
+        store.delete(Some(&etag)).await.unwrap(),
+        DeleteOutcome::PreconditionFailed,
+        "a 412 for an object that exists is a mismatch"
+    );
+    assert!(common::object_exists(&bucket, KEY).await);
+}

@@ -182,10 +182,34 @@ async fn a_whole_locked_update_costs_four_requests_where_deletes_are_conditional
     );
 }
 
+/// A manager of `bucket` whose client records its requests and goes through a proxy that
+/// makes the store refuse conditional deletes with 501 as LocalStack does (the proxy answers
+/// the first one so on stores that enforce them). Keep the proxy while the manager is used.
+async fn recorded_manager_refusing_conditional_deletes(
+    bucket: &str,
+    recorder: &Recorder,
+    options: s3state::RemoteStateOptions,
+) -> (
+    s3state::RemoteState<s3state::S3Store>,
+    common::proxy::FaultProxy,
+) {
+    let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
+    common::refuse_next_conditional_delete(&proxy, ".tflock");
+    let manager = common::builder(bucket, KEY)
+        .with_client(common::recorded_client_for(proxy.endpoint(), recorder))
+        .with_options(options)
+        .build()
+        .await
+        .unwrap();
+    recorder.take();
+    (manager, proxy)
+}
+
 #[tokio::test]
-async fn on_localstack_the_same_cycle_costs_six_requests_then_five() {
+async fn where_conditional_deletes_are_refused_the_same_cycle_costs_six_requests_then_five() {
     let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
-    let manager = recorded_manager(&bucket, &recorder, None).await;
+    let (manager, _proxy) =
+        recorded_manager_refusing_conditional_deletes(&bucket, &recorder, Default::default()).await;
 
     lock_refresh_persist_unlock(&manager, &bucket, None, 1).await;
     let first: Vec<_> = recorder
@@ -305,8 +329,10 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
 }
 
 #[tokio::test]
-async fn on_localstack_an_update_costs_six_requests_then_five() {
-    let (manager, recorder) = recorded_update_manager(false, Default::default()).await;
+async fn where_conditional_deletes_are_refused_an_update_costs_six_requests_then_five() {
+    let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
+    let (manager, _proxy) =
+        recorded_manager_refusing_conditional_deletes(&bucket, &recorder, Default::default()).await;
 
     assert_eq!(
         update_calls(&manager, &recorder, 1).await,
@@ -314,7 +340,7 @@ async fn on_localstack_an_update_costs_six_requests_then_five() {
             call("PUT", true, 200),
             call("GET", false, 200),
             call("PUT", false, 200),
-            call("DELETE", true, 501), // LocalStack: no conditional delete
+            call("DELETE", true, 501), // no conditional delete here
             call("GET", true, 200),    // read the lock, check it is ours
             call("DELETE", true, 204),
         ]
@@ -398,9 +424,14 @@ async fn a_cli_push_reads_the_body_only_of_a_state_terraform_wrote() {
         std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
         path
     };
-    // LocalStack has no conditional delete: the unlock's 501 is followed by a read of the lock
-    // and a plain delete (real S3 answers the first DELETE 204, and the other two are not sent).
-    let unlock = ["DELETE lock 501", "GET lock 200", "DELETE lock 204"];
+    // Where the store has no conditional delete (LocalStack), the unlock's 501 is followed by a
+    // read of the lock and a plain delete; where it has (real S3, SeaweedFS), the first DELETE
+    // is answered 204 and the other two are not sent.
+    let unlock: &[&str] = if common::store_facts().conditional_delete {
+        &["DELETE lock 204"]
+    } else {
+        &["DELETE lock 501", "GET lock 200", "DELETE lock 204"]
+    };
 
     // Terraform records no serial beside its state: the head says so, and the body is read.
     assert_eq!(
@@ -412,7 +443,7 @@ async fn a_cli_push_reads_the_body_only_of_a_state_terraform_wrote() {
                 "GET state 200",
                 "PUT state 200"
             ][..],
-            &unlock[..],
+            unlock,
         ]
         .concat()
     );
@@ -421,7 +452,7 @@ async fn a_cli_push_reads_the_body_only_of_a_state_terraform_wrote() {
         cli_push_requests(&bucket, &edited(4), &[]).await,
         [
             &["PUT lock 200", "HEAD state 200", "PUT state 200"][..],
-            &unlock[..],
+            unlock,
         ]
         .concat()
     );

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, on both stores: `cargo test` (every test; S3 on LocalStack, which the
+# harness starts), then the store-facing tests and the soak again on SeaweedFS (which the
+# harness starts with seaweedfs/start.sh). The second pass runs the binaries the first built,
+# with a module filter, so it costs test time only. Arguments go to every cargo command (CI
+# passes --locked --no-fail-fast). Both passes run; the exit status fails if either did.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The modules that talk to S3 and whose behaviour can differ between stores. The rest (the
+# gateway, DynamoDB and STS on moto, the codec, the simulation, the architecture) do not
+# depend on which S3 answers, or need moto's S3.
+SEAWEEDFS_MODULES=(store_contract:: rules:: locking:: history:: workspaces:: lost_writes::
+  push:: cli:: interop:: tooling::)
+
+status=0
+cargo test "$@" || status=$?
+
+started=$SECONDS
+# S3STATE_TEST_ENDPOINT would point this pass at another store: it is cleared here.
+seaweedfs() { env -u S3STATE_TEST_ENDPOINT S3STATE_TEST_STORE=seaweedfs "$@"; }
+seaweedfs cargo test "$@" --test suite -- "${SEAWEEDFS_MODULES[@]}" || status=$?
+seaweedfs cargo test "$@" --test soak || status=$?
+echo "test-all.sh: the SeaweedFS pass took $((SECONDS - started)) s" >&2
+exit "$status"

@@ -34,11 +34,13 @@ mod config;
 mod listener;
 mod metrics;
 mod names;
+mod oidc;
 mod protocol;
 
 pub use auth::hash_password;
 pub use config::{
-    ConfigError, GatewayConfig, Grant, Limits, Role, S3Settings, TlsSettings, UserConfig,
+    ClaimRule, ConfigError, GatewayConfig, Grant, Limits, OidcIssuerConfig, Role, S3Settings,
+    TlsSettings, TokenAlgorithm, UserConfig,
 };
 pub use protocol::{
     GatewayStore, LOCK_STATE_ETAG_KEY, LOCK_STATE_LINEAGE_KEY, LOCK_STATE_SERIAL_KEY,
@@ -379,6 +381,10 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
         AuthOutcome::Missing => return unauthorized(),
         AuthOutcome::Unauthenticated => {
             refused(None, None, "refused: unauthenticated");
+            return unauthorized();
+        }
+        AuthOutcome::TokenRefused(refusal) => {
+            refused(None, None, &format!("refused: {}", refusal.as_str()));
             return unauthorized();
         }
         AuthOutcome::Throttled(retry_after) => {

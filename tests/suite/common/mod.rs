@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod hooked;
 pub mod hooks;
 pub mod memory;
+pub mod oidc;
 pub mod proxy;
 pub mod terraform;
 

@@ -10,7 +10,7 @@
 //! | `LOCK /<name>` | takes `<key>.tflock`; 423 with the holder's lock info when held |
 //! | `UNLOCK /<name>` | releases it (the holder's ID; without one: force-unlock, admin only) |
 //! | `DELETE /<name>` | deletes the current snapshot (history keeps it) |
-//! | `GET /_history/<name>[?limit=N]` | versions, newest first, with serials (JSON) |
+//! | `GET /_history/<name>[?limit=N]` | versions, newest first, with serial, author, operation and resource count (JSON) |
 //! | `GET /_history/<name>?version=<id>` | one past snapshot |
 //! | `GET /healthz`, `GET /metrics` | liveness; Prometheus metrics (admins and `metrics_users`) |
 //!

@@ -335,6 +335,23 @@ async fn good_tokens_of_each_algorithm_work_as_bearer_and_as_password() {
         assert_eq!(read.status, 200, "{alg:?} as password");
         assert_eq!(read.body, state_body(lineage, serial, serial));
     }
+    // The gateway's history names each version's author: the token's issuer and subject.
+    let history = with_bearer(
+        &gateway,
+        "GET",
+        "/_history/algs/EdDSA",
+        &issuer.token(Alg::RS256, REPO, MAIN),
+        b"",
+    )
+    .await
+    .json();
+    assert_eq!(
+        history[0]["author"],
+        format!("{}#repo:{REPO}:ref:{MAIN}", issuer.url),
+        "{history}"
+    );
+    assert_eq!(history[0]["operation"], "s3state gateway", "{history}");
+    assert_eq!(history[0]["resources"], 0, "{history}");
     let reader = issuer.token(Alg::EdDSA, "acme/website", MAIN);
     let read = with_bearer(&gateway, "GET", "/algs/RS256", &reader, b"").await;
     assert_eq!(read.status, 200);
@@ -549,6 +566,17 @@ output "greeting" {
         common::version_count(&gateway.bucket, &key("oidc/app.tfstate")).await,
         1
     );
+    // Its versions name the token's principal, and Terraform's operation from its lock.
+    let history = with_bearer(&gateway, "GET", "/_history/oidc/app.tfstate", &token, b"")
+        .await
+        .json();
+    assert_eq!(
+        history[0]["author"],
+        format!("{}#repo:{REPO}:ref:{MAIN}", issuer.url),
+        "{history}"
+    );
+    assert_eq!(history[0]["operation"], "OperationTypeApply", "{history}");
+    assert_eq!(history[0]["resources"], 1, "{history}");
     // Without the token, Terraform is refused.
     let refused = Workdir::try_new_with_env(&backend, body, &[]).await;
     assert!(!refused.status.success(), "init without a token must fail");

@@ -395,7 +395,16 @@ impl IssuerKeys {
         };
         let read = fetch(&jwks_uri, timeout)
             .await
-            .and_then(|body| parse_jwks(&body));
+            .and_then(|body| parse_jwks(&body))
+            // An empty set would lock every token out until the next refresh: the keys held
+            // are kept instead.
+            .and_then(|keys| {
+                if keys.is_empty() {
+                    Err(format!("{jwks_uri}: no RS256, ES256 or EdDSA signing key"))
+                } else {
+                    Ok(keys)
+                }
+            });
         if read.is_err() {
             // The issuer may have moved its keys: ask its discovery document again next time.
             self.lock().jwks_uri = None;

@@ -239,6 +239,11 @@ impl TestIssuer {
         self.jwks_fetches.load(Ordering::SeqCst)
     }
 
+    /// Publishes `keys` as the whole key set.
+    pub fn publish_set(&self, keys: Value) {
+        *self.published.lock().unwrap() = keys;
+    }
+
     /// Adds `jwk` to the published key set.
     pub fn publish(&self, jwk: Value) {
         self.published.lock().unwrap()["keys"]

@@ -477,6 +477,47 @@ async fn unknown_kids_refresh_the_keys_at_a_bounded_rate() {
     }
 }
 
+/// An issuer that suddenly publishes an empty key set (a broken deployment, or someone
+/// between it and the gateway) does not lock every token out: the keys held are kept. (Found
+/// while attacking the change: the empty set used to replace them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_key_set_does_not_replace_the_keys_held() {
+    let issuer = TestIssuer::start().await;
+    let (gateway, _) = gateway::start_configured(false, |config| {
+        let mut trusted = issuer_config(&issuer);
+        trusted.jwks_refresh_interval_secs = 1;
+        trust(config, trusted);
+    })
+    .await;
+    let good = issuer.token(Alg::ES256, REPO, MAIN);
+    assert_eq!(
+        with_bearer(&gateway, "GET", "/e", &good, b"").await.status,
+        404
+    );
+    issuer.publish_set(json!({"keys": []}));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // An unknown kid, past the interval: the set is fetched again, and found empty.
+    let stranger = Keys::generate();
+    let unknown = sign_jws(
+        &stranger,
+        Alg::ES256,
+        &json!({"alg": "ES256", "kid": "nope"}),
+        &issuer.claims(REPO, MAIN),
+    );
+    assert_eq!(
+        with_bearer(&gateway, "GET", "/e", &unknown, b"")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(issuer.jwks_fetches(), 2, "the set was fetched again");
+    assert_eq!(
+        with_bearer(&gateway, "GET", "/e", &good, b"").await.status,
+        404,
+        "the keys held still verify"
+    );
+}
+
 /// The same subject under two issuers is two principals: a lock taken with issuer A's token
 /// is not released, nor written under, with issuer B's token for the same subject; and a
 /// token signed by A's key but claiming B as issuer is refused.

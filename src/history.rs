@@ -12,6 +12,7 @@ use crate::statemgr::SnapshotMeta;
 use crate::store::{MAX_LISTING_PAGE, ObjectVersion, VersionedStore, list_versions_checked};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::remote::metadata;
 pub use crate::remote::metadata::meta_from_metadata;
 
 /// How [`RemoteState::history`] lists.
@@ -45,6 +46,52 @@ pub struct HistoryEntry {
     /// The snapshot's identity, when details were asked for (and it is not a delete marker
     /// or an undecodable body).
     pub meta: Option<SnapshotMeta>,
+    /// Who wrote it, when details were asked for and s3state recorded it: a gateway's
+    /// principal (a user, or `<issuer>#<subject>`), a manager's
+    /// [`RemoteStateOptions::author`](crate::RemoteStateOptions::author), or the `Who` of the
+    /// lock the writer held. `None` is unknown: a version Terraform wrote directly records
+    /// no author, and none is guessed.
+    pub author: Option<String>,
+    /// What wrote it, when recorded: the `Operation` of the writer's lock (Terraform's
+    /// `OperationTypeApply`, the CLI's `state-push`), or the library's entry point.
+    pub operation: Option<String>,
+    /// How many resources it holds, when details were asked for.
+    pub resources: Option<usize>,
+}
+
+impl HistoryEntry {
+    /// A version without details.
+    fn bare(version: ObjectVersion) -> Self {
+        HistoryEntry {
+            version,
+            meta: None,
+            author: None,
+            operation: None,
+            resources: None,
+        }
+    }
+
+    /// Sets what [`RemoteState::version_details`] found.
+    pub fn set_details(&mut self, details: VersionDetails) {
+        self.meta = details.meta;
+        self.author = details.author;
+        self.operation = details.operation;
+        self.resources = details.resources;
+    }
+}
+
+/// What one version holds and who wrote it ([`RemoteState::version_details`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VersionDetails {
+    /// Its serial, lineage and Terraform version (`None`: a delete marker, or not a state).
+    pub meta: Option<SnapshotMeta>,
+    /// Who wrote it, when recorded (see [`HistoryEntry::author`]); `None` is unknown.
+    pub author: Option<String>,
+    /// What wrote it, when recorded.
+    pub operation: Option<String>,
+    /// How many resources it holds.
+    pub resources: Option<usize>,
 }
 
 /// One past snapshot, read back.
@@ -121,18 +168,14 @@ impl<S: VersionedStore> RemoteState<S> {
     pub async fn history(&self, options: &HistoryOptions) -> Result<Vec<HistoryEntry>> {
         let versions = list_versions_checked(self.store(), options.page_size).await?;
         if !options.details {
-            return Ok(versions
-                .into_iter()
-                .map(|version| HistoryEntry {
-                    version,
-                    meta: None,
-                })
-                .collect());
+            return Ok(versions.into_iter().map(HistoryEntry::bare).collect());
         }
         futures::stream::iter(versions)
             .map(|version| async move {
-                let meta = self.version_meta(&version).await?;
-                Ok::<_, Error>(HistoryEntry { version, meta })
+                let details = self.version_details(&version).await?;
+                let mut entry = HistoryEntry::bare(version);
+                entry.set_details(details);
+                Ok::<_, Error>(entry)
             })
             .buffered(options.concurrency.max(1))
             .try_collect()
@@ -154,6 +197,31 @@ impl<S: VersionedStore> RemoteState<S> {
         Ok(State::from_slice(&object.body)
             .ok()
             .map(|state| SnapshotMeta::of(&state)))
+    }
+
+    /// What one version holds and who wrote it: from the metadata s3state wrote (one HEAD),
+    /// and from its body (one GET) for what the metadata lack (versions written by Terraform,
+    /// or by an s3state that did not count resources). The author is only ever read from
+    /// the metadata: `None` is unknown, never guessed.
+    pub async fn version_details(&self, version: &ObjectVersion) -> Result<VersionDetails> {
+        if version.is_delete_marker {
+            return Ok(VersionDetails::default());
+        }
+        let metadata = self.store().version_metadata(&version.version_id).await?;
+        let mut details = VersionDetails {
+            meta: meta_from_metadata(&metadata),
+            author: metadata::author(&metadata),
+            operation: metadata::operation(&metadata),
+            resources: metadata::resource_count(&metadata),
+        };
+        if details.meta.is_none() || details.resources.is_none() {
+            let object = self.store().get_version(&version.version_id).await?;
+            if let Ok(state) = State::from_slice(&object.body) {
+                details.meta = Some(SnapshotMeta::of(&state));
+                details.resources = state.resource_count();
+            }
+        }
+        Ok(details)
     }
 
     /// The id of the version `selector` names.
@@ -276,7 +344,7 @@ impl<S: VersionedStore> RemoteState<S> {
         let before = self.persisted_state();
         // Written directly, not through the transient snapshot, where another task's
         // write_state could replace it.
-        self.persist_candidate(restored, force).await?;
+        self.persist_candidate(restored, force, "restore").await?;
         let now = self.persisted_state().expect("just persisted");
         Ok(Restored {
             from_version: version_id.to_owned(),

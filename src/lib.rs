@@ -84,7 +84,7 @@ mod timeouts;
 
 pub use error::{Error, LockRefusal, Result};
 pub use history::{
-    HistoryEntry, HistoryOptions, PruneOptions, Restored, Snapshot, VersionSelector,
+    HistoryEntry, HistoryOptions, PruneOptions, Restored, Snapshot, VersionDetails, VersionSelector,
 };
 pub use lock::{LockDisabled, LockRetry, SecondaryLock, StoreLocker};
 pub use remote::{PersistedObject, RemoteState, RemoteStateOptions, UpdateLocking};

@@ -154,6 +154,9 @@ struct HeldLock {
     nonce: String,
     /// Who holds it: the caller, or a write for itself.
     holder: LockHolder,
+    /// The lock info it was taken with: its `Who` becomes the author of what is written
+    /// under it.
+    info: LockInfo,
 }
 
 impl<S: Store> StoreLocker<S> {
@@ -223,6 +226,15 @@ impl<S: Store> StoreLocker<S> {
     /// the caller was told how to remove it).
     pub(crate) fn forget_lock(&self, id: &str) {
         self.forget(id);
+    }
+
+    /// The info of a lock held through this locker, and who holds it: the caller's lock before
+    /// one a write took for itself. What a write records as its author and operation.
+    pub(crate) fn held_info(&self) -> Option<(LockInfo, LockHolder)> {
+        self.held()
+            .values()
+            .min_by_key(|held| held.holder != LockHolder::Caller)
+            .map(|held| (held.info.clone(), held.holder))
     }
 
     /// Our lock `id` is gone: it no longer counts as held.
@@ -743,6 +755,7 @@ impl<S: Store> StoreLocker<S> {
                     etag,
                     nonce: nonce.to_owned(),
                     holder,
+                    info: info.clone(),
                 },
             );
         };

@@ -184,6 +184,11 @@ pub struct RemoteStateOptions {
     /// apply. Every unlock through the manager, and `update`'s own release, waits out what
     /// is left of this. Default 10 s.
     pub unanswered_write_settle: Duration,
+    /// Who this manager writes as: recorded as the author of every snapshot it writes
+    /// (`history` shows it). When `None` (the default), the author is the `Who` of the lock
+    /// held for the write (the caller's, or the one `update` takes, whose `Who` is
+    /// `user@host`), and nothing is recorded for a write made without a lock.
+    pub author: Option<String>,
 }
 
 impl Default for RemoteStateOptions {
@@ -200,6 +205,7 @@ impl Default for RemoteStateOptions {
                 max: Duration::from_millis(100),
             },
             unanswered_write_settle: Duration::from_secs(10),
+            author: None,
         }
     }
 }
@@ -271,19 +277,27 @@ struct Outgoing {
     /// The body is the state's canonical bytes (`State::to_bytes`), so the metadata may say
     /// it describes the body exactly. False for bytes stored as a client sent them.
     canonical: bool,
-    /// Metadata a front end records beside the snapshot (its author, the lock it was written
-    /// under), besides the library's own.
+    /// Metadata recorded beside the snapshot besides the library's own (the bound lock it was
+    /// written under).
     extra: ObjectMetadata,
+    /// Who writes it, when the entry point knows (the gateway's principal); else the write
+    /// primitive asks the manager's options and the lock held (see [`RemoteState::write_snapshot`]).
+    author: Option<String>,
+    /// What writes it, when no lock held by this manager says: the entry point (`persist`,
+    /// `push`), or the `Operation` of the client's bound lock a sent state is written under.
+    operation: String,
 }
 
 impl Outgoing {
-    /// A snapshot written as the library serialises it.
-    fn canonical(state: State, body: Bytes) -> Self {
+    /// A snapshot written as the library serialises it, by the entry point `operation`.
+    fn canonical(state: State, body: Bytes, operation: &str) -> Self {
         Outgoing {
             state,
             body,
             canonical: true,
             extra: ObjectMetadata::new(),
+            author: None,
+            operation: operation.to_owned(),
         }
     }
 }
@@ -585,7 +599,7 @@ impl<S: Store> RemoteState<S> {
             let result = change(&mut state);
             let sent = attempts.len();
             match self
-                .write_candidate(state, false, &mut attempts, None)
+                .write_candidate(state, false, &mut attempts, None, "update")
                 .await
             {
                 Ok(WriteOutcome::Unchanged) => return Ok(result),
@@ -663,9 +677,15 @@ impl<S: Store> RemoteState<S> {
 
     /// Persists `candidate` (not the transient snapshot) under the serial rules, remembering
     /// what was written. The caller holds the I/O lock.
-    pub(crate) async fn persist_candidate(&self, candidate: State, force: bool) -> Result<()> {
+    /// `operation` names the entry point, recorded when no lock names it.
+    pub(crate) async fn persist_candidate(
+        &self,
+        candidate: State,
+        force: bool,
+        operation: &str,
+    ) -> Result<()> {
         match self
-            .write_candidate(candidate, force, &mut Vec::new(), None)
+            .write_candidate(candidate, force, &mut Vec::new(), None, operation)
             .await
         {
             Ok(WriteOutcome::Unchanged) => Ok(()),
@@ -704,7 +724,7 @@ impl<S: Store> RemoteState<S> {
         };
         let (taken_lineage, taken_serial) = (candidate.lineage.clone(), candidate.serial);
         let outcome = self
-            .write_candidate(candidate, force, &mut Vec::new(), made_on)
+            .write_candidate(candidate, force, &mut Vec::new(), made_on, "persist")
             .await;
         let mut snapshots = self.lock_snapshots();
         let untouched = snapshots.generation == generation;
@@ -906,12 +926,14 @@ impl<S: Store> RemoteState<S> {
     /// The serial rules are checked against the newest base this manager knows; the write is
     /// conditional on `made_on` when given (the base the candidate was made on), so a
     /// candidate made before a newer snapshot was read never replaces that snapshot.
+    /// `operation` names the entry point (`persist`, `update`), recorded when no lock does.
     async fn write_candidate(
         &self,
         candidate: State,
         force: bool,
         attempts: &mut Vec<String>,
         made_on: Option<Base>,
+        operation: &str,
     ) -> Result<WriteOutcome, PersistError> {
         let newest = self.lock_snapshots().base.clone();
         let Some(next) = self.next_snapshot(candidate, newest.state.as_deref(), force)? else {
@@ -919,7 +941,7 @@ impl<S: Store> RemoteState<S> {
         };
         let base = made_on.unwrap_or(newest);
         let body = Bytes::from(next.to_bytes());
-        self.write_snapshot(Outgoing::canonical(next, body), &base, attempts)
+        self.write_snapshot(Outgoing::canonical(next, body, operation), &base, attempts)
             .await
     }
 
@@ -928,6 +950,12 @@ impl<S: Store> RemoteState<S> {
     /// finds out exactly what happened when the answer is not a plain success (a lost answer
     /// is looked up, never guessed). `attempts` holds the write ids of the caller's earlier
     /// attempts at the same change; this attempt's id is added to it.
+    ///
+    /// It records who wrote the snapshot: the entry point's author (the gateway's principal),
+    /// else the manager's [`RemoteStateOptions::author`], else the `Who` of the lock held for
+    /// the write; none when none of these is known (never a guess). And what wrote it: the
+    /// held lock's `Operation` when the caller took it, its `Info` when the write took it for
+    /// itself (`s3state update`, `s3state restore`), else the entry point's name.
     async fn write_snapshot(
         &self,
         outgoing: Outgoing,
@@ -939,14 +967,31 @@ impl<S: Store> RemoteState<S> {
             body,
             canonical,
             extra,
+            author,
+            operation,
         } = outgoing;
         let write_id = uuid::Uuid::new_v4().to_string();
         attempts.push(write_id.clone());
+        let held = self.locker.held_info();
+        let author = author
+            .or_else(|| self.options.author.clone())
+            .or_else(|| held.as_ref().map(|(info, _)| info.who.clone()));
+        let operation = match &held {
+            Some((info, LockHolder::Caller)) if !info.operation.is_empty() => {
+                info.operation.clone()
+            }
+            Some((info, LockHolder::OwnWrite)) if !info.info.is_empty() => info.info.clone(),
+            _ => operation,
+        };
         let mut metadata = metadata::for_snapshot(
             &next,
             &write_id,
             base.write_id.as_deref(),
             canonical.then_some(body.len()),
+            metadata::WrittenBy {
+                author: author.as_deref(),
+                operation: Some(&operation),
+            },
         );
         metadata.extend(extra);
         let size = body.len() as u64;

@@ -24,7 +24,7 @@
 //! [`Rules::AsSent`]) and the one write primitive ([`RemoteState::write_snapshot`]), under the
 //! coordinator's release gate like any write under a caller's lock.
 
-use super::metadata::keys;
+use super::metadata::{self, keys};
 use super::verdict::{self, Rules, Verdict};
 use super::{Base, Outgoing, PersistError, RemoteState, WriteOutcome};
 use crate::error::{Error, LockRefusal, Result};
@@ -127,11 +127,8 @@ impl HeldLock {
         !self.only_in_table && self.metadata.contains_key(keys::LOCK_STATE_ETAG)
     }
 
-    fn owner(&self) -> &str {
-        self.metadata
-            .get(keys::AUTHOR)
-            .map(String::as_str)
-            .unwrap_or("")
+    fn owner(&self) -> String {
+        metadata::author(&self.metadata).unwrap_or_default()
     }
 
     /// The lock as [`Error::Locked`] names it.
@@ -147,7 +144,7 @@ impl HeldLock {
         Err(refused(
             location,
             LockRefusal::NotOwner {
-                owner: self.owner().to_owned(),
+                owner: self.owner(),
                 requester: requester.to_owned(),
                 holder: self.describe(),
             },
@@ -189,8 +186,9 @@ fn describe(state: Option<&State>) -> String {
 
 /// Who wrote a stored snapshot, from its metadata, for messages.
 fn writer_of(metadata: &ObjectMetadata) -> String {
-    match metadata.get(keys::AUTHOR) {
-        Some(author) => format!("gateway user {author:?}"),
+    match metadata::author(metadata) {
+        // A gateway's principal, or the author an s3state client recorded.
+        Some(author) => format!("{author:?}"),
         None if metadata.contains_key(keys::WRITE_ID) => {
             "an s3state client writing to S3 directly".into()
         }
@@ -228,7 +226,7 @@ impl<S: Store> RemoteState<S> {
                         object.etag.as_str().to_owned()
                     }),
                 ),
-                (keys::AUTHOR.to_owned(), owner.to_owned()),
+                metadata::for_lock_owner(owner),
             ]);
             if let Some(state) = &bound_state {
                 extra.insert(keys::LOCK_STATE_SERIAL.to_owned(), state.serial.to_string());
@@ -391,7 +389,7 @@ impl<S: Store> RemoteState<S> {
             Verdict::Undecided(_) => unreachable!("whole states are always compared"),
         };
         let serial = next.serial;
-        let mut extra = ObjectMetadata::from([(keys::AUTHOR.to_owned(), author.to_owned())]);
+        let mut extra = ObjectMetadata::new();
         if let Some(nonce) = fence.and_then(|held| held.metadata.get(LOCK_NONCE_KEY)) {
             extra.insert(keys::LOCK_NONCE.to_owned(), nonce.clone());
         }
@@ -401,6 +399,13 @@ impl<S: Store> RemoteState<S> {
             body,
             canonical: false,
             extra,
+            author: Some(author.to_owned()),
+            // The client's lock says what it is doing (Terraform: `OperationTypeApply`).
+            operation: fence
+                .and_then(|held| held.info.as_ref())
+                .map(|info| info.operation.clone())
+                .filter(|operation| !operation.is_empty())
+                .unwrap_or_else(|| "write".to_owned()),
         };
         match self.write_snapshot(outgoing, &base, &mut Vec::new()).await {
             Ok(WriteOutcome::Landed { now, .. }) => {

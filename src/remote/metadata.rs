@@ -1,7 +1,11 @@
 //! The object metadata s3state stores beside every snapshot, written and read here and nowhere
 //! else in the library: the snapshot's identity (so that a history listing can show it without
 //! downloading the version) and the write ids (which tell whether a write whose answer was lost
-//! landed).
+//! landed), and who wrote it, doing what.
+//!
+//! Values that are not safe in an HTTP header (S3 sends user metadata as `x-amz-meta-*`
+//! headers) are written percent-encoded: the author and the operation, which come from user
+//! names, host names and lock info ([`encode_value`], [`decode_value`]).
 
 use crate::state::State;
 use crate::state::meta::SnapshotMeta;
@@ -35,8 +39,16 @@ pub mod keys {
     /// Lock-object metadata: the state's lineage when the lock was taken (for messages).
     pub const LOCK_STATE_LINEAGE: &str = "s3state-gateway-state-lineage";
     /// Lock- and state-object metadata: the principal who took a bound lock (its owner), or
-    /// who wrote a snapshot through a front end.
+    /// who wrote a snapshot: a gateway's principal, the manager's author, or the `Who` of the
+    /// lock the writer held (percent-encoded). The key's name predates authors outside the
+    /// gateway; it is kept so that versions written before read the same.
     pub const AUTHOR: &str = "s3state-gateway-user";
+    /// State-object metadata: what wrote the snapshot: the `Operation` of the lock the writer
+    /// held for it, else the library's entry point (`persist`, `update`, `push`, `restore`,
+    /// `write`), percent-encoded.
+    pub const OPERATION: &str = "s3state-operation";
+    /// State-object metadata: how many resources the snapshot holds, in decimal.
+    pub const RESOURCES: &str = "s3state-resources";
     /// State-object metadata: the nonce of the bound lock a snapshot was written under.
     pub const LOCK_NONCE: &str = "s3state-gateway-lock-nonce";
     /// Lock-object metadata of a bound lock: until when (RFC 3339, UTC) a write under it that
@@ -53,8 +65,64 @@ fn survives_a_header(value: &str) -> bool {
         && value.bytes().all(|byte| (0x20..0x7f).contains(&byte))
 }
 
+/// `value` with every byte that is not printable ASCII, and `%` itself, written `%XX`: safe in
+/// an HTTP header, and read back exactly by [`decode_value`]. Printable ASCII without `%`
+/// (most user names) is unchanged.
+pub(crate) fn encode_value(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if (0x21..0x7f).contains(&byte) && byte != b'%' || byte == b' ' {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    // A blank at either end would be trimmed by HTTP.
+    if encoded.ends_with(' ') {
+        encoded.truncate(encoded.len() - 1);
+        encoded.push_str("%20");
+    }
+    if encoded.starts_with(' ') {
+        encoded.replace_range(0..1, "%20");
+    }
+    encoded
+}
+
+/// The value [`encode_value`] wrote. A value that is not such an encoding (a malformed
+/// escape, or bytes that are not UTF-8) is returned as stored.
+pub(crate) fn decode_value(stored: &str) -> String {
+    let bytes = stored.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = stored
+                .get(at + 1..at + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            let Some(byte) = hex else {
+                return stored.to_owned();
+            };
+            decoded.push(byte);
+            at += 3;
+        } else {
+            decoded.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(decoded).unwrap_or_else(|_| stored.to_owned())
+}
+
+/// Who wrote a snapshot and how, as recorded beside it ([`keys::AUTHOR`],
+/// [`keys::OPERATION`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WrittenBy<'a> {
+    pub(crate) author: Option<&'a str>,
+    pub(crate) operation: Option<&'a str>,
+}
+
 /// The metadata of `state` written by one persist: its identity, the persist's `write_id`,
-/// and the write id of the snapshot it replaces when s3state wrote that one.
+/// the write id of the snapshot it replaces when s3state wrote that one, its resource count,
+/// and who wrote it doing what.
 ///
 /// `canonical_size` is the body's size when the body is `state.to_bytes()`; the body size is
 /// then recorded, unless the lineage would not survive a header.
@@ -63,6 +131,7 @@ pub(crate) fn for_snapshot(
     write_id: &str,
     parent_write_id: Option<&str>,
     canonical_size: Option<usize>,
+    written_by: WrittenBy<'_>,
 ) -> ObjectMetadata {
     let mut metadata = ObjectMetadata::from([
         (keys::SERIAL.to_owned(), state.serial.to_string()),
@@ -79,7 +148,39 @@ pub(crate) fn for_snapshot(
     if let Some(size) = canonical_size.filter(|_| survives_a_header(&state.lineage)) {
         metadata.insert(keys::BODY_SIZE.to_owned(), size.to_string());
     }
+    if let Some(count) = state.resource_count() {
+        metadata.insert(keys::RESOURCES.to_owned(), count.to_string());
+    }
+    if let Some(author) = written_by.author.filter(|author| !author.is_empty()) {
+        metadata.insert(keys::AUTHOR.to_owned(), encode_value(author));
+    }
+    if let Some(operation) = written_by.operation.filter(|op| !op.is_empty()) {
+        metadata.insert(keys::OPERATION.to_owned(), encode_value(operation));
+    }
     metadata
+}
+
+/// The owner recorded in a bound lock's metadata ([`keys::AUTHOR`]).
+pub(crate) fn for_lock_owner(owner: &str) -> (String, String) {
+    (keys::AUTHOR.to_owned(), encode_value(owner))
+}
+
+/// Who wrote a snapshot (or owns a bound lock), when recorded; `None` for versions written
+/// by Terraform or any tool that records none: unknown, never guessed.
+pub fn author(metadata: &ObjectMetadata) -> Option<String> {
+    metadata.get(keys::AUTHOR).map(|value| decode_value(value))
+}
+
+/// What wrote a snapshot, when recorded.
+pub fn operation(metadata: &ObjectMetadata) -> Option<String> {
+    metadata
+        .get(keys::OPERATION)
+        .map(|value| decode_value(value))
+}
+
+/// How many resources a snapshot holds, when recorded at write time.
+pub fn resource_count(metadata: &ObjectMetadata) -> Option<usize> {
+    metadata.get(keys::RESOURCES)?.parse().ok()
 }
 
 /// The snapshot identity in an object's metadata, when it describes exactly the body of
@@ -115,20 +216,60 @@ mod tests {
     use super::*;
 
     #[test]
+    fn authors_are_safe_header_values_and_read_back_exactly() {
+        for author in [
+            "ci",
+            "alice@laptop",
+            "https://token.actions.githubusercontent.com#repo:acme/infra:ref:refs/heads/main",
+            "José@büro",
+            "100% sure",
+            " padded ",
+            "tab\there\nnewline",
+            "%41",
+        ] {
+            let mut state = State::new(semver::Version::new(1, 15, 5));
+            state.lineage = "L".into();
+            let written_by = WrittenBy {
+                author: Some(author),
+                operation: Some("OperationTypeApply"),
+            };
+            let metadata = for_snapshot(&state, "w", None, None, written_by);
+            let stored = &metadata[keys::AUTHOR];
+            assert!(survives_a_header(stored), "{author:?} stored as {stored:?}");
+            assert_eq!(super::author(&metadata).as_deref(), Some(author));
+            assert_eq!(operation(&metadata).as_deref(), Some("OperationTypeApply"));
+            assert_eq!(resource_count(&metadata), Some(0));
+        }
+        let unknown = for_snapshot(
+            &State::new(semver::Version::new(1, 15, 5)),
+            "w",
+            None,
+            None,
+            WrittenBy::default(),
+        );
+        assert_eq!(author(&unknown), None, "no author is recorded as none");
+        assert_eq!(
+            decode_value("ci"),
+            "ci",
+            "values written before encoding read as they are"
+        );
+    }
+
+    #[test]
     fn the_body_size_is_recorded_only_for_canonical_bodies_whose_lineage_survives_a_header() {
         let mut state = State::new(semver::Version::new(1, 15, 5));
         state.lineage = "3f1c6a52-8d6e-4a55-9c1e-0c7f2b1d9e44".into();
-        let canonical = for_snapshot(&state, "w", None, Some(1234));
+        let canonical = for_snapshot(&state, "w", None, Some(1234), WrittenBy::default());
         assert_eq!(
             meta_describing_body(&canonical, 1234),
             Some(SnapshotMeta::of(&state))
         );
         assert_eq!(meta_describing_body(&canonical, 1235), None, "another body");
-        let as_sent = for_snapshot(&state, "w", None, None);
+        let as_sent = for_snapshot(&state, "w", None, None, WrittenBy::default());
         assert_eq!(meta_describing_body(&as_sent, 1234), None, "not canonical");
         for lineage in [" L ", "L ", " L", "lignée", "tab\there"] {
             state.lineage = lineage.into();
-            let metadata = for_snapshot(&state, "w", None, Some(1234));
+            let metadata = for_snapshot(&state, "w", None, Some(1234), WrittenBy::default());
             assert_eq!(meta_describing_body(&metadata, 1234), None, "{lineage:?}");
             // The identity is still recorded, for listings that show it.
             assert!(meta_from_metadata(&metadata).is_some());
@@ -140,11 +281,11 @@ mod tests {
         let mut state = State::new(semver::Version::new(1, 15, 5));
         state.lineage = "L".into();
         state.serial = 7;
-        let first = for_snapshot(&state, "w1", None, None);
+        let first = for_snapshot(&state, "w1", None, None, WrittenBy::default());
         assert_eq!(meta_from_metadata(&first), Some(SnapshotMeta::of(&state)));
         assert_eq!(write_id(&first).as_deref(), Some("w1"));
         assert_eq!(parent_write_id(&first), None);
-        let second = for_snapshot(&state, "w2", Some("w1"), None);
+        let second = for_snapshot(&state, "w2", Some("w1"), None, WrittenBy::default());
         assert_eq!(parent_write_id(&second).as_deref(), Some("w1"));
         let mut partial = second.clone();
         partial.remove(keys::LINEAGE);

@@ -206,7 +206,7 @@ impl<S: Store> RemoteState<S> {
         let pushed = SnapshotMeta::of(&next);
         match self
             .write_snapshot(
-                super::Outgoing::canonical(next, Bytes::from(bytes)),
+                super::Outgoing::canonical(next, Bytes::from(bytes), "push"),
                 base,
                 &mut Vec::new(),
             )

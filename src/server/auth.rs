@@ -7,8 +7,15 @@
 //! `limits.failed_logins_per_minute` failures is answered 429 without a check until its minute
 //! is over. Credentials verified once are remembered (a keyed SHA-256), so a client that has
 //! logged in is served at once, even from an address being throttled.
+//!
+//! OIDC tokens (see `oidc.rs`) arrive as `Authorization: Bearer <token>`, or as the password
+//! of basic authentication (Terraform's `TF_HTTP_PASSWORD`): a password shaped like a token
+//! (a compact JWS) is always taken as one, whatever the user name, so the path a login takes
+//! says nothing about which user names exist. Checking a token is cheap: a valid one is
+//! accepted even from a throttled address; a refused one counts as a failed login.
 
 use super::config::{ConfigError, GatewayConfig, Grant, Role};
+use super::oidc::{OidcVerifier, TokenRefusal, looks_like_token};
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -60,10 +67,11 @@ impl Principal {
         let Some(grants) = &self.grants else {
             return Some(Role::Admin);
         };
+        // Among grants of the same prefix (a token matching several rules), the highest role.
         grants
             .iter()
             .filter(|grant| covers(&grant.prefix, name))
-            .max_by_key(|grant| grant.prefix.len())
+            .max_by_key(|grant| (grant.prefix.len(), grant.role))
             .map(|grant| grant.role)
     }
 }
@@ -81,12 +89,16 @@ pub(crate) enum AuthOutcome {
     Missing,
     /// Wrong credentials (an unknown user or a wrong password): 401.
     Unauthenticated,
+    /// A token that is refused, and why (for the audit line): 401.
+    TokenRefused(TokenRefusal),
     /// Too many failed logins from this client address: 429, retry after this many seconds.
     Throttled(u64),
 }
 
 pub(crate) struct Authenticator {
     users: Vec<User>,
+    /// The trusted OIDC issuers, when any is configured.
+    oidc: Option<OidcVerifier>,
     disabled: bool,
     /// Credentials already verified against their (slow) argon2 hash, as a keyed SHA-256 of
     /// user and password, so that each request does not pay argon2's cost again. The key is
@@ -132,8 +144,14 @@ impl Authenticator {
                 grants: user.grants.clone(),
             });
         }
+        let oidc = if config.oidc.is_empty() {
+            None
+        } else {
+            Some(OidcVerifier::new(&config.oidc)?)
+        };
         Ok(Authenticator {
             users,
+            oidc,
             disabled: config.auth_disabled,
             verified: Mutex::new(HashMap::new()),
             cache_key: std::array::from_fn(|_| fastrand::u8(..)),
@@ -159,9 +177,15 @@ impl Authenticator {
                 grants: None,
             });
         }
+        if let Some(token) = header.and_then(parse_bearer) {
+            return self.token_login(token, None, client).await;
+        }
         let Some((user, password)) = header.and_then(parse_basic) else {
             return AuthOutcome::Missing;
         };
+        if looks_like_token(&password) {
+            return self.token_login(&password, Some(&user), client).await;
+        }
         // Look at every user, comparing names in constant time, so the time taken does not
         // say which names exist.
         let mut found: Option<&User> = None;
@@ -215,6 +239,36 @@ impl Authenticator {
                     self.failed(client);
                 }
                 AuthOutcome::Unauthenticated
+            }
+        }
+    }
+
+    /// Logs in with an OIDC token; `user` is the basic-auth user name it came with.
+    async fn token_login(
+        &self,
+        token: &str,
+        user: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> AuthOutcome {
+        let Some(oidc) = &self.oidc else {
+            if let Some(client) = client {
+                self.failed(client);
+            }
+            return AuthOutcome::TokenRefused(TokenRefusal::UnknownIssuer);
+        };
+        match oidc.verify(token, user).await {
+            Ok(identity) => AuthOutcome::Ok(Principal {
+                name: identity.principal_name(),
+                grants: Some(identity.grants),
+            }),
+            Err(refusal) => {
+                if let Some(client) = client {
+                    if let Some(retry_after) = self.throttled(client) {
+                        return AuthOutcome::Throttled(retry_after);
+                    }
+                    self.failed(client);
+                }
+                AuthOutcome::TokenRefused(refusal)
             }
         }
     }
@@ -277,6 +331,15 @@ fn verify_hash(hash: &str, password: &str) -> bool {
             .is_ok(),
         Err(_) => false,
     }
+}
+
+/// `Bearer <token>` → the token.
+fn parse_bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
 }
 
 /// `Basic base64(user:password)` → (user, password).

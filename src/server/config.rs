@@ -128,6 +128,257 @@ impl std::fmt::Debug for UserConfig {
     }
 }
 
+/// A signature algorithm an OIDC issuer may sign its tokens with. Only asymmetric ones: HMAC
+/// (`HS256`…) and `none` are not accepted anywhere, so that a public key can never serve as
+/// an HMAC secret and an unsigned token is never taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum TokenAlgorithm {
+    /// RSA PKCS#1 v1.5 with SHA-256 (GitHub Actions, GitLab CI), keys of 2048 to 8192 bits.
+    RS256,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl TokenAlgorithm {
+    /// The algorithm's name in a token header (`alg`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAlgorithm::RS256 => "RS256",
+            TokenAlgorithm::ES256 => "ES256",
+            TokenAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+}
+
+/// One rule of an issuer: when every claim named here matches the token's, the grants apply.
+/// A value is matched exactly, or as a glob when it contains `*` (any run of characters,
+/// `/` included) or `?` (one character). Claims that are booleans or numbers are compared as
+/// they are written in JSON (`true`, `42`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRule {
+    /// Claim name → pattern, such as `repository = "acme/infra"`, `ref = "refs/heads/main"`.
+    pub claims: std::collections::BTreeMap<String, String>,
+    /// What a token matching the rule may do (the same grants as a user's).
+    pub grants: Vec<Grant>,
+}
+
+/// A trusted OIDC issuer: its tokens (JWTs) are accepted as `Authorization: Bearer <token>`,
+/// or as the password of HTTP basic authentication (Terraform's `TF_HTTP_PASSWORD`).
+///
+/// ```toml
+/// [[oidc]]
+/// issuer = "https://token.actions.githubusercontent.com"
+/// audience = "s3state"
+/// [[oidc.rules]]
+/// claims = { repository = "acme/infra", ref = "refs/heads/main" }
+/// grants = [{ prefix = "infra", role = "write" }]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuerConfig {
+    /// The issuer, exactly as tokens name it in `iss` (`https://…`; `http://` only on a
+    /// loopback address). Its keys come from `<issuer>/.well-known/openid-configuration`'s
+    /// `jwks_uri`, unless `jwks_file` is set.
+    pub issuer: String,
+    /// The audience tokens must be issued for (`aud`), such as `s3state` or the gateway's URL.
+    pub audience: String,
+    /// The algorithms accepted (default: all of `RS256`, `ES256`, `EdDSA`).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<TokenAlgorithm>,
+    /// The issuer's keys (a JWKS document) from this file rather than from the network, for
+    /// air-gapped setups. Read at start-up, and again (at most once per
+    /// `jwks_refresh_interval_secs`) when a token names a key it does not hold.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// When set, the basic-auth user name sent with a token as password must be this one
+    /// (else any user name is accepted with a token).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// How far a token's `exp` and `nbf` may be off the gateway's clock, in seconds (default
+    /// 30, at most 300).
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// The least time between two fetches of the keys, in seconds (default 60): tokens naming
+    /// an unknown key cannot make the gateway fetch more often than this.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_interval_secs: u64,
+    /// How long the keys are used before they are fetched again (default 3600 s), so that a
+    /// key the issuer withdrew stops being accepted.
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age_secs: u64,
+    /// How long one fetch of the discovery document or the keys may take (default 10 s).
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_secs: u64,
+    /// The rules: a token gets the grants of every rule it matches; one matching no rule is
+    /// refused.
+    pub rules: Vec<ClaimRule>,
+}
+
+fn default_algorithms() -> Vec<TokenAlgorithm> {
+    vec![
+        TokenAlgorithm::RS256,
+        TokenAlgorithm::ES256,
+        TokenAlgorithm::EdDSA,
+    ]
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn default_jwks_refresh() -> u64 {
+    60
+}
+
+fn default_jwks_max_age() -> u64 {
+    3600
+}
+
+fn default_fetch_timeout() -> u64 {
+    10
+}
+
+impl OidcIssuerConfig {
+    /// An issuer with the defaults: all three algorithms, keys by discovery, 30 s leeway.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        OidcIssuerConfig {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            algorithms: default_algorithms(),
+            jwks_file: None,
+            username: None,
+            leeway_secs: default_leeway(),
+            jwks_refresh_interval_secs: default_jwks_refresh(),
+            jwks_max_age_secs: default_jwks_max_age(),
+            fetch_timeout_secs: default_fetch_timeout(),
+            rules: Vec::new(),
+        }
+    }
+
+    /// Checks the issuer's settings; `index` names it in errors.
+    fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        let field = |name: &str| format!("oidc[{index}].{name}");
+        let invalid = |name: &str, message: String| ConfigError::Invalid {
+            field: field(name),
+            message,
+        };
+        issuer_url_problem(&self.issuer).map_or(Ok(()), |problem| {
+            Err(invalid("issuer", format!("{:?}: {problem}", self.issuer)))
+        })?;
+        if self.audience.trim().is_empty() {
+            return Err(invalid("audience", "the audience is required".into()));
+        }
+        if self.algorithms.is_empty() {
+            return Err(invalid(
+                "algorithms",
+                "at least one of RS256, ES256, EdDSA".into(),
+            ));
+        }
+        if self.leeway_secs > 300 {
+            return Err(invalid(
+                "leeway_secs",
+                "at most 300 seconds: a larger leeway keeps expired tokens alive".into(),
+            ));
+        }
+        for (name, value) in [
+            (
+                "jwks_refresh_interval_secs",
+                self.jwks_refresh_interval_secs,
+            ),
+            ("jwks_max_age_secs", self.jwks_max_age_secs),
+            ("fetch_timeout_secs", self.fetch_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be greater than zero".into()));
+            }
+        }
+        if self
+            .username
+            .as_ref()
+            .is_some_and(|name| name.is_empty() || name.contains(':'))
+        {
+            return Err(invalid(
+                "username",
+                "must be non-empty and must not contain ':' (HTTP basic auth)".into(),
+            ));
+        }
+        if self.rules.is_empty() {
+            return Err(invalid(
+                "rules",
+                "an issuer without rules grants nothing; add [[oidc.rules]] with claims and grants"
+                    .into(),
+            ));
+        }
+        for (rule_index, rule) in self.rules.iter().enumerate() {
+            let name = format!("rules[{rule_index}]");
+            // An issuer such as GitHub's signs tokens for every repository on it: a rule that
+            // any of its tokens matches would grant the whole world.
+            if rule
+                .claims
+                .values()
+                .all(|pattern| pattern.chars().all(|c| c == '*'))
+            {
+                return Err(invalid(
+                    &name,
+                    "a rule must name at least one claim with a value other than \"*\": \
+                     every token of this issuer (for GitHub, every repository) would match"
+                        .into(),
+                ));
+            }
+            if rule.grants.is_empty() {
+                return Err(invalid(&name, "a rule without grants does nothing".into()));
+            }
+            check_grants(&rule.grants).map_err(|message| invalid(&name, message))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why `issuer` cannot be an issuer URL: not `https://host…` (or `http://` on a loopback
+/// address), or with a query, fragment or user info (OpenID Connect Discovery forbids them).
+pub(crate) fn issuer_url_problem(issuer: &str) -> Option<String> {
+    let uri: axum::http::Uri = match issuer.parse() {
+        Ok(uri) => uri,
+        Err(err) => return Some(format!("not a URL ({err})")),
+    };
+    let Some(host) = uri.host() else {
+        return Some("no host".into());
+    };
+    if issuer.contains(['?', '#', '@']) || issuer.chars().any(|c| c.is_whitespace()) {
+        return Some("an issuer has no query, fragment, user info or blanks".into());
+    }
+    match uri.scheme_str() {
+        Some("https") => None,
+        Some("http") if is_loopback_host(host) => None,
+        Some("http") => Some("plain http is accepted only on a loopback address".into()),
+        _ => Some("must start with https://".into()),
+    }
+}
+
+/// Whether `host` (as in a URL) is a loopback address or `localhost`.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks grants' prefixes; the message says which is wrong.
+fn check_grants(grants: &[Grant]) -> Result<(), String> {
+    for grant in grants {
+        if !grant.prefix.is_empty()
+            && let Err(problem) = super::names::check_segments(&grant.prefix)
+        {
+            return Err(format!("prefix {:?}: {problem}", grant.prefix));
+        }
+    }
+    Ok(())
+}
+
 /// Where the states live.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,6 +605,10 @@ pub struct GatewayConfig {
     /// state: a grant with an empty prefix). For a Prometheus scraper's credential.
     #[serde(default)]
     pub metrics_users: Vec<String>,
+    /// Trusted OIDC issuers whose tokens (JWTs) log in, with the rules that map their claims
+    /// to grants. Besides `users`, or instead of them.
+    #[serde(default)]
+    pub oidc: Vec<OidcIssuerConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -372,6 +627,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             audit_log: None,
             metrics_users: Vec::new(),
+            oidc: Vec::new(),
         }
     }
 }
@@ -458,13 +714,26 @@ impl GatewayConfig {
                     ),
                 ));
             }
-        } else if self.users.is_empty() {
+        } else if self.users.is_empty() && self.oidc.is_empty() {
             return Err(invalid(
                 "users",
                 "no credentials are configured; add [[users]] with a password_hash \
-                 (s3state serve --hash-password prints one) or password_env"
+                 (s3state serve --hash-password prints one) or password_env, or [[oidc]] issuers"
                     .into(),
             ));
+        }
+        let mut issuers = std::collections::HashSet::new();
+        for (index, issuer) in self.oidc.iter().enumerate() {
+            issuer.validate(index)?;
+            if !issuers.insert(issuer.issuer.as_str()) {
+                return Err(invalid(
+                    &format!("oidc[{index}].issuer"),
+                    format!(
+                        "the issuer {:?} is configured twice; put all its rules in one [[oidc]]",
+                        issuer.issuer
+                    ),
+                ));
+            }
         }
         let limits = &self.limits;
         for (field, zero) in [
@@ -551,16 +820,7 @@ impl GatewayConfig {
                         .into(),
                 ));
             }
-            for grant in &user.grants {
-                if !grant.prefix.is_empty()
-                    && let Err(problem) = super::names::check_segments(&grant.prefix)
-                {
-                    return Err(invalid(
-                        &field("grants"),
-                        format!("prefix {:?}: {problem}", grant.prefix),
-                    ));
-                }
-            }
+            check_grants(&user.grants).map_err(|message| invalid(&field("grants"), message))?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 //! | `LOCK /<name>` | takes `<key>.tflock`; 423 with the holder's lock info when held |
 //! | `UNLOCK /<name>` | releases it (the holder's ID; without one: force-unlock, admin only) |
 //! | `DELETE /<name>` | deletes the current snapshot (history keeps it) |
-//! | `GET /_history/<name>[?limit=N]` | versions, newest first, with serials (JSON) |
+//! | `GET /_history/<name>[?limit=N]` | versions, newest first, with serial, author, operation and resource count (JSON) |
 //! | `GET /_history/<name>?version=<id>` | one past snapshot |
 //! | `GET /healthz`, `GET /metrics` | liveness; Prometheus metrics (admins and `metrics_users`) |
 //!
@@ -34,11 +34,13 @@ mod config;
 mod listener;
 mod metrics;
 mod names;
+mod oidc;
 mod protocol;
 
 pub use auth::hash_password;
 pub use config::{
-    ConfigError, GatewayConfig, Grant, Limits, Role, S3Settings, TlsSettings, UserConfig,
+    ClaimRule, ConfigError, GatewayConfig, Grant, Limits, OidcIssuerConfig, Role, S3Settings,
+    TlsSettings, TokenAlgorithm, UserConfig,
 };
 pub use protocol::{
     GatewayStore, LOCK_STATE_ETAG_KEY, LOCK_STATE_LINEAGE_KEY, LOCK_STATE_SERIAL_KEY,
@@ -379,6 +381,10 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
         AuthOutcome::Missing => return unauthorized(),
         AuthOutcome::Unauthenticated => {
             refused(None, None, "refused: unauthenticated");
+            return unauthorized();
+        }
+        AuthOutcome::TokenRefused(refusal) => {
+            refused(None, None, &format!("refused: {}", refusal.as_str()));
             return unauthorized();
         }
         AuthOutcome::Throttled(retry_after) => {

@@ -576,6 +576,12 @@ struct VersionJson {
     lineage: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     terraform_version: Option<String>,
+    /// Who wrote it; `null` when unknown (Terraform writing to S3 directly records none).
+    author: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<usize>,
 }
 
 pub(crate) async fn history(store: S3Store, query: &HeaderQuery) -> Response {
@@ -606,11 +612,11 @@ pub(crate) async fn history(store: S3Store, query: &HeaderQuery) -> Response {
     let manager = &manager;
     let versions: Vec<VersionJson> = futures::stream::iter(entries.into_iter().take(limit))
         .map(|entry| async move {
-            let meta = if entry.version.is_delete_marker {
-                None
-            } else {
-                manager.version_meta(&entry.version).await.ok().flatten()
-            };
+            let details = manager
+                .version_details(&entry.version)
+                .await
+                .unwrap_or_default();
+            let meta = details.meta;
             let version = entry.version;
             VersionJson {
                 version_id: version.version_id,
@@ -624,6 +630,9 @@ pub(crate) async fn history(store: S3Store, query: &HeaderQuery) -> Response {
                 serial: meta.as_ref().map(|m| m.serial),
                 lineage: meta.as_ref().map(|m| m.lineage.clone()),
                 terraform_version: meta.as_ref().map(|m| m.terraform_version.to_string()),
+                author: details.author,
+                operation: details.operation,
+                resources: details.resources,
             }
         })
         .buffered(8)

@@ -183,6 +183,15 @@ fn implied_type(value: &serde_json::Value) -> serde_json::Value {
 }
 
 impl State {
+    /// How many resources the state holds (entries of `resources`, data sources included),
+    /// or `None` when `resources` is not an array.
+    pub fn resource_count(&self) -> Option<usize> {
+        self.resources
+            .deserialize::<Vec<serde::de::IgnoredAny>>()
+            .ok()
+            .map(|items| items.len())
+    }
+
     /// An empty state (no outputs, no resources), serial 0 and no lineage yet.
     pub fn new(terraform_version: semver::Version) -> Self {
         State {

@@ -523,3 +523,89 @@ async fn prune_keep_counts_only_snapshots_and_keeps_the_delete_markers_among_the
             .collect::<Vec<_>>()
     );
 }
+
+/// Who wrote each version, and what it holds (issue 26): the `Who` and `Operation` of the
+/// caller's lock; the manager's own author (non-ASCII, kept exactly through S3's headers);
+/// `update`'s and `restore`'s own locks; nothing for a persist without lock or author; and
+/// unknown (never guessed) for a version Terraform wrote directly.
+#[tokio::test]
+async fn history_names_who_wrote_each_version_and_counts_its_resources() {
+    let (bucket, manager) = common::bucket_and_manager(KEY).await;
+    const LINEAGE: &str = "a0a0a0a0-1111-4222-8333-444444444444";
+    common::put_raw(&bucket, KEY, &common::state_with_resources(LINEAGE, 1, 3)).await;
+
+    // Under the caller's lock: its Who and Operation.
+    manager.refresh_state().await.unwrap();
+    let mut info = s3state::LockInfo::new("OperationTypeApply");
+    info.who = "alice@laptop".into();
+    let id = manager.lock(&info).await.unwrap();
+    manager.update(set("by", "alice")).await.unwrap();
+    manager.unlock(&id).await.unwrap();
+
+    // `update` without the caller's lock: the lock it takes (user@host, "s3state update").
+    manager.update(set("by", "update")).await.unwrap();
+
+    // No lock and no author: nothing recorded.
+    let unlocked = common::builder(&bucket, KEY)
+        .with_options(s3state::RemoteStateOptions {
+            update_locking: s3state::UpdateLocking::Disabled,
+            ..Default::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    unlocked.update(set("by", "nobody")).await.unwrap();
+
+    // The manager's own author, not ASCII.
+    let author = "José Müller <ops@例え.jp>";
+    let named = common::builder(&bucket, KEY)
+        .with_options(s3state::RemoteStateOptions {
+            author: Some(author.into()),
+            ..Default::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    named.update(set("by", "josé")).await.unwrap();
+
+    let history = manager
+        .history(&HistoryOptions {
+            details: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let authors: Vec<Option<&str>> = history.iter().map(|e| e.author.as_deref()).collect();
+    let me = s3state::LockInfo::new("").who;
+    assert_eq!(
+        authors,
+        [
+            Some(author),
+            None,
+            Some(me.as_str()),
+            Some("alice@laptop"),
+            None
+        ],
+        "newest first; Terraform's own write is unknown"
+    );
+    let operations: Vec<Option<&str>> = history.iter().map(|e| e.operation.as_deref()).collect();
+    assert_eq!(
+        operations,
+        [
+            Some("s3state update"),
+            Some("update"),
+            Some("s3state update"),
+            Some("OperationTypeApply"),
+            None
+        ]
+    );
+    assert!(
+        history.iter().all(|e| e.resources == Some(3)),
+        "counted from metadata, and from the body of Terraform's version: {history:?}"
+    );
+    let serials: Vec<u64> = history
+        .iter()
+        .map(|e| e.meta.as_ref().unwrap().serial)
+        .collect();
+    assert_eq!(serials, [5, 4, 3, 2, 1]);
+}

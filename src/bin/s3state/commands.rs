@@ -472,17 +472,17 @@ async fn history(context: &Context, details: bool, limit: Option<usize>, json: b
                 let manager = &manager;
                 let bar = &bar;
                 async move {
-                    let meta = manager.version_meta(&entry.version).await;
+                    let details = manager.version_details(&entry.version).await;
                     bar.inc(1);
-                    meta
+                    details
                 }
             })
             .buffered(8)
             .collect()
             .await;
         bar.finish_and_clear();
-        for (entry, meta) in entries.iter_mut().zip(metas) {
-            entry.meta = meta?;
+        for (entry, details) in entries.iter_mut().zip(metas) {
+            entry.set_details(details?);
         }
     }
     if json {
@@ -493,8 +493,16 @@ async fn history(context: &Context, details: bool, limit: Option<usize>, json: b
     let mut text = String::new();
     let header = if details {
         format!(
-            "{:<34} {:<24} {:>10} {:>7} {:<36} {}\n",
-            "VERSION ID", "LAST MODIFIED (UTC)", "SIZE", "SERIAL", "LINEAGE", "TERRAFORM"
+            "{:<34} {:<24} {:>10} {:>7} {:>9} {:<20} {:<24} {:<36} {}\n",
+            "VERSION ID",
+            "LAST MODIFIED (UTC)",
+            "SIZE",
+            "SERIAL",
+            "RESOURCES",
+            "OPERATION",
+            "AUTHOR",
+            "LINEAGE",
+            "TERRAFORM"
         )
     } else {
         format!(
@@ -524,8 +532,16 @@ async fn history(context: &Context, details: bool, limit: Option<usize>, json: b
         if details {
             match &entry.meta {
                 Some(meta) => row.push_str(&format!(
-                    " {:>7} {:<36} {}",
-                    meta.serial, meta.lineage, meta.terraform_version
+                    " {:>7} {:>9} {:<20} {:<24} {:<36} {}",
+                    meta.serial,
+                    entry
+                        .resources
+                        .map_or_else(|| "-".to_owned(), |count| count.to_string()),
+                    entry.operation.as_deref().unwrap_or("-"),
+                    // Terraform writing to S3 directly records no author: said, not guessed.
+                    entry.author.as_deref().unwrap_or("unknown"),
+                    meta.lineage,
+                    meta.terraform_version
                 )),
                 None => row.push_str(&format!(" {:>7}", "-")),
             }
@@ -548,6 +564,9 @@ fn history_json(entry: &HistoryEntry) -> serde_json::Value {
         "serial": entry.meta.as_ref().map(|m| m.serial),
         "lineage": entry.meta.as_ref().map(|m| m.lineage.clone()),
         "terraform_version": entry.meta.as_ref().map(|m| m.terraform_version.to_string()),
+        "author": entry.author,
+        "operation": entry.operation,
+        "resources": entry.resources,
     })
 }
 

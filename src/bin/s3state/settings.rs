@@ -292,7 +292,15 @@ fn resolve_with(flags: &Flags, key_needed: KeyNeeded) -> Result<Resolved, CliErr
         None => return Err(missing("key", "--key", "S3STATE_KEY")),
     };
 
-    let mut builder = S3Builder::from_env().with_bucket(bucket).with_key(key);
+    let mut builder = S3Builder::from_env()
+        .with_bucket(bucket)
+        .with_key(key)
+        // Every version this command writes names its author: `user@host`, as the `Who` of
+        // Terraform's (and our) lock info says it, with or without a lock.
+        .with_options(s3state::RemoteStateOptions {
+            author: Some(s3state::LockInfo::new("").who),
+            ..s3state::RemoteStateOptions::default()
+        });
     if let Some(region) = pick(&flags.region, &block.region) {
         builder = builder.with_region(region);
     }

@@ -206,6 +206,48 @@ async fn history_lists_versions_with_details_and_a_missing_bucket_is_named() {
     let serials: Vec<_> = rows.iter().map(|r| r["serial"].as_u64().unwrap()).collect();
     assert_eq!(serials, [4, 3]);
 
+    // Who wrote each version (issue 26): the library's updates name the process's
+    // `user@host` (the Who of the lock `update` takes), a push by the CLI names the CLI's
+    // identity, and Terraform's own write is unknown, not guessed.
+    let identity = s3state::LockInfo::new("").who;
+    let file = write_temp(&common::state_with_resources(TERRAFORM_LINEAGE, 9, 2));
+    s3state(&bucket).arg("push").arg(&file).assert().success();
+    let json = s3state(&bucket)
+        .args(["history", "--json", "--details"])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let column = |name: &str| -> Vec<serde_json::Value> {
+        rows.iter().map(|row| row[name].clone()).collect()
+    };
+    let identity = serde_json::Value::from(identity);
+    assert_eq!(
+        column("author"),
+        [
+            identity.clone(),
+            identity.clone(),
+            identity.clone(),
+            identity,
+            serde_json::Value::Null
+        ],
+        "{rows:?}"
+    );
+    assert_eq!(
+        column("operation")[0],
+        "state-push",
+        "the CLI's lock names the push"
+    );
+    assert_eq!(column("operation")[1], "s3state update");
+    assert_eq!(column("operation")[4], serde_json::Value::Null);
+    assert_eq!(column("resources")[0], 2);
+    let text = s3state(&bucket)
+        .args(["history", "--details"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    let oldest = text.lines().last().unwrap();
+    assert!(oldest.contains("unknown"), "Terraform's write: {text}");
+
     s3state("s3state-test-missing-bucket")
         .arg("history")
         .assert()

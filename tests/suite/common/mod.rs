@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod hooked;
 pub mod hooks;
 pub mod memory;
+pub mod oidc;
 pub mod proxy;
 pub mod terraform;
 
@@ -579,6 +580,31 @@ pub async fn versions_under(
         .bucket(bucket)
         .prefix(prefix);
     listing.send().await.expect("listing versions")
+}
+
+/// A state of `lineage` and `serial` holding `resources` managed `terraform_data` resources.
+pub fn state_with_resources(lineage: &str, serial: u64, resources: usize) -> Vec<u8> {
+    let resources: Vec<serde_json::Value> = (0..resources)
+        .map(|n| {
+            serde_json::json!({
+                "mode": "managed",
+                "type": "terraform_data",
+                "name": format!("r{n}"),
+                "provider": "provider[\"terraform.io/builtin/terraform\"]",
+                "instances": [{"schema_version": 0, "attributes": {"id": format!("id-{n}")}}],
+            })
+        })
+        .collect();
+    serde_json::to_vec_pretty(&serde_json::json!({
+        "version": 4,
+        "terraform_version": "1.15.5",
+        "serial": serial,
+        "lineage": lineage,
+        "outputs": {},
+        "resources": resources,
+        "check_results": null,
+    }))
+    .unwrap()
 }
 
 /// Writes `body` at `key` with a plain, unconditional PUT, as Terraform or an operator would.

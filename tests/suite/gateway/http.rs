@@ -334,7 +334,10 @@ async fn terraform_reaches_the_gateway_over_tls_with_a_test_ca() {
         format!("{}\n{CONFIG}", http_backend(&gateway, "tls", WRITER, "")),
     )
     .unwrap();
-    let workdir = Workdir { dir: untrusted };
+    let workdir = Workdir {
+        dir: untrusted,
+        env: Vec::new(),
+    };
     let refused = workdir.run(&["init", "-input=false", "-no-color"]).await;
     assert!(!refused.status.success());
     assert!(

@@ -8,5 +8,6 @@ mod hardening;
 mod http;
 mod in_memory;
 mod load;
+mod oidc;
 mod retries;
 mod shutdown;

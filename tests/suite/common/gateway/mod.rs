@@ -433,6 +433,8 @@ pub fn state_body(lineage: &str, serial: u64, n: u64) -> Vec<u8> {
 /// A Terraform working directory.
 pub struct Workdir {
     pub dir: PathBuf,
+    /// Environment variables every Terraform command here gets (`TF_HTTP_PASSWORD`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The `backend "http"` block for state `name` on `gateway`, with `credentials`.
@@ -464,11 +466,34 @@ pub fn http_backend(
 impl Workdir {
     /// A directory with `backend` and `body` in main.tf, initialised.
     pub async fn new(backend: &str, body: &str) -> Workdir {
-        let dir = common::temp_dir("s3state-gw-tf");
-        std::fs::write(dir.join("main.tf"), format!("{backend}\n{body}")).unwrap();
-        let workdir = Workdir { dir };
+        Self::new_with_env(backend, body, &[]).await
+    }
+
+    /// A directory with `backend` and `body` in main.tf, whose Terraform commands get `env`,
+    /// initialised.
+    pub async fn new_with_env(backend: &str, body: &str, env: &[(&str, &str)]) -> Workdir {
+        let workdir = Self::uninitialised(backend, body, env);
         workdir.ok(&["init", "-input=false", "-no-color"]).await;
         workdir
+    }
+
+    /// What `terraform init` says in such a directory (which is then removed).
+    pub async fn try_new_with_env(backend: &str, body: &str, env: &[(&str, &str)]) -> Output {
+        Self::uninitialised(backend, body, env)
+            .run(&["init", "-input=false", "-no-color"])
+            .await
+    }
+
+    fn uninitialised(backend: &str, body: &str, env: &[(&str, &str)]) -> Workdir {
+        let dir = common::temp_dir("s3state-gw-tf");
+        std::fs::write(dir.join("main.tf"), format!("{backend}\n{body}")).unwrap();
+        Workdir {
+            dir,
+            env: env
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        }
     }
 
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
@@ -481,6 +506,7 @@ impl Workdir {
             .env("TF_IN_AUTOMATION", "1")
             .env("CHECKPOINT_DISABLE", "1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .kill_on_drop(true);
         command
     }

@@ -10,3 +10,4 @@ mod in_memory;
 mod load;
 mod retries;
 mod shutdown;
+mod ui;

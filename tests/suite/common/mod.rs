@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod memory;
 pub mod proxy;
 pub mod terraform;
+pub mod webdriver;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};

@@ -1,6 +1,7 @@
 //! The gateway's web page, `/ui/` (issue 26): plain HTTP checks of its authentication,
 //! grants, CSRF and security headers (`http`), and a real Chromium walking it (`browser`).
 
+mod browser;
 mod http;
 
 use crate::common::gateway::{self, ADMIN, Running, WRITER, lock_body, send};

@@ -78,7 +78,7 @@ pub(crate) fn page(title: &str, principal: &str, body: &str) -> String {
     )
 }
 
-/// A JSON value for a table cell: strings as themselves, anything else as compact JSON, and
+/// A JSON value for a table cell, as compact JSON (strings quoted), and
 /// the masked placeholder set apart.
 pub(crate) fn value_cell(value: Option<&serde_json::Value>, placeholder: &str) -> String {
     match value {
@@ -86,9 +86,7 @@ pub(crate) fn value_cell(value: Option<&serde_json::Value>, placeholder: &str) -
         Some(serde_json::Value::String(text)) if text == placeholder => {
             format!("<span class=\"masked\">{}</span>", esc(text))
         }
-        Some(serde_json::Value::String(text)) => {
-            format!("<code>{}</code>", esc(&format!("{text:?}")))
-        }
+        // Anything else as JSON, strings quoted, as Terraform shows values.
         Some(other) => format!("<code>{}</code>", esc(&other.to_string())),
     }
 }

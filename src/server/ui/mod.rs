@@ -150,11 +150,13 @@ pub(crate) async fn handle(ui: UiRequest<'_>, request: Request) -> Response {
             &format!("You lack the {} role on {name:?}.", needed.as_str()),
         );
     }
+    // HEAD is answered as GET (the server drops the body).
+    let read = method == Method::GET || method == Method::HEAD;
     match (page, &method) {
-        ("state", &Method::GET) => ui.state_page(&name, request).await,
-        ("diff", &Method::GET) => ui.diff_page(&name, request).await,
-        ("outputs", &Method::GET) => ui.outputs_page(&name, request).await,
-        ("unlock", &Method::GET) => ui.unlock_confirmation(&name, request).await,
+        ("state", _) if read => ui.state_page(&name, request).await,
+        ("diff", _) if read => ui.diff_page(&name, request).await,
+        ("outputs", _) if read => ui.outputs_page(&name, request).await,
+        ("unlock", _) if read => ui.unlock_confirmation(&name, request).await,
         ("unlock", &Method::POST) => ui.force_unlock(&name, body).await,
         ("state" | "diff" | "outputs", _) => only_get(&method)
             .unwrap_or_else(|| error_page(&ui, StatusCode::NOT_FOUND, "No such page.")),

@@ -36,6 +36,7 @@ mod metrics;
 mod names;
 mod oidc;
 mod protocol;
+mod ui;
 
 pub use auth::hash_password;
 pub use config::{
@@ -244,6 +245,7 @@ fn router(shared: Arc<Shared>) -> axum::Router {
     let limits = shared.limits.clone();
     axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/ui/style.css", axum::routing::get(ui::stylesheet))
         .fallback(dispatch)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             limits.max_body_bytes,
@@ -256,6 +258,7 @@ fn router(shared: Arc<Shared>) -> axum::Router {
             Arc::clone(&shared),
             observe,
         ))
+        .layer(axum::middleware::from_fn(ui::secure))
         .with_state(shared)
 }
 
@@ -393,6 +396,16 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
         }
     };
     let path = request.uri().path().to_owned();
+    if ui::is_ui_path(&path) {
+        Started::set(request.extensions());
+        let ui = ui::UiRequest {
+            backend: &shared.backend,
+            key_prefix: &shared.key_prefix,
+            principal: &principal,
+            audit: &audit,
+        };
+        return ui::handle(ui, request).await;
+    }
     let query: HeaderQuery = match request.uri().query() {
         None => HeaderQuery::default(),
         Some(query) => match serde_urlencoded_query(query) {

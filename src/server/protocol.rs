@@ -231,7 +231,7 @@ pub(crate) async fn answer<S: GatewayStore>(
 /// The manager a request works through: over the state read without comparing Terraform's
 /// digest (the write path reads only to write conditionally on what it read, and sets the
 /// digest itself), and refusing at once rather than waiting when the state is locked.
-fn manager<S: GatewayStore>(store: &S) -> RemoteState<S> {
+pub(crate) fn manager<S: GatewayStore>(store: &S) -> RemoteState<S> {
     RemoteState::with_options(
         store.for_writes(),
         RemoteStateOptions {

@@ -934,6 +934,39 @@ impl State {
         Ok(None)
     }
 
+    /// Every instance's attributes (current objects only, as [`State::instance`] gives them),
+    /// read in one pass over the state: for callers that look at many instances (a diff of
+    /// two large snapshots), where one [`State::instance`] call each would read the state
+    /// once per instance. Instances without JSON attributes (states from before Terraform
+    /// 0.12) are left out.
+    pub fn instance_views(&self) -> Result<Vec<(InstanceAddress, InstanceView)>> {
+        let mut out = Vec::new();
+        for entry in entries(self)? {
+            for instance in instances_of(&parse_object(&entry.raw)?)? {
+                let object = parse_object(&instance)?;
+                if object.contains_key("deposed") {
+                    continue;
+                }
+                let Some(raw) = object.get("attributes") else {
+                    continue;
+                };
+                let attributes = RawJson::parse(raw.get())
+                    .map_err(|err| AddressError::Malformed(err.to_string()))?;
+                out.push((
+                    InstanceAddress {
+                        resource: entry.address.clone(),
+                        key: instance_key(&instance)?,
+                    },
+                    InstanceView {
+                        attributes,
+                        sensitive_paths: sensitive_paths(&object)?,
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes what `address` names (a module and everything below it, a resource, or one
     /// instance; a resource left without instances goes too) and returns the instances
     /// removed. Nothing matched is [`AddressError::NotFound`], and the state is unchanged.

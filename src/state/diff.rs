@@ -1,6 +1,7 @@
 //! What changed between two snapshots: outputs and resources by address, serial and lineage.
 //! A data structure first; the CLI renders it.
 
+use super::address::{InstanceView, PathStep, SENSITIVE_PLACEHOLDER};
 use super::meta::SnapshotMeta;
 use super::{RawJson, State};
 use serde::Serialize;
@@ -82,6 +83,144 @@ impl StateDiff {
     pub fn is_empty(&self) -> bool {
         self.outputs.is_empty() && self.resources.is_empty() && self.from.lineage == self.to.lineage
     }
+}
+
+/// One attribute of a resource instance that differs between two snapshots.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttributeChange {
+    /// Where it is in the instance's attributes, as Terraform writes a reference to it
+    /// (`tags.Name`, `ingress[0].cidr_blocks[1]`, `tags["a b"]`).
+    pub path: String,
+    /// How it differs.
+    pub kind: ChangeKind,
+    /// True when either side is sensitive: that side's value is [`SENSITIVE_PLACEHOLDER`].
+    pub sensitive: bool,
+    /// The older value (masked where sensitive); `None` when added.
+    pub before: Option<serde_json::Value>,
+    /// The newer value (masked where sensitive); `None` when removed.
+    pub after: Option<serde_json::Value>,
+}
+
+/// What differs in one resource instance's attributes (from [`crate::State::instance`] or
+/// [`crate::State::instance_views`]; `None` for a side that lacks the instance), leaf by leaf,
+/// in path order. Sensitive values (the instance's `sensitive_attributes`) are masked as
+/// Terraform masks them, `(sensitive value)`, and their structure is not shown; a sensitive
+/// value that changed is reported as changed, masked on both sides.
+///
+/// ```
+/// use s3state::state::{ChangeKind, RawJson, attribute_changes, InstanceView, PathStep};
+/// let view = |json: &str| InstanceView {
+///     attributes: RawJson::parse(json).unwrap(),
+///     sensitive_paths: vec![vec![PathStep::Key("password".into())]],
+/// };
+/// let before = view(r#"{"size":1,"password":"old"}"#);
+/// let after = view(r#"{"size":2,"password":"new"}"#);
+/// let changes = attribute_changes(Some(&before), Some(&after));
+/// assert_eq!(changes[0].path, "password");
+/// assert_eq!(changes[0].after, Some("(sensitive value)".into()));
+/// assert_eq!((changes[1].path.as_str(), changes[1].kind), ("size", ChangeKind::Changed));
+/// ```
+pub fn attribute_changes(
+    before: Option<&InstanceView>,
+    after: Option<&InstanceView>,
+) -> Vec<AttributeChange> {
+    let leaves = |view: Option<&InstanceView>| {
+        let mut out = BTreeMap::new();
+        if let Some(masked) = view.and_then(|view| view.value(&[], false)) {
+            flatten(&masked, &mut Vec::new(), &mut out);
+        }
+        out
+    };
+    let (old, new) = (leaves(before), leaves(after));
+    let mut paths: Vec<&String> = old.keys().chain(new.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    let is_masked = |value: &serde_json::Value| value.as_str() == Some(SENSITIVE_PLACEHOLDER);
+    let mut out = Vec::new();
+    for path in paths {
+        let (o, n) = (old.get(path), new.get(path));
+        let kind = match (o, n) {
+            (Some((steps, o)), Some((_, n))) if o == n => {
+                // Both masked: whether the secret changed is told only by the real values,
+                // which are compared here and never returned.
+                let real = |view: Option<&InstanceView>| view.and_then(|v| v.value(steps, true));
+                if is_masked(o) && real(before) != real(after) {
+                    ChangeKind::Changed
+                } else {
+                    continue;
+                }
+            }
+            (Some(_), Some(_)) => ChangeKind::Changed,
+            (Some(_), None) => ChangeKind::Removed,
+            (None, _) => ChangeKind::Added,
+        };
+        let before = o.map(|(_, value)| value.clone());
+        let after = n.map(|(_, value)| value.clone());
+        out.push(AttributeChange {
+            path: path.clone(),
+            kind,
+            sensitive: before.as_ref().is_some_and(is_masked)
+                || after.as_ref().is_some_and(is_masked),
+            before,
+            after,
+        });
+    }
+    out
+}
+
+/// The leaves of a JSON value (scalars, empty objects and lists, masked values) by path.
+fn flatten(
+    value: &serde_json::Value,
+    steps: &mut Vec<PathStep>,
+    out: &mut BTreeMap<String, (Vec<PathStep>, serde_json::Value)>,
+) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (key, inner) in map {
+                steps.push(PathStep::Key(key.clone()));
+                flatten(inner, steps, out);
+                steps.pop();
+            }
+        }
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            for (index, inner) in items.iter().enumerate() {
+                steps.push(PathStep::Index(index as u64));
+                flatten(inner, steps, out);
+                steps.pop();
+            }
+        }
+        leaf => {
+            out.insert(path_text(steps), (steps.clone(), leaf.clone()));
+        }
+    }
+}
+
+/// `a.b[0]["c d"]`: a key that is an identifier after a dot, any other in brackets.
+fn path_text(steps: &[PathStep]) -> String {
+    let mut text = String::new();
+    for step in steps {
+        match step {
+            PathStep::Key(key)
+                if !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    && !key.starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.push_str(key);
+            }
+            PathStep::Key(key) => {
+                text.push('[');
+                text.push_str(&serde_json::Value::from(key.as_str()).to_string());
+                text.push(']');
+            }
+            PathStep::Index(index) => text.push_str(&format!("[{index}]")),
+        }
+    }
+    text
 }
 
 fn output_changes(from: &State, to: &State) -> Vec<OutputChange> {
@@ -201,6 +340,50 @@ mod tests {
             .iter()
             .map(|c| (c.address.as_str(), c.kind))
             .collect()
+    }
+
+    fn view(attributes: &str, sensitive: &[&[PathStep]]) -> InstanceView {
+        InstanceView {
+            attributes: RawJson::parse(attributes).unwrap(),
+            sensitive_paths: sensitive.iter().map(|path| path.to_vec()).collect(),
+        }
+    }
+
+    /// From issue 26's web page: a diff by attribute must not show, or hint at the shape of,
+    /// a sensitive value, yet must say that it changed.
+    #[test]
+    fn attribute_changes_mask_sensitive_values_and_still_report_that_they_changed() {
+        let key = |k: &str| PathStep::Key(k.into());
+        let secret: &[PathStep] = &[key("auth")];
+        let before = view(
+            r#"{"size":1,"auth":{"user":"u","password":"old"},"same":"x","tags":{"a b":"1"},"list":[1,2]}"#,
+            &[secret],
+        );
+        let after = view(
+            r#"{"size":1,"auth":{"user":"u","password":"new","extra":1},"same":"x","tags":{"a b":"2"},"list":[1]}"#,
+            &[secret],
+        );
+        let changes = attribute_changes(Some(&before), Some(&after));
+        let summary: Vec<_> = changes
+            .iter()
+            .map(|c| (c.path.as_str(), c.kind, c.sensitive))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("auth", ChangeKind::Changed, true),
+                ("list[1]", ChangeKind::Removed, false),
+                ("tags[\"a b\"]", ChangeKind::Changed, false),
+            ]
+        );
+        let masked = serde_json::Value::from(SENSITIVE_PLACEHOLDER);
+        assert_eq!(changes[0].before.as_ref(), Some(&masked));
+        assert_eq!(changes[0].after.as_ref(), Some(&masked));
+        // An unchanged secret is not reported; a new instance shows every leaf, masked.
+        assert!(attribute_changes(Some(&before), Some(&before)).is_empty());
+        let added = attribute_changes(None, Some(&after));
+        assert!(added.iter().all(|c| c.kind == ChangeKind::Added));
+        assert!(!format!("{added:?}").contains("new") && !format!("{added:?}").contains("extra"));
     }
 
     #[test]

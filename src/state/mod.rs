@@ -16,7 +16,9 @@ pub use address::{
     ModuleStep, Moved, PathStep, ResourceAddress, ResourceMode, SENSITIVE_PLACEHOLDER,
 };
 pub use codec::DecodeError;
-pub use diff::{ChangeKind, OutputChange, ResourceChange, StateDiff};
+pub use diff::{
+    AttributeChange, ChangeKind, OutputChange, ResourceChange, StateDiff, attribute_changes,
+};
 pub use json::RawJson;
 pub(crate) use json::to_go_json;
 

@@ -10,6 +10,7 @@ pub mod memory;
 pub mod oidc;
 pub mod proxy;
 pub mod terraform;
+pub mod webdriver;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};

@@ -11,3 +11,4 @@ mod load;
 mod oidc;
 mod retries;
 mod shutdown;
+mod ui;

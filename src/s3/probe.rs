@@ -1972,9 +1972,12 @@ impl<'a> Probe<'a> {
             .iter()
             .map(|(key, id)| (key.clone(), Some(id.clone())))
             .collect();
-        let listed = self.list_versions().await?;
-        match &listed {
-            Ok(listed) => {
+        // A request without an answer does not stop the cleanup: the rest is still deleted,
+        // and the first such error is returned afterwards. That includes this first listing:
+        // the versions the probe was told of, and every key it wrote, are deleted anyway.
+        let mut unanswered = None;
+        match self.list_versions().await {
+            Ok(Ok(listed)) => {
                 targets.extend(
                     listed
                         .iter()
@@ -1982,16 +1985,17 @@ impl<'a> Probe<'a> {
                 );
             }
             // Without version listings, each key is deleted as it is.
-            Err(_) => targets.extend(self.keys.iter().map(|key| (key.clone(), None))),
+            Ok(Err(_)) => targets.extend(self.keys.iter().map(|key| (key.clone(), None))),
+            Err(error) => {
+                unanswered.get_or_insert(error);
+                targets.extend(self.keys.iter().map(|key| (key.clone(), None)));
+            }
         }
         if targets.iter().all(|(_, id)| id.is_none()) {
             // Nothing had a version id: the bucket keeps none; delete each key once.
             targets.extend(self.keys.iter().map(|key| (key.clone(), None)));
         }
         let mut removed = 0;
-        // A request without an answer does not stop the cleanup: the rest is still deleted,
-        // and the first such error is returned afterwards.
-        let mut unanswered = None;
         let mut targets: Vec<_> = targets.into_iter().collect();
         while let Some((key, version_id)) = targets.pop() {
             let sent = self

@@ -92,6 +92,30 @@ fn merge_newest_first(
     merged
 }
 
+/// Whether a truncated page may leave entries of `own` for later pages although another key
+/// was seen: its entries (`keys`, one list of the page, in the store's order) show another
+/// key before an entry of `own`, and end with `own`. In S3's key order `own` (the prefix of
+/// every key listed) comes first, so the first other key ends its versions; a store that lists
+/// in another order (SeaweedFS puts `<key>.tflock`'s versions before `<key>`'s) may have more
+/// of them on the next page, and stopping there would list part of the history as all of it.
+fn own_entries_may_continue<'k>(
+    keys: impl IntoIterator<Item = Option<&'k str>>,
+    own: &str,
+) -> bool {
+    let mut other_seen = false;
+    let mut other_then_own = false;
+    let mut last_is_own = false;
+    for key in keys {
+        last_is_own = key == Some(own);
+        if last_is_own {
+            other_then_own |= other_seen;
+        } else {
+            other_seen = true;
+        }
+    }
+    other_then_own && last_is_own
+}
+
 impl S3Store {
     /// `err`, told more precisely when it says a version was not found: S3 answers a request
     /// for a delete marker's id with 405, but some stores (SeaweedFS) with a plain 404, so
@@ -155,7 +179,26 @@ impl VersionedStore for S3Store {
                     .filter(|m| own(m.key()))
                     .map(marker_entry),
             );
-            if other_key_seen || page.is_truncated() != Some(true) {
+            let truncated = page.is_truncated() == Some(true);
+            if truncated
+                && other_key_seen
+                && (own_entries_may_continue(page.versions().iter().map(|v| v.key()), &self.key)
+                    || own_entries_may_continue(
+                        page.delete_markers().iter().map(|m| m.key()),
+                        &self.key,
+                    ))
+            {
+                // Stopping here would report part of the history as all of it, and going on
+                // does not help: such a store compares its markers in key order, and skips.
+                return Err(Error::InconsistentListing {
+                    location: self.location.clone(),
+                    evidence: "a truncated ListObjectVersions page listed this key's versions \
+                               after another key's, so more of them may follow on pages this \
+                               store cannot page to"
+                        .into(),
+                });
+            }
+            if other_key_seen || !truncated {
                 break;
             }
             // A truncated page must say where the next one starts, and that must be past where
@@ -280,5 +323,30 @@ mod tests {
             .map(|v| v.version_id)
             .collect();
         assert_eq!(ids, ["d2", "v3", "d1", "v2", "v1"]);
+    }
+
+    /// From the review of issue 25's SeaweedFS work: a truncated page that lists the key's
+    /// own versions after a sibling's (SeaweedFS's order) and ends with them was taken as the
+    /// whole history, silently, because the current version was in it.
+    #[test]
+    fn a_page_in_another_order_that_ends_with_the_key_may_continue() {
+        let own = "env/terraform.tfstate";
+        let tflock = "env/terraform.tfstate.tflock";
+        let keys = |keys: &[&'static str]| keys.iter().map(|k| Some(*k)).collect::<Vec<_>>();
+        // SeaweedFS: the lock's versions first, then the key's, truncated among them.
+        assert!(own_entries_may_continue(
+            keys(&[tflock, tflock, own, own]),
+            own
+        ));
+        // S3's key order: the key's versions first; the first other key ends them.
+        assert!(!own_entries_may_continue(keys(&[own, own, tflock]), own));
+        // Another order, but another key after the key's versions: they are all here.
+        assert!(!own_entries_may_continue(
+            keys(&[tflock, own, "env/terraform.tfstate2"]),
+            own
+        ));
+        // Only the key, or only others: nothing out of order.
+        assert!(!own_entries_may_continue(keys(&[own, own]), own));
+        assert!(!own_entries_may_continue(keys(&[tflock]), own));
     }
 }

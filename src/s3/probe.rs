@@ -1839,6 +1839,7 @@ impl<'a> Probe<'a> {
     /// a refusal when the store does not list versions.
     async fn list_versions(&self) -> Result<Answer<Vec<(String, String)>>> {
         let mut found = Vec::new();
+        let mut asked_from = std::collections::HashSet::new();
         let (mut key_marker, mut version_marker) = (None, None);
         loop {
             let sent = self
@@ -1860,8 +1861,11 @@ impl<'a> Probe<'a> {
                 return Ok(Ok(found));
             }
             let previous = (key_marker, version_marker);
-            (key_marker, version_marker) =
-                next_markers(&previous, &page).ok_or_else(|| Error::Store {
+            asked_from.insert(previous.clone());
+            // Any marker asked from before, not only the last, would go round for ever.
+            (key_marker, version_marker) = next_markers(&previous, &page)
+                .filter(|next| !asked_from.contains(next))
+                .ok_or_else(|| Error::Store {
                     operation: "ListObjectVersions",
                     location,
                     message: "the store says the listing goes on but gives no new place to go on \

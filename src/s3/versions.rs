@@ -92,6 +92,36 @@ fn merge_newest_first(
     merged
 }
 
+/// The markers a paged listing was asked from, so that it ends in an error rather than
+/// going round for ever when a store's `NextKeyMarker` leads nowhere new: missing (the next
+/// request would start over), the marker just asked from, or any earlier one (a store that
+/// leads the listing back two pages as easily as one).
+#[derive(Default)]
+struct AskedFrom(std::collections::HashSet<(Option<String>, Option<String>)>);
+
+impl AskedFrom {
+    /// `next` (a truncated page's key and version-id markers) to ask from, once it is known to
+    /// be new; else what is wrong with it.
+    fn next(
+        &mut self,
+        next: (Option<String>, Option<String>),
+    ) -> std::result::Result<(Option<String>, Option<String>), String> {
+        if self.0.is_empty() {
+            self.0.insert((None, None));
+        }
+        let Some(key) = next.0.clone() else {
+            return Err("a ListObjectVersions page was truncated but gave no NextKeyMarker".into());
+        };
+        if !self.0.insert(next.clone()) {
+            return Err(format!(
+                "a truncated ListObjectVersions page gave a marker the listing was already asked \
+                 from ({key}), so it would never end"
+            ));
+        }
+        Ok(next)
+    }
+}
+
 /// Whether a truncated page may leave entries of `own` for later pages although another key
 /// was seen: its entries (`keys`, one list of the page, in the store's order) show another
 /// key before an entry of `own`, and end with `own`. In S3's key order `own` (the prefix of
@@ -148,6 +178,7 @@ impl VersionedStore for S3Store {
         let mut versions = Vec::new();
         let mut markers = Vec::new();
         let (mut key_marker, mut version_marker) = (None, None);
+        let mut asked_from = AskedFrom::default();
         let page_size = i32::try_from(page_size.clamp(1, 1000)).unwrap_or(1000);
         loop {
             let page = self
@@ -212,19 +243,7 @@ impl VersionedStore for S3Store {
                 location: self.location.clone(),
                 evidence,
             };
-            if next.0.is_none() {
-                return Err(inconsistent(
-                    "a ListObjectVersions page was truncated but gave no NextKeyMarker".into(),
-                ));
-            }
-            if next == (key_marker.clone(), version_marker.clone()) {
-                return Err(inconsistent(format!(
-                    "a truncated ListObjectVersions page gave the marker it was asked from ({}), \
-                     so the listing would never advance",
-                    next.0.as_deref().unwrap_or_default()
-                )));
-            }
-            (key_marker, version_marker) = next;
+            (key_marker, version_marker) = asked_from.next(next).map_err(inconsistent)?;
         }
         Ok(merge_newest_first(versions, markers))
     }
@@ -323,6 +342,20 @@ mod tests {
             .map(|v| v.version_id)
             .collect();
         assert_eq!(ids, ["d2", "v3", "d1", "v2", "v1"]);
+    }
+
+    /// From the review of issue 25's SeaweedFS work: only the marker just asked from was
+    /// refused, so a store leading the listing back two pages made it go round for ever.
+    #[test]
+    fn a_listing_led_back_to_any_marker_it_was_asked_from_ends() {
+        let marker = |key: &str, version: &str| (Some(key.to_owned()), Some(version.to_owned()));
+        let mut asked_from = AskedFrom::default();
+        assert!(asked_from.next((None, Some("v".into()))).is_err());
+        assert_eq!(asked_from.next(marker("k", "1")), Ok(marker("k", "1")));
+        assert!(asked_from.next(marker("k", "1")).is_err());
+        assert_eq!(asked_from.next(marker("k", "2")), Ok(marker("k", "2")));
+        assert!(asked_from.next(marker("k", "1")).is_err());
+        assert!(asked_from.next((Some("k".into()), None)).is_ok());
     }
 
     /// From the review of issue 25's SeaweedFS work: a truncated page that lists the key's

@@ -390,7 +390,8 @@ pub enum Error {
 
     /// The store's listing of the state's versions contradicts itself or the object: the
     /// current object exists but no listed version is it, or a truncated listing gave no
-    /// marker to go on from, or a marker that does not move. s3state refuses to report such a
+    /// marker to go on from, or a marker that does not move, or was cut among the key's own
+    /// versions after listing another key's first (so the rest may never be listed). s3state refuses to report such a
     /// listing as the history (an empty history would read as "no versions"); nothing was
     /// changed. SeaweedFS does this when ListObjectVersions pages under a prefix that other
     /// keys share; `s3state probe` checks the store for it.

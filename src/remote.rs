@@ -1024,6 +1024,13 @@ impl<S: Store> RemoteState<S> {
                 self.release_gate.cannot_land(&condition);
                 None
             }
+            // The store refused the condition itself (501): an answer, and nothing was applied.
+            // Neither in doubt nor a lost race, so no lookup, no settle time before the lock
+            // is released, and no retry round that would only be refused again.
+            Err(error @ Error::ConditionalWritesUnsupported { .. }) => {
+                self.release_gate.cannot_land(&condition);
+                return Err(PersistError::Other(error));
+            }
             Err(error) => {
                 self.release_gate
                     .may_land(&condition, tokio::time::Instant::now() + settle);

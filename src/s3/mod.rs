@@ -626,11 +626,19 @@ impl Store for S3Store {
                 // 412 when there is no object at all, where S3 answers 404. A lost race and
                 // an absent object mean different things to the caller (a replaced lock or
                 // workspace, against one already gone), so a HEAD tells them apart.
-                if self.exists().await? {
-                    Ok(DeleteOutcome::PreconditionFailed)
-                } else {
-                    tracing::debug!(location = %self.location, "conditional DeleteObject answered 412 for an absent object");
-                    Ok(DeleteOutcome::Absent)
+                // The 412 itself is certain (nothing was deleted): a HEAD without an answer
+                // leaves it a refusal, on which every caller re-reads or stops, never an
+                // error, which a caller would take for a delete that may have landed.
+                match self.exists().await {
+                    Ok(false) => {
+                        tracing::debug!(location = %self.location, "conditional DeleteObject answered 412 for an absent object");
+                        Ok(DeleteOutcome::Absent)
+                    }
+                    Ok(true) => Ok(DeleteOutcome::PreconditionFailed),
+                    Err(error) => {
+                        tracing::debug!(location = %self.location, %error, "no answer to the HEAD after a 412 to a conditional DeleteObject; taking it as refused");
+                        Ok(DeleteOutcome::PreconditionFailed)
+                    }
                 }
             }
             Err(err) if conditional && is_missing(&err) => Ok(DeleteOutcome::Absent),

@@ -1839,6 +1839,7 @@ impl<'a> Probe<'a> {
     /// a refusal when the store does not list versions.
     async fn list_versions(&self) -> Result<Answer<Vec<(String, String)>>> {
         let mut found = Vec::new();
+        let mut asked_from = std::collections::HashSet::new();
         let (mut key_marker, mut version_marker) = (None, None);
         loop {
             let sent = self
@@ -1860,8 +1861,11 @@ impl<'a> Probe<'a> {
                 return Ok(Ok(found));
             }
             let previous = (key_marker, version_marker);
-            (key_marker, version_marker) =
-                next_markers(&previous, &page).ok_or_else(|| Error::Store {
+            asked_from.insert(previous.clone());
+            // Any marker asked from before, not only the last, would go round for ever.
+            (key_marker, version_marker) = next_markers(&previous, &page)
+                .filter(|next| !asked_from.contains(next))
+                .ok_or_else(|| Error::Store {
                     operation: "ListObjectVersions",
                     location,
                     message: "the store says the listing goes on but gives no new place to go on \
@@ -1972,9 +1976,12 @@ impl<'a> Probe<'a> {
             .iter()
             .map(|(key, id)| (key.clone(), Some(id.clone())))
             .collect();
-        let listed = self.list_versions().await?;
-        match &listed {
-            Ok(listed) => {
+        // A request without an answer does not stop the cleanup: the rest is still deleted,
+        // and the first such error is returned afterwards. That includes this first listing:
+        // the versions the probe was told of, and every key it wrote, are deleted anyway.
+        let mut unanswered = None;
+        match self.list_versions().await {
+            Ok(Ok(listed)) => {
                 targets.extend(
                     listed
                         .iter()
@@ -1982,16 +1989,17 @@ impl<'a> Probe<'a> {
                 );
             }
             // Without version listings, each key is deleted as it is.
-            Err(_) => targets.extend(self.keys.iter().map(|key| (key.clone(), None))),
+            Ok(Err(_)) => targets.extend(self.keys.iter().map(|key| (key.clone(), None))),
+            Err(error) => {
+                unanswered.get_or_insert(error);
+                targets.extend(self.keys.iter().map(|key| (key.clone(), None)));
+            }
         }
         if targets.iter().all(|(_, id)| id.is_none()) {
             // Nothing had a version id: the bucket keeps none; delete each key once.
             targets.extend(self.keys.iter().map(|key| (key.clone(), None)));
         }
         let mut removed = 0;
-        // A request without an answer does not stop the cleanup: the rest is still deleted,
-        // and the first such error is returned afterwards.
-        let mut unanswered = None;
         let mut targets: Vec<_> = targets.into_iter().collect();
         while let Some((key, version_id)) = targets.pop() {
             let sent = self

@@ -92,6 +92,60 @@ fn merge_newest_first(
     merged
 }
 
+/// The markers a paged listing was asked from, so that it ends in an error rather than
+/// going round for ever when a store's `NextKeyMarker` leads nowhere new: missing (the next
+/// request would start over), the marker just asked from, or any earlier one (a store that
+/// leads the listing back two pages as easily as one).
+#[derive(Default)]
+struct AskedFrom(std::collections::HashSet<(Option<String>, Option<String>)>);
+
+impl AskedFrom {
+    /// `next` (a truncated page's key and version-id markers) to ask from, once it is known to
+    /// be new; else what is wrong with it.
+    fn next(
+        &mut self,
+        next: (Option<String>, Option<String>),
+    ) -> std::result::Result<(Option<String>, Option<String>), String> {
+        if self.0.is_empty() {
+            self.0.insert((None, None));
+        }
+        let Some(key) = next.0.clone() else {
+            return Err("a ListObjectVersions page was truncated but gave no NextKeyMarker".into());
+        };
+        if !self.0.insert(next.clone()) {
+            return Err(format!(
+                "a truncated ListObjectVersions page gave a marker the listing was already asked \
+                 from ({key}), so it would never end"
+            ));
+        }
+        Ok(next)
+    }
+}
+
+/// Whether a truncated page may leave entries of `own` for later pages although another key
+/// was seen: its entries (`keys`, one list of the page, in the store's order) show another
+/// key before an entry of `own`, and end with `own`. In S3's key order `own` (the prefix of
+/// every key listed) comes first, so the first other key ends its versions; a store that lists
+/// in another order (SeaweedFS puts `<key>.tflock`'s versions before `<key>`'s) may have more
+/// of them on the next page, and stopping there would list part of the history as all of it.
+fn own_entries_may_continue<'k>(
+    keys: impl IntoIterator<Item = Option<&'k str>>,
+    own: &str,
+) -> bool {
+    let mut other_seen = false;
+    let mut other_then_own = false;
+    let mut last_is_own = false;
+    for key in keys {
+        last_is_own = key == Some(own);
+        if last_is_own {
+            other_then_own |= other_seen;
+        } else {
+            other_seen = true;
+        }
+    }
+    other_then_own && last_is_own
+}
+
 impl S3Store {
     /// `err`, told more precisely when it says a version was not found: S3 answers a request
     /// for a delete marker's id with 405, but some stores (SeaweedFS) with a plain 404, so
@@ -124,6 +178,7 @@ impl VersionedStore for S3Store {
         let mut versions = Vec::new();
         let mut markers = Vec::new();
         let (mut key_marker, mut version_marker) = (None, None);
+        let mut asked_from = AskedFrom::default();
         let page_size = i32::try_from(page_size.clamp(1, 1000)).unwrap_or(1000);
         loop {
             let page = self
@@ -155,7 +210,26 @@ impl VersionedStore for S3Store {
                     .filter(|m| own(m.key()))
                     .map(marker_entry),
             );
-            if other_key_seen || page.is_truncated() != Some(true) {
+            let truncated = page.is_truncated() == Some(true);
+            if truncated
+                && other_key_seen
+                && (own_entries_may_continue(page.versions().iter().map(|v| v.key()), &self.key)
+                    || own_entries_may_continue(
+                        page.delete_markers().iter().map(|m| m.key()),
+                        &self.key,
+                    ))
+            {
+                // Stopping here would report part of the history as all of it, and going on
+                // does not help: such a store compares its markers in key order, and skips.
+                return Err(Error::InconsistentListing {
+                    location: self.location.clone(),
+                    evidence: "a truncated ListObjectVersions page listed this key's versions \
+                               after another key's, so more of them may follow on pages this \
+                               store cannot page to"
+                        .into(),
+                });
+            }
+            if other_key_seen || !truncated {
                 break;
             }
             // A truncated page must say where the next one starts, and that must be past where
@@ -169,19 +243,7 @@ impl VersionedStore for S3Store {
                 location: self.location.clone(),
                 evidence,
             };
-            if next.0.is_none() {
-                return Err(inconsistent(
-                    "a ListObjectVersions page was truncated but gave no NextKeyMarker".into(),
-                ));
-            }
-            if next == (key_marker.clone(), version_marker.clone()) {
-                return Err(inconsistent(format!(
-                    "a truncated ListObjectVersions page gave the marker it was asked from ({}), \
-                     so the listing would never advance",
-                    next.0.as_deref().unwrap_or_default()
-                )));
-            }
-            (key_marker, version_marker) = next;
+            (key_marker, version_marker) = asked_from.next(next).map_err(inconsistent)?;
         }
         Ok(merge_newest_first(versions, markers))
     }
@@ -280,5 +342,44 @@ mod tests {
             .map(|v| v.version_id)
             .collect();
         assert_eq!(ids, ["d2", "v3", "d1", "v2", "v1"]);
+    }
+
+    /// From the review of issue 25's SeaweedFS work: only the marker just asked from was
+    /// refused, so a store leading the listing back two pages made it go round for ever.
+    #[test]
+    fn a_listing_led_back_to_any_marker_it_was_asked_from_ends() {
+        let marker = |key: &str, version: &str| (Some(key.to_owned()), Some(version.to_owned()));
+        let mut asked_from = AskedFrom::default();
+        assert!(asked_from.next((None, Some("v".into()))).is_err());
+        assert_eq!(asked_from.next(marker("k", "1")), Ok(marker("k", "1")));
+        assert!(asked_from.next(marker("k", "1")).is_err());
+        assert_eq!(asked_from.next(marker("k", "2")), Ok(marker("k", "2")));
+        assert!(asked_from.next(marker("k", "1")).is_err());
+        assert!(asked_from.next((Some("k".into()), None)).is_ok());
+    }
+
+    /// From the review of issue 25's SeaweedFS work: a truncated page that lists the key's
+    /// own versions after a sibling's (SeaweedFS's order) and ends with them was taken as the
+    /// whole history, silently, because the current version was in it.
+    #[test]
+    fn a_page_in_another_order_that_ends_with_the_key_may_continue() {
+        let own = "env/terraform.tfstate";
+        let tflock = "env/terraform.tfstate.tflock";
+        let keys = |keys: &[&'static str]| keys.iter().map(|k| Some(*k)).collect::<Vec<_>>();
+        // SeaweedFS: the lock's versions first, then the key's, truncated among them.
+        assert!(own_entries_may_continue(
+            keys(&[tflock, tflock, own, own]),
+            own
+        ));
+        // S3's key order: the key's versions first; the first other key ends them.
+        assert!(!own_entries_may_continue(keys(&[own, own, tflock]), own));
+        // Another order, but another key after the key's versions: they are all here.
+        assert!(!own_entries_may_continue(
+            keys(&[tflock, own, "env/terraform.tfstate2"]),
+            own
+        ));
+        // Only the key, or only others: nothing out of order.
+        assert!(!own_entries_may_continue(keys(&[own, own]), own));
+        assert!(!own_entries_may_continue(keys(&[tflock]), own));
     }
 }

@@ -293,7 +293,9 @@ pub struct ObjectVersion {
 /// exists and its version is not listed, the listing is taken again in pages as large as
 /// stores allow (a concurrent first write explains the difference; a store that pages wrongly
 /// under a shared prefix, as SeaweedFS does, lists everything in one page), and if the
-/// version is still missing the answer is [`Error::InconsistentListing`](crate::Error).
+/// version is still missing the answer is [`Error::InconsistentListing`](crate::Error). A
+/// listing in small pages that the store itself calls inconsistent is likewise taken again in
+/// the largest pages before that is the answer.
 ///
 /// The callers that report or act on a history (history, restore, prune, the lookup of a
 /// lost write) list through this, so an empty or self-contradicting listing is never shown
@@ -302,7 +304,14 @@ pub async fn list_versions_checked<S: VersionedStore + ?Sized>(
     store: &S,
     page_size: u32,
 ) -> Result<Vec<ObjectVersion>> {
-    let listed = store.list_versions(page_size).await?;
+    let listed = match store.list_versions(page_size).await {
+        // Pages as large as stores allow may hold the whole listing where small ones cannot
+        // be trusted (a store that pages in its own order); if not, that is the answer.
+        Err(crate::Error::InconsistentListing { .. }) if page_size < MAX_LISTING_PAGE => {
+            store.list_versions(MAX_LISTING_PAGE).await?
+        }
+        listed => listed?,
+    };
     if listed
         .first()
         .is_some_and(|newest| newest.is_latest && !newest.is_delete_marker)

@@ -300,6 +300,58 @@ async fn moto_enforces_every_condition_but_accepts_a_wrong_checksum_so_it_is_uns
     );
 }
 
+/// The probe runs against users' real buckets, so it removes what it wrote even when the
+/// listing its cleanup starts from gets no answer: the versions it was told of and every key
+/// it wrote are deleted anyway, and the lost answer is still reported as an error. (From the
+/// review of issue 25's probe checks: that listing's error ended the cleanup before any
+/// delete, leaving every object of the probe behind.)
+#[tokio::test]
+async fn the_probe_cleans_up_when_its_cleanup_listing_gets_no_answer() {
+    use common::proxy::{Fault, Rule};
+    let endpoint = common::endpoint();
+    let bucket = bucket_on(endpoint, true).await;
+    let proxy = FaultProxy::start(endpoint).await;
+    // A first probe counts its ListObjectVersions requests; the cleanup's two listings
+    // (before its deletes and after them, one page each) are the last two.
+    let first = probe_on(proxy.endpoint(), &bucket).await;
+    assert!(first.cleanup.left_behind.is_empty(), "{:?}", first.cleanup);
+    let listings = proxy
+        .take_requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.query.contains("versions"))
+        .count();
+    assert!(listings >= 2, "{listings} version listings");
+    // The second probe's cleanup listing gets no answer, however often the SDK tries.
+    proxy.inject(
+        Rule::new(Fault::DropResponse)
+            .method("GET")
+            .query("versions")
+            .after(listings - 2)
+            .times(3),
+    );
+    let probed = s3state::S3Builder::new()
+        .with_client(client_for(proxy.endpoint()))
+        .with_bucket(&bucket)
+        .with_key("unused.tfstate")
+        .with_versioning_required(false)
+        .build_backend()
+        .await
+        .expect("opening the bucket")
+        .probe()
+        .await;
+    assert!(probed.is_err(), "a lost answer is an error: {probed:?}");
+    // The fault met the cleanup's listing: after the last write of the checks.
+    let requests = proxy.requests();
+    let first_fault = requests.iter().position(|r| r.fault.is_some());
+    let last_put = requests.iter().rposition(|r| r.method == "PUT");
+    assert!(
+        first_fault.is_some() && first_fault > last_put,
+        "fault at {first_fault:?}, last PUT at {last_put:?}"
+    );
+    let left = left_under_probe_prefix(endpoint, &bucket).await;
+    assert!(left.is_empty(), "the probe left behind: {left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_ignores_conditional_headers_is_unsafe_and_the_cli_exits_6() {
     let endpoint = common::endpoint();

@@ -51,6 +51,7 @@ pub struct Rule {
     method: Option<&'static str>,
     path_contains: Option<String>,
     path_suffix: Option<String>,
+    query_contains: Option<&'static str>,
     skip: usize,
     times: usize,
     fault: Fault,
@@ -63,6 +64,7 @@ impl Rule {
             method: None,
             path_contains: None,
             path_suffix: None,
+            query_contains: None,
             skip: 0,
             times: 1,
             fault,
@@ -88,6 +90,13 @@ impl Rule {
         self
     }
 
+    /// Only requests whose query contains `fragment` (`versions`: ListObjectVersions, which
+    /// shares its path with the bucket's other requests).
+    pub fn query(mut self, fragment: &'static str) -> Rule {
+        self.query_contains = Some(fragment);
+        self
+    }
+
     /// Let this many matching requests through untouched first.
     pub fn after(mut self, skip: usize) -> Rule {
         self.skip = skip;
@@ -106,8 +115,9 @@ impl Rule {
         self
     }
 
-    fn matches(&self, method: &str, path: &str) -> bool {
+    fn matches(&self, method: &str, path: &str, query: &str) -> bool {
         self.method.is_none_or(|m| m == method)
+            && self.query_contains.is_none_or(|q| query.contains(q))
             && self
                 .path_contains
                 .as_deref()
@@ -329,7 +339,7 @@ async fn serve(
         let mut shared = shared.lock().unwrap();
         let mut chosen = None;
         for rule in shared.rules.iter_mut() {
-            if rule.times == 0 || !rule.matches(&method, &path) {
+            if rule.times == 0 || !rule.matches(&method, &path, &query) {
                 continue;
             }
             if rule.skip > 0 {

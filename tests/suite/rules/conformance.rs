@@ -232,3 +232,41 @@ async fn a_conditional_delete_answered_412_for_an_absent_object_is_absent() {
     );
     assert!(common::object_exists(&bucket, KEY).await);
 }
+
+/// A 412 to a conditional DELETE is an answer: the object was not deleted. When the HEAD
+/// that tells "absent" from "another tag" gets no answer, the delete is reported as refused
+/// (`PreconditionFailed`, on which every caller re-reads or stops), not as an error: an error
+/// here reads as "the delete may have landed", and the lock then takes another holder's lock
+/// found where ours was for ours, already deleted, and reports the release as done. (From
+/// the review of issue 25's SeaweedFS work.)
+#[tokio::test]
+async fn a_412_to_a_conditional_delete_stays_a_refusal_when_the_head_after_it_fails() {
+    use s3state::Store as _;
+    use s3state::store::DeleteOutcome;
+    let bucket = common::bucket(true).await;
+    let proxy = common::proxy::FaultProxy::start(common::endpoint()).await;
+    let store = common::builder(&bucket, KEY)
+        .with_client(common::client_for(proxy.endpoint()))
+        .build_store()
+        .await
+        .unwrap();
+    common::put_raw(&bucket, KEY, b"{}").await;
+    let etag = s3state::ETag::new("\"00000000000000000000000000000000\"");
+    proxy.inject(
+        common::proxy::Rule::new(common::proxy::Fault::Status(412, "PreconditionFailed"))
+            .method("DELETE")
+            .times(1),
+    );
+    // Every attempt the SDK makes at the HEAD loses its answer.
+    proxy.inject(
+        common::proxy::Rule::new(common::proxy::Fault::DropResponse)
+            .method("HEAD")
+            .times(10),
+    );
+    let outcome = store.delete(Some(&etag)).await;
+    assert!(
+        matches!(outcome, Ok(DeleteOutcome::PreconditionFailed)),
+        "{outcome:?}"
+    );
+    assert!(common::object_exists(&bucket, KEY).await);
+}

@@ -269,12 +269,36 @@ async fn a_store_answering_501_to_conditions_is_unsafe_and_s3state_writes_nothin
     );
     manager.refresh_state().await.unwrap();
     manager.write_state(State::new(semver::Version::new(1, 15, 5)));
+    // A refusal is an answer: the write did not land, so it is said as it is, not as a
+    // failure whose outcome is in doubt.
     let err = manager.persist_state().await.unwrap_err();
     assert!(
-        matches!(&err, Error::WriteFailed { source, .. }
-            if matches!(**source, Error::ConditionalWritesUnsupported { .. })),
+        matches!(&err, Error::ConditionalWritesUnsupported { .. }),
         "{err:?}"
     );
+    // An update is refused at once: one PUT, no retry rounds, and never "may have been
+    // applied" (`WriteOutcomeUnknown`), which would tell a caller to check by hand.
+    let unlocked = common::builder(&bucket, KEY)
+        .with_client(common::client_for(proxy.endpoint()))
+        .with_options(s3state::RemoteStateOptions {
+            update_locking: s3state::UpdateLocking::Disabled,
+            ..Default::default()
+        })
+        .build()
+        .await
+        .expect("opening the bucket");
+    let puts_before = state_puts(&proxy.requests()).len();
+    let err = unlocked
+        .update(|state| {
+            state.outputs.insert("n".into(), OutputValue::new(&1));
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ConditionalWritesUnsupported { .. }),
+        "{err:?}"
+    );
+    assert_eq!(state_puts(&proxy.requests()).len(), puts_before + 1);
     let listed = common::client()
         .list_object_versions()
         .bucket(&bucket)

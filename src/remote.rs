@@ -36,6 +36,8 @@ mod push;
 pub(crate) mod verdict;
 
 pub use bound_lock::{BoundLockTaken, BoundUnlock, BoundWrite, SentState};
+pub use coordinator::queue::LockQueue;
+use coordinator::queue::{QUEUE_SUFFIX, Waiters};
 use coordinator::release_gate::{OnTheWire, ReleaseGate};
 use coordinator::turns::Turnstile;
 pub use metadata::keys as metadata_keys;
@@ -76,6 +78,10 @@ pub struct RemoteState<S> {
     /// Where updates queue before they take the store's lock: shared with every manager over
     /// the same object in this process (see [`Store::identity`]).
     turnstile: Arc<Turnstile>,
+    /// The queue across processes beside the lock (`<key>.tflock.queue`), and what this
+    /// process knows of it.
+    queue_object: S,
+    waiters: Arc<Waiters>,
     /// What a caller's unlock waits for: updates running under the caller's lock, through any
     /// manager over this object in this process.
     release_gate: Arc<ReleaseGate>,
@@ -184,6 +190,11 @@ pub struct RemoteStateOptions {
     /// apply. Every unlock through the manager, and `update`'s own release, waits out what
     /// is left of this. Default 10 s.
     pub unanswered_write_settle: Duration,
+    /// Fair turns across processes for updates that take the lock: a queue of waiting
+    /// s3state writers beside the `.tflock` (in `<key>.tflock.queue`, which Terraform never
+    /// reads), so that a writer that has just released does not take the lock straight back
+    /// while others wait. Default: on, with a 10 s lease.
+    pub lock_queue: LockQueue,
 }
 
 impl Default for RemoteStateOptions {
@@ -200,6 +211,7 @@ impl Default for RemoteStateOptions {
                 max: Duration::from_millis(100),
             },
             unanswered_write_settle: Duration::from_secs(10),
+            lock_queue: LockQueue::default(),
         }
     }
 }
@@ -361,6 +373,8 @@ impl<S: Store> RemoteState<S> {
     pub fn with_options(store: S, options: RemoteStateOptions) -> Self {
         RemoteState {
             turnstile: Turnstile::for_object(store.identity()),
+            queue_object: store.sibling(QUEUE_SUFFIX),
+            waiters: Waiters::for_object(store.identity()),
             release_gate: ReleaseGate::for_object(store.identity()),
             locker: StoreLocker::for_state(&store).with_retry(options.lock_retry),
             store,
@@ -463,13 +477,12 @@ impl<S: Store> RemoteState<S> {
             // Taken through this manager while we queued.
             return Ok((WriteLock::Callers { _gate: gate }, io));
         }
+        // A courtesy gap for waiters that do not read the queue (Terraform, older s3state);
+        // the queue decides whether it applies.
         let gap = self
             .turnstile
             .courtesy_gap(self.options.update_lock_retry.max)
             .min(timeout.saturating_sub(started.elapsed()));
-        if !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        }
         let info = LockInfo::new("OperationTypeApply").with_info(operation);
         let how = LockWait {
             timeout: timeout.saturating_sub(started.elapsed()),
@@ -477,7 +490,16 @@ impl<S: Store> RemoteState<S> {
             jitter: true,
             holder: LockHolder::OwnWrite,
         };
-        let waited = self.locker.lock_waiting(&info, &how).await;
+        let waited = coordinator::queue::lock_in_turn(
+            &self.waiters,
+            &self.queue_object,
+            &self.locker,
+            &info,
+            &self.options.lock_queue,
+            how,
+            gap,
+        )
+        .await;
         if waited.was_refused {
             self.turnstile.note_refused();
         }

@@ -50,6 +50,7 @@
 //! the conditional writes decide every race. It decides who waits, and makes sure a lock is
 //! never let go under a write that relies on it.
 
+pub(crate) mod queue;
 pub(crate) mod release_gate;
 pub(crate) mod turns;
 

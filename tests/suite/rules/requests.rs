@@ -281,12 +281,14 @@ fn call(method: &str, lock: bool, status: u16) -> (String, bool, Option<u16>) {
 }
 
 #[tokio::test]
-async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_conditional() {
+async fn update_looks_at_the_queue_and_takes_the_lock_so_it_costs_five_requests_where_deletes_are_conditional()
+ {
     let (manager, recorder) = recorded_update_manager(true, Default::default()).await;
 
     assert_eq!(
         update_calls(&manager, &recorder, 1).await,
         [
+            call("GET", true, 404),    // the lock queue (`.tflock.queue`): nobody waits
             call("PUT", true, 200),    // lock
             call("GET", false, 200),   // refresh (first read of this manager)
             call("PUT", false, 200),   // conditional write
@@ -296,6 +298,7 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
     assert_eq!(
         update_calls(&manager, &recorder, 2).await,
         [
+            call("GET", true, 404),
             call("PUT", true, 200),
             call("GET", false, 304), // nobody else wrote: no body
             call("PUT", false, 200),
@@ -305,12 +308,13 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
 }
 
 #[tokio::test]
-async fn on_localstack_an_update_costs_six_requests_then_five() {
+async fn on_localstack_an_update_costs_seven_requests_then_six() {
     let (manager, recorder) = recorded_update_manager(false, Default::default()).await;
 
     assert_eq!(
         update_calls(&manager, &recorder, 1).await,
         [
+            call("GET", true, 404), // the lock queue: nobody waits
             call("PUT", true, 200),
             call("GET", false, 200),
             call("PUT", false, 200),
@@ -322,6 +326,7 @@ async fn on_localstack_an_update_costs_six_requests_then_five() {
     assert_eq!(
         update_calls(&manager, &recorder, 2).await,
         [
+            call("GET", true, 404),
             call("PUT", true, 200),
             call("GET", false, 304),
             call("PUT", false, 200),

@@ -177,10 +177,12 @@ pub struct RemoteStateOptions {
     pub lock_retry: LockRetry,
     /// Whether `update` takes the lock. Default: it does, waiting up to 60 s.
     pub update_locking: UpdateLocking,
-    /// How `update` waits for a lock held by another process: short and jittered, so that
-    /// many writers take turns quickly. A process that sees contention leaves a gap a little
-    /// over its `max` (at most 120 ms) after releasing, so a waiter polling at that pace finds
-    /// the lock free. Default 5 ms doubling to 100 ms.
+    /// How `update` waits for a lock held by another process when it does not wait in the
+    /// lock queue (`lock_queue` off, or the queue unusable): short and jittered, so that many
+    /// writers take turns quickly. A process that sees contention and finds nobody queued
+    /// leaves a gap a little over its `max` (at most 120 ms) after releasing, so a waiter
+    /// that does not read the queue (Terraform, older s3state) polling at that pace finds the
+    /// lock free. Default 5 ms doubling to 100 ms.
     pub update_lock_retry: LockRetry,
     /// How long a lock is kept after a write of this manager's got no answer (and was not
     /// found in the store), before it is released: the request may still be on its way, and

@@ -502,6 +502,10 @@ pub(crate) async fn lock_in_turn<S: Store>(
     loop {
         if remaining().is_zero() {
             drop(leave);
+            if holder.is_none() {
+                // Behind others the whole time: name who holds the lock, as the head would.
+                holder = locker.current().await.ok().flatten().map(Box::new);
+            }
             return LockWaited {
                 id: Err(Error::Locked {
                     location: locker.location().to_owned(),

@@ -27,7 +27,8 @@
 //! /usr/bin/time). Filters: `S3STATE_BENCH_SIZES=1KB,1MB` limits the sizes;
 //! `S3STATE_BENCH_PARTS=floor,commands,codec,contention,processes,pull,push` picks parts
 //! (default: all);
-//! `S3STATE_BENCH_WRITERS=1,8` the writer counts; `S3STATE_BENCH_TUNE=10,1000,5,250` overrides
+//! `S3STATE_BENCH_WRITERS=1,8` the writer counts (`1,2,4,8,16` for issue 27's table);
+//! `S3STATE_BENCH_PROCESS_MODES=queue,no-queue,lock-off` the modes of part `processes`; `S3STATE_BENCH_TUNE=10,1000,5,250` overrides
 //! the update back-off and update lock waits (ms) for tuning; `S3STATE_BENCH_QUICK=1` runs
 //! fewer repetitions.
 
@@ -334,6 +335,14 @@ async fn contention_worker(spec: &str) {
         "no-queue" => options.lock_queue.enabled = false,
         "lock-off" => options.update_locking = s3state::UpdateLocking::Disabled,
         other => panic!("unknown mode {other}"),
+    }
+    if let Ok(tune) = std::env::var("S3STATE_BENCH_TUNE") {
+        let v: Vec<u64> = tune.split(',').map(|x| x.parse().unwrap()).collect();
+        let d = Duration::from_millis;
+        options.initial_update_backoff = d(v[0]);
+        options.max_update_backoff = d(v[1]);
+        options.update_lock_retry.initial = d(v[2]);
+        options.update_lock_retry.max = d(v[3]);
     }
     let manager = common::settings_builder(common::endpoint(), bucket, key)
         .with_options(options)
@@ -920,7 +929,9 @@ async fn main() {
     // 4b. Contention across OS processes.
     let mut processes = Vec::new();
     if part("processes") {
-        for mode in ["queue", "no-queue", "lock-off"] {
+        let modes = std::env::var("S3STATE_BENCH_PROCESS_MODES")
+            .unwrap_or_else(|_| "queue,no-queue,lock-off".into());
+        for mode in modes.split(',') {
             for &writers in &writer_counts {
                 let per_writer = if quick { 5 } else { (48 / writers).max(6) };
                 let key = format!("bench/processes-{mode}-{writers}.tfstate");
@@ -929,7 +940,7 @@ async fn main() {
                     "bench: processes {mode}, {writers} writers: {:.1} commits/s",
                     run.commits_per_second
                 );
-                processes.push((mode, writers, writers * per_writer, run));
+                processes.push((mode.to_owned(), writers, writers * per_writer, run));
             }
         }
     }
@@ -1107,7 +1118,7 @@ async fn main() {
             let mut calls = run.calls.clone();
             calls.sort();
             let at = |q: f64| calls[((calls.len() - 1) as f64 * q).round() as usize];
-            let label = match *mode {
+            let label = match mode.as_str() {
                 "queue" => "lock + queue (default)",
                 "no-queue" => "lock, no queue (before)",
                 _ => "lock off",

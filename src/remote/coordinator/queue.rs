@@ -50,6 +50,11 @@ pub const QUEUE_SUFFIX: &str = ".tflock.queue";
 /// failing store) before the waiter carries on without it.
 const CHANGE_ATTEMPTS: usize = 8;
 
+/// How long the head polls the lock at `head_poll_interval`: long enough for any s3state
+/// update to finish; a holder that keeps it longer (a Terraform apply) is then polled at the
+/// pace of `update_lock_retry`, so a long apply does not cost a request every few ms.
+const FAST_HEAD_POLLING: Duration = Duration::from_secs(2);
+
 /// Fair turns across processes for the updates that take the lock
 /// ([`crate::RemoteStateOptions::lock_queue`]): a queue of waiting s3state writers in the
 /// object `<key>.tflock.queue`, beside Terraform's `.tflock`, which it never changes.
@@ -69,7 +74,8 @@ pub struct LockQueue {
     /// (capped at half a second). Default 25 ms.
     pub poll_interval: Duration,
     /// How often the head of the queue polls the lock while it is held (a conditional GET,
-    /// answered 304 without a body). Default 15 ms.
+    /// answered 304 without a body), for its first two seconds as the head; after that, at
+    /// the pace of `update_lock_retry`. Default 15 ms.
     pub head_poll_interval: Duration,
 }
 
@@ -499,6 +505,9 @@ pub(crate) async fn lock_in_turn<S: Store>(
     let mut renewed_at = Instant::now();
     let renew_every = settings.lease / 4;
     let mut holder = None;
+    // When this waiter became the head: it polls fast for a while, then (a long holder, such
+    // as a Terraform apply) at the pace of a waiter without a queue.
+    let mut head_since: Option<Instant> = None;
     loop {
         if remaining().is_zero() {
             drop(leave);
@@ -551,14 +560,23 @@ pub(crate) async fn lock_in_turn<S: Store>(
         }
         if ahead.live == 0 {
             // The head: poll the lock often, for a slice of the wait, then renew and look.
-            let slice = LockWait {
-                timeout: remaining().min(renew_every),
-                retry: LockRetry {
-                    initial: settings.head_poll_interval,
-                    max: settings.head_poll_interval,
-                },
-                jitter: false,
-                ..how
+            let since = *head_since.get_or_insert_with(Instant::now);
+            let fast_for = FAST_HEAD_POLLING.saturating_sub(since.elapsed());
+            let slice = if fast_for.is_zero() {
+                LockWait {
+                    timeout: remaining().min(renew_every),
+                    ..how
+                }
+            } else {
+                LockWait {
+                    timeout: remaining().min(renew_every).min(fast_for),
+                    retry: LockRetry {
+                        initial: settings.head_poll_interval,
+                        max: settings.head_poll_interval,
+                    },
+                    jitter: false,
+                    ..how
+                }
             };
             let waited = locker.lock_waiting(info, &slice).await;
             refused |= waited.was_refused;
@@ -573,6 +591,7 @@ pub(crate) async fn lock_in_turn<S: Store>(
                 }
             }
         } else {
+            head_since = None;
             let behind = u32::try_from(ahead.live).unwrap_or(u32::MAX);
             let pause = (settings.poll_interval * behind)
                 .min(Duration::from_millis(500))

@@ -127,9 +127,10 @@ struct Memory {
     last: Option<(ETag, QueueBody)>,
     /// Each ticket's renewal counter and when we first saw it at that value, on our clock.
     seen: HashMap<String, (u64, Instant)>,
-    /// The ticket this process waits with now (updates of one object queue in process
-    /// first, so there is at most one).
-    waiting: Option<String>,
+    /// The tickets this process waits with now (updates of one object queue in process
+    /// first, so there is at most one; a set, so that no second line can make another's
+    /// ticket look like a leftover).
+    waiting: std::collections::HashSet<String>,
     /// The queue was found unusable and a warning was logged: once per object and process.
     warned: bool,
 }
@@ -272,8 +273,8 @@ impl<S: Store> Queue<'_, S> {
                 ahead.present = true;
                 break;
             }
-            let leftover = ticket.owner == self.waiters.owner
-                && memory.waiting.as_deref() != Some(ticket.id.as_str());
+            let leftover =
+                ticket.owner == self.waiters.owner && !memory.waiting.contains(&ticket.id);
             let silent = memory
                 .seen
                 .get(&ticket.id)
@@ -372,9 +373,7 @@ impl<S: Store> Leave<S> {
         };
         {
             let mut memory = self.waiters.memory();
-            if memory.waiting.as_deref() == Some(self.id.as_str()) {
-                memory.waiting = None;
-            }
+            memory.waiting.remove(&self.id);
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -397,6 +396,26 @@ impl<S: Store> Leave<S> {
 impl<S: Store> Drop for Leave<S> {
     fn drop(&mut self) {
         self.spawn();
+    }
+}
+
+/// The change that puts `ticket` in the queue (at the back) with its counter at `renewals`,
+/// or renews it where it is.
+fn joined(ticket: &Ticket, renewals: u64) -> impl Fn(&mut QueueBody) -> bool + use<> {
+    let ticket = Ticket {
+        renewals,
+        ..ticket.clone()
+    };
+    move |q: &mut QueueBody| match q.tickets.iter_mut().find(|t| t.id == ticket.id) {
+        Some(there) if there.renewals >= ticket.renewals => false,
+        Some(there) => {
+            there.renewals = ticket.renewals;
+            true
+        }
+        None => {
+            q.tickets.push(ticket.clone());
+            true
+        }
     }
 }
 
@@ -473,29 +492,13 @@ pub(crate) async fn lock_in_turn<S: Store>(
         owner: waiters.owner.clone(),
         renewals: 0,
     };
-    waiters.memory().waiting = Some(ticket.id.clone());
+    waiters.memory().waiting.insert(ticket.id.clone());
     let leave = Leave {
         object: Some(queue_object.sibling("")),
         waiters: Arc::clone(waiters),
         id: ticket.id.clone(),
     };
-    let join = |renewals: u64| {
-        let ticket = Ticket {
-            renewals,
-            ..ticket.clone()
-        };
-        move |q: &mut QueueBody| match q.tickets.iter_mut().find(|t| t.id == ticket.id) {
-            Some(there) if there.renewals >= ticket.renewals => false,
-            Some(there) => {
-                there.renewals = ticket.renewals;
-                true
-            }
-            None => {
-                q.tickets.push(ticket.clone());
-                true
-            }
-        }
-    };
+    let join = |renewals: u64| joined(&ticket, renewals);
     if let Err(why) = queue.change(join(0)).await {
         queue.warn(&why);
         drop(leave);

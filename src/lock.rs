@@ -136,6 +136,24 @@ pub(crate) struct LockWait {
     pub(crate) holder: LockHolder,
 }
 
+/// One taking of the lock, which may span several waits: the lock info as it will be
+/// written (its `Created` set once) and the nonce every request of it carries.
+#[derive(Debug, Clone)]
+pub(crate) struct LockAttempt {
+    info: LockInfo,
+    nonce: String,
+}
+
+impl LockAttempt {
+    /// A new taking of the lock with `info`.
+    pub(crate) fn new(info: &LockInfo) -> Self {
+        LockAttempt {
+            info: taken_now(info),
+            nonce: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
 /// What [`StoreLocker::lock_waiting`] got.
 #[derive(Debug)]
 pub(crate) struct LockWaited {
@@ -382,14 +400,27 @@ impl<S: Store> StoreLocker<S> {
     /// the lock late is still recognised as ours rather than waited on. The answer also says
     /// whether the lock was found held by someone else at least once.
     pub(crate) async fn lock_waiting(&self, info: &LockInfo, how: &LockWait) -> LockWaited {
+        self.lock_waiting_as(&LockAttempt::new(info), how).await
+    }
+
+    /// [`StoreLocker::lock_waiting`] as a part of `attempt`, which may span several waits
+    /// (the lock queue's): every one of them tries with the attempt's body and nonce, so a
+    /// request of an earlier wait that lands late is still recognised as ours.
+    pub(crate) async fn lock_waiting_as(
+        &self,
+        attempt: &LockAttempt,
+        how: &LockWait,
+    ) -> LockWaited {
         let mut was_refused = false;
-        let id = self.lock_waiting_noting(info, how, &mut was_refused).await;
+        let id = self
+            .lock_waiting_noting(attempt, how, &mut was_refused)
+            .await;
         LockWaited { id, was_refused }
     }
 
     async fn lock_waiting_noting(
         &self,
-        info: &LockInfo,
+        attempt: &LockAttempt,
         how: &LockWait,
         refused: &mut bool,
     ) -> Result<String> {
@@ -401,8 +432,7 @@ impl<S: Store> StoreLocker<S> {
         } = *how;
         let started = tokio::time::Instant::now();
         let mut wait = retry.initial;
-        let nonce = uuid::Uuid::new_v4().to_string();
-        let info = taken_now(info);
+        let LockAttempt { info, nonce } = attempt;
         // The lock object that last refused us, and its holder, while it is known to be there.
         let mut refused_by: Option<ETag> = None;
         let mut holder = None;
@@ -424,9 +454,9 @@ impl<S: Store> StoreLocker<S> {
                 refused_by = None;
                 match self
                     .acquire_both(
-                        &info,
+                        info,
                         &ObjectMetadata::new(),
-                        &nonce,
+                        nonce,
                         lock_holder,
                         &mut refused_by,
                     )

@@ -32,7 +32,7 @@
 
 use super::{PerObject, Shared};
 use crate::error::Error;
-use crate::lock::{LockRetry, LockWait, LockWaited, StoreLocker};
+use crate::lock::{LockAttempt, LockRetry, LockWait, LockWaited, StoreLocker};
 use crate::statemgr::LockInfo;
 use crate::store::{ETag, Fetched, ObjectMetadata, Precondition, PutOutcome, Store};
 use bytes::Bytes;
@@ -439,6 +439,10 @@ pub(crate) async fn lock_in_turn<S: Store>(
 ) -> LockWaited {
     let started = Instant::now();
     let remaining = || how.timeout.saturating_sub(started.elapsed());
+    // One attempt through every wait below, so that a lock request of an earlier wait that
+    // lands late is recognised as ours, not waited on (and orphaned).
+    let attempt = LockAttempt::new(info);
+    let attempt = &attempt;
     let queue = Queue {
         waiters,
         object: queue_object,
@@ -454,7 +458,7 @@ pub(crate) async fn lock_in_turn<S: Store>(
             if !gap.is_zero() {
                 tokio::time::sleep(gap).await;
             }
-            let mut waited = locker.lock_waiting(info, &how).await;
+            let mut waited = locker.lock_waiting_as(attempt, &how).await;
             waited.was_refused |= refused;
             waited
         }
@@ -479,7 +483,7 @@ pub(crate) async fn lock_in_turn<S: Store>(
             timeout: Duration::ZERO,
             ..how
         };
-        let tried = locker.lock_waiting(info, &once).await;
+        let tried = locker.lock_waiting_as(attempt, &once).await;
         if !matches!(tried.id, Err(Error::Locked { .. })) || remaining().is_zero() {
             return tried;
         }
@@ -581,7 +585,7 @@ pub(crate) async fn lock_in_turn<S: Store>(
                     ..how
                 }
             };
-            let waited = locker.lock_waiting(info, &slice).await;
+            let waited = locker.lock_waiting_as(attempt, &slice).await;
             refused |= waited.was_refused;
             match waited.id {
                 Err(Error::Locked { holder: seen, .. }) => holder = seen,

@@ -344,6 +344,13 @@ async fn contention_worker(spec: &str) {
         options.update_lock_retry.initial = d(v[2]);
         options.update_lock_retry.max = d(v[3]);
     }
+    // S3STATE_BENCH_QUEUE=a,b (ms) overrides the lock queue's poll_interval and
+    // head_poll_interval, for tuning.
+    if let Ok(tune) = std::env::var("S3STATE_BENCH_QUEUE") {
+        let v: Vec<u64> = tune.split(',').map(|x| x.parse().unwrap()).collect();
+        options.lock_queue.poll_interval = Duration::from_millis(v[0]);
+        options.lock_queue.head_poll_interval = Duration::from_millis(v[1]);
+    }
     let manager = common::settings_builder(common::endpoint(), bucket, key)
         .with_options(options)
         .build()

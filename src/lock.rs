@@ -161,6 +161,23 @@ pub(crate) struct LockWaited {
     pub(crate) id: Result<String>,
     /// The lock was found held by someone else at least once: others want the state too.
     pub(crate) was_refused: bool,
+    /// It was found held at least once by something other than an s3state write that waits
+    /// in the lock queue (a Terraform, a caller's explicit lock, an unreadable lock): a
+    /// contender that may not read the queue, for whom a courtesy gap is worth leaving.
+    pub(crate) refused_by_other_tools: bool,
+}
+
+/// The start of the lock info (`Info`) of the locks s3state's writes take for themselves
+/// (`update`, `restore`, the gateway's writes without a client lock): the writers that wait
+/// in the lock queue. Anything else holding the lock may be a tool that does not read it.
+pub(crate) const QUEUED_WRITE_INFO: &str = "s3state ";
+
+/// Whether a lock's holder is an s3state write that waits in the lock queue (its
+/// `Operation` is `OperationTypeApply` and its `Info` starts with [`QUEUED_WRITE_INFO`]).
+fn is_queued_write(holder: Option<&LockInfo>) -> bool {
+    holder.is_some_and(|h| {
+        h.operation == "OperationTypeApply" && h.info.starts_with(QUEUED_WRITE_INFO)
+    })
 }
 
 /// A lock this locker took and has not released.
@@ -411,18 +428,20 @@ impl<S: Store> StoreLocker<S> {
         attempt: &LockAttempt,
         how: &LockWait,
     ) -> LockWaited {
-        let mut was_refused = false;
-        let id = self
-            .lock_waiting_noting(attempt, how, &mut was_refused)
-            .await;
-        LockWaited { id, was_refused }
+        let mut refusals = (false, false);
+        let id = self.lock_waiting_noting(attempt, how, &mut refusals).await;
+        LockWaited {
+            id,
+            was_refused: refusals.0,
+            refused_by_other_tools: refusals.1,
+        }
     }
 
     async fn lock_waiting_noting(
         &self,
         attempt: &LockAttempt,
         how: &LockWait,
-        refused: &mut bool,
+        refused: &mut (bool, bool),
     ) -> Result<String> {
         let LockWait {
             timeout,
@@ -463,7 +482,8 @@ impl<S: Store> StoreLocker<S> {
                     .await
                 {
                     Err(Error::Locked { holder: seen, .. }) => {
-                        *refused = true;
+                        refused.0 = true;
+                        refused.1 |= !is_queued_write(seen.as_deref());
                         holder = seen;
                     }
                     other => return other,

@@ -485,6 +485,9 @@ impl<S: Store> RemoteState<S> {
             .turnstile
             .courtesy_gap(self.options.update_lock_retry.max)
             .min(timeout.saturating_sub(started.elapsed()));
+        // `operation` starts with `QUEUED_WRITE_INFO`: other s3state writers then know this
+        // lock's holder waits in the queue.
+        debug_assert!(operation.starts_with(crate::lock::QUEUED_WRITE_INFO));
         let info = LockInfo::new("OperationTypeApply").with_info(operation);
         let how = LockWait {
             timeout: timeout.saturating_sub(started.elapsed()),
@@ -502,7 +505,9 @@ impl<S: Store> RemoteState<S> {
             gap,
         )
         .await;
-        if waited.was_refused {
+        // Only a contender that may not read the lock queue (Terraform, a caller's own lock)
+        // makes this process leave courtesy gaps: s3state's writers wait in the queue.
+        if waited.refused_by_other_tools {
             self.turnstile.note_refused();
         }
         let id = waited.id?;

@@ -427,7 +427,9 @@ fn remove(queue: &mut QueueBody, ids: &[String]) -> bool {
 
 /// Takes the state's lock in this process's turn across processes: the queue's rule (see the
 /// module doc). `how` is the wait without a queue (today's, the fallback); `courtesy_gap`
-/// is slept before trying a lock nobody queues for (see `turns`).
+/// is slept before trying a lock nobody queues for (see `turns`). The answer's
+/// `refused_by_other_tools` says whether a contender that may not read the queue was seen
+/// (with the queue unusable, any contender): only those make the next courtesy gap.
 pub(crate) async fn lock_in_turn<S: Store>(
     waiters: &Arc<Waiters>,
     queue_object: &S,
@@ -460,6 +462,8 @@ pub(crate) async fn lock_in_turn<S: Store>(
             }
             let mut waited = locker.lock_waiting_as(attempt, &how).await;
             waited.was_refused |= refused;
+            // Without the queue, every contender is one that needs the courtesy gap.
+            waited.refused_by_other_tools = waited.was_refused;
             waited
         }
     };
@@ -474,6 +478,8 @@ pub(crate) async fn lock_in_turn<S: Store>(
         }
     };
     let mut refused = false;
+    // Refused by something that may not read the queue (see `LockWaited`).
+    let mut other_tools = false;
     if ahead.live == 0 {
         let gap = courtesy_gap.min(remaining());
         if !gap.is_zero() {
@@ -488,6 +494,7 @@ pub(crate) async fn lock_in_turn<S: Store>(
             return tried;
         }
         refused = true;
+        other_tools = tried.refused_by_other_tools;
     }
 
     // Queue behind the others.
@@ -529,6 +536,7 @@ pub(crate) async fn lock_in_turn<S: Store>(
                     waited: Some(started.elapsed()),
                 }),
                 was_refused: refused,
+                refused_by_other_tools: other_tools,
             };
         }
         if renewed_at.elapsed() >= renew_every {
@@ -587,6 +595,7 @@ pub(crate) async fn lock_in_turn<S: Store>(
             };
             let waited = locker.lock_waiting_as(attempt, &slice).await;
             refused |= waited.was_refused;
+            other_tools |= waited.refused_by_other_tools;
             match waited.id {
                 Err(Error::Locked { holder: seen, .. }) => holder = seen,
                 other => {
@@ -594,6 +603,7 @@ pub(crate) async fn lock_in_turn<S: Store>(
                     return LockWaited {
                         id: other,
                         was_refused: refused,
+                        refused_by_other_tools: other_tools,
                     };
                 }
             }

@@ -9,6 +9,12 @@
 //!    `update()` on one key, with the lock (the default) and without; the counts are asserted.
 //!    Each twice: with the managers queueing in process (the default)
 //!    and racing each other through the store as separate processes do (each manager over a client of its own).
+//!    Then across OS processes (part `processes`): N processes (this benchmark's own binary
+//!    re-run with `S3STATE_BENCH_CONTENTION_WORKER`), each one manager in a tight `update()`
+//!    loop on one key, with the lock and the lock queue (the default), with the lock and no
+//!    queue (as before the queue), and without the lock: commits per second, the median, p99
+//!    and longest `update()` call, and the most other commits one update waited through; the
+//!    counts are asserted.
 //! 5. `s3state pull` as a whole command against a minimal process doing one raw GetObject of
 //!    the same object to stdout (this benchmark's own binary, re-run with
 //!    `S3STATE_BENCH_RAW_GET=bucket/key`), wall time and peak RSS, at each size (part `pull`;
@@ -19,8 +25,10 @@
 //!
 //! `cargo bench --bench side_by_side` (optimised build; peak RSS needs GNU time at
 //! /usr/bin/time). Filters: `S3STATE_BENCH_SIZES=1KB,1MB` limits the sizes;
-//! `S3STATE_BENCH_PARTS=floor,commands,codec,contention,pull,push` picks parts (default: all);
-//! `S3STATE_BENCH_WRITERS=1,8` the writer counts; `S3STATE_BENCH_TUNE=10,1000,5,250` overrides
+//! `S3STATE_BENCH_PARTS=floor,commands,codec,contention,processes,pull,push` picks parts
+//! (default: all);
+//! `S3STATE_BENCH_WRITERS=1,8` the writer counts (`1,2,4,8,16` for issue 27's table);
+//! `S3STATE_BENCH_PROCESS_MODES=queue,no-queue,lock-off` the modes of part `processes`; `S3STATE_BENCH_TUNE=10,1000,5,250` overrides
 //! the update back-off and update lock waits (ms) for tuning; `S3STATE_BENCH_QUICK=1` runs
 //! fewer repetitions.
 
@@ -309,6 +317,157 @@ async fn contention_run(
     (writers * per_writer) as f64 / elapsed.as_secs_f64()
 }
 
+/// One writer process of the `processes` part: `per_writer` updates of one key, printing for
+/// each the time its `update()` took and how many other commits landed meanwhile, and the
+/// wall-clock times of its first start and last end (one machine, one clock).
+async fn contention_worker(spec: &str) {
+    let fields: Vec<&str> = spec.split(' ').collect();
+    let [bucket, key, writer, per_writer, mode] = fields[..] else {
+        panic!("S3STATE_BENCH_CONTENTION_WORKER: bucket key writer per_writer mode");
+    };
+    let per_writer: usize = per_writer.parse().unwrap();
+    let mut options = s3state::RemoteStateOptions {
+        max_update_attempts: 1000,
+        ..Default::default()
+    };
+    match mode {
+        "queue" => {}
+        "no-queue" => options.lock_queue.enabled = false,
+        "lock-off" => options.update_locking = s3state::UpdateLocking::Disabled,
+        other => panic!("unknown mode {other}"),
+    }
+    if let Ok(tune) = std::env::var("S3STATE_BENCH_TUNE") {
+        let v: Vec<u64> = tune.split(',').map(|x| x.parse().unwrap()).collect();
+        let d = Duration::from_millis;
+        options.initial_update_backoff = d(v[0]);
+        options.max_update_backoff = d(v[1]);
+        options.update_lock_retry.initial = d(v[2]);
+        options.update_lock_retry.max = d(v[3]);
+    }
+    // S3STATE_BENCH_QUEUE=a,b (ms) overrides the lock queue's poll_interval and
+    // head_poll_interval, for tuning.
+    if let Ok(tune) = std::env::var("S3STATE_BENCH_QUEUE") {
+        let v: Vec<u64> = tune.split(',').map(|x| x.parse().unwrap()).collect();
+        options.lock_queue.poll_interval = Duration::from_millis(v[0]);
+        options.lock_queue.head_poll_interval = Duration::from_millis(v[1]);
+    }
+    let manager = common::settings_builder(common::endpoint(), bucket, key)
+        .with_options(options)
+        .build()
+        .await
+        .unwrap();
+    let get = |s: &State, name: &str| {
+        s.outputs
+            .get(name)
+            .and_then(|o| o.to_value().as_u64())
+            .unwrap_or(0)
+    };
+    manager.refresh_state().await.unwrap();
+    let mut last = manager.state().map(|s| get(&s, "n")).unwrap_or(0);
+    let mine = format!("w{writer}");
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    println!("start {}", unix());
+    for _ in 0..per_writer {
+        let started = Instant::now();
+        let before = manager
+            .update(|s| {
+                let (total, own) = (get(s, "n"), get(s, &mine));
+                s.outputs.insert("n".into(), OutputValue::new(&(total + 1)));
+                s.outputs.insert(mine.clone(), OutputValue::new(&(own + 1)));
+                total
+            })
+            .await
+            .unwrap();
+        println!(
+            "update {} {}",
+            started.elapsed().as_secs_f64(),
+            before.saturating_sub(last)
+        );
+        last = before + 1;
+    }
+    println!("end {}", unix());
+}
+
+/// What one run of the `processes` part measured.
+struct ProcessRun {
+    commits_per_second: f64,
+    /// Every `update()` call's duration.
+    calls: Vec<Duration>,
+    /// The most other commits one update waited through.
+    most_waited_through: u64,
+}
+
+/// One run of the `processes` part: `writers` processes doing `per_writer` updates each.
+async fn contention_processes(
+    bucket: &str,
+    key: &str,
+    writers: usize,
+    per_writer: usize,
+    mode: &str,
+) -> ProcessRun {
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..writers)
+        .map(|writer| {
+            Command::new(&exe)
+                .env(
+                    "S3STATE_BENCH_CONTENTION_WORKER",
+                    format!("{bucket} {key} {writer} {per_writer} {mode}"),
+                )
+                .env("S3STATE_TEST_ENDPOINT", common::endpoint())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let (mut first, mut last) = (f64::MAX, 0f64);
+    let mut calls = Vec::new();
+    let mut most_waited_through = 0;
+    for output in outputs {
+        assert!(output.status.success(), "a writer process failed");
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let mut words = line.split(' ');
+            match words.next() {
+                Some("start") => first = first.min(words.next().unwrap().parse().unwrap()),
+                Some("end") => last = last.max(words.next().unwrap().parse().unwrap()),
+                Some("update") => {
+                    calls.push(Duration::from_secs_f64(
+                        words.next().unwrap().parse().unwrap(),
+                    ));
+                    most_waited_through =
+                        most_waited_through.max(words.next().unwrap().parse().unwrap());
+                }
+                _ => {}
+            }
+        }
+    }
+    // No commit lost, none applied twice.
+    let stored = State::from_slice(&common::get_raw(bucket, key).await).unwrap();
+    let count = |name: &str| stored.outputs.get(name).and_then(|o| o.to_value().as_u64());
+    assert_eq!(count("n"), Some((writers * per_writer) as u64), "total");
+    for writer in 0..writers {
+        assert_eq!(count(&format!("w{writer}")), Some(per_writer as u64));
+    }
+    ProcessRun {
+        commits_per_second: (writers * per_writer) as f64 / (last - first),
+        calls,
+        most_waited_through,
+    }
+}
+
 fn median_min_max(mut rates: Vec<f64>) -> (f64, f64, f64) {
     rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (rates[rates.len() / 2], rates[0], *rates.last().unwrap())
@@ -365,6 +524,9 @@ async fn main() {
     if let Ok(spec) = std::env::var("S3STATE_BENCH_RAW_PUT") {
         return raw_put_file(&spec).await;
     }
+    if let Ok(spec) = std::env::var("S3STATE_BENCH_CONTENTION_WORKER") {
+        return contention_worker(&spec).await;
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` would too. Nothing else is taken.
     let sizes: Vec<(String, usize)> = std::env::var("S3STATE_BENCH_SIZES")
         .unwrap_or_else(|_| "1KB,1MB,10MB,50MB".into())
@@ -372,7 +534,7 @@ async fn main() {
         .map(|s| (s.trim().to_owned(), parse_size(s)))
         .collect();
     let parts = std::env::var("S3STATE_BENCH_PARTS")
-        .unwrap_or_else(|_| "floor,commands,codec,contention,pull,push".into());
+        .unwrap_or_else(|_| "floor,commands,codec,contention,processes,pull,push".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let writer_counts: Vec<usize> = std::env::var("S3STATE_BENCH_WRITERS")
         .unwrap_or_else(|_| "1,8".into())
@@ -771,6 +933,25 @@ async fn main() {
         }
     }
 
+    // 4b. Contention across OS processes.
+    let mut processes = Vec::new();
+    if part("processes") {
+        let modes = std::env::var("S3STATE_BENCH_PROCESS_MODES")
+            .unwrap_or_else(|_| "queue,no-queue,lock-off".into());
+        for mode in modes.split(',') {
+            for &writers in &writer_counts {
+                let per_writer = if quick { 5 } else { (48 / writers).max(6) };
+                let key = format!("bench/processes-{mode}-{writers}.tfstate");
+                let run = contention_processes(&bucket, &key, writers, per_writer, mode).await;
+                eprintln!(
+                    "bench: processes {mode}, {writers} writers: {:.1} commits/s",
+                    run.commits_per_second
+                );
+                processes.push((mode.to_owned(), writers, writers * per_writer, run));
+            }
+        }
+    }
+
     if !library.is_empty() {
         println!("\n## 1. Library against the floor (median, min–max)\n");
         println!(
@@ -924,5 +1105,39 @@ async fn main() {
         println!(
             "\n(every run asserts that the stored counters equal the commits made: none lost, none applied twice)"
         );
+    }
+    if !processes.is_empty() {
+        println!(
+            "\n## 4b. Contention across OS processes: `update()` on one key, one process per writer (one run)\n"
+        );
+        println!(
+            "| mode | processes | commits | commits/s | against 1 process | update() median | p99 | max | most other commits waited through |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (mode, writers, commits, run) in &processes {
+            let single = processes
+                .iter()
+                .find(|(m, w, ..)| m == mode && *w == 1)
+                .map(|(.., r)| r.commits_per_second);
+            let against = single.map_or("–".to_owned(), |s| {
+                format!("{:.2}×", run.commits_per_second / s)
+            });
+            let mut calls = run.calls.clone();
+            calls.sort();
+            let at = |q: f64| calls[((calls.len() - 1) as f64 * q).round() as usize];
+            let label = match mode.as_str() {
+                "queue" => "lock + queue (default)",
+                "no-queue" => "lock, no queue (before)",
+                _ => "lock off",
+            };
+            println!(
+                "| {label} | {writers} | {commits} | {:.1} | {against} | {} | {} | {} | {} |",
+                run.commits_per_second,
+                ms(at(0.5)),
+                ms(at(0.99)),
+                ms(at(1.0)),
+                run.most_waited_through
+            );
+        }
     }
 }

@@ -87,7 +87,7 @@ pub use history::{
     HistoryEntry, HistoryOptions, PruneOptions, Restored, Snapshot, VersionDetails, VersionSelector,
 };
 pub use lock::{LockDisabled, LockRetry, SecondaryLock, StoreLocker};
-pub use remote::{PersistedObject, RemoteState, RemoteStateOptions, UpdateLocking};
+pub use remote::{LockQueue, PersistedObject, RemoteState, RemoteStateOptions, UpdateLocking};
 pub use s3::{AssumeRole, S3Builder, S3Store, ServerSideEncryption};
 pub use state::{DecodeError, OutputValue, RawJson, State};
 pub use statemgr::{

@@ -136,6 +136,24 @@ pub(crate) struct LockWait {
     pub(crate) holder: LockHolder,
 }
 
+/// One taking of the lock, which may span several waits: the lock info as it will be
+/// written (its `Created` set once) and the nonce every request of it carries.
+#[derive(Debug, Clone)]
+pub(crate) struct LockAttempt {
+    info: LockInfo,
+    nonce: String,
+}
+
+impl LockAttempt {
+    /// A new taking of the lock with `info`.
+    pub(crate) fn new(info: &LockInfo) -> Self {
+        LockAttempt {
+            info: taken_now(info),
+            nonce: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
 /// What [`StoreLocker::lock_waiting`] got.
 #[derive(Debug)]
 pub(crate) struct LockWaited {
@@ -143,6 +161,23 @@ pub(crate) struct LockWaited {
     pub(crate) id: Result<String>,
     /// The lock was found held by someone else at least once: others want the state too.
     pub(crate) was_refused: bool,
+    /// It was found held at least once by something other than an s3state write that waits
+    /// in the lock queue (a Terraform, a caller's explicit lock, an unreadable lock): a
+    /// contender that may not read the queue, for whom a courtesy gap is worth leaving.
+    pub(crate) refused_by_other_tools: bool,
+}
+
+/// The start of the lock info (`Info`) of the locks s3state's writes take for themselves
+/// (`update`, `restore`, the gateway's writes without a client lock): the writers that wait
+/// in the lock queue. Anything else holding the lock may be a tool that does not read it.
+pub(crate) const QUEUED_WRITE_INFO: &str = "s3state ";
+
+/// Whether a lock's holder is an s3state write that waits in the lock queue (its
+/// `Operation` is `OperationTypeApply` and its `Info` starts with [`QUEUED_WRITE_INFO`]).
+fn is_queued_write(holder: Option<&LockInfo>) -> bool {
+    holder.is_some_and(|h| {
+        h.operation == "OperationTypeApply" && h.info.starts_with(QUEUED_WRITE_INFO)
+    })
 }
 
 /// A lock this locker took and has not released.
@@ -394,16 +429,31 @@ impl<S: Store> StoreLocker<S> {
     /// the lock late is still recognised as ours rather than waited on. The answer also says
     /// whether the lock was found held by someone else at least once.
     pub(crate) async fn lock_waiting(&self, info: &LockInfo, how: &LockWait) -> LockWaited {
-        let mut was_refused = false;
-        let id = self.lock_waiting_noting(info, how, &mut was_refused).await;
-        LockWaited { id, was_refused }
+        self.lock_waiting_as(&LockAttempt::new(info), how).await
+    }
+
+    /// [`StoreLocker::lock_waiting`] as a part of `attempt`, which may span several waits
+    /// (the lock queue's): every one of them tries with the attempt's body and nonce, so a
+    /// request of an earlier wait that lands late is still recognised as ours.
+    pub(crate) async fn lock_waiting_as(
+        &self,
+        attempt: &LockAttempt,
+        how: &LockWait,
+    ) -> LockWaited {
+        let mut refusals = (false, false);
+        let id = self.lock_waiting_noting(attempt, how, &mut refusals).await;
+        LockWaited {
+            id,
+            was_refused: refusals.0,
+            refused_by_other_tools: refusals.1,
+        }
     }
 
     async fn lock_waiting_noting(
         &self,
-        info: &LockInfo,
+        attempt: &LockAttempt,
         how: &LockWait,
-        refused: &mut bool,
+        refused: &mut (bool, bool),
     ) -> Result<String> {
         let LockWait {
             timeout,
@@ -413,8 +463,7 @@ impl<S: Store> StoreLocker<S> {
         } = *how;
         let started = tokio::time::Instant::now();
         let mut wait = retry.initial;
-        let nonce = uuid::Uuid::new_v4().to_string();
-        let info = taken_now(info);
+        let LockAttempt { info, nonce } = attempt;
         // The lock object that last refused us, and its holder, while it is known to be there.
         let mut refused_by: Option<ETag> = None;
         let mut holder = None;
@@ -436,16 +485,17 @@ impl<S: Store> StoreLocker<S> {
                 refused_by = None;
                 match self
                     .acquire_both(
-                        &info,
+                        info,
                         &ObjectMetadata::new(),
-                        &nonce,
+                        nonce,
                         lock_holder,
                         &mut refused_by,
                     )
                     .await
                 {
                     Err(Error::Locked { holder: seen, .. }) => {
-                        *refused = true;
+                        refused.0 = true;
+                        refused.1 |= !is_queued_write(seen.as_deref());
                         holder = seen;
                     }
                     other => return other,

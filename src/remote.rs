@@ -36,6 +36,8 @@ mod push;
 pub(crate) mod verdict;
 
 pub use bound_lock::{BoundLockTaken, BoundUnlock, BoundWrite, SentState};
+pub use coordinator::queue::LockQueue;
+use coordinator::queue::{QUEUE_SUFFIX, Waiters};
 use coordinator::release_gate::{OnTheWire, ReleaseGate};
 use coordinator::turns::Turnstile;
 pub use metadata::keys as metadata_keys;
@@ -76,6 +78,10 @@ pub struct RemoteState<S> {
     /// Where updates queue before they take the store's lock: shared with every manager over
     /// the same object in this process (see [`Store::identity`]).
     turnstile: Arc<Turnstile>,
+    /// The queue across processes beside the lock (`<key>.tflock.queue`), and what this
+    /// process knows of it.
+    queue_object: S,
+    waiters: Arc<Waiters>,
     /// What a caller's unlock waits for: updates running under the caller's lock, through any
     /// manager over this object in this process.
     release_gate: Arc<ReleaseGate>,
@@ -171,10 +177,12 @@ pub struct RemoteStateOptions {
     pub lock_retry: LockRetry,
     /// Whether `update` takes the lock. Default: it does, waiting up to 60 s.
     pub update_locking: UpdateLocking,
-    /// How `update` waits for a lock held by another process: short and jittered, so that
-    /// many writers take turns quickly. A process that sees contention leaves a gap a little
-    /// over its `max` (at most 120 ms) after releasing, so a waiter polling at that pace finds
-    /// the lock free. Default 5 ms doubling to 100 ms.
+    /// How `update` waits for a lock held by another process when it does not wait in the
+    /// lock queue (`lock_queue` off, or the queue unusable): short and jittered, so that many
+    /// writers take turns quickly. A process that sees contention and finds nobody queued
+    /// leaves a gap a little over its `max` (at most 120 ms) after releasing, so a waiter
+    /// that does not read the queue (Terraform, older s3state) polling at that pace finds the
+    /// lock free. Default 5 ms doubling to 100 ms.
     pub update_lock_retry: LockRetry,
     /// How long a lock is kept after a write of this manager's got no answer (and was not
     /// found in the store), before it is released: the request may still be on its way, and
@@ -189,6 +197,11 @@ pub struct RemoteStateOptions {
     /// held for the write (the caller's, or the one `update` takes, whose `Who` is
     /// `user@host`), and nothing is recorded for a write made without a lock.
     pub author: Option<String>,
+    /// Fair turns across processes for updates that take the lock: a queue of waiting
+    /// s3state writers beside the `.tflock` (in `<key>.tflock.queue`, which Terraform never
+    /// reads), so that a writer that has just released does not take the lock straight back
+    /// while others wait. Default: on, with a 10 s lease.
+    pub lock_queue: LockQueue,
 }
 
 impl Default for RemoteStateOptions {
@@ -206,6 +219,7 @@ impl Default for RemoteStateOptions {
             },
             unanswered_write_settle: Duration::from_secs(10),
             author: None,
+            lock_queue: LockQueue::default(),
         }
     }
 }
@@ -375,6 +389,8 @@ impl<S: Store> RemoteState<S> {
     pub fn with_options(store: S, options: RemoteStateOptions) -> Self {
         RemoteState {
             turnstile: Turnstile::for_object(store.identity()),
+            queue_object: store.sibling(QUEUE_SUFFIX),
+            waiters: Waiters::for_object(store.identity()),
             release_gate: ReleaseGate::for_object(store.identity()),
             locker: StoreLocker::for_state(&store).with_retry(options.lock_retry),
             store,
@@ -477,13 +493,15 @@ impl<S: Store> RemoteState<S> {
             // Taken through this manager while we queued.
             return Ok((WriteLock::Callers { _gate: gate }, io));
         }
+        // A courtesy gap for waiters that do not read the queue (Terraform, older s3state);
+        // the queue decides whether it applies.
         let gap = self
             .turnstile
             .courtesy_gap(self.options.update_lock_retry.max)
             .min(timeout.saturating_sub(started.elapsed()));
-        if !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        }
+        // `operation` starts with `QUEUED_WRITE_INFO`: other s3state writers then know this
+        // lock's holder waits in the queue.
+        debug_assert!(operation.starts_with(crate::lock::QUEUED_WRITE_INFO));
         let info = LockInfo::new("OperationTypeApply").with_info(operation);
         let how = LockWait {
             timeout: timeout.saturating_sub(started.elapsed()),
@@ -491,8 +509,19 @@ impl<S: Store> RemoteState<S> {
             jitter: true,
             holder: LockHolder::OwnWrite,
         };
-        let waited = self.locker.lock_waiting(&info, &how).await;
-        if waited.was_refused {
+        let waited = coordinator::queue::lock_in_turn(
+            &self.waiters,
+            &self.queue_object,
+            &self.locker,
+            &info,
+            &self.options.lock_queue,
+            how,
+            gap,
+        )
+        .await;
+        // Only a contender that may not read the lock queue (Terraform, a caller's own lock)
+        // makes this process leave courtesy gaps: s3state's writers wait in the queue.
+        if waited.refused_by_other_tools {
             self.turnstile.note_refused();
         }
         let id = waited.id?;

@@ -15,8 +15,16 @@
 //!   (Applying what a read found to a manager's snapshots is `RemoteState::apply_read`, and
 //!   has nothing to do with this.)
 //! - **Turn**: an update's place in this process's first-come-first-served line for an object
-//!   ([`turns`]); across processes, the *courtesy gap* a process that saw contention leaves
-//!   after releasing, so that other processes' pollers find the lock free.
+//!   ([`turns`]); across processes, its place in the *lock queue* ([`queue`]); and, for
+//!   waiters that do not read the queue (Terraform, older s3state), the *courtesy gap* a
+//!   process that saw contention leaves after releasing, so that their pollers find the lock
+//!   free.
+//! - **Lock queue** (`<key>.tflock.queue`, [`queue`]): s3state's waiting writers across
+//!   processes, in one object beside the `.tflock` that Terraform never reads, changed only by
+//!   compare-and-swap. A **ticket** is one waiter's place in it; the **head** is the first
+//!   live ticket, the one waiter that polls the lock; a ticket is **live** while its renewal
+//!   counter keeps moving, and **dead** once an observer has seen it unchanged for a **lease**
+//!   (`LockQueue::lease`) on the observer's own clock.
 //! - **Release gate**: held open (shared) by every write that relies on a lock a caller holds
 //!   (a caller's lock through a manager, a client's bound lock), closed (exclusive) by every
 //!   release of such a lock, which so waits for those writes.
@@ -29,11 +37,15 @@
 //!
 //! 1. its **turn** ([`turns::Turnstile`]): only a write that takes a lock of its own, or a
 //!    compare-and-swap write in its own line;
-//! 2. the **release gate**, shared ([`release_gate::ReleaseGate`]): only a write under a lock
+//! 2. its place in the **lock queue** ([`queue::lock_in_turn`]): only a write that takes a
+//!    lock of its own, after its turn in process (so a process has at most one ticket per
+//!    object). It holds nothing while it waits, and waiting in it ends with the store's lock
+//!    taken (3), or with the caller's timeout; its ticket is removed in the background;
+//! 3. the **release gate**, shared ([`release_gate::ReleaseGate`]): only a write under a lock
 //!    someone else took (the caller's, a client's);
-//! 3. the **store's lock** (`StoreLocker`: the `.tflock` object, then the store's secondary
+//! 4. the **store's lock** (`StoreLocker`: the `.tflock` object, then the store's secondary
 //!    lock): only a write that takes its own, and never while holding the I/O lock;
-//! 4. the manager's **I/O lock**, which keeps a manager's base snapshot and its tag changing
+//! 5. the manager's **I/O lock**, which keeps a manager's base snapshot and its tag changing
 //!    together, and during which the write is on the wire.
 //!
 //! A release takes the release gate exclusively, then the I/O lock, then lets the store's lock
@@ -46,10 +58,12 @@
 //!
 //! Everything here is shared by all managers over one object in the process, found by the
 //! object's [`crate::Store::identity`] ([`PerObject`]); a store without an identity gets its
-//! own. None of it is needed for correctness against other processes: the store's lock and
+//! own. None of it is needed for correctness against other processes (the lock queue
+//! included: a queue that cannot be used only makes waits unfair again): the store's lock and
 //! the conditional writes decide every race. It decides who waits, and makes sure a lock is
 //! never let go under a write that relies on it.
 
+pub(crate) mod queue;
 pub(crate) mod release_gate;
 pub(crate) mod turns;
 

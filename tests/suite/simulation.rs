@@ -15,6 +15,10 @@
 //!   moment, which try the lock between any two steps of the other actors (this found an
 //!   unlock that released a lock an update was still writing under);
 //! - readers that refresh a shared manager;
+//! - in a third of the seeds, a waiter that died in the lock queue (`<key>.tflock.queue`: its
+//!   ticket is never renewed), and in a tenth a tool that overwrites the queue with something
+//!   that is not a queue; after the run, a writer arriving in a process of its own must get
+//!   the lock within about one lease of the queue;
 //! - in half the seeds, a Terraform on the `http` backend through the gateway's request
 //!   handler (in process, over the same faulty store): LOCK, GET, POST under the lock's ID,
 //!   UNLOCK, re-sending on 5xx as go-retryablehttp does. Its writes are held to the same
@@ -667,6 +671,18 @@ async fn simulate(seed: u64) -> Result<(), String> {
             seed,
         )));
     }
+    // The lock queue's own actors, drawn apart from `rng` so that seeds keep the worlds they
+    // drew before the queue: a waiter that dies in the queue (its ticket never renewed), and
+    // a tool that overwrites the queue with something else.
+    let mut queue_rng = fastrand::Rng::with_seed(seed ^ 0x0c0e_0e0e);
+    if queue_rng.u8(0..3) == 0 {
+        let at = Duration::from_millis(queue_rng.u64(0..3000));
+        tasks.push(tokio::spawn(dead_waiter(healthy.clone(), at)));
+    }
+    if queue_rng.u8(0..10) == 0 {
+        let at = Duration::from_millis(queue_rng.u64(0..3000));
+        tasks.push(tokio::spawn(queue_vandal(healthy.clone(), at)));
+    }
     let with_terraform = mix != Mix::NoTerraform;
     if with_terraform {
         recorder.join(TERRAFORM, true);
@@ -713,7 +729,86 @@ async fn simulate(seed: u64) -> Result<(), String> {
             ));
         }
     }
+    // A waiter that died leaves no gap longer than a lease: a writer arriving now, in a
+    // process of its own, finds the queue as the actors (and the dead waiter) left it and
+    // must get the lock within about a lease, unless a lock is still there (a creation in
+    // doubt, checked below).
+    if healthy.sibling(".tflock").current_body().is_none() {
+        let probe = RemoteState::with_options(healthy.clone().in_another_process(), {
+            let mut options = options(true);
+            options.update_locking = UpdateLocking::Lock {
+                timeout: Duration::from_secs(120),
+            };
+            options
+        });
+        let lease = probe.options().lock_queue.lease;
+        let started = tokio::time::Instant::now();
+        let probed = probe
+            .update(|state| {
+                state.outputs.insert("probe".into(), OutputValue::new(&1));
+            })
+            .await;
+        let took = started.elapsed();
+        if probed.is_err() || took > lease + lease / 4 + Duration::from_secs(1) {
+            recorder.violation(format!(
+                "a writer arriving after the others took {took:?} to get the lock \
+                 (lease {lease:?}): {probed:?}"
+            ));
+        }
+    }
     check(&healthy, &recorder, mix, with_terraform)
+}
+
+/// A writer that queued for the lock and died: its ticket stays in the queue, never renewed.
+async fn dead_waiter(store: MemoryStore, at: Duration) {
+    tokio::time::sleep(at).await;
+    let queue = store.sibling(".tflock.queue");
+    for _ in 0..8 {
+        let (mut body, condition) = match queue.get(None).await.unwrap() {
+            Fetched::Found(found) => match serde_json::from_slice::<serde_json::Value>(&found.body)
+            {
+                Ok(body) if body["tickets"].is_array() => (body, Precondition::Match(found.etag)),
+                // Not a queue (a vandal was here): nothing to queue in.
+                _ => return,
+            },
+            _ => (
+                serde_json::json!({"s3state_lock_queue": 1, "tickets": []}),
+                Precondition::Create,
+            ),
+        };
+        body["tickets"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": "dead-waiter", "owner": "a process that died", "renewals": 0
+            }));
+        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
+        if let PutOutcome::Written(_) = queue
+            .put(bytes, &condition, &ObjectMetadata::new())
+            .await
+            .unwrap()
+        {
+            return;
+        }
+    }
+}
+
+/// A tool that overwrites the queue with something that is not a queue: s3state must carry
+/// on without it (a warning), never fail or lose a write.
+async fn queue_vandal(store: MemoryStore, at: Duration) {
+    tokio::time::sleep(at).await;
+    let queue = store.sibling(".tflock.queue");
+    let condition = match queue.get(None).await.unwrap() {
+        Fetched::Found(found) => Precondition::Match(found.etag),
+        _ => Precondition::Create,
+    };
+    let _ = queue
+        .put(
+            Bytes::from_static(b"not a queue"),
+            &condition,
+            &ObjectMetadata::new(),
+        )
+        .await;
 }
 
 fn check(

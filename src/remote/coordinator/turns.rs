@@ -8,7 +8,9 @@
 //!   (tokio's mutex is fair) before they touch the store. Polling the store's lock, or losing
 //!   compare-and-swap rounds, against an update in the same process costs requests and lets
 //!   a hot task starve the others; a queue costs nothing and is fair.
-//! - **Across processes, a courtesy gap.** An update that was refused the store's lock
+//! - **Across processes, a courtesy gap**, for waiters that do not read the lock queue
+//!   (`queue`, which orders s3state's own writers and decides whether the gap applies: only
+//!   when nobody is queued). An update that was refused the store's lock
 //!   recently knows other processes want the state too. Its process's next update then waits
 //!   a short gap after the last release before locking again, so that a waiter polling the
 //!   lock finds it free. Without contention there is no gap, so a lone writer runs at full

@@ -1,11 +1,13 @@
 //! Who goes next when several updates of one state wait: updates in one process queue first
-//! come first served, and a process that has seen contention leaves a gap after releasing the
-//! lock. On the in-memory store, in paused time, so every interleaving is exact. Then the
+//! come first served, processes take turns through the lock queue beside the `.tflock`, and a
+//! process that has seen contention leaves a gap after releasing the lock for waiters that do
+//! not read the queue. On the in-memory store, in paused time, so every interleaving is exact. Then the
 //! turnstile attacked: timeouts, error honesty, the same bucket and key on two endpoints
 //! (LocalStack, and moto as a second S3) kept apart, cancellation at every await point.
 
 use crate::common;
 use crate::common::hooked::Hooked;
+use s3state::Store as _;
 use s3state::store::memory::MemoryStore;
 use s3state::{
     Error, LockInfo, LockRetry, Locker, OutputValue, Refresher, RemoteState, RemoteStateOptions,
@@ -512,10 +514,181 @@ async fn a_lone_writer_leaves_no_courtesy_gaps_after_one_of_its_updates_panicked
     for _ in 0..10 {
         writer.update(bump("n")).await.unwrap();
     }
-    // Each update is four requests of 1 ms (lock, read, write, unlock).
+    // Each update is five requests of 1 ms (a look at the lock queue, lock, read, write,
+    // unlock).
     let took = started.elapsed();
     assert!(
-        took <= Duration::from_millis(40),
+        took <= Duration::from_millis(50),
         "ten uncontended updates took {took:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fair turns across processes: the lock queue (`<key>.tflock.queue`)
+//
+// Issue 27: a writer that has just released must not take the lock straight back while other
+// processes wait, a waiter that died must leave no gap longer than a lease, and a queue that
+// cannot be used must leave updates as they were.
+// ---------------------------------------------------------------------------------------------
+
+/// A writer in a process of its own over `store`, whose requests take 1 ms of paused time.
+fn writer_process(store: &MemoryStore, timeout: Duration) -> Arc<RemoteState<Hooked>> {
+    common::shared(
+        Hooked::over(store.clone().in_another_process())
+            .forwarding_identity()
+            .without_heads()
+            .with_latency(Duration::from_millis(1)),
+        options(timeout),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn writers_in_tight_loops_in_separate_processes_take_turns_through_the_queue() {
+    const WRITERS: usize = 3;
+    const UPDATES: usize = 8;
+    let store = MemoryStore::new(KEY);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut loops = Vec::new();
+    // How many commits had landed when each writer started.
+    let mut arrived = Vec::new();
+    for name in ["a", "b", "c"] {
+        arrived.push(order.lock().unwrap().len());
+        let (writer, order) = (
+            writer_process(&store, Duration::from_secs(60)),
+            Arc::clone(&order),
+        );
+        loops.push(tokio::spawn(async move {
+            for _ in 0..UPDATES {
+                writer.update(bump(name)).await.unwrap();
+                order.lock().unwrap().push(name);
+            }
+        }));
+        // "a" starts alone and holds the lock when the others arrive: it is never refused,
+        // so without the queue it would not know that anyone waits.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for writer in loops {
+        writer.await.unwrap();
+    }
+    // The last waiter's ticket is removed in the background.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let order = order.lock().unwrap().clone();
+    eprintln!("order of commits: {order:?}");
+    // From a writer's arrival to its first commit, and between two of its commits, the
+    // others commit at most twice each: without the queue, the writer that just released
+    // takes the lock straight back.
+    for (name, arrived) in ["a", "b", "c"].into_iter().zip(arrived) {
+        let mut at: Vec<usize> = (0..order.len()).filter(|&i| order[i] == name).collect();
+        at.insert(0, arrived.wrapping_sub(1));
+        for pair in at.windows(2) {
+            let waited_through = pair[1].wrapping_sub(pair[0]) - 1;
+            assert!(
+                waited_through <= 2 * (WRITERS - 1),
+                "{name} waited through {waited_through} commits: {order:?}"
+            );
+        }
+    }
+    assert_eq!(order.len(), WRITERS * UPDATES);
+    let queue = store.sibling(".tflock.queue").current_body().unwrap();
+    let queue: serde_json::Value = serde_json::from_slice(&queue).unwrap();
+    assert_eq!(queue["tickets"], serde_json::json!([]), "every waiter left");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_died_in_the_queue_delays_the_next_writer_by_at_most_a_lease() {
+    let store = MemoryStore::new(KEY);
+    let queue = store.sibling(".tflock.queue");
+    let dead = serde_json::json!({"s3state_lock_queue": 1, "tickets": [
+        {"id": "dead", "owner": "a process that died", "renewals": 7}
+    ]});
+    queue
+        .put(
+            serde_json::to_vec(&dead).unwrap().into(),
+            &s3state::store::Precondition::Create,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let writer = writer_process(&store, Duration::from_secs(60));
+    let lease = writer.options().lock_queue.lease;
+    let started = tokio::time::Instant::now();
+    writer.update(bump("n")).await.unwrap();
+    let took = started.elapsed();
+    // It waits behind the ticket until it has watched it unrenewed for a lease, on its own
+    // clock, then removes it.
+    assert!(
+        took >= lease,
+        "{took:?}: a ticket is not judged dead before a lease"
+    );
+    assert!(
+        took <= lease + lease / 4,
+        "{took:?}: the gap is bounded by the lease"
+    );
+    let left: serde_json::Value = serde_json::from_slice(&queue.current_body().unwrap()).unwrap();
+    assert_eq!(left["tickets"], serde_json::json!([]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_object_that_is_not_a_queue_leaves_updates_as_they_were() {
+    let store = MemoryStore::new(KEY);
+    let queue = store.sibling(".tflock.queue");
+    queue
+        .put(
+            bytes::Bytes::from_static(b"{\"something\": \"else\"}"),
+            &s3state::store::Precondition::Create,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let terraform = manager(&store.clone().in_another_process(), Duration::from_secs(60));
+    let id = terraform
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    let writer = writer_process(&store, Duration::from_secs(60));
+    let waiting = spawn_bump(&writer, "n");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    terraform.unlock(&id).await.unwrap();
+    assert_eq!(
+        waiting.await.unwrap().unwrap(),
+        1,
+        "waited and wrote as before"
+    );
+    assert_eq!(
+        queue.current_body().unwrap().as_ref(),
+        b"{\"something\": \"else\"}",
+        "a foreign object is never overwritten"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_queued_behind_another_process_gives_up_at_its_timeout_naming_the_holder() {
+    let store = MemoryStore::new(KEY);
+    let terraform = manager(&store.clone().in_another_process(), Duration::from_secs(60));
+    let id = terraform
+        .lock(&LockInfo::new("OperationTypeApply"))
+        .await
+        .unwrap();
+    // The head of the queue, waiting for Terraform.
+    let head = writer_process(&store, Duration::from_secs(600));
+    let waiting = spawn_bump(&head, "head");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let behind = writer_process(&store, Duration::from_secs(5));
+    let started = tokio::time::Instant::now();
+    let error = behind.update(bump("behind")).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_millis(5100),
+        "{waited:?}"
+    );
+    match &error {
+        Error::Locked {
+            holder: Some(holder),
+            ..
+        } => assert_eq!(holder.id, id),
+        other => panic!("expected Locked naming Terraform's lock, got {other:?}"),
+    }
+    terraform.unlock(&id).await.unwrap();
+    waiting.await.unwrap().unwrap();
+    assert_eq!(counter(&store, "behind").await, 0);
 }

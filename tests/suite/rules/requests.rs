@@ -305,12 +305,14 @@ fn call(method: &str, lock: bool, status: u16) -> (String, bool, Option<u16>) {
 }
 
 #[tokio::test]
-async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_conditional() {
+async fn update_looks_at_the_queue_and_takes_the_lock_so_it_costs_five_requests_where_deletes_are_conditional()
+ {
     let (manager, recorder) = recorded_update_manager(true, Default::default()).await;
 
     assert_eq!(
         update_calls(&manager, &recorder, 1).await,
         [
+            call("GET", true, 404),    // the lock queue (`.tflock.queue`): nobody waits
             call("PUT", true, 200),    // lock
             call("GET", false, 200),   // refresh (first read of this manager)
             call("PUT", false, 200),   // conditional write
@@ -320,6 +322,7 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
     assert_eq!(
         update_calls(&manager, &recorder, 2).await,
         [
+            call("GET", true, 404),
             call("PUT", true, 200),
             call("GET", false, 304), // nobody else wrote: no body
             call("PUT", false, 200),
@@ -329,7 +332,7 @@ async fn update_takes_the_lock_so_it_costs_four_requests_where_deletes_are_condi
 }
 
 #[tokio::test]
-async fn where_conditional_deletes_are_refused_an_update_costs_six_requests_then_five() {
+async fn where_conditional_deletes_are_refused_an_update_costs_seven_requests_then_six() {
     let (bucket, recorder) = (bucket_with_n_0().await, Recorder::default());
     let (manager, _proxy) =
         recorded_manager_refusing_conditional_deletes(&bucket, &recorder, Default::default()).await;
@@ -337,6 +340,7 @@ async fn where_conditional_deletes_are_refused_an_update_costs_six_requests_then
     assert_eq!(
         update_calls(&manager, &recorder, 1).await,
         [
+            call("GET", true, 404), // the lock queue: nobody waits
             call("PUT", true, 200),
             call("GET", false, 200),
             call("PUT", false, 200),
@@ -348,6 +352,7 @@ async fn where_conditional_deletes_are_refused_an_update_costs_six_requests_then
     assert_eq!(
         update_calls(&manager, &recorder, 2).await,
         [
+            call("GET", true, 404),
             call("PUT", true, 200),
             call("GET", false, 304),
             call("PUT", false, 200),

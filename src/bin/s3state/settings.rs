@@ -283,6 +283,13 @@ fn resolve_with(flags: &Flags, key_needed: KeyNeeded) -> Result<Resolved, CliErr
     };
 
     let mut builder = S3Builder::from_env().with_bucket(bucket).with_key(key);
+    // OpenTofu state encryption: TF_ENCRYPTION merged over the encryption block, as OpenTofu
+    // merges them. (Its errors name settings, never their values.)
+    match s3state::encryption::StateEncryption::from_env(block.encryption.clone()) {
+        Ok(Some(encryption)) => builder = builder.with_encryption(encryption),
+        Ok(None) => {}
+        Err(err) => return Err(CliError::usage(format!("OpenTofu encryption: {err}"))),
+    }
     if let Some(region) = pick(&flags.region, &block.region) {
         builder = builder.with_region(region);
     }

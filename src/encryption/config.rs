@@ -28,6 +28,14 @@ impl fmt::Debug for EncryptionConfig {
     }
 }
 
+/// Its JSON shape, from any serde format (the gateway's TOML `[encryption]` section).
+impl<'de> serde::Deserialize<'de> for EncryptionConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        EncryptionConfig::from_json(value).map_err(serde::de::Error::custom)
+    }
+}
+
 impl EncryptionConfig {
     /// Reads a configuration written as OpenTofu's `TF_ENCRYPTION` accepts it: JSON when it
     /// starts with `{`, HCL otherwise (HCL needs the `hcl` feature, on with `cli`).

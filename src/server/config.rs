@@ -354,6 +354,13 @@ pub struct GatewayConfig {
     /// state: a grant with an empty prefix). For a Prometheus scraper's credential.
     #[serde(default)]
     pub metrics_users: Vec<String>,
+    /// OpenTofu state encryption at rest, as OpenTofu's `encryption` block
+    /// (`[encryption.key_provider.pbkdf2.main]`, `[encryption.method.aes_gcm.main]`,
+    /// `[encryption.state]` with `method`, `fallback`, `enforced`); `TF_ENCRYPTION` is merged
+    /// over it. States are stored as OpenTofu's envelope while Terraform's `http` backend
+    /// sees plaintext; with `enforced`, plaintext is never stored.
+    #[serde(default)]
+    pub encryption: Option<crate::encryption::EncryptionConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -372,6 +379,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             audit_log: None,
             metrics_users: Vec::new(),
+            encryption: None,
         }
     }
 }

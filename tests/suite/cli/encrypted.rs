@@ -76,35 +76,90 @@ fn s3state(bucket: &str, dir: &std::path::Path) -> assert_cmd::Command {
 async fn every_command_works_on_an_encrypted_state_with_the_block() {
     let bucket = common::bucket(true).await;
     let dir = project(&bucket, true);
-    ok(s3state(&bucket, &dir).args(["push", "state.json"]));
-    let stored = common::get_raw(&bucket, KEY).await;
-    assert!(inspect(&stored).is_some(), "push stores an envelope");
+    every_command(&bucket, &dir, None, "key_provider.pbkdf2.main").await;
+}
 
-    let pulled = ok(s3state(&bucket, &dir).arg("pull"));
+/// The same commands on a state whose data key comes from KMS (moto's), configured with
+/// TF_ENCRYPTION alone.
+#[tokio::test]
+async fn every_command_works_on_an_aws_kms_encrypted_state() {
+    let endpoint = common::moto_endpoint();
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::new()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build(),
+    );
+    let key_id = kms
+        .create_key()
+        .send()
+        .await
+        .expect("creating a KMS key in moto")
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let config = format!(
+        r#"key_provider "aws_kms" "main" {{
+             kms_key_id = "{key_id}"
+             key_spec   = "AES_256"
+             region     = "us-east-1"
+             endpoints {{ kms = "{endpoint}" }}
+           }}
+           method "aes_gcm" "main" {{ keys = key_provider.aws_kms.main }}
+           state {{ method = method.aes_gcm.main }}"#
+    );
+    let bucket = common::bucket(true).await;
+    let dir = project(&bucket, false);
+    every_command(&bucket, &dir, Some(&config), "key_provider.aws_kms.main").await;
+}
+
+async fn every_command(
+    bucket: &str,
+    dir: &std::path::Path,
+    tf_encryption: Option<&str>,
+    provider: &str,
+) {
+    let s3state = |bucket: &str, dir: &std::path::Path| {
+        let mut command = s3state(bucket, dir);
+        if let Some(config) = tf_encryption {
+            command.env("TF_ENCRYPTION", config);
+        }
+        command
+    };
+    ok(s3state(bucket, dir).args(["push", "state.json"]));
+    let stored = common::get_raw(bucket, KEY).await;
+    let envelope = inspect(&stored).expect("push stores an envelope");
+    assert_eq!(envelope.key_providers, vec![provider.to_owned()]);
+
+    let pulled = ok(s3state(bucket, dir).arg("pull"));
     let expected = s3state::State::from_slice(common::TERRAFORM_STATE).unwrap();
     assert!(
         s3state::State::from_slice(pulled.as_bytes())
             .unwrap()
             .same_content(&expected)
     );
-    let raw = ok(s3state(&bucket, &dir).args(["pull", "--raw"]));
+    let raw = ok(s3state(bucket, dir).args(["pull", "--raw"]));
     assert_eq!(raw.as_bytes(), &stored[..]);
-    ok(s3state(&bucket, &dir).args(["outputs", "--json"]));
-    assert!(ok(s3state(&bucket, &dir).arg("meta")).contains(&expected.lineage));
-    assert!(ok(s3state(&bucket, &dir).arg("list")).contains("terraform_data.example"));
-    ok(s3state(&bucket, &dir).args(["show", "terraform_data.example"]));
-    ok(s3state(&bucket, &dir).args(["mv", "terraform_data.example", "terraform_data.renamed"]));
-    assert!(ok(s3state(&bucket, &dir).arg("list")).contains("terraform_data.renamed"));
-    ok(s3state(&bucket, &dir).args(["rm", "terraform_data.renamed"]));
-    assert_eq!(ok(s3state(&bucket, &dir).arg("list")).trim(), "");
-    assert!(ok(s3state(&bucket, &dir).args(["diff", "~2"])).contains("terraform_data.example"));
-    assert!(ok(s3state(&bucket, &dir).args(["history", "--details"])).contains(&expected.lineage));
-    ok(s3state(&bucket, &dir).args(["restore", "~2", "--yes"]));
-    assert!(ok(s3state(&bucket, &dir).arg("list")).contains("terraform_data.example"));
-    assert!(inspect(&common::get_raw(&bucket, KEY).await).is_some());
+    ok(s3state(bucket, dir).args(["outputs", "--json"]));
+    assert!(ok(s3state(bucket, dir).arg("meta")).contains(&expected.lineage));
+    assert!(ok(s3state(bucket, dir).arg("list")).contains("terraform_data.example"));
+    ok(s3state(bucket, dir).args(["show", "terraform_data.example"]));
+    ok(s3state(bucket, dir).args(["mv", "terraform_data.example", "terraform_data.renamed"]));
+    assert!(ok(s3state(bucket, dir).arg("list")).contains("terraform_data.renamed"));
+    ok(s3state(bucket, dir).args(["rm", "terraform_data.renamed"]));
+    assert_eq!(ok(s3state(bucket, dir).arg("list")).trim(), "");
+    assert!(ok(s3state(bucket, dir).args(["diff", "~2"])).contains("terraform_data.example"));
+    assert!(ok(s3state(bucket, dir).args(["history", "--details"])).contains(&expected.lineage));
+    ok(s3state(bucket, dir).args(["restore", "~2", "--yes"]));
+    assert!(ok(s3state(bucket, dir).arg("list")).contains("terraform_data.example"));
+    assert!(inspect(&common::get_raw(bucket, KEY).await).is_some());
     // A pushed envelope (from `pull --raw`) is the state it holds.
     std::fs::write(dir.join("raw.json"), raw).unwrap();
-    ok(s3state(&bucket, &dir).args(["push", "--force", "raw.json"]));
+    ok(s3state(bucket, dir).args(["push", "--force", "raw.json"]));
 }
 
 /// Without a key: `ls` shows the state as encrypted with its serial and lineage; `pull`

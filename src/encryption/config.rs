@@ -228,6 +228,8 @@ pub(crate) enum ProviderSpec {
         hash: HashFunction,
         salt_length: usize,
     },
+    // Read only by the `kms` feature's provider; without it the provider says so.
+    #[cfg_attr(not(feature = "kms"), allow(dead_code))]
     AwsKms {
         kms_key_id: String,
         key_spec: String,

@@ -16,7 +16,7 @@
 //! `bound_lock` (locks a client holds across requests, for front ends that keep nothing
 //! between them). History, diff and restore are in [`crate::history`], on top of these.
 
-use crate::encryption::{self, DecryptionStatus, EncryptionError, StateEncryption};
+use crate::encryption::{self, DecryptionStatus, EncryptionError, EnvelopeIds, StateEncryption};
 use crate::error::{Error, Result};
 use crate::lock::{LockHolder, LockRetry, LockWait, StoreLocker};
 use crate::state::{COMPATIBLE_TERRAFORM_VERSION, OutputValue, State};
@@ -839,8 +839,13 @@ impl<S: Store> RemoteState<S> {
 
     pub(crate) async fn decode_snapshot(&self, body: Bytes, what: &str) -> Result<State> {
         let location = format!("{} ({what})", self.store.location());
-        let body = self.open_at(body, &location).await?;
-        State::from_slice(&body).map_err(|source| Error::Decode { location, source })
+        let (body, _, envelope) = self.open_with_status(body, &location).await?;
+        let state = State::from_slice(&body).map_err(|source| Error::Decode {
+            location: location.clone(),
+            source,
+        })?;
+        check_envelope(envelope, Some(&state), &location)?;
+        Ok(state)
     }
 
     /// The plaintext of a body read from the store: decrypted when it is OpenTofu's envelope
@@ -852,24 +857,41 @@ impl<S: Store> RemoteState<S> {
     }
 
     async fn open_at(&self, body: Bytes, location: &str) -> Result<Bytes> {
-        self.open_with_status(body, location)
-            .await
-            .map(|(plaintext, _)| plaintext)
+        match &self.options.encryption {
+            Some(encryption) => encryption
+                .decrypt(body)
+                .await
+                .map(|(plaintext, _)| plaintext)
+                .map_err(|source| Error::Encryption {
+                    location: location.to_owned(),
+                    source,
+                }),
+            None => self
+                .open_with_status(body, location)
+                .await
+                .map(|(plaintext, _, _)| plaintext),
+        }
     }
 
-    /// [`RemoteState::open_body`], also saying whether the primary method read it.
+    /// [`RemoteState::open_body`] for a caller that parses the state: also whether the
+    /// primary method read it, and the envelope's serial and lineage, which the caller checks
+    /// against the parsed state ([`check_envelope`]; checking here would scan the state a
+    /// second time).
     async fn open_with_status(
         &self,
         body: Bytes,
         location: &str,
-    ) -> Result<(Bytes, DecryptionStatus)> {
+    ) -> Result<(Bytes, DecryptionStatus, Option<EnvelopeIds>)> {
         let opened = match &self.options.encryption {
-            Some(encryption) => encryption.decrypt(body).await,
+            Some(encryption) => encryption
+                .decrypt_unchecked(body)
+                .await
+                .map(|d| (d.plaintext, d.status, d.envelope)),
             None => match encryption::inspect(&body) {
                 Some(envelope) => Err(EncryptionError::NoKeyConfigured {
                     key_providers: envelope.key_providers,
                 }),
-                None => Ok((body, DecryptionStatus::Satisfied)),
+                None => Ok((body, DecryptionStatus::Satisfied, None)),
             },
         };
         opened.map_err(|source| Error::Encryption {
@@ -986,7 +1008,7 @@ impl<S: Store> RemoteState<S> {
 
     async fn decode(&self, object: StoredObject) -> Result<Base> {
         let stored_size = object.body.len() as u64;
-        let (body, status) = self
+        let (body, status, envelope) = self
             .open_with_status(object.body, self.store.location())
             .await?;
         let state = match State::from_slice(&body) {
@@ -999,6 +1021,7 @@ impl<S: Store> RemoteState<S> {
                 });
             }
         };
+        check_envelope(envelope, state.as_ref(), self.store.location())?;
         Ok(Base {
             etag: Some(object.etag),
             state: state.map(Arc::new),
@@ -1376,6 +1399,25 @@ impl<S: Store> RemoteState<S> {
             Verdict::Undecided(_) => unreachable!("whole states are always compared"),
         })
     }
+}
+
+/// OpenTofu's check after decrypting, on the parsed state: the envelope's plaintext serial
+/// and lineage are the state's.
+fn check_envelope(
+    envelope: Option<EnvelopeIds>,
+    state: Option<&State>,
+    location: &str,
+) -> Result<()> {
+    let Some(ids) = envelope else { return Ok(()) };
+    let (serial, lineage) = match state {
+        Some(state) => (Some(state.serial), Some(state.lineage.as_str())),
+        None => (None, None),
+    };
+    ids.check(serial, lineage)
+        .map_err(|source| Error::Encryption {
+            location: location.to_owned(),
+            source,
+        })
 }
 
 /// How many of `update`'s rounds may fail without landing (a failing store, not a lost

@@ -128,20 +128,6 @@ pub struct EnvelopeSummary {
     pub key_providers: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct EnvelopeIn<'a> {
-    #[serde(default)]
-    serial: Option<u64>,
-    #[serde(default, borrow)]
-    lineage: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    meta: BTreeMap<String, String>,
-    #[serde(default, borrow)]
-    encrypted_data: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    encryption_version: Option<String>,
-}
-
 #[derive(Serialize)]
 struct EnvelopeOut<'a> {
     serial: Option<u64>,
@@ -166,11 +152,11 @@ pub fn inspect(body: &[u8]) -> Option<EnvelopeSummary> {
     if !looks_like_envelope(body) {
         return None;
     }
-    let envelope: EnvelopeIn<'_> = serde_json::from_slice(body).ok()?;
+    let envelope = parse_envelope(body)?.head;
     let version = envelope.encryption_version.filter(|v| !v.is_empty())?;
     Some(EnvelopeSummary {
         serial: envelope.serial,
-        lineage: envelope.lineage.map(|l| l.into_owned()),
+        lineage: envelope.lineage,
         version,
         key_providers: envelope.meta.into_keys().collect(),
     })
@@ -274,20 +260,41 @@ impl StateEncryption {
     }
 
     /// The plaintext of a stored body: an envelope is decrypted with the method, then each
-    /// fallback; a plain state is returned as it is when an `unencrypted` method is
-    /// configured, and refused otherwise. An empty body is returned as it is.
+    /// fallback, and its plaintext serial and lineage are checked against the state's; a
+    /// plain state is returned as it is when an `unencrypted` method is configured, and
+    /// refused otherwise. An empty body is returned as it is.
     pub async fn decrypt(&self, body: Bytes) -> Result<(Bytes, DecryptionStatus), EncryptionError> {
+        let opened = self.decrypt_unchecked(body).await?;
+        if let Some(ids) = &opened.envelope {
+            let Ok(state) = serde_json::from_slice::<StateIds>(&opened.plaintext) else {
+                return Err(EncryptionError::Malformed(
+                    "the decrypted data is not a state".into(),
+                ));
+            };
+            ids.check(state.serial, state.lineage.as_deref())?;
+        }
+        Ok((opened.plaintext, opened.status))
+    }
+
+    /// [`StateEncryption::decrypt`] without the check of the envelope's serial and lineage
+    /// against the state, for a caller that parses the state anyway and then calls
+    /// [`EnvelopeIds::check`] (a second scan of a large state costs as much as the
+    /// decryption).
+    pub async fn decrypt_unchecked(&self, body: Bytes) -> Result<Decrypted, EncryptionError> {
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok((body, DecryptionStatus::Satisfied));
+            return Ok(Decrypted {
+                plaintext: body,
+                status: DecryptionStatus::Satisfied,
+                envelope: None,
+            });
         }
         let envelope = if looks_like_envelope(&body) {
-            serde_json::from_slice::<EnvelopeIn<'_>>(&body)
-                .ok()
-                .filter(|e| {
-                    e.encryption_version
-                        .as_deref()
-                        .is_some_and(|v| !v.is_empty())
-                })
+            parse_envelope(&body).filter(|e| {
+                e.head
+                    .encryption_version
+                    .as_deref()
+                    .is_some_and(|v| !v.is_empty())
+            })
         } else {
             None
         };
@@ -297,27 +304,47 @@ impl StateEncryption {
                 .methods
                 .iter()
                 .position(|(_, m)| matches!(m, MethodSpec::Unencrypted));
-            return match unencrypted_at {
-                Some(0) => Ok((body, DecryptionStatus::Satisfied)),
-                Some(_) => Ok((body, DecryptionStatus::Migration)),
-                None => Err(EncryptionError::PlaintextRefused {
-                    enforced: self.resolved.enforced,
-                }),
+            let status = match unencrypted_at {
+                Some(0) => DecryptionStatus::Satisfied,
+                Some(_) => DecryptionStatus::Migration,
+                None => {
+                    return Err(EncryptionError::PlaintextRefused {
+                        enforced: self.resolved.enforced,
+                    });
+                }
             };
+            return Ok(Decrypted {
+                plaintext: body,
+                status,
+                envelope: None,
+            });
         };
-        let version = envelope.encryption_version.as_deref().unwrap_or_default();
+        let version = envelope
+            .head
+            .encryption_version
+            .as_deref()
+            .unwrap_or_default();
         if version != ENCRYPTION_VERSION {
             return Err(EncryptionError::UnknownVersion {
                 version: version.to_owned(),
             });
         }
         let data = envelope
-            .encrypted_data
-            .as_deref()
+            .data
             .ok_or_else(|| EncryptionError::Malformed("no encrypted_data".into()))?;
-        let data = BASE64
-            .decode(data)
+        let mut data = BASE64
+            .decode(&*data)
             .map_err(|_| EncryptionError::Malformed("encrypted_data is not base64".into()))?;
+        let ids = EnvelopeIds {
+            serial: envelope.head.serial,
+            lineage: envelope.head.lineage.clone(),
+        };
+        let tries = self
+            .resolved
+            .methods
+            .iter()
+            .filter(|(_, m)| matches!(m, MethodSpec::AesGcm { .. }))
+            .count();
         let mut attempts = Vec::new();
         for (index, (addr, method)) in self.resolved.methods.iter().enumerate() {
             let MethodSpec::AesGcm {
@@ -328,7 +355,7 @@ impl StateEncryption {
                 continue;
             };
             let tried = format!("method.{addr} (key_provider.{provider})");
-            let key = match keys::decryption_key(self, provider, &envelope.meta, 0).await {
+            let key = match keys::decryption_key(self, provider, &envelope.head.meta, 0).await {
                 Ok(Some(key)) => key,
                 Ok(None) => {
                     attempts.push(format!(
@@ -341,15 +368,29 @@ impl StateEncryption {
                     continue;
                 }
             };
-            match aes_gcm_open(&key, aad.as_deref(), &data) {
-                Ok(plaintext) => {
-                    check_ids(&envelope, &plaintext)?;
+            // In place when no other method may need the ciphertext after a failure (a
+            // failed open leaves the buffer unspecified).
+            let last = attempts.len() + 1 == tries;
+            let mut spare;
+            let buffer = if last {
+                &mut data
+            } else {
+                spare = data.clone();
+                &mut spare
+            };
+            match aes_gcm_open_in_place(&key, aad.as_deref(), buffer) {
+                Ok(range) => {
+                    let plaintext = Bytes::from(std::mem::take(buffer)).slice(range);
                     let status = if index == 0 {
                         DecryptionStatus::Satisfied
                     } else {
                         DecryptionStatus::Migration
                     };
-                    return Ok((Bytes::from(plaintext), status));
+                    return Ok(Decrypted {
+                        plaintext,
+                        status,
+                        envelope: Some(ids),
+                    });
                 }
                 Err(reason) => attempts.push(format!("{tried}: {reason}")),
             }
@@ -399,33 +440,119 @@ impl StateEncryption {
     }
 }
 
-/// OpenTofu's check after decrypting: the plaintext serial and lineage of the envelope are
-/// the state's.
-fn check_ids(envelope: &EnvelopeIn<'_>, plaintext: &[u8]) -> Result<(), EncryptionError> {
-    let Ok(state) = serde_json::from_slice::<StateIds>(plaintext) else {
-        return Err(EncryptionError::Malformed(
-            "the decrypted data is not a state".into(),
-        ));
+/// What [`StateEncryption::decrypt_unchecked`] gives: the plaintext, which method read it,
+/// and the envelope's plaintext serial and lineage (`None` for a state that was not
+/// encrypted) to check against the state once it is parsed.
+#[derive(Debug, Clone)]
+pub struct Decrypted {
+    /// The state's bytes.
+    pub plaintext: Bytes,
+    /// Whether the primary method read it.
+    pub status: DecryptionStatus,
+    /// The envelope's serial and lineage.
+    pub envelope: Option<EnvelopeIds>,
+}
+
+/// The serial and lineage an envelope carries in plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeIds {
+    /// `serial`.
+    pub serial: Option<u64>,
+    /// `lineage`.
+    pub lineage: Option<String>,
+}
+
+impl EnvelopeIds {
+    /// OpenTofu's check after decrypting: the envelope's serial and lineage are the state's.
+    pub fn check(&self, serial: Option<u64>, lineage: Option<&str>) -> Result<(), EncryptionError> {
+        if let (Some(outer), Some(inner)) = (self.serial, serial)
+            && outer != inner
+        {
+            return Err(EncryptionError::EnvelopeMismatch {
+                field: "serial",
+                envelope: outer.to_string(),
+                state: inner.to_string(),
+            });
+        }
+        if let Some(outer) = self.lineage.as_deref().filter(|l| !l.is_empty())
+            && lineage != Some(outer)
+        {
+            return Err(EncryptionError::EnvelopeMismatch {
+                field: "lineage",
+                envelope: outer.to_owned(),
+                state: lineage.unwrap_or_default().to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An envelope's fields, `encrypted_data` kept as the base64 text.
+struct ParsedEnvelope<'a> {
+    head: EnvelopeHead,
+    data: Option<std::borrow::Cow<'a, [u8]>>,
+}
+
+/// The envelope without its data.
+#[derive(Deserialize)]
+struct EnvelopeHead {
+    #[serde(default)]
+    serial: Option<u64>,
+    #[serde(default)]
+    lineage: Option<String>,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
+    #[serde(default)]
+    encrypted_data: Option<String>,
+    #[serde(default)]
+    encryption_version: Option<String>,
+}
+
+/// Parses an envelope. The data (a third larger than the state) is not run through the JSON
+/// parser: its string is found directly (base64 has no quotes or escapes) and the rest is
+/// parsed with it left empty, which also proves the string found is the top-level one;
+/// anything unusual falls back to parsing the whole document.
+fn parse_envelope(body: &[u8]) -> Option<ParsedEnvelope<'_>> {
+    if let Some(found) = find_data(body) {
+        let (start, end) = found;
+        let mut rest = Vec::with_capacity(body.len() - (end - start));
+        rest.extend_from_slice(&body[..start]);
+        rest.extend_from_slice(&body[end..]);
+        if let Ok(mut head) = serde_json::from_slice::<EnvelopeHead>(&rest)
+            && head.encrypted_data.as_deref() == Some("")
+        {
+            head.encrypted_data = None;
+            return Some(ParsedEnvelope {
+                head,
+                data: Some(std::borrow::Cow::Borrowed(&body[start..end])),
+            });
+        }
+    }
+    let mut head: EnvelopeHead = serde_json::from_slice(body).ok()?;
+    let data = head
+        .encrypted_data
+        .take()
+        .map(|d| std::borrow::Cow::Owned(d.into_bytes()));
+    Some(ParsedEnvelope { head, data })
+}
+
+/// Where the `encrypted_data` string's content is: `(start, end)`, end at its closing quote.
+fn find_data(body: &[u8]) -> Option<(usize, usize)> {
+    let key = b"\"encrypted_data\"";
+    let mut at = memchr::memmem::find(body, key)? + key.len();
+    let skip = |at: &mut usize| {
+        while body.get(*at).is_some_and(u8::is_ascii_whitespace) {
+            *at += 1;
+        }
     };
-    if let (Some(outer), Some(inner)) = (envelope.serial, state.serial)
-        && outer != inner
-    {
-        return Err(EncryptionError::EnvelopeMismatch {
-            field: "serial",
-            envelope: outer.to_string(),
-            state: inner.to_string(),
-        });
-    }
-    if let Some(outer) = envelope.lineage.as_deref().filter(|l| !l.is_empty())
-        && state.lineage.as_deref() != Some(outer)
-    {
-        return Err(EncryptionError::EnvelopeMismatch {
-            field: "lineage",
-            envelope: outer.to_owned(),
-            state: state.lineage.unwrap_or_default(),
-        });
-    }
-    Ok(())
+    skip(&mut at);
+    (body.get(at) == Some(&b':')).then_some(())?;
+    at += 1;
+    skip(&mut at);
+    (body.get(at) == Some(&b'"')).then_some(())?;
+    let start = at + 1;
+    let end = start + memchr::memchr2(b'"', b'\\', &body[start..])?;
+    (body[end] == b'"').then_some((start, end))
 }
 
 fn gcm_algorithm(key: &Secret) -> Result<&'static aws_lc_rs::aead::Algorithm, String> {
@@ -463,6 +590,32 @@ fn aes_gcm_seal(key: &Secret, aad: Option<&[u8]>, plaintext: &[u8]) -> Result<Ve
     Ok(out)
 }
 
+/// Opens `nonce ‖ ciphertext ‖ tag` in place; the plaintext is `buffer[range]`.
+fn aes_gcm_open_in_place(
+    key: &Secret,
+    aad: Option<&[u8]>,
+    buffer: &mut [u8],
+) -> Result<std::ops::Range<usize>, String> {
+    use aws_lc_rs::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+    let algorithm = gcm_algorithm(key)?;
+    if buffer.len() < NONCE_LEN + 16 {
+        return Err("the encrypted data is too short (corrupted?)".into());
+    }
+    let opening = LessSafeKey::new(
+        UnboundKey::new(algorithm, key.expose()).map_err(|_| "bad AES key".to_owned())?,
+    );
+    let (nonce, sealed) = buffer.split_at_mut(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "bad nonce".to_owned())?;
+    let len = opening
+        .open_in_place(nonce, Aad::from(aad.unwrap_or_default()), sealed)
+        .map_err(|_| {
+            "authentication failed: a wrong key or passphrase, or altered data".to_owned()
+        })?
+        .len();
+    Ok(NONCE_LEN..NONCE_LEN + len)
+}
+
+#[cfg(test)]
 fn aes_gcm_open(key: &Secret, aad: Option<&[u8]>, data: &[u8]) -> Result<Vec<u8>, String> {
     use aws_lc_rs::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
     let algorithm = gcm_algorithm(key)?;
@@ -554,6 +707,33 @@ mod tests {
         assert_eq!(aes_gcm_open(&key, Some(b"ctx"), &sealed).unwrap(), b"hello");
         assert!(aes_gcm_open(&key, None, &sealed).is_err(), "other aad");
         assert!(aes_gcm_open(&Secret::new(vec![8; 32]), Some(b"ctx"), &sealed).is_err());
+    }
+
+    /// The envelope's data is found without the JSON parser; another key order, whitespace,
+    /// or an escaped data string (which only the parser reads) read the same.
+    #[tokio::test]
+    async fn envelopes_in_any_json_layout_decrypt() {
+        let config = EncryptionConfig::parse(
+            r#"{"key_provider":{"pbkdf2":{"k":{"passphrase":"correct-horse-battery-staple","iterations":200000}}},
+                "method":{"aes_gcm":{"m":{"keys":"key_provider.pbkdf2.k"}}},"state":{"method":"method.aes_gcm.m"}}"#,
+        )
+        .unwrap();
+        let encryption = StateEncryption::from_config(&config).unwrap();
+        let state = Bytes::from_static(br#"{"version":4,"serial":2,"lineage":"l"}"#);
+        let sealed = encryption.encrypt(state.clone()).await.unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
+        let pretty = serde_json::to_vec_pretty(&value).unwrap();
+        let data = value["encrypted_data"]
+            .as_str()
+            .unwrap()
+            .replace('/', "\\/");
+        let escaped = String::from_utf8(sealed.to_vec())
+            .unwrap()
+            .replace(value["encrypted_data"].as_str().unwrap(), &data);
+        for layout in [pretty, escaped.into_bytes()] {
+            let (opened, _) = encryption.decrypt(Bytes::from(layout)).await.unwrap();
+            assert_eq!(opened, state);
+        }
     }
 
     #[test]

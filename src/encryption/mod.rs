@@ -332,8 +332,8 @@ impl StateEncryption {
         let data = envelope
             .data
             .ok_or_else(|| EncryptionError::Malformed("no encrypted_data".into()))?;
-        let mut data = BASE64
-            .decode(&*data)
+        let mut data = base64_simd::STANDARD
+            .decode_to_vec(&*data)
             .map_err(|_| EncryptionError::Malformed("encrypted_data is not base64".into()))?;
         let ids = EnvelopeIds {
             serial: envelope.head.serial,
@@ -426,7 +426,7 @@ impl StateEncryption {
             .into_iter()
             .map(|(k, v): (String, Vec<u8>)| (k, BASE64.encode(v)))
             .collect();
-        let encoded = BASE64.encode(sealed);
+        let encoded = base64_simd::STANDARD.encode_to_string(sealed);
         let envelope = EnvelopeOut {
             serial: ids.serial,
             lineage: ids.lineage.as_deref().unwrap_or_default(),

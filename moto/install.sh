@@ -11,6 +11,8 @@ emulator_need_python "$MOTO_PYTHON" S3STATE_MOTO_PYTHON "a Python 3 interpreter"
 echo "install.sh: installing moto $MOTO_VERSION into $MOTO_VENV" >&2
 rm -rf "$MOTO_VENV"
 "$MOTO_PYTHON" -m venv "$MOTO_VENV"
-"$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server,dynamodb]==$MOTO_VERSION"
+# cryptography (a dependency of moto, pinned here) is also the test suite's second, independent
+# implementation of OpenTofu's state encryption (tests/encryption/opentofu_envelope.py).
+"$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server,dynamodb]==$MOTO_VERSION" "cryptography==47.0.0"
 echo "$want" > "$marker"
 echo "install.sh: done" >&2

@@ -4,6 +4,7 @@
 //! operator to act on the message alone. The enum is `#[non_exhaustive]`: match the variants
 //! you handle and keep a fallback arm.
 
+use crate::encryption::EncryptionError;
 use crate::state::DecodeError;
 use crate::state::meta::{LockInfo, SnapshotMeta};
 use std::time::Duration;
@@ -487,6 +488,18 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: Option<BoxError>,
+    },
+    /// OpenTofu state encryption refused the state at `location` (see [`EncryptionError`]
+    /// for which case: no key, a failed decryption naming each method tried, an envelope
+    /// whose serial or lineage is not its state's, an unknown version, plaintext where it is
+    /// refused). Nothing was written. No secret is in the message.
+    #[error("{location}: {source}")]
+    Encryption {
+        /// The state (or version) concerned.
+        location: String,
+        /// What went wrong.
+        #[source]
+        source: EncryptionError,
     },
 }
 

@@ -194,7 +194,10 @@ impl<S: VersionedStore> RemoteState<S> {
         }
         // Written by another tool (Terraform sends no such metadata): read the body.
         let object = self.store().get_version(&version.version_id).await?;
-        Ok(State::from_slice(&object.body)
+        let Ok(body) = self.open_body(object.body).await else {
+            return Ok(None);
+        };
+        Ok(State::from_slice(&body)
             .ok()
             .map(|state| SnapshotMeta::of(&state)))
     }
@@ -262,7 +265,9 @@ impl<S: VersionedStore> RemoteState<S> {
     /// The snapshot stored in one version.
     pub async fn snapshot_at(&self, version_id: &str) -> Result<Snapshot> {
         let object = self.store().get_version(version_id).await?;
-        let state = self.decode_snapshot(&object.body, &format!("version {version_id}"))?;
+        let state = self
+            .decode_snapshot(object.body, &format!("version {version_id}"))
+            .await?;
         Ok(Snapshot {
             version_id: version_id.to_owned(),
             meta: SnapshotMeta::of(&state),

@@ -69,6 +69,7 @@
 #[cfg(feature = "dynamodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub mod dynamodb;
+pub mod encryption;
 pub mod error;
 pub mod history;
 pub mod lock;
@@ -87,7 +88,9 @@ pub use history::{
     HistoryEntry, HistoryOptions, PruneOptions, Restored, Snapshot, VersionDetails, VersionSelector,
 };
 pub use lock::{LockDisabled, LockRetry, SecondaryLock, StoreLocker};
-pub use remote::{LockQueue, PersistedObject, RemoteState, RemoteStateOptions, UpdateLocking};
+pub use remote::{
+    EncryptionMigration, LockQueue, PersistedObject, RemoteState, RemoteStateOptions, UpdateLocking,
+};
 pub use s3::{AssumeRole, S3Builder, S3Store, ServerSideEncryption};
 pub use state::{DecodeError, OutputValue, RawJson, State};
 pub use statemgr::{

@@ -16,6 +16,7 @@
 //! `bound_lock` (locks a client holds across requests, for front ends that keep nothing
 //! between them). History, diff and restore are in [`crate::history`], on top of these.
 
+use crate::encryption::{self, DecryptionStatus, EncryptionError, EnvelopeIds, StateEncryption};
 use crate::error::{Error, Result};
 use crate::lock::{LockHolder, LockRetry, LockWait, StoreLocker};
 use crate::state::{COMPATIBLE_TERRAFORM_VERSION, OutputValue, State};
@@ -202,6 +203,12 @@ pub struct RemoteStateOptions {
     /// reads), so that a writer that has just released does not take the lock straight back
     /// while others wait. Default: on, with a 10 s lease.
     pub lock_queue: LockQueue,
+    /// OpenTofu state encryption: how stored states are decrypted when read and encrypted
+    /// when written (see [`crate::encryption`]). The serial and lineage rules are applied to
+    /// the plaintext, before encrypting, so an unchanged state still writes nothing. `None`
+    /// (the default): states are written as plaintext, and an encrypted state is refused with
+    /// [`crate::encryption::EncryptionError::NoKeyConfigured`].
+    pub encryption: Option<Arc<StateEncryption>>,
 }
 
 impl Default for RemoteStateOptions {
@@ -220,6 +227,7 @@ impl Default for RemoteStateOptions {
             unanswered_write_settle: Duration::from_secs(10),
             author: None,
             lock_queue: LockQueue::default(),
+            encryption: None,
         }
     }
 }
@@ -281,6 +289,10 @@ struct Base {
     parent_write_id: Option<String>,
     /// The object's user metadata, as read or written.
     metadata: ObjectMetadata,
+    /// It was read with a fallback of the configured encryption (or read as plaintext
+    /// through an `unencrypted` fallback): it is not stored as the primary method would
+    /// store it ([`RemoteState::migrate_encryption`]).
+    needs_migration: bool,
 }
 
 /// One snapshot to write ([`RemoteState::write_snapshot`]): the state, its bytes, and what is
@@ -314,6 +326,22 @@ impl Outgoing {
             operation: operation.to_owned(),
         }
     }
+}
+
+/// What [`RemoteState::migrate_encryption`] did (or, in a dry run, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncryptionMigration {
+    /// There is no state.
+    Absent,
+    /// The state is stored as the primary method stores it: nothing to do.
+    Current,
+    /// The state was (or, in a dry run, would be) rewritten with the primary method, as
+    /// this serial.
+    Rewritten {
+        /// The serial of the rewritten snapshot.
+        serial: u64,
+    },
 }
 
 /// Where the persisted snapshot a manager last read or wrote lives in the store.
@@ -858,11 +886,113 @@ impl<S: Store> RemoteState<S> {
         self.lock_snapshots().base.state.as_deref().cloned()
     }
 
-    pub(crate) fn decode_snapshot(&self, body: &[u8], what: &str) -> Result<State> {
-        State::from_slice(body).map_err(|source| Error::Decode {
-            location: format!("{} ({what})", self.store.location()),
+    pub(crate) async fn decode_snapshot(&self, body: Bytes, what: &str) -> Result<State> {
+        let location = format!("{} ({what})", self.store.location());
+        let (body, _, envelope) = self.open_with_status(body, &location).await?;
+        let state = State::from_slice(&body).map_err(|source| Error::Decode {
+            location: location.clone(),
+            source,
+        })?;
+        check_envelope(envelope, Some(&state), &location)?;
+        Ok(state)
+    }
+
+    /// The plaintext of a body read from the store: decrypted when it is OpenTofu's envelope
+    /// and encryption is configured ([`RemoteStateOptions::encryption`]), as it is otherwise.
+    /// An envelope without a configured key, or plaintext the configuration refuses, is a
+    /// typed [`Error::Encryption`].
+    pub async fn open_body(&self, body: Bytes) -> Result<Bytes> {
+        self.open_at(body, self.store.location()).await
+    }
+
+    async fn open_at(&self, body: Bytes, location: &str) -> Result<Bytes> {
+        match &self.options.encryption {
+            Some(encryption) => encryption
+                .decrypt(body)
+                .await
+                .map(|(plaintext, _)| plaintext)
+                .map_err(|source| Error::Encryption {
+                    location: location.to_owned(),
+                    source,
+                }),
+            None => self
+                .open_with_status(body, location)
+                .await
+                .map(|(plaintext, _, _)| plaintext),
+        }
+    }
+
+    /// [`RemoteState::open_body`] for a caller that parses the state: also whether the
+    /// primary method read it, and the envelope's serial and lineage, which the caller checks
+    /// against the parsed state ([`check_envelope`]; checking here would scan the state a
+    /// second time).
+    async fn open_with_status(
+        &self,
+        body: Bytes,
+        location: &str,
+    ) -> Result<(Bytes, DecryptionStatus, Option<EnvelopeIds>)> {
+        let opened = match &self.options.encryption {
+            Some(encryption) => encryption
+                .decrypt_unchecked(body)
+                .await
+                .map(|d| (d.plaintext, d.status, d.envelope)),
+            None => match encryption::inspect(&body) {
+                Some(envelope) => Err(EncryptionError::NoKeyConfigured {
+                    key_providers: envelope.key_providers,
+                }),
+                None => Ok((body, DecryptionStatus::Satisfied, None)),
+            },
+        };
+        opened.map_err(|source| Error::Encryption {
+            location: location.to_owned(),
             source,
         })
+    }
+
+    /// Rewrites the state in the form the configured encryption's primary method stores
+    /// (encrypting a plaintext state, decrypting one, or re-keying), when it was read with a
+    /// fallback; under the lock, as [`RemoteState::update`] takes it. The rewrite is a new
+    /// snapshot with the same content and the next serial, so the old form stays in the
+    /// history. With `dry_run`, only reads, and says what it would do.
+    pub async fn migrate_encryption(&self, dry_run: bool) -> Result<EncryptionMigration> {
+        let judge = |state: Option<&mut State>| {
+            let base = self.lock_snapshots().base.clone();
+            match (&base.state, base.needs_migration) {
+                (None, _) => EncryptionMigration::Absent,
+                (Some(_), false) => EncryptionMigration::Current,
+                (Some(stored), true) => {
+                    let serial = stored.serial.saturating_add(1);
+                    // Same content, next serial: the verdict writes it (a newer serial) and
+                    // the write primitive stores it with the primary method.
+                    if let Some(state) = state {
+                        state.serial = serial;
+                    }
+                    EncryptionMigration::Rewritten { serial }
+                }
+            }
+        };
+        if dry_run {
+            let _io = self.lock_io().await;
+            self.refresh_now().await?;
+            return Ok(judge(None));
+        }
+        self.update(|state| judge(Some(state))).await
+    }
+
+    /// The body to store for `plaintext`: encrypted with the configured method, or as it is.
+    /// The second value says whether it was encrypted.
+    pub async fn seal_body(&self, plaintext: Bytes) -> Result<(Bytes, bool)> {
+        match &self.options.encryption {
+            Some(encryption) if encryption.encrypts() => encryption
+                .encrypt(plaintext)
+                .await
+                .map(|sealed| (sealed, true))
+                .map_err(|source| Error::Encryption {
+                    location: self.store.location().to_owned(),
+                    source,
+                }),
+            _ => Ok((plaintext, false)),
+        }
     }
 
     fn remember_base(&self, base: Base) {
@@ -896,7 +1026,7 @@ impl<S: Store> RemoteState<S> {
         let base = match fetched {
             Fetched::NotModified => None,
             Fetched::Absent => Some(Base::default()),
-            Fetched::Found(object) => Some(self.decode(object)?),
+            Fetched::Found(object) => Some(self.decode(object).await?),
         };
         if let Some(seen) = &base {
             let known = self.lock_snapshots().base.clone();
@@ -925,8 +1055,12 @@ impl<S: Store> RemoteState<S> {
         }
     }
 
-    fn decode(&self, object: StoredObject) -> Result<Base> {
-        let state = match State::from_slice(&object.body) {
+    async fn decode(&self, object: StoredObject) -> Result<Base> {
+        let stored_size = object.body.len() as u64;
+        let (body, status, envelope) = self
+            .open_with_status(object.body, self.store.location())
+            .await?;
+        let state = match State::from_slice(&body) {
             Ok(state) => Some(state),
             Err(crate::state::DecodeError::Empty) => None,
             Err(source) => {
@@ -936,14 +1070,16 @@ impl<S: Store> RemoteState<S> {
                 });
             }
         };
+        check_envelope(envelope, state.as_ref(), self.store.location())?;
         Ok(Base {
             etag: Some(object.etag),
             state: state.map(Arc::new),
             version_id: object.version_id,
-            size: object.body.len() as u64,
+            size: stored_size,
             write_id: metadata::write_id(&object.metadata),
             parent_write_id: metadata::parent_write_id(&object.metadata),
             metadata: object.metadata,
+            needs_migration: status == DecryptionStatus::Migration,
         })
     }
 
@@ -999,6 +1135,10 @@ impl<S: Store> RemoteState<S> {
             author,
             operation,
         } = outgoing;
+        // The verdict was made on the plaintext; what is stored is its envelope when
+        // encryption is configured (whose size then says nothing of the canonical bytes).
+        let (body, sealed) = self.seal_body(body).await?;
+        let canonical = canonical && !sealed;
         let write_id = uuid::Uuid::new_v4().to_string();
         attempts.push(write_id.clone());
         let held = self.locker.held_info();
@@ -1023,6 +1163,9 @@ impl<S: Store> RemoteState<S> {
             },
         );
         metadata.extend(extra);
+        if sealed {
+            metadata::mark_encrypted(&mut metadata);
+        }
         let size = body.len() as u64;
         let condition = base.precondition();
         let settle = self.options.unanswered_write_settle;
@@ -1042,6 +1185,7 @@ impl<S: Store> RemoteState<S> {
                         write_id: Some(write_id.clone()),
                         parent_write_id: base.write_id.clone(),
                         metadata,
+                        needs_migration: false,
                     },
                     write_id,
                     superseded: false,
@@ -1150,7 +1294,7 @@ impl<S: Store> RemoteState<S> {
                 // An object that is not a state is reported as a conflict with an unknown
                 // remote; it is remembered as "unknown", so the next write can only create,
                 // and nothing ever overwrites it.
-                self.decode(object).unwrap_or_else(|_| Base {
+                self.decode(object).await.unwrap_or_else(|_| Base {
                     write_id: ids.0,
                     parent_write_id: ids.1,
                     ..Base::default()
@@ -1337,6 +1481,25 @@ impl<S: Store> RemoteState<S> {
             Verdict::Undecided(_) => unreachable!("whole states are always compared"),
         })
     }
+}
+
+/// OpenTofu's check after decrypting, on the parsed state: the envelope's plaintext serial
+/// and lineage are the state's.
+fn check_envelope(
+    envelope: Option<EnvelopeIds>,
+    state: Option<&State>,
+    location: &str,
+) -> Result<()> {
+    let Some(ids) = envelope else { return Ok(()) };
+    let (serial, lineage) = match state {
+        Some(state) => (Some(state.serial), Some(state.lineage.as_str())),
+        None => (None, None),
+    };
+    ids.check(serial, lineage)
+        .map_err(|source| Error::Encryption {
+            location: location.to_owned(),
+            source,
+        })
 }
 
 /// How many of `update`'s rounds may fail without landing (a failing store, not a lost

@@ -216,9 +216,17 @@ impl<S: Store> RemoteState<S> {
                 Fetched::Found(object) => Some(object),
                 Fetched::Absent | Fetched::NotModified => None,
             };
-            let bound_state = bound
-                .as_ref()
-                .and_then(|object| State::from_slice(&object.body).ok());
+            // Its serial and lineage, for messages: from the state, or from an OpenTofu
+            // envelope's plaintext fields (no key needed).
+            let bound_state = bound.as_ref().and_then(|object| {
+                State::from_slice(&object.body)
+                    .ok()
+                    .map(|state| (state.serial, state.lineage))
+                    .or_else(|| {
+                        let envelope = crate::encryption::inspect(&object.body)?;
+                        Some((envelope.serial?, envelope.lineage?))
+                    })
+            });
             let mut extra = ObjectMetadata::from([
                 (
                     keys::LOCK_STATE_ETAG.to_owned(),
@@ -228,9 +236,9 @@ impl<S: Store> RemoteState<S> {
                 ),
                 metadata::for_lock_owner(owner),
             ]);
-            if let Some(state) = &bound_state {
-                extra.insert(keys::LOCK_STATE_SERIAL.to_owned(), state.serial.to_string());
-                extra.insert(keys::LOCK_STATE_LINEAGE.to_owned(), state.lineage.clone());
+            if let Some((serial, lineage)) = &bound_state {
+                extra.insert(keys::LOCK_STATE_SERIAL.to_owned(), serial.to_string());
+                extra.insert(keys::LOCK_STATE_LINEAGE.to_owned(), lineage.clone());
             }
             match self.locker.lock_with_metadata(info, &extra).await {
                 Ok(id) => {

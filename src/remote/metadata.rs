@@ -55,6 +55,17 @@ pub mod keys {
     /// got no answer may still land. Whoever releases the lock, on whichever replica, waits
     /// until then.
     pub const LOCK_WRITE_IN_DOUBT_UNTIL: &str = "s3state-gateway-write-in-doubt-until";
+    /// State-object metadata: the snapshot is stored as OpenTofu's encryption envelope, whose
+    /// `encryption_version` this is (`v0`). Lets `ls` tell without reading the body.
+    pub const ENCRYPTION: &str = "s3state-encryption";
+}
+
+/// Marks snapshot metadata as describing an OpenTofu envelope ([`keys::ENCRYPTION`]).
+pub(crate) fn mark_encrypted(metadata: &mut ObjectMetadata) {
+    metadata.insert(
+        keys::ENCRYPTION.to_owned(),
+        crate::encryption::ENCRYPTION_VERSION.to_owned(),
+    );
 }
 
 /// Whether `value` comes back from an HTTP header exactly as it was sent: printable ASCII,

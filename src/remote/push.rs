@@ -89,6 +89,7 @@ impl<S: Store> RemoteState<S> {
             write_id: metadata::write_id(&head.metadata),
             parent_write_id: metadata::parent_write_id(&head.metadata),
             metadata: head.metadata.clone(),
+            needs_migration: false,
         };
         let known = self.lock_snapshots().base.clone();
         self.check_not_siblings(&known, &base).await?;

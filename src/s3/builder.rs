@@ -436,6 +436,15 @@ impl S3Builder {
         self
     }
 
+    /// OpenTofu state encryption for every state this builder's managers (and backend)
+    /// read and write: envelopes are decrypted when read, and writes are encrypted with the
+    /// configuration's method. Build it from `TF_ENCRYPTION` with
+    /// [`crate::encryption::StateEncryption::from_env`].
+    pub fn with_encryption(mut self, encryption: crate::encryption::StateEncryption) -> Self {
+        self.options.encryption = Some(std::sync::Arc::new(encryption));
+        self
+    }
+
     /// The object key for the configured workspace, after validation.
     pub fn state_key(&self) -> Result<String> {
         let key = self.key.as_deref().unwrap_or_default();

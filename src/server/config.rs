@@ -609,6 +609,13 @@ pub struct GatewayConfig {
     /// to grants. Besides `users`, or instead of them.
     #[serde(default)]
     pub oidc: Vec<OidcIssuerConfig>,
+    /// OpenTofu state encryption at rest, as OpenTofu's `encryption` block
+    /// (`[encryption.key_provider.pbkdf2.main]`, `[encryption.method.aes_gcm.main]`,
+    /// `[encryption.state]` with `method`, `fallback`, `enforced`); `TF_ENCRYPTION` is merged
+    /// over it. States are stored as OpenTofu's envelope while Terraform's `http` backend
+    /// sees plaintext; with `enforced`, plaintext is never stored.
+    #[serde(default)]
+    pub encryption: Option<crate::encryption::EncryptionConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -628,6 +635,7 @@ impl Default for GatewayConfig {
             audit_log: None,
             metrics_users: Vec::new(),
             oidc: Vec::new(),
+            encryption: None,
         }
     }
 }

@@ -87,6 +87,9 @@ pub enum ServeError {
 
 pub(crate) struct Shared {
     backend: S3Backend,
+    /// `[encryption]` (with `TF_ENCRYPTION` merged over it): states are stored as OpenTofu's
+    /// envelope, and Terraform's `http` backend sees plaintext.
+    encryption: Option<Arc<crate::encryption::StateEncryption>>,
     key_prefix: String,
     auth: Authenticator,
     metrics: Metrics,
@@ -168,6 +171,14 @@ impl Gateway {
                 builder = builder.with_dynamodb_client(client.clone());
             }
         }
+        // OpenTofu state encryption at rest: `[encryption]`, with TF_ENCRYPTION merged over
+        // it as OpenTofu merges them (so a passphrase can stay out of the file).
+        let encryption = crate::encryption::StateEncryption::from_env(config.encryption.clone())
+            .map_err(|err| ConfigError::Invalid {
+                field: "encryption".into(),
+                message: err.to_string(),
+            })?
+            .map(Arc::new);
         let backend = builder.build_backend().await?;
         // A lock table that is missing or unreachable fails here, not at every LOCK.
         #[cfg(feature = "dynamodb")]
@@ -191,6 +202,7 @@ impl Gateway {
             tls,
             shared: Arc::new(Shared {
                 backend,
+                encryption,
                 key_prefix: config.s3.key_prefix.clone(),
                 auth,
                 metrics: Metrics::default(),
@@ -403,6 +415,7 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
             key_prefix: &shared.key_prefix,
             principal: &principal,
             audit: &audit,
+            encryption: shared.encryption.as_ref(),
         };
         return ui::handle(ui, request).await;
     }
@@ -469,9 +482,9 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
     if history || method == Method::GET || method == Method::HEAD {
         Started::set(request.extensions());
         if history {
-            return protocol::history(store, &query).await;
+            return protocol::history(store, shared.encryption.as_ref(), &query).await;
         }
-        return protocol::get(&store).await;
+        return protocol::get(&store, shared.encryption.as_ref()).await;
     }
     let started = request.extensions().clone();
     let md5 = protocol::md5_header(request.headers());
@@ -517,7 +530,14 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
                 shared.writes.spawn(async move {
                     let shared = task_shared;
                     let _done = Forget(&shared, key);
-                    let response = protocol::answer(&shared.metrics, &audit, &store, request).await;
+                    let response = protocol::answer(
+                        &shared.metrics,
+                        &audit,
+                        &store,
+                        shared.encryption.as_ref(),
+                        request,
+                    )
+                    .await;
                     let _ = sender.send(Some(Arc::new(Answer::of(response).await)));
                 });
                 receiver

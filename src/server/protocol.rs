@@ -11,6 +11,7 @@
 
 use super::audit::{Audit, Event};
 use super::metrics::Metrics;
+use crate::encryption::StateEncryption;
 use crate::error::{Error, LockRefusal};
 use crate::remote::{
     BoundLockTaken, BoundUnlock, BoundWrite, RemoteState, RemoteStateOptions, SentState,
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Lock-object metadata: the state's ETag when the lock was taken (`none` when there was no
@@ -116,11 +118,28 @@ fn state_response(body: Bytes) -> Response {
     response
 }
 
-pub(crate) async fn get<S: GatewayStore>(store: &S) -> Response {
+pub(crate) async fn get<S: GatewayStore>(store: &S, encryption: Encryption<'_>) -> Response {
     match store.get(None).await {
-        Ok(Fetched::Found(object)) if !object.body.is_empty() => state_response(object.body),
+        Ok(Fetched::Found(object)) if !object.body.is_empty() => {
+            plaintext_response(&manager(store, encryption), object.body).await
+        }
         Ok(_) => text(StatusCode::NOT_FOUND, "no state"),
         Err(error) => store_failed(&error),
+    }
+}
+
+/// The OpenTofu encryption the gateway stores states with (`[encryption]`), if any.
+pub(crate) type Encryption<'a> = Option<&'a Arc<StateEncryption>>;
+
+/// A stored body as Terraform reads it: decrypted when it is OpenTofu's envelope (Terraform's
+/// `http` backend sees plaintext), refused without the key.
+async fn plaintext_response<S: Store>(manager: &RemoteState<S>, body: Bytes) -> Response {
+    match manager.open_body(body).await {
+        Ok(plaintext) => state_response(plaintext),
+        Err(error) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{error}; nothing was written"),
+        ),
     }
 }
 
@@ -197,7 +216,7 @@ pub async fn handle_state_request<S: GatewayStore>(
     store: &S,
     request: StateRequest,
 ) -> StateResponse {
-    let response = answer(&Metrics::default(), &Audit::default(), store, request).await;
+    let response = answer(&Metrics::default(), &Audit::default(), store, None, request).await;
     let status = response.status().as_u16();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -210,17 +229,40 @@ pub(crate) async fn answer<S: GatewayStore>(
     metrics: &Metrics,
     log: &Audit,
     store: &S,
+    encryption: Encryption<'_>,
     request: StateRequest,
 ) -> Response {
     let name = request.state_name.clone();
     let who = request.principal.clone();
     match request.method {
-        StateMethod::Get => get(store).await,
-        StateMethod::Update => update(metrics, log, store, request).await,
-        StateMethod::Lock => lock(metrics, log, &who, &name, store, &request.body).await,
-        StateMethod::Unlock => unlock(log, &who, request.admin, &name, store, &request.body).await,
+        StateMethod::Get => get(store, encryption).await,
+        StateMethod::Update => update(metrics, log, store, encryption, request).await,
+        StateMethod::Lock => {
+            lock(metrics, log, &who, &name, store, encryption, &request.body).await
+        }
+        StateMethod::Unlock => {
+            unlock(
+                log,
+                &who,
+                request.admin,
+                &name,
+                store,
+                encryption,
+                &request.body,
+            )
+            .await
+        }
         StateMethod::Delete => {
-            delete(metrics, log, &who, &name, store, request.lock_id.as_deref()).await
+            delete(
+                metrics,
+                log,
+                &who,
+                &name,
+                store,
+                encryption,
+                request.lock_id.as_deref(),
+            )
+            .await
         }
     }
 }
@@ -231,13 +273,14 @@ pub(crate) async fn answer<S: GatewayStore>(
 /// The manager a request works through: over the state read without comparing Terraform's
 /// digest (the write path reads only to write conditionally on what it read, and sets the
 /// digest itself), and refusing at once rather than waiting when the state is locked.
-pub(crate) fn manager<S: GatewayStore>(store: &S) -> RemoteState<S> {
+pub(crate) fn manager<S: GatewayStore>(store: &S, encryption: Encryption<'_>) -> RemoteState<S> {
     RemoteState::with_options(
         store.for_writes(),
         RemoteStateOptions {
             update_locking: UpdateLocking::Lock {
                 timeout: Duration::ZERO,
             },
+            encryption: encryption.cloned(),
             ..RemoteStateOptions::default()
         },
     )
@@ -329,6 +372,7 @@ pub(crate) async fn update<S: GatewayStore>(
     metrics: &Metrics,
     log: &Audit,
     store: &S,
+    encryption: Encryption<'_>,
     request: StateRequest,
 ) -> Response {
     let StateRequest {
@@ -378,7 +422,7 @@ pub(crate) async fn update<S: GatewayStore>(
         }
     };
     let serial = sent.serial;
-    let written = manager(store)
+    let written = manager(store, encryption)
         .write_sent(SentState {
             state: sent,
             body,
@@ -428,6 +472,7 @@ pub(crate) async fn lock<S: GatewayStore>(
     who: &str,
     name: &str,
     store: &S,
+    encryption: Encryption<'_>,
     body: &[u8],
 ) -> Response {
     let audit = lock_audit(log, who, name);
@@ -443,7 +488,7 @@ pub(crate) async fn lock<S: GatewayStore>(
             );
         }
     };
-    match manager(store).lock_bound(&info, who).await {
+    match manager(store, encryption).lock_bound(&info, who).await {
         Ok(BoundLockTaken::Taken(info)) => {
             audit("locked", &info.id);
             json_response(
@@ -477,6 +522,7 @@ pub(crate) async fn unlock<S: GatewayStore>(
     may_force: bool,
     name: &str,
     store: &S,
+    encryption: Encryption<'_>,
     body: &[u8],
 ) -> Response {
     let audit = lock_audit(log, who, name);
@@ -496,7 +542,7 @@ pub(crate) async fn unlock<S: GatewayStore>(
     };
     let given_id = given.map(|info| info.id).filter(|id| !id.is_empty());
     let shown_id = given_id.as_deref().unwrap_or("-");
-    match manager(store)
+    match manager(store, encryption)
         .unlock_bound(given_id.as_deref(), who, may_force)
         .await
     {
@@ -528,6 +574,7 @@ pub(crate) async fn delete<S: GatewayStore>(
     who: &str,
     name: &str,
     store: &S,
+    encryption: Encryption<'_>,
     lock_id: Option<&str>,
 ) -> Response {
     let audit = |outcome: &str, version_id: Option<&str>| {
@@ -540,7 +587,7 @@ pub(crate) async fn delete<S: GatewayStore>(
             ..Event::default()
         });
     };
-    match manager(store).delete_bound(lock_id, who).await {
+    match manager(store, encryption).delete_bound(lock_id, who).await {
         Ok(BoundWrite::Done { version_id, .. }) => {
             audit("deleted", version_id.as_deref());
             text(StatusCode::OK, "deleted")
@@ -584,7 +631,11 @@ struct VersionJson {
     resources: Option<usize>,
 }
 
-pub(crate) async fn history(store: S3Store, query: &HeaderQuery) -> Response {
+pub(crate) async fn history(
+    store: S3Store,
+    encryption: Encryption<'_>,
+    query: &HeaderQuery,
+) -> Response {
     if let Some(version_id) = &query.version {
         if version_id.is_empty()
             || version_id.len() > 1024
@@ -595,7 +646,7 @@ pub(crate) async fn history(store: S3Store, query: &HeaderQuery) -> Response {
             return text(StatusCode::BAD_REQUEST, "not a version id");
         }
         return match store.get_version(version_id).await {
-            Ok(object) => state_response(object.body),
+            Ok(object) => plaintext_response(&manager(&store, encryption), object.body).await,
             Err(Error::VersionNotFound { .. }) => {
                 text(StatusCode::NOT_FOUND, "no such version of this state")
             }

@@ -344,3 +344,24 @@ fn the_checker_finds_a_cycle_when_there_is_one() {
         ]
     );
 }
+
+/// The encryption layer works on bytes: it imports nothing of the crate (issue 24), so the
+/// rules above it never depend on whether a state is encrypted.
+#[test]
+fn the_encryption_layer_knows_nothing_of_the_rules_or_of_storage() {
+    let graph = dependencies(&library(), None);
+    let mut offending = Vec::new();
+    for (module, targets) in &graph {
+        if module == "encryption" || module.starts_with("encryption::") {
+            for target in targets {
+                if !(target == "encryption" || target.starts_with("encryption::")) {
+                    offending.push(format!("{module} -> {target}"));
+                }
+            }
+        }
+    }
+    assert!(
+        offending.is_empty(),
+        "the encryption layer imports upward: {offending:?}"
+    );
+}

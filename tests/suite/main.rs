@@ -10,6 +10,7 @@ mod cli;
 mod codec;
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
+mod encryption;
 mod gateway;
 mod history;
 mod interop;

@@ -16,6 +16,8 @@ macro_rules! bail {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BackendBlock {
     pub file: String,
+    /// The `terraform { encryption { … } }` block (OpenTofu state encryption), if any.
+    pub encryption: Option<s3state::encryption::EncryptionConfig>,
     pub bucket: Option<String>,
     pub key: Option<String>,
     pub region: Option<String>,
@@ -143,12 +145,33 @@ pub fn read(dir: &Path) -> Result<Option<BackendBlock>> {
         .collect();
     files.sort();
     let mut found = None;
+    let mut encryption = None;
     for path in files {
         let text = std::fs::read_to_string(&path)
             .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
         let body: Body =
             hcl::parse(&text).map_err(|err| format!("cannot parse {}: {err}", path.display()))?;
         for terraform in body.blocks().filter(|b| b.identifier() == "terraform") {
+            for block in terraform
+                .body()
+                .blocks()
+                .filter(|b| b.identifier() == "encryption")
+            {
+                if encryption.is_some() {
+                    bail!(
+                        "more than one encryption block found (the second in {})",
+                        path.display()
+                    );
+                }
+                // Read as TF_ENCRYPTION is: the block's body, in HCL.
+                let text = hcl::format::to_string(block.body()).map_err(|_| {
+                    format!("cannot read the encryption block in {}", path.display())
+                })?;
+                encryption = Some(
+                    s3state::encryption::EncryptionConfig::parse(&text)
+                        .map_err(|err| format!("{}: {err}", path.display()))?,
+                );
+            }
             for backend in terraform
                 .body()
                 .blocks()
@@ -174,6 +197,11 @@ pub fn read(dir: &Path) -> Result<Option<BackendBlock>> {
                 found = Some(parse_block(&path.display().to_string(), backend.body())?);
             }
         }
+    }
+    if encryption.is_some() {
+        let mut block = found.unwrap_or_default();
+        block.encryption = encryption;
+        found = Some(block);
     }
     Ok(found)
 }

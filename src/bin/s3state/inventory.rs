@@ -10,6 +10,7 @@ use crate::{settings, ui};
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use futures::StreamExt;
 use s3state::history::meta_from_metadata;
+use s3state::remote::metadata_keys;
 use s3state::{S3Store, State};
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
@@ -79,6 +80,9 @@ struct Row {
     lock_holder: Option<String>,
     lock_id: Option<String>,
     versions: Option<usize>,
+    /// Whether the state is stored encrypted (OpenTofu state encryption); `None` when
+    /// unknown (not a state).
+    encrypted: Option<bool>,
     /// For sorting (the string above is for people and JSON).
     #[serde(skip)]
     modified: Option<DateTime>,
@@ -270,7 +274,7 @@ pub async fn run(flags: &settings::Flags, mut args: LsArgs) -> Result {
 fn table(rows: &[Row], with_versions: bool) -> String {
     let dash = || "-".to_owned();
     let mut text = String::from(
-        "KEY\tWORKSPACE\tSERIAL\tLINEAGE\tVERSION\tSIZE\tRESOURCES\tMODIFIED\tLOCKED BY",
+        "KEY\tWORKSPACE\tSERIAL\tLINEAGE\tVERSION\tSIZE\tRESOURCES\tMODIFIED\tLOCKED BY\tENCRYPTED",
     );
     if with_versions {
         text.push_str("\tVERSIONS");
@@ -278,7 +282,7 @@ fn table(rows: &[Row], with_versions: bool) -> String {
     text.push('\n');
     for row in rows {
         text.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             row.key,
             row.workspace,
             row.serial.map(|s| s.to_string()).unwrap_or_else(dash),
@@ -288,6 +292,11 @@ fn table(rows: &[Row], with_versions: bool) -> String {
             row.resources.map(|r| r.to_string()).unwrap_or_else(dash),
             row.last_modified.clone().unwrap_or_else(dash),
             row.lock_holder.clone().unwrap_or_else(dash),
+            match row.encrypted {
+                Some(true) => "yes".to_owned(),
+                Some(false) => "no".to_owned(),
+                None => dash(),
+            },
         ));
         if with_versions {
             text.push('\t');
@@ -327,6 +336,7 @@ impl Reader<'_> {
             lock_holder: None,
             lock_id: None,
             versions: None,
+            encrypted: None,
             modified,
             key,
         };
@@ -366,6 +376,7 @@ impl Reader<'_> {
             row.serial = Some(meta.serial);
             row.lineage = Some(meta.lineage);
             row.terraform_version = Some(meta.terraform_version.to_string());
+            row.encrypted = Some(metadata.contains_key(metadata_keys::ENCRYPTION));
         } else if body.is_none() {
             // Not written by s3state (Terraform, or by hand): only the body says.
             let Some((object_body, _)) = self.get(&row.key, &location).await? else {
@@ -373,9 +384,15 @@ impl Reader<'_> {
             };
             body = Some(object_body);
         }
-        if let Some(body) = body
+        // An OpenTofu envelope says its serial and lineage in plaintext: no key is needed.
+        if let Some(envelope) = body.as_deref().and_then(s3state::encryption::inspect) {
+            row.encrypted = Some(true);
+            row.serial = envelope.serial.or(row.serial);
+            row.lineage = envelope.lineage.or(row.lineage.take());
+        } else if let Some(body) = body
             && let Ok(state) = State::from_slice(&body)
         {
+            row.encrypted = Some(false);
             row.serial = Some(state.serial);
             row.lineage = Some(state.lineage.clone());
             row.terraform_version = Some(state.terraform_version.to_string());
@@ -582,6 +599,7 @@ mod tests {
             lock_holder: None,
             lock_id: None,
             versions: None,
+            encrypted: None,
             modified: Some(at(modified)),
         }
     }

@@ -7,6 +7,7 @@ mod error;
 mod generated_docs;
 mod inventory;
 mod probe;
+mod rekey;
 mod settings;
 mod tooling;
 mod ui;
@@ -64,14 +65,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the state JSON, exactly as stored.
+    /// Print the state JSON, exactly as stored (decrypted, for an OpenTofu-encrypted state).
     #[command(
-        after_help = "Example:\n  s3state pull > terraform.tfstate\n  s3state pull --version-id 3HL4kqtJvjVBH40Nrjfkd"
+        after_help = "Example:\n  s3state pull > terraform.tfstate\n  s3state pull --version-id 3HL4kqtJvjVBH40Nrjfkd\n  TF_ENCRYPTION=\"$(cat enc.hcl)\" s3state pull\n  s3state pull --raw   # the OpenTofu envelope, undecrypted"
     )]
     Pull {
         /// A past version instead of the current one.
         #[arg(long)]
         version_id: Option<String>,
+        /// The bytes as stored, without decrypting an OpenTofu-encrypted state.
+        #[arg(long)]
+        raw: bool,
     },
     /// Write a state file as the new snapshot, with Terraform's lineage and serial checks.
     #[command(after_help = concat!(
@@ -212,6 +216,13 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Move states between OpenTofu encryption keys or methods: encrypt a plaintext state,
+    /// decrypt one, or re-key it (read with the fallback, written with the method), under
+    /// the lock and as a new version.
+    #[command(
+        after_help = "Configure the target as the `method` and what the states are now as a `fallback` (TF_ENCRYPTION, or the encryption block with --chdir).\n\nExample:\n  s3state rekey --dry-run\n  s3state rekey --prefix teams/ --dry-run\n  s3state rekey --prefix teams/"
+    )]
+    Rekey(rekey::RekeyArgs),
     /// List, create or delete workspaces.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
@@ -354,6 +365,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Tool(tool) => runtime.block_on(tooling::run(&cli.settings, tool)),
+        Command::Rekey(args) => runtime.block_on(rekey::run(&cli.settings, args)),
         Command::Completions { shell } => {
             generated_docs::completions(shell, <Cli as clap::CommandFactory>::command())
         }

@@ -301,6 +301,13 @@ fn resolve_with(flags: &Flags, key_needed: KeyNeeded) -> Result<Resolved, CliErr
             author: Some(s3state::LockInfo::new("").who),
             ..s3state::RemoteStateOptions::default()
         });
+    // OpenTofu state encryption: TF_ENCRYPTION merged over the encryption block, as OpenTofu
+    // merges them. (Its errors name settings, never their values.)
+    match s3state::encryption::StateEncryption::from_env(block.encryption.clone()) {
+        Ok(Some(encryption)) => builder = builder.with_encryption(encryption),
+        Ok(None) => {}
+        Err(err) => return Err(CliError::usage(format!("OpenTofu encryption: {err}"))),
+    }
     if let Some(region) = pick(&flags.region, &block.region) {
         builder = builder.with_region(region);
     }

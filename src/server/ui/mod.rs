@@ -102,6 +102,9 @@ pub(crate) struct UiRequest<'a> {
     pub(crate) principal: &'a Principal,
     /// This request's audit lines.
     pub(crate) audit: &'a Audit,
+    /// The gateway's `[encryption]`: states are read through the library, which decrypts
+    /// them, so pages show what Terraform sees and never an envelope's keys.
+    pub(crate) encryption: protocol::Encryption<'a>,
 }
 
 /// Answers an authenticated request under `/ui`.
@@ -360,6 +363,21 @@ impl UiRequest<'_> {
             .without_digest_check()
     }
 
+    /// The library's manager over a state, with the gateway's encryption: every state a page
+    /// shows is read and decoded through it.
+    fn manager(&self, store: S3Store) -> RemoteState<S3Store> {
+        protocol::manager(&store, self.encryption)
+    }
+
+    /// The state in a body read from the store, decrypted when the gateway encrypts; `None`
+    /// when it is not a state (or cannot be decrypted).
+    async fn decode(&self, store: &S3Store, body: bytes::Bytes) -> Option<State> {
+        self.manager(store.clone())
+            .decode_snapshot(body, "current")
+            .await
+            .ok()
+    }
+
     fn page(&self, status: StatusCode, title: &str, body: &str) -> Response {
         html_response(status, html::page(title, &self.principal.name, body))
     }
@@ -525,7 +543,7 @@ impl UiRequest<'_> {
             Ok(Headed::Absent) => None,
             _ => match store.get(None).await {
                 Ok(Fetched::Found(object)) => {
-                    serial = State::from_slice(&object.body).ok().map(|s| s.serial);
+                    serial = self.decode(&store, object.body).await.map(|s| s.serial);
                     Some(object.metadata)
                 }
                 _ => None,
@@ -539,12 +557,12 @@ impl UiRequest<'_> {
             if serial.is_none()
                 && let Ok(Fetched::Found(object)) = store.get(None).await
             {
-                serial = State::from_slice(&object.body).ok().map(|s| s.serial);
+                serial = self.decode(&store, object.body).await.map(|s| s.serial);
             }
         }
         let locked = match locked {
             Some(locked) => Some(locked),
-            None => match RemoteState::new(store).locker().current().await {
+            None => match self.manager(store).locker().current().await {
                 Ok(holder) => Some(holder.is_some()),
                 Err(crate::Error::Locked { .. }) => Some(true),
                 Err(_) => None,
@@ -566,7 +584,7 @@ impl UiRequest<'_> {
             Err(message) => return error_page(self, StatusCode::BAD_REQUEST, &message),
         };
         let store = self.store(name);
-        let manager = RemoteState::new(store.clone());
+        let manager = self.manager(store.clone());
         let holder = match manager.locker().current().await {
             Ok(holder) => Ok(holder),
             Err(crate::Error::Locked { holder, .. }) => Err(holder),
@@ -589,7 +607,7 @@ impl UiRequest<'_> {
             shown
                 .iter()
                 .chain(older)
-                .map(|version| Box::pin(read_version(&store, version)) as Boxed<'_, _>)
+                .map(|version| Box::pin(read_version(&manager, version)) as Boxed<'_, _>)
                 .collect(),
             PARALLEL / 2,
         )
@@ -779,7 +797,7 @@ impl UiRequest<'_> {
                 "Pick two versions to compare (from and to).",
             );
         }
-        let manager = RemoteState::new(self.store(name));
+        let manager = self.manager(self.store(name));
         let (from, to) = futures::join!(
             manager.snapshot_at(&query.from),
             manager.snapshot_at(&query.to)
@@ -918,21 +936,25 @@ impl UiRequest<'_> {
         };
         let store = self.store(name);
         let (state, version) = match &query.version {
-            Some(version) => match RemoteState::new(store).snapshot_at(version).await {
+            Some(version) => match self.manager(store).snapshot_at(version).await {
                 Ok(snapshot) => (snapshot.state, version.clone()),
                 Err(error) => return library_failed(self, &error),
             },
             None => match store.get(None).await {
-                Ok(Fetched::Found(object)) => match State::from_slice(&object.body) {
-                    Ok(state) => (state, object.version_id.unwrap_or_else(|| "current".into())),
-                    Err(_) => {
-                        return error_page(
-                            self,
-                            StatusCode::CONFLICT,
-                            "The current object is not a Terraform state.",
-                        );
+                Ok(Fetched::Found(object)) => {
+                    match self.decode(&store, object.body.clone()).await {
+                        Some(state) => {
+                            (state, object.version_id.unwrap_or_else(|| "current".into()))
+                        }
+                        None => {
+                            return error_page(
+                                self,
+                                StatusCode::CONFLICT,
+                                "The current object is not a Terraform state.",
+                            );
+                        }
                     }
-                },
+                }
                 Ok(_) => {
                     return error_page(
                         self,
@@ -1001,7 +1023,7 @@ impl UiRequest<'_> {
             Ok(query) => query,
             Err(message) => return error_page(self, StatusCode::BAD_REQUEST, &message),
         };
-        let holder = match RemoteState::new(self.store(name)).locker().current().await {
+        let holder = match self.manager(self.store(name)).locker().current().await {
             Ok(Some(holder)) => holder,
             Ok(None) => {
                 return self.page(
@@ -1110,7 +1132,8 @@ impl UiRequest<'_> {
                 "Tick the confirmation to force-unlock; nothing was unlocked.",
             );
         }
-        let unlocked = protocol::manager(&self.store(name))
+        let unlocked = self
+            .manager(self.store(name))
             .unlock_bound(Some(&form.id), &self.principal.name, true)
             .await;
         match unlocked {
@@ -1152,14 +1175,22 @@ async fn bounded<T>(futures: Vec<Boxed<'_, T>>, limit: usize) -> Vec<T> {
 /// A version's state (when its body is one) and metadata; `None` for a delete marker or a
 /// version that could not be read.
 async fn read_version(
-    store: &S3Store,
+    manager: &RemoteState<S3Store>,
     version: &ObjectVersion,
 ) -> Option<(Option<State>, ObjectMetadata)> {
     if version.is_delete_marker {
         return None;
     }
-    let object = store.get_version(&version.version_id).await.ok()?;
-    Some((State::from_slice(&object.body).ok(), object.metadata))
+    let object = manager
+        .store()
+        .get_version(&version.version_id)
+        .await
+        .ok()?;
+    let state = manager
+        .decode_snapshot(object.body, &version.version_id)
+        .await
+        .ok();
+    Some((state, object.metadata))
 }
 
 /// Resource instances added, changed and removed in a diff.

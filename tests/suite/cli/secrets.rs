@@ -237,3 +237,72 @@ fn a_malformed_sse_c_key_or_a_lone_token_is_refused_without_showing_it() {
         }
     }
 }
+
+/// OpenTofu encryption passphrases (issue 24) never appear: not at trace level, not in the
+/// error for a wrong passphrase, a passphrase too short, or an HCL configuration that does
+/// not parse (on the passphrase's own line), nor in `Debug` of the configuration.
+#[tokio::test]
+async fn opentofu_encryption_passphrases_never_appear_in_output_logs_or_errors() {
+    let bucket = common::bucket(true).await;
+    let key = "secrets/encrypted.tfstate";
+    let passphrase = "tofu-passphrase-never-shown";
+    let config = |passphrase: &str| {
+        format!(
+            "key_provider \"pbkdf2\" \"k\" {{\n  passphrase = \"{passphrase}\"\n  iterations = 200000\n}}\nmethod \"aes_gcm\" \"m\" {{\n  keys = key_provider.pbkdf2.k\n}}\nstate {{\n  method = method.aes_gcm.m\n}}\n"
+        )
+    };
+    let dir = common::temp_dir("s3state-secrets-tofu");
+    std::fs::write(dir.join("state.json"), state_with_a_secret().to_bytes()).unwrap();
+    let s3state = |tf_encryption: &str, args: &[&str]| {
+        let output = common::s3state_on(&bucket, key, dir.clone())
+            .env("TF_ENCRYPTION", tf_encryption)
+            .env("RUST_LOG", "trace")
+            .args(args)
+            .output()
+            .unwrap();
+        let everything = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), everything)
+    };
+    let right = config(passphrase);
+    for args in [
+        &["push", "state.json"][..],
+        &["meta"],
+        &["outputs", "--json"],
+        &["history", "--details"],
+    ] {
+        let (success, everything) = s3state(&right, args);
+        assert!(success, "{args:?}: {everything}");
+        assert!(
+            !everything.contains(passphrase),
+            "{args:?} printed the passphrase"
+        );
+    }
+    let wrong = "another-passphrase-never-shown";
+    let short = "short-secret";
+    let unparsable = format!(
+        "{}\nkey_provider \"pbkdf2\" {{ passphrase = \"{wrong}\" ",
+        config(wrong)
+    );
+    for (config, secret) in [
+        (config(wrong), wrong),
+        (config(short), short),
+        (unparsable, wrong),
+    ] {
+        let (success, everything) = s3state(&config, &["meta"]);
+        assert!(!success, "{everything}");
+        assert!(everything.contains("error"), "{everything}");
+        assert!(
+            !everything.contains(secret),
+            "printed {secret}: {everything}"
+        );
+        assert!(!everything.contains(passphrase), "{everything}");
+    }
+    let parsed = s3state::encryption::EncryptionConfig::parse(&right).unwrap();
+    let built = s3state::encryption::StateEncryption::from_config(&parsed).unwrap();
+    let rendered = format!("{parsed:?} {built:?}");
+    assert!(!rendered.contains(passphrase), "{rendered}");
+}

@@ -1014,3 +1014,42 @@ pub fn assert_first_snapshot<S: s3state::Store>(manager: &RemoteState<S>) -> s3s
     );
     meta
 }
+
+/// Runs the independent Python implementation of OpenTofu's envelope
+/// (`tests/encryption/opentofu_envelope.py`, on `cryptography` from moto's venv, installed by
+/// `moto/install.sh` if needed) with `args`, `input` on stdin and the passphrase in its
+/// environment; its stdout. Fails loudly if Python or the package is missing.
+#[allow(dead_code)]
+pub fn opentofu_envelope(args: &[&str], input: &[u8], passphrase: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = PYTHON.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(root.join("moto/install.sh"))
+            .status()
+            .expect("running moto/install.sh");
+        assert!(status.success(), "moto/install.sh failed ({status})");
+        let venv = std::env::var_os("S3STATE_MOTO_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("moto/.venv"));
+        venv.join("bin/python")
+    });
+    let mut child = Command::new(python)
+        .arg(root.join("tests/encryption/opentofu_envelope.py"))
+        .args(args)
+        .env("OPENTOFU_PASSPHRASE", passphrase)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", python.display()));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "opentofu_envelope.py {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}

@@ -4,6 +4,7 @@ mod attacks;
 mod delete;
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
+mod encryption;
 mod hardening;
 mod http;
 mod in_memory;

@@ -804,6 +804,7 @@ async fn ls_json_has_every_column_and_counts_versions_only_on_request_either_way
     assert_eq!(
         fields,
         [
+            "encrypted",
             "key",
             "last_modified",
             "lineage",

@@ -1,0 +1,193 @@
+//! The `external` and `aws_kms` key providers (the latter against moto's KMS), and `chain`.
+
+use super::{PASSPHRASE, encryption};
+use crate::common;
+use bytes::Bytes;
+use s3state::encryption::{EncryptionError, inspect};
+use std::time::Duration;
+
+/// A key provider command speaking OpenTofu's external protocol: the header line, then the
+/// keys (a fixed 32-byte key, base64) and metadata. It records its input beside itself.
+fn external_provider(dir: &std::path::Path, sleep: u32) -> std::path::PathBuf {
+    let script = dir.join("provider.sh");
+    let input = dir.join("input.json");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/usr/bin/env bash
+set -eu
+echo '{{"magic":"OpenTofu-External-Key-Provider","version":1}}'
+cat > '{input}'
+sleep {sleep}
+key=$(printf 'k%.0s' $(seq 1 32) | base64)
+if [ "$(cat '{input}')" = null ]; then
+  echo '{{"keys":{{"encryption_key":"'"$key"'"}},"meta":{{"external_data":{{"id":"7"}}}}}}'
+else
+  echo '{{"keys":{{"encryption_key":"'"$key"'","decryption_key":"'"$key"'"}},"meta":{{"external_data":{{"id":"7"}}}}}}'
+fi
+"#,
+            input = input.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+fn external_config(script: &std::path::Path, chained: bool) -> String {
+    let keys = if chained {
+        "key_provider.pbkdf2.chained"
+    } else {
+        "key_provider.external.cmd"
+    };
+    format!(
+        r#"{{"key_provider":{{"external":{{"cmd":{{"command":["{}"]}}}},
+              "pbkdf2":{{"chained":{{"chain":"key_provider.external.cmd","iterations":200000}}}}}},
+            "method":{{"aes_gcm":{{"main":{{"keys":"{keys}"}}}}}},
+            "state":{{"method":"method.aes_gcm.main"}}}}"#,
+        script.display()
+    )
+}
+
+/// The external provider is run with `null` to encrypt and with its stored metadata to
+/// decrypt; chained into pbkdf2, both providers' metadata are stored.
+#[tokio::test]
+async fn the_external_key_provider_speaks_opentofus_protocol_alone_and_chained() {
+    let dir = common::temp_dir("external-kp");
+    let script = external_provider(&dir, 0);
+    for chained in [false, true] {
+        let encryption = encryption(&external_config(&script, chained));
+        let sealed = encryption
+            .encrypt(Bytes::from_static(common::TERRAFORM_STATE))
+            .await
+            .unwrap();
+        let envelope = inspect(&sealed).unwrap();
+        let mut expected = vec!["key_provider.external.cmd".to_owned()];
+        if chained {
+            expected.push("key_provider.pbkdf2.chained".to_owned());
+        }
+        assert_eq!(envelope.key_providers, expected);
+        let (opened, _) = encryption.decrypt(sealed).await.unwrap();
+        assert_eq!(&opened[..], common::TERRAFORM_STATE);
+        let input = std::fs::read_to_string(dir.join("input.json")).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&input).unwrap(),
+            serde_json::json!({"external_data": {"id": "7"}}),
+            "decryption hands the command its stored metadata"
+        );
+    }
+}
+
+/// A command that does not answer in time is stopped, and the error names the provider.
+#[tokio::test]
+async fn an_external_command_that_hangs_is_stopped_at_its_timeout() {
+    let dir = common::temp_dir("external-kp-hang");
+    let script = external_provider(&dir, 30);
+    let encryption =
+        encryption(&external_config(&script, false)).with_external_timeout(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let error = encryption
+        .encrypt(Bytes::from_static(common::TERRAFORM_STATE))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        matches!(&error, EncryptionError::KeyProvider { provider, message }
+            if provider == "key_provider.external.cmd" && message.contains("did not finish")),
+        "{error:?}"
+    );
+}
+
+/// `aws_kms`: a data key from KMS (moto's) encrypts the state; its encrypted blob is in the
+/// metadata under OpenTofu's field names, and Decrypt gives it back. A manager with the
+/// provider reads what another wrote; without it, the error names the provider.
+#[cfg(feature = "kms")]
+#[tokio::test]
+async fn the_aws_kms_key_provider_works_against_moto() {
+    let endpoint = common::moto_endpoint();
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::new()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build(),
+    );
+    let key_id = kms
+        .create_key()
+        .send()
+        .await
+        .expect("creating a KMS key in moto")
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let config = format!(
+        r#"key_provider "aws_kms" "main" {{
+             kms_key_id = "{key_id}"
+             key_spec   = "AES_256"
+             region     = "us-east-1"
+             access_key = "test"
+             secret_key = "test"
+             endpoints {{ kms = "{endpoint}" }}
+             encryption_context = {{ purpose = "tfstate" }}
+           }}
+           method "aes_gcm" "main" {{ keys = key_provider.aws_kms.main }}
+           state {{ method = method.aes_gcm.main }}"#
+    );
+    let bucket = common::bucket(true).await;
+    let key = "kms/terraform.tfstate";
+    let writer = common::builder(&bucket, key)
+        .with_encryption(encryption(&config))
+        .build()
+        .await
+        .unwrap();
+    writer.update(common::set_output("n", 1)).await.unwrap();
+    let stored = common::get_raw(&bucket, key).await;
+    let envelope: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    let meta = {
+        use base64::Engine as _;
+        let encoded = envelope["meta"]["key_provider.aws_kms.main"]
+            .as_str()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(
+            &base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(
+        meta["ciphertext_blob"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty()),
+        "{meta}"
+    );
+    assert_eq!(
+        meta["encryption_context"],
+        serde_json::json!({"purpose": "tfstate"})
+    );
+
+    let reader = common::builder(&bucket, key)
+        .with_encryption(encryption(&config))
+        .build()
+        .await
+        .unwrap();
+    reader.update(common::set_output("n", 2)).await.unwrap();
+    use s3state::{Refresher, Transient};
+    writer.refresh_state().await.unwrap();
+    assert_eq!(
+        writer.state().unwrap().outputs["n"].to_value(),
+        serde_json::json!(2)
+    );
+
+    let without = common::builder(&bucket, key)
+        .with_encryption(super::pbkdf2(PASSPHRASE))
+        .build()
+        .await
+        .unwrap();
+    let error = without.refresh_state().await.unwrap_err().to_string();
+    assert!(error.contains("key_provider.pbkdf2.key"), "{error}");
+}

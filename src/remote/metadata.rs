@@ -88,6 +88,54 @@ pub(crate) fn encode_value(value: &str) -> String {
     encoded
 }
 
+/// The most bytes a snapshot's author takes in its metadata, encoded. S3 refuses a write whose
+/// user metadata (keys and values) exceed 2 KB; a snapshot's other entries take about 500
+/// bytes (UUIDs, numbers, key names), so an author and an operation within these bounds
+/// always fit, and a long one cannot make every write fail.
+const MAX_AUTHOR_BYTES: usize = 1024;
+/// The most bytes a snapshot's operation takes in its metadata, encoded (see
+/// [`MAX_AUTHOR_BYTES`]). Terraform's are about 20 bytes; a gateway's client sends its own.
+const MAX_OPERATION_BYTES: usize = 128;
+/// What ends a value cut to fit: `…`, encoded.
+const CUT_MARK: &str = "%E2%80%A6";
+
+/// [`encode_value`] of `value`, or of its longest start that fits in `max` bytes with
+/// [`CUT_MARK`] after it. Only what is recorded for people (author, operation) is cut: a
+/// lock's owner is compared, and is never cut.
+fn encode_within(value: &str, max: usize) -> String {
+    let encoded = encode_value(value);
+    if encoded.len() <= max {
+        return encoded;
+    }
+    // Bytes each character takes encoded; 4 more for blanks at either end becoming `%20`.
+    let cost = |ch: char| {
+        let mut buffer = [0; 4];
+        ch.encode_utf8(&mut buffer)
+            .bytes()
+            .map(|byte| {
+                if (0x20..0x7f).contains(&byte) && byte != b'%' {
+                    1
+                } else {
+                    3
+                }
+            })
+            .sum::<usize>()
+    };
+    let budget = max.saturating_sub(CUT_MARK.len() + 4);
+    let mut used = 0;
+    let mut end = 0;
+    for (at, ch) in value.char_indices() {
+        used += cost(ch);
+        if used > budget {
+            break;
+        }
+        end = at + ch.len_utf8();
+    }
+    let mut cut = encode_value(&value[..end]);
+    cut.push_str(CUT_MARK);
+    cut
+}
+
 /// The value [`encode_value`] wrote. A value that is not such an encoding (a malformed
 /// escape, or bytes that are not UTF-8) is returned as stored.
 pub(crate) fn decode_value(stored: &str) -> String {
@@ -152,10 +200,16 @@ pub(crate) fn for_snapshot(
         metadata.insert(keys::RESOURCES.to_owned(), count.to_string());
     }
     if let Some(author) = written_by.author.filter(|author| !author.is_empty()) {
-        metadata.insert(keys::AUTHOR.to_owned(), encode_value(author));
+        metadata.insert(
+            keys::AUTHOR.to_owned(),
+            encode_within(author, MAX_AUTHOR_BYTES),
+        );
     }
     if let Some(operation) = written_by.operation.filter(|op| !op.is_empty()) {
-        metadata.insert(keys::OPERATION.to_owned(), encode_value(operation));
+        metadata.insert(
+            keys::OPERATION.to_owned(),
+            encode_within(operation, MAX_OPERATION_BYTES),
+        );
     }
     metadata
 }
@@ -253,6 +307,58 @@ mod tests {
             "ci",
             "values written before encoding read as they are"
         );
+    }
+
+    /// S3 refuses a write whose user metadata (keys and values) exceed 2 KB: an author or an
+    /// operation as long as a careless client makes it (a lock info's `Operation` is sent by
+    /// the gateway's client; a lock's `Who` by the library's caller) must not make every
+    /// write fail. (Found attacking issue 26; the emulators do not enforce the limit, so the
+    /// size is measured here.)
+    #[test]
+    fn long_authors_and_operations_keep_the_metadata_within_s3s_limit() {
+        let mut state = State::new(semver::Version::new(1, 15, 5));
+        state.lineage = "3f1c6a52-8d6e-4a55-9c1e-0c7f2b1d9e44".into();
+        state.serial = u64::MAX;
+        let long = |unit: &str| unit.repeat(4000);
+        for (author, operation) in [
+            (long("a"), long("o")),
+            (long("%"), long("%")),
+            (long("é"), long("\n")),
+            (long("ab%é"), "OperationTypeApply".to_owned()),
+        ] {
+            let written_by = WrittenBy {
+                author: Some(&author),
+                operation: Some(&operation),
+            };
+            let mut metadata = for_snapshot(
+                &state,
+                "5b0e6a2c-0000-4000-8000-000000000001",
+                Some("5b0e6a2c-0000-4000-8000-000000000002"),
+                Some(123_456_789),
+                written_by,
+            );
+            // The gateway adds the bound lock's nonce.
+            metadata.insert(
+                keys::LOCK_NONCE.to_owned(),
+                "5b0e6a2c-0000-4000-8000-000000000003".to_owned(),
+            );
+            let size: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+            assert!(size <= 2048, "{size} bytes of metadata");
+            for value in metadata.values() {
+                assert!(survives_a_header(value), "{value:?}");
+            }
+            // What is kept reads back as the start of the value, marked as cut.
+            let read = super::author(&metadata).unwrap();
+            let kept = read.strip_suffix('…').expect("marked as cut");
+            assert!(author.starts_with(kept) && !kept.is_empty(), "{read:?}");
+            let read = super::operation(&metadata).unwrap();
+            if operation.len() < 100 {
+                assert_eq!(read, operation, "a short operation is kept whole");
+            } else {
+                let kept = read.strip_suffix('…').expect("marked as cut");
+                assert!(operation.starts_with(kept) && !kept.is_empty(), "{read:?}");
+            }
+        }
     }
 
     #[test]

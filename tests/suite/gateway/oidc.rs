@@ -730,3 +730,61 @@ grants = [{ prefix = "", role = "write" }]
     config.oidc[0].issuer = "http://127.0.0.1:8080".into();
     config.validate().unwrap();
 }
+
+/// A client whose lock info carries a huge `Operation` (with CR/LF and non-ASCII) still
+/// writes under its lock: what is recorded is cut to fit S3's 2 KB of user metadata, marked
+/// as cut, and safe in a header; the author is still the authenticated principal, whatever
+/// `Who` the lock info says. (Found attacking issue 26; S3 refuses a PUT whose metadata
+/// exceed 2 KB, and the emulators do not, so the stored metadata are measured.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_huge_operation_in_the_lock_info_neither_fails_writes_nor_spoofs_the_author() {
+    let issuer = TestIssuer::start().await;
+    let (gateway, _) =
+        gateway::start_configured(false, |config| trust(config, issuer_config(&issuer))).await;
+    let token = issuer.token(Alg::RS256, REPO, MAIN);
+    let name = "huge/operation";
+    let mut lock: serde_json::Value =
+        serde_json::from_slice(&lock_body("huge-op", "admin@spoofed")).unwrap();
+    lock["Operation"] = json!(format!("Apply\r\nX-Injected: 1 é {}", "o".repeat(20_000)));
+    let taken = with_bearer(
+        &gateway,
+        "LOCK",
+        &format!("/{name}"),
+        &token,
+        lock.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(taken.status, 200, "{}", taken.text());
+    let write = with_bearer(
+        &gateway,
+        "POST",
+        &format!("/{name}?ID=huge-op"),
+        &token,
+        &state_body("0a1d0c5e-aaaa-4bbb-8ccc-dddddddddddd", 1, 1),
+    )
+    .await;
+    assert_eq!(write.status, 200, "{}", write.text());
+    let head = common::client()
+        .head_object()
+        .bucket(&gateway.bucket)
+        .key(key(name))
+        .send()
+        .await
+        .unwrap();
+    let metadata = head.metadata().cloned().unwrap_or_default();
+    let size: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(size <= 2048, "{size} bytes of user metadata: {metadata:?}");
+    let history = with_bearer(&gateway, "GET", &format!("/_history/{name}"), &token, b"")
+        .await
+        .json();
+    let operation = history[0]["operation"].as_str().unwrap();
+    assert!(
+        operation.starts_with("Apply\r\nX-Injected: 1 é ") && operation.ends_with('…'),
+        "{operation:?}"
+    );
+    assert_eq!(
+        history[0]["author"],
+        format!("{}#repo:{REPO}:ref:{MAIN}", issuer.url),
+        "the author is the principal, not the lock info's Who"
+    );
+}

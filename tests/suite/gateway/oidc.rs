@@ -788,3 +788,65 @@ async fn a_huge_operation_in_the_lock_info_neither_fails_writes_nor_spoofs_the_a
         "the author is the principal, not the lock info's Who"
     );
 }
+
+/// Rules that every token of the issuer matches all the same are refused like `*`: a pattern
+/// of wildcards only (`?*` matches any non-empty value), or a rule naming only `iss` and `aud`,
+/// which every accepted token has as configured. And a basic-auth user cannot be named like
+/// an OIDC principal (`<issuer>#<subject>`), whose locks it would own: a user name has no ':'
+/// and an issuer is a URL. (Found attacking issue 26.)
+#[test]
+fn rules_every_token_matches_and_users_named_like_principals_are_refused() {
+    let parse = |text: &str| GatewayConfig::from_str_at(text, "gateway.toml".as_ref()).unwrap();
+    let config = |claims: &str, user: &str| {
+        let users = if user.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "[[users]]\nname = {user:?}\npassword_hash = {:?}\ngrants = [{{ prefix = \"\", role = \"read\" }}]\n",
+                s3state::server::hash_password("pw")
+            )
+        };
+        parse(&format!(
+            r#"
+[s3]
+bucket = "b"
+{users}
+[[oidc]]
+issuer = "https://token.actions.githubusercontent.com"
+audience = "s3state"
+[[oidc.rules]]
+claims = {{ {claims} }}
+grants = [{{ prefix = "", role = "write" }}]
+"#
+        ))
+    };
+    for claims in [
+        r#"repository = "?*""#,
+        r#"repository = "*?""#,
+        r#"repository = "?*", ref = "*""#,
+        r#"iss = "https://token.actions.githubusercontent.com""#,
+        r#"aud = "s3state""#,
+        r#"iss = "https://token.actions.githubusercontent.com", aud = "s3state", ref = "*""#,
+    ] {
+        let err = config(claims, "").validate().unwrap_err();
+        assert!(
+            err.to_string().contains("oidc[0].rules[0]"),
+            "{claims}: {err}"
+        );
+    }
+    for claims in [
+        r#"repository = "acme/*""#,
+        r#"repository_owner = "acme", iss = "https://token.actions.githubusercontent.com""#,
+        r#"ref = "refs/heads/release-?""#,
+    ] {
+        config(claims, "").validate().unwrap();
+    }
+    let user = "https://token.actions.githubusercontent.com#repo:acme/infra:ref:refs/heads/main";
+    let err = config(r#"repository = "acme/infra""#, user)
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("users[0].name"), "{err}");
+    config(r#"repository = "acme/infra""#, "ci#1")
+        .validate()
+        .unwrap();
+}

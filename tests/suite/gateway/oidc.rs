@@ -850,3 +850,58 @@ grants = [{{ prefix = "", role = "write" }}]
         .validate()
         .unwrap();
 }
+
+/// A token refreshed mid-apply (same issuer and subject; another `exp`, `jti` and algorithm)
+/// is the same principal: it writes under, and releases, the lock the first token took. A
+/// basic-auth user may do neither under a token's lock, nor a token under a user's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refreshed_token_owns_its_subjects_lock_and_users_and_tokens_own_none_of_each_others() {
+    let issuer = TestIssuer::start().await;
+    let (gateway, _) =
+        gateway::start_configured(false, |config| trust(config, issuer_config(&issuer))).await;
+    let lineage = "0a1d0c5e-7777-4888-8999-aaaaaaaaaaaa";
+    let first = issuer.token(Alg::RS256, REPO, MAIN);
+    let mut claims = issuer.claims(REPO, MAIN);
+    claims["exp"] = json!(now() + 900);
+    claims["jti"] = json!("refreshed");
+    let refreshed = issuer.sign(Alg::ES256, &claims);
+    assert_ne!(first, refreshed);
+    let lock = lock_body("token-lock", "ci");
+    let taken = with_bearer(&gateway, "LOCK", "/refresh", &first, &lock).await;
+    assert_eq!(taken.status, 200, "{}", taken.text());
+    let by_user = send(
+        gateway.addr,
+        "POST",
+        "/refresh?ID=token-lock",
+        Some(WRITER),
+        &state_body(lineage, 1, 1),
+    )
+    .await;
+    assert_eq!(by_user.status, 403, "{}", by_user.text());
+    let write = with_bearer(
+        &gateway,
+        "POST",
+        "/refresh?ID=token-lock",
+        &refreshed,
+        &state_body(lineage, 1, 1),
+    )
+    .await;
+    assert_eq!(write.status, 200, "{}", write.text());
+    let released = with_bearer(&gateway, "UNLOCK", "/refresh", &refreshed, &lock).await;
+    assert_eq!(released.status, 200, "{}", released.text());
+
+    let user_lock = lock_body("user-lock", "writer@host");
+    let taken = send(gateway.addr, "LOCK", "/refresh", Some(WRITER), &user_lock).await;
+    assert_eq!(taken.status, 200, "{}", taken.text());
+    let by_token = with_bearer(
+        &gateway,
+        "POST",
+        "/refresh?ID=user-lock",
+        &refreshed,
+        &state_body(lineage, 2, 2),
+    )
+    .await;
+    assert_eq!(by_token.status, 403, "{}", by_token.text());
+    let unlock = with_bearer(&gateway, "UNLOCK", "/refresh", &refreshed, &user_lock).await;
+    assert_ne!(unlock.status, 200, "a token cannot release a user's lock");
+}

@@ -65,6 +65,16 @@ fn survives_a_header(value: &str) -> bool {
         && value.bytes().all(|byte| (0x20..0x7f).contains(&byte))
 }
 
+/// The longest lineage or Terraform version recorded in metadata (a lineage is a 36-byte UUID).
+const MAX_IDENTITY_BYTES: usize = 128;
+
+/// `value`, when an HTTP header carries it (no control character but tab) and it is short
+/// enough to keep the metadata within S3's 2 KB; else `None`: the body alone says it.
+pub(crate) fn fits_a_header(value: &str) -> Option<&str> {
+    (value.len() <= MAX_IDENTITY_BYTES && !value.chars().any(|c| c.is_control() && c != '\t'))
+        .then_some(value)
+}
+
 /// `value` with every byte that is not printable ASCII, and `%` itself, written `%XX`: safe in
 /// an HTTP header, and read back exactly by [`decode_value`]. Printable ASCII without `%`
 /// (most user names) is unchanged.
@@ -183,13 +193,16 @@ pub(crate) fn for_snapshot(
 ) -> ObjectMetadata {
     let mut metadata = ObjectMetadata::from([
         (keys::SERIAL.to_owned(), state.serial.to_string()),
-        (keys::LINEAGE.to_owned(), state.lineage.clone()),
-        (
-            keys::TERRAFORM_VERSION.to_owned(),
-            state.terraform_version.to_string(),
-        ),
         (keys::WRITE_ID.to_owned(), write_id.to_owned()),
     ]);
+    // A lineage or version a header cannot carry would fail the write: the body says them.
+    if let Some(lineage) = fits_a_header(&state.lineage) {
+        metadata.insert(keys::LINEAGE.to_owned(), lineage.to_owned());
+    }
+    let version = state.terraform_version.to_string();
+    if let Some(version) = fits_a_header(&version) {
+        metadata.insert(keys::TERRAFORM_VERSION.to_owned(), version.to_owned());
+    }
     if let Some(parent) = parent_write_id {
         metadata.insert(keys::PARENT_WRITE_ID.to_owned(), parent.to_owned());
     }
@@ -359,6 +372,31 @@ mod tests {
                 assert!(operation.starts_with(kept) && !kept.is_empty(), "{read:?}");
             }
         }
+    }
+
+    /// A lineage or Terraform version that a header cannot carry (a CR/LF) or that would take
+    /// the metadata past S3's 2 KB is left out (the body says it; the identity is then read
+    /// from the body), so that such a state is still written. (Found attacking issue 26: the
+    /// SDK refused to send the CR/LF, and the gateway answered 502 "retry".)
+    #[test]
+    fn identities_a_header_cannot_carry_are_left_to_the_body() {
+        let long = "l".repeat(3000);
+        let mut state = State::new(semver::Version::new(1, 15, 5));
+        for lineage in ["a\r\nb", "nul\0", "del\u{7f}", long.as_str()] {
+            state.lineage = lineage.into();
+            let metadata = for_snapshot(&state, "w", None, Some(1234), WrittenBy::default());
+            assert!(!metadata.contains_key(keys::LINEAGE), "{lineage:?}");
+            assert_eq!(meta_from_metadata(&metadata), None);
+            assert_eq!(meta_describing_body(&metadata, 1234), None);
+            assert!(fits_a_header(&state.lineage).is_none());
+        }
+        state.lineage = "3f1c6a52-8d6e-4a55-9c1e-0c7f2b1d9e44".into();
+        state.terraform_version = format!("1.15.5-{long}").parse().unwrap();
+        let metadata = for_snapshot(&state, "w", None, Some(1234), WrittenBy::default());
+        assert!(!metadata.contains_key(keys::TERRAFORM_VERSION));
+        assert_eq!(meta_from_metadata(&metadata), None);
+        let size: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(size <= 2048, "{size}");
     }
 
     #[test]

@@ -905,3 +905,158 @@ async fn a_refreshed_token_owns_its_subjects_lock_and_users_and_tokens_own_none_
     let unlock = with_bearer(&gateway, "UNLOCK", "/refresh", &refreshed, &user_lock).await;
     assert_ne!(unlock.status, 200, "a token cannot release a user's lock");
 }
+
+/// Issuers that misbehave give no keys, and no request waits on them past the fetch timeout
+/// (a safety net, not a timing assertion): a discovery document naming another issuer, a
+/// `jwks_uri` on plain http off loopback, a key set behind a redirect (not followed), one that
+/// never finishes answering, one larger than the gateway reads, and many tokens with unknown
+/// kids at once (one fetch between them). The same key, published plainly, is accepted: the
+/// refusals are the issuers'. (Attacking issue 26; these hold.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misbehaving_issuers_give_no_keys_and_hold_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let keys = Keys::generate();
+    let jwks = json!({"keys": [keys.jwk(Alg::RS256, "k")]});
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let good_fetches = Arc::new(AtomicUsize::new(0));
+    let discovery = |case: &str, issuer: String, jwks_uri: String| {
+        let document = json!({"issuer": issuer, "jwks_uri": jwks_uri});
+        (
+            format!("/{case}/.well-known/openid-configuration"),
+            axum::routing::get(move || async move { axum::Json(document) }),
+        )
+    };
+    let mut router = axum::Router::new();
+    for (path, route) in [
+        discovery(
+            "other",
+            format!("{base}/someone-else"),
+            format!("{base}/good/keys"),
+        ),
+        discovery(
+            "plain",
+            format!("{base}/plain"),
+            "http://issuer.invalid/keys".into(),
+        ),
+        discovery(
+            "redirect",
+            format!("{base}/redirect"),
+            format!("{base}/redirect/keys"),
+        ),
+        discovery("slow", format!("{base}/slow"), format!("{base}/slow/keys")),
+        discovery("huge", format!("{base}/huge"), format!("{base}/huge/keys")),
+        discovery("good", format!("{base}/good"), format!("{base}/good/keys")),
+    ] {
+        router = router.route(&path, route);
+    }
+    let good_keys = jwks.clone();
+    let counter = Arc::clone(&good_fetches);
+    let router = router
+        .route(
+            "/good/keys",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = good_keys.clone();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/redirect/keys",
+            axum::routing::get(|| async { axum::response::Redirect::temporary("/good/keys") }),
+        )
+        .route(
+            "/slow/keys",
+            axum::routing::get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                "{}"
+            }),
+        )
+        .route(
+            "/huge/keys",
+            axum::routing::get({
+                let jwks = jwks.clone();
+                move || {
+                    let mut body = jwks.clone();
+                    body["padding"] = json!("x".repeat(1024 * 1024));
+                    async move { axum::Json(body) }
+                }
+            }),
+        );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let cases = ["other", "plain", "redirect", "slow", "huge", "good"];
+    let (gateway, _) = gateway::start_configured(false, |config| {
+        for case in cases {
+            let mut trusted = OidcIssuerConfig {
+                rules: vec![ClaimRule {
+                    claims: [("repository".to_owned(), REPO.to_owned())].into(),
+                    grants: vec![Grant {
+                        prefix: String::new(),
+                        role: Role::Read,
+                    }],
+                }],
+                ..OidcIssuerConfig::new(format!("{base}/{case}"), AUDIENCE)
+            };
+            trusted.fetch_timeout_secs = 1;
+            trusted.jwks_refresh_interval_secs = 1;
+            trust(config, trusted);
+        }
+    })
+    .await;
+    let token = |issuer: &str, kid: &str| {
+        sign_jws(
+            &keys,
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": kid}),
+            &json!({"iss": issuer, "aud": AUDIENCE, "sub": "repo:acme/infra",
+                "repository": REPO, "exp": now() + 300}),
+        )
+    };
+    let safety_net = std::time::Duration::from_secs(30);
+    for case in cases {
+        let reply = tokio::time::timeout(
+            safety_net,
+            with_bearer(
+                &gateway,
+                "GET",
+                "/issuers",
+                &token(&format!("{base}/{case}"), "k"),
+                b"",
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{case}: the request waited on the issuer"));
+        let expected = if case == "good" { 404 } else { 401 };
+        assert_eq!(reply.status, expected, "{case}: {}", reply.text());
+    }
+    assert_eq!(
+        good_fetches.load(Ordering::SeqCst),
+        1,
+        "the redirect was not followed"
+    );
+    // Many unknown kids at once against the good issuer, a refresh due: one fetch between
+    // them (the rest wait for it, then find the refresh not due).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let good = format!("{base}/good");
+    let burst = futures::future::join_all((0..40).map(|n| {
+        let token = token(&good, &format!("unknown-{n}"));
+        let gateway = &gateway;
+        async move {
+            with_bearer(gateway, "GET", "/issuers", &token, b"")
+                .await
+                .status
+        }
+    }));
+    let statuses = tokio::time::timeout(safety_net, burst).await.unwrap();
+    assert!(statuses.iter().all(|status| *status == 401), "{statuses:?}");
+    let fetches = good_fetches.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&fetches),
+        "one refresh for the burst (two on a slow machine), not {}",
+        fetches - 1
+    );
+    server.abort();
+}

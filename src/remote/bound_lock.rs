@@ -171,6 +171,8 @@ impl HeldLock {
             self.metadata.get(keys::LOCK_STATE_LINEAGE),
         ) {
             (Some(serial), Some(lineage)) => format!("serial {serial} (lineage {lineage})"),
+            // A lineage a header cannot carry is not recorded.
+            (Some(serial), None) => format!("serial {serial}"),
             _ => "no state".into(),
         }
     }
@@ -238,7 +240,9 @@ impl<S: Store> RemoteState<S> {
             ]);
             if let Some((serial, lineage)) = &bound_state {
                 extra.insert(keys::LOCK_STATE_SERIAL.to_owned(), serial.to_string());
-                extra.insert(keys::LOCK_STATE_LINEAGE.to_owned(), lineage.clone());
+                if let Some(lineage) = metadata::fits_a_header(lineage) {
+                    extra.insert(keys::LOCK_STATE_LINEAGE.to_owned(), lineage.to_owned());
+                }
             }
             match self.locker.lock_with_metadata(info, &extra).await {
                 Ok(id) => {

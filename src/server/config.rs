@@ -155,7 +155,8 @@ impl TokenAlgorithm {
 /// One rule of an issuer: when every claim named here matches the token's, the grants apply.
 /// A value is matched exactly, or as a glob when it contains `*` (any run of characters,
 /// `/` included) or `?` (one character). Claims that are booleans or numbers are compared as
-/// they are written in JSON (`true`, `42`).
+/// they are written in JSON (`true`, `42`). A rule must name a claim other than `iss` and
+/// `aud` with a pattern that is not only wildcards, or every token of the issuer matches it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRule {
@@ -316,15 +317,17 @@ impl OidcIssuerConfig {
             let name = format!("rules[{rule_index}]");
             // An issuer such as GitHub's signs tokens for every repository on it: a rule that
             // any of its tokens matches would grant the whole world.
-            if rule
-                .claims
-                .values()
-                .all(|pattern| pattern.chars().all(|c| c == '*'))
-            {
+            // A claim narrows nothing when its pattern is wildcards only (`?*` is any non-empty
+            // value), or when it is `iss` or `aud`, which every token accepted here has as
+            // configured.
+            if rule.claims.iter().all(|(claim, pattern)| {
+                claim == "iss" || claim == "aud" || pattern.chars().all(|c| c == '*' || c == '?')
+            }) {
                 return Err(invalid(
                     &name,
-                    "a rule must name at least one claim with a value other than \"*\": \
-                     every token of this issuer (for GitHub, every repository) would match"
+                    "a rule must name at least one claim other than iss and aud with a value \
+                     that is not only wildcards (\"*\", \"?\"): every token of this issuer \
+                     (for GitHub, every repository) would match"
                         .into(),
                 ));
             }
@@ -780,6 +783,8 @@ impl GatewayConfig {
         let mut seen = std::collections::HashSet::new();
         for (index, user) in self.users.iter().enumerate() {
             let field = |name: &str| format!("users[{index}].{name}");
+            // Without ':', no user is named like a token's principal (`<issuer>#<subject>`,
+            // the issuer a URL), whose locks it would own.
             if user.name.is_empty() || user.name.contains(':') {
                 return Err(invalid(
                     &field("name"),

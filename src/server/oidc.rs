@@ -478,12 +478,14 @@ pub(crate) fn glob_matches(pattern: &str, text: &str) -> bool {
     // Where the last `*` was, and the text position it has absorbed up to.
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
+        // The pattern's `*` is a wildcard even where the text has a `*` too: it is looked at
+        // first, or a `*` in a claim would be taken for a literal match and end the run.
+        if p < pattern.len() && pattern[p] == '*' {
             star = Some((p, t));
             p += 1;
+        } else if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
         } else if let Some((star_p, star_t)) = star {
             p = star_p + 1;
             t = star_t + 1;
@@ -722,6 +724,20 @@ mod tests {
         assert!(glob_matches("main", "main"));
         assert!(!glob_matches("main", "main2"));
         assert!(!glob_matches("main", "mai"));
+    }
+
+    /// A `*` or `?` in a token's claim is an ordinary character: only the rule's pattern has
+    /// wildcards, and they still match it. (Found attacking issue 26: a `*` in the value was
+    /// matched as a literal against the pattern's `*`, which then matched nothing more.)
+    #[test]
+    fn wildcards_in_the_value_are_ordinary_characters() {
+        assert!(glob_matches("acme/*", "acme/*x"));
+        assert!(glob_matches("*", "*x"));
+        assert!(glob_matches("a*c", "a*bc"));
+        assert!(glob_matches("a?c", "a*c"));
+        assert!(!glob_matches("acme/infra", "acme/*"));
+        assert!(!glob_matches("acme/?", "acme/*x"));
+        assert!(!glob_matches("a", "?"));
     }
 
     #[test]

@@ -733,3 +733,333 @@ grants = [{ prefix = "", role = "write" }]
     config.oidc[0].issuer = "http://127.0.0.1:8080".into();
     config.validate().unwrap();
 }
+
+/// A client whose lock info carries a huge `Operation` (with CR/LF and non-ASCII) still
+/// writes under its lock: what is recorded is cut to fit S3's 2 KB of user metadata, marked
+/// as cut, and safe in a header; the author is still the authenticated principal, whatever
+/// `Who` the lock info says. (Found attacking issue 26; S3 refuses a PUT whose metadata
+/// exceed 2 KB, and the emulators do not, so the stored metadata are measured.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_huge_operation_in_the_lock_info_neither_fails_writes_nor_spoofs_the_author() {
+    let issuer = TestIssuer::start().await;
+    let (gateway, _) =
+        gateway::start_configured(false, |config| trust(config, issuer_config(&issuer))).await;
+    let token = issuer.token(Alg::RS256, REPO, MAIN);
+    let name = "huge/operation";
+    let mut lock: serde_json::Value =
+        serde_json::from_slice(&lock_body("huge-op", "admin@spoofed")).unwrap();
+    lock["Operation"] = json!(format!("Apply\r\nX-Injected: 1 é {}", "o".repeat(20_000)));
+    let taken = with_bearer(
+        &gateway,
+        "LOCK",
+        &format!("/{name}"),
+        &token,
+        lock.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(taken.status, 200, "{}", taken.text());
+    let write = with_bearer(
+        &gateway,
+        "POST",
+        &format!("/{name}?ID=huge-op"),
+        &token,
+        &state_body("0a1d0c5e-aaaa-4bbb-8ccc-dddddddddddd", 1, 1),
+    )
+    .await;
+    assert_eq!(write.status, 200, "{}", write.text());
+    let head = common::client()
+        .head_object()
+        .bucket(&gateway.bucket)
+        .key(key(name))
+        .send()
+        .await
+        .unwrap();
+    let metadata = head.metadata().cloned().unwrap_or_default();
+    let size: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(size <= 2048, "{size} bytes of user metadata: {metadata:?}");
+    let history = with_bearer(&gateway, "GET", &format!("/_history/{name}"), &token, b"")
+        .await
+        .json();
+    let operation = history[0]["operation"].as_str().unwrap();
+    assert!(
+        operation.starts_with("Apply\r\nX-Injected: 1 é ") && operation.ends_with('…'),
+        "{operation:?}"
+    );
+    assert_eq!(
+        history[0]["author"],
+        format!("{}#repo:{REPO}:ref:{MAIN}", issuer.url),
+        "the author is the principal, not the lock info's Who"
+    );
+}
+
+/// Rules that every token of the issuer matches all the same are refused like `*`: a pattern
+/// of wildcards only (`?*` matches any non-empty value), or a rule naming only `iss` and `aud`,
+/// which every accepted token has as configured. And a basic-auth user cannot be named like
+/// an OIDC principal (`<issuer>#<subject>`), whose locks it would own: a user name has no ':'
+/// and an issuer is a URL. (Found attacking issue 26.)
+#[test]
+fn rules_every_token_matches_and_users_named_like_principals_are_refused() {
+    let parse = |text: &str| GatewayConfig::from_str_at(text, "gateway.toml".as_ref()).unwrap();
+    let config = |claims: &str, user: &str| {
+        let users = if user.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "[[users]]\nname = {user:?}\npassword_hash = {:?}\ngrants = [{{ prefix = \"\", role = \"read\" }}]\n",
+                s3state::server::hash_password("pw")
+            )
+        };
+        parse(&format!(
+            r#"
+[s3]
+bucket = "b"
+{users}
+[[oidc]]
+issuer = "https://token.actions.githubusercontent.com"
+audience = "s3state"
+[[oidc.rules]]
+claims = {{ {claims} }}
+grants = [{{ prefix = "", role = "write" }}]
+"#
+        ))
+    };
+    for claims in [
+        r#"repository = "?*""#,
+        r#"repository = "*?""#,
+        r#"repository = "?*", ref = "*""#,
+        r#"iss = "https://token.actions.githubusercontent.com""#,
+        r#"aud = "s3state""#,
+        r#"iss = "https://token.actions.githubusercontent.com", aud = "s3state", ref = "*""#,
+    ] {
+        let err = config(claims, "").validate().unwrap_err();
+        assert!(
+            err.to_string().contains("oidc[0].rules[0]"),
+            "{claims}: {err}"
+        );
+    }
+    for claims in [
+        r#"repository = "acme/*""#,
+        r#"repository_owner = "acme", iss = "https://token.actions.githubusercontent.com""#,
+        r#"ref = "refs/heads/release-?""#,
+    ] {
+        config(claims, "").validate().unwrap();
+    }
+    let user = "https://token.actions.githubusercontent.com#repo:acme/infra:ref:refs/heads/main";
+    let err = config(r#"repository = "acme/infra""#, user)
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("users[0].name"), "{err}");
+    config(r#"repository = "acme/infra""#, "ci#1")
+        .validate()
+        .unwrap();
+}
+
+/// A token refreshed mid-apply (same issuer and subject; another `exp`, `jti` and algorithm)
+/// is the same principal: it writes under, and releases, the lock the first token took. A
+/// basic-auth user may do neither under a token's lock, nor a token under a user's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refreshed_token_owns_its_subjects_lock_and_users_and_tokens_own_none_of_each_others() {
+    let issuer = TestIssuer::start().await;
+    let (gateway, _) =
+        gateway::start_configured(false, |config| trust(config, issuer_config(&issuer))).await;
+    let lineage = "0a1d0c5e-7777-4888-8999-aaaaaaaaaaaa";
+    let first = issuer.token(Alg::RS256, REPO, MAIN);
+    let mut claims = issuer.claims(REPO, MAIN);
+    claims["exp"] = json!(now() + 900);
+    claims["jti"] = json!("refreshed");
+    let refreshed = issuer.sign(Alg::ES256, &claims);
+    assert_ne!(first, refreshed);
+    let lock = lock_body("token-lock", "ci");
+    let taken = with_bearer(&gateway, "LOCK", "/refresh", &first, &lock).await;
+    assert_eq!(taken.status, 200, "{}", taken.text());
+    let by_user = send(
+        gateway.addr,
+        "POST",
+        "/refresh?ID=token-lock",
+        Some(WRITER),
+        &state_body(lineage, 1, 1),
+    )
+    .await;
+    assert_eq!(by_user.status, 403, "{}", by_user.text());
+    let write = with_bearer(
+        &gateway,
+        "POST",
+        "/refresh?ID=token-lock",
+        &refreshed,
+        &state_body(lineage, 1, 1),
+    )
+    .await;
+    assert_eq!(write.status, 200, "{}", write.text());
+    let released = with_bearer(&gateway, "UNLOCK", "/refresh", &refreshed, &lock).await;
+    assert_eq!(released.status, 200, "{}", released.text());
+
+    let user_lock = lock_body("user-lock", "writer@host");
+    let taken = send(gateway.addr, "LOCK", "/refresh", Some(WRITER), &user_lock).await;
+    assert_eq!(taken.status, 200, "{}", taken.text());
+    let by_token = with_bearer(
+        &gateway,
+        "POST",
+        "/refresh?ID=user-lock",
+        &refreshed,
+        &state_body(lineage, 2, 2),
+    )
+    .await;
+    assert_eq!(by_token.status, 403, "{}", by_token.text());
+    let unlock = with_bearer(&gateway, "UNLOCK", "/refresh", &refreshed, &user_lock).await;
+    assert_ne!(unlock.status, 200, "a token cannot release a user's lock");
+}
+
+/// Issuers that misbehave give no keys, and no request waits on them past the fetch timeout
+/// (a safety net, not a timing assertion): a discovery document naming another issuer, a
+/// `jwks_uri` on plain http off loopback, a key set behind a redirect (not followed), one that
+/// never finishes answering, one larger than the gateway reads, and many tokens with unknown
+/// kids at once (one fetch between them). The same key, published plainly, is accepted: the
+/// refusals are the issuers'. (Attacking issue 26; these hold.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misbehaving_issuers_give_no_keys_and_hold_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let keys = Keys::generate();
+    let jwks = json!({"keys": [keys.jwk(Alg::RS256, "k")]});
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let good_fetches = Arc::new(AtomicUsize::new(0));
+    let discovery = |case: &str, issuer: String, jwks_uri: String| {
+        let document = json!({"issuer": issuer, "jwks_uri": jwks_uri});
+        (
+            format!("/{case}/.well-known/openid-configuration"),
+            axum::routing::get(move || async move { axum::Json(document) }),
+        )
+    };
+    let mut router = axum::Router::new();
+    for (path, route) in [
+        discovery(
+            "other",
+            format!("{base}/someone-else"),
+            format!("{base}/good/keys"),
+        ),
+        discovery(
+            "plain",
+            format!("{base}/plain"),
+            "http://issuer.invalid/keys".into(),
+        ),
+        discovery(
+            "redirect",
+            format!("{base}/redirect"),
+            format!("{base}/redirect/keys"),
+        ),
+        discovery("slow", format!("{base}/slow"), format!("{base}/slow/keys")),
+        discovery("huge", format!("{base}/huge"), format!("{base}/huge/keys")),
+        discovery("good", format!("{base}/good"), format!("{base}/good/keys")),
+    ] {
+        router = router.route(&path, route);
+    }
+    let good_keys = jwks.clone();
+    let counter = Arc::clone(&good_fetches);
+    let router = router
+        .route(
+            "/good/keys",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = good_keys.clone();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/redirect/keys",
+            axum::routing::get(|| async { axum::response::Redirect::temporary("/good/keys") }),
+        )
+        .route(
+            "/slow/keys",
+            axum::routing::get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                "{}"
+            }),
+        )
+        .route(
+            "/huge/keys",
+            axum::routing::get({
+                let jwks = jwks.clone();
+                move || {
+                    let mut body = jwks.clone();
+                    body["padding"] = json!("x".repeat(1024 * 1024));
+                    async move { axum::Json(body) }
+                }
+            }),
+        );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let cases = ["other", "plain", "redirect", "slow", "huge", "good"];
+    let (gateway, _) = gateway::start_configured(false, |config| {
+        for case in cases {
+            let mut trusted = OidcIssuerConfig {
+                rules: vec![ClaimRule {
+                    claims: [("repository".to_owned(), REPO.to_owned())].into(),
+                    grants: vec![Grant {
+                        prefix: String::new(),
+                        role: Role::Read,
+                    }],
+                }],
+                ..OidcIssuerConfig::new(format!("{base}/{case}"), AUDIENCE)
+            };
+            trusted.fetch_timeout_secs = 1;
+            trusted.jwks_refresh_interval_secs = 1;
+            trust(config, trusted);
+        }
+    })
+    .await;
+    let token = |issuer: &str, kid: &str| {
+        sign_jws(
+            &keys,
+            Alg::RS256,
+            &json!({"alg": "RS256", "kid": kid}),
+            &json!({"iss": issuer, "aud": AUDIENCE, "sub": "repo:acme/infra",
+                "repository": REPO, "exp": now() + 300}),
+        )
+    };
+    let safety_net = std::time::Duration::from_secs(30);
+    for case in cases {
+        let reply = tokio::time::timeout(
+            safety_net,
+            with_bearer(
+                &gateway,
+                "GET",
+                "/issuers",
+                &token(&format!("{base}/{case}"), "k"),
+                b"",
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{case}: the request waited on the issuer"));
+        let expected = if case == "good" { 404 } else { 401 };
+        assert_eq!(reply.status, expected, "{case}: {}", reply.text());
+    }
+    assert_eq!(
+        good_fetches.load(Ordering::SeqCst),
+        1,
+        "the redirect was not followed"
+    );
+    // Many unknown kids at once against the good issuer, a refresh due: one fetch between
+    // them (the rest wait for it, then find the refresh not due).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let good = format!("{base}/good");
+    let burst = futures::future::join_all((0..40).map(|n| {
+        let token = token(&good, &format!("unknown-{n}"));
+        let gateway = &gateway;
+        async move {
+            with_bearer(gateway, "GET", "/issuers", &token, b"")
+                .await
+                .status
+        }
+    }));
+    let statuses = tokio::time::timeout(safety_net, burst).await.unwrap();
+    assert!(statuses.iter().all(|status| *status == 401), "{statuses:?}");
+    let fetches = good_fetches.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&fetches),
+        "one refresh for the burst (two on a slow machine), not {}",
+        fetches - 1
+    );
+    server.abort();
+}

@@ -125,16 +125,20 @@ async fn pull(context: &Context, version_id: Option<String>, raw: bool) -> Resul
         // meanwhile would wipe parts of it.
         spinner.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    // --raw: streamed, each chunk to stdout as it arrives, so memory stays flat at any size.
-    // Otherwise the body is collected first: an OpenTofu envelope is decrypted (or refused
-    // without its key) before anything is printed.
-    let mut collected = Vec::new();
+    // --raw, and a plaintext Terraform state when no encryption is configured: streamed, each
+    // chunk to stdout as it arrives, so memory stays flat at any size. Anything else (an
+    // OpenTofu envelope, or any state when a key is configured) is held back and opened by
+    // the library first: decrypted, or refused without its key, before anything is printed.
+    let manager = context.manager()?;
+    let stream_plaintext = raw || manager.options().encryption.is_none();
+    let mut stdout = std::io::stdout();
+    let mut sniffer = PlainOrHeld::new(&mut stdout, stream_plaintext && !raw);
     let copied = if raw {
         store
             .copy_to(version_id.as_deref(), &mut std::io::stdout())
             .await
     } else {
-        store.copy_to(version_id.as_deref(), &mut collected).await
+        store.copy_to(version_id.as_deref(), &mut sniffer).await
     };
     spinner.finish_and_clear();
     if let Copied::Absent = copied? {
@@ -143,14 +147,87 @@ async fn pull(context: &Context, version_id: Option<String>, raw: bool) -> Resul
             store.location()
         )));
     }
-    if !raw {
-        let plaintext = context.manager()?.open_body(collected.into()).await?;
+    if let Some(held) = sniffer.held() {
+        let plaintext = manager.open_body(held.into()).await?;
         let mut stdout = std::io::stdout();
         std::io::Write::write_all(&mut stdout, &plaintext)
             .and_then(|()| std::io::Write::flush(&mut stdout))
             .map_err(|err| CliError::Other(format!("writing the state out failed: {err}")))?;
     }
     Ok(())
+}
+
+/// The writer `pull` copies a body into: it looks at the first bytes, streams a plaintext
+/// Terraform state (a JSON object whose first key is `"version"`, as Terraform writes it)
+/// straight through when allowed, and holds back anything else, such as an OpenTofu envelope
+/// (`{"serial": …, "encrypted_data": …}`), for the library to open.
+struct PlainOrHeld<'a, W: std::io::Write> {
+    out: &'a mut W,
+    head: Vec<u8>,
+    streaming: Option<bool>,
+}
+
+impl<'a, W: std::io::Write> PlainOrHeld<'a, W> {
+    fn new(out: &'a mut W, may_stream: bool) -> Self {
+        PlainOrHeld {
+            out,
+            head: Vec::new(),
+            streaming: (!may_stream).then_some(false),
+        }
+    }
+
+    /// Whether the bytes so far begin a Terraform state: `Some(true)` yes, `Some(false)` no,
+    /// `None` not enough bytes yet to tell.
+    fn begins_a_state(head: &[u8]) -> Option<bool> {
+        let mut rest = head.iter().skip_while(|b| b.is_ascii_whitespace());
+        match rest.next() {
+            None => return None,
+            Some(b'{') => {}
+            Some(_) => return Some(false),
+        }
+        let rest: Vec<u8> = rest
+            .skip_while(|b| b.is_ascii_whitespace())
+            .copied()
+            .collect();
+        const KEY: &[u8] = b"\"version\"";
+        if rest.len() < KEY.len() {
+            return if KEY.starts_with(&rest) {
+                None
+            } else {
+                Some(false)
+            };
+        }
+        Some(rest.starts_with(KEY))
+    }
+
+    /// The body, when it was held back rather than streamed.
+    fn held(self) -> Option<Vec<u8>> {
+        (self.streaming != Some(true)).then_some(self.head)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for PlainOrHeld<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.streaming {
+            Some(true) => return self.out.write(buf),
+            Some(false) => self.head.extend_from_slice(buf),
+            None => {
+                self.head.extend_from_slice(buf);
+                self.streaming = Self::begins_a_state(&self.head);
+                if self.streaming == Some(true) {
+                    self.out.write_all(&std::mem::take(&mut self.head))?;
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.streaming == Some(true) {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
 }
 
 async fn push(context: &Context, file: &std::path::Path, force: bool, lock: &LockFlags) -> Result {
@@ -973,5 +1050,53 @@ mod tests {
                 store.location()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod pull_tests {
+    use super::PlainOrHeld;
+    use std::io::Write;
+
+    /// Copies `chunks` through the writer as `pull` does; what was streamed, and what held.
+    fn copy(chunks: &[&[u8]], may_stream: bool) -> (Vec<u8>, Option<Vec<u8>>) {
+        let mut out = Vec::new();
+        let mut writer = PlainOrHeld::new(&mut out, may_stream);
+        for chunk in chunks {
+            writer.write_all(chunk).unwrap();
+        }
+        let held = writer.held();
+        (out, held)
+    }
+
+    #[test]
+    fn a_terraform_state_streams_even_when_its_first_key_arrives_in_pieces() {
+        let (out, held) = copy(
+            &[b"{\n  \"ver", b"sion\": 4,\n", b"  \"serial\": 1\n}\n"],
+            true,
+        );
+        assert_eq!(out, b"{\n  \"version\": 4,\n  \"serial\": 1\n}\n");
+        assert_eq!(held, None);
+    }
+
+    #[test]
+    fn an_envelope_or_anything_else_is_held_back_whole() {
+        let envelope = br#"{"serial":1,"lineage":"l","meta":{},"encrypted_data":"AA==","encryption_version":"v0"}"#;
+        let (out, held) = copy(&[&envelope[..5], &envelope[5..]], true);
+        assert!(
+            out.is_empty(),
+            "nothing of an envelope is printed as it arrives"
+        );
+        assert_eq!(held.as_deref(), Some(&envelope[..]));
+        let (out, held) = copy(&[b"not json"], true);
+        assert!(out.is_empty());
+        assert_eq!(held.as_deref(), Some(&b"not json"[..]));
+    }
+
+    #[test]
+    fn with_a_key_configured_even_a_plaintext_state_is_held_for_the_library() {
+        let (out, held) = copy(&[b"{\"version\": 4}"], false);
+        assert!(out.is_empty());
+        assert_eq!(held.as_deref(), Some(&b"{\"version\": 4}"[..]));
     }
 }

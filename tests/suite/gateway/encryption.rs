@@ -129,3 +129,57 @@ async fn an_enforcing_gateway_refuses_a_plaintext_state_and_writes_nothing() {
     );
     gateway.stop().await;
 }
+
+/// The web UI of an encrypting gateway reads every state through the library, so its pages
+/// show the plaintext state (history with resource counts, outputs) although S3 holds only
+/// envelopes; before, it parsed the stored bytes itself and showed nothing of them. From the
+/// merge of the web UI with encryption at rest (issues 24 and 26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_web_ui_of_an_encrypting_gateway_shows_the_plaintext_state() {
+    use super::ui::{NAME, fixture_state, page};
+    let bucket = common::bucket(true).await;
+    let gateway = gateway::start_with(encrypting_config(&bucket, true)).await;
+    for version in [1, 2] {
+        let reply = send(
+            gateway.addr,
+            "POST",
+            &format!("/{NAME}"),
+            Some(WRITER),
+            &fixture_state(version),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let stored = common::get_raw(&bucket, &key(NAME)).await;
+    assert!(inspect(&stored).is_some(), "S3 holds an envelope");
+
+    let history = page(&gateway, &format!("/ui/state/{NAME}"), gateway::ADMIN, 200).await;
+    // The page's text, without its markup.
+    let text: String = history
+        .split('<')
+        .map(|part| part.split_once('>').map_or(part, |(_, text)| text))
+        .collect();
+    assert!(
+        text.contains("+1 ~1 -0") && text.contains("outputs (3)"),
+        "the timeline diffs the decrypted versions: {text}"
+    );
+    let outputs = page(
+        &gateway,
+        &format!("/ui/outputs/{NAME}"),
+        gateway::ADMIN,
+        200,
+    )
+    .await;
+    assert!(
+        outputs.contains("db-1.example.internal:5432"),
+        "the decrypted outputs: {outputs}"
+    );
+    for shown in [&history, &outputs] {
+        assert!(!shown.contains("encrypted_data") && !shown.contains(PASSPHRASE));
+        assert!(
+            !shown.contains("out-SECRET"),
+            "sensitive outputs stay masked"
+        );
+    }
+    gateway.stop().await;
+}

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod bound_lock;
+mod bound_turns;
 mod coordinator;
 pub(crate) mod metadata;
 mod push;
@@ -184,6 +185,12 @@ pub struct RemoteStateOptions {
     /// apply. Every unlock through the manager, and `update`'s own release, waits out what
     /// is left of this. Default 10 s.
     pub unanswered_write_settle: Duration,
+    /// How long [`RemoteState::lock_bound`] waits, in this process's first-come-first-served
+    /// line, for a bound lock taken through this process to be let go, before asking the
+    /// store (which then answers [`Error::Locked`] if it is still held). Default zero: ask
+    /// at once. The gateway sets it from `limits.lock_wait_secs`, so that clients waiting for
+    /// one state take turns instead of polling the store.
+    pub bound_lock_wait: Duration,
 }
 
 impl Default for RemoteStateOptions {
@@ -200,6 +207,7 @@ impl Default for RemoteStateOptions {
                 max: Duration::from_millis(100),
             },
             unanswered_write_settle: Duration::from_secs(10),
+            bound_lock_wait: Duration::ZERO,
         }
     }
 }

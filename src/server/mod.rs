@@ -498,7 +498,9 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
                 shared.writes.spawn(async move {
                     let shared = task_shared;
                     let _done = Forget(&shared, key);
-                    let response = protocol::answer(&shared.metrics, &audit, &store, request).await;
+                    let lock_wait = shared.limits.lock_wait();
+                    let response =
+                        protocol::answer(&shared.metrics, &audit, &store, request, lock_wait).await;
                     let _ = sender.send(Some(Arc::new(Answer::of(response).await)));
                 });
                 receiver

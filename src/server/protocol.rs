@@ -197,7 +197,14 @@ pub async fn handle_state_request<S: GatewayStore>(
     store: &S,
     request: StateRequest,
 ) -> StateResponse {
-    let response = answer(&Metrics::default(), &Audit::default(), store, request).await;
+    let response = answer(
+        &Metrics::default(),
+        &Audit::default(),
+        store,
+        request,
+        Duration::ZERO,
+    )
+    .await;
     let status = response.status().as_u16();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -205,19 +212,22 @@ pub async fn handle_state_request<S: GatewayStore>(
     StateResponse { status, body }
 }
 
-/// The gateway's answer to one state request, counted in `metrics`.
+/// The gateway's answer to one state request, counted in `metrics`. A LOCK of a state whose
+/// lock was taken through this gateway waits up to `lock_wait` for its turn before asking the
+/// store (`limits.lock_wait_secs`; see `RemoteStateOptions::bound_lock_wait`).
 pub(crate) async fn answer<S: GatewayStore>(
     metrics: &Metrics,
     log: &Audit,
     store: &S,
     request: StateRequest,
+    lock_wait: Duration,
 ) -> Response {
     let name = request.state_name.clone();
     let who = request.principal.clone();
     match request.method {
         StateMethod::Get => get(store).await,
         StateMethod::Update => update(metrics, log, store, request).await,
-        StateMethod::Lock => lock(metrics, log, &who, &name, store, &request.body).await,
+        StateMethod::Lock => lock(metrics, log, &who, &name, store, &request.body, lock_wait).await,
         StateMethod::Unlock => unlock(log, &who, request.admin, &name, store, &request.body).await,
         StateMethod::Delete => {
             delete(metrics, log, &who, &name, store, request.lock_id.as_deref()).await
@@ -232,12 +242,18 @@ pub(crate) async fn answer<S: GatewayStore>(
 /// digest (the write path reads only to write conditionally on what it read, and sets the
 /// digest itself), and refusing at once rather than waiting when the state is locked.
 fn manager<S: GatewayStore>(store: &S) -> RemoteState<S> {
+    manager_waiting(store, Duration::ZERO)
+}
+
+/// [`manager`], whose `lock_bound` waits up to `lock_wait` for its turn in this process.
+fn manager_waiting<S: GatewayStore>(store: &S, lock_wait: Duration) -> RemoteState<S> {
     RemoteState::with_options(
         store.for_writes(),
         RemoteStateOptions {
             update_locking: UpdateLocking::Lock {
                 timeout: Duration::ZERO,
             },
+            bound_lock_wait: lock_wait,
             ..RemoteStateOptions::default()
         },
     )
@@ -429,6 +445,7 @@ pub(crate) async fn lock<S: GatewayStore>(
     name: &str,
     store: &S,
     body: &[u8],
+    lock_wait: Duration,
 ) -> Response {
     let audit = lock_audit(log, who, name);
     let info: LockInfo = match serde_json::from_slice(body) {
@@ -443,7 +460,10 @@ pub(crate) async fn lock<S: GatewayStore>(
             );
         }
     };
-    match manager(store).lock_bound(&info, who).await {
+    match manager_waiting(store, lock_wait)
+        .lock_bound(&info, who)
+        .await
+    {
         Ok(BoundLockTaken::Taken(info)) => {
             audit("locked", &info.id);
             json_response(

@@ -312,10 +312,28 @@ fn main() -> ExitCode {
     settings::show_backend_notes(
         cli.verbose > 0 || matches!(cli.command, Command::Meta { .. } | Command::Probe(_)),
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A read-only command makes a request or a few, one after another or a few at once, and
+    // takes no lock: one thread serves it, without starting a worker per core (or reading
+    // the cgroup's CPU quota to count them) first. Everything else (the gateway, the
+    // inventory's parallel reads, writes whose abandoned lock is released by a background
+    // task) keeps the multi-threaded runtime.
+    let read_only = matches!(
+        cli.command,
+        Command::Pull { .. }
+            | Command::Outputs { .. }
+            | Command::Meta { .. }
+            | Command::History { .. }
+            | Command::Diff { .. }
+            | Command::LockInfo { .. }
+    );
+    let runtime = if read_only {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

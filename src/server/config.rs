@@ -265,7 +265,7 @@ pub struct Limits {
     /// How long a LOCK of a state whose lock was taken through this gateway waits for it to
     /// be let go (clients waiting for one state take turns, first come first served), before
     /// the store is asked and a lock still held is answered 423 (default 2 s; 0: never wait,
-    /// answer at once). Must be below `request_timeout_secs`.
+    /// answer at once). At most `request_timeout_secs` less one second.
     pub lock_wait_secs: u64,
     /// How long a graceful shutdown waits for requests in flight (default 30 s).
     pub shutdown_grace_secs: u64,
@@ -294,8 +294,14 @@ impl Limits {
         Duration::from_secs(self.request_timeout_secs)
     }
 
+    /// `lock_wait_secs`, kept at least a second below `request_timeout_secs`: a LOCK that
+    /// waited past the request's deadline would be answered 503 while it goes on, instead of
+    /// getting its own answer.
     pub(crate) fn lock_wait(&self) -> Duration {
-        Duration::from_secs(self.lock_wait_secs)
+        Duration::from_secs(
+            self.lock_wait_secs
+                .min(self.request_timeout_secs.saturating_sub(1)),
+        )
     }
 
     pub(crate) fn header_timeout(&self) -> Duration {
@@ -501,17 +507,6 @@ impl GatewayConfig {
             if zero {
                 return Err(invalid(field, "must be greater than zero".into()));
             }
-        }
-        // A LOCK that waited past the request's deadline would be answered 503 while it goes
-        // on, instead of getting its own answer.
-        if limits.lock_wait_secs >= limits.request_timeout_secs {
-            return Err(invalid(
-                "limits.lock_wait_secs",
-                format!(
-                    "must be below limits.request_timeout_secs ({})",
-                    limits.request_timeout_secs
-                ),
-            ));
         }
         for (index, name) in self.metrics_users.iter().enumerate() {
             if !self.users.iter().any(|user| &user.name == name) {

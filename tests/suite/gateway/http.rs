@@ -938,12 +938,6 @@ async fn bad_configuration_is_refused_with_a_message_naming_the_setting() {
     let err = tls.validate().unwrap_err();
     assert!(matches!(err, ConfigError::Tls { .. }), "{err}");
 
-    // A LOCK waiting past the request's deadline would be answered 503 while it goes on.
-    let mut waits_too_long = good.clone();
-    waits_too_long.limits.lock_wait_secs = waits_too_long.limits.request_timeout_secs;
-    let err = waits_too_long.validate().unwrap_err();
-    assert!(err.to_string().contains("limits.lock_wait_secs"), "{err}");
-
     let json = GatewayConfig::from_str_at(
         &format!(r#"{{"s3": {{"bucket": "b"}}, "users": [{{"name": "u", "password_hash": "{hash}", "grants": [{{"prefix": "team", "role": "admin"}}]}}]}}"#),
         "gateway.json".as_ref(),

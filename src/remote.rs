@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod bound_lock;
+mod bound_turns;
 mod coordinator;
 pub(crate) mod metadata;
 mod push;
@@ -209,6 +210,12 @@ pub struct RemoteStateOptions {
     /// (the default): states are written as plaintext, and an encrypted state is refused with
     /// [`crate::encryption::EncryptionError::NoKeyConfigured`].
     pub encryption: Option<Arc<StateEncryption>>,
+    /// How long [`RemoteState::lock_bound`] waits, in this process's first-come-first-served
+    /// line, for a bound lock taken through this process to be let go, before asking the
+    /// store (which then answers [`Error::Locked`] if it is still held). Default zero: ask
+    /// at once. The gateway sets it from `limits.lock_wait_secs`, so that clients waiting for
+    /// one state take turns instead of polling the store.
+    pub bound_lock_wait: Duration,
 }
 
 impl Default for RemoteStateOptions {
@@ -228,6 +235,7 @@ impl Default for RemoteStateOptions {
             author: None,
             lock_queue: LockQueue::default(),
             encryption: None,
+            bound_lock_wait: Duration::ZERO,
         }
     }
 }

@@ -24,6 +24,7 @@
 //! [`Rules::AsSent`]) and the one write primitive ([`RemoteState::write_snapshot`]), under the
 //! coordinator's release gate like any write under a caller's lock.
 
+use super::bound_turns::BoundTurns;
 use super::metadata::{self, keys};
 use super::verdict::{self, Rules, Verdict};
 use super::{Base, Outgoing, PersistError, RemoteState, WriteOutcome};
@@ -204,14 +205,31 @@ impl<S: Store> RemoteState<S> {
     /// owner with the same info is [`BoundLockTaken::Repeated`]; a held lock is
     /// [`Error::Locked`] naming its holder; the same ID from another principal is
     /// [`LockRefusal::NotOwner`].
+    ///
+    /// While a bound lock taken through this process is held, the LOCK first waits its turn
+    /// in this process's line for the object, for at most
+    /// [`RemoteStateOptions::bound_lock_wait`](super::RemoteStateOptions::bound_lock_wait),
+    /// then asks the store, which decides (see [`super::bound_turns`]).
     pub async fn lock_bound(&self, info: &LockInfo, owner: &str) -> Result<BoundLockTaken> {
-        let location = self.store.location();
         if info.id.trim().is_empty() {
             return Err(Error::InvalidLockInfo {
-                location: location.to_owned(),
+                location: self.store.location().to_owned(),
                 message: "the lock info has an empty ID".into(),
             });
         }
+        let turns = BoundTurns::for_object(self.store.identity());
+        // Kept until the store has answered, so the next in line asks after us.
+        let _turn = turns.turn(self.options.bound_lock_wait).await;
+        let taken = self.lock_bound_at_store(info, owner).await;
+        if let Ok(BoundLockTaken::Taken(held) | BoundLockTaken::Repeated(held)) = &taken {
+            turns.taken(&held.id);
+        }
+        taken
+    }
+
+    /// [`RemoteState::lock_bound`] without the line: the store's answer now.
+    async fn lock_bound_at_store(&self, info: &LockInfo, owner: &str) -> Result<BoundLockTaken> {
+        let location = self.store.location();
         for _ in 0..3 {
             // The snapshot the lock binds to.
             let bound = match self.store.get(None).await? {
@@ -547,6 +565,7 @@ impl<S: Store> RemoteState<S> {
     ) -> Result<BoundUnlock> {
         let location = self.store.location();
         let Some(held) = self.read_held_lock().await? else {
+            BoundTurns::for_object(self.store.identity()).released();
             return Ok(BoundUnlock::NotLocked);
         };
         let holds_it = id == Some(held.id()) && held.is_bound() && held.owner() == requester;
@@ -593,11 +612,15 @@ impl<S: Store> RemoteState<S> {
                 break closed;
             }
         };
-        match self.locker.force_unlock(held.id()).await {
+        let released = match self.locker.force_unlock(held.id()).await {
             Ok(()) | Err(Error::NotLocked { .. }) if holds_it => Ok(BoundUnlock::Released),
             Ok(()) | Err(Error::NotLocked { .. }) => Ok(BoundUnlock::ForceReleased),
             Err(error) => Err(error),
+        };
+        if released.is_ok() {
+            BoundTurns::for_object(self.store.identity()).released();
         }
+        released
     }
 
     /// Deletes the stored snapshot (only the one it checked) under the client's bound lock

@@ -5,7 +5,8 @@
 //! `limits.max_concurrent_logins` at once; an unknown user name costs a check against a decoy
 //! hash, as long as a wrong password; and a client address with more than
 //! `limits.failed_logins_per_minute` failures is answered 429 without a check until its minute
-//! is over. Credentials verified once are remembered (a keyed SHA-256), so a client that has
+//! is over. Credentials verified once are remembered for 10 minutes (a keyed SHA-256, one per
+//! configured user, never the password), so a client that has
 //! logged in is served at once, even from an address being throttled.
 //!
 //! OIDC tokens (see `oidc.rs`) arrive as `Authorization: Bearer <token>`, or as the password
@@ -37,6 +38,9 @@ pub fn hash_password(password: &str) -> String {
         .expect("argon2 with default parameters hashes any password")
         .to_string()
 }
+
+/// How long credentials verified against their argon2 hash are taken without checking again.
+const VERIFIED_FOR: Duration = Duration::from_secs(600);
 
 /// The window failed logins are counted in, per client address.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -102,8 +106,11 @@ pub(crate) struct Authenticator {
     disabled: bool,
     /// Credentials already verified against their (slow) argon2 hash, as a keyed SHA-256 of
     /// user and password, so that each request does not pay argon2's cost again. The key is
-    /// random per process.
-    verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// random per process. At most one per configured user (only a user's right password is
+    /// remembered), each for `verified_for` after its argon2 check, so the cache is bounded
+    /// and a password is checked against its hash again at least that often.
+    verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    verified_for: Duration,
     cache_key: [u8; 32],
     /// A hash verified when the user is unknown, so that a wrong user name costs as much as
     /// a wrong password.
@@ -154,6 +161,7 @@ impl Authenticator {
             oidc,
             disabled: config.auth_disabled,
             verified: Mutex::new(HashMap::new()),
+            verified_for: VERIFIED_FOR,
             cache_key: std::array::from_fn(|_| fastrand::u8(..)),
             decoy: hash_password("decoy password that matches nothing"),
             checks: Arc::new(tokio::sync::Semaphore::new(
@@ -203,7 +211,8 @@ impl Authenticator {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&found.name)
                 .copied();
-            if cached.is_some_and(|known| bool::from(known.ct_eq(&fingerprint))) {
+            let fresh = cached.filter(|(_, since)| since.elapsed() < self.verified_for);
+            if fresh.is_some_and(|(known, _)| bool::from(known.ct_eq(&fingerprint))) {
                 return self.ok(found);
             }
         }
@@ -231,7 +240,7 @@ impl Authenticator {
                 self.verified
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(found.name.clone(), fingerprint);
+                    .insert(found.name.clone(), (fingerprint, Instant::now()));
                 self.ok(found)
             }
             _ => {
@@ -431,6 +440,24 @@ mod tests {
             checks(),
             before,
             "verified credentials are not checked again"
+        );
+
+        // Remembered for a while only: past `verified_for`, checked against the hash again.
+        let mut auth = auth;
+        auth.verified_for = Duration::ZERO;
+        let before = auth
+            .argon2_checks
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(
+            auth.authenticate(Some(&right), None).await,
+            AuthOutcome::Ok(_)
+        ));
+        assert_eq!(
+            auth.argon2_checks
+                .load(std::sync::atomic::Ordering::Relaxed)
+                - before,
+            1,
+            "an expired verification is checked again"
         );
     }
 

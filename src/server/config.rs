@@ -516,6 +516,11 @@ pub struct Limits {
     /// Password checks (argon2, deliberately slow) run at once, on blocking threads
     /// (default: the number of CPUs). More wait their turn.
     pub max_concurrent_logins: usize,
+    /// How long a LOCK of a state whose lock was taken through this gateway waits for it to
+    /// be let go (clients waiting for one state take turns, first come first served), before
+    /// the store is asked and a lock still held is answered 423 (default 2 s; 0: never wait,
+    /// answer at once). At most `request_timeout_secs` less one second.
+    pub lock_wait_secs: u64,
     /// How long a graceful shutdown waits for requests in flight (default 30 s).
     pub shutdown_grace_secs: u64,
 }
@@ -532,6 +537,7 @@ impl Default for Limits {
             max_concurrent_logins: std::thread::available_parallelism()
                 .map(usize::from)
                 .unwrap_or(2),
+            lock_wait_secs: 2,
             shutdown_grace_secs: 30,
         }
     }
@@ -540,6 +546,16 @@ impl Default for Limits {
 impl Limits {
     pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// `lock_wait_secs`, kept at least a second below `request_timeout_secs`: a LOCK that
+    /// waited past the request's deadline would be answered 503 while it goes on, instead of
+    /// getting its own answer.
+    pub(crate) fn lock_wait(&self) -> Duration {
+        Duration::from_secs(
+            self.lock_wait_secs
+                .min(self.request_timeout_secs.saturating_sub(1)),
+        )
     }
 
     pub(crate) fn header_timeout(&self) -> Duration {

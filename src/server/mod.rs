@@ -530,12 +530,14 @@ async fn dispatch(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -
                 shared.writes.spawn(async move {
                     let shared = task_shared;
                     let _done = Forget(&shared, key);
+                    let lock_wait = shared.limits.lock_wait();
                     let response = protocol::answer(
                         &shared.metrics,
                         &audit,
                         &store,
                         shared.encryption.as_ref(),
                         request,
+                        lock_wait,
                     )
                     .await;
                     let _ = sender.send(Some(Arc::new(Answer::of(response).await)));

@@ -216,7 +216,15 @@ pub async fn handle_state_request<S: GatewayStore>(
     store: &S,
     request: StateRequest,
 ) -> StateResponse {
-    let response = answer(&Metrics::default(), &Audit::default(), store, None, request).await;
+    let response = answer(
+        &Metrics::default(),
+        &Audit::default(),
+        store,
+        None,
+        request,
+        Duration::ZERO,
+    )
+    .await;
     let status = response.status().as_u16();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -224,13 +232,16 @@ pub async fn handle_state_request<S: GatewayStore>(
     StateResponse { status, body }
 }
 
-/// The gateway's answer to one state request, counted in `metrics`.
+/// The gateway's answer to one state request, counted in `metrics`. A LOCK of a state whose
+/// lock was taken through this gateway waits up to `lock_wait` for its turn before asking the
+/// store (`limits.lock_wait_secs`; see `RemoteStateOptions::bound_lock_wait`).
 pub(crate) async fn answer<S: GatewayStore>(
     metrics: &Metrics,
     log: &Audit,
     store: &S,
     encryption: Encryption<'_>,
     request: StateRequest,
+    lock_wait: Duration,
 ) -> Response {
     let name = request.state_name.clone();
     let who = request.principal.clone();
@@ -238,7 +249,17 @@ pub(crate) async fn answer<S: GatewayStore>(
         StateMethod::Get => get(store, encryption).await,
         StateMethod::Update => update(metrics, log, store, encryption, request).await,
         StateMethod::Lock => {
-            lock(metrics, log, &who, &name, store, encryption, &request.body).await
+            lock(
+                metrics,
+                log,
+                &who,
+                &name,
+                store,
+                encryption,
+                &request.body,
+                lock_wait,
+            )
+            .await
         }
         StateMethod::Unlock => {
             unlock(
@@ -274,6 +295,15 @@ pub(crate) async fn answer<S: GatewayStore>(
 /// digest (the write path reads only to write conditionally on what it read, and sets the
 /// digest itself), and refusing at once rather than waiting when the state is locked.
 pub(crate) fn manager<S: GatewayStore>(store: &S, encryption: Encryption<'_>) -> RemoteState<S> {
+    manager_waiting(store, encryption, Duration::ZERO)
+}
+
+/// [`manager`], whose `lock_bound` waits up to `lock_wait` for its turn in this process.
+fn manager_waiting<S: GatewayStore>(
+    store: &S,
+    encryption: Encryption<'_>,
+    lock_wait: Duration,
+) -> RemoteState<S> {
     RemoteState::with_options(
         store.for_writes(),
         RemoteStateOptions {
@@ -281,6 +311,7 @@ pub(crate) fn manager<S: GatewayStore>(store: &S, encryption: Encryption<'_>) ->
                 timeout: Duration::ZERO,
             },
             encryption: encryption.cloned(),
+            bound_lock_wait: lock_wait,
             ..RemoteStateOptions::default()
         },
     )
@@ -474,6 +505,7 @@ pub(crate) async fn lock<S: GatewayStore>(
     store: &S,
     encryption: Encryption<'_>,
     body: &[u8],
+    lock_wait: Duration,
 ) -> Response {
     let audit = lock_audit(log, who, name);
     let info: LockInfo = match serde_json::from_slice(body) {
@@ -488,7 +520,10 @@ pub(crate) async fn lock<S: GatewayStore>(
             );
         }
     };
-    match manager(store, encryption).lock_bound(&info, who).await {
+    match manager_waiting(store, encryption, lock_wait)
+        .lock_bound(&info, who)
+        .await
+    {
         Ok(BoundLockTaken::Taken(info)) => {
             audit("locked", &info.id);
             json_response(

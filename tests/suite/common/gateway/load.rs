@@ -21,6 +21,9 @@ pub struct LoadReport {
     pub p99: Duration,
     /// LOCK attempts answered 423 because the lock was held (gateway runs only).
     pub refused_locks: usize,
+    /// The gateway's S3 requests by kind (`GET lock`, `PUT state`, ...), when its requests
+    /// went through the recording proxy ([`through_gateway_counted`]).
+    pub s3_requests: Vec<(String, usize)>,
 }
 
 impl LoadReport {
@@ -153,9 +156,51 @@ pub async fn through_gateway(
     rounds_per_client: usize,
 ) -> LoadReport {
     let gateway = super::start().await;
+    run_through(gateway, None, clients, states, rounds_per_client).await
+}
+
+/// Like [`through_gateway`], with the gateway's S3 requests going through the recording
+/// proxy, counted by kind (the proxy's own hop makes it slower: for counts, not times).
+pub async fn through_gateway_counted(
+    clients: usize,
+    states: usize,
+    rounds_per_client: usize,
+) -> LoadReport {
+    let (gateway, proxy) = super::start_through_proxy().await;
+    run_through(gateway, Some(proxy), clients, states, rounds_per_client).await
+}
+
+/// An S3 request's kind, as the request-count tables name it: method, then `lock` for the
+/// `.tflock` object, `state` for a state, `bucket` for the rest.
+fn request_kind(request: &common::proxy::Recorded) -> String {
+    let object = if request.path.ends_with(".tflock") {
+        "lock"
+    } else if request.path.contains("/load/") {
+        "state"
+    } else {
+        "bucket"
+    };
+    let status = match request.status {
+        Some(status) if status >= 300 => format!(" {status}"),
+        Some(_) => String::new(),
+        None => " (cut)".into(),
+    };
+    format!("{} {object}{status}", request.method)
+}
+
+async fn run_through(
+    gateway: super::Running,
+    proxy: Option<common::proxy::FaultProxy>,
+    clients: usize,
+    states: usize,
+    rounds_per_client: usize,
+) -> LoadReport {
     let addr = gateway.addr;
     let names: Vec<String> = (0..states).map(|i| format!("load/state-{i}")).collect();
     create_counters(addr, &names).await;
+    if let Some(proxy) = &proxy {
+        proxy.take_requests();
+    }
 
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let waits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -178,6 +223,14 @@ pub async fn through_gateway(
         task.await.unwrap();
     }
     let elapsed = started.elapsed();
+    let mut s3_requests: Vec<(String, usize)> = Vec::new();
+    if let Some(proxy) = &proxy {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for request in proxy.take_requests() {
+            *counts.entry(request_kind(&request)).or_default() += 1;
+        }
+        s3_requests = counts.into_iter().collect();
+    }
 
     // Exact counters: every round's increment landed once.
     for (index, name) in names.iter().enumerate() {
@@ -195,13 +248,16 @@ pub async fn through_gateway(
         assert!(lock.is_err(), "{name}: a lock was left behind");
     }
     gateway.stop().await;
-    report(
-        clients,
-        states,
-        elapsed,
-        &latencies,
-        waits.load(std::sync::atomic::Ordering::Relaxed),
-    )
+    LoadReport {
+        s3_requests,
+        ..report(
+            clients,
+            states,
+            elapsed,
+            &latencies,
+            waits.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
 }
 
 /// The same work through the library directly (`update()` locks, refreshes, persists and
@@ -275,5 +331,6 @@ fn report(
         p50: percentile(&sorted, 0.50),
         p99: percentile(&sorted, 0.99),
         refused_locks,
+        s3_requests: Vec::new(),
     }
 }

@@ -30,13 +30,22 @@ use subtle::ConstantTimeEq;
 /// Hashes `password` with argon2id and a random salt, in the PHC format the configuration's
 /// `password_hash` takes.
 pub fn hash_password(password: &str) -> String {
-    let salt_bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    let salt_bytes: [u8; 16] = random_bytes();
     let salt = argon2::password_hash::SaltString::encode_b64(&salt_bytes)
         .expect("16 bytes are a valid salt");
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .expect("argon2 with default parameters hashes any password")
         .to_string()
+}
+
+/// Bytes from the operating system's secure generator: the verified-credentials cache's key
+/// must not be guessable (fastrand, a fast non-cryptographic generator, was used before), and
+/// salts are drawn the same way.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system's secure random generator");
+    bytes
 }
 
 /// How long credentials verified against their argon2 hash are taken without checking again.
@@ -162,7 +171,7 @@ impl Authenticator {
             disabled: config.auth_disabled,
             verified: Mutex::new(HashMap::new()),
             verified_for: VERIFIED_FOR,
-            cache_key: std::array::from_fn(|_| fastrand::u8(..)),
+            cache_key: random_bytes(),
             decoy: hash_password("decoy password that matches nothing"),
             checks: Arc::new(tokio::sync::Semaphore::new(
                 config.limits.max_concurrent_logins.max(1),

@@ -7,11 +7,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The modules that talk to S3 and whose behaviour can differ between stores. The rest (the
-# gateway, DynamoDB and STS on moto, the codec, the simulation, the architecture) do not
-# depend on which S3 answers, or need moto's S3.
+# The modules that talk to S3 and whose behaviour can differ between stores, and the check that
+# the probe's verdict on the store agrees with how s3state behaves there (stores::verdict). The
+# rest (the gateway, DynamoDB and STS on moto, the codec, the simulation, the architecture) do
+# not depend on which S3 answers, or need moto's S3.
 SEAWEEDFS_MODULES=(store_contract:: rules:: locking:: history:: workspaces:: lost_writes::
-  push:: cli:: interop:: tooling::)
+  push:: cli:: interop:: tooling:: stores::verdict::)
 
 status=0
 cargo test "$@" || status=$?

@@ -465,6 +465,7 @@ impl Reader<'_> {
     async fn version_count(&self, key: &str, location: &str) -> Result<usize> {
         let mut count = 0;
         let (mut key_marker, mut version_marker) = (None, None);
+        let mut asked = std::collections::HashSet::new();
         loop {
             let page = self
                 .client
@@ -496,8 +497,7 @@ impl Reader<'_> {
             if past_key || page.is_truncated() != Some(true) {
                 return Ok(count);
             }
-            key_marker = page.next_key_marker().map(str::to_owned);
-            version_marker = page.next_version_id_marker().map(str::to_owned);
+            (key_marker, version_marker) = next_markers(&page, &mut asked, location)?;
         }
     }
 }
@@ -512,6 +512,7 @@ async fn count_versions_under(
 ) -> Result<std::collections::HashMap<String, usize>> {
     let mut counts = std::collections::HashMap::new();
     let (mut key_marker, mut version_marker) = (None, None);
+    let mut asked = std::collections::HashSet::new();
     loop {
         let page = client
             .list_object_versions()
@@ -536,9 +537,31 @@ async fn count_versions_under(
         if page.is_truncated() != Some(true) {
             return Ok(counts);
         }
-        key_marker = page.next_key_marker().map(str::to_owned);
-        version_marker = page.next_version_id_marker().map(str::to_owned);
+        (key_marker, version_marker) = next_markers(&page, &mut asked, location)?;
     }
+}
+
+/// The markers to ask for a truncated listing's next page. A page that is truncated but names
+/// no marker, or a marker already asked from, would page forever (a store that leads the
+/// listing back, as some S3-compatible stores do): an error instead, never a silent count.
+fn next_markers(
+    page: &aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput,
+    asked: &mut std::collections::HashSet<(Option<String>, Option<String>)>,
+    location: &str,
+) -> Result<(Option<String>, Option<String>)> {
+    let markers = (
+        page.next_key_marker().map(str::to_owned),
+        page.next_version_id_marker().map(str::to_owned),
+    );
+    if markers.0.is_none() || !asked.insert(markers.clone()) {
+        return Err(s3_error(
+            "list the versions of",
+            location,
+            "the store's version listing is truncated without a new marker to go on from \
+             (check the store with `s3state probe`)",
+        ));
+    }
+    Ok(markers)
 }
 
 fn to_metadata(

@@ -155,7 +155,12 @@ pub(super) fn decryption_key<'a>(
                 None => None,
             };
         match &provider.spec {
-            ProviderSpec::Pbkdf2 { passphrase, .. } => {
+            ProviderSpec::Pbkdf2 {
+                passphrase,
+                iterations: configured_iterations,
+                key_length: configured_length,
+                ..
+            } => {
                 let Some(own) = own else { return Ok(None) };
                 let stored: Pbkdf2Meta = serde_json::from_slice(&own)
                     .map_err(|e| failure(provider, format!("unreadable metadata: {e}")))?;
@@ -177,14 +182,38 @@ pub(super) fn decryption_key<'a>(
                         format!("unknown hash function {:?}", stored.hash_function),
                     )
                 })?;
+                // The envelope is not authenticated before the key is derived: anyone who
+                // can write the bucket chooses these. A huge count (or a long key, which
+                // PBKDF2 derives block by block, each block paying every iteration) would
+                // hold this thread for hours; OpenTofu bounds neither. The count is bounded
+                // by the larger of the configured one and MAX_METADATA_ITERATIONS, the
+                // length likewise (a chained pbkdf2 may derive more than AES-GCM uses).
+                let ceiling = u64::from(*configured_iterations).max(MAX_METADATA_ITERATIONS);
                 let iterations = u32::try_from(stored.iterations)
                     .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| failure(provider, "invalid iterations in its metadata"))?;
+                    .filter(|n| *n > 0 && u64::from(*n) <= ceiling)
+                    .ok_or_else(|| {
+                        failure(
+                            provider,
+                            format!(
+                                "invalid iterations in its metadata ({}; at most {ceiling} are accepted)",
+                                stored.iterations
+                            ),
+                        )
+                    })?;
+                let longest = (*configured_length).max(MAX_METADATA_KEY_LENGTH);
                 let key_length = usize::try_from(stored.key_length)
                     .ok()
-                    .filter(|n| (1..=1024).contains(n))
-                    .ok_or_else(|| failure(provider, "invalid key_length in its metadata"))?;
+                    .filter(|n| (1..=longest).contains(n))
+                    .ok_or_else(|| {
+                        failure(
+                            provider,
+                            format!(
+                                "invalid key_length in its metadata ({}; at most {longest} is accepted)",
+                                stored.key_length
+                            ),
+                        )
+                    })?;
                 if stored.salt.is_empty() {
                     return Ok(None);
                 }
@@ -213,6 +242,14 @@ pub(super) fn decryption_key<'a>(
         }
     })
 }
+
+/// The most pbkdf2 iterations an envelope's metadata may ask for, unless the configuration
+/// asks for more: over 16 times OpenTofu's default (600 000), a few seconds of one core.
+pub(crate) const MAX_METADATA_ITERATIONS: u64 = 10_000_000;
+
+/// The longest pbkdf2 key an envelope's metadata may ask for, unless the configuration asks
+/// for longer: AES-256 takes 32 bytes; 64 leaves room for a chained passphrase.
+const MAX_METADATA_KEY_LENGTH: usize = 64;
 
 fn check_chained_length(provider: &Provider, passphrase: &Secret) -> Result<(), EncryptionError> {
     if passphrase.len() < super::config::MINIMUM_PASSPHRASE_LENGTH {
@@ -334,7 +371,7 @@ async fn run_external(
     let command = command.to_vec();
     let name = provider.addr.provider_name();
     let run = tokio::task::spawn_blocking(move || run_command(&command, &input, timeout));
-    let (stdout, stderr_tail) = run
+    let stdout = run
         .await
         .map_err(|_| failure(provider, "the command's runner panicked"))?
         .map_err(|message| EncryptionError::KeyProvider {
@@ -364,7 +401,7 @@ async fn run_external(
         failure(
             provider,
             format!(
-                "the command's answer is not valid (at line {}, column {}){stderr_tail}",
+                "the command's answer is not valid (at line {}, column {})",
                 e.line(),
                 e.column()
             ),
@@ -392,19 +429,26 @@ async fn run_external(
     })
 }
 
+/// The most an `external` command may write on its stdout.
+const MAX_EXTERNAL_OUTPUT: usize = 1 << 20;
+
 /// Runs `command` with `input` on its stdin; its stdout, or why not. Killed after `timeout`.
+/// Its stderr goes to ours.
 fn run_command(
     command: &[String],
     input: &[u8],
     timeout: std::time::Duration,
-) -> Result<(Vec<u8>, String), String> {
+) -> Result<Vec<u8>, String> {
     use std::io::{Read as _, Write as _};
     use std::process::{Command, Stdio};
     let mut child = Command::new(&command[0])
         .args(&command[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // Its stderr is its own diagnostics, for whoever runs s3state (as OpenTofu passes it
+        // through). It is never put into an error: the gateway answers errors to its clients,
+        // and a provider's diagnostics may name a key.
+        .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", command[0]))?;
     let mut stdin = child.stdin.take().expect("piped");
@@ -413,15 +457,13 @@ fn run_command(
         let _ = stdin.write_all(&input);
     });
     let mut stdout = child.stdout.take().expect("piped");
+    // Bounded: a command that writes without end is cut off (its pipe is closed once the
+    // limit is read, so it stops) instead of filling memory.
     let reader = std::thread::spawn(move || {
         let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        out
-    });
-    let mut stderr = child.stderr.take().expect("piped");
-    let errors = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stderr.read_to_end(&mut out);
+        let _ = (&mut stdout)
+            .take(MAX_EXTERNAL_OUTPUT as u64 + 1)
+            .read_to_end(&mut out);
         out
     });
     let started = std::time::Instant::now();
@@ -441,24 +483,15 @@ fn run_command(
     };
     let _ = writer.join();
     let stdout = reader.join().unwrap_or_default();
-    let stderr = errors.join().unwrap_or_default();
-    // The command's stderr is its own diagnostics; a short tail helps, and a key provider
-    // is expected to keep keys out of it.
-    let tail = String::from_utf8_lossy(&stderr);
-    let tail = tail.trim();
-    let tail = if tail.is_empty() {
-        String::new()
-    } else {
-        let start = tail.len().saturating_sub(300);
-        let start = (start..tail.len())
-            .find(|i| tail.is_char_boundary(*i))
-            .unwrap_or(0);
-        format!("; its stderr ends: {}", &tail[start..])
-    };
     if !status.success() {
-        return Err(format!("the command exited with {status}{tail}"));
+        return Err(format!("the command exited with {status}"));
     }
-    Ok((stdout, tail))
+    if stdout.len() > MAX_EXTERNAL_OUTPUT {
+        return Err(format!(
+            "the command wrote more than {MAX_EXTERNAL_OUTPUT} bytes (a key and its metadata are far smaller)"
+        ));
+    }
+    Ok(stdout)
 }
 
 #[cfg(feature = "kms")]

@@ -191,3 +191,113 @@ async fn the_aws_kms_key_provider_works_against_moto() {
     let error = without.refresh_state().await.unwrap_err().to_string();
     assert!(error.contains("key_provider.pbkdf2.key"), "{error}");
 }
+
+/// An envelope whose pbkdf2 metadata was rewritten by someone who can write the bucket (the
+/// metadata is read before anything is authenticated). A count of iterations far above the
+/// configuration, or a key length PBKDF2 derives block by block, each block paying every
+/// iteration, would hold the reader for minutes or hours; both are refused before deriving.
+/// From the adversarial review of state encryption.
+#[tokio::test]
+async fn forged_pbkdf2_metadata_is_refused_before_any_derivation() {
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let encryption = super::pbkdf2(PASSPHRASE);
+    let sealed = encryption
+        .encrypt(Bytes::from_static(common::TERRAFORM_STATE))
+        .await
+        .unwrap();
+    let forge = |field: &str, value: serde_json::Value| {
+        let mut envelope: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
+        let slot = &mut envelope["meta"]["key_provider.pbkdf2.key"];
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&base64.decode(slot.as_str().unwrap()).unwrap()).unwrap();
+        meta[field] = value;
+        *slot = base64.encode(serde_json::to_vec(&meta).unwrap()).into();
+        Bytes::from(serde_json::to_vec(&envelope).unwrap())
+    };
+    for (field, value, said) in [
+        (
+            "iterations",
+            serde_json::json!(10_000_001u64),
+            "invalid iterations",
+        ),
+        (
+            "iterations",
+            serde_json::json!(4_000_000_000u64),
+            "invalid iterations",
+        ),
+        ("key_length", serde_json::json!(4096), "invalid key_length"),
+    ] {
+        let error = encryption
+            .decrypt(forge(field, value.clone()))
+            .await
+            .unwrap_err();
+        let shown = error.to_string();
+        assert!(shown.contains(said), "{field} = {value}: {shown}");
+    }
+    // The bounds leave genuine parameters alone: a forged but modest count derives (and then
+    // fails authentication, as any wrong key does).
+    let error = encryption
+        .decrypt(forge("iterations", serde_json::json!(200_001)))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("authentication failed"),
+        "{error}"
+    );
+    let (opened, _) = encryption.decrypt(sealed).await.unwrap();
+    assert_eq!(&opened[..], common::TERRAFORM_STATE);
+}
+
+/// A key provider command's stderr is never part of an error (the gateway answers errors to
+/// its HTTP clients, and a provider's diagnostics may name a key), and what it writes on
+/// stdout is bounded. From the adversarial review of state encryption.
+#[tokio::test]
+async fn an_external_commands_stderr_stays_out_of_errors_and_its_output_is_bounded() {
+    let dir = common::temp_dir("external-kp-stderr");
+    let failing = dir.join("failing.sh");
+    let chatty = dir.join("chatty.sh");
+    let garbled = dir.join("garbled.sh");
+    let header = r#"echo '{"magic":"OpenTofu-External-Key-Provider","version":1}'"#;
+    for (script, body) in [
+        (
+            &failing,
+            "echo 'key=SECRET-FROM-STDERR' >&2\nexit 3".to_owned(),
+        ),
+        (
+            &garbled,
+            "echo 'key=SECRET-FROM-STDERR' >&2\necho 'not json'".to_owned(),
+        ),
+        (
+            &chatty,
+            "head -c 4000000 /dev/zero | tr '\\0' 'a'".to_owned(),
+        ),
+    ] {
+        std::fs::write(
+            script,
+            format!("#!/usr/bin/env bash\nset -u\n{header}\n{body}\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for script in [&failing, &garbled, &chatty] {
+        let error = encryption(&external_config(script, false))
+            .encrypt(Bytes::from_static(common::TERRAFORM_STATE))
+            .await
+            .unwrap_err();
+        let shown = format!("{error} {error:?}");
+        assert!(
+            matches!(error, EncryptionError::KeyProvider { .. }),
+            "{shown}"
+        );
+        assert!(!shown.contains("SECRET-FROM-STDERR"), "{shown}");
+        if script == &chatty {
+            assert!(
+                shown.len() < 2000,
+                "the output is not echoed: {}",
+                shown.len()
+            );
+        }
+    }
+}

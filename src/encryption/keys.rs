@@ -119,7 +119,7 @@ pub(super) fn encryption_key<'a>(
                     .ok_or_else(|| failure(provider, "the command gave no encryption_key"))?;
                 (key, output.meta)
             }
-            ProviderSpec::AwsKms { .. } => kms::generate(provider).await?,
+            ProviderSpec::AwsKms { .. } => kms::generate(provider, &encryption.data_keys).await?,
         };
         if meta.insert(provider.meta_key.clone(), own_meta).is_some() {
             return Err(failure(
@@ -233,6 +233,7 @@ pub(super) fn decryption_key<'a>(
                 }
                 kms::decrypt(
                     provider,
+                    &encryption.data_keys,
                     &stored.ciphertext_blob,
                     &stored.encryption_context,
                 )
@@ -264,6 +265,39 @@ fn check_chained_length(provider: &Provider, passphrase: &Secret) -> Result<(), 
     Ok(())
 }
 
+/// Keys by an identifier, at most [`KEY_CACHE_ENTRIES`] of them (then it starts over), so
+/// that a long-running process (the gateway) does not keep every key it ever used.
+#[derive(Clone, Default)]
+pub(super) struct DataKeyCache(std::sync::Arc<Mutex<HashMap<Vec<u8>, Secret>>>);
+
+impl DataKeyCache {
+    pub(super) fn get(&self, id: &[u8]) -> Option<Secret> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub(super) fn remember(&self, id: Vec<u8>, key: Secret) {
+        remember(
+            &mut self.0.lock().unwrap_or_else(|e| e.into_inner()),
+            id,
+            key,
+        );
+    }
+}
+
+/// The most keys a cache holds.
+const KEY_CACHE_ENTRIES: usize = 1024;
+
+fn remember<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Secret>, id: K, key: Secret) {
+    if map.len() >= KEY_CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(id, key);
+}
+
 pub(super) static PBKDF2_DERIVATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Cached derived keys, by a SHA-256 of (passphrase, salt, parameters): the passphrase itself
@@ -272,9 +306,6 @@ fn pbkdf2_cache() -> &'static Mutex<HashMap<[u8; 32], Secret>> {
     static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Secret>>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
-
-/// At most this many derived keys are kept; then the cache starts over.
-const PBKDF2_CACHE_ENTRIES: usize = 1024;
 
 pub(super) fn pbkdf2_cached(
     passphrase: &Secret,
@@ -313,11 +344,11 @@ pub(super) fn pbkdf2_cached(
     );
     PBKDF2_DERIVATIONS.fetch_add(1, Ordering::Relaxed);
     let key = Secret::new(out);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= PBKDF2_CACHE_ENTRIES {
-        cache.clear();
-    }
-    cache.insert(id, key.clone());
+    remember(
+        &mut cache.lock().unwrap_or_else(|e| e.into_inner()),
+        id,
+        key.clone(),
+    );
     Ok(key)
 }
 
@@ -499,10 +530,9 @@ mod kms {
     //! `aws_kms`: a data key from KMS `GenerateDataKey`, its encrypted blob kept in the
     //! metadata and decrypted with KMS `Decrypt`.
 
-    use super::{KmsMeta, Provider, ProviderSpec, failure};
+    use super::{DataKeyCache, KmsMeta, Provider, ProviderSpec, failure};
     use crate::encryption::{EncryptionError, Secret};
     use std::collections::{BTreeMap, HashMap};
-    use std::sync::{Mutex, OnceLock};
 
     async fn client(provider: &Provider) -> aws_sdk_kms::Client {
         let ProviderSpec::AwsKms {
@@ -553,12 +583,6 @@ mod kms {
         (!map.is_empty()).then(|| map.clone().into_iter().collect())
     }
 
-    /// Decrypted data keys, by their encrypted blob: a version read twice asks KMS once.
-    fn cache() -> &'static Mutex<HashMap<Vec<u8>, Secret>> {
-        static CACHE: OnceLock<Mutex<HashMap<Vec<u8>, Secret>>> = OnceLock::new();
-        CACHE.get_or_init(Default::default)
-    }
-
     fn describe(error: impl std::error::Error) -> String {
         // The SDK's error chain names the service's code and message; no key is in it.
         let mut text = error.to_string();
@@ -571,8 +595,11 @@ mod kms {
         text
     }
 
+    /// A new data key; it is remembered in `cache` (this configuration's), so the state read
+    /// back after this write asks KMS nothing.
     pub(super) async fn generate(
         provider: &Provider,
+        cache: &DataKeyCache,
     ) -> Result<(Secret, Vec<u8>), EncryptionError> {
         let ProviderSpec::AwsKms {
             kms_key_id,
@@ -600,10 +627,7 @@ mod kms {
             .ciphertext_blob
             .map(|blob| blob.into_inner())
             .ok_or_else(|| failure(provider, "GenerateDataKey returned no ciphertext blob"))?;
-        cache()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(blob.clone(), key.clone());
+        cache.remember(blob.clone(), key.clone());
         let meta = KmsMeta {
             ciphertext_blob: blob,
             encryption_context: encryption_context.clone(),
@@ -611,16 +635,18 @@ mod kms {
         Ok((key, serde_json::to_vec(&meta).unwrap_or_default()))
     }
 
+    /// The data key in `blob`, from `cache` (a version read twice asks KMS once) or KMS.
     pub(super) async fn decrypt(
         provider: &Provider,
+        cache: &DataKeyCache,
         blob: &[u8],
         encryption_context: &BTreeMap<String, String>,
     ) -> Result<Secret, EncryptionError> {
         let ProviderSpec::AwsKms { kms_key_id, .. } = &provider.spec else {
             unreachable!("called for aws_kms providers only")
         };
-        if let Some(key) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(blob) {
-            return Ok(key.clone());
+        if let Some(key) = cache.get(blob) {
+            return Ok(key);
         }
         let answer = client(provider)
             .await
@@ -635,22 +661,20 @@ mod kms {
             .plaintext
             .map(|blob| Secret::new(blob.into_inner()))
             .ok_or_else(|| failure(provider, "Decrypt returned no plaintext key"))?;
-        cache()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(blob.to_vec(), key.clone());
+        cache.remember(blob.to_vec(), key.clone());
         Ok(key)
     }
 }
 
 #[cfg(not(feature = "kms"))]
 mod kms {
-    use super::{Provider, failure};
+    use super::{DataKeyCache, Provider, failure};
     use crate::encryption::{EncryptionError, Secret};
     use std::collections::BTreeMap;
 
     pub(super) async fn generate(
         provider: &Provider,
+        _cache: &DataKeyCache,
     ) -> Result<(Secret, Vec<u8>), EncryptionError> {
         Err(failure(
             provider,
@@ -660,6 +684,7 @@ mod kms {
 
     pub(super) async fn decrypt(
         provider: &Provider,
+        _cache: &DataKeyCache,
         _blob: &[u8],
         _context: &BTreeMap<String, String>,
     ) -> Result<Secret, EncryptionError> {
@@ -667,5 +692,26 @@ mod kms {
             provider,
             "s3state was built without the `kms` feature",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long-running process keeps at most KEY_CACHE_ENTRIES keys.
+    #[test]
+    fn a_key_cache_is_bounded() {
+        let cache = DataKeyCache::default();
+        for n in 0..(KEY_CACHE_ENTRIES as u32 * 3) {
+            cache.remember(n.to_be_bytes().to_vec(), Secret::new(vec![1; 32]));
+        }
+        let held = cache.0.lock().unwrap().len();
+        assert!((1..=KEY_CACHE_ENTRIES).contains(&held), "{held}");
+        assert!(
+            cache
+                .get(&(KEY_CACHE_ENTRIES as u32 * 3 - 1).to_be_bytes())
+                .is_some()
+        );
     }
 }

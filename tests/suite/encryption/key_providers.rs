@@ -301,3 +301,59 @@ async fn an_external_commands_stderr_stays_out_of_errors_and_its_output_is_bound
         }
     }
 }
+
+/// KMS decides who may decrypt a data key: a decrypted (or generated) data key is not handed
+/// to another configuration in the same process that KMS was never asked about (a library
+/// serving several tenants, each with its own credentials). Here the second configuration
+/// names the same provider and key but a KMS endpoint that does not answer: it must fail.
+/// From the adversarial review of state encryption.
+#[cfg(feature = "kms")]
+#[tokio::test]
+async fn a_kms_data_key_is_not_shared_with_another_configuration() {
+    let endpoint = common::moto_endpoint();
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::new()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint.clone())
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build(),
+    );
+    let key_id = kms
+        .create_key()
+        .send()
+        .await
+        .expect("creating a KMS key in moto")
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let config = |endpoint: &str| {
+        format!(
+            r#"key_provider "aws_kms" "main" {{
+                 kms_key_id = "{key_id}"
+                 key_spec   = "AES_256"
+                 region     = "us-east-1"
+                 access_key = "test"
+                 secret_key = "test"
+                 endpoints {{ kms = "{endpoint}" }}
+               }}
+               method "aes_gcm" "main" {{ keys = key_provider.aws_kms.main }}
+               state {{ method = method.aes_gcm.main }}"#
+        )
+    };
+    let owner = encryption(&config(&endpoint));
+    let sealed = owner
+        .encrypt(Bytes::from_static(common::TERRAFORM_STATE))
+        .await
+        .unwrap();
+    let (opened, _) = owner.decrypt(sealed.clone()).await.unwrap();
+    assert_eq!(&opened[..], common::TERRAFORM_STATE);
+    let stranger = encryption(&config("http://127.0.0.1:9"));
+    let error = stranger.decrypt(sealed).await.unwrap_err();
+    assert!(
+        matches!(error, EncryptionError::DecryptionFailed { .. }),
+        "{error:?}"
+    );
+}

@@ -102,7 +102,15 @@ pub(super) fn encryption_key<'a>(
                 let mut salt = vec![0u8; *salt_length];
                 aws_lc_rs::rand::fill(&mut salt)
                     .map_err(|_| failure(provider, "no randomness for the salt"))?;
-                let key = pbkdf2_cached(&passphrase, &salt, *iterations, *hash, *key_length)?;
+                let key = pbkdf2_off_the_runtime(
+                    provider,
+                    &passphrase,
+                    &salt,
+                    *iterations,
+                    *hash,
+                    *key_length,
+                )
+                .await?;
                 let own = Pbkdf2Meta {
                     salt,
                     iterations: u64::from(*iterations),
@@ -217,7 +225,16 @@ pub(super) fn decryption_key<'a>(
                 if stored.salt.is_empty() {
                     return Ok(None);
                 }
-                pbkdf2_cached(&passphrase, &stored.salt, iterations, hash, key_length).map(Some)
+                pbkdf2_off_the_runtime(
+                    provider,
+                    &passphrase,
+                    &stored.salt,
+                    iterations,
+                    hash,
+                    key_length,
+                )
+                .await
+                .map(Some)
             }
             ProviderSpec::External { command } => {
                 let Some(own) = own else { return Ok(None) };
@@ -305,6 +322,25 @@ pub(super) static PBKDF2_DERIVATIONS: AtomicU64 = AtomicU64::new(0);
 fn pbkdf2_cache() -> &'static Mutex<HashMap<[u8; 32], Secret>> {
     static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Secret>>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
+}
+
+/// [`pbkdf2_cached`] on tokio's blocking pool: a derivation takes up to seconds of CPU, and
+/// on the async runtime it would stall every other task on its thread (the gateway's other
+/// requests).
+async fn pbkdf2_off_the_runtime(
+    provider: &Provider,
+    passphrase: &Secret,
+    salt: &[u8],
+    iterations: u32,
+    hash: HashFunction,
+    key_length: usize,
+) -> Result<Secret, EncryptionError> {
+    let (passphrase, salt) = (passphrase.clone(), salt.to_vec());
+    tokio::task::spawn_blocking(move || {
+        pbkdf2_cached(&passphrase, &salt, iterations, hash, key_length)
+    })
+    .await
+    .map_err(|_| failure(provider, "the key derivation panicked"))?
 }
 
 pub(super) fn pbkdf2_cached(

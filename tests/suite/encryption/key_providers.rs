@@ -357,3 +357,32 @@ async fn a_kms_data_key_is_not_shared_with_another_configuration() {
         "{error:?}"
     );
 }
+
+/// A pbkdf2 derivation (seconds for the most iterations an envelope may ask for) does not
+/// hold the async runtime: on a one-thread runtime another task runs while it derives, as
+/// the gateway's other requests must. From the adversarial review of state encryption.
+#[tokio::test(flavor = "current_thread")]
+async fn a_pbkdf2_derivation_does_not_block_the_runtime() {
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let encryption = super::pbkdf2(PASSPHRASE);
+    let sealed = encryption
+        .encrypt(Bytes::from_static(common::TERRAFORM_STATE))
+        .await
+        .unwrap();
+    // The most iterations the metadata may ask for, and a fresh salt: nothing is cached.
+    let mut envelope: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
+    let slot = &mut envelope["meta"]["key_provider.pbkdf2.key"];
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&base64.decode(slot.as_str().unwrap()).unwrap()).unwrap();
+    meta["iterations"] = serde_json::json!(10_000_000);
+    meta["salt"] = base64.encode(uuid::Uuid::new_v4().as_bytes()).into();
+    *slot = base64.encode(serde_json::to_vec(&meta).unwrap()).into();
+    let forged = Bytes::from(serde_json::to_vec(&envelope).unwrap());
+    let first = tokio::select! {
+        biased;
+        _ = encryption.decrypt(forged) => "the derivation",
+        _ = tokio::time::sleep(Duration::from_millis(20)) => "the other task",
+    };
+    assert_eq!(first, "the other task");
+}

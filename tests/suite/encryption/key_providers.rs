@@ -315,7 +315,7 @@ async fn a_kms_data_key_is_not_shared_with_another_configuration() {
         aws_sdk_kms::config::Builder::new()
             .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
             .region(aws_sdk_kms::config::Region::new("us-east-1"))
-            .endpoint_url(endpoint.clone())
+            .endpoint_url(endpoint)
             .credentials_provider(aws_sdk_kms::config::Credentials::new(
                 "test", "test", None, None, "tests",
             ))
@@ -343,7 +343,7 @@ async fn a_kms_data_key_is_not_shared_with_another_configuration() {
                state {{ method = method.aes_gcm.main }}"#
         )
     };
-    let owner = encryption(&config(&endpoint));
+    let owner = encryption(&config(endpoint));
     let sealed = owner
         .encrypt(Bytes::from_static(common::TERRAFORM_STATE))
         .await

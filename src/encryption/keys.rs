@@ -287,6 +287,8 @@ fn check_chained_length(provider: &Provider, passphrase: &Secret) -> Result<(), 
 #[derive(Clone, Default)]
 pub(super) struct DataKeyCache(std::sync::Arc<Mutex<HashMap<Vec<u8>, Secret>>>);
 
+// Only the aws_kms provider keeps data keys.
+#[cfg_attr(not(feature = "kms"), allow(dead_code))]
 impl DataKeyCache {
     pub(super) fn get(&self, id: &[u8]) -> Option<Secret> {
         self.0

@@ -241,18 +241,26 @@ pub(super) fn decryption_key<'a>(
                 let output = run_external(encryption, provider, command, Some(&own)).await?;
                 Ok(output.keys.decryption_key)
             }
-            ProviderSpec::AwsKms { .. } => {
+            ProviderSpec::AwsKms {
+                encryption_context, ..
+            } => {
                 let Some(own) = own else { return Ok(None) };
                 let stored: KmsMeta = serde_json::from_slice(&own)
                     .map_err(|e| failure(provider, format!("unreadable metadata: {e}")))?;
                 if stored.ciphertext_blob.is_empty() {
                     return Ok(None);
                 }
+                // KMS is asked with the configured context, never the one the envelope
+                // claims: whoever can write the bucket chooses that one, and with it could
+                // have KMS open a data key made for another purpose (another context) under
+                // the same KMS key, one they may hold, and so a state of theirs would read as
+                // ours. A state written under an older context reads through a fallback
+                // provider configured with it.
                 kms::decrypt(
                     provider,
                     &encryption.data_keys,
                     &stored.ciphertext_blob,
-                    &stored.encryption_context,
+                    encryption_context,
                 )
                 .await
                 .map(Some)

@@ -386,3 +386,93 @@ async fn a_pbkdf2_derivation_does_not_block_the_runtime() {
     };
     assert_eq!(first, "the other task");
 }
+
+/// The configured `encryption_context` decides what KMS is asked to decrypt with, not the
+/// one an envelope claims: someone who can write the bucket and holds a data key made under
+/// the same KMS key for another purpose (another context) must not get a state of theirs
+/// accepted as ours. From the adversarial review of state encryption.
+#[cfg(feature = "kms")]
+#[tokio::test]
+async fn an_envelopes_own_encryption_context_cannot_replace_the_configured_one() {
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let endpoint = common::moto_endpoint();
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::new()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build(),
+    );
+    let key_id = kms
+        .create_key()
+        .send()
+        .await
+        .expect("creating a KMS key in moto")
+        .key_metadata
+        .unwrap()
+        .key_id;
+    // Another application's data key: same KMS key, its own context.
+    let other = kms
+        .generate_data_key()
+        .key_id(&key_id)
+        .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+        .encryption_context("purpose", "something-else")
+        .send()
+        .await
+        .unwrap();
+    let data_key = other.plaintext.unwrap().into_inner();
+    let blob = other.ciphertext_blob.unwrap().into_inner();
+    // A state sealed with it, in OpenTofu's envelope, claiming the other context.
+    let forged_state = br#"{"version":4,"terraform_version":"1.15.5","serial":99,"lineage":"forged","outputs":{},"resources":[],"check_results":null}"#;
+    let sealed = {
+        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &data_key).unwrap());
+        let nonce = [7u8; 12];
+        let mut body = forged_state.to_vec();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body)
+            .unwrap();
+        [nonce.to_vec(), body].concat()
+    };
+    let meta = serde_json::json!({
+        "ciphertext_blob": base64.encode(&blob),
+        "encryption_context": {"purpose": "something-else"},
+    });
+    let envelope = serde_json::json!({
+        "serial": 99,
+        "lineage": "forged",
+        "meta": {"key_provider.aws_kms.main": base64.encode(serde_json::to_vec(&meta).unwrap())},
+        "encrypted_data": base64.encode(&sealed),
+        "encryption_version": "v0",
+    });
+    let ours = encryption(&format!(
+        r#"key_provider "aws_kms" "main" {{
+             kms_key_id = "{key_id}"
+             key_spec   = "AES_256"
+             region     = "us-east-1"
+             access_key = "test"
+             secret_key = "test"
+             endpoints {{ kms = "{endpoint}" }}
+             encryption_context = {{ purpose = "tfstate" }}
+           }}
+           method "aes_gcm" "main" {{ keys = key_provider.aws_kms.main }}
+           state {{ method = method.aes_gcm.main }}"#
+    ));
+    let outcome = ours
+        .decrypt(Bytes::from(serde_json::to_vec(&envelope).unwrap()))
+        .await;
+    assert!(
+        matches!(outcome, Err(EncryptionError::DecryptionFailed { .. })),
+        "a forged state was accepted: {outcome:?}"
+    );
+    // Our own envelopes still read.
+    let own = ours
+        .encrypt(Bytes::from_static(common::TERRAFORM_STATE))
+        .await
+        .unwrap();
+    let (opened, _) = ours.decrypt(own).await.unwrap();
+    assert_eq!(&opened[..], common::TERRAFORM_STATE);
+}

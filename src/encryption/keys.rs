@@ -536,12 +536,15 @@ fn run_command(
     let mut stdout = child.stdout.take().expect("piped");
     // Bounded: a command that writes without end is cut off (its pipe is closed once the
     // limit is read, so it stops) instead of filling memory.
-    let reader = std::thread::spawn(move || {
+    // Read on a thread that hands its result over a channel, so that the wait for it is
+    // bounded too: a process the command started may hold the pipe open after it exits.
+    let (sender, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut out = Vec::new();
         let _ = (&mut stdout)
             .take(MAX_EXTERNAL_OUTPUT as u64 + 1)
             .read_to_end(&mut out);
-        out
+        let _ = sender.send(out);
     });
     let started = std::time::Instant::now();
     let status = loop {
@@ -559,7 +562,12 @@ fn run_command(
         }
     };
     let _ = writer.join();
-    let stdout = reader.join().unwrap_or_default();
+    let left = timeout.saturating_sub(started.elapsed());
+    let Ok(stdout) = output.recv_timeout(left) else {
+        return Err(format!(
+            "the command exited, but its output was still open after {timeout:?} (the external key provider timeout; a process it started holds it?)"
+        ));
+    };
     if !status.success() {
         return Err(format!("the command exited with {status}"));
     }

@@ -476,3 +476,40 @@ async fn an_envelopes_own_encryption_context_cannot_replace_the_configured_one()
     let (opened, _) = ours.decrypt(own).await.unwrap();
     assert_eq!(&opened[..], common::TERRAFORM_STATE);
 }
+
+/// A command that exits but leaves a process of its own holding its output open: the wait
+/// for that output is bounded by the provider's timeout too, and fails naming it. From the
+/// adversarial review of state encryption.
+#[tokio::test]
+async fn an_external_commands_output_held_open_after_it_exits_is_waited_for_within_the_timeout() {
+    let dir = common::temp_dir("external-kp-held");
+    let script = dir.join("held.sh");
+    let pid_file = dir.join("pid");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/usr/bin/env bash\necho '{{\"magic\":\"OpenTofu-External-Key-Provider\",\"version\":1}}'\nsleep 600 &\necho $! > '{}'\nexit 0\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let encryption =
+        encryption(&external_config(&script, false)).with_external_timeout(Duration::from_secs(2));
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        encryption.encrypt(Bytes::from_static(common::TERRAFORM_STATE)),
+    )
+    .await;
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    }
+    let error = outcome
+        .expect("the wait for the output is bounded")
+        .unwrap_err();
+    assert!(
+        matches!(&error, EncryptionError::KeyProvider { message, .. } if message.contains("output was still open")),
+        "{error:?}"
+    );
+}

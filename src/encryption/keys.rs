@@ -102,7 +102,15 @@ pub(super) fn encryption_key<'a>(
                 let mut salt = vec![0u8; *salt_length];
                 aws_lc_rs::rand::fill(&mut salt)
                     .map_err(|_| failure(provider, "no randomness for the salt"))?;
-                let key = pbkdf2_cached(&passphrase, &salt, *iterations, *hash, *key_length)?;
+                let key = pbkdf2_off_the_runtime(
+                    provider,
+                    &passphrase,
+                    &salt,
+                    *iterations,
+                    *hash,
+                    *key_length,
+                )
+                .await?;
                 let own = Pbkdf2Meta {
                     salt,
                     iterations: u64::from(*iterations),
@@ -119,7 +127,7 @@ pub(super) fn encryption_key<'a>(
                     .ok_or_else(|| failure(provider, "the command gave no encryption_key"))?;
                 (key, output.meta)
             }
-            ProviderSpec::AwsKms { .. } => kms::generate(provider).await?,
+            ProviderSpec::AwsKms { .. } => kms::generate(provider, &encryption.data_keys).await?,
         };
         if meta.insert(provider.meta_key.clone(), own_meta).is_some() {
             return Err(failure(
@@ -155,7 +163,12 @@ pub(super) fn decryption_key<'a>(
                 None => None,
             };
         match &provider.spec {
-            ProviderSpec::Pbkdf2 { passphrase, .. } => {
+            ProviderSpec::Pbkdf2 {
+                passphrase,
+                iterations: configured_iterations,
+                key_length: configured_length,
+                ..
+            } => {
                 let Some(own) = own else { return Ok(None) };
                 let stored: Pbkdf2Meta = serde_json::from_slice(&own)
                     .map_err(|e| failure(provider, format!("unreadable metadata: {e}")))?;
@@ -177,35 +190,77 @@ pub(super) fn decryption_key<'a>(
                         format!("unknown hash function {:?}", stored.hash_function),
                     )
                 })?;
+                // The envelope is not authenticated before the key is derived: anyone who
+                // can write the bucket chooses these. A huge count (or a long key, which
+                // PBKDF2 derives block by block, each block paying every iteration) would
+                // hold this thread for hours; OpenTofu bounds neither. The count is bounded
+                // by the larger of the configured one and MAX_METADATA_ITERATIONS, the
+                // length likewise (a chained pbkdf2 may derive more than AES-GCM uses).
+                let ceiling = u64::from(*configured_iterations).max(MAX_METADATA_ITERATIONS);
                 let iterations = u32::try_from(stored.iterations)
                     .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| failure(provider, "invalid iterations in its metadata"))?;
+                    .filter(|n| *n > 0 && u64::from(*n) <= ceiling)
+                    .ok_or_else(|| {
+                        failure(
+                            provider,
+                            format!(
+                                "invalid iterations in its metadata ({}; at most {ceiling} are accepted)",
+                                stored.iterations
+                            ),
+                        )
+                    })?;
+                let longest = (*configured_length).max(MAX_METADATA_KEY_LENGTH);
                 let key_length = usize::try_from(stored.key_length)
                     .ok()
-                    .filter(|n| (1..=1024).contains(n))
-                    .ok_or_else(|| failure(provider, "invalid key_length in its metadata"))?;
+                    .filter(|n| (1..=longest).contains(n))
+                    .ok_or_else(|| {
+                        failure(
+                            provider,
+                            format!(
+                                "invalid key_length in its metadata ({}; at most {longest} is accepted)",
+                                stored.key_length
+                            ),
+                        )
+                    })?;
                 if stored.salt.is_empty() {
                     return Ok(None);
                 }
-                pbkdf2_cached(&passphrase, &stored.salt, iterations, hash, key_length).map(Some)
+                pbkdf2_off_the_runtime(
+                    provider,
+                    &passphrase,
+                    &stored.salt,
+                    iterations,
+                    hash,
+                    key_length,
+                )
+                .await
+                .map(Some)
             }
             ProviderSpec::External { command } => {
                 let Some(own) = own else { return Ok(None) };
                 let output = run_external(encryption, provider, command, Some(&own)).await?;
                 Ok(output.keys.decryption_key)
             }
-            ProviderSpec::AwsKms { .. } => {
+            ProviderSpec::AwsKms {
+                encryption_context, ..
+            } => {
                 let Some(own) = own else { return Ok(None) };
                 let stored: KmsMeta = serde_json::from_slice(&own)
                     .map_err(|e| failure(provider, format!("unreadable metadata: {e}")))?;
                 if stored.ciphertext_blob.is_empty() {
                     return Ok(None);
                 }
+                // KMS is asked with the configured context, never the one the envelope
+                // claims: whoever can write the bucket chooses that one, and with it could
+                // have KMS open a data key made for another purpose (another context) under
+                // the same KMS key, one they may hold, and so a state of theirs would read as
+                // ours. A state written under an older context reads through a fallback
+                // provider configured with it.
                 kms::decrypt(
                     provider,
+                    &encryption.data_keys,
                     &stored.ciphertext_blob,
-                    &stored.encryption_context,
+                    encryption_context,
                 )
                 .await
                 .map(Some)
@@ -213,6 +268,14 @@ pub(super) fn decryption_key<'a>(
         }
     })
 }
+
+/// The most pbkdf2 iterations an envelope's metadata may ask for, unless the configuration
+/// asks for more: over 16 times OpenTofu's default (600 000), a few seconds of one core.
+pub(crate) const MAX_METADATA_ITERATIONS: u64 = 10_000_000;
+
+/// The longest pbkdf2 key an envelope's metadata may ask for, unless the configuration asks
+/// for longer: AES-256 takes 32 bytes; 64 leaves room for a chained passphrase.
+const MAX_METADATA_KEY_LENGTH: usize = 64;
 
 fn check_chained_length(provider: &Provider, passphrase: &Secret) -> Result<(), EncryptionError> {
     if passphrase.len() < super::config::MINIMUM_PASSPHRASE_LENGTH {
@@ -227,6 +290,41 @@ fn check_chained_length(provider: &Provider, passphrase: &Secret) -> Result<(), 
     Ok(())
 }
 
+/// Keys by an identifier, at most [`KEY_CACHE_ENTRIES`] of them (then it starts over), so
+/// that a long-running process (the gateway) does not keep every key it ever used.
+#[derive(Clone, Default)]
+pub(super) struct DataKeyCache(std::sync::Arc<Mutex<HashMap<Vec<u8>, Secret>>>);
+
+// Only the aws_kms provider keeps data keys.
+#[cfg_attr(not(feature = "kms"), allow(dead_code))]
+impl DataKeyCache {
+    pub(super) fn get(&self, id: &[u8]) -> Option<Secret> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub(super) fn remember(&self, id: Vec<u8>, key: Secret) {
+        remember(
+            &mut self.0.lock().unwrap_or_else(|e| e.into_inner()),
+            id,
+            key,
+        );
+    }
+}
+
+/// The most keys a cache holds.
+const KEY_CACHE_ENTRIES: usize = 1024;
+
+fn remember<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Secret>, id: K, key: Secret) {
+    if map.len() >= KEY_CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(id, key);
+}
+
 pub(super) static PBKDF2_DERIVATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Cached derived keys, by a SHA-256 of (passphrase, salt, parameters): the passphrase itself
@@ -236,8 +334,24 @@ fn pbkdf2_cache() -> &'static Mutex<HashMap<[u8; 32], Secret>> {
     CACHE.get_or_init(Default::default)
 }
 
-/// At most this many derived keys are kept; then the cache starts over.
-const PBKDF2_CACHE_ENTRIES: usize = 1024;
+/// [`pbkdf2_cached`] on tokio's blocking pool: a derivation takes up to seconds of CPU, and
+/// on the async runtime it would stall every other task on its thread (the gateway's other
+/// requests).
+async fn pbkdf2_off_the_runtime(
+    provider: &Provider,
+    passphrase: &Secret,
+    salt: &[u8],
+    iterations: u32,
+    hash: HashFunction,
+    key_length: usize,
+) -> Result<Secret, EncryptionError> {
+    let (passphrase, salt) = (passphrase.clone(), salt.to_vec());
+    tokio::task::spawn_blocking(move || {
+        pbkdf2_cached(&passphrase, &salt, iterations, hash, key_length)
+    })
+    .await
+    .map_err(|_| failure(provider, "the key derivation panicked"))?
+}
 
 pub(super) fn pbkdf2_cached(
     passphrase: &Secret,
@@ -276,11 +390,11 @@ pub(super) fn pbkdf2_cached(
     );
     PBKDF2_DERIVATIONS.fetch_add(1, Ordering::Relaxed);
     let key = Secret::new(out);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= PBKDF2_CACHE_ENTRIES {
-        cache.clear();
-    }
-    cache.insert(id, key.clone());
+    remember(
+        &mut cache.lock().unwrap_or_else(|e| e.into_inner()),
+        id,
+        key.clone(),
+    );
     Ok(key)
 }
 
@@ -334,7 +448,7 @@ async fn run_external(
     let command = command.to_vec();
     let name = provider.addr.provider_name();
     let run = tokio::task::spawn_blocking(move || run_command(&command, &input, timeout));
-    let (stdout, stderr_tail) = run
+    let stdout = run
         .await
         .map_err(|_| failure(provider, "the command's runner panicked"))?
         .map_err(|message| EncryptionError::KeyProvider {
@@ -364,7 +478,7 @@ async fn run_external(
         failure(
             provider,
             format!(
-                "the command's answer is not valid (at line {}, column {}){stderr_tail}",
+                "the command's answer is not valid (at line {}, column {})",
                 e.line(),
                 e.column()
             ),
@@ -392,19 +506,26 @@ async fn run_external(
     })
 }
 
+/// The most an `external` command may write on its stdout.
+const MAX_EXTERNAL_OUTPUT: usize = 1 << 20;
+
 /// Runs `command` with `input` on its stdin; its stdout, or why not. Killed after `timeout`.
+/// Its stderr goes to ours.
 fn run_command(
     command: &[String],
     input: &[u8],
     timeout: std::time::Duration,
-) -> Result<(Vec<u8>, String), String> {
+) -> Result<Vec<u8>, String> {
     use std::io::{Read as _, Write as _};
     use std::process::{Command, Stdio};
     let mut child = Command::new(&command[0])
         .args(&command[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // Its stderr is its own diagnostics, for whoever runs s3state (as OpenTofu passes it
+        // through). It is never put into an error: the gateway answers errors to its clients,
+        // and a provider's diagnostics may name a key.
+        .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", command[0]))?;
     let mut stdin = child.stdin.take().expect("piped");
@@ -413,16 +534,17 @@ fn run_command(
         let _ = stdin.write_all(&input);
     });
     let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
+    // Bounded: a command that writes without end is cut off (its pipe is closed once the
+    // limit is read, so it stops) instead of filling memory.
+    // Read on a thread that hands its result over a channel, so that the wait for it is
+    // bounded too: a process the command started may hold the pipe open after it exits.
+    let (sender, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        out
-    });
-    let mut stderr = child.stderr.take().expect("piped");
-    let errors = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stderr.read_to_end(&mut out);
-        out
+        let _ = (&mut stdout)
+            .take(MAX_EXTERNAL_OUTPUT as u64 + 1)
+            .read_to_end(&mut out);
+        let _ = sender.send(out);
     });
     let started = std::time::Instant::now();
     let status = loop {
@@ -440,25 +562,21 @@ fn run_command(
         }
     };
     let _ = writer.join();
-    let stdout = reader.join().unwrap_or_default();
-    let stderr = errors.join().unwrap_or_default();
-    // The command's stderr is its own diagnostics; a short tail helps, and a key provider
-    // is expected to keep keys out of it.
-    let tail = String::from_utf8_lossy(&stderr);
-    let tail = tail.trim();
-    let tail = if tail.is_empty() {
-        String::new()
-    } else {
-        let start = tail.len().saturating_sub(300);
-        let start = (start..tail.len())
-            .find(|i| tail.is_char_boundary(*i))
-            .unwrap_or(0);
-        format!("; its stderr ends: {}", &tail[start..])
+    let left = timeout.saturating_sub(started.elapsed());
+    let Ok(stdout) = output.recv_timeout(left) else {
+        return Err(format!(
+            "the command exited, but its output was still open after {timeout:?} (the external key provider timeout; a process it started holds it?)"
+        ));
     };
     if !status.success() {
-        return Err(format!("the command exited with {status}{tail}"));
+        return Err(format!("the command exited with {status}"));
     }
-    Ok((stdout, tail))
+    if stdout.len() > MAX_EXTERNAL_OUTPUT {
+        return Err(format!(
+            "the command wrote more than {MAX_EXTERNAL_OUTPUT} bytes (a key and its metadata are far smaller)"
+        ));
+    }
+    Ok(stdout)
 }
 
 #[cfg(feature = "kms")]
@@ -466,10 +584,9 @@ mod kms {
     //! `aws_kms`: a data key from KMS `GenerateDataKey`, its encrypted blob kept in the
     //! metadata and decrypted with KMS `Decrypt`.
 
-    use super::{KmsMeta, Provider, ProviderSpec, failure};
+    use super::{DataKeyCache, KmsMeta, Provider, ProviderSpec, failure};
     use crate::encryption::{EncryptionError, Secret};
     use std::collections::{BTreeMap, HashMap};
-    use std::sync::{Mutex, OnceLock};
 
     async fn client(provider: &Provider) -> aws_sdk_kms::Client {
         let ProviderSpec::AwsKms {
@@ -520,12 +637,6 @@ mod kms {
         (!map.is_empty()).then(|| map.clone().into_iter().collect())
     }
 
-    /// Decrypted data keys, by their encrypted blob: a version read twice asks KMS once.
-    fn cache() -> &'static Mutex<HashMap<Vec<u8>, Secret>> {
-        static CACHE: OnceLock<Mutex<HashMap<Vec<u8>, Secret>>> = OnceLock::new();
-        CACHE.get_or_init(Default::default)
-    }
-
     fn describe(error: impl std::error::Error) -> String {
         // The SDK's error chain names the service's code and message; no key is in it.
         let mut text = error.to_string();
@@ -538,8 +649,11 @@ mod kms {
         text
     }
 
+    /// A new data key; it is remembered in `cache` (this configuration's), so the state read
+    /// back after this write asks KMS nothing.
     pub(super) async fn generate(
         provider: &Provider,
+        cache: &DataKeyCache,
     ) -> Result<(Secret, Vec<u8>), EncryptionError> {
         let ProviderSpec::AwsKms {
             kms_key_id,
@@ -567,10 +681,7 @@ mod kms {
             .ciphertext_blob
             .map(|blob| blob.into_inner())
             .ok_or_else(|| failure(provider, "GenerateDataKey returned no ciphertext blob"))?;
-        cache()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(blob.clone(), key.clone());
+        cache.remember(blob.clone(), key.clone());
         let meta = KmsMeta {
             ciphertext_blob: blob,
             encryption_context: encryption_context.clone(),
@@ -578,16 +689,18 @@ mod kms {
         Ok((key, serde_json::to_vec(&meta).unwrap_or_default()))
     }
 
+    /// The data key in `blob`, from `cache` (a version read twice asks KMS once) or KMS.
     pub(super) async fn decrypt(
         provider: &Provider,
+        cache: &DataKeyCache,
         blob: &[u8],
         encryption_context: &BTreeMap<String, String>,
     ) -> Result<Secret, EncryptionError> {
         let ProviderSpec::AwsKms { kms_key_id, .. } = &provider.spec else {
             unreachable!("called for aws_kms providers only")
         };
-        if let Some(key) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(blob) {
-            return Ok(key.clone());
+        if let Some(key) = cache.get(blob) {
+            return Ok(key);
         }
         let answer = client(provider)
             .await
@@ -602,22 +715,20 @@ mod kms {
             .plaintext
             .map(|blob| Secret::new(blob.into_inner()))
             .ok_or_else(|| failure(provider, "Decrypt returned no plaintext key"))?;
-        cache()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(blob.to_vec(), key.clone());
+        cache.remember(blob.to_vec(), key.clone());
         Ok(key)
     }
 }
 
 #[cfg(not(feature = "kms"))]
 mod kms {
-    use super::{Provider, failure};
+    use super::{DataKeyCache, Provider, failure};
     use crate::encryption::{EncryptionError, Secret};
     use std::collections::BTreeMap;
 
     pub(super) async fn generate(
         provider: &Provider,
+        _cache: &DataKeyCache,
     ) -> Result<(Secret, Vec<u8>), EncryptionError> {
         Err(failure(
             provider,
@@ -627,6 +738,7 @@ mod kms {
 
     pub(super) async fn decrypt(
         provider: &Provider,
+        _cache: &DataKeyCache,
         _blob: &[u8],
         _context: &BTreeMap<String, String>,
     ) -> Result<Secret, EncryptionError> {
@@ -634,5 +746,26 @@ mod kms {
             provider,
             "s3state was built without the `kms` feature",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long-running process keeps at most KEY_CACHE_ENTRIES keys.
+    #[test]
+    fn a_key_cache_is_bounded() {
+        let cache = DataKeyCache::default();
+        for n in 0..(KEY_CACHE_ENTRIES as u32 * 3) {
+            cache.remember(n.to_be_bytes().to_vec(), Secret::new(vec![1; 32]));
+        }
+        let held = cache.0.lock().unwrap().len();
+        assert!((1..=KEY_CACHE_ENTRIES).contains(&held), "{held}");
+        assert!(
+            cache
+                .get(&(KEY_CACHE_ENTRIES as u32 * 3 - 1).to_be_bytes())
+                .is_some()
+        );
     }
 }

@@ -188,6 +188,11 @@ fn looks_like_envelope(body: &[u8]) -> bool {
 pub struct StateEncryption {
     resolved: Resolved,
     external_timeout: Duration,
+    /// KMS data keys this configuration generated or had decrypted, by their encrypted blob.
+    /// Per configuration, not per process: KMS (with this configuration's credentials)
+    /// decides who may have a data key, and another configuration in the process may not
+    /// be allowed it.
+    data_keys: keys::DataKeyCache,
 }
 
 impl fmt::Debug for StateEncryption {
@@ -215,6 +220,7 @@ impl StateEncryption {
         Ok(StateEncryption {
             resolved: config.resolve()?,
             external_timeout: DEFAULT_EXTERNAL_TIMEOUT,
+            data_keys: keys::DataKeyCache::default(),
         })
     }
 

@@ -659,6 +659,21 @@ impl Default for GatewayConfig {
     }
 }
 
+/// A TOML error as "line L, column C: message". toml's own text quotes the offending line,
+/// which may hold a passphrase (`[encryption]`) or a password hash: it is printed and logged.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
 impl GatewayConfig {
     /// Reads a configuration file: JSON when its name ends in `.json`, TOML otherwise. Unknown
     /// settings are errors (a typo must not silently drop a grant). Not yet validated.
@@ -679,7 +694,7 @@ impl GatewayConfig {
         if path.extension().is_some_and(|ext| ext == "json") {
             serde_json::from_str(text).map_err(|err| parse_error(err.to_string()))
         } else {
-            toml::from_str(text).map_err(|err| parse_error(err.to_string()))
+            toml::from_str(text).map_err(|err| parse_error(toml_error(text, &err)))
         }
     }
 

@@ -144,6 +144,21 @@ async fn every_command(
     );
     let raw = ok(s3state(bucket, dir).args(["pull", "--raw"]));
     assert_eq!(raw.as_bytes(), &stored[..]);
+    // Trace logging (the SDK's too) shows no data key: KMS answers it as `Plaintext`.
+    let traced = s3state(bucket, dir)
+        .arg("pull")
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(traced.status.success());
+    let logs = String::from_utf8_lossy(&traced.stderr);
+    assert!(
+        !logs.contains("Plaintext") && !logs.contains("plaintext: Some"),
+        "a data key in the trace log"
+    );
+    if provider.contains("aws_kms") {
+        assert!(logs.contains("Decrypt"), "the SDK's KMS call is traced");
+    }
     ok(s3state(bucket, dir).args(["outputs", "--json"]));
     assert!(ok(s3state(bucket, dir).arg("meta")).contains(&expected.lineage));
     assert!(ok(s3state(bucket, dir).arg("list")).contains("terraform_data.example"));

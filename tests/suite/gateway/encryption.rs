@@ -183,3 +183,32 @@ async fn the_web_ui_of_an_encrypting_gateway_shows_the_plaintext_state() {
     }
     gateway.stop().await;
 }
+
+/// A mistake on a secret's line of the gateway's TOML file (an unclosed string, a key given
+/// twice) is reported by line and column, without quoting the line: the error is printed and
+/// logged, and the line holds a passphrase. From the adversarial review of state encryption.
+#[test]
+fn a_configuration_error_never_quotes_a_passphrase() {
+    for (mistake, line) in [
+        (
+            format!("passphrase = \"{PASSPHRASE}\npassphrase = \"other\""),
+            5,
+        ),
+        (
+            format!("passphrase = \"{PASSPHRASE}\"\npassphrase = \"{PASSPHRASE}\""),
+            6,
+        ),
+        (format!("passphrase = \"{PASSPHRASE}\" iterations = 1"), 5),
+    ] {
+        let toml =
+            format!("[s3]\nbucket = \"b\"\n\n[encryption.key_provider.pbkdf2.main]\n{mistake}\n");
+        let error = s3state::server::GatewayConfig::from_str_at(
+            &toml,
+            std::path::Path::new("gateway.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!error.contains(PASSPHRASE), "{error}");
+        assert!(error.contains(&format!("line {line},")), "{error}");
+    }
+}

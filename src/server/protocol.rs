@@ -249,17 +249,8 @@ pub(crate) async fn answer<S: GatewayStore>(
         StateMethod::Get => get(store, encryption).await,
         StateMethod::Update => update(metrics, log, store, encryption, request).await,
         StateMethod::Lock => {
-            lock(
-                metrics,
-                log,
-                &who,
-                &name,
-                store,
-                encryption,
-                &request.body,
-                lock_wait,
-            )
-            .await
+            let manager = manager_waiting(store, encryption, lock_wait);
+            lock(metrics, log, &who, &name, manager, &request.body).await
         }
         StateMethod::Unlock => {
             unlock(
@@ -497,15 +488,15 @@ fn lock_audit<'a>(log: &'a Audit, who: &'a str, name: &'a str) -> impl Fn(&str, 
     }
 }
 
+/// LOCK, through `manager` (the state's, whose `lock_bound` waits its turn in this process as
+/// [`manager_waiting`] set it up).
 pub(crate) async fn lock<S: GatewayStore>(
     metrics: &Metrics,
     log: &Audit,
     who: &str,
     name: &str,
-    store: &S,
-    encryption: Encryption<'_>,
+    manager: RemoteState<S>,
     body: &[u8],
-    lock_wait: Duration,
 ) -> Response {
     let audit = lock_audit(log, who, name);
     let info: LockInfo = match serde_json::from_slice(body) {
@@ -520,10 +511,7 @@ pub(crate) async fn lock<S: GatewayStore>(
             );
         }
     };
-    match manager_waiting(store, encryption, lock_wait)
-        .lock_bound(&info, who)
-        .await
-    {
+    match manager.lock_bound(&info, who).await {
         Ok(BoundLockTaken::Taken(info)) => {
             audit("locked", &info.id);
             json_response(

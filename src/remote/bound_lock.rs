@@ -209,7 +209,7 @@ impl<S: Store> RemoteState<S> {
     /// While a bound lock taken through this process is held, the LOCK first waits its turn
     /// in this process's line for the object, for at most
     /// [`RemoteStateOptions::bound_lock_wait`](super::RemoteStateOptions::bound_lock_wait),
-    /// then asks the store, which decides (see [`super::bound_turns`]).
+    /// then asks the store, which decides (see `remote/bound_turns.rs`).
     pub async fn lock_bound(&self, info: &LockInfo, owner: &str) -> Result<BoundLockTaken> {
         if info.id.trim().is_empty() {
             return Err(Error::InvalidLockInfo {

@@ -230,18 +230,53 @@ async fn two_terraforms_contending_for_one_state_take_turns() {
         .output();
     let waiting = tokio::spawn(waiting);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let serial_first = {
-        gateway::release(&first, apply).await;
-        first.pull().await["serial"].as_u64().unwrap()
-    };
+    gateway::release(&first, apply).await;
     let output = waiting.await.unwrap().unwrap();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let end = second.pull().await;
-    assert!(end["serial"].as_u64().unwrap() > serial_first);
+    // The second applied on top of the first: the newest version is the second's (its
+    // principal is the author), with a higher serial than every version the first wrote.
+    // (Reading the first's serial after releasing it raced the second's apply.)
+    let client = common::client();
+    let listing = client
+        .list_object_versions()
+        .bucket(&gateway.bucket)
+        .prefix(key("shared"))
+        .send()
+        .await
+        .unwrap();
+    let mut versions = Vec::new();
+    for version in listing.versions() {
+        if version.key() != Some(key("shared").as_str()) {
+            continue;
+        }
+        let head = client
+            .head_object()
+            .bucket(&gateway.bucket)
+            .key(key("shared"))
+            .version_id(version.version_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let metadata = head.metadata().cloned().unwrap_or_default();
+        let serial: u64 = metadata["s3state-serial"].parse().unwrap();
+        versions.push((metadata.get("s3state-gateway-user").cloned(), serial));
+    }
+    let (newest_author, newest_serial) = versions.first().cloned().expect("versions");
+    assert_eq!(newest_author.as_deref(), Some(ADMIN.0), "{versions:?}");
+    let firsts: Vec<u64> = versions
+        .iter()
+        .filter(|(author, _)| author.as_deref() == Some(WRITER.0))
+        .map(|(_, serial)| *serial)
+        .collect();
+    assert!(!firsts.is_empty(), "{versions:?}");
+    assert!(
+        firsts.iter().all(|serial| *serial < newest_serial),
+        "{versions:?}"
+    );
     assert!(!lock_exists(&gateway, "shared").await);
 }
 

@@ -14,6 +14,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SEAWEEDFS_MODULES=(store_contract:: rules:: locking:: history:: workspaces:: lost_writes::
   push:: cli:: interop:: tooling:: stores::verdict::)
 
+# The web UI's browser tests need Debian's Chromium and its driver: installed here on a fresh
+# machine (once; a no-op when present), as the harness installs the emulators itself.
+tests/browser/install.sh >/dev/null
+
 status=0
 cargo test "$@" || status=$?
 

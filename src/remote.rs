@@ -979,10 +979,15 @@ impl<S: Store> RemoteState<S> {
                 }
             }
         };
-        if dry_run {
+        {
             let _io = self.lock_io().await;
             self.refresh_now().await?;
-            return Ok(judge(None));
+            // Nothing stored: nothing to migrate. `update` would start from an empty state
+            // and create it, so the absence is answered here, before it. (A state deleted
+            // between this read and the update's own is the one gap left.)
+            if dry_run || self.lock_snapshots().base.state.is_none() {
+                return Ok(judge(None));
+            }
         }
         self.update(|state| judge(Some(state))).await
     }

@@ -319,3 +319,29 @@ async fn migrate_encryption_encrypts_rekeys_and_keeps_the_history() {
     let first = encrypting.snapshot_at(&first).await.unwrap();
     assert_eq!(first.state.serial, original.serial);
 }
+
+/// Migrating a key where no state is stored writes nothing: before, `update` started from an
+/// empty state and created one, encrypted, while the answer said "absent". From the final
+/// review of the write paths (issue 24).
+#[tokio::test]
+async fn migrating_where_no_state_is_stored_creates_none() {
+    let bucket = common::bucket(true).await;
+    let manager = common::builder(&bucket, KEY)
+        .with_encryption(encryption(&pbkdf2_config(
+            PASSPHRASE,
+            false,
+            Some("method.unencrypted.migrate"),
+        )))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        manager.migrate_encryption(false).await.unwrap(),
+        s3state::EncryptionMigration::Absent
+    );
+    assert_eq!(
+        common::version_count(&bucket, KEY).await,
+        0,
+        "nothing written"
+    );
+}
